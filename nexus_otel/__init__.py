@@ -1,0 +1,20 @@
+"""nexus-otel: a Nexus-style plugin host where every workflow and hook is an OpenTelemetry span."""
+
+__version__ = "0.1.0"
+
+from .app import Nexus  # noqa: E402
+from .errors import NexusOtelError  # noqa: E402
+from .events import WorkflowEvent  # noqa: E402
+from .middleware import Middleware, WorkflowCall  # noqa: E402
+from .plugin import NexusPlugin, PluginManager  # noqa: E402
+
+__all__ = [
+    "Middleware",
+    "Nexus",
+    "NexusOtelError",
+    "NexusPlugin",
+    "PluginManager",
+    "WorkflowCall",
+    "WorkflowEvent",
+    "__version__",
+]

@@ -1,0 +1,253 @@
+"""The :class:`Nexus` app: workflows, plugins, hooks, middleware and lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TypeVar, overload
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import SpanKind
+
+from .discovery import Discovered
+from .errors import AppStateError
+from .execution import Executor
+from .hooks import HookRegistry, HookRunner
+from .middleware import Middleware, as_middleware
+from .plugin import PluginManager
+from .redaction import Redactor
+from .telemetry import contract as c
+from .telemetry.telemetry import Telemetry
+from .workflows import Workflow, WorkflowRegistry, check_inputs
+
+log = logging.getLogger("nexus_otel")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CREATED, _STARTED, _STOPPED = "created", "started", "stopped"
+
+
+class Nexus:
+    """A workflow app whose every execution and plugin hook is an OpenTelemetry span.
+
+    ``name`` becomes ``service.name`` unless ``OTEL_SERVICE_NAME`` or
+    ``OTEL_RESOURCE_ATTRIBUTES`` set one. Pass ``tracer_provider`` /
+    ``meter_provider`` to use your own; otherwise an SDK provider already
+    installed globally is used, or new ones are built from ``OTEL_*``.
+    Bad ``OTEL_*`` values raise :class:`~nexus_otel.errors.ConfigurationError` here.
+    """
+
+    def __init__(
+        self,
+        name: str = "nexus",
+        *,
+        tracer_provider: trace_api.TracerProvider | None = None,
+        meter_provider: metrics_api.MeterProvider | None = None,
+        telemetry: Telemetry | None = None,
+        record_inputs: bool = True,
+        redactor: Redactor | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.telemetry = telemetry or Telemetry(
+            name, tracer_provider=tracer_provider, meter_provider=meter_provider, environ=environ,
+        )
+        self.redactor = redactor or Redactor()
+        self.hooks = HookRegistry()
+        self.workflows = WorkflowRegistry()
+        self.plugins = PluginManager(self)
+        self._hook_runner = HookRunner(self.telemetry)
+        self._executor = Executor(
+            self.telemetry, self.hooks, redactor=self.redactor, record_inputs=record_inputs,
+        )
+        self._middleware: list[tuple[str | None, Middleware]] = []
+        self._middleware_owner: str | None = None
+        self._state = _CREATED
+        self._state_lock = threading.RLock()
+
+    # -- workflows -------------------------------------------------------------
+    @overload
+    def workflow(self, name: F) -> F: ...
+    @overload
+    def workflow(self, name: str | None = None, *, replace: bool = False) -> Callable[[F], F]: ...
+
+    def workflow(self, name: Any = None, *, replace: bool = False) -> Any:
+        """Decorator registering a workflow: ``@app.workflow("greet")`` or bare ``@app.workflow``."""
+        if callable(name) and not isinstance(name, str):
+            fn = name
+            self.register(fn.__name__, fn)
+            return fn
+
+        def decorator(fn: F) -> F:
+            self.register(name or getattr(fn, "__name__", ""), fn, replace=replace)
+            return fn
+
+        return decorator
+
+    def register(self, name: str, fn: Callable[[dict[str, Any]], Any], *, replace: bool = False) -> Workflow:
+        """Register ``fn`` (sync or async, taking the inputs dict) under ``name``."""
+        return self.workflows.register(name, fn, replace=replace)
+
+    def execute_workflow(
+        self,
+        workflow_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        channel: str = "python",
+        span_kind: SpanKind = SpanKind.INTERNAL,
+    ) -> Any:
+        """Run a workflow and return its result; its own exceptions come back unchanged."""
+        workflow = self.workflows.get(workflow_name)
+        inputs = check_inputs(workflow_name, inputs)
+        self._check_running("execute_workflow")
+        return self._executor.execute(workflow, inputs, session_id, channel, span_kind)
+
+    async def aexecute_workflow(
+        self,
+        workflow_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        channel: str = "python",
+        span_kind: SpanKind = SpanKind.INTERNAL,
+    ) -> Any:
+        """The async twin of :meth:`execute_workflow`; sync workflows run in a worker thread."""
+        workflow = self.workflows.get(workflow_name)
+        inputs = check_inputs(workflow_name, inputs)
+        self._check_running("aexecute_workflow")
+        return await self._executor.aexecute(workflow, inputs, session_id, channel, span_kind)
+
+    # -- hooks -------------------------------------------------------------------
+    def on_workflow_started(self, fn: F) -> F:
+        """Decorator: ``fn(event)`` runs before each workflow, in its own span."""
+        self.hooks.add(c.WORKFLOW_STARTED, fn)
+        return fn
+
+    def on_workflow_completed(self, fn: F) -> F:
+        """Decorator: ``fn(event)`` runs after each successful workflow."""
+        self.hooks.add(c.WORKFLOW_COMPLETED, fn)
+        return fn
+
+    def on_workflow_failed(self, fn: F) -> F:
+        """Decorator: ``fn(event)`` runs after each failed workflow (``event.error`` is set)."""
+        self.hooks.add(c.WORKFLOW_FAILED, fn)
+        return fn
+
+    def on_startup(self, fn: F) -> F:
+        """Decorator: ``fn()`` runs at :meth:`start` (at once, for plugins added later)."""
+        self.hooks.add(c.STARTUP, fn)
+        return fn
+
+    def on_shutdown(self, fn: F) -> F:
+        """Decorator: ``fn()`` runs at :meth:`stop`, before plugins are torn down."""
+        self.hooks.add(c.SHUTDOWN, fn)
+        return fn
+
+    # -- plugins and middleware -------------------------------------------------------
+    def add_plugin(self, plugin: Any) -> Any:
+        """Register ``plugin`` and run its ``setup(app)`` in a span."""
+        self._check_running("add_plugin")
+        return self.plugins.register(plugin)
+
+    def load_plugins(self, folder: str | Path | None = None, *, entry_points: bool = False,
+                     strict: bool = False) -> Discovered:
+        """Register the plugins of a folder and/or the ``nexus_otel.plugins`` entry points."""
+        self._check_running("load_plugins")
+        result = Discovered()
+        if folder is not None:
+            found = self.plugins.load_folder(folder, strict=strict)
+            result.errors += found.errors
+            result.registered += found.registered
+        if entry_points:
+            found = self.plugins.load_entry_points(strict=strict)
+            result.errors += found.errors
+            result.registered += found.registered
+        return result
+
+    def use(self, middleware: Middleware | Callable[..., Any]) -> Middleware:
+        """Add execution middleware; the first added is the outermost."""
+        mw = as_middleware(middleware)
+        with self._state_lock:
+            self._middleware.append((self._middleware_owner, mw))
+            self._executor.set_middleware([m for _, m in self._middleware])
+        return mw
+
+    @property
+    def middleware(self) -> list[Middleware]:
+        return [m for _, m in self._middleware]
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> "Nexus":
+        """Run the startup hooks (in a ``nexus start`` span)."""
+        with self._state_lock:
+            if self._state == _STARTED:
+                raise AppStateError(f"app {self.name!r} is already started")
+            if self._state == _STOPPED:
+                raise AppStateError(f"app {self.name!r} was stopped; create a new app to start again")
+            with self.telemetry.tracer.start_as_current_span(c.APP_START_SPAN):
+                self._hook_runner.run(self.hooks.get(c.STARTUP), ())
+            self._state = _STARTED
+        log.debug("app %r started", self.name)
+        return self
+
+    def stop(self) -> None:
+        """Run shutdown hooks, tear plugins down (last first), then flush telemetry. Idempotent."""
+        with self._state_lock:
+            if self._state == _STOPPED:
+                return
+            was_started = self._state == _STARTED
+            self._state = _STOPPED
+            with self.telemetry.tracer.start_as_current_span(c.APP_STOP_SPAN):
+                if was_started:
+                    self._hook_runner.run(self.hooks.get(c.SHUTDOWN), ())
+                self.plugins.teardown_all()
+        self.telemetry.shutdown()
+        log.debug("app %r stopped", self.name)
+
+    @property
+    def started(self) -> bool:
+        return self._state == _STARTED
+
+    def __enter__(self) -> "Nexus":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> "Nexus":
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Nexus {self.name!r} {self._state} workflows={self.workflows.names()} plugins={self.plugins.list()}>"
+
+    # -- used by PluginManager ----------------------------------------------------------
+    def _check_running(self, what: str) -> None:
+        if self._state == _STOPPED:
+            raise AppStateError(f"app {self.name!r} is stopped; cannot {what}")
+
+    def _plugin_added(self, name: str) -> None:
+        """A plugin added after start gets its startup hooks at once."""
+        if self._state == _STARTED:
+            self._hook_runner.run(self.hooks.of_plugin(name, c.STARTUP), ())
+
+    @contextmanager
+    def _middleware_owned_by(self, plugin: str) -> Iterator[None]:
+        with self._state_lock:
+            previous, self._middleware_owner = self._middleware_owner, plugin
+            try:
+                yield
+            finally:
+                self._middleware_owner = previous
+
+    def _remove_middleware_of(self, plugin: str) -> None:
+        with self._state_lock:
+            kept = [(o, m) for o, m in self._middleware if o != plugin]
+            if len(kept) != len(self._middleware):
+                self._middleware = kept
+                self._executor.set_middleware([m for _, m in kept])

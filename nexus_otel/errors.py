@@ -1,0 +1,100 @@
+"""The exceptions nexus-otel raises, one tree under :class:`NexusOtelError`.
+
+Every exception names what is at fault: the setting, the plugin, the file or
+the workflow, so a log line alone tells a user what to fix::
+
+    NexusOtelError
+    ├── ConfigurationError          a setting has a bad value (also ValueError)
+    ├── PluginError                 a plugin is at fault; ``.plugin`` names it
+    │   ├── PluginValidationError   not a usable plugin object (also TypeError)
+    │   ├── DuplicatePluginError    name already registered (also ValueError)
+    │   ├── PluginSetupError        ``setup(app)`` raised; nothing was kept
+    │   └── PluginLoadError         a plugin file or entry point failed to load
+    ├── WorkflowError               a workflow is at fault; ``.workflow`` names it
+    │   ├── UnknownWorkflowError    no workflow by that name (also LookupError)
+    │   ├── WorkflowRegistrationError  bad name or not callable (also TypeError)
+    │   ├── DuplicateWorkflowError  name already registered (also ValueError)
+    │   └── InvalidInputsError      inputs are not a mapping (also TypeError)
+    └── AppStateError               the app cannot do that now (also RuntimeError)
+
+Exceptions raised by a workflow function itself are never wrapped: callers get
+their own exception back, unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NexusOtelError(Exception):
+    """Base of every exception raised by nexus-otel itself."""
+
+
+class ConfigurationError(NexusOtelError, ValueError):
+    """A setting has a value that cannot work; raised at start, never later."""
+
+    def __init__(self, setting: str, value: Any, expected: str) -> None:
+        self.setting = setting
+        self.value = value
+        self.expected = expected
+        super().__init__(f"invalid {setting}={value!r}: expected {expected}")
+
+
+class PluginError(NexusOtelError):
+    """A plugin is at fault; ``plugin`` is its name (or its class name)."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class PluginValidationError(PluginError, TypeError):
+    """The object given is not a usable plugin (no name, not an instance, ...)."""
+
+
+class DuplicatePluginError(PluginError, ValueError):
+    """A plugin with this name is already registered."""
+
+
+class PluginSetupError(PluginError):
+    """``setup(app)`` raised; the hooks it had registered were removed again."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin file or entry point could not be loaded; ``source`` names it."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        NexusOtelError.__init__(self, f"cannot load plugins from {source}: {message}")
+        self.plugin = source
+
+
+class WorkflowError(NexusOtelError):
+    """A workflow is at fault; ``workflow`` is its name."""
+
+    def __init__(self, workflow: str, message: str) -> None:
+        self.workflow = workflow
+        super().__init__(f"workflow {workflow!r}: {message}")
+
+
+class UnknownWorkflowError(WorkflowError, LookupError):
+    """No workflow is registered under this name."""
+
+    def __str__(self) -> str:  # LookupError would quote the message again
+        return str(self.args[0])
+
+
+class WorkflowRegistrationError(WorkflowError, TypeError):
+    """The workflow name or function is not usable."""
+
+
+class DuplicateWorkflowError(WorkflowError, ValueError):
+    """A workflow with this name is already registered."""
+
+
+class InvalidInputsError(WorkflowError, TypeError):
+    """Workflow inputs must be a mapping of names to values."""
+
+
+class AppStateError(NexusOtelError, RuntimeError):
+    """The app is in a state where this call cannot work (e.g. already stopped)."""

@@ -1,0 +1,182 @@
+"""Running one workflow: its span, hooks, middleware chain and metrics.
+
+Order, for every execution::
+
+    span "workflow <name>" (current for everything below)
+      hooks workflow_started          each a child span
+      middleware chain -> workflow fn timed: this is event.duration
+      hooks workflow_completed | workflow_failed
+    metrics: executions, duration (with the trace as exemplar), active
+
+The sync and async paths share every step but how hooks and the chain are
+called. With telemetry disabled the same steps run with no telemetry calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Mapping, Sequence
+
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+
+from ._aio import block_on
+from .events import WorkflowEvent
+from .hooks import HookRegistry, HookRunner
+from .middleware import Middleware, WorkflowCall, build_async_chain, build_sync_chain
+from .redaction import Redactor
+from .telemetry import contract as c
+from .telemetry.telemetry import Telemetry
+from .workflows import Workflow
+
+
+class _Run:
+    __slots__ = ("workflow", "event", "span", "token", "start", "channel")
+
+    def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any) -> None:
+        self.workflow = workflow
+        self.event = event
+        self.span = span
+        self.token = token
+        self.start = 0.0
+        self.channel = event.channel
+
+
+def _sync_terminal(call: WorkflowCall) -> Any:
+    if call.workflow.is_async:
+        return block_on(call.workflow.fn(call.inputs))
+    return call.workflow.fn(call.inputs)
+
+
+async def _async_terminal(call: WorkflowCall) -> Any:
+    if call.workflow.is_async:
+        return await call.workflow.fn(call.inputs)
+    # A sync workflow must not block the event loop; the context (span) goes along.
+    return await asyncio.to_thread(call.workflow.fn, call.inputs)
+
+
+class Executor:
+    """Executes workflows for one app."""
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        hooks: HookRegistry,
+        *,
+        redactor: Redactor,
+        record_inputs: bool,
+    ) -> None:
+        self._telemetry = telemetry
+        self._tracer = telemetry.tracer
+        self._instruments = telemetry.instruments
+        self._hooks = hooks
+        self._runner = HookRunner(telemetry)
+        self._redactor = redactor
+        self._record_inputs = record_inputs
+        self._sync_chain = _sync_terminal
+        self._async_chain = _async_terminal
+
+    def set_middleware(self, middlewares: Sequence[Middleware]) -> None:
+        self._sync_chain = build_sync_chain(middlewares, _sync_terminal)
+        self._async_chain = build_async_chain(middlewares, _async_terminal)
+
+    # -- the two paths -----------------------------------------------------
+    def execute(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
+                channel: str, kind: SpanKind) -> Any:
+        run = self._begin(workflow, inputs, session_id, channel, kind)
+        event = run.event
+        try:
+            self._runner.run(self._hooks.get(c.WORKFLOW_STARTED), (event,))
+            run.start = time.perf_counter()
+            try:
+                result = self._sync_chain(WorkflowCall(workflow, event, inputs, run.span))
+            except BaseException as exc:
+                self._failed(run, exc)
+                self._runner.run(self._hooks.get(c.WORKFLOW_FAILED), (event,))
+                raise
+            self._completed(run, result)
+            self._runner.run(self._hooks.get(c.WORKFLOW_COMPLETED), (event,))
+            return result
+        finally:
+            self._end(run)
+
+    async def aexecute(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
+                       channel: str, kind: SpanKind) -> Any:
+        run = self._begin(workflow, inputs, session_id, channel, kind)
+        event = run.event
+        try:
+            await self._runner.arun(self._hooks.get(c.WORKFLOW_STARTED), (event,))
+            run.start = time.perf_counter()
+            try:
+                result = await self._async_chain(WorkflowCall(workflow, event, inputs, run.span))
+            except BaseException as exc:
+                self._failed(run, exc)
+                await self._runner.arun(self._hooks.get(c.WORKFLOW_FAILED), (event,))
+                raise
+            self._completed(run, result)
+            await self._runner.arun(self._hooks.get(c.WORKFLOW_COMPLETED), (event,))
+            return result
+        finally:
+            self._end(run)
+
+    # -- shared steps --------------------------------------------------------
+    def _begin(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
+               channel: str, kind: SpanKind) -> _Run:
+        event = WorkflowEvent(
+            workflow_name=workflow.name, workflow_id=uuid.uuid4().hex, session_id=session_id,
+            channel=channel, inputs=inputs, timestamp=time.time(),
+        )
+        if not self._telemetry.enabled:
+            return _Run(workflow, event, INVALID_SPAN, None)
+        attributes: dict[str, Any] = {
+            c.WORKFLOW_NAME: workflow.name,
+            c.WORKFLOW_ID: event.workflow_id,
+            c.CHANNEL: channel,
+        }
+        if session_id is not None:
+            attributes[c.SESSION_ID] = session_id
+        if self._record_inputs:
+            attributes[c.WORKFLOW_INPUTS] = self._redactor.to_attribute(inputs)
+        span = self._tracer.start_span(workflow.span_name, kind=kind, attributes=attributes)
+        token = context_api.attach(trace_api.set_span_in_context(span))
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            event.trace_id = format(ctx.trace_id, "032x")
+            event.span_id = format(ctx.span_id, "016x")
+        self._instruments.workflow_active.add(1, workflow.active_attributes)
+        return _Run(workflow, event, span, token)
+
+    def _completed(self, run: _Run, result: Any) -> None:
+        run.event.duration = time.perf_counter() - run.start
+        run.event.result = result
+        if self._telemetry.enabled:
+            self._record(run, c.STATUS_COMPLETED)
+
+    def _failed(self, run: _Run, exc: BaseException) -> None:
+        if run.start:
+            run.event.duration = time.perf_counter() - run.start
+        else:  # failed before the chain ran (cannot happen today; kept honest)
+            run.event.duration = 0.0
+        run.event.error = exc
+        if self._telemetry.enabled:
+            error_type = c.error_type(exc)
+            span = run.span
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
+            span.set_attribute(c.ERROR_TYPE, error_type)
+            self._record(run, c.STATUS_FAILED)
+
+    def _record(self, run: _Run, status: str) -> None:
+        attrs = run.workflow.metric_attributes(run.channel, status)
+        self._instruments.workflow_executions.add(1, attrs)
+        self._instruments.workflow_duration.record(run.event.duration, attrs)
+
+    def _end(self, run: _Run) -> None:
+        if run.token is None:
+            return
+        self._instruments.workflow_active.add(-1, run.workflow.active_attributes)
+        context_api.detach(run.token)
+        run.span.end()

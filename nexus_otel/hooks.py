@@ -1,0 +1,162 @@
+"""Hook registration and dispatch: every hook run is a span, and a failing hook never fails anything.
+
+Each hook knows the plugin that registered it (hooks added while a plugin's
+``setup`` runs belong to that plugin; others to ``"app"``), so its span is
+``hook <event> <plugin>``, its metrics carry the plugin's name, and removing a
+plugin removes exactly its hooks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from ._aio import block_on
+from .telemetry import contract as c
+from .telemetry.telemetry import Telemetry
+
+log = logging.getLogger("nexus_otel.hooks")
+
+HOOK_EVENTS = c.WORKFLOW_EVENTS + c.LIFECYCLE_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """One registered hook, with its span name and attributes built once."""
+
+    event: str
+    fn: Callable[..., Any]
+    plugin: str
+    plugin_version: str
+    is_async: bool
+    span_name: str
+    span_attributes: dict[str, str]
+    metric_attributes: dict[str, str]
+
+
+class HookRegistry:
+    """The hooks of one app, by event, in registration order."""
+
+    def __init__(self) -> None:
+        self._hooks: dict[str, tuple[Hook, ...]] = {e: () for e in HOOK_EVENTS}
+        self._lock = threading.RLock()
+        self._owner: tuple[str, str] = (c.APP_PLUGIN_NAME, "")
+
+    @contextmanager
+    def owned_by(self, plugin: str, version: str) -> Iterator[None]:
+        """Hooks registered inside this block belong to ``plugin``."""
+        with self._lock:
+            previous, self._owner = self._owner, (plugin, version)
+            try:
+                yield
+            finally:
+                self._owner = previous
+
+    def add(self, event: str, fn: Callable[..., Any]) -> Hook:
+        if event not in self._hooks:
+            raise ValueError(f"unknown hook event {event!r}; expected one of {', '.join(HOOK_EVENTS)}")
+        if not callable(fn):
+            raise TypeError(f"a {event} hook must be callable, got {fn!r}")
+        with self._lock:
+            plugin, version = self._owner
+            hook = Hook(
+                event=event, fn=fn, plugin=plugin, plugin_version=version,
+                is_async=inspect.iscoroutinefunction(fn),
+                span_name=c.HOOK_SPAN.format(event=event, plugin=plugin),
+                span_attributes={c.PLUGIN_NAME: plugin, c.PLUGIN_VERSION: version, c.HOOK_EVENT: event},
+                metric_attributes={c.M_PLUGIN: plugin, c.M_EVENT: event},
+            )
+            self._hooks[event] = self._hooks[event] + (hook,)
+        return hook
+
+    def remove_plugin(self, plugin: str) -> int:
+        """Drop every hook ``plugin`` registered; returns how many."""
+        removed = 0
+        with self._lock:
+            for event, hooks in self._hooks.items():
+                kept = tuple(h for h in hooks if h.plugin != plugin)
+                removed += len(hooks) - len(kept)
+                self._hooks[event] = kept
+        return removed
+
+    def get(self, event: str) -> tuple[Hook, ...]:
+        return self._hooks[event]
+
+    def of_plugin(self, plugin: str, event: str) -> tuple[Hook, ...]:
+        return tuple(h for h in self._hooks[event] if h.plugin == plugin)
+
+
+class HookRunner:
+    """Runs hooks in order, each in a child span, isolating their failures."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+        self._tracer = telemetry.tracer
+        self._duration = telemetry.instruments.hook_duration
+        self._errors = telemetry.instruments.plugin_errors
+
+    def run(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
+        """Run ``hooks`` with ``args``; async hooks are driven to completion here."""
+        for hook in hooks:
+            if not self._telemetry.enabled:
+                try:
+                    result = hook.fn(*args)
+                    if hook.is_async or inspect.isawaitable(result):
+                        block_on(result)
+                except Exception as exc:
+                    self._log_failure(hook, exc)
+                continue
+            start = time.perf_counter()
+            with self._tracer.start_as_current_span(
+                hook.span_name, attributes=hook.span_attributes,
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                try:
+                    result = hook.fn(*args)
+                    if hook.is_async or inspect.isawaitable(result):
+                        block_on(result)
+                except Exception as exc:
+                    self.record_failure(span, hook.plugin, hook.event, exc)
+            self._duration.record(time.perf_counter() - start, hook.metric_attributes)
+
+    async def arun(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
+        """Like :meth:`run`, awaiting async hooks on the running loop."""
+        for hook in hooks:
+            if not hook.is_async:
+                self.run((hook,), args)
+                continue
+            if not self._telemetry.enabled:
+                try:
+                    await hook.fn(*args)
+                except Exception as exc:
+                    self._log_failure(hook, exc)
+                continue
+            start = time.perf_counter()
+            with self._tracer.start_as_current_span(
+                hook.span_name, attributes=hook.span_attributes,
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                try:
+                    await hook.fn(*args)
+                except Exception as exc:
+                    self.record_failure(span, hook.plugin, hook.event, exc)
+            self._duration.record(time.perf_counter() - start, hook.metric_attributes)
+
+    def record_failure(self, span: Span, plugin: str, event: str, exc: BaseException) -> None:
+        """An error span, a counted error and one log line naming the plugin and the event."""
+        error_type = c.error_type(exc)
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
+        span.set_attribute(c.ERROR_TYPE, error_type)
+        self._errors.add(1, {c.M_PLUGIN: plugin, c.M_EVENT: event})
+        log.error("plugin %r failed in %s: %s: %s", plugin, event, error_type, exc)
+
+    def _log_failure(self, hook: Hook, exc: BaseException) -> None:
+        log.error("plugin %r failed in %s: %s: %s", hook.plugin, hook.event, c.error_type(exc), exc)

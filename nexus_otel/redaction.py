@@ -1,0 +1,110 @@
+"""Masking secrets and truncating large values before they reach telemetry.
+
+Workflow inputs are user data. Before any of it becomes a span attribute or a
+log field it goes through a :class:`Redactor`: values under sensitive keys
+are masked, long strings are cut, deep or huge structures are bounded, and a
+user callback may change or drop anything further.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable
+
+DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
+    "password", "passwd", "pwd", "secret", "token", "authorization", "auth",
+    "api_key", "apikey", "access_key", "private_key", "credential", "cookie",
+    "session_key", "signature", "credit_card", "card_number", "cvv", "ssn",
+)
+MASK = "[REDACTED]"
+
+RedactCallback = Callable[[str, Any], Any]
+"""``callback(path, value) -> value``: called for every leaf value after masking;
+``path`` is dotted (``user.email``). Return the value to keep, or a replacement."""
+
+
+def _normalise(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+class Redactor:
+    """A callable that returns a redacted copy of a value (never mutates it).
+
+    Keys match case-insensitively and by substring, with ``-`` and ``_``
+    treated alike, so ``X-Api-Key``, ``db_password`` and ``accessToken``
+    are all masked by the defaults.
+    """
+
+    def __init__(
+        self,
+        sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
+        *,
+        max_value_length: int = 256,
+        max_items: int = 64,
+        max_depth: int = 6,
+        max_attribute_length: int = 4096,
+        callback: RedactCallback | None = None,
+    ) -> None:
+        from .errors import ConfigurationError
+
+        for setting, value in (
+            ("max_value_length", max_value_length), ("max_items", max_items),
+            ("max_depth", max_depth), ("max_attribute_length", max_attribute_length),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"Redactor.{setting}", value, "a whole number of at least 1")
+        if callback is not None and not callable(callback):
+            raise ConfigurationError("Redactor.callback", callback, "a callable(path, value)")
+        self._keys = tuple(_normalise(k).replace("_", "") for k in sensitive_keys)
+        self.max_value_length = max_value_length
+        self.max_items = max_items
+        self.max_depth = max_depth
+        self.max_attribute_length = max_attribute_length
+        self._callback = callback
+
+    def is_sensitive(self, key: str) -> bool:
+        """Whether values under ``key`` are masked."""
+        k = _normalise(key).replace("_", "")
+        return any(s in k for s in self._keys)
+
+    def __call__(self, value: Any) -> Any:
+        return self._redact(value, "", 0)
+
+    def to_attribute(self, value: Any) -> str:
+        """Redacted JSON text for a span attribute or log field, bounded in size."""
+        text = json.dumps(self(value), default=repr, ensure_ascii=False, sort_keys=True)
+        if len(text) > self.max_attribute_length:
+            cut = len(text) - self.max_attribute_length
+            text = f"{text[: self.max_attribute_length]}...[truncated {cut} chars]"
+        return text
+
+    def _redact(self, value: Any, path: str, depth: int) -> Any:
+        if isinstance(value, dict):
+            if depth >= self.max_depth:
+                return "[nested too deep]"
+            out: dict[str, Any] = {}
+            for i, (key, item) in enumerate(value.items()):
+                if i >= self.max_items:
+                    out["..."] = f"[{len(value) - self.max_items} more keys]"
+                    break
+                key_s = str(key)
+                child = f"{path}.{key_s}" if path else key_s
+                out[key_s] = MASK if self.is_sensitive(key_s) else self._redact(item, child, depth + 1)
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            if depth >= self.max_depth:
+                return "[nested too deep]"
+            items = list(value)
+            out_list = [self._redact(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(items[: self.max_items])]
+            if len(items) > self.max_items:
+                out_list.append(f"[{len(items) - self.max_items} more items]")
+            return out_list
+        if isinstance(value, (bytes, bytearray)):
+            value = f"<{len(value)} bytes>"
+        elif not isinstance(value, (str, int, float, bool, type(None))):
+            value = repr(value)
+        if isinstance(value, str) and len(value) > self.max_value_length:
+            value = f"{value[: self.max_value_length]}...[truncated {len(value) - self.max_value_length} chars]"
+        if self._callback is not None:
+            value = self._callback(path, value)
+        return value

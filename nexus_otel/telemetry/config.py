@@ -1,0 +1,188 @@
+"""Reading the standard ``OTEL_*`` variables, strictly.
+
+The OpenTelemetry SDK warns and falls back when a variable is malformed; a
+service then runs with telemetry nobody asked for. Here every variable we act
+on is checked once, at start, and a bad value raises
+:class:`~nexus_otel.errors.ConfigurationError` naming the variable, the value
+and what was expected. The OTLP exporters still read their own variables
+(endpoint, headers, timeouts) as the specification says; we only validate them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.trace import sampling
+
+from ..errors import ConfigurationError
+
+TRACES_EXPORTERS = ("otlp", "console", "none")
+METRICS_EXPORTERS = ("otlp", "console", "prometheus", "none")
+PROTOCOLS = ("http/protobuf", "grpc")
+SAMPLERS = (
+    "always_on", "always_off", "traceidratio",
+    "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
+)
+_TRUE = ("true",)
+_FALSE = ("false", "")
+_ENDPOINT_VARS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+_NON_NEGATIVE_INT_VARS = (
+    "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT",
+    "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """What the environment asks of telemetry, validated."""
+
+    sdk_disabled: bool = False
+    service_name: str | None = None
+    traces_exporters: tuple[str, ...] = ()
+    metrics_exporters: tuple[str, ...] = ()
+    traces_protocol: str = "http/protobuf"
+    metrics_protocol: str = "http/protobuf"
+    sampler: sampling.Sampler = sampling.DEFAULT_ON
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":
+        """Parse and check ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        for var in _ENDPOINT_VARS:
+            _check_endpoint(var, env.get(var))
+        for var in _NON_NEGATIVE_INT_VARS:
+            _check_non_negative_int(var, env.get(var))
+        _check_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES"))
+        has_endpoint = any(env.get(v, "").strip() for v in _ENDPOINT_VARS)
+        default_exporter = "otlp" if has_endpoint else "none"
+        general_protocol = _choice(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            PROTOCOLS, "http/protobuf",
+        )
+        service_name = (env.get("OTEL_SERVICE_NAME") or "").strip() or None
+        return cls(
+            sdk_disabled=_bool("OTEL_SDK_DISABLED", env.get("OTEL_SDK_DISABLED")),
+            service_name=service_name,
+            traces_exporters=_exporters(
+                "OTEL_TRACES_EXPORTER", env.get("OTEL_TRACES_EXPORTER"),
+                TRACES_EXPORTERS, default_exporter,
+            ),
+            metrics_exporters=_exporters(
+                "OTEL_METRICS_EXPORTER", env.get("OTEL_METRICS_EXPORTER"),
+                METRICS_EXPORTERS, default_exporter,
+            ),
+            traces_protocol=_choice(
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), PROTOCOLS, general_protocol,
+            ),
+            metrics_protocol=_choice(
+                "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), PROTOCOLS, general_protocol,
+            ),
+            sampler=_sampler(env.get("OTEL_TRACES_SAMPLER"), env.get("OTEL_TRACES_SAMPLER_ARG")),
+        )
+
+
+def _bool(var: str, raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(var, raw, '"true" or "false"')
+
+
+def _choice(var: str, raw: str | None, allowed: tuple[str, ...], default: str) -> str:
+    value = (raw or "").strip().lower()
+    if not value:
+        return default
+    if value not in allowed:
+        hint = " (the Python OTLP exporters do not support http/json)" if value == "http/json" else ""
+        raise ConfigurationError(var, raw, "one of " + ", ".join(allowed) + hint)
+    return value
+
+
+def _exporters(var: str, raw: str | None, allowed: tuple[str, ...], default: str) -> tuple[str, ...]:
+    value = (raw or "").strip().lower()
+    names = [n.strip() for n in value.split(",") if n.strip()] or [default]
+    for name in names:
+        if name not in allowed:
+            raise ConfigurationError(var, raw, "a comma-separated list of " + ", ".join(allowed))
+    if "none" in names:
+        if len(names) > 1:
+            raise ConfigurationError(var, raw, '"none" alone, or a list without it')
+        return ()
+    return tuple(dict.fromkeys(names))
+
+
+def _check_endpoint(var: str, raw: str | None) -> None:
+    if raw is None or not raw.strip():
+        return
+    try:
+        parts = urlsplit(raw.strip())
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigurationError(var, raw, "a URL such as http://127.0.0.1:4318") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(var, raw, "a URL such as http://127.0.0.1:4318 (http or https)")
+
+
+def _check_non_negative_int(var: str, raw: str | None) -> None:
+    if raw is None or not raw.strip():
+        return
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(var, raw, "a whole number") from None
+    if value < 0:
+        raise ConfigurationError(var, raw, "a whole number, zero or more")
+
+
+def _check_resource_attributes(raw: str | None) -> None:
+    if raw is None or not raw.strip():
+        return
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(
+                "OTEL_RESOURCE_ATTRIBUTES", raw,
+                f"comma-separated key=value pairs (bad item {item.strip()!r})",
+            )
+
+
+def _sampler(raw: str | None, raw_arg: str | None) -> sampling.Sampler:
+    name = (raw or "").strip().lower() or "parentbased_always_on"
+    if name not in SAMPLERS:
+        raise ConfigurationError("OTEL_TRACES_SAMPLER", raw, "one of " + ", ".join(SAMPLERS))
+    if not name.endswith("traceidratio"):
+        return {
+            "always_on": sampling.ALWAYS_ON,
+            "always_off": sampling.ALWAYS_OFF,
+            "parentbased_always_on": sampling.DEFAULT_ON,
+            "parentbased_always_off": sampling.DEFAULT_OFF,
+        }[name]
+    ratio = 1.0
+    if raw_arg is not None and raw_arg.strip():
+        try:
+            ratio = float(raw_arg)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigurationError("OTEL_TRACES_SAMPLER_ARG", raw_arg, "a number from 0 to 1")
+    if name == "traceidratio":
+        return sampling.TraceIdRatioBased(ratio)
+    return sampling.ParentBased(sampling.TraceIdRatioBased(ratio))

@@ -1,0 +1,108 @@
+"""The telemetry contract: every span name, attribute key and metric nexus-otel emits.
+
+Dashboards, alerts and users' queries depend on these names, so they live in
+one place and change only on purpose. Prometheus names (in brackets) follow
+from the OpenTelemetry names by the Prometheus exporter's rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INSTRUMENTATION_NAME = "nexus_otel"
+
+# Span names.
+WORKFLOW_SPAN = "workflow {workflow}"
+HOOK_SPAN = "hook {event} {plugin}"
+PLUGIN_SETUP_SPAN = "plugin setup {plugin}"
+PLUGIN_TEARDOWN_SPAN = "plugin teardown {plugin}"
+APP_START_SPAN = "nexus start"
+APP_STOP_SPAN = "nexus stop"
+
+# Span attributes.
+WORKFLOW_NAME = "nexus.workflow.name"
+WORKFLOW_ID = "nexus.workflow.id"
+WORKFLOW_INPUTS = "nexus.workflow.inputs"
+SESSION_ID = "session.id"
+CHANNEL = "nexus.channel"
+PLUGIN_NAME = "nexus.plugin.name"
+PLUGIN_VERSION = "nexus.plugin.version"
+HOOK_EVENT = "nexus.hook.event"
+ERROR_TYPE = "error.type"
+SERVICE_NAME = "service.name"
+
+# Hook events (the value of ``nexus.hook.event`` and of the metrics' ``event``).
+WORKFLOW_STARTED = "workflow_started"
+WORKFLOW_COMPLETED = "workflow_completed"
+WORKFLOW_FAILED = "workflow_failed"
+STARTUP = "startup"
+SHUTDOWN = "shutdown"
+SETUP = "setup"
+TEARDOWN = "teardown"
+WORKFLOW_EVENTS = (WORKFLOW_STARTED, WORKFLOW_COMPLETED, WORKFLOW_FAILED)
+LIFECYCLE_EVENTS = (STARTUP, SHUTDOWN)
+
+# Metric attribute keys (short on purpose: they become Prometheus labels).
+M_WORKFLOW = "workflow"
+M_CHANNEL = "channel"
+M_STATUS = "status"
+M_PLUGIN = "plugin"
+M_EVENT = "event"
+STATUS_COMPLETED = "completed"
+STATUS_FAILED = "failed"
+
+# Name used for hooks registered outside any plugin's setup.
+APP_PLUGIN_NAME = "app"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One instrument of the contract."""
+
+    name: str
+    unit: str
+    description: str
+    prometheus_name: str
+    buckets: tuple[float, ...] | None = None
+
+
+# Seconds. Workflows run from milliseconds to minutes; hooks should be fast.
+WORKFLOW_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)
+HOOK_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+)
+
+WORKFLOW_DURATION = MetricSpec(
+    "nexus.workflow.duration", "s", "Duration of workflow executions.",
+    "nexus_workflow_duration_seconds", WORKFLOW_BUCKETS,
+)
+WORKFLOW_EXECUTIONS = MetricSpec(
+    "nexus.workflow.executions", "1", "Finished workflow executions.",
+    "nexus_workflow_executions_total",
+)
+WORKFLOW_ACTIVE = MetricSpec(
+    "nexus.workflow.active", "1", "Workflow executions in progress.",
+    "nexus_workflow_active",
+)
+HOOK_DURATION = MetricSpec(
+    "nexus.plugin.hook.duration", "s", "Duration of plugin hook runs.",
+    "nexus_plugin_hook_duration_seconds", HOOK_BUCKETS,
+)
+PLUGIN_ERRORS = MetricSpec(
+    "nexus.plugin.errors", "1", "Plugin hooks, setups and teardowns that raised.",
+    "nexus_plugin_errors_total",
+)
+METRICS = (WORKFLOW_DURATION, WORKFLOW_EXECUTIONS, WORKFLOW_ACTIVE, HOOK_DURATION, PLUGIN_ERRORS)
+
+
+def error_type(exc: BaseException) -> str:
+    """The ``error.type`` of an exception: its qualified class name."""
+    cls = type(exc)
+    module = cls.__module__
+    if module in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"

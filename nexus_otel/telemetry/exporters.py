@@ -1,0 +1,63 @@
+"""Span exporters and metric readers chosen by ``OTEL_TRACES_EXPORTER`` and friends.
+
+The OTLP exporters are built with no arguments, so they read endpoint,
+headers, compression and timeouts from the ``OTEL_EXPORTER_OTLP_*``
+variables exactly as the specification says.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+from .config import TelemetryConfig
+
+
+def otlp_span_exporter(protocol: str) -> SpanExporter:
+    """The real OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+def otlp_metric_exporter(protocol: str):
+    """The real OTLP metric exporter for ``protocol``."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter()
+
+
+def span_processors(config: TelemetryConfig) -> list[SpanProcessor]:
+    """One processor per configured traces exporter: batching for the network, simple for the console."""
+    processors: list[SpanProcessor] = []
+    for name in config.traces_exporters:
+        if name == "otlp":
+            processors.append(BatchSpanProcessor(otlp_span_exporter(config.traces_protocol)))
+        elif name == "console":
+            processors.append(SimpleSpanProcessor(ConsoleSpanExporter()))
+    return processors
+
+
+def metric_readers(config: TelemetryConfig) -> list[MetricReader]:
+    """Push readers for the configured metrics exporters (``prometheus`` is served, not pushed)."""
+    readers: list[MetricReader] = []
+    for name in config.metrics_exporters:
+        if name == "otlp":
+            readers.append(PeriodicExportingMetricReader(otlp_metric_exporter(config.metrics_protocol)))
+        elif name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    return readers

@@ -1,0 +1,143 @@
+"""One app's telemetry: its tracer and meter providers, instruments and Prometheus registry.
+
+Providers come from, in order: what the caller injects; an SDK provider the
+process already installed globally (used, never replaced); or new SDK
+providers built from the ``OTEL_*`` variables. Only providers built here are
+shut down by :meth:`Telemetry.shutdown`; borrowed ones are flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from .. import __version__
+from ..errors import ConfigurationError
+from . import contract
+from .config import TelemetryConfig
+from .exporters import metric_readers, span_processors
+from .instruments import Instruments
+
+log = logging.getLogger("nexus_otel.telemetry")
+
+
+class Telemetry:
+    """Tracer, meter, instruments and Prometheus registry for one app.
+
+    ``enabled`` is false under ``OTEL_SDK_DISABLED=true``; the app then skips
+    every telemetry call on its hot path instead of calling no-op objects.
+    """
+
+    def __init__(
+        self,
+        service_name: str,
+        *,
+        tracer_provider: trace_api.TracerProvider | None = None,
+        meter_provider: metrics_api.MeterProvider | None = None,
+        config: TelemetryConfig | None = None,
+        environ: Mapping[str, str] | None = None,
+        prometheus: bool = True,
+    ) -> None:
+        self.config = config if config is not None else TelemetryConfig.from_env(environ)
+        self.enabled = not self.config.sdk_disabled
+        self.prometheus_registry = CollectorRegistry(auto_describe=True)
+        self._owned: list[object] = []
+        if not self.enabled:
+            self.resource = Resource.get_empty()
+            self.tracer_provider: trace_api.TracerProvider = trace_api.NoOpTracerProvider()
+            self.meter_provider: metrics_api.MeterProvider = metrics_api.NoOpMeterProvider()
+        else:
+            self.resource = _resource(service_name)
+            self.tracer_provider = tracer_provider or self._tracer_provider()
+            self.meter_provider = meter_provider or self._meter_provider(prometheus)
+        self.service_name = str(self.resource.attributes.get(contract.SERVICE_NAME, service_name))
+        self.tracer = self.tracer_provider.get_tracer(contract.INSTRUMENTATION_NAME, __version__)
+        self.meter = self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__)
+        self.instruments = Instruments.create(self.meter)
+
+    # -- providers ---------------------------------------------------------
+    def _tracer_provider(self) -> trace_api.TracerProvider:
+        current = trace_api.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            log.debug("using the process's global TracerProvider")
+            return current
+        provider = TracerProvider(resource=self.resource, sampler=self.config.sampler)
+        for processor in span_processors(self.config):
+            provider.add_span_processor(processor)
+        self._owned.append(provider)
+        return provider
+
+    def _meter_provider(self, prometheus: bool) -> metrics_api.MeterProvider:
+        current = metrics_api.get_meter_provider()
+        if isinstance(current, MeterProvider):
+            log.debug("using the process's global MeterProvider")
+            return current
+        readers = metric_readers(self.config)
+        if prometheus:
+            readers.append(PrometheusMetricReader(
+                registry=self.prometheus_registry,
+                scope_info_enabled=False,
+                resource_attribute_filter=lambda key: key == contract.SERVICE_NAME,
+            ))
+        provider = MeterProvider(resource=self.resource, metric_readers=readers)
+        self._owned.append(provider)
+        return provider
+
+    # -- public ------------------------------------------------------------
+    def add_span_processor(self, processor: SpanProcessor) -> None:
+        """Add a span processor (a sink, a redactor, ...) to this app's tracer provider."""
+        if not self.enabled:
+            return
+        if not isinstance(self.tracer_provider, TracerProvider):
+            raise ConfigurationError(
+                "tracer_provider", type(self.tracer_provider).__name__,
+                "an opentelemetry.sdk.trace.TracerProvider to add span processors to",
+            )
+        self.tracer_provider.add_span_processor(processor)
+
+    def prometheus_exposition(self, openmetrics: bool = False) -> tuple[bytes, str]:
+        """The current metrics in Prometheus text (or OpenMetrics) format, with its content type."""
+        if openmetrics:
+            from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as om_type
+
+            return generate_openmetrics(self.prometheus_registry), om_type
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        return generate_latest(self.prometheus_registry), CONTENT_TYPE_LATEST
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Push out buffered spans and metrics; true when every provider finished in time."""
+        ok = True
+        for provider in (self.tracer_provider, self.meter_provider):
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None:
+                ok = bool(flush(timeout_millis)) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        """Flush everything; shut down the providers this object built (never borrowed ones)."""
+        if not self.enabled:
+            return
+        self.force_flush()
+        for provider in self._owned:
+            provider.shutdown()  # type: ignore[attr-defined]
+        self._owned.clear()
+
+
+def _resource(default_service_name: str) -> Resource:
+    """``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over the app's name."""
+    from_env = OTELResourceDetector().detect()
+    attributes = {}
+    if contract.SERVICE_NAME not in from_env.attributes:
+        attributes[contract.SERVICE_NAME] = default_service_name
+    return Resource.create(attributes)

@@ -1,0 +1,101 @@
+"""The workflow registry: names to functions, checked when registered."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from .errors import (
+    DuplicateWorkflowError,
+    InvalidInputsError,
+    UnknownWorkflowError,
+    WorkflowRegistrationError,
+)
+from .telemetry import contract as c
+
+WorkflowFn = Callable[[dict[str, Any]], Any]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+
+
+@dataclass(slots=True)
+class Workflow:
+    """A registered workflow, with its span name and metric attributes built once."""
+
+    name: str
+    fn: WorkflowFn
+    description: str = ""
+    is_async: bool = False
+    span_name: str = ""
+    active_attributes: dict[str, str] = field(default_factory=dict)
+    _metric_attributes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+    def metric_attributes(self, channel: str, status: str) -> dict[str, str]:
+        """``{workflow, channel, status}``, one shared dict per combination."""
+        key = (channel, status)
+        attrs = self._metric_attributes.get(key)
+        if attrs is None:
+            attrs = {c.M_WORKFLOW: self.name, c.M_CHANNEL: channel, c.M_STATUS: status}
+            self._metric_attributes[key] = attrs
+        return attrs
+
+
+class WorkflowRegistry:
+    """Thread-safe map of workflow names to :class:`Workflow`."""
+
+    def __init__(self) -> None:
+        self._workflows: dict[str, Workflow] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str, fn: Any, *, replace: bool = False) -> Workflow:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise WorkflowRegistrationError(
+                str(name), "a workflow name is 1 to 128 letters, digits, or _ . : - "
+                "(starting with a letter or digit)",
+            )
+        if isinstance(fn, type) or not callable(fn):
+            raise WorkflowRegistrationError(name, f"expected a function taking the inputs dict, got {fn!r}")
+        doc = inspect.getdoc(fn) or ""
+        workflow = Workflow(
+            name=name, fn=fn, description=doc.splitlines()[0] if doc else "",
+            is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+                getattr(fn, "__call__", None)
+            ),
+            span_name=c.WORKFLOW_SPAN.format(workflow=name),
+            active_attributes={c.M_WORKFLOW: name},
+        )
+        with self._lock:
+            if name in self._workflows and not replace:
+                raise DuplicateWorkflowError(name, "already registered (pass replace=True to replace it)")
+            self._workflows[name] = workflow
+        return workflow
+
+    def get(self, name: str) -> Workflow:
+        try:
+            return self._workflows[name]
+        except (KeyError, TypeError):
+            known = ", ".join(sorted(self._workflows)) or "none"
+            raise UnknownWorkflowError(str(name), f"not registered (registered: {known})") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._workflows)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._workflows
+
+    def __iter__(self) -> Iterator[Workflow]:
+        return iter(list(self._workflows.values()))
+
+    def __len__(self) -> int:
+        return len(self._workflows)
+
+
+def check_inputs(workflow: str, inputs: Any) -> Mapping[str, Any]:
+    """``None`` means no inputs; anything else must be a mapping."""
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise InvalidInputsError(workflow, f"inputs must be a dict, got {type(inputs).__name__}")
+    return inputs
