@@ -32,13 +32,15 @@ class Redactor:
 
     Keys match case-insensitively and by substring, with ``-`` and ``_``
     treated alike, so ``X-Api-Key``, ``db_password`` and ``accessToken``
-    are all masked by the defaults.
+    are all masked by the defaults. ``extra_sensitive_keys`` adds to the
+    defaults; ``sensitive_keys`` replaces them.
     """
 
     def __init__(
         self,
         sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
         *,
+        extra_sensitive_keys: Iterable[str] = (),
         max_value_length: int = 256,
         max_items: int = 64,
         max_depth: int = 6,
@@ -55,7 +57,8 @@ class Redactor:
                 raise ConfigurationError(f"Redactor.{setting}", value, "a whole number of at least 1")
         if callback is not None and not callable(callback):
             raise ConfigurationError("Redactor.callback", callback, "a callable(path, value)")
-        self._keys = tuple(_normalise(k).replace("_", "") for k in sensitive_keys)
+        keys = (*sensitive_keys, *extra_sensitive_keys)
+        self._keys = tuple(_normalise(k).replace("_", "") for k in keys)
         self.max_value_length = max_value_length
         self.max_items = max_items
         self.max_depth = max_depth

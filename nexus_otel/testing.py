@@ -27,10 +27,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from .app import Nexus
 from .telemetry.config import TelemetryConfig
-from .telemetry.telemetry import Telemetry
+from .telemetry.telemetry import Telemetry, prometheus_reader
 
 
 class CapturedTelemetry:
@@ -46,13 +47,18 @@ class CapturedTelemetry:
         self.tracer_provider = TracerProvider(resource=self.resource)
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
         self.metric_reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=[self.metric_reader])
+        self.prometheus_registry = CollectorRegistry(auto_describe=True)
+        self.meter_provider = MeterProvider(
+            resource=self.resource,
+            metric_readers=[self.metric_reader, prometheus_reader(self.prometheus_registry)],
+        )
 
     def telemetry(self, service_name: str = "test", **kwargs: Any) -> Telemetry:
-        """A :class:`Telemetry` on these providers (plus a Prometheus registry)."""
+        """A :class:`Telemetry` on these providers, sharing their Prometheus registry."""
         return Telemetry(
             service_name, tracer_provider=self.tracer_provider,
             meter_provider=self.meter_provider, config=kwargs.pop("config", TelemetryConfig()),
+            prometheus_registry=self.prometheus_registry,
             **kwargs,
         )
 

@@ -47,10 +47,11 @@ class Telemetry:
         config: TelemetryConfig | None = None,
         environ: Mapping[str, str] | None = None,
         prometheus: bool = True,
+        prometheus_registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env(environ)
         self.enabled = not self.config.sdk_disabled
-        self.prometheus_registry = CollectorRegistry(auto_describe=True)
+        self.prometheus_registry = prometheus_registry or CollectorRegistry(auto_describe=True)
         self._owned: list[object] = []
         if not self.enabled:
             self.resource = Resource.get_empty()
@@ -84,11 +85,7 @@ class Telemetry:
             return current
         readers = metric_readers(self.config)
         if prometheus:
-            readers.append(PrometheusMetricReader(
-                registry=self.prometheus_registry,
-                scope_info_enabled=False,
-                resource_attribute_filter=lambda key: key == contract.SERVICE_NAME,
-            ))
+            readers.append(prometheus_reader(self.prometheus_registry))
         provider = MeterProvider(resource=self.resource, metric_readers=readers)
         self._owned.append(provider)
         return provider
@@ -132,6 +129,15 @@ class Telemetry:
         for provider in self._owned:
             provider.shutdown()  # type: ignore[attr-defined]
         self._owned.clear()
+
+
+def prometheus_reader(registry: CollectorRegistry) -> PrometheusMetricReader:
+    """A reader serving metrics into ``registry``, labelled by ``service_name``, without scope labels."""
+    return PrometheusMetricReader(
+        registry=registry,
+        scope_info_enabled=False,
+        resource_attribute_filter=lambda key: key == contract.SERVICE_NAME,
+    )
 
 
 def _resource(default_service_name: str) -> Resource:
