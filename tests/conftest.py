@@ -1,8 +1,14 @@
-"""Shared test set-up: every test gets fresh providers through nexus_otel.testing's fixtures."""
+"""Shared test set-up: fresh providers per test, and no test writes into the repository."""
 
 import pytest
 
 from nexus_otel.testing import CapturedTelemetry
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path, monkeypatch):
+    """Apps built from the environment keep their local traces in the test's temp dir."""
+    monkeypatch.setenv("NEXUS_OTEL_DATA_DIR", str(tmp_path / "nexus-data"))
 
 
 @pytest.fixture

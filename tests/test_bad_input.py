@@ -154,7 +154,7 @@ def test_strict_loading_registers_nothing_on_a_broken_file(capture, tmp_path):
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp", "one of http/protobuf, grpc"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317", "a URL"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:99999", "a URL"),
-        ("OTEL_TRACES_EXPORTER", "zipkin", "comma-separated list of otlp, console, none"),
+        ("OTEL_TRACES_EXPORTER", "zipkin", "comma-separated list of otlp, local, console, none"),
         ("OTEL_METRICS_EXPORTER", "none,otlp", '"none" alone'),
         ("OTEL_BSP_SCHEDULE_DELAY", "soon", "a whole number"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "-5", "zero or more"),
