@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
-# The test command: set up (idempotent), then run the whole suite.
-# Extra arguments go to pytest, e.g. scripts/test.sh -k otlp
+# The test command: set up (idempotent), install the real servers the
+# end-to-end tests run (Debian's prometheus, which brings promtool), then run
+# the whole suite. Extra arguments go to pytest, e.g. scripts/test.sh -k otlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+
+need_apt=()
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+      echo "test.sh: need root (or sudo) to install Debian packages: ${need_apt[*]}" >&2; exit 1
+    fi
+  fi
+  echo "test.sh: installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
 exec .venv/bin/python -m pytest "$@"

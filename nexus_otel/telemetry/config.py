@@ -6,6 +6,13 @@ on is checked once, at start, and a bad value raises
 :class:`~nexus_otel.errors.ConfigurationError` naming the variable, the value
 and what was expected. The OTLP exporters still read their own variables
 (endpoint, headers, timeouts) as the specification says; we only validate them.
+
+nexus-otel adds one traces exporter name, ``local``: spans kept on this machine
+in a bounded store under ``NEXUS_OTEL_DATA_DIR`` (default ``.nexus-otel`` in
+the working directory), read by ``nexus-otel traces``. It is the default when
+no OTLP endpoint is set; ``OTEL_TRACES_EXPORTER=otlp,local`` keeps both.
+Its size is bounded by ``NEXUS_OTEL_LOCAL_MAX_BYTES`` per file (default 10 MiB)
+and ``NEXUS_OTEL_LOCAL_MAX_FILES`` files (default 5).
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from opentelemetry.sdk.trace import sampling
 
 from ..errors import ConfigurationError
 
-TRACES_EXPORTERS = ("otlp", "console", "none")
+TRACES_EXPORTERS = ("otlp", "local", "console", "none")
 METRICS_EXPORTERS = ("otlp", "console", "prometheus", "none")
 PROTOCOLS = ("http/protobuf", "grpc")
 SAMPLERS = (
     "always_on", "always_off", "traceidratio",
     "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
 )
+DEFAULT_DATA_DIR = ".nexus-otel"
 _TRUE = ("true",)
 _FALSE = ("false", "")
 _ENDPOINT_VARS = (
@@ -39,6 +47,7 @@ _NON_NEGATIVE_INT_VARS = (
     "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT",
     "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
     "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "NEXUS_OTEL_LOCAL_MAX_BYTES", "NEXUS_OTEL_LOCAL_MAX_FILES",
     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
     "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT",
 )
@@ -55,6 +64,9 @@ class TelemetryConfig:
     traces_protocol: str = "http/protobuf"
     metrics_protocol: str = "http/protobuf"
     sampler: sampling.Sampler = sampling.DEFAULT_ON
+    data_dir: str = DEFAULT_DATA_DIR
+    local_max_bytes: int = 10 * 1024 * 1024
+    local_max_files: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":
@@ -66,7 +78,9 @@ class TelemetryConfig:
             _check_non_negative_int(var, env.get(var))
         _check_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES"))
         has_endpoint = any(env.get(v, "").strip() for v in _ENDPOINT_VARS)
-        default_exporter = "otlp" if has_endpoint else "none"
+        # With no endpoint, traces stay on this machine (``nexus-otel traces``).
+        traces_default = "otlp" if has_endpoint else "local"
+        metrics_default = "otlp" if has_endpoint else "none"
         general_protocol = _choice(
             "OTEL_EXPORTER_OTLP_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
             PROTOCOLS, "http/protobuf",
@@ -77,11 +91,11 @@ class TelemetryConfig:
             service_name=service_name,
             traces_exporters=_exporters(
                 "OTEL_TRACES_EXPORTER", env.get("OTEL_TRACES_EXPORTER"),
-                TRACES_EXPORTERS, default_exporter,
+                TRACES_EXPORTERS, traces_default,
             ),
             metrics_exporters=_exporters(
                 "OTEL_METRICS_EXPORTER", env.get("OTEL_METRICS_EXPORTER"),
-                METRICS_EXPORTERS, default_exporter,
+                METRICS_EXPORTERS, metrics_default,
             ),
             traces_protocol=_choice(
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -92,6 +106,9 @@ class TelemetryConfig:
                 env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), PROTOCOLS, general_protocol,
             ),
             sampler=_sampler(env.get("OTEL_TRACES_SAMPLER"), env.get("OTEL_TRACES_SAMPLER_ARG")),
+            data_dir=(env.get("NEXUS_OTEL_DATA_DIR") or "").strip() or DEFAULT_DATA_DIR,
+            local_max_bytes=_positive_int(env, "NEXUS_OTEL_LOCAL_MAX_BYTES", 10 * 1024 * 1024),
+            local_max_files=_positive_int(env, "NEXUS_OTEL_LOCAL_MAX_FILES", 5),
         )
 
 
@@ -148,6 +165,16 @@ def _check_non_negative_int(var: str, raw: str | None) -> None:
         raise ConfigurationError(var, raw, "a whole number") from None
     if value < 0:
         raise ConfigurationError(var, raw, "a whole number, zero or more")
+
+
+def _positive_int(env: Mapping[str, str], var: str, default: int) -> int:
+    raw = env.get(var)
+    if raw is None or not raw.strip():
+        return default
+    value = int(raw.strip())  # already checked to be a whole number >= 0
+    if value < 1:
+        raise ConfigurationError(var, raw, "a whole number of at least 1")
+    return value
 
 
 def _check_resource_attributes(raw: str | None) -> None:

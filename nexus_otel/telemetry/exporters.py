@@ -47,6 +47,12 @@ def span_processors(config: TelemetryConfig) -> list[SpanProcessor]:
     for name in config.traces_exporters:
         if name == "otlp":
             processors.append(BatchSpanProcessor(otlp_span_exporter(config.traces_protocol)))
+        elif name == "local":
+            from ..exporters.local import LocalSpanExporter
+
+            processors.append(BatchSpanProcessor(LocalSpanExporter(
+                config.data_dir, max_bytes=config.local_max_bytes, max_files=config.local_max_files,
+            )))
         elif name == "console":
             processors.append(SimpleSpanProcessor(ConsoleSpanExporter()))
     return processors

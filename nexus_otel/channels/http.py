@@ -1,0 +1,150 @@
+"""The HTTP channel: an ASGI app (Starlette) exposing an app's workflows and metrics.
+
+Routes::
+
+    POST /workflows/{name}   body: JSON object of inputs -> {"result", "trace_id", "workflow_id"}
+    GET  /workflows          registered workflows
+    GET  /healthz            liveness
+    GET  /metrics            Prometheus text, or OpenMetrics when the scraper asks
+
+Every error is JSON with the trace id: unknown workflow 404, a body that is not
+a JSON object 400, a body over ``max_body_bytes`` 413, a workflow exception
+500 (its type only: no message, no traceback). The session id comes from the
+``X-Session-Id`` header, else a string ``session_id`` field of the body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any, AsyncIterator
+
+from opentelemetry import trace as trace_api
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..app import Nexus
+from ..errors import ConfigurationError
+from ..telemetry import contract as c
+from .http_telemetry import HttpTelemetryMiddleware
+
+log = logging.getLogger("nexus_otel.http")
+
+CHANNEL = "api"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+SESSION_HEADER = "x-session-id"
+
+
+class _JSON(JSONResponse):
+    """JSON that never fails on a workflow's result: unknown types become strings."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def _trace_id() -> str | None:
+    ctx = trace_api.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else None
+
+
+def _error(status: int, error: str, **extra: Any) -> Response:
+    return _JSON({"error": error, **extra, "trace_id": _trace_id()}, status_code=status)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                    manage_lifecycle: bool = True) -> HttpTelemetryMiddleware:
+    """The ASGI app for ``nexus``. With ``manage_lifecycle`` the server's lifespan starts and stops it."""
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ConfigurationError("max_body_bytes", max_body_bytes, "a whole number of bytes, at least 1")
+
+    async def run_workflow(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in nexus.workflows:
+            return _error(404, "unknown workflow", workflow=name, workflows=nexus.workflows.names())
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _BodyTooLarge:
+            return _error(413, f"request body over {max_body_bytes} bytes", workflow=name)
+        try:
+            inputs = json.loads(body) if body.strip() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"body is not valid JSON: {exc}", workflow=name)
+        if not isinstance(inputs, dict):
+            return _error(400, f"body must be a JSON object of inputs, got {type(inputs).__name__}",
+                          workflow=name)
+        session_id = request.headers.get(SESSION_HEADER)
+        if session_id is None and isinstance(inputs.get("session_id"), str):
+            session_id = inputs["session_id"]
+        try:
+            result = await nexus.aexecute_workflow(
+                name, inputs, session_id=session_id, channel=CHANNEL,
+            )
+        except Exception as exc:
+            log.debug("workflow %r failed: %s", name, c.error_type(exc))
+            return _error(500, "workflow failed", workflow=name, error_type=c.error_type(exc))
+        return _JSON({"result": result, "workflow": name, "trace_id": _trace_id()})
+
+    async def list_workflows(request: Request) -> Response:
+        return _JSON({"workflows": [
+            {"name": w.name, "description": w.description} for w in sorted(nexus.workflows, key=lambda w: w.name)
+        ]})
+
+    async def healthz(request: Request) -> Response:
+        return _JSON({"status": "ok", "service": nexus.telemetry.service_name, "started": nexus.started})
+
+    async def metrics(request: Request) -> Response:
+        openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
+        body, content_type = nexus.telemetry.prometheus_exposition(openmetrics=openmetrics)
+        return Response(body, media_type=None, headers={"content-type": content_type})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return _error(status, str(detail))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled %s on %s %s", c.error_type(exc), request.method, request.url.path)
+        return _error(500, "internal error", error_type=c.error_type(exc))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_lifecycle and not nexus.started:
+            nexus.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                nexus.stop()
+
+    starlette = Starlette(
+        routes=[
+            Route("/workflows/{name}", run_workflow, methods=["POST"]),
+            Route("/workflows", list_workflows, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    return HttpTelemetryMiddleware(starlette, nexus.telemetry)

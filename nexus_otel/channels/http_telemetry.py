@@ -1,0 +1,121 @@
+"""ASGI middleware that makes each HTTP request a SERVER span per the OTel HTTP semantic conventions.
+
+It continues the caller's trace from W3C ``traceparent`` (and takes its
+``baggage``), names the span ``<METHOD> <route>``, records
+``http.server.request.duration``, and returns the trace id on every response
+(``traceresponse`` and ``X-Trace-Id``) so a user can find the trace.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable, MutableMapping
+
+from opentelemetry import context as context_api
+from opentelemetry import propagate
+from opentelemetry import trace as trace_api
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ..telemetry.telemetry import Telemetry
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+
+
+class _HeaderGetter(Getter[dict[str, str]]):
+    def get(self, carrier: dict[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key.lower())
+        return [value] if value is not None else None
+
+    def keys(self, carrier: dict[str, str]) -> list[str]:
+        return list(carrier)
+
+
+_GETTER = _HeaderGetter()
+
+
+class HttpTelemetryMiddleware:
+    """Wraps an ASGI app; with telemetry disabled it only passes requests through."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+        self._tracer = telemetry.tracer
+        self._duration = telemetry.meter.create_histogram(
+            "http.server.request.duration", unit="s",
+            description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+        )
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.telemetry.enabled:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        parent = propagate.extract(headers, getter=_GETTER)
+        method = scope.get("method", "GET")
+        server = scope.get("server") or (None, None)
+        client = scope.get("client") or (None, None)
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.path": scope.get("path", ""),
+            "url.scheme": scope.get("scheme", "http"),
+            "network.protocol.version": scope.get("http_version", "1.1"),
+        }
+        if scope.get("query_string"):
+            attributes["url.query"] = scope["query_string"].decode("latin-1")
+        if server[0]:
+            attributes["server.address"] = headers.get("host", "").split(":")[0] or server[0]
+            if server[1]:
+                attributes["server.port"] = server[1]
+        if client[0]:
+            attributes["client.address"] = client[0]
+        if "user-agent" in headers:
+            attributes["user_agent.original"] = headers["user-agent"]
+        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        token = context_api.attach(trace_api.set_span_in_context(span, parent))
+        ctx = span.get_span_context()
+        trace_header = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
+        trace_id = f"{ctx.trace_id:032x}".encode()
+        status_code = 500
+
+        async def send_with_trace(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()), (b"traceresponse", trace_header), (b"x-trace-id", trace_id),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None)
+            if template:
+                span.update_name(f"{method} {template}")
+                span.set_attribute("http.route", template)
+            span.set_attribute("http.response.status_code", status_code)
+            metric_attrs: dict[str, Any] = {
+                "http.request.method": method,
+                "http.response.status_code": status_code,
+                "url.scheme": attributes["url.scheme"],
+            }
+            if template:
+                metric_attrs["http.route"] = template
+            if status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+                span.set_attribute("error.type", str(status_code))
+                metric_attrs["error.type"] = str(status_code)
+            self._duration.record(time.perf_counter() - start, metric_attrs)
+            context_api.detach(token)
+            span.end()

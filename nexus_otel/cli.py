@@ -1,0 +1,160 @@
+"""The ``nexus-otel`` command: serve an app, run a workflow, list plugins, read traces, run the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from .errors import NexusOtelError, UnknownWorkflowError
+from .telemetry.config import DEFAULT_DATA_DIR
+
+APP_HELP = "MODULE:APP, e.g. myproject.app:app (an app, or a function returning one)"
+
+
+def _load(target: str, plugins_dir: str | None) -> Any:
+    from .loading import load_app
+
+    try:
+        app = load_app(target)
+        if plugins_dir:
+            found = app.load_plugins(plugins_dir)
+            for error in found.errors:
+                click.echo(f"warning: {error}", err=True)
+        return app
+    except NexusOtelError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _data_dir(value: str | None) -> str:
+    return value or os.environ.get("NEXUS_OTEL_DATA_DIR") or DEFAULT_DATA_DIR
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="nexus-otel")
+def main(log_level: str) -> None:
+    """nexus-otel: workflows whose every execution and plugin hook is an OpenTelemetry span."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:APP")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--plugins-dir", type=click.Path(file_okay=False), help="Folder of plugin files to load.")
+def serve(target: str, host: str, port: int, plugins_dir: str | None) -> None:
+    """Serve MODULE:APP over HTTP (POST /workflows/NAME, /metrics, /healthz)."""
+    from .serving import serve as run_server
+
+    app = _load(target, plugins_dir)
+    click.echo(f"serving {app.name!r} on http://{host}:{port}  (workflows: {', '.join(app.workflows.names())})",
+               err=True)
+    run_server(app, host=host, port=port)
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:APP")
+@click.argument("workflow")
+@click.option("--input", "input_json", default="{}", show_default=True, help="Inputs as a JSON object.")
+@click.option("--session-id", default=None)
+@click.option("--plugins-dir", type=click.Path(file_okay=False))
+def run(target: str, workflow: str, input_json: str, session_id: str | None, plugins_dir: str | None) -> None:
+    """Run one workflow (channel "cli"); print its result and trace id."""
+    try:
+        inputs = json.loads(input_json)
+    except ValueError as exc:
+        raise click.UsageError(f"--input is not valid JSON: {exc}") from exc
+    if not isinstance(inputs, dict):
+        raise click.UsageError(f"--input must be a JSON object, got {type(inputs).__name__}")
+    app = _load(target, plugins_dir)
+    seen: dict[str, Any] = {}
+
+    def remember(event: Any) -> None:
+        seen["trace_id"] = event.trace_id
+
+    app.on_workflow_started(remember)
+    failure: BaseException | None = None
+    with app:
+        try:
+            result = app.execute_workflow(workflow, inputs, session_id=session_id, channel="cli")
+        except UnknownWorkflowError as exc:
+            raise click.UsageError(str(exc)) from exc
+        except Exception as exc:  # the workflow's own failure
+            failure = exc
+    trace = seen.get("trace_id") or "-"
+    if failure is not None:
+        click.echo(f"error: workflow {workflow!r} failed: {type(failure).__name__}: {failure}", err=True)
+        click.echo(f"trace_id: {trace}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result, indent=2, default=str, ensure_ascii=False))
+    click.echo(f"trace_id: {trace}", err=True)
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:APP")
+@click.option("--plugins-dir", type=click.Path(file_okay=False))
+def plugins(target: str, plugins_dir: str | None) -> None:
+    """List the plugins of MODULE:APP with their versions."""
+    app = _load(target, plugins_dir)
+    rows = [(name, getattr(p, "version", "?"), getattr(p, "description", "") or "")
+            for name, p in app.plugins.plugins.items()]
+    if not rows:
+        click.echo("no plugins")
+    width = max((len(r[0]) for r in rows), default=4) + 2
+    for name, version, description in rows:
+        click.echo(f"{name.ljust(width)}{str(version).ljust(10)}{description}")
+    app.stop()
+
+
+@main.command()
+@click.argument("trace_id", required=False)
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--all", "include_all", is_flag=True, help="Also list traces without a workflow (start, stop, scrapes).")
+@click.option("--data-dir", default=None, help=f"Local store (default $NEXUS_OTEL_DATA_DIR or {DEFAULT_DATA_DIR}).")
+def traces(trace_id: str | None, limit: int, include_all: bool, data_dir: str | None) -> None:
+    """List recent traces from the local store, or show TRACE_ID (or a prefix) as a tree."""
+    from .traceview import find_trace, recent_traces, render_tree
+
+    directory = _data_dir(data_dir)
+    if trace_id:
+        try:
+            found = find_trace(directory, trace_id)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        if found is None:
+            raise click.ClickException(f"no trace {trace_id!r} in {directory}")
+        tid, spans = found
+        click.echo(f"trace {tid}  ({len(spans)} spans, service {spans[0].service})")
+        for line in render_tree(spans):
+            click.echo(line)
+        return
+    summaries = recent_traces(directory, limit, include_all=include_all)
+    if not summaries:
+        click.echo(f"no traces in {directory} yet: run a workflow (nexus-otel run / serve / demo)")
+        return
+    click.echo(f"{'TRACE ID':<34}{'WORKFLOW':<18}{'STATUS':<8}{'DURATION':>12}  {'SPANS':>5}  STARTED")
+    for s in summaries:
+        click.echo(f"{s.trace_id:<34}{s.workflow[:17]:<18}{s.status:<8}{s.duration_ms:>9.2f} ms  "
+                   f"{s.span_count:>5}  {s.started}")
+
+
+@main.command()
+@click.option("--requests", "-n", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--plugins-dir", default="plugins", show_default=True, help="Example plugins to load, if present.")
+@click.option("--seed", default=7, show_default=True, help="Random seed for the traffic mix.")
+def demo(requests: int, plugins_dir: str, seed: int) -> None:
+    """Serve the example app, drive traffic through HTTP, and show what telemetry recorded."""
+    from .demo.driver import run_demo
+
+    if not run_demo(requests=requests, plugins_dir=plugins_dir, seed=seed):
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

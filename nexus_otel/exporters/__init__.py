@@ -1,0 +1,5 @@
+"""Span exporters: sinks behind a span processor, one job each."""
+
+from .local import LocalSpanExporter
+
+__all__ = ["LocalSpanExporter"]
