@@ -1,0 +1,1 @@
+"""Small apps the end-to-end tests serve and run, as a user's project would have them."""

@@ -1,0 +1,33 @@
+"""`nexus-otel demo`, the README's first command, runs to the end and reports what it sent."""
+
+import re
+import time
+
+from nexus_otel.exporters.local import read_spans
+
+from .served import REPO, cli_env, nexus_otel
+
+
+def test_demo_runs_and_its_summary_matches_what_it_sent(tmp_path):
+    """The demo finishes in under a minute; its table and the stored spans agree with the traffic sent."""
+    data = tmp_path / "data"
+    start = time.monotonic()
+    out = nexus_otel("demo", "--requests", "200", "--plugins-dir", str(REPO / "plugins"),
+                     env=cli_env(data, COLUMNS="120"), cwd=tmp_path, timeout=120)
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert elapsed < 60
+    text = out.stdout
+    assert "✓ telemetry matches what was sent: 200 executions" in text
+    rows = re.findall(r"│ (\w+)\s+│\s+(\d+) │\s+(\d+) │\s+([\d.]+) │\s+([\d.]+) │\s+(\d+) │\s+(\d+) │", text)
+    assert {r[0] for r in rows} == {"greet", "checkout", "report", "enrich"}
+    assert sum(int(r[1]) for r in rows) == 200
+    for _, executions, errors, p50, p95, sent, failed in rows:
+        assert executions == sent and errors == failed
+        assert float(p95) >= float(p50) > 0
+    workflow_spans = [s for s in read_spans(data) if s.name.startswith("workflow ")]
+    assert len(workflow_spans) == 200
+    failed = sum(int(r[2]) for r in rows)
+    assert failed > 0 and sum(1 for s in workflow_spans if s.status == "ERROR") == failed
+    assert "One trace" in text and "└─ workflow checkout" in text and "hook workflow_completed" in text
+    assert "nexus-otel traces" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text
