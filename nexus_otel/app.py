@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from contextlib import contextmanager
@@ -114,10 +115,19 @@ class Nexus:
         channel: str = "python",
         span_kind: SpanKind = SpanKind.INTERNAL,
     ) -> Any:
-        """The async twin of :meth:`execute_workflow`; sync workflows run in a worker thread."""
+        """The async twin of :meth:`execute_workflow`.
+
+        An async workflow runs on the event loop. A sync workflow runs, with its
+        hooks and middleware, on a worker thread, so neither it nor a blocking
+        hook (say, one that posts to a webhook) stalls the loop.
+        """
         workflow = self.workflows.get(workflow_name)
         inputs = check_inputs(workflow_name, inputs)
         self._check_running("aexecute_workflow")
+        if not workflow.is_async:
+            return await asyncio.to_thread(
+                self._executor.execute, workflow, inputs, session_id, channel, span_kind,
+            )
         return await self._executor.aexecute(workflow, inputs, session_id, channel, span_kind)
 
     # -- hooks -------------------------------------------------------------------
