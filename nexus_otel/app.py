@@ -54,8 +54,9 @@ class Nexus:
         self.name = name
         self.telemetry = telemetry or Telemetry(
             name, tracer_provider=tracer_provider, meter_provider=meter_provider, environ=environ,
+            redactor=redactor,
         )
-        self.redactor = redactor or Redactor()
+        self.redactor = redactor or self.telemetry.redactor
         self.hooks = HookRegistry()
         self.workflows = WorkflowRegistry()
         self.plugins = PluginManager(self)

@@ -9,12 +9,13 @@ user callback may change or drop anything further.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable, Iterable
 
 DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
-    "password", "passwd", "pwd", "secret", "token", "authorization", "auth",
+    "password", "passwd", "pwd", "secret", "token", "authorization", "bearer",
     "api_key", "apikey", "access_key", "private_key", "credential", "cookie",
-    "session_key", "signature", "credit_card", "card_number", "cvv", "ssn",
+    "session_key", "signature", "credit_card", "card_number", "cvv", "ssn", "pin",
 )
 MASK = "[REDACTED]"
 
@@ -23,16 +24,23 @@ RedactCallback = Callable[[str, Any], Any]
 ``path`` is dotted (``user.email``). Return the value to keep, or a replacement."""
 
 
-def _normalise(key: str) -> str:
-    return key.lower().replace("-", "_")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+
+def _words(key: str) -> list[str]:
+    """``X-Api-Key`` -> ``["x", "api", "key"]``; ``accessToken`` -> ``["access", "token"]``."""
+    return [w for w in _SEPARATORS.split(_CAMEL.sub("_", key).lower()) if w]
 
 
 class Redactor:
     """A callable that returns a redacted copy of a value (never mutates it).
 
-    Keys match case-insensitively and by substring, with ``-`` and ``_``
-    treated alike, so ``X-Api-Key``, ``db_password`` and ``accessToken``
-    are all masked by the defaults. ``extra_sensitive_keys`` adds to the
+    Keys match case-insensitively whatever their separators or camelCase, so
+    ``X-Api-Key``, ``db_password``, ``accessToken`` and
+    ``http.request.header.authorization`` are all masked by the defaults.
+    A sensitive name of up to four letters (``pwd``, ``ssn``, ``pin``) must be
+    a whole word of the key; longer names match anywhere in it. ``extra_sensitive_keys`` adds to the
     defaults; ``sensitive_keys`` replaces them.
     """
 
@@ -57,8 +65,10 @@ class Redactor:
                 raise ConfigurationError(f"Redactor.{setting}", value, "a whole number of at least 1")
         if callback is not None and not callable(callback):
             raise ConfigurationError("Redactor.callback", callback, "a callable(path, value)")
-        keys = (*sensitive_keys, *extra_sensitive_keys)
-        self._keys = tuple(_normalise(k).replace("_", "") for k in keys)
+        keys = ["".join(_words(k)) for k in (*sensitive_keys, *extra_sensitive_keys)]
+        self._short = frozenset(k for k in keys if 0 < len(k) <= 4)
+        self._long = tuple(k for k in keys if len(k) > 4)
+        self._cache: dict[str, bool] = {}
         self.max_value_length = max_value_length
         self.max_items = max_items
         self.max_depth = max_depth
@@ -67,8 +77,28 @@ class Redactor:
 
     def is_sensitive(self, key: str) -> bool:
         """Whether values under ``key`` are masked."""
-        k = _normalise(key).replace("_", "")
-        return any(s in k for s in self._keys)
+        known = self._cache.get(key)
+        if known is not None:
+            return known
+        words = _words(key)
+        joined = "".join(words)
+        result = any(w in self._short for w in words) or any(s in joined for s in self._long)
+        if len(self._cache) < 4096:
+            self._cache[key] = result
+        return result
+
+    @property
+    def has_callback(self) -> bool:
+        return self._callback is not None
+
+    def scrub_text(self, path: str, text: str, limit: int | None = None) -> str:
+        """Free text (an exception message, a status): cut to ``limit`` and passed to the callback."""
+        limit = limit or self.max_attribute_length
+        if len(text) > limit:
+            text = f"{text[:limit]}...[truncated {len(text) - limit} chars]"
+        if self._callback is not None:
+            text = self._callback(path, text)
+        return text
 
     def __call__(self, value: Any) -> Any:
         return self._redact(value, "", 0)

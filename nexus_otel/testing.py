@@ -31,7 +31,10 @@ from prometheus_client import CollectorRegistry
 
 from .app import Nexus
 from .telemetry.config import TelemetryConfig
-from .telemetry.telemetry import Telemetry, prometheus_reader
+from .processors.redaction import RedactingSpanProcessor
+from .redaction import Redactor
+from .telemetry.metrics_hub import MetricsHub
+from .telemetry.telemetry import Telemetry
 
 
 class CapturedTelemetry:
@@ -41,16 +44,20 @@ class CapturedTelemetry:
     ends; metrics are collected on demand.
     """
 
-    def __init__(self, service_name: str = "test") -> None:
+    def __init__(self, service_name: str = "test", *, redactor: Redactor | None = None) -> None:
         self.resource = Resource.create({"service.name": service_name})
+        self.redactor = redactor or Redactor()
         self.span_exporter = InMemorySpanExporter()
         self.tracer_provider = TracerProvider(resource=self.resource)
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
+        # Spans are captured as an exporter would receive them: behind redaction.
+        self.tracer_provider.add_span_processor(
+            RedactingSpanProcessor(self.redactor, [SimpleSpanProcessor(self.span_exporter)])
+        )
         self.metric_reader = InMemoryMetricReader()
         self.prometheus_registry = CollectorRegistry(auto_describe=True)
+        self.metrics_hub = MetricsHub(self.prometheus_registry)
         self.meter_provider = MeterProvider(
-            resource=self.resource,
-            metric_readers=[self.metric_reader, prometheus_reader(self.prometheus_registry)],
+            resource=self.resource, metric_readers=[self.metric_reader, self.metrics_hub],
         )
 
     def telemetry(self, service_name: str = "test", **kwargs: Any) -> Telemetry:
@@ -58,13 +65,22 @@ class CapturedTelemetry:
         return Telemetry(
             service_name, tracer_provider=self.tracer_provider,
             meter_provider=self.meter_provider, config=kwargs.pop("config", TelemetryConfig()),
-            prometheus_registry=self.prometheus_registry,
+            prometheus_registry=self.prometheus_registry, metrics_hub=self.metrics_hub,
+            redactor=kwargs.pop("redactor", self.redactor),
             **kwargs,
         )
 
     def app(self, name: str = "test", **kwargs: Any) -> Nexus:
         """A fresh :class:`Nexus` whose telemetry lands here."""
-        return Nexus(name, telemetry=self.telemetry(name), **kwargs)
+        telemetry_kwargs = {"redactor": kwargs.pop("redactor")} if "redactor" in kwargs else {}
+        return Nexus(name, telemetry=self.telemetry(name, **telemetry_kwargs), **kwargs)
+
+    def prometheus_text(self, openmetrics: bool = False) -> str:
+        """What a Prometheus scrape of these metrics returns."""
+        from prometheus_client.exposition import generate_latest
+        from prometheus_client.openmetrics.exposition import generate_latest as generate_om
+
+        return (generate_om if openmetrics else generate_latest)(self.prometheus_registry).decode()
 
     # -- spans -------------------------------------------------------------------
     @property

@@ -67,6 +67,8 @@ class TelemetryConfig:
     data_dir: str = DEFAULT_DATA_DIR
     local_max_bytes: int = 10 * 1024 * 1024
     local_max_files: int = 5
+    metric_export_interval: float = 60.0
+    """Seconds between metric pushes (``OTEL_METRIC_EXPORT_INTERVAL`` is in milliseconds)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":
@@ -109,6 +111,7 @@ class TelemetryConfig:
             data_dir=(env.get("NEXUS_OTEL_DATA_DIR") or "").strip() or DEFAULT_DATA_DIR,
             local_max_bytes=_positive_int(env, "NEXUS_OTEL_LOCAL_MAX_BYTES", 10 * 1024 * 1024),
             local_max_files=_positive_int(env, "NEXUS_OTEL_LOCAL_MAX_FILES", 5),
+            metric_export_interval=_positive_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000) / 1000,
         )
 
 

@@ -1,4 +1,4 @@
-"""Span exporters and metric readers chosen by ``OTEL_TRACES_EXPORTER`` and friends.
+"""Span sinks and metric outputs chosen by ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``.
 
 The OTLP exporters are built with no arguments, so they read endpoint,
 headers, compression and timeouts from the ``OTEL_EXPORTER_OTLP_*``
@@ -7,8 +7,11 @@ variables exactly as the specification says.
 
 from __future__ import annotations
 
+import os
+
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
+    MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
@@ -32,7 +35,7 @@ def otlp_span_exporter(protocol: str) -> SpanExporter:
     return OTLPSpanExporter()
 
 
-def otlp_metric_exporter(protocol: str):
+def otlp_metric_exporter(protocol: str) -> MetricExporter:
     """The real OTLP metric exporter for ``protocol``."""
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -42,7 +45,7 @@ def otlp_metric_exporter(protocol: str):
 
 
 def span_processors(config: TelemetryConfig) -> list[SpanProcessor]:
-    """One processor per configured traces exporter: batching for the network, simple for the console."""
+    """One processor per configured traces exporter: batching for I/O, simple for the console."""
     processors: list[SpanProcessor] = []
     for name in config.traces_exporters:
         if name == "otlp":
@@ -58,12 +61,22 @@ def span_processors(config: TelemetryConfig) -> list[SpanProcessor]:
     return processors
 
 
-def metric_readers(config: TelemetryConfig) -> list[MetricReader]:
-    """Push readers for the configured metrics exporters (``prometheus`` is served, not pushed)."""
-    readers: list[MetricReader] = []
+def metric_exporters(config: TelemetryConfig) -> list[tuple[str, MetricExporter]]:
+    """The push exporters for ``OTEL_METRICS_EXPORTER`` (``prometheus`` is served, not pushed)."""
+    out: list[tuple[str, MetricExporter]] = []
     for name in config.metrics_exporters:
         if name == "otlp":
-            readers.append(PeriodicExportingMetricReader(otlp_metric_exporter(config.metrics_protocol)))
+            out.append(("otlp", otlp_metric_exporter(config.metrics_protocol)))
         elif name == "console":
-            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-    return readers
+            out.append(("console", ConsoleMetricExporter()))
+    return out
+
+
+def wants_delta(environ: dict[str, str] | None = None) -> bool:
+    """Delta temporality needs a reader of its own; the shared hub is cumulative."""
+    env = os.environ if environ is None else environ
+    return env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().lower() in ("delta", "lowmemory")
+
+
+def separate_reader(exporter: MetricExporter) -> MetricReader:
+    return PeriodicExportingMetricReader(exporter)

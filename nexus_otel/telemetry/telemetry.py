@@ -1,9 +1,14 @@
-"""One app's telemetry: its tracer and meter providers, instruments and Prometheus registry.
+"""One app's telemetry: tracer and meter providers, instruments, the redacting sink pipeline, metrics hub.
 
 Providers come from, in order: what the caller injects; an SDK provider the
 process already installed globally (used, never replaced); or new SDK
 providers built from the ``OTEL_*`` variables. Only providers built here are
 shut down by :meth:`Telemetry.shutdown`; borrowed ones are flushed.
+
+Every sink (OTLP, the local store, webhooks, audit) sits behind one
+:class:`~nexus_otel.processors.redaction.RedactingSpanProcessor`, so none of
+them sees a secret. Every metrics output (``/metrics``, OTLP pushes) reads
+from one :class:`~nexus_otel.telemetry.metrics_hub.MetricsHub`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from typing import Mapping
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -23,16 +27,19 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from .. import __version__
 from ..errors import ConfigurationError
+from ..processors.redaction import RedactingSpanProcessor
+from ..redaction import Redactor
 from . import contract
 from .config import TelemetryConfig
-from .exporters import metric_readers, span_processors
+from .exporters import metric_exporters, separate_reader, span_processors, wants_delta
 from .instruments import Instruments
+from .metrics_hub import MetricsHub
 
 log = logging.getLogger("nexus_otel.telemetry")
 
 
 class Telemetry:
-    """Tracer, meter, instruments and Prometheus registry for one app.
+    """Tracer, meter, instruments, sinks and metrics outputs for one app.
 
     ``enabled`` is false under ``OTEL_SDK_DISABLED=true``; the app then skips
     every telemetry call on its hot path instead of calling no-op objects.
@@ -46,13 +53,18 @@ class Telemetry:
         meter_provider: metrics_api.MeterProvider | None = None,
         config: TelemetryConfig | None = None,
         environ: Mapping[str, str] | None = None,
-        prometheus: bool = True,
+        redactor: Redactor | None = None,
+        metrics_hub: MetricsHub | None = None,
         prometheus_registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env(environ)
         self.enabled = not self.config.sdk_disabled
+        self.redactor = redactor or Redactor()
         self.prometheus_registry = prometheus_registry or CollectorRegistry(auto_describe=True)
+        self.metrics_hub: MetricsHub | None = metrics_hub
+        self.sinks = RedactingSpanProcessor(self.redactor)
         self._owned: list[object] = []
+        self._environ = environ
         if not self.enabled:
             self.resource = Resource.get_empty()
             self.tracer_provider: trace_api.TracerProvider = trace_api.NoOpTracerProvider()
@@ -60,7 +72,9 @@ class Telemetry:
         else:
             self.resource = _resource(service_name)
             self.tracer_provider = tracer_provider or self._tracer_provider()
-            self.meter_provider = meter_provider or self._meter_provider(prometheus)
+            if isinstance(self.tracer_provider, TracerProvider):
+                self.tracer_provider.add_span_processor(self.sinks)
+            self.meter_provider = meter_provider or self._meter_provider()
         self.service_name = str(self.resource.attributes.get(contract.SERVICE_NAME, service_name))
         self.tracer = self.tracer_provider.get_tracer(contract.INSTRUMENTATION_NAME, __version__)
         self.meter = self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__)
@@ -74,25 +88,33 @@ class Telemetry:
             return current
         provider = TracerProvider(resource=self.resource, sampler=self.config.sampler)
         for processor in span_processors(self.config):
-            provider.add_span_processor(processor)
+            self.sinks.add(processor)
         self._owned.append(provider)
         return provider
 
-    def _meter_provider(self, prometheus: bool) -> metrics_api.MeterProvider:
+    def _meter_provider(self) -> metrics_api.MeterProvider:
         current = metrics_api.get_meter_provider()
         if isinstance(current, MeterProvider):
             log.debug("using the process's global MeterProvider")
             return current
-        readers = metric_readers(self.config)
-        if prometheus:
-            readers.append(prometheus_reader(self.prometheus_registry))
+        self.metrics_hub = MetricsHub(self.prometheus_registry)
+        readers = [self.metrics_hub]
+        pushes = metric_exporters(self.config)
+        delta = wants_delta(dict(self._environ) if self._environ is not None else None)
+        for name, exporter in pushes:
+            if name == "otlp" and delta:
+                readers.append(separate_reader(exporter))
         provider = MeterProvider(resource=self.resource, metric_readers=readers)
+        interval = self.config.metric_export_interval
+        for name, exporter in pushes:
+            if not (name == "otlp" and delta):
+                self.metrics_hub.add_push(exporter, interval, name)
         self._owned.append(provider)
         return provider
 
     # -- public ------------------------------------------------------------
     def add_span_processor(self, processor: SpanProcessor) -> None:
-        """Add a span processor (a sink, a redactor, ...) to this app's tracer provider."""
+        """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans."""
         if not self.enabled:
             return
         if not isinstance(self.tracer_provider, TracerProvider):
@@ -100,10 +122,19 @@ class Telemetry:
                 "tracer_provider", type(self.tracer_provider).__name__,
                 "an opentelemetry.sdk.trace.TracerProvider to add span processors to",
             )
-        self.tracer_provider.add_span_processor(processor)
+        self.sinks.add(processor)
+
+    def require_metrics_hub(self, who: str) -> MetricsHub:
+        """The hub, or a clear error when the meter provider was borrowed without one."""
+        if self.metrics_hub is None:
+            raise ConfigurationError(
+                "meter_provider", type(self.meter_provider).__name__,
+                f"a meter provider built by nexus-otel (or one with a MetricsHub reader) for {who}",
+            )
+        return self.metrics_hub
 
     def prometheus_exposition(self, openmetrics: bool = False) -> tuple[bytes, str]:
-        """The current metrics in Prometheus text (or OpenMetrics) format, with its content type."""
+        """The current metrics in Prometheus text (or OpenMetrics, with exemplars) and the content type."""
         if openmetrics:
             from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as om_type
 
@@ -122,22 +153,16 @@ class Telemetry:
         return ok
 
     def shutdown(self) -> None:
-        """Flush everything; shut down the providers this object built (never borrowed ones)."""
+        """Flush everything; shut down what this object built (never borrowed providers)."""
         if not self.enabled:
             return
         self.force_flush()
+        if not self._owned:
+            # Borrowed providers stay up; our own sinks and pushes end with the app.
+            self.sinks.shutdown()
         for provider in self._owned:
             provider.shutdown()  # type: ignore[attr-defined]
         self._owned.clear()
-
-
-def prometheus_reader(registry: CollectorRegistry) -> PrometheusMetricReader:
-    """A reader serving metrics into ``registry``, labelled by ``service_name``, without scope labels."""
-    return PrometheusMetricReader(
-        registry=registry,
-        scope_info_enabled=False,
-        resource_attribute_filter=lambda key: key == contract.SERVICE_NAME,
-    )
 
 
 def _resource(default_service_name: str) -> Resource:

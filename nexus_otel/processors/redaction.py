@@ -1,0 +1,116 @@
+"""Redaction in front of every sink: the processors behind it only ever see scrubbed spans.
+
+The SDK hands the same finished span to every processor, and a finished span
+cannot be changed. So redaction is not one processor among many: it *wraps*
+the sinks. :class:`RedactingSpanProcessor` passes ``on_start`` through, and on
+``on_end`` gives its children a copy in which values under sensitive keys are
+masked, long strings cut, and exception messages and status descriptions
+passed through the same limits and the user's callback. A span that needs no
+change is passed on as it is, at no cost.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import Status
+
+from ..redaction import MASK, Redactor
+
+# Already redacted by the host before it became an attribute; only the callback applies again.
+_PRE_REDACTED = frozenset({"nexus.workflow.inputs"})
+
+
+class RedactingSpanProcessor(SpanProcessor):
+    """Wraps the sink processors: ``RedactingSpanProcessor(redactor, [BatchSpanProcessor(exporter)])``."""
+
+    def __init__(self, redactor: Redactor | None = None, children: Iterable[SpanProcessor] = ()) -> None:
+        self.redactor = redactor or Redactor()
+        self._children: tuple[SpanProcessor, ...] = tuple(children)
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    @property
+    def children(self) -> tuple[SpanProcessor, ...]:
+        return self._children
+
+    def add(self, processor: SpanProcessor) -> None:
+        """Add a sink behind the redaction."""
+        with self._lock:
+            self._children = (*self._children, processor)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for child in self._children:
+            child.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        children = self._children
+        if not children or self._shutdown:
+            return
+        clean = self.redact(span)
+        for child in children:
+            child.on_end(clean)
+
+    def redact(self, span: ReadableSpan) -> ReadableSpan:
+        """The span as sinks may see it (the same object when nothing needed changing)."""
+        r = self.redactor
+        attributes, changed = self._attributes(span.attributes)
+        events = list(span.events)
+        for i, event in enumerate(events):
+            event_attrs, event_changed = self._attributes(event.attributes, text=True)
+            if event_changed:
+                events[i] = Event(event.name, event_attrs, event.timestamp)
+                changed = True
+        status = span.status
+        if status.description:
+            description = r.scrub_text("status.description", status.description)
+            if description != status.description:
+                status = Status(status.status_code, description)
+                changed = True
+        if not changed:
+            return span
+        bounded = BoundedAttributes(attributes=attributes, immutable=True, max_value_len=None)
+        original = getattr(span, "_attributes", None)
+        bounded.dropped = getattr(original, "dropped", 0)
+        return ReadableSpan(
+            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=bounded, events=events, links=span.links, kind=span.kind,
+            instrumentation_info=span.instrumentation_info, status=status,
+            start_time=span.start_time, end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _attributes(self, attrs: Any, text: bool = False) -> tuple[dict[str, Any], bool]:
+        r = self.redactor
+        out: dict[str, Any] = {}
+        changed = False
+        for key, value in (attrs or {}).items():
+            new = value
+            if key in _PRE_REDACTED:
+                if r.has_callback and isinstance(value, str):
+                    new = r.scrub_text(key, value)
+            elif r.is_sensitive(key):
+                new = MASK
+            elif isinstance(value, str):
+                if text or len(value) > r.max_value_length or r.has_callback:
+                    new = r.scrub_text(key, value, None if text else r.max_value_length)
+            elif isinstance(value, (tuple, list)) and r.has_callback:
+                new = tuple(r.scrub_text(key, v) if isinstance(v, str) else v for v in value)
+            if new is not value and new != value:
+                changed = True
+            out[key] = new
+        return out, changed
+
+    def shutdown(self) -> None:
+        if self._shutdown:
+            return
+        self._shutdown = True
+        for child in self._children:
+            child.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all(child.force_flush(timeout_millis) for child in self._children)

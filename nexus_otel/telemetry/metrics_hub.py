@@ -1,0 +1,149 @@
+"""One metric reader for every metrics output: Prometheus scrapes and periodic pushes.
+
+The SDK aggregates every measurement once per registered reader, so each
+extra reader costs on the hot path. The hub is the single reader: a Prometheus
+scrape collects from it, and any number of exporters (OTLP, console) are fed
+from it on their own intervals, each on its own thread. Readers cannot be
+added to an SDK ``MeterProvider`` after it is built; pushes can be added to the
+hub at any time, which is what ``MonitoringPlugin(backend="otlp")`` needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+)
+from prometheus_client import CollectorRegistry
+
+from . import contract
+from .prometheus import to_families
+
+log = logging.getLogger("nexus_otel.metrics")
+
+_CUMULATIVE = {
+    cls: AggregationTemporality.CUMULATIVE
+    for cls in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+}
+
+
+class _PrometheusCollector:
+    def __init__(self, hub: "MetricsHub", resource_labels: Callable[[str], bool]) -> None:
+        self._hub = hub
+        self._resource_labels = resource_labels
+
+    def collect(self) -> Any:
+        return to_families(self._hub.snapshot(), self._resource_labels)
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+class Push:
+    """An exporter fed from the hub every ``interval`` seconds on its own thread."""
+
+    def __init__(self, hub: "MetricsHub", exporter: MetricExporter, interval: float, name: str) -> None:
+        self.hub = hub
+        self.exporter = exporter
+        self.interval = interval
+        self.name = name
+        self.exported = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"nexus-otel-metrics-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.push()
+
+    def push(self, timeout_millis: float = 10_000) -> bool:
+        """Export the current values now; failures are counted and logged, never raised."""
+        data = self.hub.snapshot()
+        if data is None:
+            return True
+        with self._lock:
+            try:
+                result = self.exporter.export(data, timeout_millis=timeout_millis)
+            except Exception as exc:  # an exporter must not kill the push thread
+                log.error("metrics push %s failed: %s", self.name, exc)
+                result = MetricExportResult.FAILURE
+        if result is MetricExportResult.SUCCESS:
+            self.exported += 1
+            return True
+        self.failed += 1
+        return False
+
+    def stop(self) -> None:
+        """A last push, then shut the exporter down."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(self.interval + 5)
+        self.push()
+        self.exporter.shutdown()
+
+
+class MetricsHub(MetricReader):
+    """The app's one metric reader (cumulative); serves ``registry`` and feeds pushes."""
+
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 resource_labels: Callable[[str], bool] = lambda key: key == contract.SERVICE_NAME) -> None:
+        super().__init__(preferred_temporality=_CUMULATIVE)
+        self._collect_lock = threading.Lock()
+        self._last: MetricsData | None = None
+        self._pushes: list[Push] = []
+        self._registry = registry
+        self._collector = _PrometheusCollector(self, resource_labels)
+        if registry is not None:
+            registry.register(self._collector)  # type: ignore[arg-type]
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        self._last = metrics_data
+
+    def snapshot(self) -> MetricsData | None:
+        """Collect now and return the data (None before the hub is registered)."""
+        with self._collect_lock:
+            self._last = None
+            self.collect()
+            return self._last
+
+    @property
+    def pushes(self) -> list[Push]:
+        return list(self._pushes)
+
+    def add_push(self, exporter: MetricExporter, interval: float, name: str = "") -> Push:
+        """Feed ``exporter`` every ``interval`` seconds until :meth:`shutdown`."""
+        push = Push(self, exporter, interval, name or type(exporter).__name__)
+        self._pushes.append(push)
+        return push
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return all([push.push(timeout_millis) for push in self._pushes])
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        for push in self._pushes:
+            push.stop()
+        self._pushes.clear()
+        if self._registry is not None:
+            try:
+                self._registry.unregister(self._collector)  # type: ignore[arg-type]
+            except KeyError:
+                pass
+            self._registry = None
