@@ -1,10 +1,21 @@
 """Built-in plugins, and the plugin base class under the seed's import path.
 
 ``from nexus_otel.plugins import NexusPlugin`` works as the seed's
-``from nexus.plugins import NexusPlugin`` does. The built-in plugins
-(``AuthPlugin``, ``MonitoringPlugin``, ...) are added here as they land.
+``from nexus.plugins import NexusPlugin`` does. Each built-in plugin is thin
+wiring over a processor, exporter or middleware that can be used without it.
 """
 
 from ..plugin import NexusPlugin, PluginManager
+from .caching import CachingPlugin
+from .metrics import MetricsPlugin
+from .monitoring import MonitoringPlugin
+from .request_logger import RequestLoggerPlugin
 
-__all__ = ["NexusPlugin", "PluginManager"]
+__all__ = [
+    "CachingPlugin",
+    "MetricsPlugin",
+    "MonitoringPlugin",
+    "NexusPlugin",
+    "PluginManager",
+    "RequestLoggerPlugin",
+]

@@ -43,6 +43,16 @@ class RedactingSpanProcessor(SpanProcessor):
         with self._lock:
             self._children = (*self._children, processor)
 
+    def remove(self, processor: SpanProcessor) -> bool:
+        """Take a sink out (it is flushed and shut down); false if it was not here."""
+        with self._lock:
+            if processor not in self._children:
+                return False
+            self._children = tuple(p for p in self._children if p is not processor)
+        processor.force_flush()
+        processor.shutdown()
+        return True
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for child in self._children:
             child.on_start(span, parent_context=parent_context)

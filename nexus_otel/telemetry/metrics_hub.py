@@ -98,6 +98,7 @@ class Push:
         self._thread.join(self.interval + 5)
         self.push()
         self.exporter.shutdown()
+        self.hub._forget(self)
 
 
 class MetricsHub(MetricReader):
@@ -134,11 +135,15 @@ class MetricsHub(MetricReader):
         self._pushes.append(push)
         return push
 
+    def _forget(self, push: Push) -> None:
+        if push in self._pushes:
+            self._pushes.remove(push)
+
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return all([push.push(timeout_millis) for push in self._pushes])
+        return all([push.push(timeout_millis) for push in list(self._pushes)])
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        for push in self._pushes:
+        for push in list(self._pushes):
             push.stop()
         self._pushes.clear()
         if self._registry is not None:

@@ -124,6 +124,10 @@ class Telemetry:
             )
         self.sinks.add(processor)
 
+    def remove_span_processor(self, processor: SpanProcessor) -> bool:
+        """Flush, shut down and detach a processor added with :meth:`add_span_processor`."""
+        return self.sinks.remove(processor)
+
     def require_metrics_hub(self, who: str) -> MetricsHub:
         """The hub, or a clear error when the meter provider was borrowed without one."""
         if self.metrics_hub is None:

@@ -1,0 +1,5 @@
+"""Execution middleware building blocks: they run inside the workflow span, around the function."""
+
+from .cache import CacheMiddleware
+
+__all__ = ["CacheMiddleware"]

@@ -1,0 +1,40 @@
+"""``MetricsPlugin``: the seed's ``get_metrics()`` figures, derived from workflow spans.
+
+The contract's RED metrics (``nexus_workflow_executions_total``,
+``nexus_workflow_duration_seconds`` with trace-id exemplars, ...) are recorded
+by the host for every app. This plugin adds the in-process view the seed
+promised, overall and per workflow, computed from the very spans that are
+exported, through :class:`~nexus_otel.processors.workflow_stats.WorkflowStatsProcessor`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..plugin import NexusPlugin
+from ..processors.workflow_stats import WorkflowStatsProcessor
+
+
+class MetricsPlugin(NexusPlugin):
+    """Workflow counts, success rate and durations; ``get_metrics()`` returns them."""
+
+    name = "metrics"
+    version = "1.0.0"
+
+    def __init__(self) -> None:
+        self.processor = WorkflowStatsProcessor()
+        self._telemetry: Any = None
+
+    def setup(self, nexus_app: Any) -> None:
+        self._telemetry = nexus_app.telemetry
+        self._telemetry.add_span_processor(self.processor)
+
+    def get_metrics(self) -> dict[str, Any]:
+        """``requests_total``, ``requests_success``, ``requests_failed``, ``total_duration``,
+        ``avg_duration``, ``success_rate``; and ``workflows``: the same per workflow."""
+        return self.processor.snapshot()
+
+    def teardown(self) -> None:
+        if self._telemetry is not None:
+            self._telemetry.remove_span_processor(self.processor)
+            self._telemetry = None

@@ -1,0 +1,88 @@
+"""``MonitoringPlugin``: where the app's metrics go, configured as the seed shows it.
+
+- ``backend="prometheus"``: served for scraping on the HTTP channel's
+  ``/metrics``, and with ``port=...`` also on a port of its own (for apps
+  without the HTTP channel). ``interval`` is Prometheus's scrape interval to
+  set on the Prometheus side; it does not change what is served.
+- ``backend="otlp"``: pushed every ``interval`` seconds by the OTLP metric
+  exporter (endpoint and protocol from ``OTEL_EXPORTER_OTLP_*``).
+- ``backend="console"``: printed every ``interval`` seconds.
+
+Settings may be given to the constructor or set as attributes before
+``add_plugin`` (the seed's style); they are checked at setup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from .. import settings
+from ..plugin import NexusPlugin
+
+BACKENDS = ("prometheus", "otlp", "console")
+
+
+class MonitoringPlugin(NexusPlugin):
+    """Serves or pushes the app's metrics."""
+
+    name = "monitoring"
+    version = "1.0.0"
+
+    def __init__(self, backend: str = "prometheus", interval: float = 30, *, port: int | None = None,
+                 host: str = "127.0.0.1", config: dict[str, Any] | None = None) -> None:
+        options = dict(config or {})
+        self.backend = options.pop("backend", backend)
+        self.interval = options.pop("interval", interval)
+        self.port = options.pop("port", port)
+        self.host = options.pop("host", host)
+        if options:
+            raise TypeError(f"MonitoringPlugin: unknown settings {sorted(options)}")
+        self.push: Any = None
+        self.server: Any = None
+
+    def setup(self, nexus_app: Any) -> None:
+        backend = settings.choice("MonitoringPlugin.backend", self.backend, BACKENDS)
+        interval = settings.number("MonitoringPlugin.interval", self.interval, strictly_positive=True,
+                                   maximum=86_400)
+        if self.port is not None:
+            settings.number("MonitoringPlugin.port", self.port, minimum=0, maximum=65_535, integer=True)
+            if backend != "prometheus":
+                settings.choice("MonitoringPlugin.backend", backend, ("prometheus",))
+        telemetry = nexus_app.telemetry
+        if not telemetry.enabled:
+            return
+        if backend == "prometheus":
+            if self.port is not None:
+                from prometheus_client import start_http_server
+
+                self.server, _ = start_http_server(self.port, addr=self.host, registry=telemetry.prometheus_registry)
+                self.port = self.server.server_port
+            return
+        hub = telemetry.require_metrics_hub("MonitoringPlugin")
+        if backend == "otlp":
+            from ..telemetry.exporters import otlp_metric_exporter
+
+            protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+                        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+            protocol = settings.choice("OTEL_EXPORTER_OTLP_PROTOCOL", protocol, ("http/protobuf", "grpc"))
+            self.push = hub.add_push(otlp_metric_exporter(protocol), float(interval), "monitoring-otlp")
+        else:
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+            self.push = hub.add_push(ConsoleMetricExporter(out=sys.stdout), float(interval), "monitoring-console")
+
+    @property
+    def url(self) -> str | None:
+        """Where the own-port Prometheus endpoint listens, if one was asked for."""
+        return f"http://{self.host}:{self.port}/metrics" if self.server is not None else None
+
+    def teardown(self) -> None:
+        if self.push is not None:
+            self.push.stop()
+            self.push = None
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None

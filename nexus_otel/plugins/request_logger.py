@@ -1,0 +1,96 @@
+"""``RequestLoggerPlugin``: one structured log record when a workflow starts and one when it ends.
+
+Thin wiring over :class:`~nexus_otel.processors.request_log.RequestLogProcessor`
+(behind redaction, so inputs are logged masked) and
+:class:`~nexus_otel.logging.LogCorrelation` (so any record written inside a
+workflow, by any code, carries ``trace_id`` and ``span_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ..logging.correlation import LogCorrelation
+from ..logging.formatters import JsonFormatter, PlainFormatter
+from ..plugin import NexusPlugin
+from ..processors.request_log import RequestLogProcessor
+from .. import settings
+
+FORMATS = ("plain", "json")
+
+
+class RequestLoggerPlugin(NexusPlugin):
+    """Logs every workflow's start and end with trace ids, as plain text or JSON lines.
+
+    ``output`` is ``"stderr"`` (default), ``"stdout"``, a stream, a
+    ``logging.Handler``, or ``None`` to leave handling to your logging set-up.
+    """
+
+    name = "request_logger"
+    version = "1.0.0"
+
+    def __init__(self, format: str = "plain", *, output: Any = "stderr", logger: str = "nexus_otel.requests",
+                 level: str | int = "INFO", include_inputs: bool = True, correlate_all_logs: bool = True,
+                 config: dict[str, Any] | None = None) -> None:
+        options = dict(config or {})
+        self.format = options.pop("format", format)
+        self.output = options.pop("output", output)
+        self.logger_name = options.pop("logger", logger)
+        self.level = options.pop("level", level)
+        self.include_inputs = options.pop("include_inputs", include_inputs)
+        self.correlate_all_logs = options.pop("correlate_all_logs", correlate_all_logs)
+        if options:
+            raise TypeError(f"RequestLoggerPlugin: unknown settings {sorted(options)}")
+        self.handler: logging.Handler | None = None
+        self._correlating = False
+
+    def setup(self, nexus_app: Any) -> None:
+        fmt = settings.choice("RequestLoggerPlugin.format", self.format, FORMATS)
+        level = logging.getLevelName(self.level.upper()) if isinstance(self.level, str) else self.level
+        if not isinstance(level, int):
+            settings.choice("RequestLoggerPlugin.level", self.level, ("DEBUG", "INFO", "WARNING", "ERROR"))
+        logger = logging.getLogger(self.logger_name)
+        handler = self._handler()
+        if handler is not None:
+            handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+            logger.addHandler(handler)
+            logger.propagate = False
+            if logger.level == logging.NOTSET or logger.level > level:
+                logger.setLevel(level)
+        self.handler = handler
+        self.logger = logger
+        if self.correlate_all_logs:
+            LogCorrelation.acquire()
+            self._correlating = True
+        self.processor = RequestLogProcessor(logger, level=level, include_inputs=bool(self.include_inputs))
+        self._telemetry = nexus_app.telemetry
+        self._telemetry.add_span_processor(self.processor)
+
+    def _handler(self) -> logging.Handler | None:
+        out = self.output
+        if out is None:
+            return None
+        if isinstance(out, logging.Handler):
+            return out
+        if out == "stderr":
+            return logging.StreamHandler(sys.stderr)
+        if out == "stdout":
+            return logging.StreamHandler(sys.stdout)
+        if hasattr(out, "write"):
+            return logging.StreamHandler(out)  # type: ignore[arg-type]
+        settings.choice("RequestLoggerPlugin.output", out, ("stderr", "stdout"))
+        return None
+
+    def teardown(self) -> None:
+        if getattr(self, "processor", None) is not None:
+            self._telemetry.remove_span_processor(self.processor)
+            self.processor = None
+        if self.handler is not None and self.handler is not self.output:
+            logging.getLogger(self.logger_name).removeHandler(self.handler)
+        if self._correlating:
+            LogCorrelation.release()
+            self._correlating = False
+
+
