@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test command: set up (idempotent), install the real servers the
-# end-to-end tests run (Debian's prometheus, which brings promtool), then run
-# the whole suite. Extra arguments go to pytest, e.g. scripts/test.sh -k otlp
+# end-to-end tests run (Debian's prometheus, which brings promtool, and
+# postgresql), then run the whole suite. Extra arguments go to pytest,
+# e.g. scripts/test.sh -k otlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then

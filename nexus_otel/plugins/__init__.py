@@ -7,15 +7,19 @@ wiring over a processor, exporter or middleware that can be used without it.
 
 from ..plugin import NexusPlugin, PluginManager
 from .caching import CachingPlugin
+from .database import DatabasePlugin
 from .metrics import MetricsPlugin
 from .monitoring import MonitoringPlugin
 from .request_logger import RequestLoggerPlugin
+from .webhook import WebhookPlugin
 
 __all__ = [
     "CachingPlugin",
+    "DatabasePlugin",
     "MetricsPlugin",
     "MonitoringPlugin",
     "NexusPlugin",
     "PluginManager",
     "RequestLoggerPlugin",
+    "WebhookPlugin",
 ]

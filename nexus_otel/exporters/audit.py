@@ -1,0 +1,234 @@
+"""The audit trail as a span exporter: one row per workflow execution in a SQL database.
+
+The seed's ``workflow_executions`` table (workflow_id, workflow_name,
+session_id, channel, started_at, completed_at, duration, status) plus error
+and trace_id, created if missing. Rows are upserted on ``workflow_id`` so a
+repeat is harmless. ``export`` only spools rows into a local outbox file; a
+worker writes them in batches, so a database that is down delays rows but
+neither loses them nor slows a workflow. SQLite is the embedded default;
+``postgresql://`` DSNs use psycopg 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+from urllib.parse import urlsplit
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from ..errors import ConfigurationError
+from .outbox import OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
+from .workflow_records import workflow_record
+
+log = logging.getLogger("nexus_otel.audit")
+
+COLUMNS = ("workflow_id", "workflow_name", "session_id", "channel", "started_at", "completed_at",
+           "duration", "status", "error", "trace_id")
+_CREATE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    workflow_id   TEXT PRIMARY KEY,
+    workflow_name TEXT NOT NULL,
+    session_id    TEXT,
+    channel       TEXT,
+    started_at    {ts} NOT NULL,
+    completed_at  {ts},
+    duration      DOUBLE PRECISION,
+    status        TEXT NOT NULL,
+    error         TEXT,
+    trace_id      TEXT
+)"""
+
+
+class AuditStore(Protocol):
+    """Where audit rows end up; ``write`` upserts a batch or raises."""
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _upsert_sql(table: str, placeholder: str) -> str:
+    cols = ", ".join(COLUMNS)
+    values = ", ".join([placeholder] * len(COLUMNS))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+    return f"INSERT INTO {table} ({cols}) VALUES ({values}) ON CONFLICT (workflow_id) DO UPDATE SET {updates}"
+
+
+class SQLiteAuditStore:
+    """The embedded default: a SQLite file."""
+
+    def __init__(self, path: str, table: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_CREATE.format(table=table, ts="TEXT"))
+        self._db.commit()
+        self._sql = _upsert_sql(table, "?")
+        self._lock = threading.Lock()
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        with self._lock, self._db:
+            self._db.executemany(self._sql, [tuple(r[c] for c in COLUMNS) for r in rows])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresAuditStore:
+    """PostgreSQL through psycopg 3; reconnects after the server comes back."""
+
+    def __init__(self, dsn: str, table: str, connect_timeout: float = 5.0) -> None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise ConfigurationError("DatabasePlugin.dsn", _safe(dsn),
+                                     'psycopg 3 installed for postgresql:// (pip install "nexus-otel[postgres]")'
+                                     ) from exc
+        self._dsn = dsn
+        self._table = table
+        self._timeout = connect_timeout
+        self._conn: Any = None
+        self._sql = _upsert_sql(table, "%s")
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._dsn, connect_timeout=int(max(1, self._timeout)))
+            with self._conn.transaction():
+                self._conn.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
+        return self._conn
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self._sql, [tuple(r[c] for c in COLUMNS) for r in rows])
+        except Exception:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+                self._conn = None
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _safe(dsn: str) -> str:
+    """The DSN with any password hidden, for error messages."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return dsn
+
+
+def open_store(dsn: str, table: str = "workflow_executions") -> AuditStore:
+    """``sqlite:///path`` (or a plain path) or ``postgresql://...``."""
+    if not isinstance(table, str) or not table.replace("_", "").isalnum() or table[:1].isdigit():
+        raise ConfigurationError("DatabasePlugin.table", table, "a plain SQL identifier (letters, digits, _)")
+    if not isinstance(dsn, str) or not dsn:
+        raise ConfigurationError("DatabasePlugin.dsn", dsn, "a postgresql:// DSN or a sqlite:/// path")
+    scheme = urlsplit(dsn).scheme
+    if scheme in ("postgresql", "postgres"):
+        return PostgresAuditStore(dsn, table)
+    if scheme == "sqlite":
+        path = dsn[len("sqlite:///"):] if dsn.startswith("sqlite:///") else dsn[len("sqlite://"):]
+        if not path:
+            raise ConfigurationError("DatabasePlugin.dsn", dsn, "sqlite:///path/to/file.sqlite")
+        return SQLiteAuditStore(path, table)
+    if scheme == "":
+        return SQLiteAuditStore(dsn, table)
+    raise ConfigurationError("DatabasePlugin.dsn", _safe(dsn), "a postgresql:// DSN or a sqlite:/// path")
+
+
+def row_of(record: dict[str, Any]) -> dict[str, Any]:
+    error = None
+    if record["status"] == "failed":
+        error = record["error_type"] or "error"
+        if record.get("error"):
+            error = str(record["error"])[:1000]
+    return {
+        "workflow_id": record["workflow_id"], "workflow_name": record["workflow"],
+        "session_id": record["session_id"], "channel": record["channel"],
+        "started_at": record["started_at"], "completed_at": record["completed_at"],
+        "duration": record["duration"], "status": record["status"], "error": error,
+        "trace_id": record["trace_id"],
+    }
+
+
+class AuditExporter(SpanExporter):
+    """Spools a row per finished workflow span; a worker writes them to the store."""
+
+    def __init__(self, store: AuditStore, spool: Outbox, *, policy: RetryPolicy | None = None,
+                 batch_size: int = 200, meter: Meter | None = None, destination: str = "audit") -> None:
+        self.store = store
+        self.spool = spool
+        self.destination = destination
+        self.counts = {"queued": 0, "written": 0, "retried": 0, "failed": 0}
+        self._rows = meter.create_counter(
+            "nexus.audit.rows", unit="1", description="Audit rows by outcome: queued, written, retried, failed.",
+        ) if meter else None
+        if meter is not None:
+            meter.create_observable_gauge("nexus.audit.queue", callbacks=[self._observe], unit="1",
+                                          description="Audit rows waiting to be written.")
+        # A database outage is waited out, not given up on: retries are capped at one a minute.
+        self.worker = OutboxWorker(spool, self._write, policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0),
+                                   batch_size=batch_size, name="audit", on_outcome=self._count)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        items = []
+        for span in spans:
+            record = workflow_record(span)
+            if record is not None:
+                items.append((record["workflow_id"], self.destination, row_of(record)))
+        if not items:
+            return SpanExportResult.SUCCESS
+        try:
+            self._count("queued", self.spool.put(items))
+        except Exception as exc:
+            log.error("cannot spool %d audit rows: %s", len(items), exc)
+            self._count("failed", len(items))
+            return SpanExportResult.FAILURE
+        self.worker.notify()
+        return SpanExportResult.SUCCESS
+
+    def _write(self, batch: list[Message]) -> list[Outcome]:
+        try:
+            self.store.write([m.payload for m in batch])
+        except Exception as exc:
+            log.warning("audit database unavailable, %d rows wait: %s: %s", len(batch), type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
+            return [Outcome(False, f"{type(exc).__name__}: {exc}")] * len(batch)
+        return [OK] * len(batch)
+
+    def _count(self, outcome: str, n: int) -> None:
+        key = "written" if outcome == "delivered" else outcome
+        self.counts[key] = self.counts.get(key, 0) + n
+        if self._rows is not None and n:
+            self._rows.add(n, {"outcome": key})
+
+    def _observe(self, options: CallbackOptions) -> list[Observation]:
+        try:
+            return [Observation(self.spool.counts().get("pending", 0))]
+        except Exception:
+            return []
+
+    def shutdown(self) -> None:
+        self.worker.stop()
+        self.store.close()
+        self.spool.close()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True

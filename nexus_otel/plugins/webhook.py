@@ -1,0 +1,141 @@
+"""``WebhookPlugin``: the seed's webhook example, off the workflow's thread and durable.
+
+The seed posted synchronously inside the workflow hook, so a slow receiver
+slowed every workflow and a failed post was lost. Here a
+:class:`~nexus_otel.exporters.webhook.WebhookExporter` sits behind a batching
+span processor (behind redaction): workflows never wait on the network, and
+every payload waits in a durable outbox until it is delivered or, after the
+retry limit, dead-lettered (``dead_letters()``, ``replay()``; or
+``nexus-otel webhooks`` on the command line).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from .. import settings
+from ..errors import ConfigurationError
+from ..exporters.outbox import Message, Outbox, RetryPolicy
+from ..exporters.webhook import WebhookExporter
+from ..plugin import NexusPlugin
+
+log = logging.getLogger("nexus_otel.webhooks")
+STATUSES = ("completed", "failed")
+
+
+def _check_url(setting: str, url: Any) -> str:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(setting, url, "an http:// or https:// URL")
+    return url
+
+
+class WebhookPlugin(NexusPlugin):
+    """Posts a signed JSON payload for each finished workflow to one or more URLs."""
+
+    name = "webhook"
+    version = "1.0.0"
+
+    def __init__(self, webhook_url: str | Sequence[str], *, secret: str | None = None,
+                 workflows: Any = None, statuses: Sequence[str] = ("completed",),
+                 outbox_path: str | os.PathLike[str] | None = None, max_attempts: int = 8,
+                 backoff_base: float = 0.5, backoff_max: float = 300.0, timeout: float = 5.0) -> None:
+        self.webhook_url = webhook_url
+        self.secret = secret
+        self.workflows = workflows
+        self.statuses = statuses
+        self.outbox_path = outbox_path
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.timeout = timeout
+        self.exporter: WebhookExporter | None = None
+        self._outbox_file: Path | None = None
+        self._processor: BatchSpanProcessor | None = None
+        self._telemetry: Any = None
+
+    def setup(self, nexus_app: Any) -> None:
+        urls = [self.webhook_url] if isinstance(self.webhook_url, str) else list(self.webhook_url or [])
+        if not urls:
+            raise ConfigurationError("WebhookPlugin.webhook_url", self.webhook_url, "a URL or a list of URLs")
+        urls = [_check_url("WebhookPlugin.webhook_url", u) for u in urls]
+        statuses = self.statuses
+        if isinstance(statuses, str) or not statuses:
+            raise ConfigurationError("WebhookPlugin.statuses", statuses,
+                                     'a list drawn from "completed", "failed"')
+        for status in statuses:
+            settings.choice("WebhookPlugin.statuses", status, STATUSES)
+        if self.secret is not None and not isinstance(self.secret, str):
+            raise ConfigurationError("WebhookPlugin.secret", "<hidden>", "a Standard Webhooks secret string")
+        if self.secret:
+            from standardwebhooks.webhooks import Webhook
+
+            try:
+                Webhook(self.secret)
+            except Exception:
+                raise ConfigurationError("WebhookPlugin.secret", "<hidden>",
+                                         "a base64 secret, optionally prefixed whsec_") from None
+        else:
+            log.warning("WebhookPlugin: no secret set; payloads are sent unsigned")
+        policy = RetryPolicy(
+            max_attempts=int(settings.number("WebhookPlugin.max_attempts", self.max_attempts, minimum=1,
+                                             integer=True)),
+            base=float(settings.number("WebhookPlugin.backoff_base", self.backoff_base, strictly_positive=True)),
+            cap=float(settings.number("WebhookPlugin.backoff_max", self.backoff_max, strictly_positive=True)),
+        )
+        timeout = float(settings.number("WebhookPlugin.timeout", self.timeout, strictly_positive=True,
+                                        maximum=300))
+        path = Path(self.outbox_path) if self.outbox_path else (
+            Path(nexus_app.telemetry.config.data_dir) / "webhook-outbox.sqlite"
+        )
+        self._outbox_file = path
+        self._telemetry = nexus_app.telemetry
+        if not self._telemetry.enabled:
+            log.warning("WebhookPlugin: telemetry is disabled (OTEL_SDK_DISABLED); no webhooks are sent")
+            return
+        self.exporter = WebhookExporter(
+            urls, Outbox(path), secret=self.secret, workflows=settings.names("WebhookPlugin.workflows",
+                                                                             self.workflows),
+            statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
+            meter=self._telemetry.meter,
+        )
+        self._processor = BatchSpanProcessor(self.exporter, schedule_delay_millis=200)
+        self._telemetry.add_span_processor(self._processor)
+
+    @property
+    def outbox(self) -> Outbox:
+        """The live outbox while running; a fresh handle on the same file after teardown."""
+        if self.exporter is not None and self._processor is not None:
+            return self.exporter.outbox
+        if self._outbox_file is None:
+            raise RuntimeError("WebhookPlugin is not set up: add it to an app first")
+        return Outbox(self._outbox_file)
+
+    def dead_letters(self) -> list[Message]:
+        """Payloads given up on, with their last error."""
+        return self.outbox.dead_letters()
+
+    def replay(self, ids: Sequence[int] | None = None) -> int:
+        """Queue dead letters (all, or by id) for delivery again; returns how many."""
+        count = self.outbox.replay(ids)
+        if self.exporter is not None and self._processor is not None:
+            self.exporter.worker.notify()
+        return count
+
+    def stats(self) -> dict[str, int]:
+        """Deliveries so far in this process, and what waits in the outbox."""
+        if self.exporter is None:
+            return {}
+        return {**self.exporter.counts, **{f"outbox_{k}": v for k, v in self.outbox.counts().items()}}
+
+    def teardown(self) -> None:
+        if self._processor is not None:
+            # Flushes the batch into the outbox and stops the worker; undelivered payloads stay on disk.
+            self._telemetry.remove_span_processor(self._processor)
+            self._processor = None
