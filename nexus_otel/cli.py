@@ -144,6 +144,57 @@ def traces(trace_id: str | None, limit: int, include_all: bool, data_dir: str | 
                    f"{s.span_count:>5}  {s.started}")
 
 
+@main.group()
+def webhooks() -> None:
+    """Inspect the webhook outbox: dead letters, and replaying them."""
+
+
+def _outbox(path: str | None, data_dir: str | None) -> Any:
+    from pathlib import Path
+
+    from .exporters.outbox import Outbox
+
+    file = Path(path) if path else Path(_data_dir(data_dir)) / "webhook-outbox.sqlite"
+    if not file.exists():
+        raise click.ClickException(f"no webhook outbox at {file}")
+    return Outbox(file)
+
+
+@webhooks.command("status")
+@click.option("--outbox", default=None, help="Outbox file (default DATA_DIR/webhook-outbox.sqlite).")
+@click.option("--data-dir", default=None)
+def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
+    """How many payloads wait, and how many were given up on."""
+    counts = _outbox(outbox, data_dir).counts()
+    click.echo(f"pending {counts['pending']}  dead {counts['dead']}")
+
+
+@webhooks.command("dead-letters")
+@click.option("--outbox", default=None)
+@click.option("--data-dir", default=None)
+def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
+    """List payloads given up on, with their last error."""
+    letters = _outbox(outbox, data_dir).dead_letters()
+    if not letters:
+        click.echo("no dead letters")
+    for m in letters:
+        click.echo(f"{m.id:<6} {m.message_id}  {m.payload.get('workflow', '?'):<16} attempts={m.attempts}  "
+                   f"{m.destination}  last error: {m.last_error}")
+
+
+@webhooks.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+@click.option("--outbox", default=None)
+@click.option("--data-dir", default=None)
+def webhooks_replay(ids: tuple[int, ...], replay_all: bool, outbox: str | None, data_dir: str | None) -> None:
+    """Queue dead letters again (by id, or --all); a running app delivers them."""
+    if not ids and not replay_all:
+        raise click.UsageError("give dead-letter ids, or --all")
+    count = _outbox(outbox, data_dir).replay(None if replay_all else list(ids))
+    click.echo(f"queued {count} for delivery")
+
+
 @main.command()
 @click.option("--requests", "-n", default=300, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--plugins-dir", default="plugins", show_default=True, help="Example plugins to load, if present.")

@@ -15,8 +15,8 @@ called. With telemetry disabled the same steps run with no telemetry calls.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-import uuid
 from typing import Any, Mapping, Sequence
 
 from opentelemetry import context as context_api
@@ -78,6 +78,8 @@ class Executor:
         self._record_inputs = record_inputs
         self._sync_chain = _sync_terminal
         self._async_chain = _async_terminal
+        # Workflow ids need to be unique, not secret: a seeded PRNG, no system call per execution.
+        self._ids = random.Random()
 
     def set_middleware(self, middlewares: Sequence[Middleware]) -> None:
         self._sync_chain = build_sync_chain(middlewares, _sync_terminal)
@@ -126,7 +128,7 @@ class Executor:
     def _begin(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
                channel: str, kind: SpanKind) -> _Run:
         event = WorkflowEvent(
-            workflow_name=workflow.name, workflow_id=uuid.uuid4().hex, session_id=session_id,
+            workflow_name=workflow.name, workflow_id=f"{self._ids.getrandbits(128):032x}", session_id=session_id,
             channel=channel, inputs=inputs, timestamp=time.time(),
         )
         if not self._telemetry.enabled:

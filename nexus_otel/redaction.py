@@ -112,32 +112,45 @@ class Redactor:
         return text
 
     def _redact(self, value: Any, path: str, depth: int) -> Any:
+        cls = type(value)
+        if cls is str:
+            if len(value) > self.max_value_length:
+                value = f"{value[: self.max_value_length]}...[truncated {len(value) - self.max_value_length} chars]"
+            return value if self._callback is None else self._callback(path, value)
+        if cls in (int, float, bool) or value is None:
+            return value if self._callback is None else self._callback(path, value)
         if isinstance(value, dict):
             if depth >= self.max_depth:
                 return "[nested too deep]"
             out: dict[str, Any] = {}
+            with_paths = self._callback is not None
             for i, (key, item) in enumerate(value.items()):
                 if i >= self.max_items:
                     out["..."] = f"[{len(value) - self.max_items} more keys]"
                     break
-                key_s = str(key)
-                child = f"{path}.{key_s}" if path else key_s
-                out[key_s] = MASK if self.is_sensitive(key_s) else self._redact(item, child, depth + 1)
+                key_s = key if type(key) is str else str(key)
+                if self.is_sensitive(key_s):
+                    out[key_s] = MASK
+                else:
+                    child = (f"{path}.{key_s}" if path else key_s) if with_paths else ""
+                    out[key_s] = self._redact(item, child, depth + 1)
             return out
         if isinstance(value, (list, tuple, set, frozenset)):
             if depth >= self.max_depth:
                 return "[nested too deep]"
             items = list(value)
-            out_list = [self._redact(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(items[: self.max_items])]
+            with_paths = self._callback is not None
+            out_list = [self._redact(v, f"{path}[{i}]" if with_paths else "", depth + 1)
+                        for i, v in enumerate(items[: self.max_items])]
             if len(items) > self.max_items:
                 out_list.append(f"[{len(items) - self.max_items} more items]")
             return out_list
         if isinstance(value, (bytes, bytearray)):
             value = f"<{len(value)} bytes>"
-        elif not isinstance(value, (str, int, float, bool, type(None))):
+        elif isinstance(value, (str, int, float)):  # subclasses (enums, ...): keep their plain value
+            value = value if not isinstance(value, str) else str(value)
+        else:
             value = repr(value)
         if isinstance(value, str) and len(value) > self.max_value_length:
             value = f"{value[: self.max_value_length]}...[truncated {len(value) - self.max_value_length} chars]"
-        if self._callback is not None:
-            value = self._callback(path, value)
-        return value
+        return value if self._callback is None else self._callback(path, value)

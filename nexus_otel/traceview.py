@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .exporters.local import read_spans
-from .exporters.otlp_json import SpanRecord
+from .exporters.spanfile import SpanRecord
 from .telemetry import contract as c
 
 

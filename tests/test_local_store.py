@@ -17,24 +17,23 @@ def _provider(directory, **kwargs):
     return provider, exporter
 
 
-def test_lines_are_otlp_json_with_hex_ids(tmp_path):
-    """Each line is an ExportTraceServiceRequest in OTLP/JSON: hex ids, string nanos, typed values."""
+def test_lines_carry_hex_ids_times_and_typed_attributes(tmp_path):
+    """Each line holds the resource once and each span with hex ids, nanosecond times and typed values."""
     provider, _ = _provider(tmp_path)
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span("parent", attributes={"n": 3, "ok": True, "ratio": 0.5, "s": "x"}) as parent:
         with tracer.start_as_current_span("child"):
             pass
-    line = (tmp_path / "spans.jsonl").read_text().splitlines()[0]
-    request = json.loads(line)
-    span = request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-    assert span["name"] == "child"
-    assert span["traceId"] == f"{parent.get_span_context().trace_id:032x}"
-    assert span["parentSpanId"] == f"{parent.get_span_context().span_id:016x}"
-    assert isinstance(span["startTimeUnixNano"], str)
-    attrs = {a["key"]: a["value"] for a in json.loads((tmp_path / "spans.jsonl").read_text().splitlines()[1])
-             ["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]}
-    assert attrs == {"n": {"intValue": "3"}, "ok": {"boolValue": True}, "ratio": {"doubleValue": 0.5},
-                     "s": {"stringValue": "x"}}
+    first, second = (json.loads(line) for line in (tmp_path / "spans.jsonl").read_text().splitlines())
+    child = first["spans"][0]
+    assert first["v"] == 1 and "service.name" in first["resource"]
+    assert child["n"] == "child"
+    assert child["t"] == f"{parent.get_span_context().trace_id:032x}"
+    assert child["p"] == f"{parent.get_span_context().span_id:016x}"
+    assert isinstance(child["b"], int) and child["e"] >= child["b"]
+    assert second["spans"][0]["a"] == {"n": 3, "ok": True, "ratio": 0.5, "s": "x"}
+    (record,) = [r for r in read_spans(tmp_path) if r.name == "parent"]
+    assert record.attributes == {"n": 3, "ok": True, "ratio": 0.5, "s": "x"} and record.parent_id is None
 
 
 def test_store_is_bounded_by_rotation(tmp_path):

@@ -223,3 +223,26 @@ def test_seed_style_construction_works(capture, tmp_path, receiver):
     assert "webhook-signature" not in request.headers and request.headers["webhook-id"]
     app.stop()
 
+
+
+def test_cli_lists_and_replays_dead_letters(capture, tmp_path, receiver):
+    """`nexus-otel webhooks dead-letters` lists a given-up payload; `replay --all` queues it again."""
+    receiver.set_status(404)
+    app, plugin = _app(capture, tmp_path, receiver.url, backoff_base=0.01)
+    app.execute_workflow("order", {})
+    deadline = time.monotonic() + 10
+    while not plugin.dead_letters() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.stop()
+    env = cli_env(tmp_path / "data")
+    outbox = str(tmp_path / "outbox.sqlite")
+    listed = nexus_otel("webhooks", "dead-letters", "--outbox", outbox, env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and "order" in listed.stdout and "HTTP 404" in listed.stdout
+    status = nexus_otel("webhooks", "status", "--outbox", outbox, env=env, cwd=tmp_path)
+    assert status.stdout.strip() == "pending 0  dead 1"
+    replayed = nexus_otel("webhooks", "replay", "--all", "--outbox", outbox, env=env, cwd=tmp_path)
+    assert replayed.stdout.strip() == "queued 1 for delivery"
+    status = nexus_otel("webhooks", "status", "--outbox", outbox, env=env, cwd=tmp_path)
+    assert status.stdout.strip() == "pending 1  dead 0"
+    missing = nexus_otel("webhooks", "replay", "--outbox", outbox, env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "--all" in missing.stderr

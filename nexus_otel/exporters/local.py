@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import otlp_json
+from . import spanfile
 
 log = logging.getLogger("nexus_otel.exporters.local")
 
@@ -29,7 +29,7 @@ LOCK = ".lock"
 
 
 class LocalSpanExporter(SpanExporter):
-    """Appends each batch as one OTLP/JSON line; rotates by size; never raises into the SDK."""
+    """Appends each batch as one line (see :mod:`.spanfile`); rotates by size; never raises into the SDK."""
 
     def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = 10 * 1024 * 1024,
                  max_files: int = 5) -> None:
@@ -47,7 +47,7 @@ class LocalSpanExporter(SpanExporter):
         if not spans:
             return SpanExportResult.SUCCESS
         try:
-            data = (otlp_json.encode(spans) + "\n").encode()
+            data = (spanfile.encode(spans) + "\n").encode()
             with self._lock:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 with open(self.directory / LOCK, "a") as lock_file:
@@ -94,7 +94,7 @@ def store_files(directory: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-def read_spans(directory: str | os.PathLike[str]) -> Iterator[otlp_json.SpanRecord]:
+def read_spans(directory: str | os.PathLike[str]) -> Iterator[spanfile.SpanRecord]:
     """Every span in the store, oldest file first; a damaged line is skipped and logged."""
     for file in store_files(directory):
         try:
@@ -106,6 +106,6 @@ def read_spans(directory: str | os.PathLike[str]) -> Iterator[otlp_json.SpanReco
                 if not line.strip():
                     continue
                 try:
-                    yield from otlp_json.decode(line)
+                    yield from spanfile.decode(line)
                 except (ValueError, KeyError, TypeError) as exc:
                     log.warning("skipping damaged line %s:%d (%s)", file, n, exc)
