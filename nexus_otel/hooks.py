@@ -102,52 +102,49 @@ class HookRunner:
         self._duration = telemetry.instruments.hook_duration
         self._errors = telemetry.instruments.plugin_errors
 
+    @contextmanager
+    def observed(self, span_name: str, span_attributes: dict[str, str], plugin: str, event: str,
+                 metric_attributes: dict[str, str], *, reraise: bool = False) -> Iterator[None]:
+        """One plugin call in its own span, timed; a failure is recorded and, unless ``reraise``, contained."""
+        if not self._telemetry.enabled:
+            try:
+                yield
+            except Exception as exc:
+                log.error("plugin %r failed in %s: %s: %s", plugin, event, c.error_type(exc), exc)
+                if reraise:
+                    raise
+            return
+        start = time.perf_counter()
+        try:
+            with self._tracer.start_as_current_span(
+                span_name, attributes=span_attributes, record_exception=False, set_status_on_exception=False,
+            ) as span:
+                try:
+                    yield
+                except Exception as exc:
+                    self.record_failure(span, plugin, event, exc)
+                    if reraise:
+                        raise
+        finally:
+            self._duration.record(time.perf_counter() - start, metric_attributes)
+
     def run(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
         """Run ``hooks`` with ``args``; async hooks are driven to completion here."""
         for hook in hooks:
-            if not self._telemetry.enabled:
-                try:
-                    result = hook.fn(*args)
-                    if hook.is_async or inspect.isawaitable(result):
-                        block_on(result)
-                except Exception as exc:
-                    self._log_failure(hook, exc)
-                continue
-            start = time.perf_counter()
-            with self._tracer.start_as_current_span(
-                hook.span_name, attributes=hook.span_attributes,
-                record_exception=False, set_status_on_exception=False,
-            ) as span:
-                try:
-                    result = hook.fn(*args)
-                    if hook.is_async or inspect.isawaitable(result):
-                        block_on(result)
-                except Exception as exc:
-                    self.record_failure(span, hook.plugin, hook.event, exc)
-            self._duration.record(time.perf_counter() - start, hook.metric_attributes)
+            with self.observed(hook.span_name, hook.span_attributes, hook.plugin, hook.event,
+                               hook.metric_attributes):
+                result = hook.fn(*args)
+                if hook.is_async or inspect.isawaitable(result):
+                    block_on(result)
 
     async def arun(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
         """Like :meth:`run`, awaiting async hooks on the running loop."""
         for hook in hooks:
-            if not hook.is_async:
-                self.run((hook,), args)
-                continue
-            if not self._telemetry.enabled:
-                try:
-                    await hook.fn(*args)
-                except Exception as exc:
-                    self._log_failure(hook, exc)
-                continue
-            start = time.perf_counter()
-            with self._tracer.start_as_current_span(
-                hook.span_name, attributes=hook.span_attributes,
-                record_exception=False, set_status_on_exception=False,
-            ) as span:
-                try:
-                    await hook.fn(*args)
-                except Exception as exc:
-                    self.record_failure(span, hook.plugin, hook.event, exc)
-            self._duration.record(time.perf_counter() - start, hook.metric_attributes)
+            with self.observed(hook.span_name, hook.span_attributes, hook.plugin, hook.event,
+                               hook.metric_attributes):
+                result = hook.fn(*args)
+                if hook.is_async or inspect.isawaitable(result):
+                    await result
 
     def record_failure(self, span: Span, plugin: str, event: str, exc: BaseException) -> None:
         """An error span, a counted error and one log line naming the plugin and the event."""
@@ -157,6 +154,3 @@ class HookRunner:
         span.set_attribute(c.ERROR_TYPE, error_type)
         self._errors.add(1, {c.M_PLUGIN: plugin, c.M_EVENT: event})
         log.error("plugin %r failed in %s: %s: %s", plugin, event, error_type, exc)
-
-    def _log_failure(self, hook: Hook, exc: BaseException) -> None:
-        log.error("plugin %r failed in %s: %s: %s", hook.plugin, hook.event, c.error_type(exc), exc)

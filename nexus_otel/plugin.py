@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -164,50 +163,33 @@ class PluginManager:
         return found
 
     # -- lifecycle internals -----------------------------------------------------
+    def _observed(self, name: str, version: str, event: str, *, reraise: bool = False) -> Any:
+        span_name = (c.PLUGIN_SETUP_SPAN if event == c.SETUP else c.PLUGIN_TEARDOWN_SPAN).format(plugin=name)
+        attributes = {c.PLUGIN_NAME: name, c.PLUGIN_VERSION: version, c.HOOK_EVENT: event}
+        return self.app._hook_runner.observed(span_name, attributes, name, event,
+                                              {c.M_PLUGIN: name, c.M_EVENT: event}, reraise=reraise)
+
     def _setup(self, plugin: Any, name: str, version: str) -> None:
-        telemetry = self.app.telemetry
         hooks = self.app.hooks
-        attributes = {c.PLUGIN_NAME: name, c.PLUGIN_VERSION: version, c.HOOK_EVENT: c.SETUP}
-        start = time.perf_counter()
-        with telemetry.tracer.start_as_current_span(
-            c.PLUGIN_SETUP_SPAN.format(plugin=name), attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            try:
+        try:
+            with self._observed(name, version, c.SETUP, reraise=True):
                 with hooks.owned_by(name, version), self.app._middleware_owned_by(name):
                     plugin.setup(self.app)
-            except Exception as exc:
-                hooks.remove_plugin(name)
-                self.app._remove_middleware_of(name)
-                self.app._hook_runner.record_failure(span, name, c.SETUP, exc)
-                raise PluginSetupError(name, f"setup failed: {c.error_type(exc)}: {exc}") from exc
-            finally:
-                telemetry.instruments.hook_duration.record(
-                    time.perf_counter() - start, {c.M_PLUGIN: name, c.M_EVENT: c.SETUP},
-                )
+        except Exception as exc:
+            hooks.remove_plugin(name)
+            self.app._remove_middleware_of(name)
+            raise PluginSetupError(name, f"setup failed: {c.error_type(exc)}: {exc}") from exc
 
     def teardown_one(self, name: str, plugin: Any) -> None:
         """Run ``plugin.teardown()`` in a span; a failure is recorded, not raised."""
-        telemetry = self.app.telemetry
-        version = plugin_identity(plugin)[1]
-        attributes = {c.PLUGIN_NAME: name, c.PLUGIN_VERSION: version, c.HOOK_EVENT: c.TEARDOWN}
-        start = time.perf_counter()
-        with telemetry.tracer.start_as_current_span(
-            c.PLUGIN_TEARDOWN_SPAN.format(plugin=name), attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            try:
+        try:
+            with self._observed(name, plugin_identity(plugin)[1], c.TEARDOWN):
                 teardown = getattr(plugin, "teardown", None)
                 if teardown is not None:
                     teardown()
-            except Exception as exc:
-                self.app._hook_runner.record_failure(span, name, c.TEARDOWN, exc)
-            finally:
-                self.app.hooks.remove_plugin(name)
-                self.app._remove_middleware_of(name)
-                telemetry.instruments.hook_duration.record(
-                    time.perf_counter() - start, {c.M_PLUGIN: name, c.M_EVENT: c.TEARDOWN},
-                )
+        finally:
+            self.app.hooks.remove_plugin(name)
+            self.app._remove_middleware_of(name)
 
     def teardown_all(self) -> None:
         """Tear down every plugin, last registered first (they stay registered)."""

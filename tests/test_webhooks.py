@@ -5,7 +5,7 @@ import statistics
 import time
 
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from nexus_otel.errors import PluginSetupError
 from nexus_otel.plugins import WebhookPlugin
@@ -59,7 +59,7 @@ def test_payloads_are_signed_per_standard_webhooks(capture, tmp_path, receiver):
     assert ok["workflow_id"] == span.attributes["nexus.workflow.id"]
     assert failed["status"] == "failed" and failed["error_type"] == "RuntimeError"
     assert "hunter2" not in str(received)
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + base64.b64encode(b"another secret entirely, 32 byt").decode()).verify(
             received[0].body, dict(received[0].headers))
     app.stop()
