@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
 from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import Outbox
 from ..plugin import NexusPlugin
@@ -30,7 +28,7 @@ class DatabasePlugin(NexusPlugin):
         self.table = table
         self.spool_path = spool_path
         self.exporter: AuditExporter | None = None
-        self._processor: BatchSpanProcessor | None = None
+        self._processor: Any = None
         self._telemetry: Any = None
 
     def setup(self, nexus_app: Any) -> None:
@@ -43,7 +41,7 @@ class DatabasePlugin(NexusPlugin):
             return
         spool = Outbox(Path(self.spool_path) if self.spool_path else data_dir / "audit-spool.sqlite")
         self.exporter = AuditExporter(store, spool, meter=self._telemetry.meter)
-        self._processor = BatchSpanProcessor(self.exporter, schedule_delay_millis=200)
+        self._processor = self._telemetry.batch_processor(self.exporter, "audit", schedule_delay_millis=200)
         self._telemetry.add_span_processor(self._processor)
 
     def stats(self) -> dict[str, int]:

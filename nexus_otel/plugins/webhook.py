@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
 from .. import settings
 from ..errors import ConfigurationError
 from ..exporters.outbox import Message, Outbox, RetryPolicy
@@ -57,7 +55,7 @@ class WebhookPlugin(NexusPlugin):
         self.timeout = timeout
         self.exporter: WebhookExporter | None = None
         self._outbox_file: Path | None = None
-        self._processor: BatchSpanProcessor | None = None
+        self._processor: Any = None
         self._telemetry: Any = None
 
     def setup(self, nexus_app: Any) -> None:
@@ -105,7 +103,7 @@ class WebhookPlugin(NexusPlugin):
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=self._telemetry.meter,
         )
-        self._processor = BatchSpanProcessor(self.exporter, schedule_delay_millis=200)
+        self._processor = self._telemetry.batch_processor(self.exporter, "webhook", schedule_delay_millis=200)
         self._telemetry.add_span_processor(self._processor)
 
     @property

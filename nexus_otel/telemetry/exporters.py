@@ -8,6 +8,7 @@ variables exactly as the specification says.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -17,7 +18,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
@@ -44,18 +44,20 @@ def otlp_metric_exporter(protocol: str) -> MetricExporter:
     return OTLPMetricExporter()
 
 
-def span_processors(config: TelemetryConfig) -> list[SpanProcessor]:
-    """One processor per configured traces exporter: batching for I/O, simple for the console."""
+def span_processors(config: TelemetryConfig, counter: Any) -> list[SpanProcessor]:
+    """One processor per configured traces exporter: batching (and counted) for I/O, simple for the console."""
+    from ..processors.metered import MeteredBatchSpanProcessor
+
     processors: list[SpanProcessor] = []
     for name in config.traces_exporters:
         if name == "otlp":
-            processors.append(BatchSpanProcessor(otlp_span_exporter(config.traces_protocol)))
+            processors.append(MeteredBatchSpanProcessor(otlp_span_exporter(config.traces_protocol), "otlp", counter))
         elif name == "local":
             from ..exporters.local import LocalSpanExporter
 
-            processors.append(BatchSpanProcessor(LocalSpanExporter(
+            processors.append(MeteredBatchSpanProcessor(LocalSpanExporter(
                 config.data_dir, max_bytes=config.local_max_bytes, max_files=config.local_max_files,
-            )))
+            ), "local", counter))
         elif name == "console":
             processors.append(SimpleSpanProcessor(ConsoleSpanExporter()))
     return processors

@@ -14,7 +14,7 @@ from one :class:`~nexus_otel.telemetry.metrics_hub.MetricsHub`.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Any, Mapping
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -27,6 +27,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from .. import __version__
 from ..errors import ConfigurationError
+from ..processors.metered import spans_counter
 from ..processors.redaction import RedactingSpanProcessor
 from ..redaction import Redactor
 from . import contract
@@ -64,6 +65,7 @@ class Telemetry:
         self.metrics_hub: MetricsHub | None = metrics_hub
         self.sinks = RedactingSpanProcessor(self.redactor)
         self._owned: list[object] = []
+        self.span_outcomes: Any = None
         self._environ = environ
         if not self.enabled:
             self.resource = Resource.get_empty()
@@ -71,10 +73,12 @@ class Telemetry:
             self.meter_provider: metrics_api.MeterProvider = metrics_api.NoOpMeterProvider()
         else:
             self.resource = _resource(service_name)
+            self.meter_provider = meter_provider or self._meter_provider()
+            self.span_outcomes = spans_counter(
+                self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__))
             self.tracer_provider = tracer_provider or self._tracer_provider()
             if isinstance(self.tracer_provider, TracerProvider):
                 self.tracer_provider.add_span_processor(self.sinks)
-            self.meter_provider = meter_provider or self._meter_provider()
         self.service_name = str(self.resource.attributes.get(contract.SERVICE_NAME, service_name))
         self.tracer = self.tracer_provider.get_tracer(contract.INSTRUMENTATION_NAME, __version__)
         self.meter = self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__)
@@ -87,7 +91,7 @@ class Telemetry:
             log.debug("using the process's global TracerProvider")
             return current
         provider = TracerProvider(resource=self.resource, sampler=self.config.sampler)
-        for processor in span_processors(self.config):
+        for processor in span_processors(self.config, self.span_outcomes):
             self.sinks.add(processor)
         self._owned.append(provider)
         return provider
@@ -123,6 +127,16 @@ class Telemetry:
                 "an opentelemetry.sdk.trace.TracerProvider to add span processors to",
             )
         self.sinks.add(processor)
+
+    def batch_processor(self, exporter: Any, name: str, **kwargs: Any) -> SpanProcessor:
+        """A batching processor for ``exporter`` whose exports, failures and drops are counted."""
+        from ..processors.metered import MeteredBatchSpanProcessor
+
+        if self.span_outcomes is None:
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            return BatchSpanProcessor(exporter, **kwargs)
+        return MeteredBatchSpanProcessor(exporter, name, self.span_outcomes, **kwargs)
 
     def remove_span_processor(self, processor: SpanProcessor) -> bool:
         """Flush, shut down and detach a processor added with :meth:`add_span_processor`."""
@@ -164,7 +178,7 @@ class Telemetry:
         if not self._owned:
             # Borrowed providers stay up; our own sinks and pushes end with the app.
             self.sinks.shutdown()
-        for provider in self._owned:
+        for provider in reversed(self._owned):  # spans first, then the metrics that count them
             provider.shutdown()  # type: ignore[attr-defined]
         self._owned.clear()
 
