@@ -1,0 +1,558 @@
+"""The files under deploy/ agree with each other and validate: collector pipelines, ports, Compose, Kubernetes.
+
+Nothing here starts a container or needs a cluster: the collector configs are
+checked by reading them, the Compose file against the Compose specification's
+JSON schema (vendored by check-jsonschema) and the Kubernetes manifests against
+the API schemas that kubernetes-validate ships. Each checker returns a list of
+problems, so that the negative tests can show it catches a broken copy.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from nexus_otel.errors import ConfigurationError
+from nexus_otel.telemetry.config import TelemetryConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+
+COLLECTOR_CONFIGS = ("otel-collector.yaml", "otel-collector-gateway.yaml", "otel-collector-sampler.yaml")
+K8S_MANIFESTS = ("namespace.yaml", "otel-gateway.yaml", "otel-sampler.yaml")
+NAMESPACE = "observability"
+COMPOSE_COLLECTOR_SERVICE = "otel-collector"
+COMPOSE_APP_SERVICE = "app"
+K8S_VERSION = "1.34.0"  # a recent release whose schemas kubernetes-validate ships
+# Which Deployment runs which collector config (the ConfigMap must hold it verbatim).
+K8S_COLLECTORS = {"otel-gateway": "otel-collector-gateway.yaml", "otel-sampler": "otel-collector-sampler.yaml"}
+
+# Component types of the contrib distribution (otel/opentelemetry-collector-contrib) by section.
+# Not the full list: the ones this project uses and their common neighbours. A type outside it is
+# more likely a typo than a component; add it here once it is checked against the contrib docs.
+KNOWN_TYPES = {
+    "receivers": {
+        "otlp", "prometheus", "jaeger", "zipkin", "hostmetrics", "filelog", "kafka", "k8s_cluster",
+        "kubeletstats", "k8s_events", "k8sobjects", "journald", "syslog", "statsd", "fluentforward",
+        "opencensus", "httpcheck", "docker_stats", "postgresql", "redis",
+    },
+    "processors": {
+        "memory_limiter", "batch", "attributes", "resource", "redaction", "tail_sampling",
+        "probabilistic_sampler", "filter", "transform", "k8sattributes", "resourcedetection",
+        "groupbytrace", "groupbyattrs", "span", "cumulativetodelta", "deltatocumulative",
+        "metricstransform", "routing",
+    },
+    "exporters": {
+        "otlp", "otlphttp", "debug", "nop", "prometheus", "prometheusremotewrite", "loadbalancing",
+        "kafka", "file", "zipkin", "elasticsearch", "loki", "opensearch", "clickhouse",
+    },
+    "connectors": {"spanmetrics", "servicegraph", "forward", "count", "routing", "roundrobin", "exceptions"},
+    "extensions": {
+        "health_check", "pprof", "zpages", "basicauth", "bearertokenauth", "oauth2client", "oidc",
+        "headers_setter", "file_storage", "memory_ballast", "k8s_observer", "docker_observer",
+    },
+}
+PIPELINE_DATA_TYPES = ("traces", "metrics", "logs")
+# The OTLP receiver's endpoints when a protocol is listed without one.
+OTLP_DEFAULT_PORTS = {"grpc": 4317, "http": 4318}
+# OTEL_EXPORTER_OTLP_PROTOCOL value -> the OTLP receiver protocol that serves it.
+SDK_PROTOCOL_TO_RECEIVER = {"http/protobuf": "http", "grpc": "grpc"}
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+def load_yaml(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def load_docs(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def component_type(name: str) -> str:
+    return name.split("/", 1)[0]
+
+
+def port_of(endpoint: str) -> int:
+    """The port of a collector ``host:port`` endpoint."""
+    return int(str(endpoint).rsplit(":", 1)[1])
+
+
+def otlp_ports(config: dict) -> dict[str, int]:
+    """{"grpc": port, "http": port} of the collector config's otlp receiver(s), for the protocols enabled."""
+    ports: dict[str, int] = {}
+    for name, settings in (config.get("receivers") or {}).items():
+        if component_type(name) != "otlp":
+            continue
+        for proto, proto_settings in ((settings or {}).get("protocols") or {}).items():
+            endpoint = (proto_settings or {}).get("endpoint")
+            ports[proto] = port_of(endpoint) if endpoint else OTLP_DEFAULT_PORTS[proto]
+    return ports
+
+
+def health_check_port(config: dict) -> int | None:
+    for name, settings in (config.get("extensions") or {}).items():
+        if component_type(name) == "health_check":
+            return port_of((settings or {}).get("endpoint", "localhost:13133"))
+    return None
+
+
+def compose_environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # ["KEY=value", ...]
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def published_container_ports(service: dict) -> set[int]:
+    """The container ports a Compose service publishes (short "[ip:][host:]container[/proto]" or long syntax)."""
+    ports = set()
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            ports.add(int(entry["target"]))
+        else:
+            container = str(entry).rsplit(":", 1)[-1].split("/", 1)[0]
+            ports.add(int(container))
+    return ports
+
+
+# --- checkers: each returns a list of problems, empty when all is well ------------------------
+
+def pipeline_problems(config: dict) -> list[str]:
+    """Every component a pipeline names is defined, every defined one used, connectors on both sides."""
+    problems: list[str] = []
+    sections = {kind: (config.get(kind) or {}) for kind in KNOWN_TYPES}
+    service = config.get("service") or {}
+    pipelines = service.get("pipelines") or {}
+    if not pipelines:
+        problems.append("service.pipelines is empty")
+
+    for kind, components in sections.items():
+        for name in components:
+            if component_type(name) not in KNOWN_TYPES[kind]:
+                problems.append(f"{kind}: {name!r} is not a known {kind[:-1]} type")
+    for name in set(sections["connectors"]) & (set(sections["receivers"]) | set(sections["exporters"])):
+        problems.append(f"{name!r} is defined both as a connector and as a receiver or exporter")
+
+    used = {"receivers": set(), "processors": set(), "exporters": set()}
+    for pid, pipeline in pipelines.items():
+        pipeline = pipeline or {}
+        if component_type(pid) not in PIPELINE_DATA_TYPES:
+            problems.append(f"pipeline {pid!r}: data type must be one of {PIPELINE_DATA_TYPES}")
+        for role in ("receivers", "exporters"):
+            if not pipeline.get(role):
+                problems.append(f"pipeline {pid!r} has no {role}")
+        for role in ("receivers", "processors", "exporters"):
+            names = list(pipeline.get(role) or [])
+            for name in {n for n in names if names.count(n) > 1}:
+                problems.append(f"pipeline {pid!r} lists {role[:-1]} {name!r} twice")
+            defined = set(sections[role])
+            if role != "processors":
+                defined |= set(sections["connectors"])
+            for name in names:
+                if name not in defined:
+                    problems.append(f"pipeline {pid!r}: {role[:-1]} {name!r} is not defined")
+                used[role].add(name)
+
+    for role in ("receivers", "processors", "exporters"):
+        for name in sections[role]:
+            if name not in used[role]:
+                problems.append(f"{role[:-1]} {name!r} is defined but no pipeline uses it")
+    for name in sections["connectors"]:
+        if name not in used["exporters"]:
+            problems.append(f"connector {name!r} is never used as an exporter (its input side)")
+        if name not in used["receivers"]:
+            problems.append(f"connector {name!r} is never used as a receiver (its output side)")
+
+    enabled = list(service.get("extensions") or [])
+    for name in enabled:
+        if name not in sections["extensions"]:
+            problems.append(f"service.extensions: {name!r} is not defined")
+    for name in sections["extensions"]:
+        if name not in enabled:
+            problems.append(f"extension {name!r} is defined but not in service.extensions")
+    return problems
+
+
+def compose_port_problems(compose_path: Path, collector_path: Path) -> list[str]:
+    """The collector's OTLP ports are published by Compose and are the ones the app's endpoint and protocol use."""
+    problems: list[str] = []
+    services = load_yaml(compose_path).get("services") or {}
+    collector = services.get(COMPOSE_COLLECTOR_SERVICE)
+    app = services.get(COMPOSE_APP_SERVICE)
+    if collector is None or app is None:
+        return [f"compose lacks service {COMPOSE_COLLECTOR_SERVICE!r} or {COMPOSE_APP_SERVICE!r}"]
+    ports = otlp_ports(load_yaml(collector_path))
+    if not ports:
+        problems.append(f"{collector_path.name} has no otlp receiver")
+    published = published_container_ports(collector)
+    for proto, port in sorted(ports.items()):
+        if port not in published:
+            problems.append(f"OTLP {proto} port {port} is not published by compose service "
+                            f"{COMPOSE_COLLECTOR_SERVICE!r} (publishes {sorted(published)})")
+
+    env = compose_environment(app)
+    try:
+        cfg = TelemetryConfig.from_env(env)
+    except ConfigurationError as exc:
+        return problems + [f"app environment fails nexus-otel's validation: {exc}"]
+    signals = [("TRACES", cfg.traces_exporters, cfg.traces_protocol),
+               ("METRICS", cfg.metrics_exporters, cfg.metrics_protocol)]
+    if not any("otlp" in exporters for _, exporters, _ in signals):
+        problems.append("the app exports nothing over OTLP (OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER)")
+    for signal, exporters, protocol in signals:
+        if "otlp" not in exporters:
+            continue
+        var = f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
+        if not env.get(var, "").strip():
+            var = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        endpoint = env.get(var, "").strip()
+        if not endpoint:
+            problems.append(f"{signal.lower()} go over OTLP but no endpoint is set")
+            continue
+        url = urlsplit(endpoint)
+        if url.hostname != COMPOSE_COLLECTOR_SERVICE:
+            problems.append(f"{var}={endpoint} does not name the collector service {COMPOSE_COLLECTOR_SERVICE!r}")
+        receiver_proto = SDK_PROTOCOL_TO_RECEIVER[protocol]
+        if receiver_proto not in ports:
+            problems.append(f"{signal.lower()} use {protocol} but the collector's otlp receiver "
+                            f"has no {receiver_proto} protocol")
+        elif url.port != ports[receiver_proto]:
+            problems.append(f"{var}={endpoint} with protocol {protocol}: port should be "
+                            f"{ports[receiver_proto]} (the collector's OTLP {receiver_proto} port)")
+    return problems
+
+
+def _index(docs: list[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(d["kind"], d.get("metadata", {}).get("namespace", ""), d["metadata"]["name"]): d for d in docs}
+
+
+def _pod_spec(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _mounted_collector_config(deployment: dict, objects: dict) -> tuple[dict | None, list[str]]:
+    """The collector config a Deployment runs: from its --config argument through the mounted ConfigMap."""
+    ns = deployment["metadata"].get("namespace", "")
+    name = deployment["metadata"]["name"]
+    pod = _pod_spec(deployment)
+    container = pod["containers"][0]
+    args = list(container.get("args") or []) + list(container.get("command") or [])
+    config_args = [a.split("=", 1)[1] for a in args if str(a).startswith("--config=")]
+    if len(config_args) != 1:
+        return None, [f"deployment {name}: expected one --config=PATH argument, found {config_args}"]
+    config_path = config_args[0]
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if not config_path.startswith(prefix):
+            continue
+        cm_name = (volumes.get(mount["name"], {}).get("configMap") or {}).get("name")
+        cm = objects.get(("ConfigMap", ns, cm_name))
+        key = config_path[len(prefix):]
+        if cm is None or key not in (cm.get("data") or {}):
+            return None, [f"deployment {name}: {config_path} is not a key of a ConfigMap in these manifests"]
+        return yaml.safe_load(cm["data"][key]), []
+    return None, [f"deployment {name}: nothing is mounted at {config_path}"]
+
+
+def _container_port(deployment: dict, target) -> int | None:
+    for port in _pod_spec(deployment)["containers"][0].get("ports") or []:
+        if target in (port.get("name"), port["containerPort"]):
+            return port["containerPort"]
+    return None
+
+
+def k8s_problems(k8s_dir: Path, deploy_dir: Path) -> list[str]:
+    """ConfigMaps embed the deploy/ configs; Services, probes and the gateway's DNS resolver reach the right ports."""
+    problems: list[str] = []
+    docs = [d for name in K8S_MANIFESTS for d in load_docs(k8s_dir / name)]
+    objects = _index(docs)
+    for doc in docs:
+        if doc["kind"] != "Namespace" and doc["metadata"].get("namespace") != NAMESPACE:
+            problems.append(f"{doc['kind']} {doc['metadata']['name']} is not in namespace {NAMESPACE}")
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    configs: dict[str, dict] = {}
+    for dep_name, config_file in K8S_COLLECTORS.items():
+        dep = deployments.get(dep_name)
+        if dep is None:
+            problems.append(f"no Deployment {dep_name}")
+            continue
+        config, found = _mounted_collector_config(dep, objects)
+        problems += found
+        if config is None:
+            continue
+        configs[dep_name] = config
+        if config != load_yaml(deploy_dir / config_file):
+            problems.append(f"deployment {dep_name}: its ConfigMap differs from deploy/{config_file}")
+        health = health_check_port(config)
+        container = _pod_spec(dep)["containers"][0]
+        for probe in ("livenessProbe", "readinessProbe"):
+            port = ((container.get(probe) or {}).get("httpGet") or {}).get("port")
+            if _container_port(dep, port) != health or health is None:
+                problems.append(f"deployment {dep_name}: {probe} port {port!r} is not the "
+                                f"health_check port {health}")
+
+    # Every Service port reaches an OTLP port of the collector it selects.
+    services = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Service"}
+    for (ns, svc_name), svc in services.items():
+        backends = [n for n, d in deployments.items()
+                    if _selects(svc["spec"].get("selector") or {}, d["spec"]["template"]["metadata"]["labels"])]
+        if len(backends) != 1:
+            problems.append(f"service {svc_name} selects {len(backends)} Deployments, expected one")
+            continue
+        dep_name = backends[0]
+        receiver_ports = set(otlp_ports(configs.get(dep_name, {})).values())
+        for port in svc["spec"]["ports"]:
+            target = _container_port(deployments[dep_name], port.get("targetPort", port["port"]))
+            if target not in receiver_ports:
+                problems.append(f"service {svc_name} port {port['port']} goes to container port {target}, "
+                                f"not an OTLP receiver port of {dep_name} {sorted(receiver_ports)}")
+
+    # The gateway's loadbalancing exporter finds the samplers through a headless Service.
+    gateway = configs.get("otel-gateway", {})
+    lb = {n: s for n, s in (gateway.get("exporters") or {}).items() if component_type(n) == "loadbalancing"}
+    if not lb:
+        problems.append("the gateway config has no loadbalancing exporter")
+    for name, settings in lb.items():
+        dns = ((settings or {}).get("resolver") or {}).get("dns")
+        if not dns:
+            problems.append(f"exporter {name}: no dns resolver")
+            continue
+        labels = dns["hostname"].split(".")
+        svc_name = labels[0]
+        ns = labels[1] if len(labels) > 1 else NAMESPACE
+        if labels[2:] not in ([], ["svc"], ["svc", "cluster", "local"]):
+            problems.append(f"exporter {name}: {dns['hostname']} is not a Service DNS name")
+        svc = services.get((ns, svc_name))
+        if svc is None:
+            problems.append(f"exporter {name}: no Service {svc_name} in namespace {ns} "
+                            f"(have {sorted(services)})")
+            continue
+        if svc["spec"].get("clusterIP") != "None":
+            problems.append(f"service {svc_name} must be headless (clusterIP: None) for the dns resolver")
+        port = int(dns.get("port", 4317))
+        if port not in [p["port"] for p in svc["spec"]["ports"]]:
+            problems.append(f"exporter {name}: port {port} is not a port of service {svc_name}")
+        sampler_grpc = otlp_ports(configs.get("otel-sampler", {})).get("grpc")
+        if port != sampler_grpc:
+            problems.append(f"exporter {name}: port {port} is not the sampler's OTLP gRPC port {sampler_grpc}")
+    return problems
+
+
+def kubernetes_schema_problems(paths: list[Path]) -> list[str]:
+    """Strict validation of every resource against the Kubernetes API schemas kubernetes-validate ships."""
+    import kubernetes_validate
+    problems = []
+    for path in paths:
+        for doc in load_docs(path):
+            try:
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = ".".join(str(p) for p in getattr(exc, "path", []) or [])
+                problems.append(f"{path.name}: {doc['kind']} {doc['metadata']['name']}: {where}: {exc.message}")
+    return problems
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+
+
+def _copy_deploy(tmp_path: Path) -> Path:
+    """A copy of deploy/ (collector configs, compose file, manifests) to break."""
+    dest = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, dest, ignore=shutil.ignore_patterns("Dockerfile"))
+    return dest
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+# --- the real files ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
+def test_collector_pipelines_are_consistent(name):
+    """Pipelines name only defined components of known types, all of them used, connectors both ways."""
+    assert pipeline_problems(load_yaml(DEPLOY / name)) == []
+
+
+@pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
+def test_collector_otlp_receivers_listen_on_all_interfaces(name):
+    """Each OTLP endpoint is explicit and binds 0.0.0.0 (the default, localhost, is unreachable from outside)."""
+    for rname, settings in (load_yaml(DEPLOY / name).get("receivers") or {}).items():
+        if component_type(rname) == "otlp":
+            for proto, ps in (settings.get("protocols") or {}).items():
+                assert str((ps or {}).get("endpoint", "")).startswith("0.0.0.0:"), (name, rname, proto)
+
+
+def test_compose_ports_match_collector_and_app_endpoint():
+    """Compose publishes the collector's OTLP ports, and the app's endpoint port fits its protocol."""
+    assert compose_port_problems(DEPLOY / "compose.yaml", DEPLOY / "otel-collector.yaml") == []
+
+
+def test_compose_app_environment_passes_nexus_otel_validation():
+    """The app's OTEL_* settings in compose parse with TelemetryConfig.from_env and export traces over OTLP."""
+    env = compose_environment(load_yaml(DEPLOY / "compose.yaml")["services"][COMPOSE_APP_SERVICE])
+    assert any(k.startswith("OTEL_") for k in env)
+    cfg = TelemetryConfig.from_env(env)
+    assert cfg.service_name and "otlp" in cfg.traces_exporters
+
+
+def test_compose_mounts_the_collector_config_it_runs():
+    """The collector service mounts deploy/otel-collector.yaml where its --config argument points."""
+    svc = load_yaml(DEPLOY / "compose.yaml")["services"][COMPOSE_COLLECTOR_SERVICE]
+    config = [c.split("=", 1)[1] for c in svc["command"] if c.startswith("--config=")]
+    assert f"./otel-collector.yaml:{config[0]}:ro" in svc["volumes"]
+
+
+def test_compose_file_matches_compose_spec_schema():
+    """check-jsonschema's vendored Compose specification schema accepts deploy/compose.yaml."""
+    result = check_compose_schema(DEPLOY / "compose.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_manifests_validate_strictly():
+    """Every resource in deploy/kubernetes validates strictly against the Kubernetes API schemas."""
+    assert kubernetes_schema_problems([K8S / n for n in K8S_MANIFESTS]) == []
+
+
+def test_kubernetes_wiring_matches_collector_configs():
+    """ConfigMaps equal the deploy/ configs; probes, Services and the gateway's DNS resolver hit the right ports."""
+    assert k8s_problems(K8S, DEPLOY) == []
+
+
+def test_kubernetes_shape():
+    """Gateway: 2 replicas, ClusterIP otel-gateway on 4317/4318; sampler: 3 replicas behind a headless Service."""
+    objects = _index([d for n in K8S_MANIFESTS for d in load_docs(K8S / n)])
+    assert ("Namespace", "", NAMESPACE) in objects
+    images = set()
+    for name, replicas in (("otel-gateway", 2), ("otel-sampler", 3)):
+        dep = objects[("Deployment", NAMESPACE, name)]
+        assert dep["spec"]["replicas"] == replicas
+        container = _pod_spec(dep)["containers"][0]
+        images.add(container["image"])
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert images == {"otel/opentelemetry-collector-contrib:0.115.1"}
+    gateway = objects[("Service", NAMESPACE, "otel-gateway")]["spec"]
+    assert gateway.get("type", "ClusterIP") == "ClusterIP"
+    assert sorted(p["port"] for p in gateway["ports"]) == [4317, 4318]
+    headless = objects[("Service", NAMESPACE, "otel-sampler-headless")]["spec"]
+    assert headless["clusterIP"] == "None" and [p["port"] for p in headless["ports"]] == [4317]
+
+
+def test_kustomization_lists_the_manifests_and_documents_the_endpoint():
+    """kustomization.yaml lists every manifest, and its documented app endpoint reaches the gateway's OTLP/HTTP port."""
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    assert kustomization["namespace"] == NAMESPACE
+    assert sorted(kustomization["resources"]) == sorted(K8S_MANIFESTS)
+    assert sorted(p.name for p in K8S.glob("*.yaml")) == sorted((*K8S_MANIFESTS, "kustomization.yaml"))
+    text = (K8S / "kustomization.yaml").read_text()
+    assert "kubectl apply -k deploy/kubernetes" in text
+    env = dict(re.findall(r"(OTEL_EXPORTER_OTLP_(?:ENDPOINT|PROTOCOL))=(\S+)", text))
+    cfg = TelemetryConfig.from_env(env)
+    url = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert url.hostname == f"otel-gateway.{NAMESPACE}"
+    service = _index(load_docs(K8S / "otel-gateway.yaml"))[("Service", NAMESPACE, "otel-gateway")]
+    assert url.port in [p["port"] for p in service["spec"]["ports"]]
+    gateway_ports = otlp_ports(load_yaml(DEPLOY / "otel-collector-gateway.yaml"))
+    assert url.port == gateway_ports[SDK_PROTOCOL_TO_RECEIVER[cfg.traces_protocol]]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_renders_every_resource_in_the_namespace():
+    """`kubectl kustomize` (offline) renders all seven resources, each in the observability namespace."""
+    result = subprocess.run(["kubectl", "kustomize", str(K8S)],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert len(docs) == 7
+    assert all(d["metadata"].get("namespace") == NAMESPACE for d in docs if d["kind"] != "Namespace")
+
+
+# --- the checkers catch broken copies ----------------------------------------------------------
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("exporters: [otlp/jaeger]", "exporters: [otlp/jaegr]", "exporter 'otlp/jaegr' is not defined"),
+    ("exporters: [otlp/jaeger]", "exporters: [otlp/jaegr]", "exporter 'otlp/jaeger' is defined but no pipeline"),
+    ("receivers: [otlp, spanmetrics]", "receivers: [otlp]", "connector 'spanmetrics' is never used as a receiver"),
+    ("exporters: [spanmetrics]", "exporters: [prometheus]", "connector 'spanmetrics' is never used as an exporter"),
+    ("redaction, tail_sampling, batch]", "redaction, tail_sample, batch]", "processor 'tail_sample' is not defined"),
+    ("  batch:\n    send_batch_size", "  batchy:\n    send_batch_size", "'batchy' is not a known processor type"),
+    ("extensions: [health_check]", "extensions: [health_check, pprof]", "'pprof' is not defined"),
+])
+def test_pipeline_check_catches_a_broken_copy(tmp_path, old, new, expected):
+    """A misspelt, unused or one-sided component in a copy of otel-collector.yaml is reported."""
+    copy = _copy_deploy(tmp_path) / "otel-collector.yaml"
+    _edit(copy, old, new)
+    problems = pipeline_problems(load_yaml(copy))
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("file", "old", "new", "expected"), [
+    ("compose.yaml", "http://otel-collector:4318", "http://otel-collector:4317", "port should be 4318"),
+    ("compose.yaml", "OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL: grpc",
+     "port should be 4317"),
+    ("compose.yaml", "http://otel-collector:4318", "http://collector:4318", "does not name the collector"),
+    ("compose.yaml", '"127.0.0.1:4318:4318"', '"127.0.0.1:4318:4319"', "port 4318 is not published"),
+    ("otel-collector.yaml", "endpoint: 0.0.0.0:4318", "endpoint: 0.0.0.0:4320", "port 4320 is not published"),
+    ("compose.yaml", "OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL: http/json",
+     "fails nexus-otel's validation"),
+])
+def test_port_check_catches_a_broken_copy(tmp_path, file, old, new, expected):
+    """A copy whose app endpoint, protocol or published ports disagree with the collector is reported."""
+    deploy = _copy_deploy(tmp_path)
+    _edit(deploy / file, old, new)
+    problems = compose_port_problems(deploy / "compose.yaml", deploy / "otel-collector.yaml")
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("file", "old", "new", "expected"), [
+    ("kubernetes/otel-sampler.yaml", "name: otel-sampler-headless", "name: otel-samplers",
+     "no Service otel-sampler-headless in namespace observability"),
+    ("kubernetes/otel-sampler.yaml", "  clusterIP: None\n", "", "must be headless"),
+    ("kubernetes/otel-sampler.yaml", "endpoint: 0.0.0.0:4317", "endpoint: 0.0.0.0:4319",
+     "not the sampler's OTLP gRPC port 4319"),
+    ("otel-collector-gateway.yaml", "send_batch_size: 8192", "send_batch_size: 4096",
+     "its ConfigMap differs from deploy/otel-collector-gateway.yaml"),
+    ("kubernetes/otel-gateway.yaml", "              port: 13133", "              port: 13134",
+     "livenessProbe port 13134"),
+    ("kubernetes/otel-gateway.yaml", "targetPort: otlp-http", "targetPort: 8889",
+     "port 4318 goes to container port 8889"),
+])
+def test_kubernetes_check_catches_a_broken_copy(tmp_path, file, old, new, expected):
+    """A copy whose Service names, ports, probes or ConfigMap content drift is reported."""
+    deploy = _copy_deploy(tmp_path)
+    _edit(deploy / file, old, new)
+    problems = k8s_problems(deploy / "kubernetes", deploy)
+    assert any(expected in p for p in problems), problems
+
+
+def test_validators_reject_broken_copies(tmp_path):
+    """check-jsonschema rejects a misspelt Compose key; kubernetes-validate (strict) a misspelt field."""
+    deploy = _copy_deploy(tmp_path)
+    _edit(deploy / "compose.yaml", "    depends_on:\n      - jaeger", "    depend_on:\n      - jaeger")
+    result = check_compose_schema(deploy / "compose.yaml")
+    assert result.returncode != 0 and "depend_on" in result.stdout + result.stderr
+    _edit(deploy / "kubernetes/otel-gateway.yaml", "  replicas: 2", "  replica: 2")
+    problems = kubernetes_schema_problems([deploy / "kubernetes/otel-gateway.yaml"])
+    assert any("'replica' was unexpected" in p for p in problems), problems
