@@ -134,28 +134,33 @@ class Nexus:
     # -- hooks -------------------------------------------------------------------
     def on_workflow_started(self, fn: F) -> F:
         """Decorator: ``fn(event)`` runs before each workflow, in its own span."""
-        self.hooks.add(c.WORKFLOW_STARTED, fn)
+        self._add_hook(c.WORKFLOW_STARTED, fn)
         return fn
 
     def on_workflow_completed(self, fn: F) -> F:
         """Decorator: ``fn(event)`` runs after each successful workflow."""
-        self.hooks.add(c.WORKFLOW_COMPLETED, fn)
+        self._add_hook(c.WORKFLOW_COMPLETED, fn)
         return fn
 
     def on_workflow_failed(self, fn: F) -> F:
         """Decorator: ``fn(event)`` runs after each failed workflow (``event.error`` is set)."""
-        self.hooks.add(c.WORKFLOW_FAILED, fn)
+        self._add_hook(c.WORKFLOW_FAILED, fn)
         return fn
 
     def on_startup(self, fn: F) -> F:
         """Decorator: ``fn()`` runs at :meth:`start` (at once, for plugins added later)."""
-        self.hooks.add(c.STARTUP, fn)
+        self._add_hook(c.STARTUP, fn)
         return fn
 
     def on_shutdown(self, fn: F) -> F:
         """Decorator: ``fn()`` runs at :meth:`stop`, before plugins are torn down."""
-        self.hooks.add(c.SHUTDOWN, fn)
+        self._add_hook(c.SHUTDOWN, fn)
         return fn
+
+    def _add_hook(self, event: str, fn: Any) -> None:
+        hook = self.hooks.add(event, fn)
+        # The error series exists from the start (at 0), so rate() and increase() see the first error.
+        self.telemetry.instruments.plugin_errors.add(0, hook.metric_attributes)
 
     # -- plugins and middleware -------------------------------------------------------
     def add_plugin(self, plugin: Any) -> Any:

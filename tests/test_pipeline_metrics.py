@@ -25,9 +25,11 @@ def _outcomes(reader):
 class _Blocking(SpanExporter):
     def __init__(self, result=SpanExportResult.SUCCESS):
         self.release = threading.Event()
+        self.entered = threading.Event()
         self.result = result
 
     def export(self, spans):
+        self.entered.set()
         self.release.wait(10)
         return self.result
 
@@ -56,14 +58,15 @@ def test_failed_and_dropped_spans_are_counted():
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
-    for i in range(20):
+    with tracer.start_as_current_span("first"):
+        pass
+    assert exporter.entered.wait(5)  # the worker holds one span in a stuck export
+    for i in range(19):
         with tracer.start_as_current_span(f"s{i}"):
             pass
     exporter.release.set()
     provider.shutdown()
     outcomes = _outcomes(reader)
-    dropped = outcomes.get(("remote", "dropped"), 0)
-    failed = outcomes.get(("remote", "failed"), 0)
-    assert dropped >= 10
-    assert failed >= 1
-    assert dropped + failed == 20
+    assert outcomes[("remote", "dropped")] == 15  # the queue holds 4
+    assert outcomes[("remote", "failed")] == 5
+    assert outcomes[("remote", "exported")] == 0

@@ -33,6 +33,8 @@ class MeteredSpanExporter(SpanExporter):
         self._counter = counter
         self._exported = {"exporter": name, "outcome": "exported"}
         self._failed = {"exporter": name, "outcome": "failed"}
+        for attributes in (self._exported, self._failed):  # series exist from the start, at 0
+            counter.add(0, attributes)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -57,6 +59,7 @@ class MeteredBatchSpanProcessor(BatchSpanProcessor):
         super().__init__(MeteredSpanExporter(exporter, name, counter), **kwargs)
         self._counter = counter
         self._dropped = {"exporter": name, "outcome": "dropped"}
+        counter.add(0, self._dropped)
 
     def on_end(self, span: ReadableSpan) -> None:
         batch = getattr(self, "_batch_processor", None)
