@@ -130,6 +130,15 @@ class HookRunner:
 
     def run(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
         """Run ``hooks`` with ``args``; async hooks are driven to completion here."""
+        if not self._telemetry.enabled:  # the plain loop: no context manager per hook
+            for hook in hooks:
+                try:
+                    result = hook.fn(*args)
+                    if hook.is_async or inspect.isawaitable(result):
+                        block_on(result)
+                except Exception as exc:
+                    log.error("plugin %r failed in %s: %s: %s", hook.plugin, hook.event, c.error_type(exc), exc)
+            return
         for hook in hooks:
             with self.observed(hook.span_name, hook.span_attributes, hook.plugin, hook.event,
                                hook.metric_attributes):

@@ -21,6 +21,13 @@ def _timestamp(record: logging.LogRecord) -> str:
     return _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """The traceback, whether the record still holds the exception or was rendered before queueing."""
+    if record.exc_info:
+        return formatter.formatException(record.exc_info)
+    return record.exc_text or None
+
+
 class PlainFormatter(logging.Formatter):
     """``2026-11-26T07:11:00.000+00:00 INFO nexus_otel.requests workflow completed workflow=greet ... trace_id=...``"""
 
@@ -35,8 +42,9 @@ class PlainFormatter(logging.Formatter):
                 text = json.dumps(text)
             parts.append(f"{key}={text}")
         line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        exception = _exception_text(self, record)
+        if exception:
+            line += "\n" + exception
         return line
 
 
@@ -51,6 +59,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         out.update(_fields(record))
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+        exception = _exception_text(self, record)
+        if exception:
+            out["exception"] = exception
         return json.dumps(out, default=str, ensure_ascii=False)

@@ -9,6 +9,8 @@ workflow, by any code, carries ``trace_id`` and ``span_id``).
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import Any
 
@@ -19,6 +21,19 @@ from ..processors.request_log import RequestLogProcessor
 from .. import settings
 
 FORMATS = ("plain", "json")
+
+
+class _PreparedQueueHandler(logging.handlers.QueueHandler):
+    """Queues the record itself: the listener's formatter needs its extra fields, not a pre-rendered text."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.message = record.getMessage()
+        record.args = None
+        record.exc_text = None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
 
 
 class RequestLoggerPlugin(NexusPlugin):
@@ -55,7 +70,12 @@ class RequestLoggerPlugin(NexusPlugin):
         handler = self._handler()
         if handler is not None:
             handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
-            logger.addHandler(handler)
+            # Formatting and writing happen on a listener thread, not on the workflow's.
+            self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+            self._listener = logging.handlers.QueueListener(self._queue, handler, respect_handler_level=True)
+            self._listener.start()
+            self._queue_handler = _PreparedQueueHandler(self._queue)
+            logger.addHandler(self._queue_handler)
             logger.propagate = False
             if logger.level == logging.NOTSET or logger.level > level:
                 logger.setLevel(level)
@@ -83,12 +103,23 @@ class RequestLoggerPlugin(NexusPlugin):
         settings.choice("RequestLoggerPlugin.output", out, ("stderr", "stdout"))
         return None
 
+    def flush(self) -> None:
+        """Write out every record queued so far (the listener thread writes them)."""
+        listener = getattr(self, "_listener", None)
+        if listener is not None:
+            listener.stop()  # drains the queue
+            listener.start()
+
     def teardown(self) -> None:
         if getattr(self, "processor", None) is not None:
             self._telemetry.remove_span_processor(self.processor)
             self.processor = None
-        if self.handler is not None and self.handler is not self.output:
-            logging.getLogger(self.logger_name).removeHandler(self.handler)
+        if getattr(self, "_listener", None) is not None:
+            logging.getLogger(self.logger_name).removeHandler(self._queue_handler)
+            self._listener.stop()
+            self._listener = None
+            if self.handler is not None:
+                self.handler.flush()
         if self._correlating:
             LogCorrelation.release()
             self._correlating = False
