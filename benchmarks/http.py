@@ -1,0 +1,638 @@
+"""HTTP throughput of a served nexus-otel app: full telemetry over telemetry disabled.
+
+Run::
+
+    python benchmarks/http.py            # full run (about 2 minutes)
+    python benchmarks/http.py --quick    # shorter, noisier run (about 45 s)
+
+It prints two lines. The acceptance figure is the trivial workflow's (target
+>= 0.7); the second line, measured in the same rounds, is the same app whose
+workflow does 1 ms of CPU work (``--extra-work-ms``, default 1), to show how the
+ratio depends on what a request does besides telemetry.
+
+For each line two uvicorn servers (one worker each, in their own processes, on
+free 127.0.0.1 ports) serve the same app, defined below: one workflow and a
+plugin with three hooks (one ``workflow_started``, two ``workflow_completed``).
+
+* ``full``: the default environment with every ``OTEL_*`` variable removed, so
+  no OTLP endpoint: spans (HTTP server span, workflow span, three hook spans)
+  go through a ``BatchSpanProcessor`` to the local span store in a temporary
+  ``NEXUS_OTEL_DATA_DIR``; metrics go to the Prometheus registry.
+* ``disabled``: the same with ``OTEL_SDK_DISABLED=true``.
+
+The load generator is a third process: ``wrk`` (one thread, keep-alive
+connections, ``POST /workflows/bench`` with a small JSON body) when it is on
+PATH, else a small stdlib asyncio HTTP/1.1 keep-alive client in this file
+(``--client``); ``--client-kind`` chooses. The four servers all start at once.
+After a warm-up of each, every round measures each server once, one at a time;
+within a line the two servers alternate (A B, B A, A B, ...), so drift hits both
+alike. The figure per side is the median requests/s over its rounds, and the
+ratio is full / disabled (target >= 0.7). Every response must be a 200 or the
+round is reported as having errors. Checks: the full server must answer with a
+trace id, count the executions on ``/metrics``, write spans to its store and
+drop none (the SDK logs each span its full queue drops); the disabled one must
+do none of that.
+
+``--work-ms`` gives the first line's workflow some CPU work (the acceptance
+figure is for the trivial workflow, 0 ms); ``--extra-work-ms 0`` measures that
+line alone (half the time); ``--full-env VAR=VALUE`` changes the full
+servers' environment, to see what each part of telemetry costs.
+
+``--profile`` also runs the first line's ``full`` server under cProfile (every thread:
+event loop, workflow worker threads, span export) and prints the top
+functions when the run ends (profiling slows that server: its figures are
+then not comparable; use it to see where time goes, not for the ratio).
+
+The script exits 0 whatever the ratio: it reports, it does not gate. It exits
+1 only when it could not measure (a server that does not start, say).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is called http.py: run as a script, its folder would come first on
+# sys.path and shadow the standard library's ``http`` package (which uvicorn,
+# urllib and friends import). Drop that folder before importing anything else.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+HOST = "127.0.0.1"
+WORKFLOW = "bench"
+PATH = f"/workflows/{WORKFLOW}"
+BODY = b'{"name":"ada","count":3,"tags":["x","y"]}'
+TARGET = 0.7
+VARIANTS = ("full", "disabled")
+START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
+STOP_TIMEOUT = 15.0
+
+
+# --------------------------------------------------------------------------------------
+# The served app (``--serve`` mode runs in the server subprocesses)
+# --------------------------------------------------------------------------------------
+def build_app(async_workflow: bool, work_ms: float = 0.0) -> Any:
+    from nexus_otel import Nexus, NexusPlugin
+
+    def hook_started(event: Any) -> None:
+        return None
+
+    def hook_completed_1(event: Any) -> None:
+        return None
+
+    def hook_completed_2(event: Any) -> None:
+        return None
+
+    class BenchPlugin(NexusPlugin):
+        """Three trivial hooks: started, completed, completed."""
+
+        name = "bench-plugin"  # type: ignore[assignment]
+        version = "1.0.0"  # type: ignore[assignment]
+
+        def setup(self, nexus_app: Nexus) -> None:
+            nexus_app.on_workflow_started(hook_started)
+            nexus_app.on_workflow_completed(hook_completed_1)
+            nexus_app.on_workflow_completed(hook_completed_2)
+
+    work_s = work_ms / 1000
+
+    def busy() -> None:  # CPU work the workflow does (holds the GIL, like pure-Python work)
+        if work_s:
+            end = time.perf_counter() + work_s
+            while time.perf_counter() < end:
+                pass
+
+    app = Nexus("bench-http")
+    app.add_plugin(BenchPlugin())
+    if async_workflow:
+        async def bench(inputs: dict) -> dict:
+            busy()
+            return {"greeting": f"Hello, {inputs.get('name', 'world')}!"}
+    else:
+        def bench(inputs: dict) -> dict:  # type: ignore[misc]
+            busy()
+            return {"greeting": f"Hello, {inputs.get('name', 'world')}!"}
+    app.register(WORKFLOW, bench)
+    return app
+
+
+def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str | None) -> int:
+    from nexus_otel.serving import serve
+
+    if not profile_out:
+        serve(build_app(async_workflow, work_ms), host=HOST, port=port)
+        return 0
+    # cProfile sees one thread; the span processor and the worker threads that run
+    # sync workflows matter too, so every thread gets its own profiler, merged at the end.
+    import cProfile
+    import pstats
+    import threading
+
+    profilers: list[cProfile.Profile] = []
+    original_run = threading.Thread.run
+
+    def profiled_run(self: threading.Thread) -> None:
+        profiler = cProfile.Profile()
+        profilers.append(profiler)
+        profiler.enable()
+        try:
+            original_run(self)
+        finally:
+            profiler.disable()
+
+    threading.Thread.run = profiled_run  # type: ignore[method-assign]
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; ignore it so the stats get written.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    main_profiler = cProfile.Profile()
+    profilers.append(main_profiler)
+    main_profiler.enable()
+    try:
+        serve(build_app(async_workflow, work_ms), host=HOST, port=port)  # its threads start profiled
+    finally:
+        main_profiler.disable()
+        stats = pstats.Stats(main_profiler)
+        for profiler in profilers:
+            if profiler is not main_profiler:
+                try:
+                    stats.add(profiler)
+                except (TypeError, ValueError):  # a profiler that never collected anything
+                    pass
+        stats.dump_stats(profile_out)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Fallback load generator (``--client`` mode, its own process): stdlib asyncio, keep-alive
+# --------------------------------------------------------------------------------------
+_REQUEST_TEMPLATE = (
+    "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    "Content-Length: {length}\r\n\r\n"
+)
+
+
+async def _connection(port: int, deadline: float, max_requests: int, counts: dict[str, int]) -> None:
+    request = _REQUEST_TEMPLATE.format(path=PATH, host=HOST, port=port, length=len(BODY)).encode() + BODY
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        while time.monotonic() < deadline and counts["ok"] + counts["errors"] < max_requests:
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            status = int(head.split(b" ", 2)[1])
+            match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if match is None:
+                counts["errors"] += 1
+                return  # cannot frame the body: drop this connection
+            await reader.readexactly(int(match.group(1)))
+            counts["ok" if status == 200 else "errors"] += 1
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+        counts["errors"] += 1
+    finally:
+        writer.close()
+
+
+async def _client(port: int, connections: int, duration: float, max_requests: int) -> dict[str, Any]:
+    counts = {"ok": 0, "errors": 0}
+    start = time.monotonic()
+    deadline = start + duration
+    await asyncio.gather(*(_connection(port, deadline, max_requests, counts) for _ in range(connections)))
+    elapsed = time.monotonic() - start
+    return {"requests": counts["ok"], "errors": counts["errors"], "elapsed": elapsed}
+
+
+def client_main(port: int, connections: int, duration: float) -> int:
+    result = asyncio.run(_client(port, connections, duration, max_requests=10_000_000))
+    print(json.dumps(result))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    variant: str
+    port: int
+    proc: subprocess.Popen
+    data_dir: Path
+    profile_out: str | None = None
+    rates: list[float] = field(default_factory=list)
+    errors: int = 0
+    work_ms: float = 0.0
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def name(self) -> str:
+        """The variant and its workload, e.g. ``full/1ms``."""
+        return f"{self.variant}/{self.work_ms:g}ms"
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NEXUS_OTEL_"))}
+    # the repository first, so the subprocesses import this checkout's nexus_otel
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(_HERE), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: float, profile: bool,
+                 extra_env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    tag = f"{variant}-{work_ms:g}ms"
+    data_dir = workdir / f"data-{tag}"
+    data_dir.mkdir()
+    env = _clean_env()
+    env["NEXUS_OTEL_DATA_DIR"] = str(data_dir)
+    if variant == "disabled":
+        env["OTEL_SDK_DISABLED"] = "true"
+    env.update(extra_env or {})
+    cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--port", str(port)]
+    if async_workflow:
+        cmd.append("--async-workflow")
+    if work_ms:
+        cmd += ["--work-ms", str(work_ms)]
+    profile_out = str(workdir / f"{tag}.prof") if profile else None
+    if profile_out:
+        cmd += ["--profile-out", profile_out]
+    log_path = workdir / f"{tag}.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return Server(variant, port, proc, data_dir, profile_out, work_ms=work_ms, log_path=log_path)
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} server exited with {server.proc.returncode}")
+        try:
+            with urllib.request.urlopen(server.url + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} server did not answer on {server.url} in {START_TIMEOUT:.0f} s")
+
+
+def post_once(server: Server) -> tuple[int, dict[str, Any], dict[str, str]]:
+    req = urllib.request.Request(
+        server.url + PATH, data=BODY, method="POST", headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
+
+
+def check_server(server: Server) -> list[str]:
+    """One request: 200, the workflow's result, and a trace id exactly when telemetry is on."""
+    problems = []
+    status, body, headers = post_once(server)
+    if status != 200 or body.get("result") != {"greeting": "Hello, ada!"}:
+        problems.append(f"{server.name}: unexpected response {status} {body}")
+    has_trace = bool(body.get("trace_id")) and "x-trace-id" in headers
+    if has_trace != (server.variant == "full"):
+        problems.append(f"{server.name}: trace id present={has_trace}, expected {server.variant == 'full'}")
+    return problems
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM (graceful: the app stops and flushes its spans), then SIGKILL if it lingers."""
+    if server.proc.poll() is not None:
+        return
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(5)
+
+
+def metric_total(server: Server, name: str) -> float | None:
+    """Sum of a Prometheus metric's samples on the server (None when absent)."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name + "{") or line.startswith(name + " ")]
+    return sum(values) if values else None
+
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+class Load:
+    """Runs one timed round of load against a server; returns (requests/s, errors)."""
+
+    def __init__(self, kind: str, connections: int, workdir: Path) -> None:
+        self.kind = kind
+        self.connections = connections
+        if kind == "wrk":
+            self.script = workdir / "post.lua"
+            self.script.write_text(WRK_SCRIPT.format(body=BODY.decode()))
+
+    def describe(self) -> str:
+        if self.kind == "wrk":
+            version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+            first = (version.stdout + version.stderr).strip().splitlines()[:1]
+            return f"wrk -t1 -c{self.connections} ({first[0] if first else 'wrk'})"
+        return f"asyncio keep-alive client, {self.connections} connections (own process)"
+
+    def run(self, server: Server, seconds: float) -> tuple[float, int]:
+        if self.kind == "wrk":
+            return self._wrk(server, seconds)
+        return self._client(server, seconds)
+
+    def _wrk(self, server: Server, seconds: float) -> tuple[float, int]:
+        cmd = ["wrk", "-t1", f"-c{self.connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+               "-s", str(self.script), server.url + PATH]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+        rate = re.search(r"Requests/sec:\s*([\d.]+)", out)
+        if rate is None:
+            raise RuntimeError(f"cannot read wrk output:\n{out}")
+        errors = 0
+        non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+        if non2xx:
+            errors += int(non2xx.group(1))
+        sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if sock:
+            errors += sum(int(g) for g in sock.groups())
+        return float(rate.group(1)), errors
+
+    def _client(self, server: Server, seconds: float) -> tuple[float, int]:
+        cmd = [sys.executable, os.path.abspath(__file__), "--client", "--port", str(server.port),
+               "--connections", str(self.connections), "--seconds", str(seconds)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, env=_clean_env())
+        try:
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise RuntimeError(f"client failed:\n{out.stdout}\n{out.stderr}") from None
+        return result["requests"] / result["elapsed"], result["errors"]
+
+
+def _versions() -> str:
+    from importlib.metadata import version
+
+    parts = []
+    for dist in ("nexus-otel", "opentelemetry-sdk", "uvicorn", "starlette", "h11"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except Exception:
+            pass
+    return ", ".join(parts)
+
+
+# Calls that mostly wait (for I/O, for work, or for the GIL after a system call): wall time, not CPU.
+_WAITS = ("poll", "select", "get' of '_queue", "acquire", "wait", "send", "recv", "sleep", "urandom")
+
+
+def print_profile(path: str, top: int) -> None:
+    import pstats
+
+    stats = pstats.Stats(path)
+    rows = [(tt, nc, fn, line, name) for (fn, line, name), (cc, nc, tt, ct, callers) in stats.stats.items()
+            if not any(w in name for w in _WAITS)]
+    busy = sum(r[0] for r in rows)
+    by_area: dict[str, float] = {}
+    for tt, _nc, fn, _line, name in rows:
+        if "site-packages/" in fn:
+            parts = fn.split("site-packages/", 1)[1].split("/")
+            area = "/".join(parts[:3]) if parts[0] == "opentelemetry" else parts[0]
+        elif "nexus_otel/" in fn:
+            area = "nexus_otel/" + fn.split("nexus_otel/", 1)[1]
+        elif fn == "~":
+            area = "(builtins)"
+        else:
+            area = "(stdlib) " + os.path.basename(fn)
+        by_area[area] = by_area.get(area, 0.0) + tt
+    print(f"\ncProfile of the full-telemetry server, all threads; own time outside waits {busy:.1f} s "
+          f"(waits excluded: {', '.join(_WAITS)})")
+    print("by area:")
+    for area, tt in sorted(by_area.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {tt / busy * 100:5.1f}%  {tt:7.2f} s  {area}")
+    print(f"top {top} functions by own time:")
+    for tt, nc, fn, line, name in sorted(rows, reverse=True)[:top]:
+        where = fn.split("site-packages/", 1)[-1].split("/work/main/", 1)[-1]
+        print(f"  {tt / busy * 100:5.1f}%  {tt:7.2f} s  {nc:>9}  {where}:{line}({name})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per server (default 8, quick 4)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (default 3, quick 2)")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
+    parser.add_argument("--client-kind", choices=("auto", "wrk", "asyncio"), default="auto",
+                        help="load generator: wrk if on PATH (auto), or the built-in asyncio client")
+    parser.add_argument("--async-workflow", action="store_true",
+                        help="serve an async workflow (default: a sync one, run in a worker thread)")
+    parser.add_argument("--work-ms", type=float, default=0.0,
+                        help="CPU work per workflow run in ms (default 0: a trivial workflow, the acceptance case)")
+    parser.add_argument("--extra-work-ms", type=float, default=1.0,
+                        help="also measure, in the same rounds, a workflow doing this much CPU work "
+                             "(default 1; 0 to measure --work-ms alone)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the full-telemetry server")
+    parser.add_argument("--full-env", action="append", default=[], metavar="VAR=VALUE",
+                        help="extra environment for the full server only, for diagnosis "
+                             "(e.g. OTEL_TRACES_EXPORTER=none); the ratio is then not the acceptance figure")
+    # internal modes: the server and client subprocesses
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.serve:
+        return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out)
+    if args.client:
+        return client_main(args.port, args.connections, args.seconds or 3.0)
+
+    t0 = time.monotonic()
+    rounds = max(1, min(args.rounds or (4 if args.quick else 8), 50))
+    seconds = max(1.0, min(args.seconds or (2.0 if args.quick else 3.0), 30.0))
+    warmup = 2.0 if args.quick else 3.0
+    kind = args.client_kind
+    full_env = dict(item.split("=", 1) for item in args.full_env if "=" in item)
+    if kind == "auto":
+        kind = "wrk" if shutil.which("wrk") else "asyncio"
+    elif kind == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not on PATH")
+
+    print(f"nexus-otel HTTP throughput benchmark  python {platform.python_version()}  nproc {os.cpu_count()}")
+    print(f"  {_versions()}")
+    workdir = Path(tempfile.mkdtemp(prefix="nexus-otel-http-bench-"))
+    try:
+        return measure(args, kind, full_env, rounds, seconds, warmup, workdir)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"benchmark could not run: {exc}")
+        for log in sorted(workdir.glob("*.log")):
+            print(f"--- {log.name} (last lines)")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"total elapsed: {time.monotonic() - t0:.1f} s")
+
+
+def _ratio(value: float) -> str:
+    """Three decimals, or four when three would round across the target (0.69996 is not 0.700)."""
+    for places in range(3, 7):
+        text = f"{value:.{places}f}"
+        if (float(text) >= TARGET) == (value >= TARGET):
+            break
+    return text
+
+
+@dataclass
+class Line:
+    """One reported line: a workload (the workflow's CPU work) served by a full and a disabled server."""
+
+    work_ms: float
+    full: Server
+    disabled: Server
+    executions: float | None = None
+    store: int = 0  # bytes the full server wrote to its local span store
+    dropped: int = 0  # spans the full server's batch processor dropped
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return "trivial workflow" if not self.work_ms else f"{self.work_ms:g} ms CPU work"
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.full.rates) / statistics.median(self.disabled.rates)
+
+    @property
+    def paired(self) -> float:
+        return statistics.median(f / d for f, d in zip(self.full.rates, self.disabled.rates))
+
+
+def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], rounds: int, seconds: float,
+            warmup: float, workdir: Path) -> int:
+    load = Load(kind, args.connections, workdir)
+    workloads = [args.work_ms]
+    if args.extra_work_ms > 0 and args.extra_work_ms != args.work_ms:
+        workloads.append(args.extra_work_ms)
+    flavour = "async" if args.async_workflow else "sync"
+    described = " and ".join("trivial" if not w else f"{w:g} ms of CPU work" for w in workloads)
+    print(f"  load: {load.describe()}; POST {PATH} ({flavour} workflow: {described}; 3 hooks); "
+          f"{rounds} rounds x {seconds:g} s per server, alternating, after {warmup:g} s warm-up"
+          + ("; full server under cProfile" if args.profile else "")
+          + (f"; full server env {full_env}" if full_env else ""))
+
+    lines: list[Line] = []
+    servers: list[Server] = []
+    problems: list[str] = []
+    try:
+        for i, work_ms in enumerate(workloads):
+            pair = {}
+            for variant in VARIANTS:
+                pair[variant] = start_server(variant, workdir, args.async_workflow, work_ms,
+                                             args.profile and variant == "full" and i == 0,
+                                             full_env if variant == "full" else None)
+                servers.append(pair[variant])
+            lines.append(Line(work_ms, pair["full"], pair["disabled"]))
+        for server in servers:
+            wait_ready(server)
+            problems += check_server(server)
+        for server in servers:
+            load.run(server, warmup)  # warm-up: discarded
+        # Each round measures every server once; within each workload the two servers
+        # alternate (A B, then B A, ...), so drift and other jobs' load hit both alike.
+        for r in range(rounds):
+            for line in lines:
+                order = (line.full, line.disabled) if r % 2 == 0 else (line.disabled, line.full)
+                for server in order:
+                    rate, errors = load.run(server, seconds)
+                    server.rates.append(rate)
+                    server.errors += errors
+            print(f"  round {r + 1}/{rounds}: " + "   ".join(
+                f"[{line.label}] full {line.full.rates[-1]:6.0f} req/s, disabled {line.disabled.rates[-1]:6.0f} req/s"
+                for line in lines), flush=True)
+        for line in lines:
+            line.executions = metric_total(line.full, "nexus_workflow_executions_total")
+    finally:
+        for server in servers:
+            stop_server(server)
+
+    for line in lines:
+        full, disabled = line.full, line.disabled
+        store = sum(f.stat().st_size for f in full.data_dir.glob("*.jsonl"))
+        line.store = store
+        if line.executions is None or line.executions < 1:
+            line.problems.append(f"{full.name}: no nexus_workflow_executions_total on /metrics")
+        if store == 0 and not full_env:
+            line.problems.append(f"{full.name}: the local span store is empty")
+        if any(disabled.data_dir.glob("*.jsonl")):
+            line.problems.append(f"{disabled.name}: spans were written to the local store")
+        # The SDK's batch processor logs each span it drops when its queue is full.
+        assert full.log_path is not None
+        dropped = full.log_path.read_text(errors="replace").count("dropping Span")
+        line.dropped = dropped
+        if dropped:
+            line.problems.append(f"{full.name}: the batch span processor dropped {dropped} spans (queue full): "
+                                 "export cannot keep up, so the full server did less than full telemetry")
+        for server in (full, disabled):
+            if server.errors:
+                line.problems.append(f"{server.name}: {server.errors} non-200 responses or socket errors")
+
+    print()
+    header = f"{'workload':<18} {'variant':<9} {'median req/s':>12} {'min':>8} {'max':>8} {'errors':>7}"
+    print(header)
+    print("-" * len(header))
+    for line in lines:
+        for server in (line.full, line.disabled):
+            print(f"{line.label if server is line.full else '':<18} {server.variant:<9} "
+                  f"{statistics.median(server.rates):>12.0f} {min(server.rates):>8.0f} "
+                  f"{max(server.rates):>8.0f} {server.errors:>7}")
+    print()
+    for i, line in enumerate(lines):
+        passed = line.ratio >= TARGET and not line.problems and not problems
+        role = ("acceptance figure" if not line.work_ms else "workload under test") if i == 0 else "for comparison"
+        print(f"ratio full/disabled, {line.label + ':':<20} {_ratio(line.ratio)}  (paired, median of per-round "
+              f"ratios: {_ratio(line.paired)})  target >= {TARGET}  {'PASS' if passed else 'FAIL'}  [{role}]")
+    for line in lines:
+        print(f"full telemetry, {line.label}: {line.executions or 0:.0f} workflow executions counted on /metrics, "
+              f"{line.store / 1e6:.1f} MB of spans in the local store (bounded by rotation), "
+              f"{line.dropped} spans dropped")
+    for p in problems + [p for line in lines for p in line.problems]:
+        print(f"CHECK FAILED: {p}")
+    full = lines[0].full
+    if args.profile and full.profile_out and os.path.exists(full.profile_out):
+        print("(the full server ran under cProfile: its req/s are depressed; do not quote this ratio)")
+        print_profile(full.profile_out, 30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

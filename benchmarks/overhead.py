@@ -1,0 +1,934 @@
+"""Per-execution overhead of the nexus-otel host, each case measured against a baseline.
+
+Run::
+
+    python benchmarks/overhead.py            # full run (about 30 s idle; at most ~100 s loaded)
+    python benchmarks/overhead.py --quick    # shorter, noisier run (a few seconds)
+    python benchmarks/overhead.py --case a   # only some cases (repeatable)
+
+Every case builds a *baseline* and a *candidate*, both fresh, in this process.
+They run in alternating rounds (the order flips each round, so drift and
+frequency changes hit both sides alike), each round timing ``n`` executions
+with the garbage collector paused. The figure per side is the median over
+rounds of the per-execution time. The ratio judged against the target is the
+median over rounds of that round's candidate / baseline (the two ran back to
+back, so a slow spell of the machine mostly cancels out); the ratio of the two
+medians is printed beside it.
+
+Cases (to add one, append a ``Case`` to ``CASES``: a ``build()`` returning fresh
+baseline and candidate ``Side``s, a target ratio, an optional ``check``):
+
+(a) full telemetry: the host with full telemetry (workflow span, three hook
+    spans, the contract metrics) over a reference doing the same spans and
+    metrics with the raw OpenTelemetry SDK and no host. Target <= 1.25.
+(b) telemetry disabled: the host under ``OTEL_SDK_DISABLED=true`` over the same host
+    with the telemetry code removed (``BareHost`` below), on a workflow that
+    busy-waits 100 microseconds (of the measuring clock). Target <= 1.05.
+(c) full pipeline: the host with core telemetry (as (a)'s candidate) plus
+    RequestLoggerPlugin (JSON, to a handler that writes to /dev/null),
+    MetricsPlugin, WebhookPlugin (signed, posting to a receiver on 127.0.0.1 that
+    answers 200 at once, run as a subprocess) and DatabasePlugin (SQLite audit
+    table), all behind the redacting span processor, over the host with core
+    telemetry alone. Target <= 1.5. Webhook and audit work runs on background
+    threads (batch span processors, outbox workers), so this case times the
+    whole process's CPU time and ends every round by draining the pipeline
+    (``force_flush``, then waiting until both outboxes are empty): a round's cost
+    includes delivering everything it produced. After the rounds the receiver
+    must have received, and the audit table must hold, exactly one payload / row
+    per execution.
+
+Time is CPU time by default (``--clock cpu``): on a shared, loaded machine,
+time spent descheduled would otherwise land on whichever side happened to be
+running. For (a) and (b) it is this thread's, for (c) the process's (every
+thread). ``--clock wall`` uses ``perf_counter`` instead (for (c) it then also
+counts the drain's waiting: network round trips and the receiver's time).
+
+The script always exits 0: it reports, it does not gate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Running ``python benchmarks/overhead.py`` puts this folder first on sys.path, and a
+# sibling module named like a stdlib one (``benchmarks/http.py``) would then shadow
+# it for every library imported below. Drop the folder before importing anything else.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import select  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import sqlite3  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any, Callable, Mapping, Sequence  # noqa: E402
+
+from opentelemetry.sdk import version as otel_sdk_version  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+
+import nexus_otel  # noqa: E402
+from nexus_otel import Nexus, NexusPlugin, WorkflowEvent  # noqa: E402
+from nexus_otel.plugins import DatabasePlugin, MetricsPlugin, RequestLoggerPlugin, WebhookPlugin  # noqa: E402
+from nexus_otel.telemetry import contract as c  # noqa: E402
+
+perf_counter = time.perf_counter
+log = logging.getLogger("benchmarks.overhead")
+
+WORKFLOW = "bench"
+CHANNEL = "python"
+PLUGIN = "bench-plugin"
+PLUGIN_VERSION = "1.0.0"
+INPUTS: dict[str, Any] = {"name": "ada", "count": 3, "tags": ["x", "y"]}
+HOST = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------------------
+# Shared pieces: identical telemetry configuration for both sides of case (a)
+# --------------------------------------------------------------------------------------
+class DiscardingExporter(SpanExporter):
+    """Drops spans (counting them); keeps them only while ``keep`` is set (for checks)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.keep = False
+        self.kept: list[Any] = []
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self.count += len(spans)
+        if self.keep:
+            self.kept.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+@dataclass
+class Providers:
+    """A fresh TracerProvider (SimpleSpanProcessor -> discard) and MeterProvider (in-memory reader)."""
+
+    exporter: DiscardingExporter
+    tracer_provider: TracerProvider
+    reader: InMemoryMetricReader
+    meter_provider: MeterProvider
+
+    @classmethod
+    def fresh(cls) -> "Providers":
+        resource = Resource.create({c.SERVICE_NAME: "bench"})
+        exporter = DiscardingExporter()
+        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        return cls(exporter, tracer_provider, reader, meter_provider)
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+# The hooks: trivial, shared by every side of every case.
+def hook_started(event: Any) -> None:
+    return None
+
+
+def hook_completed_1(event: Any) -> None:
+    return None
+
+
+def hook_completed_2(event: Any) -> None:
+    return None
+
+
+class BenchPlugin(NexusPlugin):
+    """Registers the three hooks (started, completed, completed) in its setup."""
+
+    name = PLUGIN  # type: ignore[assignment]
+    version = PLUGIN_VERSION  # type: ignore[assignment]
+
+    def setup(self, nexus_app: Nexus) -> None:
+        nexus_app.on_workflow_started(hook_started)
+        nexus_app.on_workflow_completed(hook_completed_1)
+        nexus_app.on_workflow_completed(hook_completed_2)
+
+
+def trivial_workflow(inputs: Mapping[str, Any]) -> Any:
+    return inputs
+
+
+# The clock the 100 us workflow busy-waits on: the benchmark's measuring clock (set by
+# main), so that on a loaded machine a preempted workflow still costs 100 us of it.
+BUSY_CLOCK: list[Callable[[], float]] = [perf_counter]
+
+
+def busy_100us(inputs: Mapping[str, Any]) -> Any:
+    clock = BUSY_CLOCK[0]
+    end = clock() + 100e-6
+    while clock() < end:
+        pass
+    return inputs
+
+
+# --------------------------------------------------------------------------------------
+# Case (a) reference: the same spans and metrics with the raw OpenTelemetry SDK, no host
+# --------------------------------------------------------------------------------------
+class RawSdkReference:
+    """What a hand-instrumented caller would write to get the host's spans and metrics."""
+
+    def __init__(self, providers: Providers, fn: Callable[[Mapping[str, Any]], Any]) -> None:
+        version = nexus_otel.__version__
+        self.tracer = providers.tracer_provider.get_tracer(c.INSTRUMENTATION_NAME, version)
+        meter = providers.meter_provider.get_meter(c.INSTRUMENTATION_NAME, version)
+        d, e, a, h = c.WORKFLOW_DURATION, c.WORKFLOW_EXECUTIONS, c.WORKFLOW_ACTIVE, c.HOOK_DURATION
+        self.duration = meter.create_histogram(
+            d.name, unit=d.unit, description=d.description,
+            explicit_bucket_boundaries_advisory=list(d.buckets or ()),
+        )
+        self.executions = meter.create_counter(e.name, unit=e.unit, description=e.description)
+        self.active = meter.create_up_down_counter(a.name, unit=a.unit, description=a.description)
+        self.hook_duration = meter.create_histogram(
+            h.name, unit=h.unit, description=h.description,
+            explicit_bucket_boundaries_advisory=list(h.buckets or ()),
+        )
+        self.fn = fn
+        self.span_name = c.WORKFLOW_SPAN.format(workflow=WORKFLOW)
+        self.active_attrs = {c.M_WORKFLOW: WORKFLOW}
+        self.metric_attrs = {c.M_WORKFLOW: WORKFLOW, c.M_CHANNEL: CHANNEL, c.M_STATUS: c.STATUS_COMPLETED}
+
+        def hook(event: str, fn: Callable[[Any], Any]) -> tuple[Any, ...]:
+            return (
+                fn, c.HOOK_SPAN.format(event=event, plugin=PLUGIN),
+                {c.PLUGIN_NAME: PLUGIN, c.PLUGIN_VERSION: PLUGIN_VERSION, c.HOOK_EVENT: event},
+                {c.M_PLUGIN: PLUGIN, c.M_EVENT: event},
+            )
+
+        self.started = (hook(c.WORKFLOW_STARTED, hook_started),)
+        self.completed = (
+            hook(c.WORKFLOW_COMPLETED, hook_completed_1),
+            hook(c.WORKFLOW_COMPLETED, hook_completed_2),
+        )
+        # Set-up only, as the host does when a hook is registered: the error series exist from
+        # the start, at 0 (nothing is recorded on them per execution while no hook fails).
+        pe = c.PLUGIN_ERRORS
+        errors = meter.create_counter(pe.name, unit=pe.unit, description=pe.description)
+        for *_, metric_attrs in (*self.started, *self.completed):
+            errors.add(0, metric_attrs)
+
+    def _hooks(self, hooks: tuple[tuple[Any, ...], ...], arg: Any) -> None:
+        tracer, record = self.tracer, self.hook_duration.record
+        for fn, span_name, span_attrs, metric_attrs in hooks:
+            start = perf_counter()
+            with tracer.start_as_current_span(span_name, attributes=span_attrs):
+                fn(arg)
+            record(perf_counter() - start, metric_attrs)
+
+    def execute(self, inputs: Mapping[str, Any]) -> Any:
+        attributes = {
+            c.WORKFLOW_NAME: WORKFLOW,
+            c.WORKFLOW_ID: uuid.uuid4().hex,
+            c.CHANNEL: CHANNEL,
+            c.WORKFLOW_INPUTS: json.dumps(inputs, sort_keys=True),
+        }
+        with self.tracer.start_as_current_span(self.span_name, attributes=attributes):
+            self.active.add(1, self.active_attrs)
+            self._hooks(self.started, inputs)
+            start = perf_counter()
+            result = self.fn(inputs)
+            elapsed = perf_counter() - start
+            self.executions.add(1, self.metric_attrs)
+            self.duration.record(elapsed, self.metric_attrs)
+            self._hooks(self.completed, inputs)
+            self.active.add(-1, self.active_attrs)
+        return result
+
+
+# --------------------------------------------------------------------------------------
+# Case (b) baseline: the host's per-execution work with the telemetry code removed
+# --------------------------------------------------------------------------------------
+class BareHost:
+    """A minimal host: workflow dict, input check, WorkflowEvent, hooks with try/except, timing."""
+
+    def __init__(self) -> None:
+        self._workflows: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+        self._started: list[Callable[[Any], Any]] = []
+        self._completed: list[Callable[[Any], Any]] = []
+        self._failed: list[Callable[[Any], Any]] = []
+
+    def register(self, name: str, fn: Callable[[Mapping[str, Any]], Any]) -> None:
+        self._workflows[name] = fn
+
+    @staticmethod
+    def _run_hooks(hooks: list[Callable[[Any], Any]], event: WorkflowEvent) -> None:
+        for hook in hooks:
+            try:
+                hook(event)
+            except Exception as exc:  # a failing hook never fails the workflow
+                log.error("hook failed: %s", exc)
+
+    def execute_workflow(self, name: str, inputs: Mapping[str, Any] | None = None, *,
+                         session_id: str | None = None, channel: str = CHANNEL) -> Any:
+        fn = self._workflows[name]
+        if inputs is None:
+            inputs = {}
+        elif not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a dict, got {type(inputs).__name__}")
+        event = WorkflowEvent(
+            workflow_name=name, workflow_id=uuid.uuid4().hex, session_id=session_id,
+            channel=channel, inputs=inputs, timestamp=time.time(),
+        )
+        self._run_hooks(self._started, event)
+        start = perf_counter()
+        try:
+            result = fn(inputs)
+        except BaseException as exc:
+            event.duration = perf_counter() - start
+            event.error = exc
+            self._run_hooks(self._failed, event)
+            raise
+        event.duration = perf_counter() - start
+        event.result = result
+        self._run_hooks(self._completed, event)
+        return result
+
+
+# --------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------
+@dataclass
+class Side:
+    """One side of a case: ``run()`` performs one execution; ``close()`` tears down.
+
+    ``drain()``, when set, runs at the end of every timed round, inside the timing:
+    it waits for the work the round left to background threads, so that work counts.
+    """
+
+    label: str
+    run: Callable[[], Any]
+    close: Callable[[], None] = lambda: None
+    state: dict[str, Any] = field(default_factory=dict)
+    drain: Callable[[], Any] | None = None
+
+
+@dataclass
+class Case:
+    key: str
+    title: str
+    baseline_label: str
+    candidate_label: str
+    build: Callable[[], tuple[Side, Side]]
+    target: float
+    n: int  # executions per side per round (full run)
+    check: Callable[[Side, Side], list[str]] | None = None  # before timing
+    final_check: Callable[[Side, Side], list[str]] | None = None  # after timing, before close
+    clock: str | None = None  # the clock this case needs in place of the default "cpu" (thread) clock
+    budget: float | None = None  # wall seconds for this case (full run), in place of --budget's default
+    max_rounds: int | None = None  # at most this many rounds (full run), in place of --rounds' default
+
+
+def build_telemetry_case() -> tuple[Side, Side]:
+    ref_providers = Providers.fresh()
+    reference = RawSdkReference(ref_providers, trivial_workflow)
+    baseline = Side(
+        "raw SDK", lambda: reference.execute(INPUTS), ref_providers.shutdown,
+        {"providers": ref_providers},
+    )
+
+    app, host_providers, close_host = core_host()
+    execute = app.execute_workflow
+    candidate = Side(
+        "Nexus", lambda: execute(WORKFLOW, INPUTS), close_host, {"providers": host_providers},
+    )
+    return baseline, candidate
+
+
+def core_host(plugins: Sequence[NexusPlugin] = ()) -> tuple[Nexus, Providers, Callable[[], None]]:
+    """The host with core telemetry (fresh SDK providers, as in (a)), the 3-hook plugin, ``plugins``."""
+    providers = Providers.fresh()
+    app = Nexus("bench", tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider)
+    app.add_plugin(BenchPlugin())
+    for plugin in plugins:
+        app.add_plugin(plugin)
+    app.register(WORKFLOW, trivial_workflow)
+    app.start()
+
+    def close() -> None:
+        app.stop()
+        providers.shutdown()
+
+    return app, providers, close
+
+
+def _span_shape(span: Any) -> tuple[str, tuple[str, ...], str | None]:
+    return span.name, tuple(sorted(span.attributes or {})), None if span.parent is None else "child"
+
+
+def _metric_shape(reader: InMemoryMetricReader) -> dict[str, Any]:
+    """{name: (unit, bucket bounds, [(attributes, count, value)])} recorded so far (setup excluded)."""
+    data = reader.get_metrics_data()
+    out: dict[str, Any] = {}
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points = [p for p in metric.data.data_points if p.attributes.get(c.M_EVENT) != c.SETUP]
+                if not points:
+                    continue
+                bounds = tuple(getattr(points[0], "explicit_bounds", None) or ())
+                # attribute set and how much was recorded under it (count or sum)
+                attrs = sorted(
+                    (tuple(sorted(p.attributes.items())), getattr(p, "count", None), getattr(p, "value", None))
+                    for p in points
+                )
+                out[metric.name] = (metric.unit, bounds, attrs)
+    return out
+
+
+def check_telemetry_case(baseline: Side, candidate: Side) -> list[str]:
+    """After one execution each, both sides must have emitted the same spans and metrics.
+
+    Spans: names, attribute keys, nesting. Metrics: names, units, bucket
+    boundaries, attribute sets and the number of recordings under each.
+    """
+    problems: list[str] = []
+    shapes = []
+    for side in (baseline, candidate):
+        providers: Providers = side.state["providers"]
+        providers.exporter.kept.clear()
+        providers.exporter.keep = True
+        side.run()
+        providers.exporter.keep = False
+        spans = sorted(_span_shape(s) for s in providers.exporter.kept)
+        shapes.append((spans, _metric_shape(providers.reader)))
+    (ref_spans, ref_metrics), (host_spans, host_metrics) = shapes
+    if len(host_spans) != 4:
+        problems.append(f"host made {len(host_spans)} spans per execution, expected 4")
+    if ref_spans != host_spans:
+        problems.append(f"span shapes differ:\n  raw SDK {ref_spans}\n  Nexus   {host_spans}")
+    if ref_metrics != host_metrics:
+        problems.append(f"metric shapes differ:\n  raw SDK {ref_metrics}\n  Nexus   {host_metrics}")
+    return problems
+
+
+def build_disabled_case() -> tuple[Side, Side]:
+    bare = BareHost()
+    bare.register(WORKFLOW, busy_100us)
+    for fn in (hook_started,):
+        bare._started.append(fn)
+    for fn in (hook_completed_1, hook_completed_2):
+        bare._completed.append(fn)
+    bare_execute = bare.execute_workflow
+    baseline = Side("no-telemetry host", lambda: bare_execute(WORKFLOW, INPUTS))
+
+    app = Nexus("bench", environ={"OTEL_SDK_DISABLED": "true"})
+    app.add_plugin(BenchPlugin())
+    app.register(WORKFLOW, busy_100us)
+    app.start()
+    execute = app.execute_workflow
+    candidate = Side("Nexus disabled", lambda: execute(WORKFLOW, INPUTS), app.stop, {"app": app})
+    return baseline, candidate
+
+
+def check_disabled_case(baseline: Side, candidate: Side) -> list[str]:
+    app: Nexus = candidate.state["app"]
+    problems = []
+    if app.telemetry.enabled:
+        problems.append("OTEL_SDK_DISABLED=true did not disable the host's telemetry")
+    if len(app.hooks.get(c.WORKFLOW_STARTED)) != 1 or len(app.hooks.get(c.WORKFLOW_COMPLETED)) != 2:
+        problems.append("the disabled host does not have the three hooks")
+    return problems
+
+
+# --------------------------------------------------------------------------------------
+# Case (c): the full pipeline (redaction, request log, metrics, webhook, audit) over core telemetry
+# --------------------------------------------------------------------------------------
+DRAIN_TIMEOUT = 60.0  # seconds a round's drain may take before the case is reported broken
+
+
+def receiver_main(secret: str) -> int:
+    """``--webhook-receiver`` mode (its own process): answers every POST 200 at once, counts them.
+
+    It checks each payload's Standard Webhooks signature and keeps the ids it saw;
+    ``GET /count`` returns the tallies as JSON. It runs until it is terminated.
+    """
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from standardwebhooks.webhooks import Webhook
+
+    verifier = Webhook(secret)
+    lock = threading.Lock()
+    tally = {"received": 0, "valid": 0, "invalid": 0}
+    ids: set[str] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the webhook client expects
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            try:
+                verifier.verify(body, dict(self.headers.items()))
+                valid = True
+            except Exception:
+                valid = False
+            with lock:
+                tally["received"] += 1
+                tally["valid" if valid else "invalid"] += 1
+                ids.add(self.headers.get("webhook-id") or "")
+
+        def do_GET(self) -> None:
+            with lock:
+                body = json.dumps({**tally, "unique_ids": len(ids)}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((HOST, 0), Handler)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    server.serve_forever(poll_interval=0.5)
+    return 0
+
+
+class WebhookReceiver:
+    """The webhook destination: ``receiver_main`` in a subprocess (its CPU is not the host's)."""
+
+    def __init__(self, secret: str, timeout: float = 30.0) -> None:
+        cmd = [sys.executable, os.path.abspath(__file__), "--webhook-receiver", "--secret", secret]
+        self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: nobody reads it while it runs
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        deadline = perf_counter() + timeout
+        line = ""
+        assert self.proc.stdout is not None
+        while perf_counter() < deadline and not line.startswith("PORT "):
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:  # it exited
+                    break
+        if not line.startswith("PORT "):
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace")
+            self.stop()
+            raise RuntimeError(f"webhook receiver did not start: {err.strip()[-500:]}")
+        self.url = f"http://{HOST}:{int(line.split()[1])}/hook"
+
+    def count(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.url.rsplit("/", 1)[0] + "/count", timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+class CountingStreamHandler(logging.StreamHandler):
+    """A StreamHandler (the plugin's JSON formatter, a write per record) that also counts records."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.records = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records += 1
+        super().emit(record)
+
+
+def _wait_delivered(webhook: WebhookPlugin, database: DatabasePlugin, timeout: float = DRAIN_TIMEOUT) -> None:
+    """Block until both outboxes are empty: every queued payload posted, every queued row written.
+
+    The exporters' in-memory counters are polled (no SQL per poll, which would add
+    CPU to the measured side); the outboxes themselves (``stats()``) confirm at the end.
+    """
+    hook, audit = webhook.exporter, database.exporter
+    assert hook is not None and audit is not None
+    deadline = perf_counter() + timeout
+    sleep = 0.0005
+    while perf_counter() < deadline:
+        h, a = hook.counts, audit.counts
+        if (h["delivered"] + h["failed"] >= h["queued"] and a["written"] + a["failed"] >= a["queued"]
+                and webhook.stats()["outbox_pending"] == 0 and database.stats()["pending"] == 0):
+            return
+        time.sleep(sleep)
+        sleep = min(sleep * 2, 0.008)
+    raise RuntimeError(f"pipeline did not drain in {timeout:.0f} s: webhook {webhook.stats()}, "
+                       f"audit {database.stats()}")
+
+
+def build_pipeline_case() -> tuple[Side, Side]:
+    # Baseline: the host with core telemetry only (case (a)'s candidate).
+    base_app, base_providers, base_close = core_host()
+    base_execute = base_app.execute_workflow
+    base_count = [0]
+
+    def base_run() -> None:
+        base_count[0] += 1
+        base_execute(WORKFLOW, INPUTS)
+
+    baseline = Side("core telemetry", base_run, base_close,
+                    {"app": base_app, "providers": base_providers, "executions": base_count})
+    baseline.drain = base_app.telemetry.force_flush  # the same flush, so both sides pay it
+
+    # Candidate: the same plus every plugin of the pipeline, against healthy destinations.
+    tmp = tempfile.mkdtemp(prefix="nexus-otel-overhead-")
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    receiver = None
+    devnull = open(os.devnull, "w")
+    handler = CountingStreamHandler(devnull)
+    try:
+        receiver = WebhookReceiver(secret)
+        webhook = WebhookPlugin(receiver.url, secret=secret, outbox_path=os.path.join(tmp, "webhook-outbox.sqlite"))
+        database = DatabasePlugin(f"sqlite:///{os.path.join(tmp, 'audit.sqlite')}",
+                                  spool_path=os.path.join(tmp, "audit-spool.sqlite"))
+        metrics = MetricsPlugin()
+        plugins = [RequestLoggerPlugin("json", output=handler), metrics, webhook, database]
+        app, providers, close_app = core_host(plugins)
+    except BaseException:
+        if receiver is not None:
+            receiver.stop()
+        devnull.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    execute = app.execute_workflow
+    count = [0]
+
+    def run() -> None:
+        count[0] += 1
+        execute(WORKFLOW, INPUTS)
+
+    def drain() -> None:
+        app.telemetry.force_flush()
+        _wait_delivered(webhook, database)
+
+    def close() -> None:
+        try:
+            close_app()
+        finally:
+            receiver.stop()
+            devnull.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    candidate = Side("full pipeline", run, close, {
+        "app": app, "providers": providers, "executions": count, "receiver": receiver, "webhook": webhook,
+        "database": database, "metrics": metrics, "handler": handler,
+        "audit_db": os.path.join(tmp, "audit.sqlite"),
+    })
+    candidate.drain = drain
+    return baseline, candidate
+
+
+def _pipeline_problems(candidate: Side) -> list[str]:
+    """Every completed execution reached every destination, once; nothing failed or waits."""
+    st = candidate.state
+    executions = st["executions"][0]
+    candidate.drain()  # type: ignore[misc]
+    problems = []
+    hook_stats, audit_stats = st["webhook"].stats(), st["database"].stats()
+    got = st["receiver"].count()
+    with sqlite3.connect(st["audit_db"]) as db:
+        rows = db.execute("SELECT COUNT(*), COUNT(DISTINCT workflow_id) FROM workflow_executions").fetchone()
+    stats = st["metrics"].get_metrics()
+    records = st["handler"].records
+    if got["received"] != executions or got["unique_ids"] != executions or got["invalid"]:
+        problems.append(f"webhook receiver got {got} for {executions} executions")
+    if hook_stats.get("delivered") != executions or hook_stats.get("outbox_pending") or hook_stats.get("outbox_dead"):
+        problems.append(f"webhook outbox {hook_stats} for {executions} executions")
+    if rows[0] != executions or rows[1] != executions:
+        problems.append(f"audit table has {rows[0]} rows ({rows[1]} distinct ids) for {executions} executions")
+    if audit_stats.get("written") != executions or audit_stats.get("pending"):
+        problems.append(f"audit spool {audit_stats} for {executions} executions")
+    if stats["requests_total"] != executions or stats["requests_success"] != executions:
+        problems.append(f"MetricsPlugin counted {stats['requests_total']} for {executions} executions")
+    if records != 2 * executions:
+        problems.append(f"request log wrote {records} records for {executions} executions (expected 2 each)")
+    st["notes"] = [(
+        f"destinations: {executions} executions -> webhook receiver {got['received']} payloads "
+        f"({got['valid']} valid signatures, {got['unique_ids']} distinct ids; "
+        f"{hook_stats.get('retried', 0)} retries), audit table {rows[0]} rows, "
+        f"{records} request-log records, MetricsPlugin total {stats['requests_total']}"
+    )]
+    return problems
+
+
+def check_pipeline_case(baseline: Side, candidate: Side) -> list[str]:
+    """Before timing: the sinks are all behind redaction, and one execution reaches every destination."""
+    app: Nexus = candidate.state["app"]
+    problems = []
+    if not app.telemetry.enabled:
+        problems.append("the pipeline host's telemetry is disabled")
+    if len(app.telemetry.sinks.children) != 4:
+        problems.append(f"expected 4 sinks behind redaction (request log, metrics, webhook, audit), "
+                        f"found {len(app.telemetry.sinks.children)}")
+    baseline.run()
+    candidate.run()
+    return problems + _pipeline_problems(candidate)
+
+
+def final_check_pipeline_case(baseline: Side, candidate: Side) -> list[str]:
+    return _pipeline_problems(candidate)
+
+
+# (key, what, baseline, candidate, target, executions per round). Later cases go here.
+CASES: list[Case] = [
+    Case(
+        key="a", title="full telemetry: host vs raw OpenTelemetry SDK (trivial workflow, 3 hooks)",
+        baseline_label="raw SDK", candidate_label="Nexus",
+        build=build_telemetry_case, target=1.25, n=400, check=check_telemetry_case,
+    ),
+    Case(
+        key="b", title="OTEL_SDK_DISABLED=true: host vs host without telemetry code (100 us workflow)",
+        baseline_label="no-telemetry host", candidate_label="Nexus disabled",
+        build=build_disabled_case, target=1.05, n=400, check=check_disabled_case,
+    ),
+    Case(
+        key="c", title="full pipeline: host with redaction, request log, metrics, webhook and audit "
+                       "vs host with core telemetry (trivial workflow, 3 hooks)",
+        baseline_label="core telemetry", candidate_label="full pipeline",
+        build=build_pipeline_case, target=1.5, n=100, check=check_pipeline_case,
+        final_check=final_check_pipeline_case, clock="process", budget=25.0, max_rounds=40,
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    case: Case
+    baseline: list[float]  # per-execution seconds, one per round
+    candidate: list[float]
+    problems: list[str]
+    rounds_planned: int = 0
+    clock: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def base_median(self) -> float:
+        return statistics.median(self.baseline)
+
+    @property
+    def cand_median(self) -> float:
+        return statistics.median(self.candidate)
+
+    @property
+    def ratio(self) -> float:
+        """Median of the per-round ratios (each round's two sides ran back to back): judged."""
+        return statistics.median(c / b for b, c in zip(self.baseline, self.candidate))
+
+    @property
+    def ratio_of_medians(self) -> float:
+        """median(candidate) / median(baseline): shown for comparison."""
+        return self.cand_median / self.base_median
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and self.ratio <= self.case.target
+
+
+CLOCKS: dict[str, Callable[[], float]] = {
+    # CPU time of this thread: time the scheduler gives to other processes is not
+    # counted, which is what makes a shared, loaded machine usable. Everything both
+    # sides of (a) and (b) do (SimpleSpanProcessor exports included) runs in this thread.
+    "cpu": time.thread_time,
+    # CPU time of the whole process, every thread: for (c), whose batch processors and
+    # outbox workers do their share on background threads.
+    "process": time.process_time,
+    "wall": time.perf_counter,
+}
+CLOCK_NAMES = {"cpu": "thread CPU time", "process": "process CPU time", "wall": "wall time"}
+
+
+def _time_round(side: Side, n: int, clock: Callable[[], float] = time.thread_time) -> float:
+    fn, drain = side.run, side.drain
+    loop = range(n)
+    gc.collect()
+    gc.disable()
+    try:
+        start = clock()
+        for _ in loop:
+            fn()
+        if drain is not None:
+            drain()
+        elapsed = clock() - start
+    finally:
+        gc.enable()
+    return elapsed / n
+
+
+MIN_ROUNDS = 15
+
+
+def measure(case: Case, rounds: int, n: int, warmup: int,
+            clock: Callable[[], float] = time.thread_time, budget: float = float("inf")) -> Result:
+    """Up to ``rounds`` rounds, fewer (but at least MIN_ROUNDS) if ``budget`` wall seconds run out."""
+    deadline = perf_counter() + budget
+    baseline, candidate = case.build()
+    try:
+        problems = case.check(baseline, candidate) if case.check else []
+        for side in (baseline, candidate, baseline, candidate):
+            for _ in range(warmup):
+                side.run()
+            if side.drain is not None:
+                side.drain()
+        base_times: list[float] = []
+        cand_times: list[float] = []
+        for i in range(rounds):
+            if i >= MIN_ROUNDS and i % 2 == 0 and perf_counter() > deadline:
+                break
+            if i % 2 == 0:
+                base_times.append(_time_round(baseline, n, clock))
+                cand_times.append(_time_round(candidate, n, clock))
+            else:
+                cand_times.append(_time_round(candidate, n, clock))
+                base_times.append(_time_round(baseline, n, clock))
+        if case.final_check:
+            problems += case.final_check(baseline, candidate)
+        return Result(case, base_times, cand_times, problems, rounds,
+                      notes=list(candidate.state.get("notes", ())))
+    finally:
+        baseline.close()
+        candidate.close()
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:8.2f}"
+
+
+def _spread(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=4) if len(values) >= 4 else [min(values), 0, max(values)]
+    return f"{q[0] * 1e6:.1f}-{q[-1] * 1e6:.1f}"
+
+
+def _ratio(value: float, target: float) -> str:
+    """Three decimals, or four when three would round across the target (1.0504 is not 1.050)."""
+    for places in range(3, 7):
+        text = f"{value:.{places}f}"
+        if (float(text) <= target) == (value <= target):
+            break
+    return text
+
+
+def report(results: list[Result]) -> None:
+    print()
+    print("per-execution time: median over rounds, microseconds")
+    header = (f"{'case':<4} {'baseline':<18} {'base us':>9} {'candidate':<15} {'cand us':>9} "
+              f"{'+us':>7} {'ratio':>6} {'r.o.m.':>6} {'target':>7}  verdict")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        verdict = "PASS" if r.passed else ("FAIL (check)" if r.problems else "FAIL")
+        print(
+            f"{r.case.key:<4} {r.case.baseline_label:<18} {_us(r.base_median):>9} "
+            f"{r.case.candidate_label:<15} {_us(r.cand_median):>9} "
+            f"{(r.cand_median - r.base_median) * 1e6:>7.2f} {_ratio(r.ratio, r.case.target):>6} "
+            f"{r.ratio_of_medians:>6.3f} "
+            f"{'<= ' + format(r.case.target, '.2f'):>7}  {verdict}"
+        )
+    print()
+    for r in results:
+        print(f"({r.case.key}) {r.case.title}")
+        cut = f" (of {r.rounds_planned}: time budget reached)" if len(r.baseline) < r.rounds_planned else ""
+        print(f"    rounds={len(r.baseline)}{cut}  {CLOCK_NAMES[r.clock]}  baseline IQR [{_spread(r.baseline)}] us  "
+              f"candidate IQR [{_spread(r.candidate)}] us")
+        for note in r.notes:
+            print(f"    {note}")
+        for p in r.problems:
+            print(f"    CHECK FAILED: {p}")
+    print()
+    print("ratio = median over rounds of candidate/baseline (judged against the target); "
+          "r.o.m. = median(candidate) / median(baseline)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds per case (default 60, (c) 40; quick 30)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help=f"wall seconds per case before rounds stop early (never under "
+                             f"{MIN_ROUNDS} rounds; default 35, (c) 25; quick 8)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="cpu: CPU time (default; robust on a loaded machine): this thread's for (a) "
+                             "and (b), the whole process's for (c); process: the process's for every case; "
+                             "wall: perf_counter")
+    parser.add_argument("--case", action="append", choices=[c.key for c in CASES],
+                        help="run only this case (repeatable)")
+    # internal mode: the webhook receiver subprocess of case (c)
+    parser.add_argument("--webhook-receiver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--secret", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.webhook_receiver:
+        return receiver_main(args.secret)
+
+    t0 = perf_counter()
+    scale = 0.3 if args.quick else 1.0
+    selected = [case for case in CASES if not args.case or case.key in args.case]
+    print(f"nexus-otel overhead benchmark  python {platform.python_version()}  "
+          f"opentelemetry-sdk {otel_sdk_version.__version__}  nproc {os.cpu_count()}  "
+          f"{'quick' if args.quick else 'full'} run, {args.clock} clock")
+    results = []
+    broken = []
+    for case in selected:
+        default_rounds = 30 if args.quick else 60
+        if case.max_rounds:
+            default_rounds = min(default_rounds, case.max_rounds)
+        rounds = max(1, args.rounds or default_rounds)
+        budget = args.budget or (8.0 if args.quick else (case.budget or 35.0))
+        clock = case.clock if (args.clock == "cpu" and case.clock) else args.clock
+        n = max(20, int(case.n * scale))
+        warmup = max(50, n // 2)
+        print(f"  ({case.key}) {case.title}: {rounds} rounds x {n} executions per side, "
+              f"{CLOCK_NAMES[clock]}, budget {budget:g} s ...", flush=True)
+        BUSY_CLOCK[0] = CLOCKS[clock]
+        try:
+            result = measure(case, rounds, n, warmup, CLOCKS[clock], budget)
+        except (RuntimeError, OSError) as exc:
+            print(f"  ({case.key}) could not be measured: {exc}", flush=True)
+            broken.append(case.key)
+            continue
+        result.clock = clock
+        results.append(result)
+    if results:
+        report(results)
+    for key in broken:
+        print(f"({key}) NOT MEASURED (see above)")
+    met = not broken and all(r.passed for r in results)
+    print(f"verdict: {'all targets met' if met else 'TARGET(S) MISSED'}")
+    print(f"total elapsed: {perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
