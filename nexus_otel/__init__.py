@@ -3,17 +3,20 @@
 __version__ = "0.1.0"
 
 from .app import Nexus  # noqa: E402
+from .caller import Caller, Principal  # noqa: E402
 from .errors import NexusOtelError  # noqa: E402
 from .events import WorkflowEvent  # noqa: E402
 from .middleware import Middleware, WorkflowCall  # noqa: E402
 from .plugin import NexusPlugin, PluginManager  # noqa: E402
 
 __all__ = [
+    "Caller",
     "Middleware",
     "Nexus",
     "NexusOtelError",
     "NexusPlugin",
     "PluginManager",
+    "Principal",
     "WorkflowCall",
     "WorkflowEvent",
     "__version__",

@@ -13,6 +13,7 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind
 
+from .caller import Caller
 from .discovery import Discovered
 from .errors import AppStateError
 from .execution import Executor
@@ -100,12 +101,16 @@ class Nexus:
         session_id: str | None = None,
         channel: str = "python",
         span_kind: SpanKind = SpanKind.INTERNAL,
+        caller: Caller | None = None,
     ) -> Any:
-        """Run a workflow and return its result; its own exceptions come back unchanged."""
+        """Run a workflow and return its result; its own exceptions come back unchanged.
+
+        ``caller`` carries credentials for auth middleware (``Caller(bearer_token=...)``).
+        """
         workflow = self.workflows.get(workflow_name)
         inputs = check_inputs(workflow_name, inputs)
         self._check_running("execute_workflow")
-        return self._executor.execute(workflow, inputs, session_id, channel, span_kind)
+        return self._executor.execute(workflow, inputs, session_id, channel, span_kind, caller)
 
     async def aexecute_workflow(
         self,
@@ -115,6 +120,7 @@ class Nexus:
         session_id: str | None = None,
         channel: str = "python",
         span_kind: SpanKind = SpanKind.INTERNAL,
+        caller: Caller | None = None,
     ) -> Any:
         """The async twin of :meth:`execute_workflow`.
 
@@ -127,9 +133,9 @@ class Nexus:
         self._check_running("aexecute_workflow")
         if not workflow.is_async:
             return await asyncio.to_thread(
-                self._executor.execute, workflow, inputs, session_id, channel, span_kind,
+                self._executor.execute, workflow, inputs, session_id, channel, span_kind, caller,
             )
-        return await self._executor.aexecute(workflow, inputs, session_id, channel, span_kind)
+        return await self._executor.aexecute(workflow, inputs, session_id, channel, span_kind, caller)
 
     # -- hooks -------------------------------------------------------------------
     def on_workflow_started(self, fn: F) -> F:

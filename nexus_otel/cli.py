@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from .errors import NexusOtelError, UnknownWorkflowError
+from .caller import Caller
+from .errors import AccessError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
 from .telemetry.config import DEFAULT_DATA_DIR
 
 APP_HELP = "MODULE:APP, e.g. myproject.app:app (an app, or a function returning one)"
@@ -63,8 +64,11 @@ def serve(target: str, host: str, port: int, plugins_dir: str | None) -> None:
 @click.argument("workflow")
 @click.option("--input", "input_json", default="{}", show_default=True, help="Inputs as a JSON object.")
 @click.option("--session-id", default=None)
+@click.option("--token", envvar="NEXUS_OTEL_TOKEN", default=None, help="Bearer token (or $NEXUS_OTEL_TOKEN).")
+@click.option("--api-key", envvar="NEXUS_OTEL_API_KEY", default=None, help="API key (or $NEXUS_OTEL_API_KEY).")
 @click.option("--plugins-dir", type=click.Path(file_okay=False))
-def run(target: str, workflow: str, input_json: str, session_id: str | None, plugins_dir: str | None) -> None:
+def run(target: str, workflow: str, input_json: str, session_id: str | None, token: str | None,
+        api_key: str | None, plugins_dir: str | None) -> None:
     """Run one workflow (channel "cli"); print its result and trace id."""
     try:
         inputs = json.loads(input_json)
@@ -82,12 +86,22 @@ def run(target: str, workflow: str, input_json: str, session_id: str | None, plu
     failure: BaseException | None = None
     with app:
         try:
-            result = app.execute_workflow(workflow, inputs, session_id=session_id, channel="cli")
+            result = app.execute_workflow(workflow, inputs, session_id=session_id, channel="cli",
+                                          caller=Caller(bearer_token=token, api_key=api_key))
         except UnknownWorkflowError as exc:
             raise click.UsageError(str(exc)) from exc
+        except (AccessError, RateLimitExceeded) as exc:
+            failure = exc
         except Exception as exc:  # the workflow's own failure
             failure = exc
     trace = seen.get("trace_id") or "-"
+    if isinstance(failure, AccessError):
+        click.echo(f"error: access denied ({failure.reason}): {failure}", err=True)
+        click.echo(f"trace_id: {trace}", err=True)
+        sys.exit(1)
+    if isinstance(failure, RateLimitExceeded):
+        click.echo(f"error: {failure}", err=True)
+        sys.exit(1)
     if failure is not None:
         click.echo(f"error: workflow {workflow!r} failed: {type(failure).__name__}: {failure}", err=True)
         click.echo(f"trace_id: {trace}", err=True)

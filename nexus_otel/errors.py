@@ -15,7 +15,11 @@ the workflow, so a log line alone tells a user what to fix::
     │   ├── WorkflowRegistrationError  bad name or not callable (also TypeError)
     │   ├── DuplicateWorkflowError  name already registered (also ValueError)
     │   └── InvalidInputsError      inputs are not a mapping (also TypeError)
-    └── AppStateError               the app cannot do that now (also RuntimeError)
+    ├── AppStateError               the app cannot do that now (also RuntimeError)
+    ├── AccessError                 a caller was turned away; ``.reason`` says why
+    │   ├── AuthenticationError     no or bad credentials (HTTP 401)
+    │   └── AuthorizationError      valid credentials, not allowed (HTTP 403)
+    └── RateLimitExceeded           over the limit; ``.retry_after`` seconds (HTTP 429)
 
 Exceptions raised by a workflow function itself are never wrapped: callers get
 their own exception back, unchanged.
@@ -98,3 +102,41 @@ class InvalidInputsError(WorkflowError, TypeError):
 
 class AppStateError(NexusOtelError, RuntimeError):
     """The app is in a state where this call cannot work (e.g. already stopped)."""
+
+
+class AccessError(NexusOtelError, PermissionError):
+    """A caller was turned away. ``reason`` is a short code (``expired``, ``bad_audience``, ...).
+
+    Messages never contain the credentials themselves.
+    """
+
+    status = 403
+
+    def __init__(self, reason: str, message: str, *, workflow: str | None = None) -> None:
+        self.reason = reason
+        self.workflow = workflow
+        super().__init__(message)
+
+
+class AuthenticationError(AccessError):
+    """No credentials, or credentials that do not verify (HTTP 401)."""
+
+    status = 401
+
+
+class AuthorizationError(AccessError):
+    """Verified credentials without the scopes the workflow requires (HTTP 403)."""
+
+    status = 403
+
+
+class RateLimitExceeded(NexusOtelError):
+    """Over the rate limit; try again in ``retry_after`` seconds (HTTP 429)."""
+
+    def __init__(self, workflow: str, *, limit: int, remaining: int, reset: float, retry_after: int) -> None:
+        self.workflow = workflow
+        self.limit = limit
+        self.remaining = remaining
+        self.reset = reset
+        self.retry_after = retry_after
+        super().__init__(f"workflow {workflow!r}: rate limit of {limit} exceeded; retry in {retry_after} s")

@@ -32,6 +32,8 @@ class WorkflowEvent:
     span_id: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     """Free-form values middleware and hooks pass to each other."""
+    principal: Any = None
+    """The authenticated :class:`~nexus_otel.caller.Principal`, when an auth middleware ran."""
 
     @property
     def status(self) -> str:

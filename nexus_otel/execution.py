@@ -24,6 +24,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from ._aio import block_on
+from .caller import Caller
 from .events import WorkflowEvent
 from .hooks import HookRegistry, HookRunner
 from .middleware import Middleware, WorkflowCall, build_async_chain, build_sync_chain
@@ -87,14 +88,14 @@ class Executor:
 
     # -- the two paths -----------------------------------------------------
     def execute(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
-                channel: str, kind: SpanKind) -> Any:
+                channel: str, kind: SpanKind, caller: Caller | None = None) -> Any:
         run = self._begin(workflow, inputs, session_id, channel, kind)
         event = run.event
         try:
             self._runner.run(self._hooks.get(c.WORKFLOW_STARTED), (event,))
             run.start = time.perf_counter()
             try:
-                result = self._sync_chain(WorkflowCall(workflow, event, inputs, run.span))
+                result = self._sync_chain(WorkflowCall(workflow, event, inputs, run.span, caller or Caller()))
             except BaseException as exc:
                 self._failed(run, exc)
                 self._runner.run(self._hooks.get(c.WORKFLOW_FAILED), (event,))
@@ -106,14 +107,15 @@ class Executor:
             self._end(run)
 
     async def aexecute(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
-                       channel: str, kind: SpanKind) -> Any:
+                       channel: str, kind: SpanKind, caller: Caller | None = None) -> Any:
         run = self._begin(workflow, inputs, session_id, channel, kind)
         event = run.event
         try:
             await self._runner.arun(self._hooks.get(c.WORKFLOW_STARTED), (event,))
             run.start = time.perf_counter()
             try:
-                result = await self._async_chain(WorkflowCall(workflow, event, inputs, run.span))
+                result = await self._async_chain(WorkflowCall(workflow, event, inputs, run.span,
+                                                              caller or Caller()))
             except BaseException as exc:
                 self._failed(run, exc)
                 await self._runner.arun(self._hooks.get(c.WORKFLOW_FAILED), (event,))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 from opentelemetry.trace import Span
 
 from ._aio import block_on
+from .caller import Caller
 from .events import WorkflowEvent
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class WorkflowCall:
     """What the workflow function will receive; middleware may replace it."""
     span: Span
     """The workflow span (a non-recording span when telemetry is off)."""
+    caller: Caller = field(default_factory=lambda: Caller())
+    """Credentials and address as the channel saw them (never recorded)."""
 
     @property
     def name(self) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up (idempotent), install the real servers the
-# end-to-end tests run (Debian's prometheus, which brings promtool, and
-# postgresql), then run the whole suite. Extra arguments go to pytest,
+# end-to-end tests run (Debian's prometheus, which brings promtool,
+# postgresql and redis-server), then run the whole suite. Extra arguments go to pytest,
 # e.g. scripts/test.sh -k otlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ bash scripts/setup.sh
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then

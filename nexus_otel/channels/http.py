@@ -8,8 +8,11 @@ Routes::
     GET  /metrics            Prometheus text, or OpenMetrics when the scraper asks
 
 Every error is JSON with the trace id: unknown workflow 404, a body that is not
-a JSON object 400, a body over ``max_body_bytes`` 413, a workflow exception
-500 (its type only: no message, no traceback). The session id comes from the
+a JSON object 400, a body over ``max_body_bytes`` 413, a caller turned away by
+auth 401 (with ``WWW-Authenticate``) or 403, over the rate limit 429 (with
+``Retry-After`` and ``RateLimit-*``), a workflow exception 500 (its type only:
+no message, no traceback). Credentials come from ``Authorization: Bearer`` or
+``X-API-Key`` and go nowhere but the auth middleware. The session id comes from the
 ``X-Session-Id`` header, else a string ``session_id`` field of the body.
 """
 
@@ -28,7 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..app import Nexus
-from ..errors import ConfigurationError
+from ..caller import Caller
+from ..errors import AccessError, ConfigurationError, RateLimitExceeded
 from ..telemetry import contract as c
 from .http_telemetry import HttpTelemetryMiddleware
 
@@ -53,6 +57,26 @@ def _trace_id() -> str | None:
 
 def _error(status: int, error: str, **extra: Any) -> Response:
     return _JSON({"error": error, **extra, "trace_id": _trace_id()}, status_code=status)
+
+
+def _caller(request: Request) -> Caller:
+    """Credentials from ``Authorization: Bearer`` or ``X-API-Key``; the client's address."""
+    token = None
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        token = value.strip()
+    client = request.client.host if request.client else None
+    return Caller(bearer_token=token, api_key=request.headers.get("x-api-key") or None, client_address=client)
+
+
+def _www_authenticate(exc: AccessError) -> str:
+    """RFC 6750: what went wrong, without echoing anything the caller sent."""
+    if exc.reason == "missing":
+        return 'Bearer realm="nexus-otel"'
+    if exc.reason == "insufficient_scope":
+        return f'Bearer realm="nexus-otel", error="insufficient_scope", error_description="{exc}"'
+    return f'Bearer realm="nexus-otel", error="invalid_token", error_description="{exc}"'
 
 
 class _BodyTooLarge(Exception):
@@ -96,14 +120,26 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         session_id = request.headers.get(SESSION_HEADER)
         if session_id is None and isinstance(inputs.get("session_id"), str):
             session_id = inputs["session_id"]
+        caller = _caller(request)
         try:
             result = await nexus.aexecute_workflow(
-                name, inputs, session_id=session_id, channel=CHANNEL,
+                name, inputs, session_id=session_id, channel=CHANNEL, caller=caller,
             )
+        except AccessError as exc:
+            response = _error(exc.status, str(exc), workflow=name, reason=exc.reason)
+            response.headers["www-authenticate"] = _www_authenticate(exc)
+            return response
+        except RateLimitExceeded as exc:
+            response = _error(429, str(exc), workflow=name, retry_after=exc.retry_after)
+            response.headers.update(caller.response_headers)
+            response.headers["retry-after"] = str(exc.retry_after)
+            return response
         except Exception as exc:
             log.debug("workflow %r failed: %s", name, c.error_type(exc))
             return _error(500, "workflow failed", workflow=name, error_type=c.error_type(exc))
-        return _JSON({"result": result, "workflow": name, "trace_id": _trace_id()})
+        response = _JSON({"result": result, "workflow": name, "trace_id": _trace_id()})
+        response.headers.update(caller.response_headers)
+        return response
 
     async def list_workflows(request: Request) -> Response:
         return _JSON({"workflows": [

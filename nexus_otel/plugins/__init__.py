@@ -6,20 +6,24 @@ wiring over a processor, exporter or middleware that can be used without it.
 """
 
 from ..plugin import NexusPlugin, PluginManager
+from .auth import AuthPlugin
 from .caching import CachingPlugin
 from .database import DatabasePlugin
 from .metrics import MetricsPlugin
 from .monitoring import MonitoringPlugin
+from .rate_limit import RateLimitPlugin
 from .request_logger import RequestLoggerPlugin
 from .webhook import WebhookPlugin
 
 __all__ = [
+    "AuthPlugin",
     "CachingPlugin",
     "DatabasePlugin",
     "MetricsPlugin",
     "MonitoringPlugin",
     "NexusPlugin",
     "PluginManager",
+    "RateLimitPlugin",
     "RequestLoggerPlugin",
     "WebhookPlugin",
 ]

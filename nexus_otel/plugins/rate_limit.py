@@ -1,0 +1,55 @@
+"""``RateLimitPlugin``: the seed's rate limiter, ``limit`` per minute with bursts up to ``burst``.
+
+Keyed by ``principal`` (the authenticated caller; add ``AuthPlugin`` first),
+``api_key``, ``client`` address or ``session``, counted ``global``-ly or per
+``workflow``. ``storage="redis://host:6379"`` shares the budget between
+replicas. Settings may be constructor arguments or attributes set before
+``add_plugin``, as in the seed; bad values fail at setup naming them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import settings
+from ..errors import ConfigurationError
+from ..middlewares.rate_limit import KEYS, SCOPES, RateLimitMiddleware
+from ..plugin import NexusPlugin
+
+
+class RateLimitPlugin(NexusPlugin):
+    """Turns away callers over their budget with HTTP 429 (or ``RateLimitExceeded``)."""
+
+    name = "rate_limit"
+    version = "1.0.0"
+
+    def __init__(self, limit: int = 1000, burst: int = 100, *, key: str = "principal", per: str = "global",
+                 storage: str = "memory://") -> None:
+        self.limit = limit
+        self.burst = burst
+        self.key = key
+        self.per = per
+        self.storage = storage
+        self.middleware: RateLimitMiddleware | None = None
+
+    def setup(self, nexus_app: Any) -> None:
+        limit = int(settings.number("RateLimitPlugin.limit", self.limit, minimum=1, integer=True))
+        burst = int(settings.number("RateLimitPlugin.burst", self.burst, minimum=1, integer=True))
+        key = settings.choice("RateLimitPlugin.key", self.key, KEYS)
+        per = settings.choice("RateLimitPlugin.per", self.per, SCOPES)
+        if not isinstance(self.storage, str):
+            raise ConfigurationError("RateLimitPlugin.storage", self.storage, "a storage URI such as memory:// "
+                                     "or redis://127.0.0.1:6379")
+        counter = nexus_app.telemetry.meter.create_counter(
+            "nexus.ratelimit.rejections", unit="1", description="Executions turned away by the rate limit.")
+
+        def count(call: Any, key_type: str) -> None:
+            counter.add(1, {"workflow": call.name, "key_type": key_type})
+
+        try:
+            self.middleware = RateLimitMiddleware(limit, burst, key=key, per=per, storage=self.storage,
+                                                  on_reject=count)
+        except Exception as exc:  # limits raises its own errors for bad URIs or missing drivers
+            raise ConfigurationError("RateLimitPlugin.storage", self.storage,
+                                     f"a storage URI limits understands ({type(exc).__name__}: {exc})") from exc
+        nexus_app.use(self.middleware)
