@@ -55,6 +55,10 @@ class ApiKeyStore:
             raise AuthenticationError("invalid_api_key", "the API key is not valid")
         return Principal(found[0], found[1], "api_key")
 
+    def named_hashes(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"hash": ..., "scopes": [...]}}``: the store as configuration, without a plain key."""
+        return {name: {"hash": PREFIX + stored.hex(), "scopes": sorted(scopes)} for name, stored, scopes in self._entries}
+
     def stored_forms(self) -> list[str]:
         """What is kept: hashes only (for checks and audits)."""
         return [PREFIX + stored.hex() for _, stored, _ in self._entries]

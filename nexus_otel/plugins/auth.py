@@ -87,7 +87,9 @@ class AuthPlugin(NexusPlugin):
         if strategy == "api_key":
             if self.api_keys is None:
                 raise ConfigurationError("AuthPlugin.api_keys", None, "keys for strategy 'api_key'")
-            verify, blocking = api_key(ApiKeyStore(self.api_keys)), False
+            store = ApiKeyStore(self.api_keys)
+            self.api_keys = store.named_hashes()  # keep no plain key past setup
+            verify, blocking = api_key(store), False
         else:
             verify, blocking = bearer(self._jwt_verifier(strategy, float(leeway))), strategy != "jwt"
         self.middleware = AuthMiddleware(
