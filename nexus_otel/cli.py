@@ -101,6 +101,7 @@ def run(target: str, workflow: str, input_json: str, session_id: str | None, tok
         sys.exit(1)
     if isinstance(failure, RateLimitExceeded):
         click.echo(f"error: {failure}", err=True)
+        click.echo(f"trace_id: {trace}", err=True)
         sys.exit(1)
     if failure is not None:
         click.echo(f"error: workflow {workflow!r} failed: {type(failure).__name__}: {failure}", err=True)

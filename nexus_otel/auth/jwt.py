@@ -58,21 +58,27 @@ class JwtVerifier:
         except jwt.InvalidTokenError:
             raise AuthenticationError("malformed", "the bearer token is not a well-formed JWT") from None
         alg = header.get("alg")
-        if alg not in self.algorithms:
-            raise AuthenticationError("bad_algorithm", f"token algorithm {alg!r} is not accepted") from None
+        if alg not in self.algorithms:  # never echo the header: it is the caller's text
+            raise AuthenticationError("bad_algorithm", "the token's algorithm is not accepted") from None
         key: Any = self._key
         if self._jwks is not None:
             kid = header.get("kid")
-            if not kid:
+            if not kid or not isinstance(kid, str):
                 raise AuthenticationError("unknown_key", "token has no key id (kid)")
             try:
                 with self._lock:
-                    key = self._jwks.get_signing_key(kid).key
+                    jwk = self._jwks.get_signing_key(kid)
             except jwt.PyJWKClientConnectionError:
                 raise AuthenticationError("jwks_unavailable", "the identity provider's keys could not be fetched"
                                           ) from None
+            except jwt.PyJWKSetError:
+                raise AuthenticationError("jwks_unavailable", "the identity provider's key set has no usable keys"
+                                          ) from None
             except jwt.PyJWKClientError:
                 raise AuthenticationError("unknown_key", "token signed with an unknown key") from None
+            if jwk.algorithm_name and jwk.algorithm_name != alg:
+                raise AuthenticationError("bad_algorithm", "the token's algorithm does not match its key")
+            key = jwk.key
         options: dict[str, Any] = {
             "require": ["exp"] + (["iss"] if self.issuer else []) + (["aud"] if self.audience else []),
             "verify_aud": self.audience is not None,
@@ -98,6 +104,8 @@ class JwtVerifier:
             raise AuthenticationError("bad_algorithm", "token algorithm is not accepted") from None
         except jwt.InvalidTokenError:
             raise AuthenticationError("invalid_token", "token is not valid") from None
+        except (TypeError, ValueError):  # a key of another type than the algorithm needs
+            raise AuthenticationError("bad_algorithm", "the token's algorithm does not match its key") from None
         subject = claims.get(self.principal_claim)
         if not isinstance(subject, str) or not subject:
             raise AuthenticationError("missing_claim", f"token lacks the {self.principal_claim!r} claim")

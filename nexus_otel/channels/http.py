@@ -74,9 +74,9 @@ def _www_authenticate(exc: AccessError) -> str:
     """RFC 6750: what went wrong, without echoing anything the caller sent."""
     if exc.reason == "missing":
         return 'Bearer realm="nexus-otel"'
-    if exc.reason == "insufficient_scope":
-        return f'Bearer realm="nexus-otel", error="insufficient_scope", error_description="{exc}"'
-    return f'Bearer realm="nexus-otel", error="invalid_token", error_description="{exc}"'
+    error = "insufficient_scope" if exc.reason == "insufficient_scope" else "invalid_token"
+    description = "".join(ch for ch in str(exc) if 32 <= ord(ch) < 127 and ch not in '"\\')[:200]
+    return f'Bearer realm="nexus-otel", error="{error}", error_description="{description}"'
 
 
 class _BodyTooLarge(Exception):

@@ -12,6 +12,7 @@ span and is counted.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -29,10 +30,21 @@ SCOPES = ("global", "workflow")
 
 
 def limit_items(limit: int, burst: int) -> tuple[Any, Any]:
-    """The burst window and the per-minute window."""
-    window = max(1, round(burst * 60 / limit))
-    burst_amount = max(burst, math.ceil(limit * window / 60))
-    return RateLimitItemPerSecond(burst_amount, window), RateLimitItemPerMinute(limit)
+    """The burst window and the per-minute window.
+
+    The burst window is ``burst`` per ``floor(burst * 60 / limit)`` seconds
+    (windows are whole seconds), so never more than ``burst`` calls pass at
+    once; the per-minute window holds the long-run rate to ``limit``. Only
+    when ``burst`` is below one second's worth of ``limit`` is the burst raised
+    to that (see :func:`effective_burst`).
+    """
+    window = max(1, math.floor(burst * 60 / limit))
+    return RateLimitItemPerSecond(effective_burst(limit, burst), window), RateLimitItemPerMinute(limit)
+
+
+def effective_burst(limit: int, burst: int) -> int:
+    """``burst``, or one second's worth of ``limit`` if that is more."""
+    return max(burst, math.ceil(limit / 60)) if burst * 60 < limit else burst
 
 
 class RateLimitMiddleware(Middleware):
@@ -47,6 +59,7 @@ class RateLimitMiddleware(Middleware):
         self.per = per
         self.namespace = namespace
         self.storage = storage_from_string(storage)
+        self.remote = not storage.startswith("memory://")
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.items = limit_items(limit, burst)
         self._on_reject = on_reject or (lambda call, key_type: None)
@@ -68,7 +81,8 @@ class RateLimitMiddleware(Middleware):
         key_type, value = self.identity(call)
         ids = [self.namespace, key_type, value] + ([call.name] if self.per == "workflow" else [])
         burst_item, minute_item = self.items
-        ok = self.limiter.hit(burst_item, *ids) and self.limiter.hit(minute_item, *ids)
+        ok = (self.limiter.test(minute_item, *ids) and self.limiter.hit(burst_item, *ids)
+              and self.limiter.hit(minute_item, *ids))
         now = time.time()
         stats = [(item, self.limiter.get_window_stats(item, *ids)) for item in self.items]
         item, tightest = min(stats, key=lambda s: s[1].remaining)
@@ -94,5 +108,8 @@ class RateLimitMiddleware(Middleware):
         return call_next(call)
 
     async def ahandle(self, call: WorkflowCall, call_next: AsyncNext) -> Any:
-        self._admit(call)  # memory storage is instant; Redis is one round trip on loopback
+        if self.remote:  # a network round trip: not on the event loop
+            await asyncio.to_thread(self._admit, call)
+        else:
+            self._admit(call)
         return await call_next(call)

@@ -9,12 +9,15 @@ replicas. Settings may be constructor arguments or attributes set before
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import settings
 from ..errors import ConfigurationError
-from ..middlewares.rate_limit import KEYS, SCOPES, RateLimitMiddleware
+from ..middlewares.rate_limit import KEYS, SCOPES, RateLimitMiddleware, effective_burst
 from ..plugin import NexusPlugin
+
+log = logging.getLogger("nexus_otel.ratelimit")
 
 
 class RateLimitPlugin(NexusPlugin):
@@ -47,9 +50,19 @@ class RateLimitPlugin(NexusPlugin):
             counter.add(1, {"workflow": call.name, "key_type": key_type})
 
         try:
-            self.middleware = RateLimitMiddleware(limit, burst, key=key, per=per, storage=self.storage,
-                                                  on_reject=count)
+            middleware = RateLimitMiddleware(limit, burst, key=key, per=per, storage=self.storage,
+                                             on_reject=count)
         except Exception as exc:  # limits raises its own errors for bad URIs or missing drivers
             raise ConfigurationError("RateLimitPlugin.storage", self.storage,
                                      f"a storage URI limits understands ({type(exc).__name__}: {exc})") from exc
+        try:
+            reachable = middleware.storage.check()
+        except Exception:
+            reachable = False
+        if not reachable:
+            raise ConfigurationError("RateLimitPlugin.storage", self.storage, "a storage that answers now")
+        if effective_burst(limit, burst) != burst:
+            log.warning("RateLimitPlugin: burst=%d is less than one second's worth of limit=%d/min; "
+                        "bursts of %d are allowed", burst, limit, effective_burst(limit, burst))
+        self.middleware = middleware
         nexus_app.use(self.middleware)

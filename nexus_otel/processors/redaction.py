@@ -88,8 +88,7 @@ class RedactingSpanProcessor(SpanProcessor):
         bounded.dropped = getattr(original, "dropped", 0)
         return ReadableSpan(
             name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=bounded, events=events, links=span.links, kind=span.kind,
-            instrumentation_info=span.instrumentation_info, status=status,
+            attributes=bounded, events=events, links=span.links, kind=span.kind, status=status,
             start_time=span.start_time, end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
