@@ -14,6 +14,7 @@ from typing import Any
 from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import Outbox
 from ..plugin import NexusPlugin
+from ..processors.workflow_filter import WorkflowSpansOnly
 
 
 class DatabasePlugin(NexusPlugin):
@@ -41,7 +42,8 @@ class DatabasePlugin(NexusPlugin):
             return
         spool = Outbox(Path(self.spool_path) if self.spool_path else data_dir / "audit-spool.sqlite")
         self.exporter = AuditExporter(store, spool, meter=self._telemetry.meter)
-        self._processor = self._telemetry.batch_processor(self.exporter, "audit", schedule_delay_millis=200)
+        self._processor = WorkflowSpansOnly(
+            self._telemetry.batch_processor(self.exporter, "audit", schedule_delay_millis=200))
         self._telemetry.add_span_processor(self._processor)
 
     def stats(self) -> dict[str, int]:

@@ -9,8 +9,6 @@ workflow, by any code, carries ``trace_id`` and ``span_id``).
 from __future__ import annotations
 
 import logging
-import logging.handlers
-import queue
 import sys
 from typing import Any
 
@@ -21,19 +19,6 @@ from ..processors.request_log import RequestLogProcessor
 from .. import settings
 
 FORMATS = ("plain", "json")
-
-
-class _PreparedQueueHandler(logging.handlers.QueueHandler):
-    """Queues the record itself: the listener's formatter needs its extra fields, not a pre-rendered text."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        record.message = record.getMessage()
-        record.args = None
-        record.exc_text = None
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        return record
 
 
 class RequestLoggerPlugin(NexusPlugin):
@@ -70,12 +55,8 @@ class RequestLoggerPlugin(NexusPlugin):
         handler = self._handler()
         if handler is not None:
             handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
-            # Formatting and writing happen on a listener thread, not on the workflow's.
-            self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-            self._listener = logging.handlers.QueueListener(self._queue, handler, respect_handler_level=True)
-            self._listener.start()
-            self._queue_handler = _PreparedQueueHandler(self._queue)
-            logger.addHandler(self._queue_handler)
+            # The processor's worker thread calls the handler: no formatting or I/O on a workflow's thread.
+            logger.addHandler(handler)
             logger.propagate = False
             if logger.level == logging.NOTSET or logger.level > level:
                 logger.setLevel(level)
@@ -104,22 +85,19 @@ class RequestLoggerPlugin(NexusPlugin):
         return None
 
     def flush(self) -> None:
-        """Write out every record queued so far (the listener thread writes them)."""
-        listener = getattr(self, "_listener", None)
-        if listener is not None:
-            listener.stop()  # drains the queue
-            listener.start()
+        """Write out every record queued so far."""
+        if getattr(self, "processor", None) is not None:
+            self.processor.force_flush()
+        if self.handler is not None:
+            self.handler.flush()
 
     def teardown(self) -> None:
         if getattr(self, "processor", None) is not None:
-            self._telemetry.remove_span_processor(self.processor)
+            self._telemetry.remove_span_processor(self.processor)  # flushes the queued records
             self.processor = None
-        if getattr(self, "_listener", None) is not None:
-            logging.getLogger(self.logger_name).removeHandler(self._queue_handler)
-            self._listener.stop()
-            self._listener = None
-            if self.handler is not None:
-                self.handler.flush()
+        if self.handler is not None:
+            self.handler.flush()
+            logging.getLogger(self.logger_name).removeHandler(self.handler)
         if self._correlating:
             LogCorrelation.release()
             self._correlating = False

@@ -22,6 +22,7 @@ from ..errors import ConfigurationError
 from ..exporters.outbox import Message, Outbox, RetryPolicy
 from ..exporters.webhook import WebhookExporter
 from ..plugin import NexusPlugin
+from ..processors.workflow_filter import WorkflowSpansOnly
 
 log = logging.getLogger("nexus_otel.webhooks")
 STATUSES = ("completed", "failed")
@@ -103,7 +104,8 @@ class WebhookPlugin(NexusPlugin):
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=self._telemetry.meter,
         )
-        self._processor = self._telemetry.batch_processor(self.exporter, "webhook", schedule_delay_millis=200)
+        self._processor = WorkflowSpansOnly(
+            self._telemetry.batch_processor(self.exporter, "webhook", schedule_delay_millis=200))
         self._telemetry.add_span_processor(self._processor)
 
     @property

@@ -83,7 +83,7 @@ class RedactingSpanProcessor(SpanProcessor):
                 changed = True
         if not changed:
             return span
-        bounded = BoundedAttributes(attributes=attributes, immutable=True, max_value_len=None)
+        bounded = BoundedAttributes(attributes=dict(attributes), immutable=True, max_value_len=None)
         original = getattr(span, "_attributes", None)
         bounded.dropped = getattr(original, "dropped", 0)
         return ReadableSpan(
@@ -93,26 +93,39 @@ class RedactingSpanProcessor(SpanProcessor):
             instrumentation_scope=span.instrumentation_scope,
         )
 
-    def _attributes(self, attrs: Any, text: bool = False) -> tuple[dict[str, Any], bool]:
+    def _attributes(self, attrs: Any, text: bool = False) -> tuple[Any, bool]:
+        """The attributes to pass on, and whether any changed (the same mapping when none did)."""
+        if not attrs:
+            return attrs or {}, False
         r = self.redactor
-        out: dict[str, Any] = {}
-        changed = False
-        for key, value in (attrs or {}).items():
-            new = value
+        callback = r.has_callback
+        limit = r.max_value_length
+        sensitive = r.is_sensitive
+        changes: dict[str, Any] | None = None
+        for key, value in attrs.items():
             if key in _PRE_REDACTED:
-                if r.has_callback and isinstance(value, str):
-                    new = r.scrub_text(key, value)
-            elif r.is_sensitive(key):
+                if not (callback and isinstance(value, str)):
+                    continue
+                new = r.scrub_text(key, value)
+            elif sensitive(key):
                 new = MASK
-            elif isinstance(value, str):
-                if text or len(value) > r.max_value_length or r.has_callback:
-                    new = r.scrub_text(key, value, None if text else r.max_value_length)
-            elif isinstance(value, (tuple, list)) and r.has_callback:
+            elif type(value) is str:
+                if not (text or callback or len(value) > limit):
+                    continue
+                new = r.scrub_text(key, value, None if text else limit)
+            elif callback and isinstance(value, (tuple, list)):
                 new = tuple(r.scrub_text(key, v) if isinstance(v, str) else v for v in value)
+            else:
+                continue
             if new is not value and new != value:
-                changed = True
-            out[key] = new
-        return out, changed
+                if changes is None:
+                    changes = {}
+                changes[key] = new
+        if changes is None:
+            return attrs, False
+        out = dict(attrs)
+        out.update(changes)
+        return out, True
 
     def shutdown(self) -> None:
         if self._shutdown:
