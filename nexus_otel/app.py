@@ -63,7 +63,7 @@ class Nexus:
         self.plugins = PluginManager(self)
         self._hook_runner = HookRunner(self.telemetry)
         self._executor = Executor(
-            self.telemetry, self.hooks, redactor=self.redactor, record_inputs=record_inputs,
+            self.telemetry, self.hooks, self._hook_runner, redactor=self.redactor, record_inputs=record_inputs,
         )
         self._middleware: list[tuple[str | None, Middleware]] = []
         self._middleware_owner: str | None = None

@@ -66,6 +66,7 @@ class Executor:
         self,
         telemetry: Telemetry,
         hooks: HookRegistry,
+        runner: HookRunner,
         *,
         redactor: Redactor,
         record_inputs: bool,
@@ -74,7 +75,7 @@ class Executor:
         self._tracer = telemetry.tracer
         self._instruments = telemetry.instruments
         self._hooks = hooks
-        self._runner = HookRunner(telemetry)
+        self._runner = runner
         self._redactor = redactor
         self._record_inputs = record_inputs
         self._sync_chain = _sync_terminal
@@ -160,10 +161,7 @@ class Executor:
             self._record(run, c.STATUS_COMPLETED)
 
     def _failed(self, run: _Run, exc: BaseException) -> None:
-        if run.start:
-            run.event.duration = time.perf_counter() - run.start
-        else:  # failed before the chain ran (cannot happen today; kept honest)
-            run.event.duration = 0.0
+        run.event.duration = time.perf_counter() - run.start
         run.event.error = exc
         if self._telemetry.enabled:
             error_type = c.error_type(exc)
