@@ -175,8 +175,8 @@ class Telemetry:
         if not self.enabled:
             return
         self.force_flush()
-        if not self._owned:
-            # Borrowed providers stay up; our own sinks and pushes end with the app.
+        if self.tracer_provider not in self._owned:
+            # A borrowed tracer provider stays up; our sinks on it end with the app.
             self.sinks.shutdown()
         for provider in reversed(self._owned):  # spans first, then the metrics that count them
             provider.shutdown()  # type: ignore[attr-defined]
