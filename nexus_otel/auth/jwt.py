@@ -23,6 +23,18 @@ ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 SYMMETRIC = ("HS256", "HS384", "HS512")
 
 
+# Most specific first; the last entry catches every other PyJWT rejection.
+_DECODE_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
+    (jwt.ExpiredSignatureError, "expired", "token has expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid", "token is not valid yet (nbf/iat)"),
+    (jwt.InvalidIssuerError, "bad_issuer", "token issuer is not accepted"),
+    (jwt.InvalidAudienceError, "bad_audience", "token audience is not accepted"),
+    (jwt.InvalidSignatureError, "bad_signature", "token signature does not verify"),
+    (jwt.InvalidAlgorithmError, "bad_algorithm", "token algorithm is not accepted"),
+    (jwt.InvalidTokenError, "invalid_token", "token is not valid"),
+)
+
+
 class JwtVerifier:
     """Verifies a bearer token and returns the :class:`~nexus_otel.caller.Principal` it names."""
 
@@ -88,22 +100,11 @@ class JwtVerifier:
                 token, key, algorithms=self.algorithms, audience=self.audience, issuer=self.issuer,
                 leeway=self.leeway, options=options,
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthenticationError("expired", "token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthenticationError("not_yet_valid", "token is not valid yet (nbf/iat)") from None
-        except jwt.InvalidIssuerError:
-            raise AuthenticationError("bad_issuer", "token issuer is not accepted") from None
-        except jwt.InvalidAudienceError:
-            raise AuthenticationError("bad_audience", "token audience is not accepted") from None
-        except jwt.MissingRequiredClaimError as exc:
+        except jwt.MissingRequiredClaimError as exc:  # exc.claim is one of ours, not the caller's text
             raise AuthenticationError("missing_claim", f"token lacks the {exc.claim!r} claim") from None
-        except jwt.InvalidSignatureError:
-            raise AuthenticationError("bad_signature", "token signature does not verify") from None
-        except jwt.InvalidAlgorithmError:
-            raise AuthenticationError("bad_algorithm", "token algorithm is not accepted") from None
-        except jwt.InvalidTokenError:
-            raise AuthenticationError("invalid_token", "token is not valid") from None
+        except jwt.InvalidTokenError as exc:
+            reason, message = next((r, m) for cls, r, m in _DECODE_ERRORS if isinstance(exc, cls))
+            raise AuthenticationError(reason, message) from None
         except (TypeError, ValueError):  # a key of another type than the algorithm needs
             raise AuthenticationError("bad_algorithm", "the token's algorithm does not match its key") from None
         subject = claims.get(self.principal_claim)
