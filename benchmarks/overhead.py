@@ -2,9 +2,9 @@
 
 Run::
 
-    python benchmarks/overhead.py            # full run (about 30 s idle; at most ~100 s loaded)
-    python benchmarks/overhead.py --quick    # shorter, noisier run (a few seconds)
-    python benchmarks/overhead.py --case a   # only some cases (repeatable)
+    python benchmarks/overhead.py            # full run (about 60 s idle; at most ~140 s loaded)
+    python benchmarks/overhead.py --quick    # shorter, noisier run (about 15 s)
+    python benchmarks/overhead.py --case a   # only some cases (repeatable; ``d`` runs d, d-jwt, d-key)
 
 Every case builds a *baseline* and a *candidate*, both fresh, in this process.
 They run in alternating rounds (the order flips each round, so drift and
@@ -16,7 +16,8 @@ back, so a slow spell of the machine mostly cancels out); the ratio of the two
 medians is printed beside it.
 
 Cases (to add one, append a ``Case`` to ``CASES``: a ``build()`` returning fresh
-baseline and candidate ``Side``s, a target ratio, an optional ``check``):
+baseline and candidate ``Side``s, a target ratio or None (reported only), an optional
+``check``):
 
 (a) full telemetry: the host with full telemetry (workflow span, three hook
     spans, the contract metrics) over a reference doing the same spans and
@@ -43,12 +44,29 @@ baseline and candidate ``Side``s, a target ratio, an optional ``check``):
     its own. After the rounds the receiver must have received, and the audit table
     must hold, exactly one payload / row per execution, and the request log must
     have written two records per execution.
+(d) auth: the host with core telemetry plus ``AuthPlugin(strategy="oidc", issuer=<a key
+    server on 127.0.0.1, a thread of this process>, audience="bench", jwks_url=<its
+    /jwks.json>)``, every execution called with ``Caller(bearer_token=<a valid RS256 token
+    signed with the server's key: sub, scope, a day's expiry>)``, over the host with core
+    telemetry alone, called with the same ``Caller``. No target: the ratio and the extra
+    microseconds per execution are reported. PyJWKClient caches the key set after the first
+    fetch; the server must have served exactly one JWKS fetch after the check, warm-up and
+    rounds. Before timing, one execution must carry ``enduser.id`` on its workflow span and a
+    token with a forged signature must be turned away (the one counted auth failure). Two
+    variant lines, same baseline and checks: (d-jwt) ``strategy="jwt"`` with an HS256 shared
+    secret (same issuer and audience checks), (d-key) ``strategy="api_key"`` with one stored key.
+(e) rate limit: the host with core telemetry plus ``RateLimitPlugin(limit=10**9, burst=10**8,
+    key="api_key")`` (in-memory moving windows), called with ``Caller(api_key="k")``, over the
+    host with core telemetry alone, called the same way. Reported, no target. It never
+    rejects: after the rounds ``nexus.ratelimit.rejections`` must be empty and the minute
+    window must hold one hit per execution. The in-memory moving window keeps one entry per
+    hit, so its cost grows with the hits held (the note under the case gives the count).
 
 Time is CPU time by default (``--clock cpu``): on a shared, loaded machine,
 time spent descheduled would otherwise land on whichever side happened to be
-running. For (a), (b) and (c)'s hot path it is this thread's; for (c)'s total
+running. For (a), (b), (c)'s hot path, (d) and (e) it is this thread's; for (c)'s total
 the process's (every thread). ``--clock process`` uses the process's CPU time for
-(a) and (b) ((c) keeps its two clocks). ``--clock wall`` uses ``perf_counter``
+(a), (b), (d) and (e) ((c) keeps its two clocks). ``--clock wall`` uses ``perf_counter``
 instead, for both of (c)'s figures too (its total then also counts the drain's
 waiting: network round trips and the receiver's time).
 
@@ -69,6 +87,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 import argparse  # noqa: E402
 import base64  # noqa: E402
 import gc  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
@@ -95,7 +114,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 import nexus_otel  # noqa: E402
 from nexus_otel import Nexus, NexusPlugin, WorkflowEvent  # noqa: E402
-from nexus_otel.plugins import DatabasePlugin, MetricsPlugin, RequestLoggerPlugin, WebhookPlugin  # noqa: E402
+from nexus_otel.caller import Caller  # noqa: E402
+from nexus_otel.errors import AuthenticationError, NexusOtelError  # noqa: E402
+from nexus_otel.plugins import (  # noqa: E402
+    AuthPlugin, DatabasePlugin, MetricsPlugin, RateLimitPlugin, RequestLoggerPlugin, WebhookPlugin,
+)
 from nexus_otel.telemetry import contract as c  # noqa: E402
 
 perf_counter = time.perf_counter
@@ -344,7 +367,7 @@ class Case:
     baseline_label: str
     candidate_label: str
     build: Callable[[], tuple[Side, Side]]
-    target: float
+    target: float | None  # None: the ratio is reported, not judged
     n: int  # executions per side per round (full run)
     check: Callable[[Side, Side], list[str]] | None = None  # before timing
     final_check: Callable[[Side, Side], list[str]] | None = None  # after timing, before close
@@ -786,6 +809,300 @@ def _background_note(start: dict[str, Any], end: dict[str, Any] | None) -> str:
             f"(request-log listener not counted)")
 
 
+# --------------------------------------------------------------------------------------
+# Cases (d) and (e): auth and rate limiting per execution, over core telemetry (reported)
+# --------------------------------------------------------------------------------------
+AUDIENCE = "bench"
+SUBJECT = "bench-user"
+SCOPE = "bench:run bench:read"
+
+
+class JwksIdp:
+    """A minimal OIDC key server on 127.0.0.1 (a thread of this process): one RSA 2048 key.
+
+    Serves ``/jwks.json`` (counted) and mints RS256 tokens with that key. A copy of the
+    essentials of ``tests/jwks_server.py``, so the benchmark does not import the test tree.
+    """
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from jwt.algorithms import RSAAlgorithm
+
+        self.kid = "bench-key-1"
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
+        jwk.update(kid=self.kid, use="sig", alg="RS256")
+        body = json.dumps({"keys": [jwk]}).encode()
+        self.counts: dict[str, int] = {}
+        lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                with lock:
+                    owner.counts[path] = owner.counts.get(path, 0) + 1
+                if path != "/jwks.json":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._jwt = jwt
+        self.httpd = ThreadingHTTPServer((HOST, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{HOST}:{self.httpd.server_address[1]}"
+        self.jwks_url = self.url + "/jwks.json"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
+                                        name="bench-jwks", daemon=True)
+        self._thread.start()
+
+    def fetches(self, path: str = "/jwks.json") -> int:
+        return self.counts.get(path, 0)
+
+    def token(self, **overrides: Any) -> str:
+        """A valid RS256 token for the plugin's issuer and audience, valid for a day."""
+        return self._jwt.encode(_claims(self.url, **overrides), self.private, algorithm="RS256",
+                                headers={"kid": self.kid})
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
+
+
+def _claims(issuer: str, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": issuer, "aud": AUDIENCE, "sub": SUBJECT, "scope": SCOPE, "iat": now, "nbf": now,
+            "exp": now + 86400, **overrides}
+
+
+def _forged(token: str, other: str) -> str:
+    """``token``'s header and payload with ``other``'s signature: a signature that does not verify."""
+    return token.rsplit(".", 1)[0] + "." + other.rsplit(".", 1)[1]
+
+
+def _metric_total(reader: InMemoryMetricReader, name: str) -> float:
+    """Sum over the data points of the metric ``name`` (0 when nothing was recorded on it)."""
+    data = reader.get_metrics_data()
+    total = 0.0
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == name:
+                    total += sum(getattr(p, "value", 0) for p in metric.data.data_points)
+    return total
+
+
+def _counted(execute: Callable[..., Any], caller: Callable[[], Caller], count: list[int]) -> Callable[[], Any]:
+    """One execution with a fresh ``Caller`` (as a channel makes one per request), counted."""
+
+    def run() -> Any:
+        count[0] += 1
+        return execute(WORKFLOW, INPUTS, caller=caller())
+
+    return run
+
+
+def _core_baseline(caller: Callable[[], Caller]) -> Side:
+    """(a)'s candidate, the host with core telemetry, called with the same ``Caller`` as the candidate."""
+    app, providers, close = core_host()
+    count = [0]
+    return Side("core telemetry", _counted(app.execute_workflow, caller, count), close,
+                {"app": app, "providers": providers, "executions": count})
+
+
+def _auth_case(strategy: str) -> Callable[[], tuple[Side, Side]]:
+    """Builds (d)'s sides for ``strategy``: "oidc" (JWKS on 127.0.0.1), "jwt" (HS256) or "api_key"."""
+
+    def build() -> tuple[Side, Side]:
+        idp = JwksIdp() if strategy == "oidc" else None
+        try:
+            if strategy == "oidc":
+                assert idp is not None
+                plugin = AuthPlugin(strategy="oidc", issuer=idp.url, audience=AUDIENCE, jwks_url=idp.jwks_url)
+                token = idp.token()
+                bad = _forged(token, idp.token(sub="someone-else"))
+
+                def caller() -> Caller:
+                    return Caller(bearer_token=token)
+
+                def bad_caller() -> Caller:
+                    return Caller(bearer_token=bad)
+            elif strategy == "jwt":
+                import jwt
+
+                secret = os.urandom(32).hex()
+                issuer = "https://idp.bench.invalid"
+                plugin = AuthPlugin(strategy="jwt", secret=secret, issuer=issuer, audience=AUDIENCE)
+                token = jwt.encode(_claims(issuer), secret, algorithm="HS256")
+                bad = jwt.encode(_claims(issuer), os.urandom(32).hex(), algorithm="HS256")
+
+                def caller() -> Caller:
+                    return Caller(bearer_token=token)
+
+                def bad_caller() -> Caller:
+                    return Caller(bearer_token=bad)
+            else:
+                key = "bench-" + os.urandom(16).hex()
+                plugin = AuthPlugin(strategy="api_key", api_keys={SUBJECT: {"key": key, "scopes": SCOPE.split()}})
+
+                def caller() -> Caller:
+                    return Caller(api_key=key)
+
+                def bad_caller() -> Caller:
+                    return Caller(api_key=key + "x")
+
+            baseline = _core_baseline(caller)
+            try:
+                app, providers, close_app = core_host([plugin])
+            except BaseException:
+                baseline.close()
+                raise
+        except BaseException:
+            if idp is not None:
+                idp.close()
+            raise
+
+        def close() -> None:
+            try:
+                close_app()
+            finally:
+                if idp is not None:
+                    idp.close()
+
+        count = [0]
+        candidate = Side(f"+ auth {strategy}", _counted(app.execute_workflow, caller, count), close, {
+            "app": app, "providers": providers, "executions": count, "idp": idp, "strategy": strategy,
+            "bad_caller": bad_caller,
+        })
+        return baseline, candidate
+
+    return build
+
+
+def check_auth_case(baseline: Side, candidate: Side) -> list[str]:
+    """One execution is let in as the token's subject; a bad credential is turned away."""
+    st = candidate.state
+    providers: Providers = st["providers"]
+    problems: list[str] = []
+    providers.exporter.kept.clear()
+    providers.exporter.keep = True
+    try:
+        candidate.run()
+    finally:
+        providers.exporter.keep = False
+    workflow_spans = [s for s in providers.exporter.kept if s.name == c.WORKFLOW_SPAN.format(workflow=WORKFLOW)]
+    attrs = dict(workflow_spans[0].attributes or {}) if workflow_spans else {}
+    if attrs.get("enduser.id") != SUBJECT or attrs.get("nexus.auth.method") != st["strategy"]:
+        problems.append(f"the workflow span does not name the caller: enduser.id={attrs.get('enduser.id')!r}, "
+                        f"nexus.auth.method={attrs.get('nexus.auth.method')!r}")
+    try:
+        st["app"].execute_workflow(WORKFLOW, INPUTS, caller=st["bad_caller"]())
+        problems.append("a bad credential was let in")
+    except AuthenticationError:
+        pass
+    if _metric_total(providers.reader, "nexus.auth.failures") != 1:
+        problems.append("the rejected credential was not counted once in nexus.auth.failures")
+    return problems
+
+
+def final_check_auth_case(baseline: Side, candidate: Side) -> list[str]:
+    """Every execution was let in (only the check's bad credential failed); the JWKS was fetched once."""
+    st = candidate.state
+    problems: list[str] = []
+    failures = _metric_total(st["providers"].reader, "nexus.auth.failures")
+    if failures != 1:
+        problems.append(f"nexus.auth.failures is {failures:g}, expected 1 (the check's bad credential)")
+    notes = [f"{st['executions'][0]} executions let in; nexus.auth.failures {failures:g} (the check's bad credential)"]
+    idp: JwksIdp | None = st["idp"]
+    if idp is not None:
+        if idp.fetches() != 1 or idp.counts.keys() - {"/jwks.json"}:
+            problems.append(f"key server requests {idp.counts}, expected exactly 1 JWKS fetch")
+        notes.append(f"key server: {idp.fetches()} JWKS fetch(es) over the check, warm-up and rounds "
+                     f"(keys cached by PyJWKClient)")
+    st["notes"] = notes
+    return problems
+
+
+RATE_LIMIT = 10**9
+AUXILIARY_BUDGET = 10.0  # wall seconds for each of (d), (d-jwt), (d-key) and (e) in a full run
+RATE_BURST = 10**8
+
+
+def build_rate_limit_case() -> tuple[Side, Side]:
+    def caller() -> Caller:
+        return Caller(api_key="k")
+
+    baseline = _core_baseline(caller)
+    plugin = RateLimitPlugin(limit=RATE_LIMIT, burst=RATE_BURST, key="api_key")
+    try:
+        app, providers, close = core_host([plugin])
+    except BaseException:
+        baseline.close()
+        raise
+    count = [0]
+    candidate = Side("+ rate limit", _counted(app.execute_workflow, caller, count), close, {
+        "app": app, "providers": providers, "executions": count, "plugin": plugin, "started": perf_counter(),
+    })
+    return baseline, candidate
+
+
+def _window_hits(plugin: RateLimitPlugin) -> list[int]:
+    """Hits held now in the burst window and the minute window for api key "k"."""
+    middleware = plugin.middleware
+    assert middleware is not None
+    key_type, value = "api_key", hashlib.sha256(b"k").hexdigest()[:32]
+    ids = [middleware.namespace, key_type, value]
+    return [item.amount - middleware.limiter.get_window_stats(item, *ids).remaining for item in middleware.items]
+
+
+def check_rate_limit_case(baseline: Side, candidate: Side) -> list[str]:
+    st = candidate.state
+    problems: list[str] = []
+    probe = Caller(api_key="k")
+    st["app"].execute_workflow(WORKFLOW, INPUTS, caller=probe)
+    st["executions"][0] += 1
+    if "RateLimit-Remaining" not in probe.response_headers:
+        problems.append("the rate limiter left no RateLimit-* headers on the caller")
+    if _window_hits(st["plugin"]) != [1, 1]:
+        problems.append(f"one execution left {_window_hits(st['plugin'])} hits in the windows, expected [1, 1]")
+    return problems
+
+
+def final_check_rate_limit_case(baseline: Side, candidate: Side) -> list[str]:
+    """Nothing was rejected, and the minute window counted every execution (the case lasts under a minute)."""
+    st = candidate.state
+    problems: list[str] = []
+    executions = st["executions"][0]
+    rejections = _metric_total(st["providers"].reader, "nexus.ratelimit.rejections")
+    if rejections:
+        problems.append(f"{rejections:g} executions were rate limited")
+    burst_hits, minute_hits = _window_hits(st["plugin"])
+    elapsed = perf_counter() - st["started"]
+    if elapsed < 55 and minute_hits != executions:
+        problems.append(f"the minute window holds {minute_hits} hits for {executions} executions")
+    st["notes"] = [(f"{executions} executions, {rejections:g} rejected; hits held at the end: burst window "
+                    f"({_window_label(st['plugin'], 0)}) {burst_hits}, minute window {minute_hits}, "
+                    f"after {elapsed:.0f} s (the in-memory moving window keeps one entry per hit)")]
+    return problems
+
+
+def _window_label(plugin: RateLimitPlugin, which: int) -> str:
+    assert plugin.middleware is not None
+    item = plugin.middleware.items[which]
+    return f"{item.amount} per {item.multiples} s"
+
+
 # (key, what, baseline, candidate, target, executions per round). Later cases go here.
 CASES: list[Case] = [
     Case(
@@ -804,6 +1121,32 @@ CASES: list[Case] = [
         baseline_label="core telemetry", candidate_label="full pipeline",
         build=build_pipeline_case, target=1.5, n=100, check=check_pipeline_case,
         final_check=final_check_pipeline_case, budget=25.0, max_rounds=40, total=True,
+    ),
+    Case(
+        key="d", title="auth, OIDC: host with AuthPlugin (RS256 bearer JWT, JWKS from 127.0.0.1, keys cached) "
+                       "vs host with core telemetry (trivial workflow, 3 hooks)",
+        baseline_label="core telemetry", candidate_label="+ auth oidc",
+        build=_auth_case("oidc"), target=None, n=200, check=check_auth_case,
+        final_check=final_check_auth_case, budget=AUXILIARY_BUDGET,
+    ),
+    Case(
+        key="d-jwt", title="auth, variant: AuthPlugin strategy='jwt' (HS256 shared secret) vs core telemetry",
+        baseline_label="core telemetry", candidate_label="+ auth jwt HS256",
+        build=_auth_case("jwt"), target=None, n=200, check=check_auth_case,
+        final_check=final_check_auth_case, budget=AUXILIARY_BUDGET,
+    ),
+    Case(
+        key="d-key", title="auth, variant: AuthPlugin strategy='api_key' (one stored key) vs core telemetry",
+        baseline_label="core telemetry", candidate_label="+ auth api_key",
+        build=_auth_case("api_key"), target=None, n=200, check=check_auth_case,
+        final_check=final_check_auth_case, budget=AUXILIARY_BUDGET,
+    ),
+    Case(
+        key="e", title=f"rate limit: host with RateLimitPlugin(limit={RATE_LIMIT:.0e}/min, burst={RATE_BURST:.0e}, "
+                       f"key='api_key', memory storage; never rejects) vs host with core telemetry",
+        baseline_label="core telemetry", candidate_label="+ rate limit",
+        build=build_rate_limit_case, target=None, n=200, check=check_rate_limit_case,
+        final_check=final_check_rate_limit_case, budget=AUXILIARY_BUDGET,
     ),
 ]
 
@@ -853,8 +1196,14 @@ class Result:
         return statistics.median(self.cand_total) / statistics.median(self.base_total)
 
     @property
+    def paired_extra(self) -> float:
+        """Median over rounds of candidate - baseline (seconds per execution)."""
+        return statistics.median(c - b for b, c in zip(self.baseline, self.candidate))
+
+    @property
     def passed(self) -> bool:
-        return not self.problems and self.ratio <= self.case.target
+        """Checks passed and, for a case with a target, the ratio met it."""
+        return not self.problems and (self.case.target is None or self.ratio <= self.case.target)
 
 
 CLOCKS: dict[str, Callable[[], float]] = {
@@ -954,8 +1303,10 @@ def _spread(values: list[float]) -> str:
     return f"{q[0] * 1e6:.1f}-{q[-1] * 1e6:.1f}"
 
 
-def _ratio(value: float, target: float) -> str:
+def _ratio(value: float, target: float | None) -> str:
     """Three decimals, or four when three would round across the target (1.0504 is not 1.050)."""
+    if target is None:
+        return f"{value:.3f}"
     for places in range(3, 7):
         text = f"{value:.{places}f}"
         if (float(text) <= target) == (value <= target):
@@ -966,18 +1317,24 @@ def _ratio(value: float, target: float) -> str:
 def report(results: list[Result]) -> None:
     print()
     print("per-execution time: median over rounds, microseconds")
-    header = (f"{'case':<4} {'baseline':<18} {'base us':>9} {'candidate':<15} {'cand us':>9} "
+    header = (f"{'case':<5} {'baseline':<17} {'base us':>9} {'candidate':<16} {'cand us':>9} "
               f"{'+us':>7} {'ratio':>6} {'r.o.m.':>6} {'target':>7}  verdict")
     print(header)
     print("-" * len(header))
     for r in results:
-        verdict = "PASS" if r.passed else ("FAIL (check)" if r.problems else "FAIL")
+        if r.problems:
+            verdict = "FAIL (check)"
+        elif r.case.target is None:
+            verdict = "reported"
+        else:
+            verdict = "PASS" if r.passed else "FAIL"
+        target = "-" if r.case.target is None else "<= " + format(r.case.target, ".2f")
         print(
-            f"{r.case.key:<4} {r.case.baseline_label:<18} {_us(r.base_median):>9} "
-            f"{r.case.candidate_label:<15} {_us(r.cand_median):>9} "
+            f"{r.case.key:<5} {r.case.baseline_label:<17} {_us(r.base_median):>9} "
+            f"{r.case.candidate_label:<16} {_us(r.cand_median):>9} "
             f"{(r.cand_median - r.base_median) * 1e6:>7.2f} {_ratio(r.ratio, r.case.target):>6} "
             f"{r.ratio_of_medians:>6.3f} "
-            f"{'<= ' + format(r.case.target, '.2f'):>7}  {verdict}"
+            f"{target:>7}  {verdict}"
         )
     for r in results:
         if not r.base_total:
@@ -1001,13 +1358,16 @@ def report(results: list[Result]) -> None:
         if r.base_total:
             print(f"    total, {CLOCK_NAMES[r.total_clock]}  baseline IQR [{_spread(r.base_total)}] us  "
                   f"candidate IQR [{_spread(r.cand_total)}] us")
+        if r.case.target is None:
+            print(f"    extra per execution: {r.paired_extra * 1e6:.2f} us (median over rounds of candidate - "
+                  f"baseline); ratio {r.ratio:.3f} (reported, no target)")
         for note in r.notes:
             print(f"    {note}")
         for p in r.problems:
             print(f"    CHECK FAILED: {p}")
     print()
     print("ratio = median over rounds of candidate/baseline (judged against the target, for (c) the hot "
-          "path's); r.o.m. = median(candidate) / median(baseline)")
+          "path's; (d) and (e) are reported, without a target); r.o.m. = median(candidate) / median(baseline)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1017,13 +1377,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="rounds per case (default 60, (c) 40; quick 30)")
     parser.add_argument("--budget", type=float, default=None,
                         help=f"wall seconds per case before rounds stop early (never under "
-                             f"{MIN_ROUNDS} rounds; default 35, (c) 25; quick 8)")
+                             f"{MIN_ROUNDS} rounds; default 35, (c) 25, (d), (d-jwt), (d-key) and (e) "
+                             f"{AUXILIARY_BUDGET:g}; quick 8)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: CPU time (default; robust on a loaded machine): this thread's for (a), (b) "
                              "and (c)'s hot path, the whole process's for (c)'s total; process: the "
                              "process's for (a) and (b); wall: perf_counter for every figure")
-    parser.add_argument("--case", action="append", choices=[c.key for c in CASES],
-                        help="run only this case (repeatable)")
+    groups = sorted({c.key.split("-")[0] for c in CASES} | {c.key for c in CASES})
+    parser.add_argument("--case", action="append", choices=groups,
+                        help="run only this case (repeatable); d runs d, d-jwt and d-key")
     # internal mode: the webhook receiver subprocess of case (c)
     parser.add_argument("--webhook-receiver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--secret", default="", help=argparse.SUPPRESS)
@@ -1033,7 +1395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = perf_counter()
     scale = 0.3 if args.quick else 1.0
-    selected = [case for case in CASES if not args.case or case.key in args.case]
+    selected = [case for case in CASES
+                if not args.case or case.key in args.case or case.key.split("-")[0] in args.case]
     print(f"nexus-otel overhead benchmark  python {platform.python_version()}  "
           f"opentelemetry-sdk {otel_sdk_version.__version__}  nproc {os.cpu_count()}  "
           f"{'quick' if args.quick else 'full'} run, {args.clock} clock")
@@ -1060,7 +1423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             result = measure(case, rounds, n, warmup, CLOCKS[clock], budget,
                              CLOCKS[total_clock] if total_clock else None)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, NexusOtelError) as exc:
             print(f"  ({case.key}) could not be measured: {exc}", flush=True)
             broken.append(case.key)
             continue
