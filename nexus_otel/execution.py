@@ -27,7 +27,7 @@ from ._aio import block_on
 from .caller import Caller
 from .events import WorkflowEvent
 from .hooks import HookRegistry, HookRunner
-from .middleware import Middleware, WorkflowCall, build_async_chain, build_sync_chain
+from .middleware import AsyncNext, Middleware, Next, WorkflowCall, build_async_chain, build_sync_chain
 from .redaction import Redactor
 from .telemetry import contract as c
 from .telemetry.telemetry import Telemetry
@@ -78,8 +78,8 @@ class Executor:
         self._runner = runner
         self._redactor = redactor
         self._record_inputs = record_inputs
-        self._sync_chain = _sync_terminal
-        self._async_chain = _async_terminal
+        self._sync_chain: Next = _sync_terminal
+        self._async_chain: AsyncNext = _async_terminal
         # Workflow ids need to be unique, not secret: a seeded PRNG, no system call per execution.
         self._ids = random.Random()
 
@@ -174,7 +174,7 @@ class Executor:
     def _record(self, run: _Run, status: str) -> None:
         attrs = run.workflow.metric_attributes(run.channel, status)
         self._instruments.workflow_executions.add(1, attrs)
-        self._instruments.workflow_duration.record(run.event.duration, attrs)
+        self._instruments.workflow_duration.record(run.event.duration or 0.0, attrs)
 
     def _end(self, run: _Run) -> None:
         if run.token is None:

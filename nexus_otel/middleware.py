@@ -122,6 +122,10 @@ def _sync_step(mw: Middleware, nxt: Next) -> Next:
     return lambda call: block_on(ahandle(call, anxt))
 
 
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 def _async_step(mw: Middleware, nxt: AsyncNext) -> AsyncNext:
     if _overrides(mw, "ahandle") or not _overrides(mw, "handle"):
         ahandle = mw.ahandle
@@ -137,7 +141,7 @@ def _async_step(mw: Middleware, nxt: AsyncNext) -> AsyncNext:
         loop = asyncio.get_running_loop()
 
         def sync_next(c: WorkflowCall) -> Any:
-            return asyncio.run_coroutine_threadsafe(nxt(c), loop).result()
+            return asyncio.run_coroutine_threadsafe(_as_coroutine(nxt(c)), loop).result()
 
         return await asyncio.to_thread(handle, call, sync_next)
 

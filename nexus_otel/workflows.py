@@ -16,7 +16,8 @@ from .errors import (
 )
 from .telemetry import contract as c
 
-WorkflowFn = Callable[[dict[str, Any]], Any]
+WorkflowFn = Callable[[Any], Any]
+"""A workflow: called with the inputs mapping (sync or ``async def``)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 
 

@@ -98,7 +98,7 @@ class JwtVerifier:
         try:
             claims = jwt.decode(
                 token, key, algorithms=self.algorithms, audience=self.audience, issuer=self.issuer,
-                leeway=self.leeway, options=options,
+                leeway=self.leeway, options=options,  # type: ignore[arg-type]
             )
         except jwt.MissingRequiredClaimError as exc:  # exc.claim is one of ours, not the caller's text
             raise AuthenticationError("missing_claim", f"token lacks the {exc.claim!r} claim") from None

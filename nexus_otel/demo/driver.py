@@ -44,7 +44,7 @@ class Sent:
 
 def _plan(n: int, rng: random.Random) -> list[tuple[str, dict[str, Any], bool]]:
     """``n`` requests: (workflow, inputs, expected to fail)."""
-    plan = []
+    plan: list[tuple[str, dict[str, Any], bool]] = []
     for i in range(n):
         kind = rng.choices(["greet", "checkout", "report", "enrich"], weights=[4, 3, 2, 2])[0]
         if kind == "greet":

@@ -78,7 +78,7 @@ class WebhookExporter(SpanExporter):
 
     # -- SpanExporter ------------------------------------------------------------------
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        items = []
+        items: list[tuple[str, str, dict[str, Any]]] = []
         for span in spans:
             record = workflow_record(span)
             if record is None or record["status"] not in self.statuses:

@@ -44,6 +44,7 @@ class RequestLoggerPlugin(NexusPlugin):
         if options:
             raise TypeError(f"RequestLoggerPlugin: unknown settings {sorted(options)}")
         self.handler: logging.Handler | None = None
+        self.processor: RequestLogProcessor | None = None
         self._correlating = False
 
     def setup(self, nexus_app: Any) -> None:
@@ -86,13 +87,13 @@ class RequestLoggerPlugin(NexusPlugin):
 
     def flush(self) -> None:
         """Write out every record queued so far."""
-        if getattr(self, "processor", None) is not None:
+        if self.processor is not None:
             self.processor.force_flush()
         if self.handler is not None:
             self.handler.flush()
 
     def teardown(self) -> None:
-        if getattr(self, "processor", None) is not None:
+        if self.processor is not None:
             self._telemetry.remove_span_processor(self.processor)  # flushes the queued records
             self.processor = None
         if self.handler is not None:

@@ -102,6 +102,7 @@ class RedactingSpanProcessor(SpanProcessor):
         limit = r.max_value_length
         sensitive = r.is_sensitive
         changes: dict[str, Any] | None = None
+        new: Any
         for key, value in attrs.items():
             if key in _PRE_REDACTED:
                 if not (callback and isinstance(value, str)):

@@ -36,7 +36,7 @@ from .prometheus import to_families
 
 log = logging.getLogger("nexus_otel.metrics")
 
-_CUMULATIVE = {
+_CUMULATIVE: dict[type, AggregationTemporality] = {
     cls: AggregationTemporality.CUMULATIVE
     for cls in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
 }

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from prometheus_client import CollectorRegistry
@@ -102,7 +103,7 @@ class Telemetry:
             log.debug("using the process's global MeterProvider")
             return current
         self.metrics_hub = MetricsHub(self.prometheus_registry)
-        readers = [self.metrics_hub]
+        readers: list[MetricReader] = [self.metrics_hub]
         pushes = metric_exporters(self.config)
         delta = wants_delta(dict(self._environ) if self._environ is not None else None)
         for name, exporter in pushes:
