@@ -140,8 +140,14 @@ class Telemetry:
         return MeteredBatchSpanProcessor(exporter, name, self.span_outcomes, **kwargs)
 
     def remove_span_processor(self, processor: SpanProcessor) -> bool:
-        """Flush, shut down and detach a processor added with :meth:`add_span_processor`."""
-        return self.sinks.remove(processor)
+        """Flush, shut down and detach a processor added with :meth:`add_span_processor`.
+
+        A processor that was never attached (telemetry disabled) is still shut down.
+        """
+        if self.sinks.remove(processor):
+            return True
+        processor.shutdown()
+        return False
 
     def require_metrics_hub(self, who: str) -> MetricsHub:
         """The hub, or a clear error when the meter provider was borrowed without one."""
