@@ -131,8 +131,10 @@ def plugins(target: str, plugins_dir: str | None) -> None:
 @click.argument("trace_id", required=False)
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--all", "include_all", is_flag=True, help="Also list traces without a workflow (start, stop, scrapes).")
+@click.option("--attributes", "-a", "show_attributes", is_flag=True,
+              help="With TRACE_ID: show each span's attributes and events (already redacted).")
 @click.option("--data-dir", default=None, help=f"Local store (default $NEXUS_OTEL_DATA_DIR or {DEFAULT_DATA_DIR}).")
-def traces(trace_id: str | None, limit: int, include_all: bool, data_dir: str | None) -> None:
+def traces(trace_id: str | None, limit: int, include_all: bool, show_attributes: bool, data_dir: str | None) -> None:
     """List recent traces from the local store, or show TRACE_ID (or a prefix) as a tree."""
     from .traceview import find_trace, recent_traces, render_tree
 
@@ -146,7 +148,7 @@ def traces(trace_id: str | None, limit: int, include_all: bool, data_dir: str | 
             raise click.ClickException(f"no trace {trace_id!r} in {directory}")
         tid, spans = found
         click.echo(f"trace {tid}  ({len(spans)} spans, service {spans[0].service})")
-        for line in render_tree(spans):
+        for line in render_tree(spans, show_attributes=show_attributes):
             click.echo(line)
         return
     summaries = recent_traces(directory, limit, include_all=include_all)

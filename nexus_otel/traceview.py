@@ -85,8 +85,11 @@ def find_trace(directory: str | os.PathLike[str], trace_id: str) -> tuple[str, l
     return next(iter(traces.items()))
 
 
-def render_tree(spans: list[SpanRecord]) -> list[str]:
-    """The trace as text lines: ``name  duration  +offset`` with tree branches."""
+def render_tree(spans: list[SpanRecord], show_attributes: bool = False) -> list[str]:
+    """The trace as text lines: ``name  duration  +offset`` with tree branches.
+
+    With ``show_attributes`` each span is followed by its attributes and events, indented under it.
+    """
     ids = {s.span_id for s in spans}
     children: dict[str | None, list[SpanRecord]] = {}
     for s in spans:
@@ -95,23 +98,30 @@ def render_tree(spans: list[SpanRecord]) -> list[str]:
     for kids in children.values():
         kids.sort(key=lambda s: (s.start_ns, s.name))
     t0 = min(s.start_ns for s in spans)
-    rows: list[tuple[str, SpanRecord]] = []
+    rows: list[tuple[str, SpanRecord, str]] = []
 
     def walk(span: SpanRecord, prefix: str, last: bool, top: bool) -> None:
         branch = "" if top else ("└─ " if last else "├─ ")
-        rows.append((prefix + branch + span.name, span))
         kids = children.get(span.span_id, [])
         child_prefix = prefix if top else prefix + ("   " if last else "│  ")
+        rows.append((prefix + branch + span.name, span, child_prefix + ("│  " if kids else "   ")))
         for i, kid in enumerate(kids):
             walk(kid, child_prefix, i == len(kids) - 1, False)
 
     for root in children.get(None, []):
         walk(root, "", True, True)
-    width = max(len(label) for label, _ in rows) + 2
+    width = max(len(label) for label, _, _ in rows) + 2
     lines = []
-    for label, span in rows:
+    for label, span, detail_prefix in rows:
         mark = "  ERROR " + (span.attributes.get(c.ERROR_TYPE) or span.status_message) if span.status == "ERROR" else ""
         lines.append(
             f"{label.ljust(width)}{span.duration_ms:>10.3f} ms   +{(span.start_ns - t0) / 1e6:>9.3f} ms{mark}"
         )
+        if show_attributes:
+            for key in sorted(span.attributes):
+                lines.append(f"{detail_prefix}{key} = {span.attributes[key]}")
+            for event in span.events:
+                details = ", ".join(f"{k}={v}" for k, v in sorted(event["attributes"].items())
+                                    if k != "exception.stacktrace")
+                lines.append(f"{detail_prefix}event {event['name']}: {details}")
     return lines

@@ -103,3 +103,26 @@ def test_provider_span_status_is_kept(tmp_path):
         span.set_status(Status(StatusCode.ERROR, "broken"))
     (record,) = list(read_spans(tmp_path))
     assert record.status == "ERROR" and record.status_message == "broken"
+
+
+def test_tree_can_show_attributes_and_events(capture, tmp_path):
+    """With attributes on, each span is followed by its redacted attributes and its events."""
+    app = capture.app("shop")
+    capture.tracer_provider.add_span_processor(SimpleSpanProcessor(LocalSpanExporter(tmp_path)))
+
+    @app.workflow("pay")
+    def pay(inputs):
+        raise ValueError("card declined")
+
+    try:
+        app.execute_workflow("pay", {"card_token": "tok_secret", "amount": 5})
+    except ValueError:
+        pass
+    (summary,) = recent_traces(tmp_path)
+    _, spans = find_trace(tmp_path, summary.trace_id)
+    lines = render_tree(spans, show_attributes=True)
+    assert lines[0].startswith("workflow pay")
+    assert "   nexus.workflow.name = pay" in lines
+    assert any("card_token" in line and "[REDACTED]" in line and "tok_secret" not in line for line in lines)
+    assert any(line.startswith("   event exception:") and "card declined" in line for line in lines)
+    assert render_tree(spans) == [lines[0]]
