@@ -34,12 +34,13 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from nexus_otel.serving import free_port
 
 LOOPBACK = "127.0.0.1"
 SUPERUSER = "nexus"
@@ -51,13 +52,6 @@ INSTALL_HINT = (
     "which installs Debian's postgresql package"
 )
 SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _version_key(path: str) -> tuple[int, ...]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import httpx
+
+from nexus_otel.serving import free_port
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = (
@@ -27,13 +28,6 @@ INSTALL_HINT = (
 )
 
 T = TypeVar("T")
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def prometheus_binary() -> str:

@@ -28,16 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nexus_otel.serving import free_port
+
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = ("redis-server was not found in /usr/bin nor on PATH: install Debian's redis-server "
                 "package (apt-get install redis-server)")
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def redis_server_binary() -> str:

@@ -2,7 +2,6 @@
 
 import logging
 import shutil
-import socket
 import subprocess
 import urllib.request
 
@@ -12,6 +11,7 @@ from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from nexus_otel import NexusPlugin
+from nexus_otel.serving import free_port
 from nexus_otel.telemetry import contract as c
 
 
@@ -187,12 +187,6 @@ def test_setup_teardown_startup_and_shutdown_are_spans(capture):
     assert teardown.attributes[c.HOOK_EVENT] == "teardown"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_prometheus_scrape_shows_contract_names(capture):
     """A real HTTP scrape of the app's Prometheus registry shows the contract's Prometheus names and labels."""
     app = _app(capture)
@@ -207,7 +201,7 @@ def test_prometheus_scrape_shows_contract_names(capture):
     with pytest.raises(ValueError):
         app.execute_workflow("fail", {}, channel="api")
 
-    port = _free_port()
+    port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=app.telemetry.prometheus_registry)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
