@@ -166,7 +166,7 @@ class Nexus:
     def _add_hook(self, event: str, fn: Any) -> None:
         hook = self.hooks.add(event, fn)
         # The error series exists from the start (at 0), so rate() and increase() see the first error.
-        self.telemetry.instruments.plugin_errors.add(0, hook.metric_attributes)
+        self.telemetry.instruments.plugin_errors.bind(hook.metric_attributes).add(0)
 
     # -- plugins and middleware -------------------------------------------------------
     def add_plugin(self, plugin: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode
 
 from ._aio import block_on
 from .caller import Caller
@@ -35,15 +35,18 @@ from .workflows import Workflow
 
 
 class _Run:
-    __slots__ = ("workflow", "event", "span", "token", "start", "channel")
+    __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active")
 
-    def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any) -> None:
+    def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any,
+                 ctx: SpanContext | None = None, active: Any = None) -> None:
         self.workflow = workflow
         self.event = event
         self.span = span
         self.token = token
         self.start = 0.0
         self.channel = event.channel
+        self.ctx = ctx  # the workflow span's context, kept as the metrics' exemplar
+        self.active = active  # the bound nexus.workflow.active series
 
 
 def _sync_terminal(call: WorkflowCall) -> Any:
@@ -82,6 +85,9 @@ class Executor:
         self._async_chain: AsyncNext = _async_terminal
         # Workflow ids need to be unique, not secret: a seeded PRNG, no system call per execution.
         self._ids = random.Random()
+        # Bound metric series: by workflow name, and by (workflow, channel, status).
+        self._active: dict[str, Any] = {}
+        self._outcomes: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def set_middleware(self, middlewares: Sequence[Middleware]) -> None:
         self._sync_chain = build_sync_chain(middlewares, _sync_terminal)
@@ -147,12 +153,17 @@ class Executor:
             attributes[c.WORKFLOW_INPUTS] = self._redactor.to_attribute(inputs)
         span = self._tracer.start_span(workflow.span_name, kind=kind, attributes=attributes)
         token = context_api.attach(trace_api.set_span_in_context(span))
-        ctx = span.get_span_context()
-        if ctx.is_valid:
+        ctx: SpanContext | None = span.get_span_context()
+        if ctx is not None and ctx.is_valid:
             event.trace_id = format(ctx.trace_id, "032x")
             event.span_id = format(ctx.span_id, "016x")
-        self._instruments.workflow_active.add(1, workflow.active_attributes)
-        return _Run(workflow, event, span, token)
+        else:
+            ctx = None
+        active = self._active.get(workflow.name)
+        if active is None:
+            active = self._active[workflow.name] = self._instruments.workflow_active.bind(workflow.active_attributes)
+        active.add(1)
+        return _Run(workflow, event, span, token, ctx, active)
 
     def _completed(self, run: _Run, result: Any) -> None:
         run.event.duration = time.perf_counter() - run.start
@@ -172,13 +183,20 @@ class Executor:
             self._record(run, c.STATUS_FAILED)
 
     def _record(self, run: _Run, status: str) -> None:
-        attrs = run.workflow.metric_attributes(run.channel, status)
-        self._instruments.workflow_executions.add(1, attrs)
-        self._instruments.workflow_duration.record(run.event.duration or 0.0, attrs)
+        key = (run.workflow.name, run.channel, status)
+        series = self._outcomes.get(key)
+        if series is None:
+            attrs = run.workflow.metric_attributes(run.channel, status)
+            series = self._outcomes[key] = (
+                self._instruments.workflow_executions.bind(attrs), self._instruments.workflow_duration.bind(attrs),
+            )
+        executions, duration = series
+        executions.add(1, run.ctx)
+        duration.record(run.event.duration or 0.0, run.ctx)
 
     def _end(self, run: _Run) -> None:
         if run.token is None:
             return
-        self._instruments.workflow_active.add(-1, run.workflow.active_attributes)
+        run.active.add(-1)
         context_api.detach(run.token)
         run.span.end()

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -53,12 +52,10 @@ class CapturedTelemetry:
         self.tracer_provider.add_span_processor(
             RedactingSpanProcessor(self.redactor, [SimpleSpanProcessor(self.span_exporter)])
         )
-        self.metric_reader = InMemoryMetricReader()
+        # One reader, the hub, as in a served app: it also reports the pre-aggregated hot-path metrics.
         self.prometheus_registry = CollectorRegistry(auto_describe=True)
-        self.metrics_hub = MetricsHub(self.prometheus_registry)
-        self.meter_provider = MeterProvider(
-            resource=self.resource, metric_readers=[self.metric_reader, self.metrics_hub],
-        )
+        self.metrics_hub = MetricsHub(self.prometheus_registry, resource=self.resource)
+        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=[self.metrics_hub])
 
     def telemetry(self, service_name: str = "test", **kwargs: Any) -> Telemetry:
         """A :class:`Telemetry` on these providers, sharing their Prometheus registry."""
@@ -117,7 +114,7 @@ class CapturedTelemetry:
     # -- metrics -----------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
         """Collect now: ``{metric name: Metric}`` (with ``.unit`` and ``.data.data_points``)."""
-        data = self.metric_reader.get_metrics_data()
+        data = self.metrics_hub.snapshot()
         out: dict[str, Any] = {}
         if data is None:
             return out

@@ -23,7 +23,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
-HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+# Methods kept as they are; any other becomes "_OTHER" (the original goes on the span), as the
+# HTTP semantic conventions ask, so a client cannot mint new metric series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
 class _HeaderGetter(Getter[dict[str, str]]):
@@ -45,11 +47,22 @@ class HttpTelemetryMiddleware:
         self.app = app
         self.telemetry = telemetry
         self._tracer = telemetry.tracer
-        self._duration = telemetry.meter.create_histogram(
-            "http.server.request.duration", unit="s",
-            description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
-        )
+        self._duration = telemetry.instruments.http_server_duration
+        self._series: dict[tuple[str, int, str, str | None], Any] = {}  # bound duration series
+
+    def _duration_series(self, method: str, status: int, scheme: str, route: str | None) -> Any:
+        key = (method, status, scheme, route)
+        series = self._series.get(key)
+        if series is None:
+            attributes: dict[str, Any] = {
+                "http.request.method": method, "http.response.status_code": status, "url.scheme": scheme,
+            }
+            if route:
+                attributes["http.route"] = route
+            if status >= 500:
+                attributes["error.type"] = str(status)
+            series = self._series[key] = self._duration.bind(attributes)
+        return series
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self.telemetry.enabled:
@@ -61,12 +74,16 @@ class HttpTelemetryMiddleware:
         method = scope.get("method", "GET")
         server = scope.get("server") or (None, None)
         client = scope.get("client") or (None, None)
-        attributes: dict[str, Any] = {
+        attributes: dict[str, Any] = {}
+        if method not in KNOWN_METHODS:
+            attributes["http.request.method_original"] = method
+            method = "_OTHER"
+        attributes.update({
             "http.request.method": method,
             "url.path": scope.get("path", ""),
             "url.scheme": scope.get("scheme", "http"),
             "network.protocol.version": scope.get("http_version", "1.1"),
-        }
+        })
         if scope.get("query_string"):
             attributes["url.query"] = scope["query_string"].decode("latin-1")
         if server[0]:
@@ -77,7 +94,8 @@ class HttpTelemetryMiddleware:
             attributes["client.address"] = client[0]
         if "user-agent" in headers:
             attributes["user_agent.original"] = headers["user-agent"]
-        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        span = self._tracer.start_span("HTTP" if method == "_OTHER" else method, context=parent,
+                                       kind=SpanKind.SERVER, attributes=attributes)
         token = context_api.attach(trace_api.set_span_in_context(span, parent))
         ctx = span.get_span_context()
         trace_header = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
@@ -101,21 +119,15 @@ class HttpTelemetryMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None)
+            end_attributes: dict[str, Any] = {"http.response.status_code": status_code}
             if template:
-                span.update_name(f"{method} {template}")
-                span.set_attribute("http.route", template)
-            span.set_attribute("http.response.status_code", status_code)
-            metric_attrs: dict[str, Any] = {
-                "http.request.method": method,
-                "http.response.status_code": status_code,
-                "url.scheme": attributes["url.scheme"],
-            }
-            if template:
-                metric_attrs["http.route"] = template
+                span.update_name(f"{method} {template}" if method != "_OTHER" else f"HTTP {template}")
+                end_attributes["http.route"] = template
             if status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
-                span.set_attribute("error.type", str(status_code))
-                metric_attrs["error.type"] = str(status_code)
-            self._duration.record(time.perf_counter() - start, metric_attrs)
+                end_attributes["error.type"] = str(status_code)
+            span.set_attributes(end_attributes)
+            self._duration_series(method, status_code, attributes["url.scheme"], template).record(
+                time.perf_counter() - start, ctx if ctx.is_valid else None)
             context_api.detach(token)
             span.end()

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import sampling
 
 from ..errors import ConfigurationError
+from .bound import EXEMPLAR_FILTERS
 
 TRACES_EXPORTERS = ("otlp", "local", "console", "none")
 METRICS_EXPORTERS = ("otlp", "console", "prometheus", "none")
@@ -68,6 +69,7 @@ class TelemetryConfig:
     local_max_bytes: int = 10 * 1024 * 1024
     local_max_files: int = 5
     metric_export_interval: float = 60.0
+    exemplar_filter: str = "trace_based"
     """Seconds between metric pushes (``OTEL_METRIC_EXPORT_INTERVAL`` is in milliseconds)."""
 
     @classmethod
@@ -112,6 +114,8 @@ class TelemetryConfig:
             local_max_bytes=_positive_int(env, "NEXUS_OTEL_LOCAL_MAX_BYTES", 10 * 1024 * 1024),
             local_max_files=_positive_int(env, "NEXUS_OTEL_LOCAL_MAX_FILES", 5),
             metric_export_interval=_positive_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000) / 1000,
+            exemplar_filter=_choice("OTEL_METRICS_EXEMPLAR_FILTER", env.get("OTEL_METRICS_EXEMPLAR_FILTER"),
+                                    EXEMPLAR_FILTERS, "trace_based"),
         )
 
 

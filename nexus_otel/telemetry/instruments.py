@@ -1,42 +1,119 @@
-"""The five contract instruments, created once per app from its meter."""
+"""The contract's instruments (and the HTTP channel's), created once per app.
+
+Each is a *family*: ``family.bind(attributes)`` returns a series to keep, whose
+``add(amount, ctx)`` / ``record(value, ctx)`` is the whole hot-path cost.
+``ctx`` is the span context to keep as an exemplar (or None).
+
+Two backends give the same families:
+
+* :class:`~nexus_otel.telemetry.bound.BoundMetrics` when nexus-otel built the
+  meter provider: pre-aggregated series, reported through the app's metrics hub;
+* the SDK's own instruments otherwise (a provider the process or the caller
+  supplied), so every reader of that provider sees the measurements. Exemplars
+  then come from the current context, as the SDK does it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
 
-from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import SpanContext
 
 from . import contract as c
+from .bound import BoundMetrics
+
+
+class Series(Protocol):
+    """One bound attribute set of an instrument."""
+
+    def add(self, amount: int | float, ctx: SpanContext | None = None) -> None: ...  # counters
+
+    def record(self, value: float, ctx: SpanContext | None = None) -> None: ...  # histograms
+
+
+class Family(Protocol):
+    def bind(self, attributes: Mapping[str, Any]) -> Any: ...
+
+
+class _SdkSeries:
+    __slots__ = ("_measure", "_attributes")
+
+    def __init__(self, measure: Callable[..., None], attributes: Mapping[str, Any]) -> None:
+        self._measure = measure
+        self._attributes = dict(attributes)
+
+    def add(self, amount: int | float, ctx: SpanContext | None = None) -> None:
+        self._measure(amount, self._attributes)
+
+    record = add
+
+
+class _SdkFamily:
+    """An SDK instrument behind the family interface (series cached per attribute set)."""
+
+    def __init__(self, instrument: Any, method: str) -> None:
+        self._measure = getattr(instrument, method)
+        self._series: dict[tuple[tuple[str, Any], ...], _SdkSeries] = {}
+
+    def bind(self, attributes: Mapping[str, Any]) -> _SdkSeries:
+        key = tuple(sorted(attributes.items()))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series.setdefault(key, _SdkSeries(self._measure, attributes))
+        return series
+
+
+HTTP_SERVER_DURATION = c.MetricSpec(
+    "http.server.request.duration", "s", "Duration of HTTP server requests.",
+    "http_server_request_duration_seconds",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Instruments:
-    """The contract's instruments; attributes are pre-built by their users."""
+    """The hot-path instruments; their users bind attribute sets once and keep the series."""
 
-    workflow_duration: Histogram
-    workflow_executions: Counter
-    workflow_active: UpDownCounter
-    hook_duration: Histogram
-    plugin_errors: Counter
+    workflow_duration: Family
+    workflow_executions: Family
+    workflow_active: Family
+    hook_duration: Family
+    plugin_errors: Family
+    http_server_duration: Family
 
     @classmethod
-    def create(cls, meter: Meter) -> "Instruments":
-        def histogram(spec: c.MetricSpec) -> Histogram:
-            return meter.create_histogram(
-                spec.name, unit=spec.unit, description=spec.description,
-                explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
-            )
+    def create(cls, meter: Meter, bound: BoundMetrics | None = None) -> "Instruments":
+        if bound is not None:
+            def histogram(spec: c.MetricSpec) -> Family:
+                return bound.histogram(spec.name, spec.unit, spec.description, spec.buckets or ())
 
-        def counter(spec: c.MetricSpec) -> Counter:
-            return meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
+            def counter(spec: c.MetricSpec) -> Family:
+                return bound.counter(spec.name, spec.unit, spec.description)
+
+            def up_down(spec: c.MetricSpec) -> Family:
+                return bound.up_down_counter(spec.name, spec.unit, spec.description)
+        else:
+            def histogram(spec: c.MetricSpec) -> Family:
+                return _SdkFamily(meter.create_histogram(
+                    spec.name, unit=spec.unit, description=spec.description,
+                    explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
+                ), "record")
+
+            def counter(spec: c.MetricSpec) -> Family:
+                return _SdkFamily(meter.create_counter(spec.name, unit=spec.unit, description=spec.description),
+                                  "add")
+
+            def up_down(spec: c.MetricSpec) -> Family:
+                return _SdkFamily(meter.create_up_down_counter(
+                    spec.name, unit=spec.unit, description=spec.description), "add")
 
         return cls(
             workflow_duration=histogram(c.WORKFLOW_DURATION),
             workflow_executions=counter(c.WORKFLOW_EXECUTIONS),
-            workflow_active=meter.create_up_down_counter(
-                c.WORKFLOW_ACTIVE.name, unit=c.WORKFLOW_ACTIVE.unit,
-                description=c.WORKFLOW_ACTIVE.description,
-            ),
+            workflow_active=up_down(c.WORKFLOW_ACTIVE),
             hook_duration=histogram(c.HOOK_DURATION),
             plugin_errors=counter(c.PLUGIN_ERRORS),
+            http_server_duration=histogram(HTTP_SERVER_DURATION),
         )

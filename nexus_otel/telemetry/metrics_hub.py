@@ -1,7 +1,9 @@
 """One metric reader for every metrics output: Prometheus scrapes and periodic pushes.
 
 The SDK aggregates every measurement once per registered reader, so each
-extra reader costs on the hot path. The hub is the single reader: a Prometheus
+extra reader costs on the hot path. The hub also reports the app's
+pre-aggregated hot-path instruments (:mod:`nexus_otel.telemetry.bound`) in
+every snapshot, so every output sees them. The hub is the single reader: a Prometheus
 scrape collects from it, and any number of exporters (OTLP, console) are fed
 from it on their own intervals, each on its own thread. Readers cannot be
 added to an SDK ``MeterProvider`` after it is built; pushes can be added to the
@@ -26,12 +28,18 @@ from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
     MetricExportResult,
+    Metric,
     MetricReader,
     MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
 )
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 
 from . import contract
+from .bound import BoundMetrics
 from .prometheus import to_families
 
 log = logging.getLogger("nexus_otel.metrics")
@@ -105,25 +113,62 @@ class MetricsHub(MetricReader):
     """The app's one metric reader (cumulative); serves ``registry`` and feeds pushes."""
 
     def __init__(self, registry: CollectorRegistry | None = None,
-                 resource_labels: Callable[[str], bool] = lambda key: key == contract.SERVICE_NAME) -> None:
+                 resource_labels: Callable[[str], bool] = lambda key: key == contract.SERVICE_NAME,
+                 resource: Resource | None = None) -> None:
+        """``resource`` is the meter provider's: pre-aggregated metrics are reported under it."""
         super().__init__(preferred_temporality=_CUMULATIVE)
         self._collect_lock = threading.Lock()
         self._last: MetricsData | None = None
         self._pushes: list[Push] = []
         self._registry = registry
         self._collector = _PrometheusCollector(self, resource_labels)
+        self._bound: BoundMetrics | None = None
+        self._bound_scope: InstrumentationScope | None = None
+        self._bound_resource: Resource | None = resource
         if registry is not None:
             registry.register(self._collector)  # type: ignore[arg-type]
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._last = metrics_data
 
+    def bound_metrics(self, scope: InstrumentationScope, resource: Resource,
+                      exemplar_filter: str = "trace_based") -> BoundMetrics:
+        """The hub's pre-aggregated instruments (one set per hub, like one meter), reported in every snapshot."""
+        with self._collect_lock:
+            if self._bound is None:
+                self._bound = BoundMetrics(exemplar_filter)
+                self._bound_scope = scope
+                self._bound_resource = self._bound_resource or resource
+            return self._bound
+
     def snapshot(self) -> MetricsData | None:
         """Collect now and return the data (None before the hub is registered)."""
         with self._collect_lock:
             self._last = None
             self.collect()
+            if self._bound is not None:
+                self._last = self._merged(self._last, self._bound.produce())
             return self._last
+
+    def _merged(self, data: MetricsData | None, metrics: list[Metric]) -> MetricsData | None:
+        """``data`` with ``metrics`` added under the hub's scope (in the provider's resource)."""
+        if not metrics:
+            return data
+        scope = self._bound_scope
+        assert scope is not None and self._bound_resource is not None
+        resource_metrics = list(data.resource_metrics) if data is not None else []
+        if not resource_metrics:
+            return MetricsData([ResourceMetrics(self._bound_resource, [ScopeMetrics(scope, metrics, "")], "")])
+        first = resource_metrics[0]  # the hub reads one provider: one resource
+        scopes = list(first.scope_metrics)
+        for i, sm in enumerate(scopes):
+            if sm.scope.name == scope.name and sm.scope.version == scope.version:
+                scopes[i] = ScopeMetrics(sm.scope, [*sm.metrics, *metrics], sm.schema_url)
+                break
+        else:
+            scopes.append(ScopeMetrics(scope, metrics, ""))
+        resource_metrics[0] = ResourceMetrics(first.resource, scopes, first.schema_url)
+        return MetricsData(resource_metrics)
 
     @property
     def pushes(self) -> list[Push]:

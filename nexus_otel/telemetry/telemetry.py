@@ -22,6 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -34,6 +35,7 @@ from ..redaction import Redactor
 from . import contract
 from .config import TelemetryConfig
 from .exporters import metric_exporters, separate_reader, span_processors, wants_delta
+from .bound import BoundMetrics
 from .instruments import Instruments
 from .metrics_hub import MetricsHub
 
@@ -68,6 +70,7 @@ class Telemetry:
         self._owned: list[object] = []
         self.span_outcomes: Any = None
         self._environ = environ
+        self._separate_reader = False
         if not self.enabled:
             self.resource = Resource.get_empty()
             self.tracer_provider: trace_api.TracerProvider = trace_api.NoOpTracerProvider()
@@ -83,7 +86,14 @@ class Telemetry:
         self.service_name = str(self.resource.attributes.get(contract.SERVICE_NAME, service_name))
         self.tracer = self.tracer_provider.get_tracer(contract.INSTRUMENTATION_NAME, __version__)
         self.meter = self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__)
-        self.instruments = Instruments.create(self.meter)
+        # Hot-path instruments are pre-aggregated when every metrics output reads the hub.
+        self.bound_metrics: BoundMetrics | None = None
+        if self.enabled and self.metrics_hub is not None and not self._separate_reader:
+            self.bound_metrics = self.metrics_hub.bound_metrics(
+                InstrumentationScope(contract.INSTRUMENTATION_NAME, __version__), self.resource,
+                self.config.exemplar_filter,
+            )
+        self.instruments = Instruments.create(self.meter, self.bound_metrics)
 
     # -- providers ---------------------------------------------------------
     def _tracer_provider(self) -> trace_api.TracerProvider:
@@ -102,13 +112,14 @@ class Telemetry:
         if isinstance(current, MeterProvider):
             log.debug("using the process's global MeterProvider")
             return current
-        self.metrics_hub = MetricsHub(self.prometheus_registry)
+        self.metrics_hub = MetricsHub(self.prometheus_registry, resource=self.resource)
         readers: list[MetricReader] = [self.metrics_hub]
         pushes = metric_exporters(self.config)
         delta = wants_delta(dict(self._environ) if self._environ is not None else None)
         for name, exporter in pushes:
             if name == "otlp" and delta:
                 readers.append(separate_reader(exporter))
+                self._separate_reader = True
         provider = MeterProvider(resource=self.resource, metric_readers=readers)
         interval = self.config.metric_export_interval
         for name, exporter in pushes:
