@@ -82,6 +82,7 @@ PATH = f"/workflows/{WORKFLOW}"
 BODY = b'{"name":"ada","count":3,"tags":["x","y"]}'
 TARGET = 0.7
 VARIANTS = ("full", "disabled")
+FLOOR = "sdk-floor"  # telemetry disabled + the raw SDK making the same five spans (see sdk_floor_app)
 START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
 STOP_TIMEOUT = 15.0
 
@@ -134,9 +135,89 @@ def build_app(async_workflow: bool, work_ms: float = 0.0) -> Any:
     return app
 
 
-def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str | None) -> int:
+def sdk_floor_app(asgi: Any) -> Any:
+    """``asgi`` wrapped so each request makes, with the raw OpenTelemetry SDK and nothing else, the
+    five spans a full server makes: the SERVER span (same attributes), the workflow span under it
+    and three hook spans under that, each current while it is open, ended into a
+    ``BatchSpanProcessor`` whose exporter drops every batch. No metrics, no redaction, no encoding,
+    no file: what any SDK-based implementation of those spans pays at the least."""
+    from opentelemetry import context as context_api
+    from opentelemetry import trace as trace_api
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanKind
+
+    class Discard(SpanExporter):
+        received = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            Discard.received += len(spans)
+            return SpanExportResult.SUCCESS
+
+    # The app was built with OTEL_SDK_DISABLED=true; the SDK would hand this provider's
+    # tracers out as no-ops too, so the variable goes before it is built.
+    os.environ.pop("OTEL_SDK_DISABLED", None)
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench-http"}))
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    tracer = provider.get_tracer("nexus_otel")
+    hooks = [("hook workflow_started bench-plugin", "workflow_started")] + \
+        [("hook workflow_completed bench-plugin", "workflow_completed")] * 2
+
+    def child(name: str, attributes: dict[str, Any]) -> None:
+        span = tracer.start_span(name, attributes=attributes)
+        token = context_api.attach(trace_api.set_span_in_context(span))
+        context_api.detach(token)
+        span.end()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await asgi(scope, receive, send)
+            return
+        if scope["path"] == "/sdk-floor-spans":  # for the check that the spans were really made
+            provider.force_flush()
+            body = json.dumps({"exported": Discard.received}).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        server = tracer.start_span(scope["method"], kind=SpanKind.SERVER, attributes={
+            "http.request.method": scope["method"], "url.path": scope["path"], "url.scheme": "http",
+            "network.protocol.version": "1.1", "server.address": HOST, "server.port": scope["server"][1],
+            "client.address": scope["client"][0], "user_agent.original": "bench",
+        })
+        token = context_api.attach(trace_api.set_span_in_context(server))
+        workflow = tracer.start_span(f"workflow {WORKFLOW}", attributes={
+            "nexus.workflow.name": WORKFLOW, "nexus.workflow.id": "0" * 32, "nexus.channel": "api",
+        })
+        inner = context_api.attach(trace_api.set_span_in_context(workflow))
+        for name, event in hooks:
+            child(name, {"nexus.plugin.name": "bench-plugin", "nexus.plugin.version": "1.0.0",
+                         "nexus.hook.event": event})
+        context_api.detach(inner)
+        workflow.end()
+        try:
+            await asgi(scope, receive, send)
+        finally:
+            server.set_attributes({"http.route": "/workflows/{name}", "http.response.status_code": 200})
+            context_api.detach(token)
+            server.end()
+
+    return app
+
+
+def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str | None,
+               sdk_floor: bool = False) -> int:
     from nexus_otel.serving import serve
 
+    if sdk_floor:
+        import uvicorn
+
+        from nexus_otel.channels.http import create_http_app
+
+        asgi = create_http_app(build_app(async_workflow, work_ms))  # telemetry disabled, from the environment
+        uvicorn.run(sdk_floor_app(asgi), host=HOST, port=port, lifespan="on", log_level="warning", access_log=False)
+        return 0
     if not profile_out:
         serve(build_app(async_workflow, work_ms), host=HOST, port=port)
         return 0
@@ -269,10 +350,12 @@ def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: flo
     data_dir.mkdir()
     env = _clean_env()
     env["NEXUS_OTEL_DATA_DIR"] = str(data_dir)
-    if variant == "disabled":
+    if variant in ("disabled", FLOOR):
         env["OTEL_SDK_DISABLED"] = "true"
     env.update(extra_env or {})
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--port", str(port)]
+    if variant == FLOOR:
+        cmd.append("--serve-sdk-floor")
     if async_workflow:
         cmd.append("--async-workflow")
     if work_ms:
@@ -469,10 +552,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-sdk-floor", dest="sdk_floor", action="store_false",
+                        help="skip the sdk-floor server (the raw SDK making the same spans; see the docstring)")
+    parser.add_argument("--serve-sdk-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.serve:
-        return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out)
+        return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out, args.serve_sdk_floor)
     if args.client:
         return client_main(args.port, args.connections, args.seconds or 3.0)
 
@@ -519,6 +605,8 @@ class Line:
     work_ms: float
     full: Server
     disabled: Server
+    floor: Server | None = None  # the sdk-floor server, first line only
+    floor_spans: int = 0  # spans its exporter received
     executions: float | None = None
     store: int = 0  # bytes the full server wrote to its local span store
     dropped: int = 0  # spans the full server's batch processor dropped
@@ -535,6 +623,10 @@ class Line:
     @property
     def paired(self) -> float:
         return statistics.median(f / d for f, d in zip(self.full.rates, self.disabled.rates))
+
+    @property
+    def servers(self) -> list[Server]:
+        return [self.full, self.disabled] + ([self.floor] if self.floor else [])
 
 
 def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], rounds: int, seconds: float,
@@ -561,26 +653,33 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
                                              args.profile and variant == "full" and i == 0,
                                              full_env if variant == "full" else None)
                 servers.append(pair[variant])
-            lines.append(Line(work_ms, pair["full"], pair["disabled"]))
+            line = Line(work_ms, pair["full"], pair["disabled"])
+            if i == 0 and args.sdk_floor:
+                line.floor = start_server(FLOOR, workdir, args.async_workflow, work_ms, False)
+                servers.append(line.floor)
+            lines.append(line)
         for server in servers:
             wait_ready(server)
             problems += check_server(server)
         for server in servers:
             load.run(server, warmup)  # warm-up: discarded
-        # Each round measures every server once; within each workload the two servers
-        # alternate (A B, then B A, ...), so drift and other jobs' load hit both alike.
+        # Each round measures every server once; within each workload the servers take
+        # turns going first (A B C, B C A, ...), so drift and other jobs' load hit all alike.
         for r in range(rounds):
             for line in lines:
-                order = (line.full, line.disabled) if r % 2 == 0 else (line.disabled, line.full)
+                order = line.servers[r % len(line.servers):] + line.servers[:r % len(line.servers)]
                 for server in order:
                     rate, errors = load.run(server, seconds)
                     server.rates.append(rate)
                     server.errors += errors
             print(f"  round {r + 1}/{rounds}: " + "   ".join(
-                f"[{line.label}] full {line.full.rates[-1]:6.0f} req/s, disabled {line.disabled.rates[-1]:6.0f} req/s"
+                f"[{line.label}] " + ", ".join(f"{s.variant} {s.rates[-1]:6.0f} req/s" for s in line.servers)
                 for line in lines), flush=True)
         for line in lines:
             line.executions = metric_total(line.full, "nexus_workflow_executions_total")
+            if line.floor is not None:
+                with urllib.request.urlopen(line.floor.url + "/sdk-floor-spans", timeout=30) as r:
+                    line.floor_spans = int(json.loads(r.read())["exported"])
     finally:
         for server in servers:
             stop_server(server)
@@ -593,8 +692,11 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
             line.problems.append(f"{full.name}: no nexus_workflow_executions_total on /metrics")
         if store == 0 and not full_env:
             line.problems.append(f"{full.name}: the local span store is empty")
-        if any(disabled.data_dir.glob("*.jsonl")):
-            line.problems.append(f"{disabled.name}: spans were written to the local store")
+        if line.floor is not None and line.floor_spans < 5:
+            line.problems.append(f"{line.floor.name}: its SDK exported {line.floor_spans} spans: it made none")
+        for quiet in line.servers[1:]:
+            if any(quiet.data_dir.glob("*.jsonl")):
+                line.problems.append(f"{quiet.name}: spans were written to the local store")
         # The SDK's batch processor logs each span it drops when its queue is full.
         assert full.log_path is not None
         dropped = full.log_path.read_text(errors="replace").count("dropping Span")
@@ -602,7 +704,7 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         if dropped:
             line.problems.append(f"{full.name}: the batch span processor dropped {dropped} spans (queue full): "
                                  "export cannot keep up, so the full server did less than full telemetry")
-        for server in (full, disabled):
+        for server in line.servers:
             if server.errors:
                 line.problems.append(f"{server.name}: {server.errors} non-200 responses or socket errors")
 
@@ -611,7 +713,7 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
     print(header)
     print("-" * len(header))
     for line in lines:
-        for server in (line.full, line.disabled):
+        for server in line.servers:
             print(f"{line.label if server is line.full else '':<18} {server.variant:<9} "
                   f"{statistics.median(server.rates):>12.0f} {min(server.rates):>8.0f} "
                   f"{max(server.rates):>8.0f} {server.errors:>7}")
@@ -621,6 +723,13 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         role = ("acceptance figure" if not line.work_ms else "workload under test") if i == 0 else "for comparison"
         print(f"ratio full/disabled, {line.label + ':':<20} {_ratio(line.ratio)}  (paired, median of per-round "
               f"ratios: {_ratio(line.paired)})  target >= {TARGET}  {'PASS' if passed else 'FAIL'}  [{role}]")
+    for line in lines:
+        if line.floor is not None:
+            floor = statistics.median(line.floor.rates) / statistics.median(line.disabled.rates)
+            paired = statistics.median(f / d for f, d in zip(line.floor.rates, line.disabled.rates))
+            print(f"ratio sdk-floor/disabled, {line.label + ':':<15} {_ratio(floor)}  (paired: {_ratio(paired)})  "
+                  f"[ceiling: the raw SDK making the same 5 spans, nothing else ({line.floor_spans} spans "
+                  f"exported); full telemetry cannot beat it]")
     for line in lines:
         print(f"full telemetry, {line.label}: {line.executions or 0:.0f} workflow executions counted on /metrics, "
               f"{line.store / 1e6:.1f} MB of spans in the local store (bounded by rotation), "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 VERSION = 1
 KIND_NAMES = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -27,26 +27,36 @@ _STATUS_NAMES = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERRO
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
 
 
+_KINDS = {kind: kind.value for kind in SpanKind}
+
+
 def encode(spans: Sequence[ReadableSpan]) -> str:
     """One line (without the newline) for a batch of spans sharing, usually, one resource."""
     lines = []
     by_resource: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    kinds, statuses = _KINDS, _STATUS_NAMES
     for span in spans:
         ctx = span.context
         parent = span.parent
+        status = span.status
+        attributes = span.attributes
         item: dict[str, Any] = {
             "t": f"{ctx.trace_id:032x}", "s": f"{ctx.span_id:016x}",
-            "n": span.name, "k": span.kind.value, "b": span.start_time, "e": span.end_time,
-            "c": _STATUS_NAMES[span.status.status_code], "a": dict(span.attributes or {}),
+            "n": span.name, "k": kinds[span.kind], "b": span.start_time, "e": span.end_time,
+            "c": statuses[status.status_code], "a": dict(attributes) if attributes else {},
         }
         if parent is not None:
             item["p"] = f"{parent.span_id:016x}"
-        if span.status.description:
-            item["m"] = span.status.description
-        if span.events:
-            item["ev"] = [[e.name, e.timestamp, dict(e.attributes or {})] for e in span.events]
+        if status.description:
+            item["m"] = status.description
+        events = span.events
+        if events:
+            item["ev"] = [[e.name, e.timestamp, dict(e.attributes or {})] for e in events]
         resource = span.resource
-        by_resource.setdefault(id(resource), (resource, []))[1].append(item)
+        group = by_resource.get(id(resource))
+        if group is None:
+            group = by_resource[id(resource)] = (resource, [])
+        group[1].append(item)
     for resource, items in by_resource.values():
         attrs = dict(resource.attributes) if resource is not None else {}
         lines.append(_dumps({"v": VERSION, "resource": attrs, "spans": items}))

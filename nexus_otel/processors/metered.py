@@ -60,11 +60,15 @@ class MeteredBatchSpanProcessor(BatchSpanProcessor):
         self._counter = counter
         self._dropped = {"exporter": name, "outcome": "dropped"}
         counter.add(0, self._dropped)
+        # The SDK's queue, looked up once (None if a future SDK moves it: drops then go uncounted).
+        batch = getattr(self, "_batch_processor", None)
+        self._queue = getattr(batch, "_queue", None)
+        self._limit = getattr(batch, "_max_queue_size", None)
+        if self._queue is None or self._limit is None:
+            log.warning("cannot see the batch span processor's queue: dropped spans are not counted")
 
     def on_end(self, span: ReadableSpan) -> None:
-        batch = getattr(self, "_batch_processor", None)
-        queue = getattr(batch, "_queue", None)
-        limit = getattr(batch, "_max_queue_size", None)
-        if queue is not None and limit is not None and len(queue) >= limit and span.context.trace_flags.sampled:
+        queue = self._queue
+        if queue is not None and len(queue) >= self._limit and span.context.trace_flags.sampled:  # type: ignore[operator]
             self._counter.add(1, self._dropped)
         super().on_end(span)
