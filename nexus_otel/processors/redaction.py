@@ -69,12 +69,14 @@ class RedactingSpanProcessor(SpanProcessor):
         """The span as sinks may see it (the same object when nothing needed changing)."""
         r = self.redactor
         attributes, changed = self._attributes(span.attributes)
-        events = list(span.events)
-        for i, event in enumerate(events):
-            event_attrs, event_changed = self._attributes(event.attributes, text=True)
-            if event_changed:
-                events[i] = Event(event.name, event_attrs, event.timestamp)
-                changed = True
+        events: Any = span.events
+        if events:
+            events = list(events)
+            for i, event in enumerate(events):
+                event_attrs, event_changed = self._attributes(event.attributes, text=True)
+                if event_changed:
+                    events[i] = Event(event.name, event_attrs, event.timestamp)
+                    changed = True
         status = span.status
         if status.description:
             description = r.scrub_text("status.description", status.description)
@@ -103,7 +105,8 @@ class RedactingSpanProcessor(SpanProcessor):
         sensitive = r.is_sensitive
         changes: dict[str, Any] | None = None
         new: Any
-        for key, value in attrs.items():
+        for key in attrs:
+            value = attrs[key]
             if key in _PRE_REDACTED:
                 if not (callback and isinstance(value, str)):
                     continue
