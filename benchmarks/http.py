@@ -2,13 +2,14 @@
 
 Run::
 
-    python benchmarks/http.py            # full run (about 2 minutes)
+    python benchmarks/http.py            # full run (about 2.5 minutes)
     python benchmarks/http.py --quick    # shorter, noisier run (about 45 s)
 
-It prints two lines. The acceptance figure is the trivial workflow's (target
->= 0.7); the second line, measured in the same rounds, is the same app whose
+It prints three ratios. The acceptance figure is the trivial workflow's (target
+>= 0.7); the second, measured in the same rounds, is the same app whose
 workflow does 1 ms of CPU work (``--extra-work-ms``, default 1), to show how the
-ratio depends on what a request does besides telemetry.
+ratio depends on what a request does besides telemetry; the third is the
+``sdk-floor`` ceiling below.
 
 For each line two uvicorn servers (one worker each, in their own processes, on
 free 127.0.0.1 ports) serve the same app, defined below: one workflow and a
@@ -19,19 +20,23 @@ plugin with three hooks (one ``workflow_started``, two ``workflow_completed``).
   go through a ``BatchSpanProcessor`` to the local span store in a temporary
   ``NEXUS_OTEL_DATA_DIR``; metrics go to the Prometheus registry.
 * ``disabled``: the same with ``OTEL_SDK_DISABLED=true``.
+* ``sdk-floor`` (first line only; ``--no-sdk-floor`` skips it): the ``disabled`` app
+  wrapped so each request makes the same five spans with the raw OpenTelemetry SDK
+  and nothing else (see ``sdk_floor_app``). Its ratio over ``disabled`` is a ceiling
+  for the ``full`` ratio: what the SDK's own span cost leaves.
 
 The load generator is a third process: ``wrk`` (one thread, keep-alive
 connections, ``POST /workflows/bench`` with a small JSON body) when it is on
 PATH, else a small stdlib asyncio HTTP/1.1 keep-alive client in this file
-(``--client``); ``--client-kind`` chooses. The four servers all start at once.
+(``--client``); ``--client-kind`` chooses. The servers all start at once.
 After a warm-up of each, every round measures each server once, one at a time;
-within a line the two servers alternate (A B, B A, A B, ...), so drift hits both
-alike. The figure per side is the median requests/s over its rounds, and the
+within a line the servers take turns going first (A B C, B C A, ...), so drift hits
+all alike. The figure per side is the median requests/s over its rounds, and the
 ratio is full / disabled (target >= 0.7). Every response must be a 200 or the
 round is reported as having errors. Checks: the full server must answer with a
 trace id, count the executions on ``/metrics``, write spans to its store and
 drop none (the SDK logs each span its full queue drops); the disabled one must
-do none of that.
+do none of that; the sdk-floor one must have exported spans from its own SDK.
 
 ``--work-ms`` gives the first line's workflow some CPU work (the acceptance
 figure is for the trivial workflow, 0 ms); ``--extra-work-ms 0`` measures that
