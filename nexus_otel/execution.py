@@ -34,6 +34,9 @@ from .telemetry.telemetry import Telemetry
 from .workflows import Workflow
 
 
+_MAX_CACHED = 4096  # bound metric series remembered per executor
+
+
 class _Run:
     __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active")
 
@@ -187,9 +190,10 @@ class Executor:
         series = self._outcomes.get(key)
         if series is None:
             attrs = run.workflow.metric_attributes(run.channel, status)
-            series = self._outcomes[key] = (
-                self._instruments.workflow_executions.bind(attrs), self._instruments.workflow_duration.bind(attrs),
-            )
+            series = (self._instruments.workflow_executions.bind(attrs),
+                      self._instruments.workflow_duration.bind(attrs))
+            if len(self._outcomes) < _MAX_CACHED:  # channels are the caller's strings: keep the cache bounded
+                self._outcomes[key] = series
         executions, duration = series
         executions.add(1, run.ctx)
         duration.record(run.event.duration or 0.0, run.ctx)

@@ -39,7 +39,8 @@ class Workflow:
         attrs = self._metric_attributes.get(key)
         if attrs is None:
             attrs = {c.M_WORKFLOW: self.name, c.M_CHANNEL: channel, c.M_STATUS: status}
-            self._metric_attributes[key] = attrs
+            if len(self._metric_attributes) < 1024:  # channels are callers' strings: stay bounded
+                self._metric_attributes[key] = attrs
         return attrs
 
 

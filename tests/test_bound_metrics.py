@@ -208,3 +208,20 @@ def test_borrowed_meter_provider_gets_the_contract_metrics_through_the_sdk():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "2", "2"]
+
+
+def test_many_channels_keep_memory_bounded_and_fold_into_overflow():
+    """Callers inventing a channel per call cannot grow the app's caches or its series without end."""
+    from nexus_otel.testing import CapturedTelemetry
+
+    capture = CapturedTelemetry()
+    app = capture.app("many")
+    app.register("w", lambda inputs: 1)
+    for i in range(5000):
+        app.execute_workflow("w", channel=f"ch-{i}")
+    points = capture.metric_points("nexus.workflow.executions")
+    assert len(points) <= 2000
+    assert sum(p.value for p in points) == 5000
+    assert any(p.attributes.get("otel.metric.overflow") for p in points)
+    assert len(app._executor._outcomes) <= 4096
+    capture.shutdown()

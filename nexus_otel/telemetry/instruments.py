@@ -61,7 +61,9 @@ class _SdkFamily:
         key = tuple(sorted(attributes.items()))
         series = self._series.get(key)
         if series is None:
-            series = self._series.setdefault(key, _SdkSeries(self._measure, attributes))
+            series = _SdkSeries(self._measure, attributes)
+            if len(self._series) < 4096:  # the SDK bounds the series it keeps; this cache is bounded too
+                series = self._series.setdefault(key, series)
         return series
 
 
