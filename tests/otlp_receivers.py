@@ -61,6 +61,7 @@ class ReceivedMetric:
     resource: dict[str, Any]
     scope: str
     points: tuple[ReceivedPoint, ...] = field(default_factory=tuple)
+    temporality: int = 0  # OTLP AggregationTemporality: 1 delta, 2 cumulative (0: not a sum or histogram)
 
 
 def any_value(value: AnyValue) -> Any:
@@ -133,6 +134,7 @@ def flatten_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) ->
                     name=metric.name, unit=metric.unit, kind=kind,
                     is_monotonic=data.is_monotonic if kind == "sum" else None,
                     resource=resource, scope=sm.scope.name, points=tuple(points),
+                    temporality=getattr(data, "aggregation_temporality", 0) if kind in ("sum", "histogram") else 0,
                 ))
     return out
 

@@ -224,3 +224,24 @@ def test_failed_workflow_arrives_as_error_span(otel_env, protocol):
     executions = receiver.latest_points("nexus.workflow.executions")
     assert set(executions) == {failed}
     assert executions[failed][1].value == 1
+
+
+@pytest.mark.parametrize(("preference", "temporality"), [("cumulative", 2), ("delta", 1)])
+def test_metric_temporality_preference_reaches_the_receiver(otel_env, preference, temporality):
+    """Contract metrics arrive cumulative by default and as deltas when the environment prefers delta."""
+    with HTTPReceiver() as receiver:
+        configure(otel_env, receiver.endpoint, "http/protobuf",
+                  OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=preference)
+        app = Nexus("temporality")
+        # Pre-bound series report through the app's hub, which is cumulative; a delta
+        # exporter reads the SDK's instruments through a reader of its own.
+        assert (app.telemetry.bound_metrics is None) == (preference == "delta")
+        app.register(WORKFLOW, lambda inputs: {"hi": inputs["name"]})
+        for _ in range(3):
+            app.execute_workflow(WORKFLOW, {"name": "ada"}, channel="api")
+        app.stop()
+        assert receiver.wait_for(lambda: "nexus.workflow.executions" in receiver.metric_names(), 10)
+        received = [m for m in receiver.metrics() if m.name == "nexus.workflow.executions"]
+        assert {m.temporality for m in received} == {temporality}
+        values = [p.value for m in received for p in m.points]
+        assert (sum(values) if preference == "delta" else max(values)) == 3
