@@ -13,7 +13,8 @@ ratio depends on what a request does besides telemetry; the third is the
 
 For each line two uvicorn servers (one worker each, in their own processes, on
 free 127.0.0.1 ports) serve the same app, defined below: one workflow and a
-plugin with three hooks (one ``workflow_started``, two ``workflow_completed``).
+plugin with three hooks (one ``workflow_started``, two ``workflow_completed``; ``--hooks N``
+sets how many, each one span more per request).
 
 * ``full``: the default environment with every ``OTEL_*`` variable removed, so
   no OTLP endpoint: spans (HTTP server span, workflow span, three hook spans)
@@ -87,6 +88,7 @@ PATH = f"/workflows/{WORKFLOW}"
 BODY = b'{"name":"ada","count":3,"tags":["x","y"]}'
 TARGET = 0.7
 VARIANTS = ("full", "disabled")
+HOOKS = 3  # the bench plugin's trivial hooks (--hooks)
 FLOOR = "sdk-floor"  # telemetry disabled + the raw SDK making the same five spans (see sdk_floor_app)
 START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
 STOP_TIMEOUT = 15.0
@@ -95,28 +97,23 @@ STOP_TIMEOUT = 15.0
 # --------------------------------------------------------------------------------------
 # The served app (``--serve`` mode runs in the server subprocesses)
 # --------------------------------------------------------------------------------------
-def build_app(async_workflow: bool, work_ms: float = 0.0) -> Any:
+def hook_events(hooks: int) -> list[str]:
+    """The events of the plugin's ``hooks`` hooks: one ``workflow_started``, the rest ``workflow_completed``."""
+    return ["workflow_started", *["workflow_completed"] * (hooks - 1)][:hooks]
+
+
+def build_app(async_workflow: bool, work_ms: float = 0.0, hooks: int = HOOKS) -> Any:
     from nexus_otel import Nexus, NexusPlugin
 
-    def hook_started(event: Any) -> None:
-        return None
-
-    def hook_completed_1(event: Any) -> None:
-        return None
-
-    def hook_completed_2(event: Any) -> None:
-        return None
-
     class BenchPlugin(NexusPlugin):
-        """Three trivial hooks: started, completed, completed."""
+        """Trivial hooks (by default three: started, completed, completed)."""
 
         name = "bench-plugin"  # type: ignore[assignment]
         version = "1.0.0"  # type: ignore[assignment]
 
         def setup(self, nexus_app: Nexus) -> None:
-            nexus_app.on_workflow_started(hook_started)
-            nexus_app.on_workflow_completed(hook_completed_1)
-            nexus_app.on_workflow_completed(hook_completed_2)
+            for event in hook_events(hooks):
+                getattr(nexus_app, f"on_{event}")(lambda event: None)
 
     work_s = work_ms / 1000
 
@@ -140,7 +137,7 @@ def build_app(async_workflow: bool, work_ms: float = 0.0) -> Any:
     return app
 
 
-def sdk_floor_app(asgi: Any) -> Any:
+def sdk_floor_app(asgi: Any, hooks: int = HOOKS) -> Any:
     """``asgi`` wrapped so each request makes, with the raw OpenTelemetry SDK and nothing else, the
     five spans a full server makes: the SERVER span (same attributes), the workflow span under it
     and three hook spans under that, each current while it is open, ended into a
@@ -166,8 +163,7 @@ def sdk_floor_app(asgi: Any) -> Any:
     provider = TracerProvider(resource=Resource.create({"service.name": "bench-http"}))
     provider.add_span_processor(BatchSpanProcessor(Discard()))
     tracer = provider.get_tracer("nexus_otel")
-    hooks = [("hook workflow_started bench-plugin", "workflow_started")] + \
-        [("hook workflow_completed bench-plugin", "workflow_completed")] * 2
+    hook_spans = [(f"hook {event} bench-plugin", event) for event in hook_events(hooks)]
 
     def child(name: str, attributes: dict[str, Any]) -> None:
         span = tracer.start_span(name, attributes=attributes)
@@ -196,7 +192,7 @@ def sdk_floor_app(asgi: Any) -> Any:
             "nexus.workflow.name": WORKFLOW, "nexus.workflow.id": "0" * 32, "nexus.channel": "api",
         })
         inner = context_api.attach(trace_api.set_span_in_context(workflow))
-        for name, event in hooks:
+        for name, event in hook_spans:
             child(name, {"nexus.plugin.name": "bench-plugin", "nexus.plugin.version": "1.0.0",
                          "nexus.hook.event": event})
         context_api.detach(inner)
@@ -212,7 +208,7 @@ def sdk_floor_app(asgi: Any) -> Any:
 
 
 def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str | None,
-               sdk_floor: bool = False) -> int:
+               sdk_floor: bool = False, hooks: int = HOOKS) -> int:
     from nexus_otel.serving import serve
 
     if sdk_floor:
@@ -220,11 +216,11 @@ def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str
 
         from nexus_otel.channels.http import create_http_app
 
-        asgi = create_http_app(build_app(async_workflow, work_ms))  # telemetry disabled, from the environment
-        uvicorn.run(sdk_floor_app(asgi), host=HOST, port=port, lifespan="on", log_level="warning", access_log=False)
+        asgi = create_http_app(build_app(async_workflow, work_ms, hooks))  # telemetry disabled (environment)
+        uvicorn.run(sdk_floor_app(asgi, hooks), host=HOST, port=port, lifespan="on", log_level="warning", access_log=False)
         return 0
     if not profile_out:
-        serve(build_app(async_workflow, work_ms), host=HOST, port=port)
+        serve(build_app(async_workflow, work_ms, hooks), host=HOST, port=port)
         return 0
     # cProfile sees one thread; the span processor and the worker threads that run
     # sync workflows matter too, so every thread gets its own profiler, merged at the end.
@@ -251,7 +247,7 @@ def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str
     profilers.append(main_profiler)
     main_profiler.enable()
     try:
-        serve(build_app(async_workflow, work_ms), host=HOST, port=port)  # its threads start profiled
+        serve(build_app(async_workflow, work_ms, hooks), host=HOST, port=port)  # its threads start profiled
     finally:
         main_profiler.disable()
         stats = pstats.Stats(main_profiler)
@@ -348,7 +344,7 @@ def _clean_env() -> dict[str, str]:
 
 
 def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: float, profile: bool,
-                 extra_env: dict[str, str] | None = None) -> Server:
+                 extra_env: dict[str, str] | None = None, hooks: int = HOOKS) -> Server:
     port = free_port()
     tag = f"{variant}-{work_ms:g}ms"
     data_dir = workdir / f"data-{tag}"
@@ -361,6 +357,8 @@ def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: flo
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--port", str(port)]
     if variant == FLOOR:
         cmd.append("--serve-sdk-floor")
+    if hooks != HOOKS:
+        cmd += ["--hooks", str(hooks)]
     if async_workflow:
         cmd.append("--async-workflow")
     if work_ms:
@@ -557,13 +555,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--hooks", type=int, default=HOOKS,
+                        help=f"trivial hooks of the bench plugin, each a span (default {HOOKS}, the acceptance case)")
     parser.add_argument("--no-sdk-floor", dest="sdk_floor", action="store_false",
                         help="skip the sdk-floor server (the raw SDK making the same spans; see the docstring)")
     parser.add_argument("--serve-sdk-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.hooks < 0:
+        parser.error("--hooks must be 0 or more")
 
     if args.serve:
-        return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out, args.serve_sdk_floor)
+        return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out, args.serve_sdk_floor,
+                          args.hooks)
     if args.client:
         return client_main(args.port, args.connections, args.seconds or 3.0)
 
@@ -642,7 +645,7 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         workloads.append(args.extra_work_ms)
     flavour = "async" if args.async_workflow else "sync"
     described = " and ".join("trivial" if not w else f"{w:g} ms of CPU work" for w in workloads)
-    print(f"  load: {load.describe()}; POST {PATH} ({flavour} workflow: {described}; 3 hooks); "
+    print(f"  load: {load.describe()}; POST {PATH} ({flavour} workflow: {described}; {args.hooks} hooks); "
           f"{rounds} rounds x {seconds:g} s per server, alternating, after {warmup:g} s warm-up"
           + ("; full server under cProfile" if args.profile else "")
           + (f"; full server env {full_env}" if full_env else ""))
@@ -656,11 +659,11 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
             for variant in VARIANTS:
                 pair[variant] = start_server(variant, workdir, args.async_workflow, work_ms,
                                              args.profile and variant == "full" and i == 0,
-                                             full_env if variant == "full" else None)
+                                             full_env if variant == "full" else None, args.hooks)
                 servers.append(pair[variant])
             line = Line(work_ms, pair["full"], pair["disabled"])
             if i == 0 and args.sdk_floor:
-                line.floor = start_server(FLOOR, workdir, args.async_workflow, work_ms, False)
+                line.floor = start_server(FLOOR, workdir, args.async_workflow, work_ms, False, None, args.hooks)
                 servers.append(line.floor)
             lines.append(line)
         for server in servers:
@@ -733,7 +736,7 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
             floor = statistics.median(line.floor.rates) / statistics.median(line.disabled.rates)
             paired = statistics.median(f / d for f, d in zip(line.floor.rates, line.disabled.rates))
             print(f"ratio sdk-floor/disabled, {line.label + ':':<15} {_ratio(floor)}  (paired: {_ratio(paired)})  "
-                  f"[ceiling: the raw SDK making the same 5 spans, nothing else ({line.floor_spans} spans "
+                  f"[ceiling: the raw SDK making the same {args.hooks + 2} spans, nothing else ({line.floor_spans} spans "
                   f"exported); full telemetry cannot beat it]")
     for line in lines:
         print(f"full telemetry, {line.label}: {line.executions or 0:.0f} workflow executions counted on /metrics, "
