@@ -69,8 +69,9 @@ class TelemetryConfig:
     local_max_bytes: int = 10 * 1024 * 1024
     local_max_files: int = 5
     metric_export_interval: float = 60.0
-    exemplar_filter: str = "trace_based"
     """Seconds between metric pushes (``OTEL_METRIC_EXPORT_INTERVAL`` is in milliseconds)."""
+    exemplar_filter: str = "trace_based"
+    """Which measurements keep an exemplar (``OTEL_METRICS_EXEMPLAR_FILTER``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":

@@ -1,13 +1,14 @@
 """One metric reader for every metrics output: Prometheus scrapes and periodic pushes.
 
 The SDK aggregates every measurement once per registered reader, so each
-extra reader costs on the hot path. The hub also reports the app's
-pre-aggregated hot-path instruments (:mod:`nexus_otel.telemetry.bound`) in
-every snapshot, so every output sees them. The hub is the single reader: a Prometheus
+extra reader costs on the hot path. The hub is the single reader: a Prometheus
 scrape collects from it, and any number of exporters (OTLP, console) are fed
 from it on their own intervals, each on its own thread. Readers cannot be
 added to an SDK ``MeterProvider`` after it is built; pushes can be added to the
 hub at any time, which is what ``MonitoringPlugin(backend="otlp")`` needs.
+
+Every snapshot also carries the app's pre-aggregated hot-path instruments
+(:mod:`nexus_otel.telemetry.bound`), so every output sees them.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Metric,
     MetricExporter,
     MetricExportResult,
-    Metric,
     MetricReader,
     MetricsData,
     ResourceMetrics,

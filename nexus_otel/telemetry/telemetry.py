@@ -33,9 +33,9 @@ from ..processors.metered import spans_counter
 from ..processors.redaction import RedactingSpanProcessor
 from ..redaction import Redactor
 from . import contract
+from .bound import BoundMetrics
 from .config import TelemetryConfig
 from .exporters import metric_exporters, separate_reader, span_processors, wants_delta
-from .bound import BoundMetrics
 from .instruments import Instruments
 from .metrics_hub import MetricsHub
 
