@@ -30,11 +30,9 @@ from .hooks import HookRegistry, HookRunner
 from .middleware import AsyncNext, Middleware, Next, WorkflowCall, build_async_chain, build_sync_chain
 from .redaction import Redactor
 from .telemetry import contract as c
+from .telemetry.instruments import SeriesCache
 from .telemetry.telemetry import Telemetry
 from .workflows import Workflow
-
-
-_MAX_CACHED = 4096  # bound metric series remembered per executor
 
 
 class _Run:
@@ -89,8 +87,9 @@ class Executor:
         # Workflow ids need to be unique, not secret: a seeded PRNG, no system call per execution.
         self._ids = random.Random()
         # Bound metric series: by workflow name, and by (workflow, channel, status).
-        self._active: dict[str, Any] = {}
-        self._outcomes: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._active = SeriesCache(self._instruments.workflow_active)
+        self._executions = SeriesCache(self._instruments.workflow_executions)
+        self._durations = SeriesCache(self._instruments.workflow_duration)
 
     def set_middleware(self, middlewares: Sequence[Middleware]) -> None:
         self._sync_chain = build_sync_chain(middlewares, _sync_terminal)
@@ -162,9 +161,7 @@ class Executor:
             event.span_id = format(ctx.span_id, "016x")
         else:
             ctx = None
-        active = self._active.get(workflow.name)
-        if active is None:
-            active = self._active[workflow.name] = self._instruments.workflow_active.bind(workflow.active_attributes)
+        active = self._active.get(workflow.name, dict, workflow.active_attributes)
         active.add(1)
         return _Run(workflow, event, span, token, ctx, active)
 
@@ -186,17 +183,11 @@ class Executor:
             self._record(run, c.STATUS_FAILED)
 
     def _record(self, run: _Run, status: str) -> None:
-        key = (run.workflow.name, run.channel, status)
-        series = self._outcomes.get(key)
-        if series is None:
-            attrs = run.workflow.metric_attributes(run.channel, status)
-            series = (self._instruments.workflow_executions.bind(attrs),
-                      self._instruments.workflow_duration.bind(attrs))
-            if len(self._outcomes) < _MAX_CACHED:  # channels are the caller's strings: keep the cache bounded
-                self._outcomes[key] = series
-        executions, duration = series
-        executions.add(1, run.ctx)
-        duration.record(run.event.duration or 0.0, run.ctx)
+        workflow, channel = run.workflow, run.channel
+        key = (workflow.name, channel, status)
+        self._executions.get(key, workflow.metric_attributes, channel, status).add(1, run.ctx)
+        self._durations.get(key, workflow.metric_attributes, channel, status).record(
+            run.event.duration or 0.0, run.ctx)
 
     def _end(self, run: _Run) -> None:
         if run.token is None:

@@ -22,6 +22,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from ._aio import block_on
 from .telemetry import contract as c
+from .telemetry.instruments import SeriesCache
 from .telemetry.telemetry import Telemetry
 
 log = logging.getLogger("nexus_otel.hooks")
@@ -101,15 +102,8 @@ class HookRunner:
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
         self._tracer = telemetry.tracer
-        self._duration = telemetry.instruments.hook_duration
         self._errors = telemetry.instruments.plugin_errors
-        self._series: dict[tuple[str, str], Any] = {}  # bound hook-duration series by (plugin, event)
-
-    def _duration_series(self, plugin: str, event: str, metric_attributes: dict[str, str]) -> Any:
-        series = self._series.get((plugin, event))
-        if series is None:
-            series = self._series[(plugin, event)] = self._duration.bind(metric_attributes)
-        return series
+        self._durations = SeriesCache(telemetry.instruments.hook_duration)  # by (plugin, event)
 
     def _open(self, span_name: str, span_attributes: dict[str, str]) -> tuple[Span, Any, float]:
         span = self._tracer.start_span(
@@ -136,7 +130,7 @@ class HookRunner:
                 if reraise:
                     raise
             return
-        series = self._duration_series(plugin, event, metric_attributes)
+        series = self._durations.get((plugin, event), dict, metric_attributes)
         span, token, start = self._open(span_name, span_attributes)
         try:
             yield
@@ -152,7 +146,7 @@ class HookRunner:
         enabled = self._telemetry.enabled
         for hook in hooks:
             if enabled:  # what observed() does, inline: this loop runs for every hook of every execution
-                series = self._duration_series(hook.plugin, hook.event, hook.metric_attributes)
+                series = self._durations.get((hook.plugin, hook.event), dict, hook.metric_attributes)
                 span, token, start = self._open(hook.span_name, hook.span_attributes)
             try:
                 result = hook.fn(*args)

@@ -31,17 +31,10 @@ class Workflow:
     is_async: bool = False
     span_name: str = ""
     active_attributes: dict[str, str] = field(default_factory=dict)
-    _metric_attributes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
     def metric_attributes(self, channel: str, status: str) -> dict[str, str]:
-        """``{workflow, channel, status}``, one shared dict per combination."""
-        key = (channel, status)
-        attrs = self._metric_attributes.get(key)
-        if attrs is None:
-            attrs = {c.M_WORKFLOW: self.name, c.M_CHANNEL: channel, c.M_STATUS: status}
-            if len(self._metric_attributes) < 1024:  # channels are callers' strings: stay bounded
-                self._metric_attributes[key] = attrs
-        return attrs
+        """``{workflow, channel, status}`` (the executor keeps the series they bind)."""
+        return {c.M_WORKFLOW: self.name, c.M_CHANNEL: channel, c.M_STATUS: status}
 
 
 class WorkflowRegistry:

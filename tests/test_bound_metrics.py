@@ -223,5 +223,5 @@ def test_many_channels_keep_memory_bounded_and_fold_into_overflow():
     assert len(points) <= 2000
     assert sum(p.value for p in points) == 5000
     assert any(p.attributes.get("otel.metric.overflow") for p in points)
-    assert len(app._executor._outcomes) <= 4096
+    assert len(app._executor._executions) <= 4096 and len(app._executor._durations) <= 4096
     capture.shutdown()

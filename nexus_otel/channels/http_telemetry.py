@@ -17,6 +17,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ..telemetry.instruments import SeriesCache
 from ..telemetry.telemetry import Telemetry
 
 Scope = MutableMapping[str, Any]
@@ -26,6 +27,18 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 # Methods kept as they are; any other becomes "_OTHER" (the original goes on the span), as the
 # HTTP semantic conventions ask, so a client cannot mint new metric series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
+def _duration_attributes(method: str, status: int, scheme: str, route: str | None) -> dict[str, Any]:
+    """``http.server.request.duration``'s attributes, per the HTTP semantic conventions."""
+    attributes: dict[str, Any] = {
+        "http.request.method": method, "http.response.status_code": status, "url.scheme": scheme,
+    }
+    if route:
+        attributes["http.route"] = route
+    if status >= 500:
+        attributes["error.type"] = str(status)
+    return attributes
 
 
 class _HeaderGetter(Getter[dict[str, str]]):
@@ -47,22 +60,7 @@ class HttpTelemetryMiddleware:
         self.app = app
         self.telemetry = telemetry
         self._tracer = telemetry.tracer
-        self._duration = telemetry.instruments.http_server_duration
-        self._series: dict[tuple[str, int, str, str | None], Any] = {}  # bound duration series
-
-    def _duration_series(self, method: str, status: int, scheme: str, route: str | None) -> Any:
-        key = (method, status, scheme, route)
-        series = self._series.get(key)
-        if series is None:
-            attributes: dict[str, Any] = {
-                "http.request.method": method, "http.response.status_code": status, "url.scheme": scheme,
-            }
-            if route:
-                attributes["http.route"] = route
-            if status >= 500:
-                attributes["error.type"] = str(status)
-            series = self._series[key] = self._duration.bind(attributes)
-        return series
+        self._durations = SeriesCache(telemetry.instruments.http_server_duration)  # by (method, status, scheme, route)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self.telemetry.enabled:
@@ -127,7 +125,9 @@ class HttpTelemetryMiddleware:
                 span.set_status(Status(StatusCode.ERROR))
                 end_attributes["error.type"] = str(status_code)
             span.set_attributes(end_attributes)
-            self._duration_series(method, status_code, attributes["url.scheme"], template).record(
+            scheme = attributes["url.scheme"]
+            self._durations.get((method, status_code, scheme, template), _duration_attributes,
+                                method, status_code, scheme, template).record(
                 time.perf_counter() - start, ctx if ctx.is_valid else None)
             context_api.detach(token)
             span.end()

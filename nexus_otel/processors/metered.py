@@ -68,7 +68,7 @@ class MeteredBatchSpanProcessor(BatchSpanProcessor):
             log.warning("cannot see the batch span processor's queue: dropped spans are not counted")
 
     def on_end(self, span: ReadableSpan) -> None:
-        queue = self._queue
-        if queue is not None and len(queue) >= self._limit and span.context.trace_flags.sampled:  # type: ignore[operator]
+        queue, limit = self._queue, self._limit
+        if queue is not None and limit is not None and len(queue) >= limit and span.context.trace_flags.sampled:
             self._counter.add(1, self._dropped)
         super().on_end(span)

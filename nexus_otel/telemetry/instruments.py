@@ -51,20 +51,40 @@ class _SdkSeries:
 
 
 class _SdkFamily:
-    """An SDK instrument behind the family interface (series cached per attribute set)."""
+    """An SDK instrument behind the family interface (the SDK keeps the series)."""
 
     def __init__(self, instrument: Any, method: str) -> None:
         self._measure = getattr(instrument, method)
-        self._series: dict[tuple[tuple[str, Any], ...], _SdkSeries] = {}
 
     def bind(self, attributes: Mapping[str, Any]) -> _SdkSeries:
-        key = tuple(sorted(attributes.items()))
-        series = self._series.get(key)
+        return _SdkSeries(self._measure, attributes)
+
+
+class SeriesCache:
+    """A family's series by a key the caller already has, so the hot path skips building attributes.
+
+    ``get(key, make, *args)`` binds ``make(*args)`` the first time ``key`` is seen. At most
+    ``limit`` keys are remembered (a key may carry a caller's string, such as a channel); past
+    that, each miss binds again, which is slower but correct.
+    """
+
+    __slots__ = ("_family", "_by_key", "_limit")
+
+    def __init__(self, family: Family, limit: int = 4096) -> None:
+        self._family = family
+        self._by_key: dict[Any, Any] = {}
+        self._limit = limit
+
+    def get(self, key: Any, make: Callable[..., Mapping[str, Any]], *args: Any) -> Any:
+        series = self._by_key.get(key)
         if series is None:
-            series = _SdkSeries(self._measure, attributes)
-            if len(self._series) < 4096:  # the SDK bounds the series it keeps; this cache is bounded too
-                series = self._series.setdefault(key, series)
+            series = self._family.bind(make(*args))
+            if len(self._by_key) < self._limit:
+                self._by_key[key] = series
         return series
+
+    def __len__(self) -> int:
+        return len(self._by_key)
 
 
 HTTP_SERVER_DURATION = c.MetricSpec(
