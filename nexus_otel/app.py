@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar, overload
@@ -14,12 +15,14 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind
 
 from .caller import Caller
+from .deadline import call_within
 from .discovery import Discovered
-from .errors import AppStateError
+from .errors import AppStateError, ConfigurationError
 from .execution import Executor
 from .hooks import HookRegistry, HookRunner
 from .middleware import Middleware, as_middleware
 from .plugin import PluginManager
+from .records import RecordPipeline
 from .redaction import Redactor
 from .telemetry import contract as c
 from .telemetry.telemetry import Telemetry
@@ -29,6 +32,10 @@ log = logging.getLogger("nexus_otel")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _CREATED, _STARTED, _STOPPED = "created", "started", "stopped"
+DEFAULT_STOP_TIMEOUT = 10.0
+# Of stop()'s time, what record sinks may spend delivering before telemetry gets the rest:
+# undelivered records wait on disk for the next start, spans in memory do not.
+_RECORDS_SHARE = 0.5
 
 
 class Nexus:
@@ -39,6 +46,10 @@ class Nexus:
     ``meter_provider`` to use your own; otherwise an SDK provider already
     installed globally is used, or new ones are built from ``OTEL_*``.
     Bad ``OTEL_*`` values raise :class:`~nexus_otel.errors.ConfigurationError` here.
+
+    Every execution gives one record to each of ``app.records``' processors
+    (audit, webhooks, request log, ``MetricsPlugin``), whatever the trace
+    sampling; traces are sampled, in-process with ``tail_sampling=TailSampling(...)``.
     """
 
     def __init__(
@@ -51,19 +62,27 @@ class Nexus:
         record_inputs: bool = True,
         redactor: Redactor | None = None,
         environ: Mapping[str, str] | None = None,
+        tail_sampling: Any = None,
     ) -> None:
         self.name = name
+        if telemetry is not None and tail_sampling is not None:
+            raise ConfigurationError("tail_sampling", tail_sampling,
+                                     "None when telemetry= is given (pass it to that Telemetry instead)")
+        extra: dict[str, Any] = {"tail_sampling": tail_sampling} if tail_sampling is not None else {}
         self.telemetry = telemetry or Telemetry(
             name, tracer_provider=tracer_provider, meter_provider=meter_provider, environ=environ,
-            redactor=redactor,
+            redactor=redactor, **extra,
         )
         self.redactor = redactor or self.telemetry.redactor
         self.hooks = HookRegistry()
         self.workflows = WorkflowRegistry()
         self.plugins = PluginManager(self)
+        self.records = RecordPipeline()
+        """The record processors: each gets every execution's record, never sampled."""
         self._hook_runner = HookRunner(self.telemetry)
         self._executor = Executor(
             self.telemetry, self.hooks, self._hook_runner, redactor=self.redactor, record_inputs=record_inputs,
+            records=self.records,
         )
         self._middleware: list[tuple[str | None, Middleware]] = []
         self._middleware_owner: str | None = None
@@ -215,18 +234,29 @@ class Nexus:
         log.debug("app %r started", self.name)
         return self
 
-    def stop(self) -> None:
-        """Run shutdown hooks, tear plugins down (last first), then flush telemetry. Idempotent."""
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Run shutdown hooks, tear plugins down (last first), then flush telemetry. Idempotent.
+
+        Returns within about ``timeout`` seconds whatever a receiver, database
+        or OTLP endpoint does: record sinks deliver what they can in the first
+        half, what is left waits in their outbox for the next start (one log
+        line each says how much), and telemetry is flushed in the rest.
+        """
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise ConfigurationError("Nexus.stop(timeout)", timeout, "a number of seconds, zero or more")
+        deadline = time.monotonic() + timeout
         with self._state_lock:
             if self._state == _STOPPED:
                 return
             was_started = self._state == _STARTED
             self._state = _STOPPED
+            self.records.deadline = time.monotonic() + timeout * _RECORDS_SHARE
             with self.telemetry.tracer.start_as_current_span(c.APP_STOP_SPAN):
                 if was_started:
                     self._hook_runner.run(self.hooks.get(c.SHUTDOWN), ())
                 self.plugins.teardown_all()
-        self.telemetry.shutdown()
+            self.records.shutdown(max(0.0, self.records.deadline - time.monotonic()))
+        call_within(self.telemetry.shutdown, max(0.0, deadline - time.monotonic()), "telemetry shutdown")
         log.debug("app %r stopped", self.name)
 
     @property

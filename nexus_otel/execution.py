@@ -7,9 +7,14 @@ Order, for every execution::
       middleware chain -> workflow fn timed: this is event.duration
       hooks workflow_completed | workflow_failed
     metrics: executions, duration (with the trace as exemplar), active
+    span ends
+    record processors get the execution's record (audit, webhooks, ...)
 
+The record is made from the execution, not its span, so it exists whatever
+the sampler decided, and durable sinks have it stored before this returns.
 The sync and async paths share every step but how hooks and the chain are
-called. With telemetry disabled the same steps run with no telemetry calls.
+called. With telemetry disabled the same steps run with no telemetry calls
+(records still flow).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from .caller import Caller
 from .events import WorkflowEvent
 from .hooks import HookRegistry, HookRunner
 from .middleware import AsyncNext, Middleware, Next, WorkflowCall, build_async_chain, build_sync_chain
+from .records import ExecutionRecord, RecordPipeline
+from .records.record import RUNNING
 from .redaction import Redactor
 from .telemetry import contract as c
 from .telemetry.instruments import SeriesCache
@@ -36,7 +43,8 @@ from .workflows import Workflow
 
 
 class _Run:
-    __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active")
+    __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active", "sampled",
+                 "inputs_attr", "error_text")
 
     def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any,
                  ctx: SpanContext | None = None, active: Any = None) -> None:
@@ -48,6 +56,9 @@ class _Run:
         self.channel = event.channel
         self.ctx = ctx  # the workflow span's context, kept as the metrics' exemplar
         self.active = active  # the bound nexus.workflow.active series
+        self.sampled = False
+        self.inputs_attr: str | None = None  # the redacted inputs, made once for span and record
+        self.error_text: str | None = None
 
 
 def _sync_terminal(call: WorkflowCall) -> Any:
@@ -74,8 +85,10 @@ class Executor:
         *,
         redactor: Redactor,
         record_inputs: bool,
+        records: RecordPipeline | None = None,
     ) -> None:
         self._telemetry = telemetry
+        self._records = records if records is not None else RecordPipeline()
         self._tracer = telemetry.tracer
         self._instruments = telemetry.instruments
         self._hooks = hooks
@@ -142,8 +155,13 @@ class Executor:
             workflow_name=workflow.name, workflow_id=f"{self._ids.getrandbits(128):032x}", session_id=session_id,
             channel=channel, inputs=inputs, timestamp=time.time(),
         )
+        records = self._records
         if not self._telemetry.enabled:
-            return _Run(workflow, event, INVALID_SPAN, None)
+            run = _Run(workflow, event, INVALID_SPAN, None)
+            if records.wants_start:
+                run.inputs_attr = self._inputs_attr(inputs)
+                records.on_start(self._start_record(run))
+            return run
         attributes: dict[str, Any] = {
             c.WORKFLOW_NAME: workflow.name,
             c.WORKFLOW_ID: event.workflow_id,
@@ -151,19 +169,30 @@ class Executor:
         }
         if session_id is not None:
             attributes[c.SESSION_ID] = session_id
-        if self._record_inputs:
-            attributes[c.WORKFLOW_INPUTS] = self._redactor.to_attribute(inputs)
+        inputs_attr = self._inputs_attr(inputs)
+        if inputs_attr is not None:
+            attributes[c.WORKFLOW_INPUTS] = inputs_attr
         span = self._tracer.start_span(workflow.span_name, kind=kind, attributes=attributes)
         token = context_api.attach(trace_api.set_span_in_context(span))
         ctx: SpanContext | None = span.get_span_context()
+        sampled = False
         if ctx is not None and ctx.is_valid:
             event.trace_id = format(ctx.trace_id, "032x")
             event.span_id = format(ctx.span_id, "016x")
+            sampled = ctx.trace_flags.sampled
         else:
             ctx = None
         active = self._active.get(workflow.name, dict, workflow.active_attributes)
         active.add(1)
-        return _Run(workflow, event, span, token, ctx, active)
+        run = _Run(workflow, event, span, token, ctx, active)
+        run.sampled = sampled
+        run.inputs_attr = inputs_attr
+        if records.wants_start:
+            records.on_start(self._start_record(run))
+        return run
+
+    def _inputs_attr(self, inputs: Mapping[str, Any]) -> str | None:
+        return self._redactor.to_attribute(inputs) if self._record_inputs else None
 
     def _completed(self, run: _Run, result: Any) -> None:
         run.event.duration = time.perf_counter() - run.start
@@ -174,12 +203,12 @@ class Executor:
     def _failed(self, run: _Run, exc: BaseException) -> None:
         run.event.duration = time.perf_counter() - run.start
         run.event.error = exc
+        run.error_text = f"{c.error_type(exc)}: {exc}"
         if self._telemetry.enabled:
-            error_type = c.error_type(exc)
             span = run.span
             span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
-            span.set_attribute(c.ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, run.error_text))
+            span.set_attribute(c.ERROR_TYPE, c.error_type(exc))
             self._record(run, c.STATUS_FAILED)
 
     def _record(self, run: _Run, status: str) -> None:
@@ -190,8 +219,33 @@ class Executor:
             run.event.duration or 0.0, run.ctx)
 
     def _end(self, run: _Run) -> None:
-        if run.token is None:
-            return
-        run.active.add(-1)
-        context_api.detach(run.token)
-        run.span.end()
+        if run.token is not None:
+            run.active.add(-1)
+            context_api.detach(run.token)
+            run.span.end()
+        if self._records.processors:
+            self._records.on_end(self._end_record(run))
+
+    # -- records -------------------------------------------------------------
+    def _start_record(self, run: _Run) -> ExecutionRecord:
+        event = run.event
+        return ExecutionRecord(
+            event.workflow_name, event.workflow_id, RUNNING, event.channel, event.session_id, event.timestamp,
+            trace_id=event.trace_id, span_id=event.span_id, trace_sampled=run.sampled, inputs=run.inputs_attr,
+        )
+
+    def _end_record(self, run: _Run) -> ExecutionRecord:
+        event = run.event
+        error = event.error
+        duration = event.duration
+        if duration is None:  # a started hook raised BaseException before the workflow ran
+            duration = 0.0
+        cache_hit = event.attributes.get("cache_hit") if event.attributes else None
+        return ExecutionRecord(
+            event.workflow_name, event.workflow_id, c.STATUS_COMPLETED if error is None else c.STATUS_FAILED,
+            event.channel, event.session_id, event.timestamp, time.time(), duration,
+            event.trace_id, event.span_id, run.sampled,
+            c.error_type(error) if error is not None else None,
+            self._redactor.scrub_text("status.description", run.error_text) if run.error_text else None,
+            run.inputs_attr, None if cache_hit is None else bool(cache_hit),
+        )

@@ -93,12 +93,13 @@ def test_postgres_rows_are_written_and_idempotent(capture, tmp_path, postgres):
         rows = conn.execute("SELECT workflow_id, status, started_at FROM workflow_executions").fetchall()
     assert len(rows) == 5 and {r[1] for r in rows} == {"completed"}
     assert all(r[2].tzinfo is not None for r in rows)
-    # Exporting the same spans again changes nothing: rows are keyed by workflow_id.
-    from nexus_otel.exporters.audit import PostgresAuditStore, row_of
-    from nexus_otel.exporters.workflow_records import workflow_record
+    # Writing the same rows again changes nothing: rows are keyed by workflow_id.
+    from nexus_otel.exporters.audit import COLUMNS, PostgresAuditStore
 
+    with postgres.connect() as conn:
+        again = [dict(zip(COLUMNS, r)) for r in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM workflow_executions")]
     store = PostgresAuditStore(postgres.dsn, "workflow_executions")
-    store.write([row_of(workflow_record(s)) for s in capture.spans_named("workflow order")])
+    store.write(again)
     store.close()
     with postgres.connect() as conn:
         assert conn.execute("SELECT COUNT(*) FROM workflow_executions").fetchone()[0] == 5

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 import yaml
 
 from nexus_otel.plugins import CachingPlugin, DatabasePlugin, NexusPlugin, WebhookPlugin
@@ -308,6 +309,8 @@ def test_alert_metrics_are_exposed_by_the_app(tmp_path: Path) -> None:
     try:
         with WebhookReceiver() as receiver:
             app = capture.app("deploy-check")
+            # A served app always has a trace exporter (local store or OTLP): its outcomes are counted.
+            app.telemetry.add_span_processor(app.telemetry.batch_processor(InMemorySpanExporter(), "memory"))
             app.add_plugin(WebhookPlugin(receiver.url, outbox_path=tmp_path / "webhook-outbox.sqlite"))
             app.add_plugin(DatabasePlugin(f"sqlite:///{tmp_path / 'audit.sqlite'}",
                                           spool_path=str(tmp_path / "audit-spool.sqlite")))

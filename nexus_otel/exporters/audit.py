@@ -1,11 +1,12 @@
-"""The audit trail as a span exporter: one row per workflow execution in a SQL database.
+"""The audit trail as a record processor: one row per workflow execution in a SQL database.
 
-The seed's ``workflow_executions`` table (workflow_id, workflow_name,
+Kailash Nexus's plugin API's ``workflow_executions`` table (workflow_id, workflow_name,
 session_id, channel, started_at, completed_at, duration, status) plus error
 and trace_id, created if missing. Rows are upserted on ``workflow_id`` so a
-repeat is harmless. ``export`` only spools rows into a local outbox file; a
+repeat is harmless. ``on_end`` only spools rows into a local outbox file; a
 worker writes them in batches, so a database that is down delays rows but
-neither loses them nor slows a workflow. SQLite is the embedded default;
+neither loses them nor slows a workflow. The spool commit happens before the
+workflow's caller gets its result, so a crash after that loses no row. SQLite is the embedded default;
 ``postgresql://`` DSNs use psycopg 3.
 """
 
@@ -19,12 +20,10 @@ from typing import Any, Protocol, Sequence
 from urllib.parse import urlsplit
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..errors import ConfigurationError
+from ..records import ExecutionRecord, RecordProcessor
 from .outbox import OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
-from .workflow_records import workflow_record
 
 log = logging.getLogger("nexus_otel.audit")
 
@@ -61,11 +60,11 @@ def _upsert_sql(table: str, placeholder: str) -> str:
 
 
 class SQLiteAuditStore:
-    """The embedded default: a SQLite file."""
+    """The embedded default: a SQLite file. ``busy_timeout``: how long a write waits for another's lock."""
 
-    def __init__(self, path: str, table: str) -> None:
+    def __init__(self, path: str, table: str, busy_timeout: float = 5.0) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_CREATE.format(table=table, ts="TEXT"))
         self._db.commit()
@@ -168,8 +167,8 @@ def row_of(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class AuditExporter(SpanExporter):
-    """Spools a row per finished workflow span; a worker writes them to the store."""
+class AuditExporter(RecordProcessor):
+    """Spools a row per finished workflow; a worker writes them to the store (after ``start()``)."""
 
     def __init__(self, store: AuditStore, spool: Outbox, *, policy: RetryPolicy | None = None,
                  batch_size: int = 200, meter: Meter | None = None, destination: str = "audit") -> None:
@@ -187,30 +186,25 @@ class AuditExporter(SpanExporter):
         self.worker = OutboxWorker(spool, self._write, policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0),
                                    batch_size=batch_size, name="audit", on_outcome=self._count)
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        items = []
-        for span in spans:
-            record = workflow_record(span)
-            if record is not None:
-                items.append((record["workflow_id"], self.destination, row_of(record)))
-        if not items:
-            return SpanExportResult.SUCCESS
-        try:
-            self._count("queued", self.spool.put(items))
-        except Exception as exc:
-            log.error("cannot spool %d audit rows: %s", len(items), exc)
-            self._count("failed", len(items))
-            return SpanExportResult.FAILURE
-        self.worker.notify()
-        return SpanExportResult.SUCCESS
+    def start(self) -> "AuditExporter":
+        self.worker.start()
+        return self
 
-    def _write(self, batch: list[Message]) -> list[Outcome]:
+    def on_end(self, record: ExecutionRecord) -> None:
+        try:
+            self._count("queued", self.spool.put([(record.workflow_id, self.destination, row_of(record.as_dict()))]))
+        except Exception as exc:
+            log.error("cannot spool the audit row of %s: %s", record.workflow_id, exc)
+            self._count("failed", 1)
+            return
+        self.worker.notify()
+
+    def _write(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
         try:
             self.store.write([m.payload for m in batch])
         except Exception as exc:
-            log.warning("audit database unavailable, %d rows wait: %s: %s", len(batch), type(exc).__name__,
-                        str(exc).splitlines()[0] if str(exc) else "")
-            return [Outcome(False, f"{type(exc).__name__}: {exc}")] * len(batch)
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            return [Outcome(False, f"{type(exc).__name__}: {first_line}")] * len(batch)
         return [OK] * len(batch)
 
     def _count(self, outcome: str, n: int) -> None:
@@ -225,10 +219,7 @@ class AuditExporter(SpanExporter):
         except Exception:
             return []
 
-    def shutdown(self) -> None:
-        self.worker.stop()
-        self.store.close()
-        self.spool.close()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
+    def shutdown(self, timeout: float = 10.0) -> None:
+        if self.worker.stop(timeout):
+            self.store.close()
+            self.spool.close()

@@ -1,12 +1,20 @@
 """A durable outbox: messages kept in a SQLite file until delivered, retried with backoff, dead-lettered.
 
-Exporters that talk to something that can be down (a webhook receiver, a
-database) put their messages here from the span processor's thread: one
-local insert, no network. A :class:`OutboxWorker` thread delivers them; what
-fails is retried with exponential backoff and jitter, and after
-``max_attempts`` it is moved to the dead letters, from where it can be listed
-and replayed. Because the queue is a file, a restart or a long outage loses
-nothing: the next process picks up where the last one stopped.
+Record sinks that talk to something that can be down (a webhook receiver, a
+database) put their messages here on the workflow's thread, and ``put``
+returns only once they are committed to the file: a process crash after
+that loses nothing (see ``docs/records.md`` for power loss). Commits are
+grouped: one writer thread commits every message waiting at that moment in
+one transaction, so many threads putting at once share a commit.
+
+An :class:`OutboxWorker` thread delivers them; what fails is retried with
+exponential backoff and jitter, and after ``max_attempts`` it is moved to the
+dead letters, from where it can be listed and replayed. A destination that
+fails trips a circuit breaker: its other messages wait (their attempts are not
+spent) while single probes back off, and the log gets one line when the
+outage starts and one when it ends. Because the queue is a file, a restart or
+a long outage loses nothing: the next process picks up where the last one
+stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import random
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -55,14 +63,38 @@ class Message:
     state: str
 
 
-class Outbox:
-    """A SQLite-backed queue; safe to share between threads (one connection, one lock)."""
+class _Put:
+    """Messages waiting for the writer's next commit, and what came of it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    __slots__ = ("items", "done", "changes", "error")
+
+    def __init__(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+        self.items = items
+        self.done = threading.Event()
+        self.changes = 0
+        self.error: BaseException | None = None
+
+
+_INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next_attempt_at, created_at)"
+           " VALUES (?, ?, ?, ?, ?)")
+
+
+class Outbox:
+    """A SQLite-backed queue; safe to share between threads (one connection, one lock).
+
+    ``busy_timeout`` bounds how long a statement waits for another process's
+    lock on the file (the ``nexus-otel webhooks`` command, another worker).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._puts: list[_Put] = []
+        self._puts_ready = threading.Condition()
+        self._writer: threading.Thread | None = None
         with self._lock:
             self._db.executescript(_SCHEMA)
 
@@ -70,28 +102,72 @@ class Outbox:
     def _db(self) -> sqlite3.Connection:
         """The connection, opened on first use (again after :meth:`close`: the file is the queue)."""
         if self._conn is None:
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=self.busy_timeout,
+                                   isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            # A commit is in the WAL file (the OS's page cache) on return: safe across a process crash;
+            # an OS crash or power cut can lose the last commits (synchronous=FULL would fsync each).
             conn.execute("PRAGMA synchronous=NORMAL")
             self._conn = conn
         return self._conn
 
-    def put(self, items: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
-        """Queue ``(message_id, destination, payload)`` items; a repeat of a queued pair is ignored."""
-        now = time.time()
-        rows = [(mid, dest, json.dumps(payload, separators=(",", ":"), default=str), now, now)
-                for mid, dest, payload in items]
-        if not rows:
+    def put(self, items: Iterable[tuple[str, str, dict[str, Any]]], timeout: float | None = None) -> int:
+        """Queue ``(message_id, destination, payload)`` items, committed on return; how many were new.
+
+        A repeat of a queued ``(message_id, destination)`` pair is ignored. Raises
+        what the commit raised (or :class:`TimeoutError` after ``timeout`` s).
+        """
+        batch = items if isinstance(items, list) else list(items)
+        if not batch:
             return 0
-        with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO outbox (message_id, destination, payload, next_attempt_at, created_at)"
-                " VALUES (?, ?, ?, ?, ?)", rows,
-            )
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before
+        put = _Put(batch)
+        with self._puts_ready:
+            self._puts.append(put)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name=f"nexus-otel-outbox-{self.path.stem}",
+                                                daemon=True)
+                self._writer.start()
+            self._puts_ready.notify()
+        if not put.done.wait(timeout):
+            raise TimeoutError(f"outbox {self.path} did not commit within {timeout} s")
+        if put.error is not None:
+            raise put.error
+        return put.changes
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._puts_ready:
+                while not self._puts:
+                    if self._writer is None:  # closed
+                        return
+                    self._puts_ready.wait()
+                puts, self._puts = self._puts, []
+            self._commit(puts)
+
+    def _commit(self, puts: list[_Put]) -> None:
+        """One transaction for every waiting put (a group commit)."""
+        now = time.time()
+        try:
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for put in puts:
+                        before = db.total_changes
+                        db.executemany(_INSERT, [
+                            (mid, dest, json.dumps(payload, separators=(",", ":"), default=str), now, now)
+                            for mid, dest, payload in put.items])
+                        put.changes = db.total_changes - before
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:
+            for put in puts:
+                put.error = exc
+                put.changes = 0
+        for put in puts:
+            put.done.set()
 
     def due(self, limit: int = 100, now: float | None = None) -> list[Message]:
         """Pending messages whose next attempt is due, oldest first."""
@@ -121,6 +197,15 @@ class Outbox:
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
                 (time.time() + delay, error[:1000], id_),
             )
+
+    def hold(self, destination: str, until: float) -> int:
+        """Postpone every pending message to ``destination`` due before ``until`` (its circuit is open)."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending' AND destination = ?"
+                " AND next_attempt_at < ?", (until, destination, until),
+            )
+            return cur.rowcount
 
     def dead(self, id_: int, error: str) -> None:
         with self._lock:
@@ -164,6 +249,10 @@ class Outbox:
         return out
 
     def close(self) -> None:
+        """Close the connection (reopened on next use); the writer thread ends once idle."""
+        with self._puts_ready:
+            self._writer = None
+            self._puts_ready.notify()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -176,15 +265,21 @@ def _message(row: tuple[Any, ...]) -> Message:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one delivery attempt came to: ``ok``, or retry (with an optional delay hint), or give up."""
+    """What one delivery attempt came to: ``ok``, or retry (with an optional delay hint), or give up.
+
+    ``attempted=False`` means the message was not tried at all (the deadline
+    came first): it stays as it was, with no attempt spent.
+    """
 
     ok: bool
     error: str = ""
     retry: bool = True
     retry_after: float | None = None
+    attempted: bool = True
 
 
 OK = Outcome(True)
+NOT_ATTEMPTED = Outcome(False, "not attempted", attempted=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,32 +291,115 @@ class RetryPolicy:
     cap: float = 300.0
 
     def delay(self, attempts: int, hint: float | None = None, rng: random.Random = random.Random()) -> float:
-        backoff = min(self.cap, self.base * (2 ** attempts))
+        backoff = min(self.cap, self.base * (2 ** min(attempts, 60)))
         delay = backoff / 2 + rng.uniform(0, backoff / 2)
         if hint is not None:
             delay = max(delay, min(hint, self.cap))
         return delay
 
 
-Deliver = Callable[[list[Message]], list[Outcome]]
+Deliver = Callable[[list[Message], float | None], list[Outcome]]
+"""Deliver a batch; the second argument is a ``time.monotonic()`` deadline (or None) no attempt may pass."""
+
+
+@dataclass(slots=True)
+class _Circuit:
+    """One destination's breaker: open after a failure, probed with single messages while it backs off."""
+
+    failures: int = 0
+    open_until: float = 0.0  # time.time() at which the next probe may go
+    since: float = 0.0
+    held: int = 0
+    error: str = ""
+
+
+@dataclass
+class CircuitBreaker:
+    """Per-destination outage handling: a few probes a second at most, and two log lines per outage.
+
+    After a retryable failure the destination's circuit opens for
+    ``base * 2**k`` seconds (capped at ``cap``): its other due messages are
+    postponed without spending an attempt, then one message probes it. A
+    success closes the circuit.
+    """
+
+    base: float = 0.5
+    cap: float = 30.0
+    name: str = "outbox"
+    logger: logging.Logger = field(default=log)
+    _circuits: dict[str, _Circuit] = field(default_factory=dict)
+
+    def is_open(self, destination: str, now: float) -> bool:
+        circuit = self._circuits.get(destination)
+        return circuit is not None and now < circuit.open_until
+
+    def probing(self, destination: str) -> bool:
+        """True while the destination is in an outage (only one message at a time goes to it)."""
+        return destination in self._circuits
+
+    def open_until(self, destination: str) -> float:
+        circuit = self._circuits.get(destination)
+        return circuit.open_until if circuit is not None else 0.0
+
+    def failed(self, destination: str, error: str, now: float) -> float:
+        """A retryable failure; returns when the next probe may go."""
+        circuit = self._circuits.get(destination)
+        if circuit is None:
+            circuit = self._circuits[destination] = _Circuit(since=now, error=error)
+            self.logger.warning("%s: %s is unavailable (%s); deliveries to it wait and are retried with backoff",
+                                self.name, destination, error)
+        circuit.failures += 1
+        circuit.error = error
+        backoff = min(self.cap, self.base * (2 ** min(circuit.failures - 1, 30)))
+        circuit.open_until = now + backoff / 2 + random.uniform(0, backoff / 2)
+        return circuit.open_until
+
+    def open_circuits(self, now: float) -> list[tuple[str, float]]:
+        """``(destination, next probe time)`` for every circuit open at ``now``."""
+        return [(dest, c.open_until) for dest, c in self._circuits.items() if c.open_until > now]
+
+    def held(self, destination: str, n: int) -> None:
+        circuit = self._circuits.get(destination)
+        if circuit is not None:
+            circuit.held += n
+
+    def succeeded(self, destination: str, now: float) -> None:
+        circuit = self._circuits.pop(destination, None)
+        if circuit is not None:
+            self.logger.warning("%s: %s is back after %.1f s (%d failed attempts, %d attempts held back)",
+                                self.name, destination, now - circuit.since, circuit.failures, circuit.held)
 
 
 class OutboxWorker:
-    """Delivers due messages on a thread; wakes at once on new messages, else when the next retry is due."""
+    """Delivers due messages on one thread; wakes at once on new messages, else when the next retry is due.
+
+    Only this thread ever delivers, also while stopping: a payload is never
+    sent twice by a drain racing the worker. Call :meth:`start` before use.
+    """
 
     def __init__(self, outbox: Outbox, deliver: Deliver, *, policy: RetryPolicy = RetryPolicy(),
                  batch_size: int = 50, name: str = "outbox",
-                 on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0) -> None:
+                 on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.outbox = outbox
         self.deliver = deliver
         self.policy = policy
         self.batch_size = batch_size
+        self.name = name
         self.on_outcome = on_outcome or (lambda outcome, n: None)
         self.idle_poll = idle_poll
+        self.breaker = breaker or CircuitBreaker(base=min(policy.base, 1.0), cap=min(policy.cap, 30.0), name=name)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._drain_until: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"nexus-otel-{name}", daemon=True)
-        self._thread.start()
+        self._started = False
+
+    def start(self) -> "OutboxWorker":
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        return self
 
     def notify(self) -> None:
         """New messages were queued."""
@@ -232,51 +410,97 @@ class OutboxWorker:
             try:
                 worked = self.run_once()
             except Exception as exc:  # never let the worker die; a broken batch waits and retries
-                log.error("outbox delivery loop error: %s", exc)
+                log.error("%s: delivery loop error: %s", self.name, exc)
                 worked = False
             if worked:
                 continue
-            wait = self.outbox.next_due_in()
+            try:
+                wait = self.outbox.next_due_in()
+            except Exception:
+                wait = None
             self._wake.wait(self.idle_poll if wait is None else min(wait, self.idle_poll))
             self._wake.clear()
+        # Stopping: deliver what is due now until the deadline, on this thread only.
+        deadline = self._drain_until
+        while deadline is not None and time.monotonic() < deadline:
+            try:
+                if not self.run_once(deadline):
+                    break
+            except Exception as exc:
+                log.error("%s: drain error: %s", self.name, exc)
+                break
 
-    def run_once(self) -> bool:
-        """Deliver one batch of due messages; true if there was any."""
-        batch = self.outbox.due(self.batch_size)
+    def run_once(self, deadline: float | None = None) -> bool:
+        """Deliver one batch of due messages; true if any was delivered or retried."""
+        now = time.time()
+        batch = []
+        probes: set[str] = set()
+        for message in self.outbox.due(self.batch_size):
+            dest = message.destination
+            if self.breaker.is_open(dest, now):
+                continue  # postponed below, without spending an attempt
+            if self.breaker.probing(dest):
+                if dest in probes:
+                    continue  # one probe at a time to a destination in an outage
+                probes.add(dest)
+            batch.append(message)
+        self._hold_open(now)
         if not batch:
             return False
-        outcomes = self.deliver(batch)
-        done = []
+        outcomes = self.deliver(batch, deadline)
+        done, worked = [], False
         for message, outcome in zip(batch, outcomes):
+            if not outcome.attempted:
+                continue
+            worked = True
             if outcome.ok:
                 done.append(message.id)
+                self.breaker.succeeded(message.destination, time.time())
             elif outcome.retry and message.attempts + 1 < self.policy.max_attempts:
-                self.outbox.retry(message.id, self.policy.delay(message.attempts, outcome.retry_after),
-                                  outcome.error)
+                until = self.breaker.failed(message.destination, outcome.error, time.time())
+                delay = max(self.policy.delay(message.attempts, outcome.retry_after), until - time.time())
+                self.outbox.retry(message.id, delay, outcome.error)
                 self.on_outcome("retried", 1)
             else:
+                if outcome.retry:
+                    self.breaker.failed(message.destination, outcome.error, time.time())
                 self.outbox.dead(message.id, outcome.error)
                 self.on_outcome("failed", 1)
-                log.error("giving up on %s to %s after %d attempts: %s", message.message_id,
+                log.error("%s: giving up on %s to %s after %d attempts: %s", self.name, message.message_id,
                           message.destination, message.attempts + 1, outcome.error)
         if done:
             self.outbox.delivered(done)
             self.on_outcome("delivered", len(done))
-        return True
+        self._hold_open(time.time())
+        return worked
 
-    def stop(self, timeout: float = 10.0, drain: float = 5.0) -> None:
-        """Stop the thread, then spend up to ``drain`` seconds delivering what is due now.
+    def _hold_open(self, now: float) -> None:
+        """Postpone the due messages of destinations whose circuit is open to their next probe."""
+        for dest, until in self.breaker.open_circuits(now):
+            held = self.outbox.hold(dest, until)
+            if held:
+                self.breaker.held(dest, held)
 
-        What still fails stays queued on disk for the next process.
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the thread, letting it deliver what is due for up to ``timeout`` seconds; true if it ended.
+
+        What is not delivered stays queued on disk for the next process. A
+        delivery still in flight at the deadline is left to finish on its own.
         """
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._drain_until = deadline
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
-        deadline = time.monotonic() + drain
-        while time.monotonic() < deadline:
-            try:
-                if not self.run_once():
-                    break
-            except Exception as exc:
-                log.error("outbox drain error: %s", exc)
-                break
+        if self._started:
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
+        alive = self._thread.is_alive()
+        try:
+            left = self.outbox.counts().get("pending", 0) if not alive else None
+        except Exception:
+            left = None
+        if alive:
+            log.warning("%s: stopped with a delivery still in flight; undelivered messages stay in %s",
+                        self.name, self.outbox.path)
+        elif left:
+            log.warning("%s: %d messages left in %s for the next start", self.name, left, self.outbox.path)
+        return not alive

@@ -1,7 +1,8 @@
-"""Webhooks as a span exporter: one signed JSON payload per finished workflow, delivered durably.
+"""Webhooks as a record processor: one signed JSON payload per finished workflow, delivered durably.
 
-``export`` only queues (a local SQLite insert on the batch processor's
-thread); a worker thread posts with httpx, signed per the Standard Webhooks
+``on_end`` only queues: a local SQLite commit, done before the workflow's
+caller gets its result, so a crash after that loses no payload. A worker
+thread posts with httpx, signed per the Standard Webhooks
 specification (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``:
 HMAC-SHA256, via the ``standardwebhooks`` package), so any Standard Webhooks
 library verifies it. Timeouts, connection errors, 429 and 5xx are retried
@@ -15,25 +16,24 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import time
 import uuid
 from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
 
 import httpx
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from standardwebhooks.webhooks import Webhook
 
-from .outbox import OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
-from .workflow_records import workflow_record
+from ..records import ExecutionRecord, RecordProcessor
+from .outbox import NOT_ATTEMPTED, OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
 
 log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 
 
 def payload_of(record: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body: the seed's fields (workflow, status, duration, timestamp) and more."""
+    """The JSON body: Kailash Nexus's plugin API's fields (workflow, status, duration, timestamp) and more."""
     return {
         "type": f"workflow.{record['status']}",
         "workflow": record["workflow"],
@@ -49,8 +49,17 @@ def payload_of(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class WebhookExporter(SpanExporter):
-    """Queues a payload per finished workflow span for each URL; a worker delivers them."""
+def message_id_of(workflow_id: str) -> str:
+    """The ``webhook-id`` of an execution's payload: stable across retries and restarts."""
+    return f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, workflow_id).hex}"
+
+
+class WebhookExporter(RecordProcessor):
+    """Queues a payload per finished workflow for each URL; a worker delivers them.
+
+    ``start()`` starts the delivery worker (the plugin does this); until then
+    payloads are only queued.
+    """
 
     def __init__(self, urls: Sequence[str], outbox: Outbox, *, secret: str | None = None,
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
@@ -76,43 +85,47 @@ class WebhookExporter(SpanExporter):
         self.worker = OutboxWorker(outbox, self._deliver, policy=policy, name="webhooks",
                                    on_outcome=self._count)
 
-    # -- SpanExporter ------------------------------------------------------------------
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        items: list[tuple[str, str, dict[str, Any]]] = []
-        for span in spans:
-            record = workflow_record(span)
-            if record is None or record["status"] not in self.statuses:
-                continue
-            if self.workflows is not None and record["workflow"] not in self.workflows:
-                continue
-            message_id = f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, record['workflow_id']).hex}"
-            payload = payload_of(record)
-            items.extend((message_id, url, payload) for url in self.urls)
-        if not items:
-            return SpanExportResult.SUCCESS
+    def start(self) -> "WebhookExporter":
+        self.worker.start()
+        return self
+
+    # -- RecordProcessor -----------------------------------------------------------------
+    def on_end(self, record: ExecutionRecord) -> None:
+        if record.status not in self.statuses:
+            return
+        if self.workflows is not None and record.workflow not in self.workflows:
+            return
+        message_id = message_id_of(record.workflow_id)
+        payload = payload_of(record.as_dict())
+        items = [(message_id, url, payload) for url in self.urls]
         try:
             queued = self.outbox.put(items)
         except Exception as exc:  # the disk is full or gone: say so loudly, count what was lost
-            log.error("cannot queue %d webhook payloads: %s", len(items), exc)
+            log.error("cannot queue %d webhook payloads of %s: %s", len(items), record.workflow_id, exc)
             self._count("failed", len(items))
-            return SpanExportResult.FAILURE
+            return
         self._count("queued", queued)
         self.worker.notify()
-        return SpanExportResult.SUCCESS
 
-    def shutdown(self) -> None:
-        self.worker.stop()
-        self._client.close()
-        self.outbox.close()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
+    def shutdown(self, timeout: float = 10.0) -> None:
+        if self.worker.stop(timeout):
+            self._client.close()
+            self.outbox.close()
 
     # -- delivery ----------------------------------------------------------------------
-    def _deliver(self, batch: list[Message]) -> list[Outcome]:
-        return [self._post(message) for message in batch]
+    def _deliver(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
+        outcomes = []
+        for message in batch:
+            timeout = self.timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0.05:
+                    outcomes.append(NOT_ATTEMPTED)
+                    continue
+            outcomes.append(self._post(message, timeout))
+        return outcomes
 
-    def _post(self, message: Message) -> Outcome:
+    def _post(self, message: Message, timeout: float | None = None) -> Outcome:
         body = json.dumps(message.payload, separators=(",", ":"))
         now = _dt.datetime.now(_dt.timezone.utc)
         headers = {
@@ -124,7 +137,10 @@ class WebhookExporter(SpanExporter):
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(message.message_id, now, body)
         try:
-            response = self._client.post(message.destination, content=body.encode(), headers=headers)
+            kwargs: dict[str, Any] = {}
+            if timeout is not None and timeout < self.timeout:
+                kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
+            response = self._client.post(message.destination, content=body.encode(), headers=headers, **kwargs)
         except httpx.TimeoutException as exc:
             return Outcome(False, f"timeout: {type(exc).__name__}")
         except httpx.TransportError as exc:

@@ -1,7 +1,9 @@
-"""``DatabasePlugin``: the seed's audit table, written from spans instead of inside the workflow.
+"""``DatabasePlugin``: Kailash Nexus's audit table, written off the workflow's thread from every execution.
 
-Thin wiring of :class:`~nexus_otel.exporters.audit.AuditExporter` behind a
-batching span processor (behind redaction). The seed's
+Thin wiring of :class:`~nexus_otel.exporters.audit.AuditExporter` as one of
+the app's record processors: each execution's row is committed to a local
+spool before the caller gets the result, whatever the trace sampling, and a
+worker writes it to the database. Kailash Nexus's
 ``DatabasePlugin("postgresql://localhost/nexus")`` works as written; with no
 DSN the rows go to SQLite in the data directory.
 """
@@ -14,7 +16,6 @@ from typing import Any
 from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import Outbox
 from ..plugin import NexusPlugin
-from ..processors.workflow_filter import WorkflowSpansOnly
 
 
 class DatabasePlugin(NexusPlugin):
@@ -29,22 +30,17 @@ class DatabasePlugin(NexusPlugin):
         self.table = table
         self.spool_path = spool_path
         self.exporter: AuditExporter | None = None
-        self._processor: Any = None
-        self._telemetry: Any = None
+        self._app: Any = None
 
     def setup(self, nexus_app: Any) -> None:
         data_dir = Path(nexus_app.telemetry.config.data_dir)
         dsn = self.connection_string or f"sqlite:///{data_dir / 'audit.sqlite'}"
         store = open_store(dsn, self.table)
-        self._telemetry = nexus_app.telemetry
-        if not self._telemetry.enabled:
-            store.close()
-            return
         spool = Outbox(Path(self.spool_path) if self.spool_path else data_dir / "audit-spool.sqlite")
-        self.exporter = AuditExporter(store, spool, meter=self._telemetry.meter)
-        self._processor = WorkflowSpansOnly(
-            self._telemetry.batch_processor(self.exporter, "audit", schedule_delay_millis=200))
-        self._telemetry.add_span_processor(self._processor)
+        telemetry = nexus_app.telemetry
+        self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None).start()
+        self._app = nexus_app
+        nexus_app.records.add(self.exporter)
 
     def stats(self) -> dict[str, int]:
         if self.exporter is None:
@@ -52,6 +48,6 @@ class DatabasePlugin(NexusPlugin):
         return {**self.exporter.counts, "pending": self.exporter.spool.counts()["pending"]}
 
     def teardown(self) -> None:
-        if self._processor is not None:
-            self._telemetry.remove_span_processor(self._processor)
-            self._processor = None
+        if self._app is not None and self.exporter is not None:
+            self._app.records.remove(self.exporter)
+            self._app = None

@@ -1,10 +1,11 @@
-"""``MetricsPlugin``: the seed's ``get_metrics()`` figures, derived from workflow spans.
+"""``MetricsPlugin``: Kailash Nexus's ``get_metrics()`` figures, from every execution's record.
 
 The contract's RED metrics (``nexus_workflow_executions_total``,
 ``nexus_workflow_duration_seconds`` with trace-id exemplars, ...) are recorded
-by the host for every app. This plugin adds the in-process view the seed
-promised, overall and per workflow, computed from the very spans that are
-exported, through :class:`~nexus_otel.processors.workflow_stats.WorkflowStatsProcessor`.
+by the host for every app. This plugin adds the in-process view Kailash
+Nexus's plugin API promised, overall and per workflow, counted from every
+execution (never sampled) through
+:class:`~nexus_otel.processors.workflow_stats.WorkflowStatsProcessor`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ class MetricsPlugin(NexusPlugin):
 
     def __init__(self) -> None:
         self.processor = WorkflowStatsProcessor()
-        self._telemetry: Any = None
+        self._app: Any = None
 
     def setup(self, nexus_app: Any) -> None:
-        self._telemetry = nexus_app.telemetry
-        self._telemetry.add_span_processor(self.processor)
+        self._app = nexus_app
+        nexus_app.records.add(self.processor)
 
     def get_metrics(self) -> dict[str, Any]:
         """``requests_total``, ``requests_success``, ``requests_failed``, ``total_duration``,
@@ -35,6 +36,6 @@ class MetricsPlugin(NexusPlugin):
         return self.processor.snapshot()
 
     def teardown(self) -> None:
-        if self._telemetry is not None:
-            self._telemetry.remove_span_processor(self.processor)
-            self._telemetry = None
+        if self._app is not None:
+            self._app.records.remove(self.processor)
+            self._app = None

@@ -1,7 +1,8 @@
 """``RequestLoggerPlugin``: one structured log record when a workflow starts and one when it ends.
 
 Thin wiring over :class:`~nexus_otel.processors.request_log.RequestLogProcessor`
-(behind redaction, so inputs are logged masked) and
+(a record processor: every execution is logged, whatever the trace sampling;
+inputs are logged masked) and
 :class:`~nexus_otel.logging.LogCorrelation` (so any record written inside a
 workflow, by any code, carries ``trace_id`` and ``span_id``).
 """
@@ -67,8 +68,8 @@ class RequestLoggerPlugin(NexusPlugin):
             LogCorrelation.acquire()
             self._correlating = True
         self.processor = RequestLogProcessor(logger, level=level, include_inputs=bool(self.include_inputs))
-        self._telemetry = nexus_app.telemetry
-        self._telemetry.add_span_processor(self.processor)
+        self._app = nexus_app
+        nexus_app.records.add(self.processor)
 
     def _handler(self) -> logging.Handler | None:
         out = self.output
@@ -94,7 +95,7 @@ class RequestLoggerPlugin(NexusPlugin):
 
     def teardown(self) -> None:
         if self.processor is not None:
-            self._telemetry.remove_span_processor(self.processor)  # flushes the queued records
+            self._app.records.remove(self.processor)  # flushes the queued records
             self.processor = None
         if self.handler is not None:
             self.handler.flush()

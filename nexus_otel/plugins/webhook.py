@@ -1,11 +1,12 @@
-"""``WebhookPlugin``: the seed's webhook example, off the workflow's thread and durable.
+"""``WebhookPlugin``: Kailash Nexus's webhook example, off the workflow's thread and durable.
 
-The seed posted synchronously inside the workflow hook, so a slow receiver
-slowed every workflow and a failed post was lost. Here a
-:class:`~nexus_otel.exporters.webhook.WebhookExporter` sits behind a batching
-span processor (behind redaction): workflows never wait on the network, and
-every payload waits in a durable outbox until it is delivered or, after the
-retry limit, dead-lettered (``dead_letters()``, ``replay()``; or
+Kailash Nexus's example posted synchronously inside the workflow hook, so a
+slow receiver slowed every workflow and a failed post was lost. Here a
+:class:`~nexus_otel.exporters.webhook.WebhookExporter` is one of the app's
+record processors: every execution (whatever the trace sampling) has its
+payload committed to a durable outbox before the caller gets the result;
+workflows never wait on the network; a worker delivers each payload or, after
+the retry limit, dead-letters it (``dead_letters()``, ``replay()``; or
 ``nexus-otel webhooks`` on the command line).
 """
 
@@ -22,7 +23,6 @@ from ..errors import ConfigurationError
 from ..exporters.outbox import Message, Outbox, RetryPolicy
 from ..exporters.webhook import WebhookExporter
 from ..plugin import NexusPlugin
-from ..processors.workflow_filter import WorkflowSpansOnly
 
 log = logging.getLogger("nexus_otel.webhooks")
 STATUSES = ("completed", "failed")
@@ -56,8 +56,7 @@ class WebhookPlugin(NexusPlugin):
         self.timeout = timeout
         self.exporter: WebhookExporter | None = None
         self._outbox_file: Path | None = None
-        self._processor: Any = None
-        self._telemetry: Any = None
+        self._app: Any = None
 
     def setup(self, nexus_app: Any) -> None:
         urls = [self.webhook_url] if isinstance(self.webhook_url, str) else list(self.webhook_url or [])
@@ -94,24 +93,20 @@ class WebhookPlugin(NexusPlugin):
             Path(nexus_app.telemetry.config.data_dir) / "webhook-outbox.sqlite"
         )
         self._outbox_file = path
-        self._telemetry = nexus_app.telemetry
-        if not self._telemetry.enabled:
-            log.warning("WebhookPlugin: telemetry is disabled (OTEL_SDK_DISABLED); no webhooks are sent")
-            return
+        telemetry = nexus_app.telemetry
         self.exporter = WebhookExporter(
             urls, Outbox(path), secret=self.secret, workflows=settings.names("WebhookPlugin.workflows",
                                                                              self.workflows),
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
-            meter=self._telemetry.meter,
-        )
-        self._processor = WorkflowSpansOnly(
-            self._telemetry.batch_processor(self.exporter, "webhook", schedule_delay_millis=200))
-        self._telemetry.add_span_processor(self._processor)
+            meter=telemetry.meter if telemetry.enabled else None,
+        ).start()
+        self._app = nexus_app
+        nexus_app.records.add(self.exporter)
 
     @property
     def outbox(self) -> Outbox:
         """The live outbox while running; a fresh handle on the same file after teardown."""
-        if self.exporter is not None and self._processor is not None:
+        if self.exporter is not None and self._app is not None:
             return self.exporter.outbox
         if self._outbox_file is None:
             raise RuntimeError("WebhookPlugin is not set up: add it to an app first")
@@ -124,7 +119,7 @@ class WebhookPlugin(NexusPlugin):
     def replay(self, ids: Sequence[int] | None = None) -> int:
         """Queue dead letters (all, or by id) for delivery again; returns how many."""
         count = self.outbox.replay(ids)
-        if self.exporter is not None and self._processor is not None:
+        if self.exporter is not None and self._app is not None:
             self.exporter.worker.notify()
         return count
 
@@ -135,7 +130,7 @@ class WebhookPlugin(NexusPlugin):
         return {**self.exporter.counts, **{f"outbox_{k}": v for k, v in self.outbox.counts().items()}}
 
     def teardown(self) -> None:
-        if self._processor is not None:
-            # Flushes the batch into the outbox and stops the worker; undelivered payloads stay on disk.
-            self._telemetry.remove_span_processor(self._processor)
-            self._processor = None
+        if self._app is not None and self.exporter is not None:
+            # Stops the worker within the app's shutdown deadline; undelivered payloads stay on disk.
+            self._app.records.remove(self.exporter)
+            self._app = None

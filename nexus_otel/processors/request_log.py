@@ -1,11 +1,13 @@
-"""A span processor that writes one log record when a workflow starts and one when it ends.
+"""A record processor that writes one log record when a workflow starts and one when it ends.
 
-It reads only the workflow span: the names, the redacted inputs attribute the
-host recorded, the status and the timing. On the workflow's thread it does no
-more than copy those few values onto a queue; a worker thread builds the
-``logging`` records (stamped with the span's time and its ``trace_id`` and
-``span_id``) and hands them to the logger's handlers. So request logging costs
-a workflow microseconds, whatever the handlers do.
+It reads the execution's records (every execution, whatever the trace
+sampler kept): the names, the redacted inputs, the status and the timing. On
+the workflow's thread it does no more than put the record on a queue; a worker
+thread builds the ``logging`` records (stamped with the execution's time and
+its ``trace_id`` and ``span_id``) and hands them to the logger's handlers. So
+request logging costs a workflow microseconds, whatever the handlers do. The
+queue is bounded (``max_queued``): when handlers fall behind, workflows wait
+for room (back-pressure) rather than records being dropped.
 """
 
 from __future__ import annotations
@@ -16,22 +18,21 @@ import queue
 import threading
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
-
+from ..records import ExecutionRecord, RecordProcessor
 from ..telemetry import contract as c
 
 _STOP = object()
 
 
-class RequestLogProcessor(SpanProcessor):
-    """``workflow started`` / ``workflow completed`` / ``workflow failed`` records for workflow spans."""
+class RequestLogProcessor(RecordProcessor):
+    """``workflow started`` / ``workflow completed`` / ``workflow failed`` records for every execution."""
 
-    def __init__(self, logger: logging.Logger, *, level: int = logging.INFO, include_inputs: bool = True) -> None:
+    def __init__(self, logger: logging.Logger, *, level: int = logging.INFO, include_inputs: bool = True,
+                 max_queued: int = 100_000) -> None:
         self.logger = logger
         self.level = level
         self.include_inputs = include_inputs
+        self.max_queued = max_queued
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition()
@@ -39,33 +40,24 @@ class RequestLogProcessor(SpanProcessor):
         self._thread.start()
         self._stopped = False
 
-    # -- on the workflow's thread: copy a few values, nothing more ----------------------------
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        attrs = span.attributes
-        if not attrs or c.WORKFLOW_NAME not in attrs or self._stopped or not self.logger.isEnabledFor(self.level):
+    # -- on the workflow's thread: queue the record, nothing more ----------------------------
+    def on_start(self, record: ExecutionRecord) -> None:
+        if self._stopped or not self.logger.isEnabledFor(self.level):
             return
-        ctx = span.get_span_context()
-        inputs = attrs.get(c.WORKFLOW_INPUTS) if self.include_inputs else None
-        self._put(("started", ctx.trace_id, ctx.span_id, span.start_time, attrs.get(c.WORKFLOW_NAME),
-                   attrs.get(c.WORKFLOW_ID), attrs.get(c.CHANNEL), attrs.get(c.SESSION_ID), inputs, None))
+        self._put(record)
 
-    def on_end(self, span: ReadableSpan) -> None:
-        attrs = span.attributes
-        if not attrs or c.WORKFLOW_NAME not in attrs or self._stopped:
+    def on_end(self, record: ExecutionRecord) -> None:
+        if self._stopped:
             return
-        failed = span.status.status_code is StatusCode.ERROR
-        level = logging.WARNING if failed and self.level < logging.WARNING else self.level
+        level = logging.WARNING if record.failed and self.level < logging.WARNING else self.level
         if not self.logger.isEnabledFor(level):
             return
-        ctx = span.context
-        extra = ((span.end_time or 0) - (span.start_time or 0), attrs.get(c.ERROR_TYPE) if failed else None,
-                 attrs.get("nexus.cache.hit"))
-        self._put(("failed" if failed else "completed", ctx.trace_id, ctx.span_id, span.end_time,
-                   attrs.get(c.WORKFLOW_NAME), attrs.get(c.WORKFLOW_ID), attrs.get(c.CHANNEL),
-                   attrs.get(c.SESSION_ID), None, extra))
+        self._put(record)
 
-    def _put(self, item: tuple[Any, ...]) -> None:
+    def _put(self, item: ExecutionRecord) -> None:
         with self._idle:
+            while self._pending >= self.max_queued and not self._stopped:
+                self._idle.wait(0.1)  # back-pressure: the handlers are behind
             self._pending += 1
         self._queue.put(item)
 
@@ -82,48 +74,50 @@ class RequestLogProcessor(SpanProcessor):
             finally:
                 with self._idle:
                     self._pending -= 1
-                    if self._pending == 0:
+                    if self._pending == 0 or self._pending == self.max_queued - 1:
                         self._idle.notify_all()
 
-    def _emit(self, item: tuple[Any, ...]) -> None:
-        kind, trace_id, span_id, time_ns, workflow, workflow_id, channel, session_id, inputs, end = item
-        fields: dict[str, Any] = {"event": f"workflow.{kind}", "workflow": workflow, "workflow_id": workflow_id,
-                                  "channel": channel, "session_id": session_id}
+    def _emit(self, item: ExecutionRecord) -> None:
+        kind = "started" if item.status == "running" else item.status
+        fields: dict[str, Any] = {"event": f"workflow.{kind}", "workflow": item.workflow,
+                                  "workflow_id": item.workflow_id, "channel": item.channel,
+                                  "session_id": item.session_id}
         if kind == "started":
-            message, level = "workflow started", self.level
-            if inputs is not None:
-                fields["inputs"] = _json_or_text(inputs)
+            message, level, when = "workflow started", self.level, item.started_at
+            if item.inputs is not None and self.include_inputs:
+                fields["inputs"] = _json_or_text(item.inputs)
         else:
-            duration_ns, error_type, cache_hit = end
-            failed = kind == "failed"
+            failed = item.failed
             message = "workflow failed" if failed else "workflow completed"
             level = logging.WARNING if failed and self.level < logging.WARNING else self.level
+            when = item.ended_at
             fields["status"] = c.STATUS_FAILED if failed else c.STATUS_COMPLETED
-            fields["duration_ms"] = round(duration_ns / 1e6, 3)
-            fields["error_type"] = error_type
-            fields["cache_hit"] = cache_hit
+            fields["duration_ms"] = round((item.duration or 0.0) * 1e3, 3)
+            fields["error_type"] = item.error_type
+            fields["cache_hit"] = item.cache_hit
         record = self.logger.makeRecord(self.logger.name, level, __file__, 0, message, (), None)
-        if time_ns:
-            record.created = time_ns / 1e9
-            record.msecs = (time_ns // 1_000_000) % 1000
+        if when:
+            record.created = when
+            record.msecs = int(when * 1000) % 1000
         record.__dict__.update({k: v for k, v in fields.items() if v is not None})
-        record.trace_id = f"{trace_id:032x}"
-        record.span_id = f"{span_id:016x}"
+        if item.trace_id is not None:
+            record.trace_id = item.trace_id
+            record.span_id = item.span_id
         self.logger.handle(record)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+    def force_flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued record has been handed to the handlers."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout_millis / 1000)
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 10.0) -> None:
         if self._stopped:
             return
-        self.force_flush()
+        self.force_flush(timeout)
         self._stopped = True
         self._queue.put(_STOP)
-        self._thread.join(5)
+        self._thread.join(min(timeout, 5.0))
 
 
 def _json_or_text(value: Any) -> Any:

@@ -1,7 +1,8 @@
-"""Workflow counts and durations derived from finished workflow spans, overall and per workflow.
+"""Workflow counts and durations from every execution's record, overall and per workflow.
 
-The figures are the seed's ``get_metrics()`` dictionary. They come from the
-same spans every exporter receives, so they agree with what Jaeger shows.
+The figures are Kailash Nexus's plugin API's ``get_metrics()`` dictionary.
+They come from records, not spans, so they count every execution whatever
+the trace sampler kept.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import StatusCode
-
-from ..telemetry import contract as c
+from ..records import ExecutionRecord, RecordProcessor
 
 
 @dataclass(slots=True)
@@ -34,23 +32,19 @@ class _Counts:
         }
 
 
-class WorkflowStatsProcessor(SpanProcessor):
-    """Counts every finished workflow span; ``snapshot()`` returns the figures."""
+class WorkflowStatsProcessor(RecordProcessor):
+    """Counts every finished execution; ``snapshot()`` returns the figures."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._all = _Counts()
         self._by_workflow: dict[str, _Counts] = {}
 
-    def on_end(self, span: ReadableSpan) -> None:
-        attrs = span.attributes or {}
-        workflow = attrs.get(c.WORKFLOW_NAME)
-        if workflow is None:
-            return
-        failed = span.status.status_code is StatusCode.ERROR
-        duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
+    def on_end(self, record: ExecutionRecord) -> None:
+        failed = record.failed
+        duration = record.duration or 0.0
         with self._lock:
-            for counts in (self._all, self._by_workflow.setdefault(str(workflow), _Counts())):
+            for counts in (self._all, self._by_workflow.setdefault(record.workflow, _Counts())):
                 counts.total += 1
                 if failed:
                     counts.failed += 1
@@ -59,7 +53,7 @@ class WorkflowStatsProcessor(SpanProcessor):
                     counts.total_duration += duration
 
     def snapshot(self) -> dict[str, Any]:
-        """The seed's dictionary overall, plus ``workflows``: the same per workflow."""
+        """Kailash Nexus's ``get_metrics()`` dictionary overall, plus ``workflows``: the same per workflow."""
         with self._lock:
             out = self._all.as_dict()
             out["workflows"] = {name: counts.as_dict() for name, counts in sorted(self._by_workflow.items())}

@@ -1,0 +1,69 @@
+"""The :class:`ExecutionRecord`: what downstream systems learn of one workflow execution."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Any
+
+RUNNING = "running"
+
+
+def _iso(seconds: float) -> str:
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """One workflow execution, as sinks see it: names, ids, timing, outcome; secrets already masked.
+
+    A record is made when an execution starts (``status="running"``) and again
+    when it ends (``completed`` or ``failed``), whatever the trace sampler
+    decided. ``trace_id`` names the execution's trace even when that trace was
+    not kept; ``trace_sampled`` says whether it was sampled at its start.
+    """
+
+    workflow: str
+    workflow_id: str
+    status: str
+    """``running``, ``completed`` or ``failed``."""
+    channel: str
+    session_id: str | None
+    started_at: float
+    """Seconds since the epoch."""
+    ended_at: float | None = None
+    duration: float | None = None
+    """Seconds the workflow took (middleware included, hooks excluded), as ``WorkflowEvent.duration``."""
+    trace_id: str | None = None
+    span_id: str | None = None
+    trace_sampled: bool = False
+    error_type: str | None = None
+    error: str | None = None
+    """``"<type>: <message>"`` of a failure, redacted and cut to the redactor's limit."""
+    inputs: str | None = None
+    """The inputs as redacted JSON, when the app records inputs."""
+    cache_hit: bool | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A flat JSON-friendly dict: the fields above with ISO 8601 start and end times."""
+        out: dict[str, Any] = {
+            "workflow": self.workflow,
+            "workflow_id": self.workflow_id,
+            "status": self.status,
+            "duration": self.duration,
+            "timestamp": self.started_at,
+            "started_at": _iso(self.started_at),
+            "completed_at": _iso(self.ended_at) if self.ended_at is not None else None,
+            "session_id": self.session_id,
+            "channel": self.channel,
+            "trace_id": self.trace_id,
+            "error_type": self.error_type,
+            "error": self.error,
+        }
+        if self.cache_hit is not None:
+            out["cache_hit"] = self.cache_hit
+        return out
