@@ -8,15 +8,18 @@ from .errors import NexusOtelError  # noqa: E402
 from .events import WorkflowEvent  # noqa: E402
 from .middleware import Middleware, WorkflowCall  # noqa: E402
 from .plugin import NexusPlugin, PluginManager  # noqa: E402
+from .records import ExecutionRecord, RecordProcessor  # noqa: E402
 
 __all__ = [
     "Caller",
+    "ExecutionRecord",
     "Middleware",
     "Nexus",
     "NexusOtelError",
     "NexusPlugin",
     "PluginManager",
     "Principal",
+    "RecordProcessor",
     "WorkflowCall",
     "WorkflowEvent",
     "__version__",

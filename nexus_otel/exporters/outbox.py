@@ -4,8 +4,9 @@ Record sinks that talk to something that can be down (a webhook receiver, a
 database) put their messages here on the workflow's thread, and ``put``
 returns only once they are committed to the file: a process crash after
 that loses nothing (see ``docs/records.md`` for power loss). Commits are
-grouped: one writer thread commits every message waiting at that moment in
-one transaction, so many threads putting at once share a commit.
+grouped: a thread that finds no commit under way commits its own messages
+and those of every thread that queued meanwhile, in one transaction, so
+many threads putting at once share commits and one thread pays no hand-off.
 
 An :class:`OutboxWorker` thread delivers them; what fails is retried with
 exponential backoff and jitter, and after ``max_attempts`` it is moved to the
@@ -64,13 +65,13 @@ class Message:
 
 
 class _Put:
-    """Messages waiting for the writer's next commit, and what came of it."""
+    """Messages waiting for a commit, and what came of it."""
 
     __slots__ = ("items", "done", "changes", "error")
 
     def __init__(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
         self.items = items
-        self.done = threading.Event()
+        self.done = False
         self.changes = 0
         self.error: BaseException | None = None
 
@@ -93,8 +94,8 @@ class Outbox:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._puts: list[_Put] = []
-        self._puts_ready = threading.Condition()
-        self._writer: threading.Thread | None = None
+        self._puts_changed = threading.Condition()
+        self._committing = False
         with self._lock:
             self._db.executescript(_SCHEMA)
 
@@ -111,38 +112,35 @@ class Outbox:
             self._conn = conn
         return self._conn
 
-    def put(self, items: Iterable[tuple[str, str, dict[str, Any]]], timeout: float | None = None) -> int:
+    def put(self, items: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
         """Queue ``(message_id, destination, payload)`` items, committed on return; how many were new.
 
-        A repeat of a queued ``(message_id, destination)`` pair is ignored. Raises
-        what the commit raised (or :class:`TimeoutError` after ``timeout`` s).
+        A repeat of a queued ``(message_id, destination)`` pair is ignored.
+        Raises what the commit raised (the disk is full, the file is locked).
         """
         batch = items if isinstance(items, list) else list(items)
         if not batch:
             return 0
         put = _Put(batch)
-        with self._puts_ready:
+        with self._puts_changed:
             self._puts.append(put)
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name=f"nexus-otel-outbox-{self.path.stem}",
-                                                daemon=True)
-                self._writer.start()
-            self._puts_ready.notify()
-        if not put.done.wait(timeout):
-            raise TimeoutError(f"outbox {self.path} did not commit within {timeout} s")
+            while self._committing and not put.done:
+                self._puts_changed.wait()
+            if not put.done:  # no commit under way: this thread commits everything queued
+                self._committing = True
+                puts, self._puts = self._puts, []
+            else:
+                puts = []
+        if puts:
+            try:
+                self._commit(puts)
+            finally:
+                with self._puts_changed:
+                    self._committing = False
+                    self._puts_changed.notify_all()
         if put.error is not None:
             raise put.error
         return put.changes
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._puts_ready:
-                while not self._puts:
-                    if self._writer is None:  # closed
-                        return
-                    self._puts_ready.wait()
-                puts, self._puts = self._puts, []
-            self._commit(puts)
 
     def _commit(self, puts: list[_Put]) -> None:
         """One transaction for every waiting put (a group commit)."""
@@ -167,7 +165,7 @@ class Outbox:
                 put.error = exc
                 put.changes = 0
         for put in puts:
-            put.done.set()
+            put.done = True
 
     def due(self, limit: int = 100, now: float | None = None) -> list[Message]:
         """Pending messages whose next attempt is due, oldest first."""
@@ -249,10 +247,7 @@ class Outbox:
         return out
 
     def close(self) -> None:
-        """Close the connection (reopened on next use); the writer thread ends once idle."""
-        with self._puts_ready:
-            self._writer = None
-            self._puts_ready.notify()
+        """Close the connection (reopened on next use)."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
