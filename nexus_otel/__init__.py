@@ -8,6 +8,7 @@ from .errors import NexusOtelError  # noqa: E402
 from .events import WorkflowEvent  # noqa: E402
 from .middleware import Middleware, WorkflowCall  # noqa: E402
 from .plugin import NexusPlugin, PluginManager  # noqa: E402
+from .processors.tail_sampling import TailSampling  # noqa: E402
 from .records import ExecutionRecord, RecordProcessor  # noqa: E402
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "PluginManager",
     "Principal",
     "RecordProcessor",
+    "TailSampling",
     "WorkflowCall",
     "WorkflowEvent",
     "__version__",

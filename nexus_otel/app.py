@@ -22,6 +22,7 @@ from .execution import Executor
 from .hooks import HookRegistry, HookRunner
 from .middleware import Middleware, as_middleware
 from .plugin import PluginManager
+from .processors.tail_sampling import TailSampling
 from .records import RecordPipeline
 from .redaction import Redactor
 from .telemetry import contract as c
@@ -62,7 +63,7 @@ class Nexus:
         record_inputs: bool = True,
         redactor: Redactor | None = None,
         environ: Mapping[str, str] | None = None,
-        tail_sampling: Any = None,
+        tail_sampling: TailSampling | None = None,
     ) -> None:
         self.name = name
         if telemetry is not None and tail_sampling is not None:

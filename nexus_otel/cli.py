@@ -14,6 +14,8 @@ from .caller import Caller
 from .errors import AccessError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
 from .telemetry.config import DEFAULT_DATA_DIR
 
+RUN_STOP_TIMEOUT = 1.5
+"""Seconds ``nexus-otel run`` gives the app to stop once its workflow ended."""
 APP_HELP = "MODULE:APP, e.g. myproject.app:app (an app, or a function returning one)"
 
 
@@ -84,16 +86,19 @@ def run(target: str, workflow: str, input_json: str, session_id: str | None, tok
 
     app.on_workflow_started(remember)
     failure: BaseException | None = None
-    with app:
-        try:
-            result = app.execute_workflow(workflow, inputs, session_id=session_id, channel="cli",
-                                          caller=Caller(bearer_token=token, api_key=api_key))
-        except UnknownWorkflowError as exc:
-            raise click.UsageError(str(exc)) from exc
-        except (AccessError, RateLimitExceeded) as exc:
-            failure = exc
-        except Exception as exc:  # the workflow's own failure
-            failure = exc
+    app.start()
+    try:
+        result = app.execute_workflow(workflow, inputs, session_id=session_id, channel="cli",
+                                      caller=Caller(bearer_token=token, api_key=api_key))
+    except UnknownWorkflowError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except (AccessError, RateLimitExceeded) as exc:
+        failure = exc
+    except Exception as exc:  # the workflow's own failure
+        failure = exc
+    finally:
+        # A command must not hang on a silent endpoint: records are already on disk for the next start.
+        app.stop(timeout=RUN_STOP_TIMEOUT)
     trace = seen.get("trace_id") or "-"
     if isinstance(failure, AccessError):
         click.echo(f"error: access denied ({failure.reason}): {failure}", err=True)

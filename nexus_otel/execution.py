@@ -6,8 +6,8 @@ Order, for every execution::
       hooks workflow_started          each a child span
       middleware chain -> workflow fn timed: this is event.duration
       hooks workflow_completed | workflow_failed
-    metrics: executions, duration (with the trace as exemplar), active
     span ends
+    metrics: executions, duration (with the trace as exemplar if it is kept), active
     record processors get the execution's record (audit, webhooks, ...)
 
 The record is made from the execution, not its span, so it exists whatever
@@ -44,7 +44,7 @@ from .workflows import Workflow
 
 class _Run:
     __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active", "sampled",
-                 "inputs_attr", "error_text")
+                 "inputs_attr", "error_text", "status")
 
     def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any,
                  ctx: SpanContext | None = None, active: Any = None) -> None:
@@ -59,6 +59,7 @@ class _Run:
         self.sampled = False
         self.inputs_attr: str | None = None  # the redacted inputs, made once for span and record
         self.error_text: str | None = None
+        self.status: str | None = None  # set when the workflow ended; metrics are recorded then
 
 
 def _sync_terminal(call: WorkflowCall) -> Any:
@@ -197,8 +198,7 @@ class Executor:
     def _completed(self, run: _Run, result: Any) -> None:
         run.event.duration = time.perf_counter() - run.start
         run.event.result = result
-        if self._telemetry.enabled:
-            self._record(run, c.STATUS_COMPLETED)
+        run.status = c.STATUS_COMPLETED
 
     def _failed(self, run: _Run, exc: BaseException) -> None:
         run.event.duration = time.perf_counter() - run.start
@@ -209,20 +209,27 @@ class Executor:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, run.error_text))
             span.set_attribute(c.ERROR_TYPE, c.error_type(exc))
-            self._record(run, c.STATUS_FAILED)
+        run.status = c.STATUS_FAILED
 
     def _record(self, run: _Run, status: str) -> None:
         workflow, channel = run.workflow, run.channel
         key = (workflow.name, channel, status)
-        self._executions.get(key, workflow.metric_attributes, channel, status).add(1, run.ctx)
-        self._durations.get(key, workflow.metric_attributes, channel, status).record(
-            run.event.duration or 0.0, run.ctx)
+        duration = run.event.duration or 0.0
+        exemplar = run.ctx
+        tail = self._telemetry.tail_sampler
+        if exemplar is not None and tail is not None and not tail.keeps_exemplar(
+                exemplar.trace_id, workflow.name, status == c.STATUS_FAILED, duration):
+            exemplar = None  # an exemplar only ever names a trace that is kept
+        self._executions.get(key, workflow.metric_attributes, channel, status).add(1, exemplar)
+        self._durations.get(key, workflow.metric_attributes, channel, status).record(duration, exemplar)
 
     def _end(self, run: _Run) -> None:
         if run.token is not None:
             run.active.add(-1)
             context_api.detach(run.token)
             run.span.end()
+            if run.status is not None:
+                self._record(run, run.status)
         if self._records.processors:
             self._records.on_end(self._end_record(run))
 

@@ -375,7 +375,7 @@ class OutboxWorker:
     def __init__(self, outbox: Outbox, deliver: Deliver, *, policy: RetryPolicy = RetryPolicy(),
                  batch_size: int = 50, name: str = "outbox",
                  on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, linger: float = 0.005) -> None:
         self.outbox = outbox
         self.deliver = deliver
         self.policy = policy
@@ -383,6 +383,8 @@ class OutboxWorker:
         self.name = name
         self.on_outcome = on_outcome or (lambda outcome, n: None)
         self.idle_poll = idle_poll
+        self.linger = linger
+        """Seconds to wait after a wake-up so that messages queued meanwhile go in the same batch."""
         self.breaker = breaker or CircuitBreaker(base=min(policy.base, 1.0), cap=min(policy.cap, 30.0), name=name)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -413,8 +415,10 @@ class OutboxWorker:
                 wait = self.outbox.next_due_in()
             except Exception:
                 wait = None
-            self._wake.wait(self.idle_poll if wait is None else min(wait, self.idle_poll))
+            woken = self._wake.wait(self.idle_poll if wait is None else min(wait, self.idle_poll))
             self._wake.clear()
+            if woken and self.linger and not self._stop.is_set():
+                self._stop.wait(self.linger)
         # Stopping: deliver what is due now until the deadline, on this thread only.
         deadline = self._drain_until
         while deadline is not None and time.monotonic() < deadline:
@@ -430,16 +434,19 @@ class OutboxWorker:
         now = time.time()
         batch = []
         probes: set[str] = set()
+        waiting: set[str] = set()
         for message in self.outbox.due(self.batch_size):
             dest = message.destination
             if self.breaker.is_open(dest, now):
-                continue  # postponed below, without spending an attempt
+                waiting.add(dest)  # postponed below, without spending an attempt
+                continue
             if self.breaker.probing(dest):
                 if dest in probes:
                     continue  # one probe at a time to a destination in an outage
                 probes.add(dest)
             batch.append(message)
-        self._hold_open(now)
+        if waiting:
+            self._hold_open(now, waiting)
         if not batch:
             return False
         outcomes = self.deliver(batch, deadline)
@@ -466,15 +473,18 @@ class OutboxWorker:
         if done:
             self.outbox.delivered(done)
             self.on_outcome("delivered", len(done))
-        self._hold_open(time.time())
+        opened = {m.destination for m, o in zip(batch, outcomes) if o.attempted and not o.ok}
+        if opened:
+            self._hold_open(time.time(), opened)
         return worked
 
-    def _hold_open(self, now: float) -> None:
-        """Postpone the due messages of destinations whose circuit is open to their next probe."""
+    def _hold_open(self, now: float, destinations: set[str]) -> None:
+        """Postpone the due messages of these destinations, if their circuit is open, to their next probe."""
         for dest, until in self.breaker.open_circuits(now):
-            held = self.outbox.hold(dest, until)
-            if held:
-                self.breaker.held(dest, held)
+            if dest in destinations:
+                held = self.outbox.hold(dest, until)
+                if held:
+                    self.breaker.held(dest, held)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the thread, letting it deliver what is due for up to ``timeout`` seconds; true if it ended.

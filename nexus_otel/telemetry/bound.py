@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
@@ -42,6 +42,8 @@ from opentelemetry.trace import SpanContext
 
 # Like the SDK's default cardinality limit: past it, measurements go to one overflow series.
 CARDINALITY_LIMIT = 2000
+ExemplarCheck = Callable[[int], bool]
+"""Whether an exemplar may name this trace id (given as an int)."""
 OVERFLOW_ATTRIBUTES: Mapping[str, Any] = {"otel.metric.overflow": True}
 EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
 
@@ -94,10 +96,10 @@ class _Family:
             return False
         return self._always_on or ctx.trace_flags.sampled
 
-    def points(self, now: int) -> list[Any]:
-        return [s.point(now) for s in list(self._series.values())]
+    def points(self, now: int, check: ExemplarCheck | None = None) -> list[Any]:
+        return [s.point(now, check) for s in list(self._series.values())]
 
-    def metric(self, now: int) -> Metric | None:
+    def metric(self, now: int, check: ExemplarCheck | None = None) -> Metric | None:
         raise NotImplementedError
 
 
@@ -120,8 +122,10 @@ class SumSeries:
         if ctx is not None and self._family.monotonic and self._family._keeps_exemplar(ctx):
             self.exemplar = Exemplar({}, amount, time.time_ns(), ctx.span_id, ctx.trace_id)
 
-    def point(self, now: int) -> NumberDataPoint:
+    def point(self, now: int, check: ExemplarCheck | None = None) -> NumberDataPoint:
         exemplar = self.exemplar
+        if exemplar is not None and check is not None and not check(exemplar.trace_id or 0):
+            exemplar = None
         return NumberDataPoint(
             attributes=self.attributes, start_time_unix_nano=self.start, time_unix_nano=now,
             value=self.value, exemplars=[exemplar] if exemplar is not None else [],
@@ -139,8 +143,8 @@ class SumFamily(_Family):
     def _make(self, attributes: dict[str, Any]) -> SumSeries:
         return SumSeries(self, attributes)
 
-    def metric(self, now: int) -> Metric | None:
-        points = self.points(now)
+    def metric(self, now: int, check: ExemplarCheck | None = None) -> Metric | None:
+        points = self.points(now, check)
         if not points:
             return None
         return Metric(self.name, self.description, self.unit, Sum(
@@ -181,13 +185,14 @@ class HistogramSeries:
         if ctx is not None and self._family._keeps_exemplar(ctx):
             self.exemplars[index] = Exemplar({}, value, time.time_ns(), ctx.span_id, ctx.trace_id)
 
-    def point(self, now: int) -> HistogramDataPoint:
+    def point(self, now: int, check: ExemplarCheck | None = None) -> HistogramDataPoint:
         with self._lock:
             count, total, low, high, counts = self.count, self.sum, self.min, self.max, list(self.counts)
+        exemplars = [e for e in self.exemplars if e is not None and (check is None or check(e.trace_id or 0))]
         return HistogramDataPoint(
             attributes=self.attributes, start_time_unix_nano=self.start, time_unix_nano=now,
             count=count, sum=total, bucket_counts=counts, explicit_bounds=self._bounds,
-            min=low, max=high, exemplars=[e for e in self.exemplars if e is not None],
+            min=low, max=high, exemplars=exemplars,
         )
 
 
@@ -205,8 +210,8 @@ class HistogramFamily(_Family):
     def _make(self, attributes: dict[str, Any]) -> HistogramSeries:
         return HistogramSeries(self, attributes)
 
-    def metric(self, now: int) -> Metric | None:
-        points = [p for p in self.points(now) if p.count]
+    def metric(self, now: int, check: ExemplarCheck | None = None) -> Metric | None:
+        points = [p for p in self.points(now, check) if p.count]
         if not points:
             return None
         return Metric(self.name, self.description, self.unit, Histogram(
@@ -224,6 +229,8 @@ class BoundMetrics:
             raise ValueError(f"cardinality limit must be at least 2, got {cardinality_limit}")
         self.exemplar_filter = exemplar_filter
         self.cardinality_limit = cardinality_limit
+        self.exemplar_check: ExemplarCheck | None = None
+        """Which trace ids an exemplar may name when reported (the tail sampler's kept traces); None: any."""
         self._families: dict[str, _Family] = {}
         self._lock = threading.Lock()
 
@@ -256,7 +263,7 @@ class BoundMetrics:
         now = time.time_ns()
         out = []
         for family in list(self._families.values()):
-            metric = family.metric(now)
+            metric = family.metric(now, self.exemplar_check)
             if metric is not None:
                 out.append(metric)
         return out

@@ -13,11 +13,18 @@ the working directory), read by ``nexus-otel traces``. It is the default when
 no OTLP endpoint is set; ``OTEL_TRACES_EXPORTER=otlp,local`` keeps both.
 Its size is bounded by ``NEXUS_OTEL_LOCAL_MAX_BYTES`` per file (default 10 MiB)
 and ``NEXUS_OTEL_LOCAL_MAX_FILES`` files (default 5).
+
+``NEXUS_OTEL_TAIL_SAMPLING_RATIO`` (0 to 1) and ``NEXUS_OTEL_TAIL_SAMPLING_SLOW_MS``
+(milliseconds, zero or more) turn on in-process tail sampling
+(:class:`~nexus_otel.processors.tail_sampling.TailSampling`); setting either is
+enough (the ratio defaults to 1, the threshold to none).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -25,6 +32,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import sampling
 
 from ..errors import ConfigurationError
+from ..processors.tail_sampling import TailSampling
 from .bound import EXEMPLAR_FILTERS
 
 TRACES_EXPORTERS = ("otlp", "local", "console", "none")
@@ -35,6 +43,9 @@ SAMPLERS = (
     "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
 )
 DEFAULT_DATA_DIR = ".nexus-otel"
+TAIL_SAMPLING_RATIO = "NEXUS_OTEL_TAIL_SAMPLING_RATIO"
+TAIL_SAMPLING_SLOW_MS = "NEXUS_OTEL_TAIL_SAMPLING_SLOW_MS"
+_DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = ("true",)
 _FALSE = ("false", "")
 _ENDPOINT_VARS = (
@@ -72,6 +83,8 @@ class TelemetryConfig:
     """Seconds between metric pushes (``OTEL_METRIC_EXPORT_INTERVAL`` is in milliseconds)."""
     exemplar_filter: str = "trace_based"
     """Which measurements keep an exemplar (``OTEL_METRICS_EXEMPLAR_FILTER``)."""
+    tail_sampling: TailSampling | None = None
+    """In-process tail sampling (``NEXUS_OTEL_TAIL_SAMPLING_*``); None keeps every sampled span."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":
@@ -117,6 +130,7 @@ class TelemetryConfig:
             metric_export_interval=_positive_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000) / 1000,
             exemplar_filter=_choice("OTEL_METRICS_EXEMPLAR_FILTER", env.get("OTEL_METRICS_EXEMPLAR_FILTER"),
                                     EXEMPLAR_FILTERS, "trace_based"),
+            tail_sampling=_tail_sampling(env),
         )
 
 
@@ -197,6 +211,27 @@ def _check_resource_attributes(raw: str | None) -> None:
                 "OTEL_RESOURCE_ATTRIBUTES", raw,
                 f"comma-separated key=value pairs (bad item {item.strip()!r})",
             )
+
+
+def _tail_sampling(env: Mapping[str, str]) -> TailSampling | None:
+    """Either variable turns tail sampling on; unset, nothing changes."""
+    raw_ratio, raw_slow = env.get(TAIL_SAMPLING_RATIO), env.get(TAIL_SAMPLING_SLOW_MS)
+    has_ratio = raw_ratio is not None and bool(raw_ratio.strip())
+    has_slow = raw_slow is not None and bool(raw_slow.strip())
+    if not (has_ratio or has_slow):
+        return None
+    ratio = _decimal(TAIL_SAMPLING_RATIO, raw_ratio, "a number from 0 to 1", 1.0) if has_ratio else 1.0
+    slow = _decimal(TAIL_SAMPLING_SLOW_MS, raw_slow, "a number of milliseconds, zero or more") if has_slow else None
+    return TailSampling(ratio=ratio, slow_ms=slow)
+
+
+def _decimal(var: str, raw: str | None, expected: str, maximum: float = math.inf) -> float:
+    """A plain decimal number from 0 to ``maximum`` (no nan, inf, hex or underscores)."""
+    text = (raw or "").strip()
+    value = float(text) if _DECIMAL.fullmatch(text) else -1.0
+    if not 0.0 <= value <= maximum or math.isinf(value):
+        raise ConfigurationError(var, raw, expected)
+    return value
 
 
 def _sampler(raw: str | None, raw_arg: str | None) -> sampling.Sampler:

@@ -1,14 +1,18 @@
 """Span sinks and metric outputs chosen by ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``.
 
-The OTLP exporters are built with no arguments, so they read endpoint,
-headers, compression and timeouts from the ``OTEL_EXPORTER_OTLP_*``
-variables exactly as the specification says.
+The OTLP exporters read headers, compression and timeouts from the
+``OTEL_EXPORTER_OTLP_*`` variables exactly as the specification says. When an
+app is given an ``environ`` mapping instead of the process environment, the
+endpoint is taken from that mapping (with the specification's rules: the
+signal's own variable as it is, else the general one plus ``/v1/<signal>``
+for http/protobuf), so spans go where the configuration that chose ``otlp``
+says; everything else still comes from the process environment.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -26,36 +30,53 @@ from opentelemetry.sdk.trace.export import (
 from .config import TelemetryConfig
 
 
-def otlp_span_exporter(protocol: str) -> SpanExporter:
+def otlp_endpoint(environ: Mapping[str, str] | None, signal: str, protocol: str) -> str | None:
+    """The endpoint ``environ`` gives for ``signal`` (``traces`` or ``metrics``); None: let the exporter read it."""
+    if environ is None:
+        return None
+    specific = (environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or "").strip()
+    if specific:
+        return specific
+    general = (environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip()
+    if not general:
+        return None
+    return general if protocol == "grpc" else f"{general.removesuffix('/')}/v1/{signal}"
+
+
+def otlp_span_exporter(protocol: str, environ: Mapping[str, str] | None = None) -> SpanExporter:
     """The real OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``)."""
+    endpoint = otlp_endpoint(environ, "traces", protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
-        return GrpcSpanExporter()
+        return GrpcSpanExporter(endpoint=endpoint)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    return HttpSpanExporter()
+    return HttpSpanExporter(endpoint=endpoint)
 
 
-def otlp_metric_exporter(protocol: str) -> MetricExporter:
+def otlp_metric_exporter(protocol: str, environ: Mapping[str, str] | None = None) -> MetricExporter:
     """The real OTLP metric exporter for ``protocol``."""
+    endpoint = otlp_endpoint(environ, "metrics", protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 
-        return GrpcMetricExporter()
+        return GrpcMetricExporter(endpoint=endpoint)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
-    return HttpMetricExporter()
+    return HttpMetricExporter(endpoint=endpoint)
 
 
-def span_processors(config: TelemetryConfig, counter: Any) -> list[SpanProcessor]:
+def span_processors(config: TelemetryConfig, counter: Any,
+                    environ: Mapping[str, str] | None = None) -> list[SpanProcessor]:
     """One processor per configured traces exporter: batching (and counted) for I/O, simple for the console."""
     from ..processors.metered import MeteredBatchSpanProcessor
 
     processors: list[SpanProcessor] = []
     for name in config.traces_exporters:
         if name == "otlp":
-            processors.append(MeteredBatchSpanProcessor(otlp_span_exporter(config.traces_protocol), "otlp", counter))
+            processors.append(MeteredBatchSpanProcessor(
+                otlp_span_exporter(config.traces_protocol, environ), "otlp", counter))
         elif name == "local":
             from ..exporters.local import LocalSpanExporter
 
@@ -67,12 +88,13 @@ def span_processors(config: TelemetryConfig, counter: Any) -> list[SpanProcessor
     return processors
 
 
-def metric_exporters(config: TelemetryConfig) -> list[tuple[str, MetricExporter]]:
+def metric_exporters(config: TelemetryConfig,
+                     environ: Mapping[str, str] | None = None) -> list[tuple[str, MetricExporter]]:
     """The push exporters for ``OTEL_METRICS_EXPORTER`` (``prometheus`` is served, not pushed)."""
     out: list[tuple[str, MetricExporter]] = []
     for name in config.metrics_exporters:
         if name == "otlp":
-            out.append(("otlp", otlp_metric_exporter(config.metrics_protocol)))
+            out.append(("otlp", otlp_metric_exporter(config.metrics_protocol, environ)))
         elif name == "console":
             out.append(("console", ConsoleMetricExporter()))
     return out

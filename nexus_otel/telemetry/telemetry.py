@@ -7,12 +7,19 @@ shut down by :meth:`Telemetry.shutdown`; borrowed ones are flushed.
 
 Every sink (OTLP, the local store, webhooks, audit) sits behind one
 :class:`~nexus_otel.processors.redaction.RedactingSpanProcessor`, so none of
-them sees a secret. Every metrics output (``/metrics``, OTLP pushes) reads
-from one :class:`~nexus_otel.telemetry.metrics_hub.MetricsHub`.
+them sees a secret. With tail sampling on, the trace exporters (and processors
+added with :meth:`Telemetry.add_span_processor`) sit behind a
+:class:`~nexus_otel.processors.tail_sampling.TailSamplingProcessor` behind
+redaction, and the head sampler of a provider built here records what it
+would drop, so errors and slow traces can still be kept.
+
+Every metrics output (``/metrics``, OTLP pushes) reads from one
+:class:`~nexus_otel.telemetry.metrics_hub.MetricsHub`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 from typing import Any, Mapping
 
@@ -28,9 +35,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from .. import __version__
+from ..deadline import call_within
 from ..errors import ConfigurationError
 from ..processors.metered import spans_counter
 from ..processors.redaction import RedactingSpanProcessor
+from ..processors.tail_sampling import RecordingSampler, TailSampling, TailSamplingProcessor
 from ..redaction import Redactor
 from . import contract
 from .bound import BoundMetrics
@@ -40,6 +49,8 @@ from .instruments import Instruments
 from .metrics_hub import MetricsHub
 
 log = logging.getLogger("nexus_otel.telemetry")
+EXIT_TIMEOUT = 5.0
+"""Seconds an app that was never stopped gets to flush its telemetry when the interpreter exits."""
 
 
 class Telemetry:
@@ -47,6 +58,12 @@ class Telemetry:
 
     ``enabled`` is false under ``OTEL_SDK_DISABLED=true``; the app then skips
     every telemetry call on its hot path instead of calling no-op objects.
+
+    ``tail_sampling`` overrides the configuration's (``NEXUS_OTEL_TAIL_SAMPLING_*``);
+    with neither, there is no tail sampler (``tail_sampler`` is None) and every
+    span the head sampler samples is exported. With a borrowed tracer provider
+    the head sampler is not wrapped: spans it drops never reach the tail
+    sampler, so their errors cannot be kept.
     """
 
     def __init__(
@@ -60,8 +77,14 @@ class Telemetry:
         redactor: Redactor | None = None,
         metrics_hub: MetricsHub | None = None,
         prometheus_registry: CollectorRegistry | None = None,
+        tail_sampling: TailSampling | None = None,
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env(environ)
+        if tail_sampling is not None and not isinstance(tail_sampling, TailSampling):
+            raise ConfigurationError("tail_sampling", tail_sampling, "a TailSampling or None")
+        self.tail_sampling: TailSampling | None = (
+            tail_sampling if tail_sampling is not None else self.config.tail_sampling)
+        self.tail_sampler: TailSamplingProcessor | None = None
         self.enabled = not self.config.sdk_disabled
         self.redactor = redactor or Redactor()
         self.prometheus_registry = prometheus_registry or CollectorRegistry(auto_describe=True)
@@ -80,6 +103,9 @@ class Telemetry:
             self.meter_provider = meter_provider or self._meter_provider()
             self.span_outcomes = spans_counter(
                 self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__))
+            if self.tail_sampling is not None:
+                self.tail_sampler = TailSamplingProcessor(self.tail_sampling, self.span_outcomes)
+                self.sinks.add(self.tail_sampler)
             self.tracer_provider = tracer_provider or self._tracer_provider()
             if isinstance(self.tracer_provider, TracerProvider):
                 self.tracer_provider.add_span_processor(self.sinks)
@@ -93,7 +119,11 @@ class Telemetry:
                 InstrumentationScope(contract.INSTRUMENTATION_NAME, __version__), self.resource,
                 self.config.exemplar_filter,
             )
+        if self.bound_metrics is not None and self.tail_sampler is not None:
+            self.bound_metrics.exemplar_check = self.tail_sampler.was_kept  # exemplars name kept traces only
         self.instruments = Instruments.create(self.meter, self.bound_metrics)
+        if self._owned:  # flushed at interpreter exit too, if the app was never stopped: within EXIT_TIMEOUT
+            atexit.register(self._shutdown_at_exit)
 
     # -- providers ---------------------------------------------------------
     def _tracer_provider(self) -> trace_api.TracerProvider:
@@ -101,9 +131,14 @@ class Telemetry:
         if isinstance(current, TracerProvider):
             log.debug("using the process's global TracerProvider")
             return current
-        provider = TracerProvider(resource=self.resource, sampler=self.config.sampler)
-        for processor in span_processors(self.config, self.span_outcomes):
-            self.sinks.add(processor)
+        sampler = self.config.sampler
+        if self.tail_sampler is not None:  # record what the head would drop: the tail may keep it
+            sampler = RecordingSampler(sampler)
+        # Our own exit handler bounds the flush; the SDK's would wait on a silent endpoint.
+        provider = TracerProvider(resource=self.resource, sampler=sampler, shutdown_on_exit=False)
+        exporters = self.tail_sampler if self.tail_sampler is not None else self.sinks
+        for processor in span_processors(self.config, self.span_outcomes, self._environ):
+            exporters.add(processor)
         self._owned.append(provider)
         return provider
 
@@ -114,13 +149,13 @@ class Telemetry:
             return current
         self.metrics_hub = MetricsHub(self.prometheus_registry, resource=self.resource)
         readers: list[MetricReader] = [self.metrics_hub]
-        pushes = metric_exporters(self.config)
+        pushes = metric_exporters(self.config, self._environ)
         delta = wants_delta(dict(self._environ) if self._environ is not None else None)
         for name, exporter in pushes:
             if name == "otlp" and delta:
                 readers.append(separate_reader(exporter))
                 self._separate_reader = True
-        provider = MeterProvider(resource=self.resource, metric_readers=readers)
+        provider = MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
         interval = self.config.metric_export_interval
         for name, exporter in pushes:
             if not (name == "otlp" and delta):
@@ -130,7 +165,10 @@ class Telemetry:
 
     # -- public ------------------------------------------------------------
     def add_span_processor(self, processor: SpanProcessor) -> None:
-        """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans."""
+        """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
+
+        With tail sampling on it sits behind the tail sampler too: it sees kept traces only.
+        """
         if not self.enabled:
             return
         if not isinstance(self.tracer_provider, TracerProvider):
@@ -138,7 +176,7 @@ class Telemetry:
                 "tracer_provider", type(self.tracer_provider).__name__,
                 "an opentelemetry.sdk.trace.TracerProvider to add span processors to",
             )
-        self.sinks.add(processor)
+        (self.tail_sampler if self.tail_sampler is not None else self.sinks).add(processor)
 
     def batch_processor(self, exporter: Any, name: str, **kwargs: Any) -> SpanProcessor:
         """A batching processor for ``exporter`` whose exports, failures and drops are counted."""
@@ -155,6 +193,8 @@ class Telemetry:
 
         A processor that was never attached (telemetry disabled) is still shut down.
         """
+        if self.tail_sampler is not None and self.tail_sampler.remove(processor):
+            return True
         if self.sinks.remove(processor):
             return True
         processor.shutdown()
@@ -188,10 +228,18 @@ class Telemetry:
                 ok = bool(flush(timeout_millis)) and ok
         return ok
 
+    def _shutdown_at_exit(self) -> None:
+        call_within(self.shutdown, EXIT_TIMEOUT, "telemetry flush at exit")
+
     def shutdown(self) -> None:
-        """Flush everything; shut down what this object built (never borrowed providers)."""
+        """Flush everything; shut down what this object built (never borrowed providers).
+
+        The SDK's exporters do not bound their own time: call this through
+        :func:`~nexus_otel.deadline.call_within` (as ``Nexus.stop`` does) to bound it.
+        """
         if not self.enabled:
             return
+        atexit.unregister(self._shutdown_at_exit)
         self.force_flush()
         if self.tracer_provider not in self._owned:
             # A borrowed tracer provider stays up; our sinks on it end with the app.
