@@ -196,11 +196,14 @@ def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
 @click.option("--data-dir", default=None)
 def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
     """List payloads given up on, with their last error."""
+    from .exporters.webhook import body_of
+
     letters = _outbox(outbox, data_dir).dead_letters()
     if not letters:
         click.echo("no dead letters")
     for m in letters:
-        click.echo(f"{m.id:<6} {m.message_id}  {m.payload.get('workflow', '?'):<16} attempts={m.attempts}  "
+        workflow = body_of(m.payload).get("workflow", "?")
+        click.echo(f"{m.id:<6} {m.message_id}  {workflow:<16} attempts={m.attempts}  "
                    f"{m.destination}  last error: {m.last_error}")
 
 

@@ -23,6 +23,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..errors import ConfigurationError
 from ..records import ExecutionRecord, RecordProcessor
+from .outcomes import OutcomeCounts
 from .outbox import OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
 
 log = logging.getLogger("nexus_otel.audit")
@@ -167,6 +168,13 @@ def row_of(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _row(stored: Any) -> dict[str, Any]:
+    """The row for a spooled payload: a record's fields (or a finished row, as spooled before 0.2)."""
+    if isinstance(stored, list):
+        return row_of(ExecutionRecord.from_json(stored).as_dict())
+    return stored
+
+
 class AuditExporter(RecordProcessor):
     """Spools a row per finished workflow; a worker writes them to the store (after ``start()``)."""
 
@@ -175,10 +183,11 @@ class AuditExporter(RecordProcessor):
         self.store = store
         self.spool = spool
         self.destination = destination
-        self.counts = {"queued": 0, "written": 0, "retried": 0, "failed": 0}
-        self._rows = meter.create_counter(
-            "nexus.audit.rows", unit="1", description="Audit rows by outcome: queued, written, retried, failed.",
-        ) if meter else None
+        self._outcomes = OutcomeCounts(("queued", "written", "retried", "failed"))
+        self.counts = self._outcomes.counts
+        if meter is not None:
+            self._outcomes.observe_as(meter, "nexus.audit.rows",
+                                      "Audit rows by outcome: queued, written, retried, failed.")
         if meter is not None:
             meter.create_observable_gauge("nexus.audit.queue", callbacks=[self._observe], unit="1",
                                           description="Audit rows waiting to be written.")
@@ -192,7 +201,8 @@ class AuditExporter(RecordProcessor):
 
     def on_end(self, record: ExecutionRecord) -> None:
         try:
-            self._count("queued", self.spool.put([(record.workflow_id, self.destination, row_of(record.as_dict()))]))
+            # The row is made by the writer, off the workflow's thread.
+            self._count("queued", self.spool.put([(record.workflow_id, self.destination, record.to_json())]))
         except Exception as exc:
             log.error("cannot spool the audit row of %s: %s", record.workflow_id, exc)
             self._count("failed", 1)
@@ -201,17 +211,14 @@ class AuditExporter(RecordProcessor):
 
     def _write(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
         try:
-            self.store.write([m.payload for m in batch])
+            self.store.write([_row(m.payload) for m in batch])
         except Exception as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
             return [Outcome(False, f"{type(exc).__name__}: {first_line}")] * len(batch)
         return [OK] * len(batch)
 
     def _count(self, outcome: str, n: int) -> None:
-        key = "written" if outcome == "delivered" else outcome
-        self.counts[key] = self.counts.get(key, 0) + n
-        if self._rows is not None and n:
-            self._rows.add(n, {"outcome": key})
+        self._outcomes.add("written" if outcome == "delivered" else outcome, n)
 
     def _observe(self, options: CallbackOptions) -> list[Observation]:
         try:

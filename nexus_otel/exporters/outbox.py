@@ -35,7 +35,7 @@ log = logging.getLogger("nexus_otel.outbox")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              INTEGER PRIMARY KEY,
     message_id      TEXT NOT NULL,
     destination     TEXT NOT NULL,
     payload         TEXT NOT NULL,
@@ -43,8 +43,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL,
     created_at      REAL NOT NULL,
     last_error      TEXT,
-    state           TEXT NOT NULL DEFAULT 'pending',
-    UNIQUE (message_id, destination)
+    state           TEXT NOT NULL DEFAULT 'pending'
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 """
@@ -57,7 +56,8 @@ class Message:
     id: int
     message_id: str
     destination: str
-    payload: dict[str, Any]
+    payload: Any
+    """The payload as put, decoded from JSON."""
     attempts: int
     created_at: float
     last_error: str | None
@@ -69,13 +69,15 @@ class _Put:
 
     __slots__ = ("items", "done", "changes", "error")
 
-    def __init__(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+    def __init__(self, items: list[tuple[str, str, Any]]) -> None:
         self.items = items
         self.done = False
         self.changes = 0
         self.error: BaseException | None = None
 
 
+# One row per put item: no uniqueness index to maintain on the workflow's thread (outboxes made by
+# earlier versions keep theirs, and OR IGNORE keeps their meaning).
 _INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next_attempt_at, created_at)"
            " VALUES (?, ?, ?, ?, ?)")
 
@@ -112,10 +114,10 @@ class Outbox:
             self._conn = conn
         return self._conn
 
-    def put(self, items: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
-        """Queue ``(message_id, destination, payload)`` items, committed on return; how many were new.
+    def put(self, items: Iterable[tuple[str, str, Any]]) -> int:
+        """Queue ``(message_id, destination, payload)`` items, committed on return; how many were queued.
 
-        A repeat of a queued ``(message_id, destination)`` pair is ignored.
+        A payload is anything JSON can encode, or a ``str`` that already is JSON.
         Raises what the commit raised (the disk is full, the file is locked).
         """
         batch = items if isinstance(items, list) else list(items)
@@ -153,7 +155,8 @@ class Outbox:
                     for put in puts:
                         before = db.total_changes
                         db.executemany(_INSERT, [
-                            (mid, dest, json.dumps(payload, separators=(",", ":"), default=str), now, now)
+                            (mid, dest, payload if isinstance(payload, str)
+                             else json.dumps(payload, separators=(",", ":"), default=str), now, now)
                             for mid, dest, payload in put.items])
                         put.changes = db.total_changes - before
                     db.execute("COMMIT")
@@ -375,7 +378,7 @@ class OutboxWorker:
     def __init__(self, outbox: Outbox, deliver: Deliver, *, policy: RetryPolicy = RetryPolicy(),
                  batch_size: int = 50, name: str = "outbox",
                  on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
-                 breaker: CircuitBreaker | None = None, linger: float = 0.005) -> None:
+                 breaker: CircuitBreaker | None = None, linger: float = 0.2) -> None:
         self.outbox = outbox
         self.deliver = deliver
         self.policy = policy

@@ -17,7 +17,6 @@ import datetime as _dt
 import json
 import logging
 import time
-import uuid
 from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
 
@@ -26,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from standardwebhooks.webhooks import Webhook
 
 from ..records import ExecutionRecord, RecordProcessor
+from .outcomes import OutcomeCounts
 from .outbox import NOT_ATTEMPTED, OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
 
 log = logging.getLogger("nexus_otel.webhooks")
@@ -49,9 +49,16 @@ def payload_of(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def body_of(stored: Any) -> dict[str, Any]:
+    """The JSON body for a stored payload: a record's fields (or a finished payload, as queued before 0.2)."""
+    if isinstance(stored, list):
+        return payload_of(ExecutionRecord.from_json(stored).as_dict())
+    return stored
+
+
 def message_id_of(workflow_id: str) -> str:
     """The ``webhook-id`` of an execution's payload: stable across retries and restarts."""
-    return f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, workflow_id).hex}"
+    return f"msg_{workflow_id}"
 
 
 class WebhookExporter(RecordProcessor):
@@ -72,16 +79,16 @@ class WebhookExporter(RecordProcessor):
         self._signer = Webhook(secret) if secret else None
         self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
                                     follow_redirects=False)
-        self._deliveries = meter.create_counter(
-            "nexus.webhook.deliveries", unit="1",
-            description="Webhook deliveries by outcome: queued, delivered, retried, failed.",
-        ) if meter else None
+        self._outcomes = OutcomeCounts(("queued", "delivered", "retried", "failed"))
+        self.counts = self._outcomes.counts
+        if meter is not None:
+            self._outcomes.observe_as(meter, "nexus.webhook.deliveries",
+                                      "Webhook deliveries by outcome: queued, delivered, retried, failed.")
         if meter is not None:
             meter.create_observable_gauge(
                 "nexus.webhook.outbox", callbacks=[self._observe], unit="1",
                 description="Webhook messages waiting (pending) or given up (dead).",
             )
-        self.counts = {"queued": 0, "delivered": 0, "retried": 0, "failed": 0}
         self.worker = OutboxWorker(outbox, self._deliver, policy=policy, name="webhooks",
                                    on_outcome=self._count)
 
@@ -96,8 +103,8 @@ class WebhookExporter(RecordProcessor):
         if self.workflows is not None and record.workflow not in self.workflows:
             return
         message_id = message_id_of(record.workflow_id)
-        payload = payload_of(record.as_dict())
-        items = [(message_id, url, payload) for url in self.urls]
+        stored = record.to_json()  # the payload is made at delivery, off the workflow's thread
+        items = [(message_id, url, stored) for url in self.urls]
         try:
             queued = self.outbox.put(items)
         except Exception as exc:  # the disk is full or gone: say so loudly, count what was lost
@@ -126,7 +133,7 @@ class WebhookExporter(RecordProcessor):
         return outcomes
 
     def _post(self, message: Message, timeout: float | None = None) -> Outcome:
-        body = json.dumps(message.payload, separators=(",", ":"))
+        body = json.dumps(body_of(message.payload), separators=(",", ":"))
         now = _dt.datetime.now(_dt.timezone.utc)
         headers = {
             "content-type": "application/json",
@@ -153,9 +160,7 @@ class WebhookExporter(RecordProcessor):
         return Outcome(False, error, retry=False)
 
     def _count(self, outcome: str, n: int) -> None:
-        self.counts[outcome] = self.counts.get(outcome, 0) + n
-        if self._deliveries is not None and n:
-            self._deliveries.add(n, {"outcome": outcome})
+        self._outcomes.add(outcome, n)
 
     def _observe(self, options: CallbackOptions) -> list[Observation]:
         try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 from typing import Any
 
 RUNNING = "running"
@@ -48,6 +49,15 @@ class ExecutionRecord:
     def failed(self) -> bool:
         return self.status == "failed"
 
+    def to_json(self) -> str:
+        """The fields as compact JSON (for a durable store; :meth:`from_json` reads it back)."""
+        return json.dumps([getattr(self, name) for name in _FIELDS], separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, text: str | list[Any]) -> "ExecutionRecord":
+        values = json.loads(text) if isinstance(text, str) else text
+        return cls(**dict(zip(_FIELDS, values)))
+
     def as_dict(self) -> dict[str, Any]:
         """A flat JSON-friendly dict: the fields above with ISO 8601 start and end times."""
         out: dict[str, Any] = {
@@ -67,3 +77,6 @@ class ExecutionRecord:
         if self.cache_hit is not None:
             out["cache_hit"] = self.cache_hit
         return out
+
+
+_FIELDS = tuple(f.name for f in fields(ExecutionRecord))
