@@ -116,9 +116,10 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
 import nexus_otel  # noqa: E402
-from nexus_otel import Nexus, NexusPlugin, WorkflowEvent  # noqa: E402
+from nexus_otel import ExecutionRecord, Nexus, NexusPlugin, RecordProcessor, WorkflowEvent  # noqa: E402
 from nexus_otel.caller import Caller  # noqa: E402
 from nexus_otel.errors import AuthenticationError, NexusOtelError  # noqa: E402
+from nexus_otel.exporters.outbox import Outbox  # noqa: E402
 from nexus_otel.plugins import (  # noqa: E402
     AuthPlugin, DatabasePlugin, MetricsPlugin, RateLimitPlugin, RequestLoggerPlugin, WebhookPlugin,
 )
@@ -647,9 +648,10 @@ def build_pipeline_case() -> tuple[Side, Side]:
     handler = CountingStreamHandler(devnull)
     try:
         receiver = WebhookReceiver(secret)
-        webhook = WebhookPlugin(receiver.url, secret=secret, outbox_path=os.path.join(tmp, "webhook-outbox.sqlite"))
+        # Both durable sinks on one outbox file, as with the default data directory: one commit per execution.
+        webhook = WebhookPlugin(receiver.url, secret=secret, outbox_path=os.path.join(tmp, "outbox.sqlite"))
         database = DatabasePlugin(f"sqlite:///{os.path.join(tmp, 'audit.sqlite')}",
-                                  spool_path=os.path.join(tmp, "audit-spool.sqlite"))
+                                  spool_path=os.path.join(tmp, "outbox.sqlite"))
         metrics = MetricsPlugin()
         request_logger = RequestLoggerPlugin("json", output=handler)
         plugins = [request_logger, metrics, webhook, database]
@@ -744,6 +746,87 @@ def final_check_pipeline_case(baseline: Side, candidate: Side) -> list[str]:
     start = candidate.state.get("background_start")
     if start is not None:
         candidate.state["notes"].append(_background_note(start, _background_snapshot(candidate)))
+    return problems
+
+
+class DurableFloor(RecordProcessor):
+    """The least a durable-on-return record can cost: one SQLite commit of the record's JSON, nothing else."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.count = 0
+
+    def on_end(self, record: ExecutionRecord) -> None:
+        self.outbox.put([(record.workflow_id, "floor", record.to_json())])
+        self.count += 1
+
+
+def build_floor_case() -> tuple[Side, Side]:
+    """(c-floor): core telemetry + one bare outbox commit per execution, over core telemetry."""
+    base_app, base_providers, base_close = core_host()
+    baseline = Side("core telemetry", lambda: base_app.execute_workflow(WORKFLOW, INPUTS), base_close)
+    tmp = tempfile.mkdtemp(prefix="nexus-otel-floor-")
+    app, providers, close_app = core_host()
+    floor = DurableFloor(Outbox(os.path.join(tmp, "floor.sqlite")))
+    app.records.add(floor)
+
+    def close() -> None:
+        try:
+            close_app()
+        finally:
+            floor.outbox.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    candidate = Side("+ one outbox commit", lambda: app.execute_workflow(WORKFLOW, INPUTS), close, {"floor": floor})
+    return baseline, candidate
+
+
+def check_floor_case(baseline: Side, candidate: Side) -> list[str]:
+    candidate.run()
+    floor = candidate.state["floor"]
+    return [] if floor.count == 1 and floor.outbox.counts()["pending"] == 1 else ["the floor sink did not commit"]
+
+
+def _sampled_host(tmp: str, environ_extra: dict[str, str]) -> tuple[Nexus, Callable[[], None]]:
+    """The host with its own providers built from the environment: traces to the local store (the real encoder)."""
+    environ = {"NEXUS_OTEL_DATA_DIR": tmp, "OTEL_TRACES_EXPORTER": "local", "OTEL_METRICS_EXPORTER": "none",
+               **environ_extra}
+    app = Nexus("bench", environ=environ)
+    app.add_plugin(BenchPlugin())
+    app.register(WORKFLOW, trivial_workflow)
+    app.start()
+    return app, lambda: app.stop(timeout=10)
+
+
+def build_tail_case() -> tuple[Side, Side]:
+    """(f): tail sampling at 0.1 vs keep-all, both exporting to the local store; total CPU includes the export."""
+    dirs = [tempfile.mkdtemp(prefix="nexus-otel-tail-") for _ in range(2)]
+    base_app, base_close = _sampled_host(dirs[0], {})
+    cand_app, cand_close = _sampled_host(dirs[1], {"NEXUS_OTEL_TAIL_SAMPLING_RATIO": "0.1"})
+
+    def closer(close: Callable[[], None], tmp: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                close()
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return run
+
+    baseline = Side("keep all", lambda: base_app.execute_workflow(WORKFLOW, INPUTS), closer(base_close, dirs[0]),
+                    {"app": base_app})
+    candidate = Side("tail sampling 0.1", lambda: cand_app.execute_workflow(WORKFLOW, INPUTS),
+                     closer(cand_close, dirs[1]), {"app": cand_app})
+    baseline.drain = lambda: base_app.telemetry.force_flush()
+    candidate.drain = lambda: cand_app.telemetry.force_flush()
+    return baseline, candidate
+
+
+def check_tail_case(baseline: Side, candidate: Side) -> list[str]:
+    problems = []
+    if baseline.state["app"].telemetry.tail_sampler is not None:
+        problems.append("the keep-all side has a tail sampler")
+    if candidate.state["app"].telemetry.tail_sampler is None:
+        problems.append("the tail-sampling side has none")
     return problems
 
 
@@ -1123,6 +1206,18 @@ CASES: list[Case] = [
         baseline_label="core telemetry", candidate_label="full pipeline",
         build=build_pipeline_case, target=1.5, n=100, check=check_pipeline_case,
         final_check=final_check_pipeline_case, budget=25.0, max_rounds=40, total=True,
+    ),
+    Case(
+        key="c-floor", title="durable floor: host with one bare outbox commit per execution (the record's JSON, "
+                             "no payload, no worker) vs host with core telemetry (trivial workflow, 3 hooks)",
+        baseline_label="core telemetry", candidate_label="+ one outbox commit",
+        build=build_floor_case, target=None, n=100, check=check_floor_case, budget=AUXILIARY_BUDGET,
+    ),
+    Case(
+        key="f", title="tail sampling: NEXUS_OTEL_TAIL_SAMPLING_RATIO=0.1 vs keep-all, both exporting to the "
+                       "local store (trivial workflow, 3 hooks); total includes the export",
+        baseline_label="keep all", candidate_label="tail 0.1",
+        build=build_tail_case, target=None, n=100, check=check_tail_case, budget=AUXILIARY_BUDGET, total=True,
     ),
     Case(
         key="d", title="auth, OIDC: host with AuthPlugin (RS256 bearer JWT, JWKS from 127.0.0.1, keys cached) "

@@ -174,16 +174,17 @@ def webhooks() -> None:
 def _outbox(path: str | None, data_dir: str | None) -> Any:
     from pathlib import Path
 
-    from .exporters.outbox import Outbox
+    from .exporters.outbox import WEBHOOK_SCOPE, Outbox, default_outbox_path
+    from .plugins.webhook import LEGACY_OUTBOX
 
-    file = Path(path) if path else Path(_data_dir(data_dir)) / "webhook-outbox.sqlite"
+    file = Path(path) if path else default_outbox_path(_data_dir(data_dir), LEGACY_OUTBOX)
     if not file.exists():
         raise click.ClickException(f"no webhook outbox at {file}")
-    return Outbox(file)
+    return Outbox(file).view(WEBHOOK_SCOPE)
 
 
 @webhooks.command("status")
-@click.option("--outbox", default=None, help="Outbox file (default DATA_DIR/webhook-outbox.sqlite).")
+@click.option("--outbox", default=None, help="Outbox file (default DATA_DIR/outbox.sqlite).")
 @click.option("--data-dir", default=None)
 def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
     """How many payloads wait, and how many were given up on."""

@@ -17,3 +17,12 @@ def capture():
     cap = CapturedTelemetry()
     yield cap
     cap.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian's binaries) in a temp dir on a loopback port, shared by the session."""
+    from .postgres_server import PostgresServer
+
+    with PostgresServer() as pg:
+        yield pg

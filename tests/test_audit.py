@@ -9,14 +9,6 @@ import pytest
 from nexus_otel.errors import PluginSetupError
 from nexus_otel.plugins import DatabasePlugin
 
-from .postgres_server import PostgresServer
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A real PostgreSQL server (Debian's binaries) in a temp dir on a loopback port."""
-    with PostgresServer() as pg:
-        yield pg
 
 
 def _app(capture, dsn, tmp_path):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from nexus_otel import Nexus
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.exporters.outbox import WEBHOOK_SCOPE, Outbox, destination_scope
 from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
 
 from .faults import LockedSQLite, SilentServer, closed_port_url
@@ -71,9 +71,9 @@ def test_stop_returns_within_its_timeout(tmp_path, fault):
         assert elapsed <= 4.0, f"stop took {elapsed:.1f} s with {fault}"
         assert all(n == 1 for n in _ids(receiver).values()), "a payload was sent twice"
         if fault in ("webhook-silent", "closed-port"):
-            assert Outbox(tmp_path / "data" / "webhook-outbox.sqlite").counts()["pending"] == 20
+            assert Outbox(tmp_path / "data" / "outbox.sqlite").view(WEBHOOK_SCOPE).counts()["pending"] == 20
         if fault == "audit-locked":
-            assert Outbox(tmp_path / "data" / "audit-spool.sqlite").counts()["pending"] == 20
+            assert Outbox(tmp_path / "data" / "outbox.sqlite").view(destination_scope("audit")).counts()["pending"] == 20
 
 
 def test_default_stop_is_bounded_with_everything_down(tmp_path, caplog):

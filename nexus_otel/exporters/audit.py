@@ -24,7 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from ..errors import ConfigurationError
 from ..records import ExecutionRecord, RecordProcessor
 from .outcomes import OutcomeCounts
-from .outbox import OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
+from .outbox import OK, Message, Outbox, OutboxView, OutboxWorker, Outcome, RetryPolicy, destination_scope
 
 log = logging.getLogger("nexus_otel.audit")
 
@@ -178,10 +178,11 @@ def _row(stored: Any) -> dict[str, Any]:
 class AuditExporter(RecordProcessor):
     """Spools a row per finished workflow; a worker writes them to the store (after ``start()``)."""
 
-    def __init__(self, store: AuditStore, spool: Outbox, *, policy: RetryPolicy | None = None,
+    def __init__(self, store: AuditStore, spool: Outbox | OutboxView, *, policy: RetryPolicy | None = None,
                  batch_size: int = 200, meter: Meter | None = None, destination: str = "audit") -> None:
         self.store = store
-        self.spool = spool
+        # The spool file may be shared with other sinks: this exporter sees its own rows only.
+        self.spool = spool.view(destination_scope(destination)) if isinstance(spool, Outbox) else spool
         self.destination = destination
         self._outcomes = OutcomeCounts(("queued", "written", "retried", "failed"))
         self.counts = self._outcomes.counts
@@ -192,7 +193,7 @@ class AuditExporter(RecordProcessor):
             meter.create_observable_gauge("nexus.audit.queue", callbacks=[self._observe], unit="1",
                                           description="Audit rows waiting to be written.")
         # A database outage is waited out, not given up on: retries are capped at one a minute.
-        self.worker = OutboxWorker(spool, self._write, policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0),
+        self.worker = OutboxWorker(self.spool, self._write, policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0),
                                    batch_size=batch_size, name="audit", on_outcome=self._count)
 
     def start(self) -> "AuditExporter":

@@ -20,6 +20,7 @@ stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,9 +28,10 @@ import random
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 log = logging.getLogger("nexus_otel.outbox")
 
@@ -47,6 +49,27 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 """
+
+
+Scope = tuple[str, tuple[Any, ...]]
+"""Which messages a sink sees in a shared outbox: an SQL condition on ``destination`` and its parameters."""
+ALL: Scope = ("1 = 1", ())
+WEBHOOK_SCOPE: Scope = ("(destination LIKE 'http://%' OR destination LIKE 'https://%')", ())
+"""Webhook destinations are URLs; other sinks sharing an outbox use plain names."""
+
+
+def destination_scope(name: str) -> Scope:
+    return ("destination = ?", (name,))
+
+
+OUTBOX_FILE = "outbox.sqlite"
+"""The data directory's outbox, shared by the built-in durable sinks (one commit per execution)."""
+
+
+def default_outbox_path(data_dir: str | os.PathLike[str], legacy: str) -> Path:
+    """``DATA_DIR/outbox.sqlite``, or the sink's own file of an earlier version if it exists (its messages wait)."""
+    old = Path(data_dir) / legacy
+    return old if old.exists() else Path(data_dir) / OUTBOX_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +105,18 @@ _INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next
            " VALUES (?, ?, ?, ?, ?)")
 
 
+_MAX_ROWS_PER_INSERT = 16
+
+
+@functools.lru_cache(maxsize=_MAX_ROWS_PER_INSERT)
+def _insert_rows(n: int) -> str:
+    return _INSERT + ", (?, ?, ?, ?, ?)" * (n - 1)
+
+
+def _encoded(payload: Any) -> str:
+    return payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), default=str)
+
+
 class Outbox:
     """A SQLite-backed queue; safe to share between threads (one connection, one lock).
 
@@ -98,6 +133,7 @@ class Outbox:
         self._puts: list[_Put] = []
         self._puts_changed = threading.Condition()
         self._committing = False
+        self._deferred = threading.local()
         with self._lock:
             self._db.executescript(_SCHEMA)
 
@@ -123,6 +159,10 @@ class Outbox:
         batch = items if isinstance(items, list) else list(items)
         if not batch:
             return 0
+        deferred = getattr(self._deferred, "items", None)
+        if deferred is not None:  # inside deferred(): committed, with the rest, when it ends
+            deferred.extend(batch)
+            return len(batch)
         put = _Put(batch)
         with self._puts_changed:
             self._puts.append(put)
@@ -144,25 +184,66 @@ class Outbox:
             raise put.error
         return put.changes
 
+    def defer(self) -> bool:
+        """Hold this thread's puts until :meth:`commit_deferred` (one commit for all); false if already held."""
+        if getattr(self._deferred, "items", None) is not None:
+            return False
+        self._deferred.items = []
+        return True
+
+    def commit_deferred(self) -> int:
+        """Commit what this thread put since :meth:`defer` (raises what the commit raised)."""
+        items = self._deferred.items
+        self._deferred.items = None
+        return self.put(items) if items else 0
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Puts on this thread inside the block are committed together when it ends (one commit).
+
+        What the block's puts returned assumed success: if the commit fails, it raises here.
+        """
+        if not self.defer():  # nested: the outer block commits
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            self.commit_deferred()
+            raise
+        self.commit_deferred()
+
+    def view(self, scope: Scope) -> "OutboxView":
+        """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
+        return OutboxView(self, scope)
+
     def _commit(self, puts: list[_Put]) -> None:
         """One transaction for every waiting put (a group commit)."""
         now = time.time()
         try:
             with self._lock:
                 db = self._db
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    for put in puts:
-                        before = db.total_changes
-                        db.executemany(_INSERT, [
-                            (mid, dest, payload if isinstance(payload, str)
-                             else json.dumps(payload, separators=(",", ":"), default=str), now, now)
-                            for mid, dest, payload in put.items])
-                        put.changes = db.total_changes - before
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+                if len(puts) == 1 and len(puts[0].items) <= _MAX_ROWS_PER_INSERT:
+                    # The common case: one statement, its own transaction, no BEGIN/COMMIT round trips.
+                    put = puts[0]
+                    params: list[Any] = []
+                    for mid, dest, payload in put.items:
+                        params += (mid, dest, _encoded(payload), now, now)
+                    before = db.total_changes
+                    db.execute(_insert_rows(len(put.items)), params)
+                    put.changes = db.total_changes - before
+                else:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        for put in puts:
+                            before = db.total_changes
+                            db.executemany(_INSERT, [(mid, dest, _encoded(payload), now, now)
+                                                     for mid, dest, payload in put.items])
+                            put.changes = db.total_changes - before
+                        db.execute("COMMIT")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
         except BaseException as exc:
             for put in puts:
                 put.error = exc
@@ -170,20 +251,22 @@ class Outbox:
         for put in puts:
             put.done = True
 
-    def due(self, limit: int = 100, now: float | None = None) -> list[Message]:
-        """Pending messages whose next attempt is due, oldest first."""
+    def due(self, limit: int = 100, now: float | None = None, scope: Scope = ALL) -> list[Message]:
+        """Pending messages (of ``scope``) whose next attempt is due, oldest first."""
         with self._lock:
             cur = self._db.execute(
                 "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
-                " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-                (time.time() if now is None else now, limit),
+                f" WHERE state = 'pending' AND next_attempt_at <= ? AND {scope[0]}"
+                " ORDER BY next_attempt_at, id LIMIT ?",
+                (time.time() if now is None else now, *scope[1], limit),
             )
             return [_message(row) for row in cur.fetchall()]
 
-    def next_due_in(self) -> float | None:
+    def next_due_in(self, scope: Scope = ALL) -> float | None:
         """Seconds until the next pending message is due (0 if one is due now), None if none is pending."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+            row = self._db.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND {scope[0]}",
+                                   scope[1]).fetchone()
         if row is None or row[0] is None:
             return None
         return max(0.0, row[0] - time.time())
@@ -215,36 +298,37 @@ class Outbox:
                 (error[:1000], id_),
             )
 
-    def dead_letters(self, limit: int = 1000) -> list[Message]:
+    def dead_letters(self, limit: int = 1000, scope: Scope = ALL) -> list[Message]:
         with self._lock:
             cur = self._db.execute(
                 "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
-                " WHERE state = 'dead' ORDER BY id LIMIT ?", (limit,),
+                f" WHERE state = 'dead' AND {scope[0]} ORDER BY id LIMIT ?", (*scope[1], limit),
             )
             return [_message(row) for row in cur.fetchall()]
 
-    def replay(self, ids: Sequence[int] | None = None) -> int:
+    def replay(self, ids: Sequence[int] | None = None, scope: Scope = ALL) -> int:
         """Move dead letters (all, or those ``ids``) back to the queue with fresh attempts."""
         with self._lock:
             if ids is None:
                 cur = self._db.execute(
-                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? WHERE state = 'dead'",
-                    (time.time(),),
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
+                    f" WHERE state = 'dead' AND {scope[0]}", (time.time(), *scope[1]),
                 )
                 return cur.rowcount
             total = 0
             for id_ in ids:
                 cur = self._db.execute(
                     "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
-                    " WHERE state = 'dead' AND id = ?", (time.time(), id_),
+                    f" WHERE state = 'dead' AND id = ? AND {scope[0]}", (time.time(), id_, *scope[1]),
                 )
                 total += cur.rowcount
             return total
 
-    def counts(self) -> dict[str, int]:
-        """Messages by state: ``pending`` and ``dead``."""
+    def counts(self, scope: Scope = ALL) -> dict[str, int]:
+        """Messages (of ``scope``) by state: ``pending`` and ``dead``."""
         with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+            rows = self._db.execute(f"SELECT state, COUNT(*) FROM outbox WHERE {scope[0]} GROUP BY state",
+                                    scope[1]).fetchall()
         out = {"pending": 0, "dead": 0}
         out.update({state: n for state, n in rows})
         return out
@@ -255,6 +339,48 @@ class Outbox:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class OutboxView:
+    """One sink's part of a shared :class:`Outbox`: puts go to the file, queries see only its scope."""
+
+    def __init__(self, outbox: Outbox, scope: Scope) -> None:
+        self.outbox = outbox
+        self.scope = scope
+        self.path = outbox.path
+
+    def put(self, items: Iterable[tuple[str, str, Any]]) -> int:
+        return self.outbox.put(items)
+
+    def due(self, limit: int = 100, now: float | None = None) -> list[Message]:
+        return self.outbox.due(limit, now, self.scope)
+
+    def next_due_in(self) -> float | None:
+        return self.outbox.next_due_in(self.scope)
+
+    def delivered(self, ids: Sequence[int]) -> None:
+        self.outbox.delivered(ids)
+
+    def retry(self, id_: int, delay: float, error: str) -> None:
+        self.outbox.retry(id_, delay, error)
+
+    def hold(self, destination: str, until: float) -> int:
+        return self.outbox.hold(destination, until)
+
+    def dead(self, id_: int, error: str) -> None:
+        self.outbox.dead(id_, error)
+
+    def dead_letters(self, limit: int = 1000) -> list[Message]:
+        return self.outbox.dead_letters(limit, self.scope)
+
+    def replay(self, ids: Sequence[int] | None = None) -> int:
+        return self.outbox.replay(ids, self.scope)
+
+    def counts(self) -> dict[str, int]:
+        return self.outbox.counts(self.scope)
+
+    def close(self) -> None:
+        self.outbox.close()
 
 
 def _message(row: tuple[Any, ...]) -> Message:
@@ -331,10 +457,6 @@ class CircuitBreaker:
         circuit = self._circuits.get(destination)
         return circuit is not None and now < circuit.open_until
 
-    def probing(self, destination: str) -> bool:
-        """True while the destination is in an outage (only one message at a time goes to it)."""
-        return destination in self._circuits
-
     def open_until(self, destination: str) -> float:
         circuit = self._circuits.get(destination)
         return circuit.open_until if circuit is not None else 0.0
@@ -392,6 +514,7 @@ class OutboxWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._drain_until: float | None = None
+        self._up: set[str] = set()  # destinations whose last attempt was delivered
         self._thread = threading.Thread(target=self._run, name=f"nexus-otel-{name}", daemon=True)
         self._started = False
 
@@ -403,7 +526,8 @@ class OutboxWorker:
 
     def notify(self) -> None:
         """New messages were queued."""
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -433,25 +557,40 @@ class OutboxWorker:
                 break
 
     def run_once(self, deadline: float | None = None) -> bool:
-        """Deliver one batch of due messages; true if any was delivered or retried."""
+        """Deliver one batch of due messages; true if any was delivered or retried.
+
+        A destination not known to be up (new, or after a failure) gets one
+        message first; the rest of its share of the batch goes only if that
+        one was delivered. So an outage costs one attempt, not one per message.
+        """
         now = time.time()
-        batch = []
-        probes: set[str] = set()
+        groups: dict[str, list[Message]] = {}
         waiting: set[str] = set()
         for message in self.outbox.due(self.batch_size):
             dest = message.destination
             if self.breaker.is_open(dest, now):
                 waiting.add(dest)  # postponed below, without spending an attempt
                 continue
-            if self.breaker.probing(dest):
-                if dest in probes:
-                    continue  # one probe at a time to a destination in an outage
-                probes.add(dest)
-            batch.append(message)
+            groups.setdefault(dest, []).append(message)
         if waiting:
             self._hold_open(now, waiting)
-        if not batch:
+        if not groups:
             return False
+        worked = False
+        for dest, messages in groups.items():
+            if dest not in self._up and len(messages) > 1:
+                worked = self._deliver(messages[:1], deadline) or worked
+                if dest not in self._up:
+                    continue  # the probe failed (its circuit is open) or was not attempted
+                messages = messages[1:]
+            worked = self._deliver(messages, deadline) or worked
+        failed = {dest for dest in groups if dest not in self._up}
+        if failed:
+            self._hold_open(time.time(), failed)
+        return worked
+
+    def _deliver(self, batch: list[Message], deadline: float | None) -> bool:
+        """Deliver ``batch`` and settle each outcome; true if any was attempted."""
         outcomes = self.deliver(batch, deadline)
         done, worked = [], False
         for message, outcome in zip(batch, outcomes):
@@ -460,8 +599,11 @@ class OutboxWorker:
             worked = True
             if outcome.ok:
                 done.append(message.id)
+                self._up.add(message.destination)
                 self.breaker.succeeded(message.destination, time.time())
-            elif outcome.retry and message.attempts + 1 < self.policy.max_attempts:
+                continue
+            self._up.discard(message.destination)
+            if outcome.retry and message.attempts + 1 < self.policy.max_attempts:
                 until = self.breaker.failed(message.destination, outcome.error, time.time())
                 delay = max(self.policy.delay(message.attempts, outcome.retry_after), until - time.time())
                 self.outbox.retry(message.id, delay, outcome.error)
@@ -476,9 +618,6 @@ class OutboxWorker:
         if done:
             self.outbox.delivered(done)
             self.on_outcome("delivered", len(done))
-        opened = {m.destination for m, o in zip(batch, outcomes) if o.attempted and not o.ok}
-        if opened:
-            self._hold_open(time.time(), opened)
         return worked
 
     def _hold_open(self, now: float, destinations: set[str]) -> None:

@@ -26,7 +26,7 @@ from standardwebhooks.webhooks import Webhook
 
 from ..records import ExecutionRecord, RecordProcessor
 from .outcomes import OutcomeCounts
-from .outbox import NOT_ATTEMPTED, OK, Message, Outbox, OutboxWorker, Outcome, RetryPolicy
+from .outbox import NOT_ATTEMPTED, OK, WEBHOOK_SCOPE, Message, Outbox, OutboxView, OutboxWorker, Outcome, RetryPolicy
 
 log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
@@ -68,11 +68,12 @@ class WebhookExporter(RecordProcessor):
     payloads are only queued.
     """
 
-    def __init__(self, urls: Sequence[str], outbox: Outbox, *, secret: str | None = None,
+    def __init__(self, urls: Sequence[str], outbox: Outbox | OutboxView, *, secret: str | None = None,
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
                  policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None) -> None:
         self.urls = tuple(urls)
-        self.outbox = outbox
+        # The outbox file may be shared with other sinks: this exporter sees webhook messages only.
+        self.outbox = outbox.view(WEBHOOK_SCOPE) if isinstance(outbox, Outbox) else outbox
         self.workflows = workflows
         self.statuses = statuses
         self.timeout = timeout
@@ -89,7 +90,7 @@ class WebhookExporter(RecordProcessor):
                 "nexus.webhook.outbox", callbacks=[self._observe], unit="1",
                 description="Webhook messages waiting (pending) or given up (dead).",
             )
-        self.worker = OutboxWorker(outbox, self._deliver, policy=policy, name="webhooks",
+        self.worker = OutboxWorker(self.outbox, self._deliver, policy=policy, name="webhooks",
                                    on_outcome=self._count)
 
     def start(self) -> "WebhookExporter":

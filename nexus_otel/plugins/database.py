@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..exporters.audit import AuditExporter, open_store
-from ..exporters.outbox import Outbox
+from ..exporters.outbox import default_outbox_path
 from ..plugin import NexusPlugin
+
+
+LEGACY_SPOOL = "audit-spool.sqlite"
+"""The data directory's audit spool before the built-in sinks shared ``outbox.sqlite``."""
 
 
 class DatabasePlugin(NexusPlugin):
@@ -36,7 +40,8 @@ class DatabasePlugin(NexusPlugin):
         data_dir = Path(nexus_app.telemetry.config.data_dir)
         dsn = self.connection_string or f"sqlite:///{data_dir / 'audit.sqlite'}"
         store = open_store(dsn, self.table)
-        spool = Outbox(Path(self.spool_path) if self.spool_path else data_dir / "audit-spool.sqlite")
+        spool = nexus_app.records.outbox(
+            Path(self.spool_path) if self.spool_path else default_outbox_path(data_dir, LEGACY_SPOOL))
         telemetry = nexus_app.telemetry
         self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None).start()
         self._app = nexus_app

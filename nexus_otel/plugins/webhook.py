@@ -20,12 +20,14 @@ from urllib.parse import urlsplit
 
 from .. import settings
 from ..errors import ConfigurationError
-from ..exporters.outbox import Message, Outbox, RetryPolicy
+from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, RetryPolicy, default_outbox_path
 from ..exporters.webhook import WebhookExporter
 from ..plugin import NexusPlugin
 
 log = logging.getLogger("nexus_otel.webhooks")
 STATUSES = ("completed", "failed")
+LEGACY_OUTBOX = "webhook-outbox.sqlite"
+"""The data directory's webhook outbox before the built-in sinks shared ``outbox.sqlite``."""
 
 
 def _check_url(setting: str, url: Any) -> str:
@@ -89,13 +91,12 @@ class WebhookPlugin(NexusPlugin):
         )
         timeout = float(settings.number("WebhookPlugin.timeout", self.timeout, strictly_positive=True,
                                         maximum=300))
-        path = Path(self.outbox_path) if self.outbox_path else (
-            Path(nexus_app.telemetry.config.data_dir) / "webhook-outbox.sqlite"
-        )
+        path = Path(self.outbox_path) if self.outbox_path else default_outbox_path(
+            nexus_app.telemetry.config.data_dir, LEGACY_OUTBOX)
         self._outbox_file = path
         telemetry = nexus_app.telemetry
         self.exporter = WebhookExporter(
-            urls, Outbox(path), secret=self.secret, workflows=settings.names("WebhookPlugin.workflows",
+            urls, nexus_app.records.outbox(path), secret=self.secret, workflows=settings.names("WebhookPlugin.workflows",
                                                                              self.workflows),
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=telemetry.meter if telemetry.enabled else None,
@@ -104,13 +105,13 @@ class WebhookPlugin(NexusPlugin):
         nexus_app.records.add(self.exporter)
 
     @property
-    def outbox(self) -> Outbox:
+    def outbox(self) -> OutboxView:
         """The live outbox while running; a fresh handle on the same file after teardown."""
         if self.exporter is not None and self._app is not None:
             return self.exporter.outbox
         if self._outbox_file is None:
             raise RuntimeError("WebhookPlugin is not set up: add it to an app first")
-        return Outbox(self._outbox_file)
+        return Outbox(self._outbox_file).view(WEBHOOK_SCOPE)
 
     def dead_letters(self) -> list[Message]:
         """Payloads given up on, with their last error."""

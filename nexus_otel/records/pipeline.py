@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..exporters.outbox import Outbox
 from .processor import RecordProcessor
 from .record import ExecutionRecord
 
@@ -23,6 +26,9 @@ class RecordPipeline:
 
     A processor that raises is logged (once per processor, then every 1,000th
     time) and counted in ``errors``; the other processors and the workflow go on.
+
+    Durable sinks get their outbox from :meth:`outbox`: sinks on the same file
+    share it, and an execution's puts to it are committed together, once.
     """
 
     def __init__(self) -> None:
@@ -30,6 +36,7 @@ class RecordPipeline:
         self._processors: tuple[RecordProcessor, ...] = ()
         self._starters: tuple[RecordProcessor, ...] = ()
         self.errors: dict[str, int] = {}
+        self._outboxes: dict[Path, Outbox] = {}
         self.deadline: float | None = None
         """A ``time.monotonic()`` time no removal waits past (the app sets it while stopping)."""
 
@@ -76,7 +83,31 @@ class RecordPipeline:
             except Exception as exc:
                 self._failed(processor, "on_start", exc)
 
+    def outbox(self, path: str | os.PathLike[str]) -> Outbox:
+        """The app's outbox at ``path``, one object per file, shared by every sink that names it."""
+        key = Path(path).resolve()
+        with self._lock:
+            outbox = self._outboxes.get(key)
+            if outbox is None:
+                outbox = self._outboxes[key] = Outbox(path)
+        return outbox
+
     def on_end(self, record: ExecutionRecord) -> None:
+        outboxes = self._outboxes
+        if not outboxes:
+            self._end(record)
+            return
+        held = [outbox for outbox in list(outboxes.values()) if outbox.defer()]
+        try:
+            self._end(record)
+        finally:
+            for outbox in held:  # each outbox commits this execution's puts once, after every sink ran
+                try:
+                    outbox.commit_deferred()
+                except Exception as exc:
+                    self._failed(f"outbox commit ({outbox.path})", "on_end", exc)
+
+    def _end(self, record: ExecutionRecord) -> None:
         for processor in self._processors:
             try:
                 processor.on_end(record)
@@ -110,7 +141,7 @@ class RecordPipeline:
             self._failed(processor, "shutdown", exc)
 
     def _failed(self, processor: Any, where: str, exc: Exception) -> None:
-        name = type(processor).__name__
+        name = processor if isinstance(processor, str) else type(processor).__name__
         n = self.errors.get(name, 0) + 1
         self.errors[name] = n
         if n == 1 or n % 1000 == 0:

@@ -14,7 +14,7 @@ def _iso(seconds: float) -> str:
     return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat(timespec="microseconds")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ExecutionRecord:
     """One workflow execution, as sinks see it: names, ids, timing, outcome; secrets already masked.
 
@@ -50,8 +50,13 @@ class ExecutionRecord:
         return self.status == "failed"
 
     def to_json(self) -> str:
-        """The fields as compact JSON (for a durable store; :meth:`from_json` reads it back)."""
-        return json.dumps([getattr(self, name) for name in _FIELDS], separators=(",", ":"), default=str)
+        """The fields as compact JSON (for a durable store; :meth:`from_json` reads it back). Made once."""
+        try:
+            return self._json
+        except AttributeError:
+            text = json.dumps([getattr(self, name) for name in _FIELDS], separators=(",", ":"), default=str)
+            object.__setattr__(self, "_json", text)
+            return text
 
     @classmethod
     def from_json(cls, text: str | list[Any]) -> "ExecutionRecord":
