@@ -47,7 +47,7 @@ DATASOURCE = dashboard_model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS
 ERROR_RATIO_STEPS = ((0.01, "orange"), (0.05, "red"))          # 1 % / 5 % of executions failing
 LATENCY_STEPS = ((0.5, "orange"), (1.0, "red"))                # workflows: 500 ms / 1 s
 HOOK_LATENCY_STEPS = ((0.01, "orange"), (0.1, "red"))          # hooks should be fast: 10 ms / 100 ms
-SPAN_LOSS_STEPS = ((0.001, "orange"), (0.01, "red"))           # spans failed or dropped
+SPAN_LOSS_STEPS = ((0.001, "orange"), (0.01, "red"))           # spans failed, dropped or overflowed
 OUTBOX_STEPS = ((100.0, "orange"), (1000.0, "red"))             # payloads waiting
 
 
@@ -273,7 +273,7 @@ def plugins() -> dashboard_model.Dashboard:
 
 def pipeline() -> dashboard_model.Dashboard:
     spans = selector("nexus_telemetry_spans_total")
-    lost = selector("nexus_telemetry_spans_total", extra=['outcome=~"failed|dropped"'])
+    lost = selector("nexus_telemetry_spans_total", extra=['outcome=~"failed|dropped|overflow"'])
     deliveries = selector("nexus_webhook_deliveries_total")
     outbox = selector("nexus_webhook_outbox")
     rows = selector("nexus_audit_rows_total")
@@ -285,10 +285,12 @@ def pipeline() -> dashboard_model.Dashboard:
     panels = [
         color_override(
             timeseries("Spans by exporter and outcome", "Spans handed to each exporter per second: exported, "
-                       "failed (the exporter failed) or dropped (its queue was full).", "ops",
+                       "failed (the exporter failed), dropped (its queue was full); for the tail "
+                       "sampler kept, sampled_out or overflow (its buffer was full).", "ops",
                        [Query(sum_by(["exporter", "outcome"], rate(spans)), "{{exporter}} {{outcome}}")]),
-            ".*(failed|dropped).*", "red"),
-        timeseries("Span loss by exporter", "Failed and dropped spans / all spans, per exporter.", "percentunit",
+            ".*(failed|dropped|overflow).*", "red"),
+        timeseries("Span loss by exporter", "Failed, dropped and overflowed spans / all spans, per exporter.",
+                   "percentunit",
                    [Query(ratio(sum_by(["exporter"], rate(lost)), sum_by(["exporter"], rate(spans))),
                           "{{exporter}}")], steps=SPAN_LOSS_STEPS, max_val=1),
         color_override(
