@@ -23,8 +23,9 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..errors import ConfigurationError
 from ..records import ExecutionRecord, RecordProcessor
+from .delivery import OK, OutboxWorker, Outcome, RetryPolicy
+from .outbox import Message, Outbox, OutboxView, destination_scope
 from .outcomes import OutcomeCounts
-from .outbox import OK, Message, Outbox, OutboxView, OutboxWorker, Outcome, RetryPolicy, destination_scope
 
 log = logging.getLogger("nexus_otel.audit")
 

@@ -25,8 +25,9 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from standardwebhooks.webhooks import Webhook
 
 from ..records import ExecutionRecord, RecordProcessor
+from .delivery import NOT_ATTEMPTED, OK, OutboxWorker, Outcome, RetryPolicy
+from .outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outcomes import OutcomeCounts
-from .outbox import NOT_ATTEMPTED, OK, WEBHOOK_SCOPE, Message, Outbox, OutboxView, OutboxWorker, Outcome, RetryPolicy
 
 log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 from .. import settings
 from ..errors import ConfigurationError
-from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, RetryPolicy, default_outbox_path
+from ..exporters.delivery import RetryPolicy
+from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
 from ..exporters.webhook import WebhookExporter
 from ..plugin import NexusPlugin
 

@@ -1,0 +1,285 @@
+"""Delivering an outbox's messages: one worker thread per sink, retries with backoff, a circuit breaker.
+
+An :class:`OutboxWorker` thread delivers due messages; what fails is retried
+with exponential backoff and jitter, and after ``max_attempts`` it is moved to
+the dead letters, from where it can be listed and replayed. A destination that
+fails trips a :class:`CircuitBreaker`: its other messages wait (their attempts
+are not spent) while single probes back off, and the log gets one line when
+the outage starts and one when it ends. Only the worker's thread delivers,
+also while stopping, so a drain never sends a payload twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .outbox import Message, Outbox, OutboxView
+
+log = logging.getLogger("nexus_otel.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one delivery attempt came to: ``ok``, or retry (with an optional delay hint), or give up.
+
+    ``attempted=False`` means the message was not tried at all (the deadline
+    came first): it stays as it was, with no attempt spent.
+    """
+
+    ok: bool
+    error: str = ""
+    retry: bool = True
+    retry_after: float | None = None
+    attempted: bool = True
+
+
+OK = Outcome(True)
+NOT_ATTEMPTED = Outcome(False, "not attempted", attempted=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits ``min(cap, base * 2**n)``, scaled by 0.5-1.0."""
+
+    max_attempts: int = 8
+    base: float = 0.5
+    cap: float = 300.0
+
+    def delay(self, attempts: int, hint: float | None = None, rng: random.Random = random.Random()) -> float:
+        backoff = min(self.cap, self.base * (2 ** min(attempts, 60)))
+        delay = backoff / 2 + rng.uniform(0, backoff / 2)
+        if hint is not None:
+            delay = max(delay, min(hint, self.cap))
+        return delay
+
+
+Deliver = Callable[[list[Message], float | None], list[Outcome]]
+"""Deliver a batch; the second argument is a ``time.monotonic()`` deadline (or None) no attempt may pass."""
+
+
+@dataclass(slots=True)
+class _Circuit:
+    """One destination's breaker: open after a failure, probed with single messages while it backs off."""
+
+    failures: int = 0
+    open_until: float = 0.0  # time.time() at which the next probe may go
+    since: float = 0.0
+    held: int = 0
+    error: str = ""
+
+
+@dataclass
+class CircuitBreaker:
+    """Per-destination outage handling: a few probes a second at most, and two log lines per outage.
+
+    After a retryable failure the destination's circuit opens for
+    ``base * 2**k`` seconds (capped at ``cap``): its other due messages are
+    postponed without spending an attempt, then one message probes it. A
+    success closes the circuit.
+    """
+
+    base: float = 0.5
+    cap: float = 30.0
+    name: str = "outbox"
+    logger: logging.Logger = field(default=log)
+    _circuits: dict[str, _Circuit] = field(default_factory=dict)
+
+    def is_open(self, destination: str, now: float) -> bool:
+        circuit = self._circuits.get(destination)
+        return circuit is not None and now < circuit.open_until
+
+    def failed(self, destination: str, error: str, now: float) -> float:
+        """A retryable failure; returns when the next probe may go."""
+        circuit = self._circuits.get(destination)
+        if circuit is None:
+            circuit = self._circuits[destination] = _Circuit(since=now, error=error)
+            self.logger.warning("%s: %s is unavailable (%s); deliveries to it wait and are retried with backoff",
+                                self.name, destination, error)
+        circuit.failures += 1
+        circuit.error = error
+        backoff = min(self.cap, self.base * (2 ** min(circuit.failures - 1, 30)))
+        circuit.open_until = now + backoff / 2 + random.uniform(0, backoff / 2)
+        return circuit.open_until
+
+    def open_circuits(self, now: float) -> list[tuple[str, float]]:
+        """``(destination, next probe time)`` for every circuit open at ``now``."""
+        return [(dest, c.open_until) for dest, c in self._circuits.items() if c.open_until > now]
+
+    def held(self, destination: str, n: int) -> None:
+        circuit = self._circuits.get(destination)
+        if circuit is not None:
+            circuit.held += n
+
+    def succeeded(self, destination: str, now: float) -> None:
+        circuit = self._circuits.pop(destination, None)
+        if circuit is not None:
+            self.logger.warning("%s: %s is back after %.1f s (%d failed attempts, %d attempts held back)",
+                                self.name, destination, now - circuit.since, circuit.failures, circuit.held)
+
+
+class OutboxWorker:
+    """Delivers due messages on one thread; wakes at once on new messages, else when the next retry is due.
+
+    Only this thread ever delivers, also while stopping: a payload is never
+    sent twice by a drain racing the worker. Call :meth:`start` before use.
+    """
+
+    def __init__(self, outbox: Outbox | OutboxView, deliver: Deliver, *, policy: RetryPolicy = RetryPolicy(),
+                 batch_size: int = 50, name: str = "outbox",
+                 on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
+                 breaker: CircuitBreaker | None = None, linger: float = 0.2) -> None:
+        self.outbox = outbox
+        self.deliver = deliver
+        self.policy = policy
+        self.batch_size = batch_size
+        self.name = name
+        self.on_outcome = on_outcome or (lambda outcome, n: None)
+        self.idle_poll = idle_poll
+        self.linger = linger
+        """Seconds to wait after a wake-up so that messages queued meanwhile go in the same batch."""
+        self.breaker = breaker or CircuitBreaker(base=min(policy.base, 1.0), cap=min(policy.cap, 30.0), name=name)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drain_until: float | None = None
+        self._up: set[str] = set()  # destinations whose last attempt was delivered
+        self._thread = threading.Thread(target=self._run, name=f"nexus-otel-{name}", daemon=True)
+        self._started = False
+
+    def start(self) -> "OutboxWorker":
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        return self
+
+    def notify(self) -> None:
+        """New messages were queued."""
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception as exc:  # never let the worker die; a broken batch waits and retries
+                log.error("%s: delivery loop error: %s", self.name, exc)
+                worked = False
+            if worked:
+                continue
+            try:
+                wait = self.outbox.next_due_in()
+            except Exception:
+                wait = None
+            woken = self._wake.wait(self.idle_poll if wait is None else min(wait, self.idle_poll))
+            self._wake.clear()
+            if woken and self.linger and not self._stop.is_set():
+                self._stop.wait(self.linger)
+        # Stopping: deliver what is due now until the deadline, on this thread only.
+        deadline = self._drain_until
+        while deadline is not None and time.monotonic() < deadline:
+            try:
+                if not self.run_once(deadline):
+                    break
+            except Exception as exc:
+                log.error("%s: drain error: %s", self.name, exc)
+                break
+
+    def run_once(self, deadline: float | None = None) -> bool:
+        """Deliver one batch of due messages; true if any was delivered or retried.
+
+        A destination not known to be up (new, or after a failure) gets one
+        message first; the rest of its share of the batch goes only if that
+        one was delivered. So an outage costs one attempt, not one per message.
+        """
+        now = time.time()
+        groups: dict[str, list[Message]] = {}
+        waiting: set[str] = set()
+        for message in self.outbox.due(self.batch_size):
+            dest = message.destination
+            if self.breaker.is_open(dest, now):
+                waiting.add(dest)  # postponed below, without spending an attempt
+                continue
+            groups.setdefault(dest, []).append(message)
+        if waiting:
+            self._hold_open(now, waiting)
+        if not groups:
+            return False
+        worked = False
+        for dest, messages in groups.items():
+            if dest not in self._up and len(messages) > 1:
+                worked = self._deliver(messages[:1], deadline) or worked
+                if dest not in self._up:
+                    continue  # the probe failed (its circuit is open) or was not attempted
+                messages = messages[1:]
+            worked = self._deliver(messages, deadline) or worked
+        failed = {dest for dest in groups if dest not in self._up}
+        if failed:
+            self._hold_open(time.time(), failed)
+        return worked
+
+    def _deliver(self, batch: list[Message], deadline: float | None) -> bool:
+        """Deliver ``batch`` and settle each outcome; true if any was attempted."""
+        outcomes = self.deliver(batch, deadline)
+        done, worked = [], False
+        for message, outcome in zip(batch, outcomes):
+            if not outcome.attempted:
+                continue
+            worked = True
+            if outcome.ok:
+                done.append(message.id)
+                self._up.add(message.destination)
+                self.breaker.succeeded(message.destination, time.time())
+                continue
+            self._up.discard(message.destination)
+            if outcome.retry and message.attempts + 1 < self.policy.max_attempts:
+                until = self.breaker.failed(message.destination, outcome.error, time.time())
+                delay = max(self.policy.delay(message.attempts, outcome.retry_after), until - time.time())
+                self.outbox.retry(message.id, delay, outcome.error)
+                self.on_outcome("retried", 1)
+            else:
+                if outcome.retry:
+                    self.breaker.failed(message.destination, outcome.error, time.time())
+                self.outbox.dead(message.id, outcome.error)
+                self.on_outcome("failed", 1)
+                log.error("%s: giving up on %s to %s after %d attempts: %s", self.name, message.message_id,
+                          message.destination, message.attempts + 1, outcome.error)
+        if done:
+            self.outbox.delivered(done)
+            self.on_outcome("delivered", len(done))
+        return worked
+
+    def _hold_open(self, now: float, destinations: set[str]) -> None:
+        """Postpone the due messages of these destinations, if their circuit is open, to their next probe."""
+        for dest, until in self.breaker.open_circuits(now):
+            if dest in destinations:
+                held = self.outbox.hold(dest, until)
+                if held:
+                    self.breaker.held(dest, held)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the thread, letting it deliver what is due for up to ``timeout`` seconds; true if it ended.
+
+        What is not delivered stays queued on disk for the next process. A
+        delivery still in flight at the deadline is left to finish on its own.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._drain_until = deadline
+        self._stop.set()
+        self._wake.set()
+        if self._started:
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
+        alive = self._thread.is_alive()
+        try:
+            left = self.outbox.counts().get("pending", 0) if not alive else None
+        except Exception:
+            left = None
+        if alive:
+            log.warning("%s: stopped with a delivery still in flight; undelivered messages stay in %s",
+                        self.name, self.outbox.path)
+        elif left:
+            log.warning("%s: %d messages left in %s for the next start", self.name, left, self.outbox.path)
+        return not alive
