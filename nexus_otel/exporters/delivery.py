@@ -88,6 +88,11 @@ class CircuitBreaker:
     name: str = "outbox"
     logger: logging.Logger = field(default=log)
     _circuits: dict[str, _Circuit] = field(default_factory=dict)
+    _up: set[str] = field(default_factory=set)  # destinations whose last attempt was delivered
+
+    def is_up(self, destination: str) -> bool:
+        """True if the last attempt to ``destination`` was delivered (new and failing ones are probed first)."""
+        return destination in self._up
 
     def is_open(self, destination: str, now: float) -> bool:
         circuit = self._circuits.get(destination)
@@ -95,6 +100,7 @@ class CircuitBreaker:
 
     def failed(self, destination: str, error: str, now: float) -> float:
         """A retryable failure; returns when the next probe may go."""
+        self._up.discard(destination)
         circuit = self._circuits.get(destination)
         if circuit is None:
             circuit = self._circuits[destination] = _Circuit(since=now, error=error)
@@ -116,6 +122,7 @@ class CircuitBreaker:
             circuit.held += n
 
     def succeeded(self, destination: str, now: float) -> None:
+        self._up.add(destination)
         circuit = self._circuits.pop(destination, None)
         if circuit is not None:
             self.logger.warning("%s: %s is back after %.1f s (%d failed attempts, %d attempts held back)",
@@ -146,7 +153,6 @@ class OutboxWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._drain_until: float | None = None
-        self._up: set[str] = set()  # destinations whose last attempt was delivered
         self._thread = threading.Thread(target=self._run, name=f"nexus-otel-{name}", daemon=True)
         self._started = False
 
@@ -210,13 +216,13 @@ class OutboxWorker:
             return False
         worked = False
         for dest, messages in groups.items():
-            if dest not in self._up and len(messages) > 1:
+            if not self.breaker.is_up(dest) and len(messages) > 1:
                 worked = self._deliver(messages[:1], deadline) or worked
-                if dest not in self._up:
+                if not self.breaker.is_up(dest):
                     continue  # the probe failed (its circuit is open) or was not attempted
                 messages = messages[1:]
             worked = self._deliver(messages, deadline) or worked
-        failed = {dest for dest in groups if dest not in self._up}
+        failed = {dest for dest in groups if not self.breaker.is_up(dest)}
         if failed:
             self._hold_open(time.time(), failed)
         return worked
@@ -231,10 +237,8 @@ class OutboxWorker:
             worked = True
             if outcome.ok:
                 done.append(message.id)
-                self._up.add(message.destination)
                 self.breaker.succeeded(message.destination, time.time())
                 continue
-            self._up.discard(message.destination)
             if outcome.retry and message.attempts + 1 < self.policy.max_attempts:
                 until = self.breaker.failed(message.destination, outcome.error, time.time())
                 delay = max(self.policy.delay(message.attempts, outcome.retry_after), until - time.time())

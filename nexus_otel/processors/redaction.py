@@ -11,7 +11,6 @@ change is passed on as it is, at no cost.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Iterable
 
 from opentelemetry.attributes import BoundedAttributes
@@ -20,6 +19,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Status
 
 from ..redaction import MASK, Redactor
+from .children import Children
 
 # Already redacted by the host before it became an attribute; only the callback applies again.
 _PRE_REDACTED = frozenset({"nexus.workflow.inputs"})
@@ -30,35 +30,27 @@ class RedactingSpanProcessor(SpanProcessor):
 
     def __init__(self, redactor: Redactor | None = None, children: Iterable[SpanProcessor] = ()) -> None:
         self.redactor = redactor or Redactor()
-        self._children: tuple[SpanProcessor, ...] = tuple(children)
-        self._lock = threading.Lock()
+        self._children = Children(children)
         self._shutdown = False
 
     @property
     def children(self) -> tuple[SpanProcessor, ...]:
-        return self._children
+        return self._children.items
 
     def add(self, processor: SpanProcessor) -> None:
         """Add a sink behind the redaction."""
-        with self._lock:
-            self._children = (*self._children, processor)
+        self._children.add(processor)
 
     def remove(self, processor: SpanProcessor) -> bool:
         """Take a sink out (it is flushed and shut down); false if it was not here."""
-        with self._lock:
-            if processor not in self._children:
-                return False
-            self._children = tuple(p for p in self._children if p is not processor)
-        processor.force_flush()
-        processor.shutdown()
-        return True
+        return self._children.remove(processor)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for child in self._children:
+        for child in self._children.items:
             child.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        children = self._children
+        children = self._children.items
         if not children or self._shutdown:
             return
         clean = self.redact(span)
@@ -135,8 +127,8 @@ class RedactingSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True
-        for child in self._children:
+        for child in self._children.items:
             child.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all(child.force_flush(timeout_millis) for child in self._children)
+        return all(child.force_flush(timeout_millis) for child in self._children.items)

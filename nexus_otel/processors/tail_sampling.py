@@ -53,6 +53,7 @@ from opentelemetry.util.types import Attributes
 from ..errors import ConfigurationError
 from ..settings import number
 from ..telemetry.contract import WORKFLOW_NAME
+from .children import Children
 
 SAMPLING_REASON = "nexus.sampling.reason"
 """Span attribute on a kept trace's local root: ``error``, ``slow``, ``parent`` or ``ratio``."""
@@ -199,7 +200,7 @@ class TailSamplingProcessor(SpanProcessor):
         self._rules = {name: _Rule(p) for name, p in policy.per_workflow.items()}
         self._max_buffered = policy.max_buffered_spans
         self._remember = remember
-        self._children: tuple[SpanProcessor, ...] = tuple(children)
+        self._children = Children(children)
         self._lock = threading.Lock()
         self._traces: OrderedDict[int, _Trace] = OrderedDict()  # first seen first: eviction order
         self._buffered = 0
@@ -216,22 +217,15 @@ class TailSamplingProcessor(SpanProcessor):
     # -- children ------------------------------------------------------------
     @property
     def children(self) -> tuple[SpanProcessor, ...]:
-        return self._children
+        return self._children.items
 
     def add(self, processor: SpanProcessor) -> None:
         """Add a processor that sees only the spans of kept traces."""
-        with self._lock:
-            self._children = (*self._children, processor)
+        self._children.add(processor)
 
     def remove(self, processor: SpanProcessor) -> bool:
         """Take a processor out (it is flushed and shut down); false if it was not here."""
-        with self._lock:
-            if processor not in self._children:
-                return False
-            self._children = tuple(p for p in self._children if p is not processor)
-        processor.force_flush()
-        processor.shutdown()
-        return True
+        return self._children.remove(processor)
 
     # -- spans ---------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -244,7 +238,7 @@ class TailSamplingProcessor(SpanProcessor):
                     self._unsampled_callers[context.trace_id] = None
                     if len(self._unsampled_callers) > self._remember:
                         self._unsampled_callers.popitem(last=False)
-        for child in self._children:
+        for child in self._children.items:
             child.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -294,7 +288,7 @@ class TailSamplingProcessor(SpanProcessor):
                     overflow = self._evict()
         counter = self._counter
         if forward:
-            children = self._children
+            children = self._children.items
             kept = [_kept_copy(s, reason) for s in forward]
             for child in children:
                 for s in kept:
@@ -380,7 +374,7 @@ class TailSamplingProcessor(SpanProcessor):
         """Flush the children within ``timeout_millis`` in all; undecided traces stay buffered."""
         deadline = time.monotonic() + timeout_millis / 1000
         ok = True
-        for child in self._children:
+        for child in self._children.items:
             left = int((deadline - time.monotonic()) * 1000)
             if left <= 0:
                 return False
@@ -400,7 +394,7 @@ class TailSamplingProcessor(SpanProcessor):
             self._unsampled_callers.clear()
         if unfinished and self._counter is not None:
             self._counter.add(unfinished, self._outcomes[UNFINISHED])
-        for child in self._children:
+        for child in self._children.items:
             child.shutdown()
 
 
