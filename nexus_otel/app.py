@@ -69,10 +69,9 @@ class Nexus:
         if telemetry is not None and tail_sampling is not None:
             raise ConfigurationError("tail_sampling", tail_sampling,
                                      "None when telemetry= is given (pass it to that Telemetry instead)")
-        extra: dict[str, Any] = {"tail_sampling": tail_sampling} if tail_sampling is not None else {}
         self.telemetry = telemetry or Telemetry(
             name, tracer_provider=tracer_provider, meter_provider=meter_provider, environ=environ,
-            redactor=redactor, **extra,
+            redactor=redactor, tail_sampling=tail_sampling,
         )
         self.redactor = redactor or self.telemetry.redactor
         self.hooks = HookRegistry()
@@ -245,13 +244,14 @@ class Nexus:
         """
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
             raise ConfigurationError("Nexus.stop(timeout)", timeout, "a number of seconds, zero or more")
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         with self._state_lock:
             if self._state == _STOPPED:
                 return
             was_started = self._state == _STARTED
             self._state = _STOPPED
-            self.records.deadline = time.monotonic() + timeout * _RECORDS_SHARE
+            self.records.deadline = started + timeout * _RECORDS_SHARE
             with self.telemetry.tracer.start_as_current_span(c.APP_STOP_SPAN):
                 if was_started:
                     self._hook_runner.run(self.hooks.get(c.SHUTDOWN), ())

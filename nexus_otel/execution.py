@@ -44,7 +44,7 @@ from .workflows import Workflow
 
 class _Run:
     __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active", "sampled",
-                 "inputs_attr", "error_text", "status")
+                 "inputs_attr", "error_type", "error_text", "status")
 
     def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any,
                  ctx: SpanContext | None = None, active: Any = None) -> None:
@@ -58,6 +58,7 @@ class _Run:
         self.active = active  # the bound nexus.workflow.active series
         self.sampled = False
         self.inputs_attr: str | None = None  # the redacted inputs, made once for span and record
+        self.error_type: str | None = None
         self.error_text: str | None = None
         self.status: str | None = None  # set when the workflow ended; metrics are recorded then
 
@@ -203,12 +204,13 @@ class Executor:
     def _failed(self, run: _Run, exc: BaseException) -> None:
         run.event.duration = time.perf_counter() - run.start
         run.event.error = exc
-        run.error_text = f"{c.error_type(exc)}: {exc}"
+        run.error_type = c.error_type(exc)
+        run.error_text = f"{run.error_type}: {exc}"
         if self._telemetry.enabled:
             span = run.span
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, run.error_text))
-            span.set_attribute(c.ERROR_TYPE, c.error_type(exc))
+            span.set_attribute(c.ERROR_TYPE, run.error_type)
         run.status = c.STATUS_FAILED
 
     def _record(self, run: _Run, status: str) -> None:
@@ -243,16 +245,13 @@ class Executor:
 
     def _end_record(self, run: _Run) -> ExecutionRecord:
         event = run.event
-        error = event.error
-        duration = event.duration
-        if duration is None:  # a started hook raised BaseException before the workflow ran
-            duration = 0.0
         cache_hit = event.attributes.get("cache_hit") if event.attributes else None
+        # No status: a started hook raised a BaseException before the workflow ran (it did not fail).
         return ExecutionRecord(
-            event.workflow_name, event.workflow_id, c.STATUS_COMPLETED if error is None else c.STATUS_FAILED,
-            event.channel, event.session_id, event.timestamp, time.time(), duration,
+            event.workflow_name, event.workflow_id, run.status or c.STATUS_COMPLETED,
+            event.channel, event.session_id, event.timestamp, time.time(), event.duration or 0.0,
             event.trace_id, event.span_id, run.sampled,
-            c.error_type(error) if error is not None else None,
+            run.error_type,
             self._redactor.scrub_text("status.description", run.error_text) if run.error_text else None,
             run.inputs_attr, None if cache_hit is None else bool(cache_hit),
         )
