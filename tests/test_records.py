@@ -248,3 +248,22 @@ def test_a_data_dir_from_before_keeps_its_own_outbox_files(tmp_path, receiver):
     received = receiver.wait_for(lambda reqs: reqs, timeout=20)
     app.stop()
     assert received[0].headers["webhook-id"] == "msg_old" and received[0].json()["workflow"] == "old"
+
+
+def test_the_sinks_work_without_their_plugins(tmp_path, receiver):
+    """WebhookExporter and AuditExporter on an app's outbox, added as record processors, deliver every record."""
+    from nexus_otel.exporters.audit import AuditExporter, open_store
+    from nexus_otel.exporters.webhook import WebhookExporter
+
+    app = CapturedTelemetry("bare").app("bare")
+    outbox = app.records.outbox(tmp_path / "outbox.sqlite")
+    hooks = WebhookExporter([receiver.url], outbox).start()
+    audit = AuditExporter(open_store(f"sqlite:///{tmp_path / 'audit.sqlite'}"), outbox).start()
+    app.records.add(hooks)
+    app.records.add(audit)
+    app.register("ship", lambda inputs: 1)
+    for _ in range(3):
+        app.execute_workflow("ship", {})
+    receiver.wait_for(lambda reqs: len(reqs) == 3, timeout=20)
+    app.stop()
+    assert len(_distinct_ids(receiver)) == 3 and len(_audit_rows(tmp_path / "audit.sqlite")) == 3
