@@ -150,7 +150,9 @@ def traces(trace_id: str | None, limit: int, include_all: bool, show_attributes:
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
         if found is None:
-            raise click.ClickException(f"no trace {trace_id!r} in {directory}")
+            raise click.ClickException(
+                f"no trace {trace_id!r} in {directory} (a trace is written within about a second of its "
+                f"request ending; run the command again if it just ended)")
         tid, spans = found
         click.echo(f"trace {tid}  ({len(spans)} spans, service {spans[0].service})")
         for line in render_tree(spans, show_attributes=show_attributes):
@@ -171,16 +173,17 @@ def webhooks() -> None:
     """Inspect the webhook outbox: dead letters, and replaying them."""
 
 
-def _outbox(path: str | None, data_dir: str | None) -> Any:
+def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
+    """The webhook view of the outbox (None if no file exists yet) and its path."""
     from pathlib import Path
 
     from .exporters.outbox import WEBHOOK_SCOPE, Outbox, default_outbox_path
     from .plugins.webhook import LEGACY_OUTBOX
 
     file = Path(path) if path else default_outbox_path(_data_dir(data_dir), LEGACY_OUTBOX)
-    if not file.exists():
-        raise click.ClickException(f"no webhook outbox at {file}")
-    return Outbox(file).view(WEBHOOK_SCOPE)
+    if not file.exists():  # nothing was ever queued there: an empty outbox, not an error
+        return None, file
+    return Outbox(file).view(WEBHOOK_SCOPE), file
 
 
 @webhooks.command("status")
@@ -188,8 +191,10 @@ def _outbox(path: str | None, data_dir: str | None) -> Any:
 @click.option("--data-dir", default=None)
 def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
     """How many payloads wait, and how many were given up on."""
-    counts = _outbox(outbox, data_dir).counts()
-    click.echo(f"pending {counts['pending']}  dead {counts['dead']}")
+    box, file = _outbox(outbox, data_dir)
+    counts = box.counts() if box is not None else {"pending": 0, "dead": 0}
+    note = "" if box is not None else f"  (no outbox at {file} yet)"
+    click.echo(f"pending {counts['pending']}  dead {counts['dead']}{note}")
 
 
 @webhooks.command("dead-letters")
@@ -199,7 +204,8 @@ def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
     """List payloads given up on, with their last error."""
     from .exporters.webhook import body_of
 
-    letters = _outbox(outbox, data_dir).dead_letters()
+    box, _ = _outbox(outbox, data_dir)
+    letters = box.dead_letters() if box is not None else []
     if not letters:
         click.echo("no dead letters")
     for m in letters:
@@ -217,7 +223,8 @@ def webhooks_replay(ids: tuple[int, ...], replay_all: bool, outbox: str | None, 
     """Queue dead letters again (by id, or --all); a running app delivers them."""
     if not ids and not replay_all:
         raise click.UsageError("give dead-letter ids, or --all")
-    count = _outbox(outbox, data_dir).replay(None if replay_all else list(ids))
+    box, _ = _outbox(outbox, data_dir)
+    count = box.replay(None if replay_all else list(ids)) if box is not None else 0
     click.echo(f"queued {count} for delivery")
 
 

@@ -21,6 +21,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import Span, Status, StatusCode
 
 from ._aio import block_on
+from .errors import PluginValidationError
 from .telemetry import contract as c
 from .telemetry.instruments import SeriesCache
 from .telemetry.telemetry import Telemetry
@@ -42,6 +43,22 @@ class Hook:
     span_name: str
     span_attributes: dict[str, str]
     metric_attributes: dict[str, str]
+
+
+def _check_signature(event: str, fn: Callable[..., Any], plugin: str) -> None:
+    """A hook that cannot take what ``event`` passes fails here, naming it, not at every run (as pluggy does)."""
+    args = 1 if event in c.WORKFLOW_EVENTS else 0
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: nothing to check
+        return
+    try:
+        signature.bind(*([None] * args))
+    except TypeError:
+        expected = "fn(event)" if args else "fn() with no arguments"
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise PluginValidationError(
+            plugin, f"its {event} hook {name}{signature} cannot be called as {expected}") from None
 
 
 class HookRegistry:
@@ -69,6 +86,7 @@ class HookRegistry:
             raise TypeError(f"a {event} hook must be callable, got {fn!r}")
         with self._lock:
             plugin, version = self._owner
+            _check_signature(event, fn, plugin)
             hook = Hook(
                 event=event, fn=fn, plugin=plugin, plugin_version=version,
                 is_async=inspect.iscoroutinefunction(fn),

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from ..app import Nexus
 from ..caller import Caller
 from ..errors import AccessError, ConfigurationError, RateLimitExceeded
+from ..middlewares.auth import AuthMiddleware
 from ..telemetry import contract as c
 from .http_telemetry import HttpTelemetryMiddleware
 
@@ -53,6 +54,30 @@ class _JSON(JSONResponse):
 def _trace_id() -> str | None:
     ctx = trace_api.get_current_span().get_span_context()
     return f"{ctx.trace_id:032x}" if ctx.is_valid else None
+
+
+MAX_JSON_DEPTH = 100
+"""Levels of nested arrays and objects a request body may have (deeper is the caller's error: 400)."""
+ECHO_LIMIT = 100
+"""Characters of a caller's own input echoed back in an error (a workflow name)."""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if ``value`` nests lists and dicts more than ``limit`` deep (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= ECHO_LIMIT else f"{text[:ECHO_LIMIT]}...[{len(text) - ECHO_LIMIT} more]"
 
 
 def _error(status: int, error: str, **extra: Any) -> Response:
@@ -105,15 +130,22 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
     async def run_workflow(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in nexus.workflows:
-            return _error(404, "unknown workflow", workflow=name, workflows=nexus.workflows.names())
+            extra: dict[str, Any] = {"workflow": _clip(name)}
+            if not any(isinstance(m, AuthMiddleware) for m in nexus.middleware):
+                extra["workflows"] = nexus.workflows.names()  # unauthenticated callers learn no names
+            return _error(404, "unknown workflow", **extra)
         try:
             body = await _read_body(request, max_body_bytes)
         except _BodyTooLarge:
             return _error(413, f"request body over {max_body_bytes} bytes", workflow=name)
         try:
             inputs = json.loads(body) if body.strip() else {}
+        except RecursionError:
+            inputs = None  # deeper than the parser goes: reported below like any too-deep body
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"body is not valid JSON: {exc}", workflow=name)
+        if inputs is None or _deeper_than(inputs, MAX_JSON_DEPTH):
+            return _error(400, f"body is nested more than {MAX_JSON_DEPTH} levels deep", workflow=name)
         if not isinstance(inputs, dict):
             return _error(400, f"body must be a JSON object of inputs, got {type(inputs).__name__}",
                           workflow=name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Iterable
 
 from opentelemetry.sdk.trace import SpanProcessor
@@ -28,3 +29,22 @@ class Children:
         processor.force_flush()
         processor.shutdown()
         return True
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Flush every child within one shared deadline; true if all finished.
+
+        A child that fails or runs out of time does not stop the others from being flushed.
+        """
+        deadline = time.monotonic() + timeout_millis / 1000
+        ok = True
+        for child in self.items:
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            try:
+                ok = bool(child.force_flush(left)) and ok
+            except Exception:
+                ok = False
+        return ok
+
+    def shutdown(self) -> None:
+        for child in self.items:
+            child.shutdown()

@@ -127,8 +127,7 @@ class RedactingSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True
-        for child in self._children.items:
-            child.shutdown()
+        self._children.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all(child.force_flush(timeout_millis) for child in self._children.items)
+        return self._children.force_flush(timeout_millis)

@@ -35,7 +35,6 @@ the recorded decision. Every span is counted once in
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -372,14 +371,7 @@ class TailSamplingProcessor(SpanProcessor):
     # -- lifecycle -----------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Flush the children within ``timeout_millis`` in all; undecided traces stay buffered."""
-        deadline = time.monotonic() + timeout_millis / 1000
-        ok = True
-        for child in self._children.items:
-            left = int((deadline - time.monotonic()) * 1000)
-            if left <= 0:
-                return False
-            ok = bool(child.force_flush(left)) and ok
-        return ok
+        return self._children.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
         """Pass nothing more on; count still-undecided spans as ``unfinished``; shut the children down."""
@@ -394,8 +386,7 @@ class TailSamplingProcessor(SpanProcessor):
             self._unsampled_callers.clear()
         if unfinished and self._counter is not None:
             self._counter.add(unfinished, self._outcomes[UNFINISHED])
-        for child in self._children.items:
-            child.shutdown()
+        self._children.shutdown()
 
 
 def _kept_copy(span: ReadableSpan, reason: str | None) -> ReadableSpan:

@@ -56,6 +56,8 @@ _ENDPOINT_VARS = (
 _NON_NEGATIVE_INT_VARS = (
     "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT",
     "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BLRP_SCHEDULE_DELAY", "OTEL_BLRP_EXPORT_TIMEOUT",
+    "OTEL_BLRP_MAX_QUEUE_SIZE", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
     "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT",
     "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
     "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
@@ -94,6 +96,8 @@ class TelemetryConfig:
             _check_endpoint(var, env.get(var))
         for var in _NON_NEGATIVE_INT_VARS:
             _check_non_negative_int(var, env.get(var))
+        for prefix in ("OTEL_BSP", "OTEL_BLRP"):
+            _check_batching(env, prefix)
         _check_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES"))
         has_endpoint = any(env.get(v, "").strip() for v in _ENDPOINT_VARS)
         # With no endpoint, traces stay on this machine (``nexus-otel traces``).
@@ -197,6 +201,20 @@ def _positive_int(env: Mapping[str, str], var: str, default: int) -> int:
     if value < 1:
         raise ConfigurationError(var, raw, "a whole number of at least 1")
     return value
+
+
+def _check_batching(env: Mapping[str, str], prefix: str) -> None:
+    """A batch processor's settings as the SDK needs them: a delay, a queue and a batch of at least 1,
+    the batch no larger than the queue (the SDK would raise a bare ValueError when the processor is built)."""
+    for name in ("SCHEDULE_DELAY", "MAX_QUEUE_SIZE", "MAX_EXPORT_BATCH_SIZE"):
+        _positive_int(env, f"{prefix}_{name}", 1)
+    queue = _positive_int(env, f"{prefix}_MAX_QUEUE_SIZE", 2048)
+    batch = _positive_int(env, f"{prefix}_MAX_EXPORT_BATCH_SIZE", 512)
+    if batch > queue:
+        var = f"{prefix}_MAX_EXPORT_BATCH_SIZE" if env.get(f"{prefix}_MAX_EXPORT_BATCH_SIZE") else f"{prefix}_MAX_QUEUE_SIZE"
+        raise ConfigurationError(
+            var, env.get(var), f"{prefix}_MAX_EXPORT_BATCH_SIZE ({batch}) no larger than "
+            f"{prefix}_MAX_QUEUE_SIZE ({queue})")
 
 
 def _check_resource_attributes(raw: str | None) -> None:

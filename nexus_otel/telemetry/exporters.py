@@ -1,7 +1,8 @@
 """Span sinks and metric outputs chosen by ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``.
 
-The OTLP exporters read headers, compression and timeouts from the
-``OTEL_EXPORTER_OTLP_*`` variables exactly as the specification says. When an
+The OTLP exporters read headers and compression from the ``OTEL_EXPORTER_OTLP_*``
+variables; timeouts are converted from the specification's milliseconds (the
+Python exporters would read them as seconds) and passed in. When an
 app is given an ``environ`` mapping instead of the process environment, the
 endpoint is taken from that mapping (with the specification's rules: the
 signal's own variable as it is, else the general one plus ``/v1/<signal>``
@@ -29,6 +30,9 @@ from opentelemetry.sdk.trace.export import (
 
 from .config import TelemetryConfig
 
+LOCAL_SCHEDULE_DELAY_MS = 500
+"""How long spans wait in the local store's batch queue at most: `nexus-otel traces` sees them within a second."""
+
 
 def otlp_endpoint(environ: Mapping[str, str] | None, signal: str, protocol: str) -> str | None:
     """The endpoint ``environ`` gives for ``signal`` (``traces`` or ``metrics``); None: let the exporter read it."""
@@ -43,28 +47,42 @@ def otlp_endpoint(environ: Mapping[str, str] | None, signal: str, protocol: str)
     return general if protocol == "grpc" else f"{general.removesuffix('/')}/v1/{signal}"
 
 
+def otlp_timeout(environ: Mapping[str, str] | None, signal: str) -> float | None:
+    """Seconds, from ``OTEL_EXPORTER_OTLP_{SIGNAL_}TIMEOUT`` in milliseconds as the specification says.
+
+    The Python exporters read these variables as seconds (``1000`` waited 1000 s), so the value is
+    converted and passed in; None when neither is set (the exporters' default, 10 s).
+    """
+    env = os.environ if environ is None else environ
+    raw = (env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT") or "").strip() or (
+        env.get("OTEL_EXPORTER_OTLP_TIMEOUT") or "").strip()
+    return int(raw) / 1000 if raw else None  # checked to be a whole number at start
+
+
 def otlp_span_exporter(protocol: str, environ: Mapping[str, str] | None = None) -> SpanExporter:
     """The real OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``)."""
     endpoint = otlp_endpoint(environ, "traces", protocol)
+    timeout = otlp_timeout(environ, "traces")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
-        return GrpcSpanExporter(endpoint=endpoint)
+        return GrpcSpanExporter(endpoint=endpoint, timeout=timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    return HttpSpanExporter(endpoint=endpoint)
+    return HttpSpanExporter(endpoint=endpoint, timeout=timeout)
 
 
 def otlp_metric_exporter(protocol: str, environ: Mapping[str, str] | None = None) -> MetricExporter:
     """The real OTLP metric exporter for ``protocol``."""
     endpoint = otlp_endpoint(environ, "metrics", protocol)
+    timeout = otlp_timeout(environ, "metrics")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 
-        return GrpcMetricExporter(endpoint=endpoint)
+        return GrpcMetricExporter(endpoint=endpoint, timeout=timeout)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
-    return HttpMetricExporter(endpoint=endpoint)
+    return HttpMetricExporter(endpoint=endpoint, timeout=timeout)
 
 
 def span_processors(config: TelemetryConfig, counter: Any,
@@ -80,9 +98,14 @@ def span_processors(config: TelemetryConfig, counter: Any,
         elif name == "local":
             from ..exporters.local import LocalSpanExporter
 
+            env = os.environ if environ is None else environ
+            # A trace is on disk within half a second of its request, for `nexus-otel traces` right after
+            # it (the SDK's default is 5 s); OTEL_BSP_SCHEDULE_DELAY still wins when it is set.
+            delay = {} if (env.get("OTEL_BSP_SCHEDULE_DELAY") or "").strip() else {
+                "schedule_delay_millis": LOCAL_SCHEDULE_DELAY_MS}
             processors.append(MeteredBatchSpanProcessor(LocalSpanExporter(
                 config.data_dir, max_bytes=config.local_max_bytes, max_files=config.local_max_files,
-            ), "local", counter))
+            ), "local", counter, **delay))
         elif name == "console":
             processors.append(SimpleSpanProcessor(ConsoleSpanExporter()))
     return processors

@@ -1,0 +1,143 @@
+"""Defects found by trying nexus-otel as a newcomer and as a hostile caller, each pinned by a test."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import SpanProcessor
+
+from nexus_otel import Nexus, NexusPlugin
+from nexus_otel.errors import ConfigurationError, PluginSetupError, PluginValidationError
+from nexus_otel.plugins import AuthPlugin
+from nexus_otel.processors.redaction import RedactingSpanProcessor
+from nexus_otel.redaction import Redactor
+from nexus_otel.serving import BackgroundServer
+from nexus_otel.telemetry.config import TelemetryConfig
+from nexus_otel.testing import CapturedTelemetry
+from nexus_otel.traceview import find_trace
+
+from .faults import SilentServer
+from .served import cli_env, nexus_otel
+
+
+def test_a_trace_is_readable_from_the_local_store_within_a_second(tmp_path):
+    """`nexus-otel traces <id>` right after a request finds it: the local store writes within ~0.5 s."""
+    app = Nexus("fresh", environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+    app.register("greet", lambda inputs: "hi")
+    seen = {}
+    app.on_workflow_started(lambda event: seen.setdefault("trace", event.trace_id))
+    with app:
+        app.execute_workflow("greet", {})
+        ended = time.monotonic()
+        found = None
+        while found is None and time.monotonic() - ended < 1.0:
+            found = find_trace(tmp_path, seen["trace"])
+            time.sleep(0.05)
+        assert found is not None, "the trace was not in the local store within 1 s"
+
+
+def test_webhooks_status_without_an_outbox_reports_it_empty(tmp_path):
+    """`nexus-otel webhooks status` before any webhook was queued: 0 pending, 0 dead, exit 0."""
+    result = nexus_otel("webhooks", "status", env=cli_env(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pending 0  dead 0")
+    assert not (tmp_path / "data" / "outbox.sqlite").exists()  # looking created nothing
+
+
+def test_otlp_timeout_is_read_in_milliseconds(tmp_path):
+    """OTEL_EXPORTER_OTLP_TIMEOUT=300 is 0.3 s per export (the SDK alone reads it as 300 s)."""
+    with SilentServer() as silent:
+        app = Nexus("timeouts", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": silent.url, "OTEL_EXPORTER_OTLP_TIMEOUT": "300",
+                                         "OTEL_METRICS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+        app.register("greet", lambda inputs: "hi")
+        app.execute_workflow("greet", {})
+        started = time.monotonic()
+        app.telemetry.force_flush()
+        elapsed = time.monotonic() - started
+        app.stop(timeout=1)
+    assert elapsed < 5, f"one export against a silent endpoint took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "50"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+    ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY"),
+    ({"OTEL_BLRP_MAX_QUEUE_SIZE": "0"}, "OTEL_BLRP_MAX_QUEUE_SIZE"),
+])
+def test_batch_processor_settings_the_sdk_would_reject_fail_at_start_naming_the_variable(env, variable):
+    """A batch size over the queue size, a zero queue or delay: a ConfigurationError naming it, not a bare ValueError."""
+    with pytest.raises(ConfigurationError, match=variable):
+        TelemetryConfig.from_env(env)
+    with pytest.raises(ConfigurationError, match=variable):
+        Nexus("bad", environ=env)
+
+
+def test_a_404_echoes_a_bounded_name_and_hides_workflows_behind_auth():
+    """An unknown 10 KB workflow name comes back cut; with AuthPlugin on, the 404 lists no workflow names."""
+    open_app = CapturedTelemetry("open").app("open")
+    open_app.register("secret_report", lambda inputs: 1)
+    guarded = CapturedTelemetry("guarded").app("guarded")
+    guarded.register("secret_report", lambda inputs: 1)
+    guarded.add_plugin(AuthPlugin(strategy="api_key", api_keys={"ci": "k" * 32}))
+    for app, listed in ((open_app, True), (guarded, False)):
+        with BackgroundServer(app) as url:
+            r = httpx.post(f"{url}/workflows/{'x' * 10_000}", json={}, timeout=10)
+        assert r.status_code == 404
+        assert len(r.content) < 2_000, len(r.content)
+        assert ("secret_report" in r.text) is listed
+
+
+def test_a_hook_with_the_wrong_signature_fails_at_registration():
+    """`on_startup(lambda event: ...)` raises at once, naming the plugin, the hook and the expected call."""
+    app = Nexus("hooks", environ={"OTEL_SDK_DISABLED": "true"})
+    with pytest.raises(PluginValidationError, match=r"startup hook .*cannot be called as fn\(\) with no arguments"):
+        app.on_startup(lambda event: None)
+    with pytest.raises(PluginValidationError, match=r"workflow_completed hook .*fn\(event\)"):
+        app.on_workflow_completed(lambda: None)
+
+    class Wrong(NexusPlugin):
+        name = "wrong"
+
+        def setup(self, nexus_app):
+            nexus_app.on_shutdown(lambda event: None)
+
+    with pytest.raises(PluginSetupError, match="wrong"):
+        app.add_plugin(Wrong())
+    app.on_startup(lambda: None)  # the right shapes still register
+    app.on_workflow_failed(lambda event: None)
+    app.stop()
+
+
+def test_force_flush_reaches_every_sink_even_after_one_fails():
+    """The redacting processor flushes every sink within one deadline; a failing one does not stop the rest."""
+
+    class Sink(SpanProcessor):
+        def __init__(self, ok: bool) -> None:
+            self.ok = ok
+            self.flushed = 0
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            self.flushed += 1
+            return self.ok
+
+    failing, healthy = Sink(False), Sink(True)
+    processor = RedactingSpanProcessor(Redactor(), [failing, healthy])
+    assert processor.force_flush(1000) is False
+    assert failing.flushed == 1 and healthy.flushed == 1
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 30_000, b'{"a":' + b"[" * 150 + b"]" * 150 + b"}"],
+                         ids=["100k-arrays", "30k-objects", "150-levels"])
+def test_deeply_nested_json_is_the_callers_error(body, caplog):
+    """A body nested past 100 levels is a 400 naming the limit, with no traceback in the server log."""
+    app = CapturedTelemetry("deep").app("deep")
+    app.register("echo", lambda inputs: inputs)
+    with BackgroundServer(app) as url:
+        r = httpx.post(f"{url}/workflows/echo", content=body, headers={"content-type": "application/json"},
+                       timeout=10)
+        ok = httpx.post(f"{url}/workflows/echo", json={"a": [[[1]]]}, timeout=10)
+    assert r.status_code == 400 and "100 levels" in r.json()["error"], r.text
+    assert ok.status_code == 200
+    assert not [rec for rec in caplog.records if rec.exc_info or "Traceback" in rec.getMessage()]
