@@ -232,7 +232,8 @@ def workflows() -> dashboard_model.Dashboard:
                    steps=LATENCY_STEPS),
     ]
     for panel in (panels[0], panels[7]):
-        color_override(color_override(panel, ".*completed.*", "green"), ".*failed.*", "red")
+        color_override(color_override(color_override(panel, ".*completed.*", "green"), ".*failed.*", "red"),
+                       ".*rejected.*", "orange")
     return dashboard("nexus-workflows", "Workflows",
                      "nexus-otel workflow executions: rate, errors, latency (with trace exemplars), activity.",
                      [SERVICE_VAR, WORKFLOW_VAR, CHANNEL_VAR], panels)

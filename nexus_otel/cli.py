@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .caller import Caller
-from .errors import AccessError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
+from .errors import AccessError, ConfigurationError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
 from .telemetry.config import DEFAULT_DATA_DIR
 
 RUN_STOP_TIMEOUT = 1.5
@@ -29,8 +29,20 @@ def _load(target: str, plugins_dir: str | None) -> Any:
             for error in found.errors:
                 click.echo(f"warning: {error}", err=True)
         return app
+    except ConfigurationError as exc:
+        raise SettingError(exc) from exc
     except NexusOtelError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+class SettingError(click.ClickException):
+    """A bad setting (an environment variable, a plugin setting): one line, exit 2, no usage banner,
+    which would point at the command line instead."""
+
+    exit_code = 2
+
+    def __init__(self, error: ConfigurationError) -> None:
+        super().__init__(str(error))
 
 
 def _data_dir(value: str | None) -> str:
@@ -53,12 +65,17 @@ def main(log_level: str) -> None:
 @click.option("--plugins-dir", type=click.Path(file_okay=False), help="Folder of plugin files to load.")
 def serve(target: str, host: str, port: int, plugins_dir: str | None) -> None:
     """Serve MODULE:APP over HTTP (POST /workflows/NAME, /metrics, /healthz)."""
+    from .serving import bind
     from .serving import serve as run_server
 
+    try:
+        sock = bind(host, port)  # first: a port in use is one line, before the app says anything
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     app = _load(target, plugins_dir)
     click.echo(f"serving {app.name!r} on http://{host}:{port}  (workflows: {', '.join(app.workflows.names())})",
                err=True)
-    run_server(app, host=host, port=port)
+    run_server(app, host=host, port=port, sock=sock)
 
 
 @main.command()
@@ -236,7 +253,11 @@ def demo(requests: int, plugins_dir: str, seed: int) -> None:
     """Serve the example app, drive traffic through HTTP, and show what telemetry recorded."""
     from .demo.driver import run_demo
 
-    if not run_demo(requests=requests, plugins_dir=plugins_dir, seed=seed):
+    try:
+        ok = run_demo(requests=requests, plugins_dir=plugins_dir, seed=seed)
+    except ConfigurationError as exc:
+        raise SettingError(exc) from exc
+    if not ok:
         sys.exit(1)
 
 

@@ -30,6 +30,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Statu
 
 from ._aio import block_on
 from .caller import Caller
+from .errors import AccessError, RateLimitExceeded
 from .events import WorkflowEvent
 from .hooks import HookRegistry, HookRunner
 from .middleware import AsyncNext, Middleware, Next, WorkflowCall, build_async_chain, build_sync_chain
@@ -206,12 +207,13 @@ class Executor:
         run.event.error = exc
         run.error_type = c.error_type(exc)
         run.error_text = f"{run.error_type}: {exc}"
+        rejected = isinstance(exc, (AccessError, RateLimitExceeded))
         if self._telemetry.enabled:
             span = run.span
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, run.error_text))
             span.set_attribute(c.ERROR_TYPE, run.error_type)
-        run.status = c.STATUS_FAILED
+        run.status = c.STATUS_REJECTED if rejected else c.STATUS_FAILED
 
     def _record(self, run: _Run, status: str) -> None:
         workflow, channel = run.workflow, run.channel
@@ -220,7 +222,7 @@ class Executor:
         exemplar = run.ctx
         tail = self._telemetry.tail_sampler
         if exemplar is not None and tail is not None and not tail.keeps_exemplar(
-                exemplar.trace_id, workflow.name, status == c.STATUS_FAILED, duration):
+                exemplar.trace_id, workflow.name, status != c.STATUS_COMPLETED, duration):
             exemplar = None  # an exemplar only ever names a trace that is kept
         self._executions.get(key, workflow.metric_attributes, channel, status).add(1, exemplar)
         self._durations.get(key, workflow.metric_attributes, channel, status).record(duration, exemplar)

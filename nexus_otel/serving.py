@@ -26,9 +26,27 @@ def uvicorn_config(nexus: Nexus, host: str, port: int, **kwargs: object) -> uvic
     )
 
 
-def serve(nexus: Nexus, host: str = "127.0.0.1", port: int = 8000, **kwargs: object) -> None:
-    """Serve until interrupted; the app starts and stops with the server."""
-    uvicorn.Server(uvicorn_config(nexus, host, port, **kwargs)).run()
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port``, or ``OSError`` (say, the port is in use).
+
+    Binding before anything else starts lets a server fail with one clear line, not after the app
+    and its plugins announced themselves.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(nexus: Nexus, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None,
+          **kwargs: object) -> None:
+    """Serve until interrupted (on ``sock`` if given, from :func:`bind`); the app starts and stops with the server."""
+    uvicorn.Server(uvicorn_config(nexus, host, port, **kwargs)).run(sockets=[sock] if sock is not None else None)
 
 
 class BackgroundServer:

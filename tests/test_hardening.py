@@ -141,3 +141,67 @@ def test_deeply_nested_json_is_the_callers_error(body, caplog):
     assert r.status_code == 400 and "100 levels" in r.json()["error"], r.text
     assert ok.status_code == 200
     assert not [rec for rec in caplog.records if rec.exc_info or "Traceback" in rec.getMessage()]
+
+
+def test_calls_turned_away_by_auth_or_rate_limits_count_as_rejected(tmp_path):
+    """401/403/429 are status="rejected" in the contract metrics and the records, not "failed"."""
+    from nexus_otel.errors import AuthenticationError, RateLimitExceeded
+    from nexus_otel.caller import Caller
+    from nexus_otel.plugins import DatabasePlugin, MetricsPlugin, RateLimitPlugin
+
+    capture = CapturedTelemetry("guard")
+    app = capture.app("guard")
+    metrics = MetricsPlugin()
+    app.add_plugin(AuthPlugin(strategy="api_key", api_keys={"ci": "k" * 32}))
+    app.add_plugin(RateLimitPlugin(limit=60, burst=1, key="api_key"))
+    app.add_plugin(metrics)
+    app.add_plugin(DatabasePlugin(f"sqlite:///{tmp_path / 'audit.sqlite'}", spool_path=str(tmp_path / "spool.sqlite")))
+    app.register("work", lambda inputs: 1)
+    app.register("boom", lambda inputs: 1 / 0)
+    with pytest.raises(AuthenticationError):
+        app.execute_workflow("work", {}, caller=Caller(api_key="wrong"))
+    assert app.execute_workflow("work", {}, caller=Caller(api_key="k" * 32)) == 1
+    with pytest.raises(RateLimitExceeded):
+        app.execute_workflow("work", {}, caller=Caller(api_key="k" * 32))
+    assert capture.metric_value("nexus.workflow.executions", workflow="work", status="rejected") == 2
+    assert capture.metric_value("nexus.workflow.executions", workflow="work", status="completed") == 1
+    assert not capture.metric_value("nexus.workflow.executions", workflow="work", status="failed")
+    figures = metrics.get_metrics()
+    assert figures["requests_rejected"] == 2 and figures["requests_failed"] == 2 and figures["requests_success"] == 1
+    rejected = [s for s in capture.spans_named("workflow work") if "error.type" in s.attributes]
+    assert sorted(s.attributes["error.type"].rsplit(".", 1)[-1] for s in rejected) == [
+        "AuthenticationError", "RateLimitExceeded"]
+    app.stop()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "audit.sqlite") as db:
+        statuses = sorted(r[0] for r in db.execute("SELECT status FROM workflow_executions"))
+    assert statuses == ["completed", "rejected", "rejected"]
+
+
+@pytest.mark.parametrize("args", [("run", "tests.apps.marking:app", "mark"), ("serve", "tests.apps.marking:app"),
+                                  ("plugins", "tests.apps.marking:app"), ("demo", "-n", "1")],
+                         ids=["run", "serve", "plugins", "demo"])
+def test_a_bad_environment_variable_is_one_line_and_exit_2_for_every_command(tmp_path, args):
+    """OTEL_TRACES_SAMPLER=bogus: one line naming the variable, the value and what is expected; no usage banner."""
+    env = cli_env(tmp_path / "data", OTEL_TRACES_SAMPLER="bogus", TEST_MARKER=str(tmp_path / "m"))
+    result = nexus_otel(*args, env=env, cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "OTEL_TRACES_SAMPLER" in lines[0] and "'bogus'" in lines[0], result.stderr
+    assert "parentbased_always_on" in lines[0] and "Usage" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_before_anything_starts(tmp_path):
+    """`serve` on a taken port: one line naming the address, a non-zero exit, no 'serving' or lifecycle output."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = nexus_otel("serve", "tests.apps.marking:app", "--port", str(port),
+                            env=cli_env(tmp_path / "data"), cwd=tmp_path, timeout=30)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines

@@ -156,7 +156,7 @@ def open_store(dsn: str, table: str = "workflow_executions") -> AuditStore:
 
 def row_of(record: dict[str, Any]) -> dict[str, Any]:
     error = None
-    if record["status"] == "failed":
+    if record["status"] in ("failed", "rejected"):
         error = record["error_type"] or "error"
         if record.get("error"):
             error = str(record["error"])[:1000]

@@ -26,7 +26,7 @@ from ..exporters.webhook import WebhookExporter
 from ..plugin import NexusPlugin
 
 log = logging.getLogger("nexus_otel.webhooks")
-STATUSES = ("completed", "failed")
+STATUSES = ("completed", "failed", "rejected")
 LEGACY_OUTBOX = "webhook-outbox.sqlite"
 """The data directory's webhook outbox before the built-in sinks shared ``outbox.sqlite``."""
 
@@ -69,7 +69,7 @@ class WebhookPlugin(NexusPlugin):
         statuses = self.statuses
         if isinstance(statuses, str) or not statuses:
             raise ConfigurationError("WebhookPlugin.statuses", statuses,
-                                     'a list drawn from "completed", "failed"')
+                                     'a list drawn from "completed", "failed", "rejected"')
         for status in statuses:
             settings.choice("WebhookPlugin.statuses", status, STATUSES)
         if self.secret is not None and not isinstance(self.secret, str):

@@ -28,7 +28,7 @@ _STOP = object()
 
 
 class RequestLogProcessor(RecordProcessor):
-    """``workflow started`` / ``workflow completed`` / ``workflow failed`` records for every execution."""
+    """``workflow started`` / ``completed`` / ``failed`` / ``rejected`` records for every execution."""
 
     def __init__(self, logger: logging.Logger, *, level: int = logging.INFO, include_inputs: bool = True,
                  max_queued: int = 100_000, linger: float = 0.05) -> None:
@@ -99,10 +99,10 @@ class RequestLogProcessor(RecordProcessor):
                 fields["inputs"] = _json_or_text(item.inputs)
         else:
             failed = item.failed
-            message = "workflow failed" if failed else "workflow completed"
+            message = f"workflow {item.status}"
             level = logging.WARNING if failed and self.level < logging.WARNING else self.level
             when = item.ended_at
-            fields["status"] = c.STATUS_FAILED if failed else c.STATUS_COMPLETED
+            fields["status"] = item.status
             fields["duration_ms"] = round((item.duration or 0.0) * 1e3, 3)
             fields["error_type"] = item.error_type
             fields["cache_hit"] = item.cache_hit

@@ -19,6 +19,7 @@ class _Counts:
     total: int = 0
     success: int = 0
     failed: int = 0
+    rejected: int = 0
     total_duration: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -26,6 +27,7 @@ class _Counts:
             "requests_total": self.total,
             "requests_success": self.success,
             "requests_failed": self.failed,
+            "requests_rejected": self.rejected,
             "total_duration": self.total_duration,
             "avg_duration": self.total_duration / self.success if self.success else 0,
             "success_rate": self.success / self.total if self.total else 0,
@@ -42,18 +44,25 @@ class WorkflowStatsProcessor(RecordProcessor):
 
     def on_end(self, record: ExecutionRecord) -> None:
         failed = record.failed
+        rejected = record.status == "rejected"
         duration = record.duration or 0.0
         with self._lock:
             for counts in (self._all, self._by_workflow.setdefault(record.workflow, _Counts())):
                 counts.total += 1
                 if failed:
                     counts.failed += 1
+                    if rejected:
+                        counts.rejected += 1
                 else:
                     counts.success += 1
                     counts.total_duration += duration
 
     def snapshot(self) -> dict[str, Any]:
-        """Kailash Nexus's ``get_metrics()`` dictionary overall, plus ``workflows``: the same per workflow."""
+        """Kailash Nexus's ``get_metrics()`` dictionary overall, plus ``workflows``: the same per workflow.
+
+        ``requests_failed`` includes ``requests_rejected`` (calls turned away by auth or rate
+        limiting), as the ``on_workflow_failed`` hooks see them.
+        """
         with self._lock:
             out = self._all.as_dict()
             out["workflows"] = {name: counts.as_dict() for name, counts in sorted(self._by_workflow.items())}

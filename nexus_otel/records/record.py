@@ -30,7 +30,7 @@ class ExecutionRecord:
     workflow: str
     workflow_id: str
     status: str
-    """``running``, ``completed`` or ``failed``."""
+    """``running``, ``completed``, ``failed``, or ``rejected`` (turned away by auth or rate limiting)."""
     channel: str
     session_id: str | None
     started_at: float
@@ -50,7 +50,8 @@ class ExecutionRecord:
 
     @property
     def failed(self) -> bool:
-        return self.status == "failed"
+        """True for ``failed`` and ``rejected``: the workflow did not complete."""
+        return self.status in ("failed", "rejected")
 
     def to_json(self) -> str:
         """The fields as compact JSON (for a durable store; :meth:`from_json` reads it back). Made once."""

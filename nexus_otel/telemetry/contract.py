@@ -50,6 +50,8 @@ M_PLUGIN = "plugin"
 M_EVENT = "event"
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
+STATUS_REJECTED = "rejected"
+"""Turned away by auth or rate limiting before the workflow ran: the caller's doing, not a failure."""
 
 # Name used for hooks registered outside any plugin's setup.
 APP_PLUGIN_NAME = "app"
