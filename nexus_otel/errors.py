@@ -18,7 +18,8 @@ the workflow, so a log line alone tells a user what to fix::
     ├── AppStateError               the app cannot do that now (also RuntimeError)
     ├── AccessError                 a caller was turned away; ``.reason`` says why
     │   ├── AuthenticationError     no or bad credentials (HTTP 401)
-    │   └── AuthorizationError      valid credentials, not allowed (HTTP 403)
+    │   ├── AuthorizationError      valid credentials, not allowed (HTTP 403)
+    │   └── AuthUnavailableError    the identity provider cannot be reached (HTTP 503)
     └── RateLimitExceeded           over the limit; ``.retry_after`` seconds (HTTP 429)
 
 Exceptions raised by a workflow function itself are never wrapped: callers get
@@ -128,6 +129,12 @@ class AuthorizationError(AccessError):
     """Verified credentials without the scopes the workflow requires (HTTP 403)."""
 
     status = 403
+
+
+class AuthUnavailableError(AccessError):
+    """The identity provider (its discovery document or key set) cannot be reached: not the caller's fault."""
+
+    status = 503
 
 
 class RateLimitExceeded(NexusOtelError):

@@ -103,7 +103,7 @@ class PluginManager:
         self.plugins: dict[str, Any] = {}
         self._lock = threading.RLock()
 
-    # -- the seed's API ------------------------------------------------------
+    # -- Kailash Nexus's plugin API ------------------------------------------------------
     def register(self, plugin: Any) -> Any:
         """Validate and set up ``plugin``; a duplicate name raises ``ValueError``."""
         name, version = plugin_identity(plugin)

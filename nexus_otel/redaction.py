@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Callable, Iterable
+from urllib.parse import unquote_plus
 
 DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "password", "passwd", "pwd", "secret", "token", "authorization", "bearer",
@@ -86,6 +87,19 @@ class Redactor:
         if len(self._cache) < 4096:
             self._cache[key] = result
         return result
+
+    def scrub_query(self, query: str) -> str:
+        """A URL query string with the values of sensitive parameters masked (``?api_key=...&page=2``)."""
+        if "=" not in query:
+            return query
+        parts = query.split("&")
+        changed = False
+        for i, part in enumerate(parts):
+            name, sep, value = part.partition("=")
+            if sep and value and self.is_sensitive(unquote_plus(name)):
+                parts[i] = f"{name}={MASK}"
+                changed = True
+        return "&".join(parts) if changed else query
 
     @property
     def has_callback(self) -> bool:

@@ -1,4 +1,4 @@
-"""The seed's configurable example: settings through a ``config`` dict.
+"""The configurable example of Kailash Nexus's plugin API: settings through a ``config`` dict.
 
 A folder-loaded file builds its plugin with no arguments, so this one exports
 a configured instance as ``plugin``.

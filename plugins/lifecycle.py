@@ -1,4 +1,4 @@
-"""The seed's lifecycle example: prints each stage of a plugin's life, in order.
+"""The lifecycle example of Kailash Nexus's plugin API: prints each stage of a plugin's life, in order.
 
 Copy it to see when your own plugin's code runs: instantiate, setup, startup
 hooks, workflows, shutdown hooks, teardown.

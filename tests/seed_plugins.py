@@ -1,4 +1,4 @@
-"""The seed document's example plugins, verbatim but for the import line."""
+"""The example plugins of Kailash Nexus's plugin API, verbatim but for the import line."""
 
 from nexus_otel.plugins import NexusPlugin
 

@@ -160,9 +160,9 @@ def reachable_strings(root, depth=8):
     return strings, stores
 
 
-# -- 1. the seed snippet ------------------------------------------------------------
+# -- 1. the snippet of Kailash Nexus's plugin API ------------------------------------------------------------
 def test_seed_snippet_registers_google_auth_without_network(capture, monkeypatch):
-    """The seed's AuthPlugin lines run as written (import changed), touch no network, and guard workflows."""
+    """The AuthPlugin lines of Kailash Nexus's plugin API run as written (import changed), touch no network, and guard workflows."""
     def no_network(*args, **kwargs):
         raise AssertionError("AuthPlugin set-up must not use the network")
 
@@ -191,20 +191,43 @@ def test_seed_snippet_registers_google_auth_without_network(capture, monkeypatch
 def test_valid_token_passes_and_names_the_principal(capture, idp, mode):
     """A valid RS256 token: 200, enduser.id/enduser.scope on the workflow span, event.principal for hooks."""
     app, plugin, principals = oidc_app(capture, idp, mode)
-    assert idp.discovery_fetches == (1 if mode == "discovery" else 0)
+    assert idp.discovery_fetches == 0  # nothing is fetched at start: the first token discovers
     with BackgroundServer(app) as url:
         response = post(url, "refund", idp.token())
-    assert response.status_code == 200, response.text
+        again = post(url, "refund", idp.token())
+    assert response.status_code == 200 and again.status_code == 200, response.text
+    assert idp.discovery_fetches == (1 if mode == "discovery" else 0)
     assert response.json()["result"] == {"refunded": True}
-    span = capture.span("workflow refund")
+    span = capture.spans_named("workflow refund")[0]
     assert span.status.is_ok
     assert span.attributes["enduser.id"] == "user-ada"
     assert span.attributes["enduser.scope"] == "orders:read orders:write"
     assert span.attributes["nexus.auth.method"] == "oidc"
     assert [(p.id, p.scopes, p.method) for p in principals] == [
-        ("user-ada", frozenset({"orders:read", "orders:write"}), "oidc")]
+        ("user-ada", frozenset({"orders:read", "orders:write"}), "oidc")] * 2
     assert idp.jwks_fetches == 1
     assert capture.metric_points("nexus.auth.failures") == []
+
+
+def test_an_unreachable_identity_provider_is_a_503_not_a_crash(capture):
+    """An issuer nobody answers for: the app starts; a token gets 503 provider_unavailable, counted; no traceback."""
+    from nexus_otel.serving import free_port
+
+    app = capture.app("shop")
+    app.add_plugin(AuthPlugin(strategy="oidc", issuer=f"http://127.0.0.1:{free_port()}", audience=AUDIENCE))
+    app.register("order", lambda inputs: {"ordered": True})
+    with BackgroundServer(app) as url:
+        first = post(url, "order", "a.b.c")  # malformed: turned away before any key is needed
+        import jwt as pyjwt
+
+        key = SigningKey()
+        token = pyjwt.encode({"sub": "x", "exp": int(time.time()) + 60}, key.private, algorithm="RS256",
+                             headers={"kid": key.kid})
+        down = post(url, "order", token)
+    assert first.status_code == 401
+    assert down.status_code == 503, down.text
+    assert down.json()["reason"] == "provider_unavailable" and "retry-after" in down.headers
+    assert capture.metric_value("nexus.auth.failures", reason="provider_unavailable", workflow="order") == 1
 
 
 @pytest.mark.parametrize("mode", ["discovery", "jwks_url"])

@@ -144,7 +144,7 @@ def test_openmetrics_scrape_has_exemplars_pointing_at_exported_traces(capture):
 
 # -- monitoring --------------------------------------------------------------------------------
 def test_monitoring_seed_style_attributes_and_own_port(capture):
-    """Set as the seed does (attributes after construction), prometheus on its own port serves the metrics."""
+    """Set as Kailash Nexus's plugin API does (attributes after construction), prometheus on its own port serves the metrics."""
     app = capture.app()
     _shop(app)
     plugin = MonitoringPlugin()

@@ -205,3 +205,18 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_before_anything_starts(tmp_p
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode != 0
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
+
+
+def test_sensitive_query_parameters_are_masked_on_the_server_span():
+    """`?api_key=...&token=...` reaches no sink: url.query keeps the names and masks those values."""
+    capture = CapturedTelemetry("query")
+    app = capture.app("query")
+    app.register("work", lambda inputs: 1)
+    with BackgroundServer(app) as url:
+        r = httpx.post(f"{url}/workflows/work?api_key=sk-live-123&page=2&access%5Ftoken=tok-456", json={},
+                       timeout=10)
+    assert r.status_code == 200
+    (server,) = [s for s in capture.spans if s.attributes.get("url.query")]
+    query = server.attributes["url.query"]
+    assert "sk-live-123" not in query and "tok-456" not in query
+    assert query == "api_key=[REDACTED]&page=2&access%5Ftoken=[REDACTED]"

@@ -77,7 +77,7 @@ def statuses(responses: list[httpx.Response]) -> dict[int, int]:
 
 
 def test_seed_snippet_runs_as_written(capture):
-    """The seed's attribute-style set-up works unchanged and the plugin is listed."""
+    """The attribute-style set-up of Kailash Nexus's plugin API works unchanged and the plugin is listed."""
     app = capture.app("seed")
     rate_limit_plugin = RateLimitPlugin()
     rate_limit_plugin.limit = 1000  # per minute

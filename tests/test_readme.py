@@ -27,3 +27,38 @@ def test_plugin_authors_test_example_passes(pytester):
     pytester.makepyfile(test_guide=plugin + "\n\n" + test)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_built_in_plugins_example_runs_as_written_offline(tmp_path, monkeypatch):
+    """The built-in plugins snippet (OIDC auth included) sets an app up with no network: nothing is fetched at start."""
+    import socket
+
+    from nexus_otel import Nexus
+
+    block = next(b for b in BLOCKS if "AuthPlugin(\"oidc\"" in b and "WebhookPlugin(" in b)
+    attempts: list[object] = []
+    real_connect = socket.socket.connect
+
+    def loopback_only(self, address):  # any other target is a test failure, and is never tried
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            attempts.append(address)
+            raise OSError(f"test: no network to {address}")
+        return real_connect(self, address)
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def no_dns(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "::1", "localhost", None):
+            attempts.append(host)
+            raise socket.gaierror(f"test: no DNS for {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    app = Nexus("readme", environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path / "data"), "OTEL_TRACES_EXPORTER": "none"})
+    exec(block, {"app": app})  # noqa: S102 - the README's own code
+    names = app.plugins.list()
+    app.stop(timeout=2)
+    assert {"auth", "rate_limit", "webhook", "database", "caching"} <= set(names), names
+    assert not attempts, f"setting up tried the network: {attempts}"

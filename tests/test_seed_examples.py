@@ -1,4 +1,4 @@
-"""The seed document's plugin examples run unchanged but for their import."""
+"""The plugin examples of Kailash Nexus's plugin API run unchanged but for their import."""
 
 import pytest
 

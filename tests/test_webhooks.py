@@ -40,7 +40,7 @@ def _app(capture, tmp_path, url, **kwargs):
 
 
 def test_payloads_are_signed_per_standard_webhooks(capture, tmp_path, receiver):
-    """Each payload verifies with the standardwebhooks package and carries the seed's fields and more."""
+    """Each payload verifies with the standardwebhooks package and carries Kailash Nexus's webhook fields and more."""
     app, plugin = _app(capture, tmp_path, receiver.url, statuses=("completed", "failed"))
     app.execute_workflow("order", {"password": "hunter2"}, session_id="s9")
     with pytest.raises(RuntimeError):
@@ -68,7 +68,7 @@ def test_payloads_are_signed_per_standard_webhooks(capture, tmp_path, receiver):
 
 
 def test_filters_by_workflow_and_status(capture, tmp_path, receiver):
-    """Only the chosen workflows and statuses are sent (the seed's default: completed only)."""
+    """Only the chosen workflows and statuses are sent (Kailash Nexus's default: completed only)."""
     app, _ = _app(capture, tmp_path, receiver.url, workflows=["order"])
     app.register("other", lambda i: 1)
     app.execute_workflow("other", {})
@@ -220,7 +220,7 @@ def test_bad_webhook_settings_fail_at_setup(capture, tmp_path, kwargs, needle):
 
 
 def test_seed_style_construction_works(capture, tmp_path, receiver):
-    """WebhookPlugin(url) as in the seed: unsigned but delivered, with the seed's payload fields."""
+    """WebhookPlugin(url) as in Kailash Nexus's plugin API: unsigned but delivered, with its payload fields."""
     app = capture.app()
     app.register("w", lambda i: 1)
     plugin = WebhookPlugin(receiver.url)

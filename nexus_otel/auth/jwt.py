@@ -1,6 +1,7 @@
 """Bearer JWT verification with PyJWT: pinned algorithms, ``exp``/``nbf``/``iss``/``aud`` with leeway.
 
-Keys come from a JWKS URL (PyJWT's ``PyJWKClient``: the key set is cached,
+Keys come from a JWKS URL (given, or discovered from the OIDC issuer on the
+first token; PyJWT's ``PyJWKClient``: the key set is cached,
 an unknown ``kid`` triggers one refetch, so rotated keys are picked up without
 a restart), a shared secret (HS256) or a public key (RS256/ES256). Only the
 configured algorithms are accepted, which rules out ``alg: none`` and the
@@ -10,15 +11,22 @@ no error message contains the token.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+import urllib.request
 from typing import Any, Iterable
 
 import jwt
 from jwt import PyJWKClient
 
 from ..caller import Principal
-from ..errors import AuthenticationError, ConfigurationError
+from ..errors import AuthenticationError, AuthUnavailableError, ConfigurationError
 
+DISCOVER = "<discover from the issuer>"
+"""Stands for the JWKS URL until the issuer's discovery document names it."""
+DISCOVERY_RETRY_SECONDS = 5.0
+"""After a failed discovery, tokens are turned away with 503 for this long before the next try."""
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 SYMMETRIC = ("HS256", "HS384", "HS512")
 
@@ -42,8 +50,14 @@ class JwtVerifier:
                  jwks_url: str | None = None, secret: str | None = None, public_key: str | None = None,
                  leeway: float = 30.0, principal_claim: str = "sub", method: str = "jwt",
                  jwks_cache_seconds: float = 300.0, jwks_refetch_cooldown: float = 0.0,
-                 http_timeout: float = 5.0) -> None:
+                 http_timeout: float = 5.0, discover: bool = False) -> None:
+        """``discover=True`` (with ``issuer``, no ``jwks_url``): find the key set through the issuer's
+        OIDC discovery document on the first token, not at start, so an app starts without the network."""
         self.algorithms = list(algorithms)
+        if discover and not jwks_url:
+            if not issuer:
+                raise ConfigurationError("AuthPlugin.issuer", issuer, "the OIDC issuer URL to discover keys from")
+            jwks_url = DISCOVER
         sources = [s for s in (jwks_url, secret, public_key) if s]
         if len(sources) != 1:
             raise ConfigurationError("AuthPlugin.keys", f"{len(sources)} key sources",
@@ -59,9 +73,35 @@ class JwtVerifier:
         self.principal_claim = principal_claim
         self.method = method
         self._key = secret or public_key
-        self._jwks = PyJWKClient(jwks_url, cache_keys=False, lifespan=jwks_cache_seconds,
-                                 cooldown_duration=jwks_refetch_cooldown, timeout=http_timeout) if jwks_url else None
+        self._jwks_options = {"cache_keys": False, "lifespan": jwks_cache_seconds,
+                              "cooldown_duration": jwks_refetch_cooldown, "timeout": http_timeout}
+        self._http_timeout = http_timeout
+        self._jwks: PyJWKClient | None = None
+        self._discovery_failed_at = 0.0
+        if jwks_url and jwks_url is not DISCOVER:
+            self._jwks = PyJWKClient(jwks_url, **self._jwks_options)  # type: ignore[arg-type]
+        self._discovering = jwks_url is DISCOVER
         self._lock = threading.Lock()
+
+    def _key_set(self) -> PyJWKClient:
+        """The JWKS client, discovering its URL from the issuer the first time (call under ``_lock``)."""
+        if self._jwks is not None:
+            return self._jwks
+        if time.monotonic() - self._discovery_failed_at < DISCOVERY_RETRY_SECONDS:
+            raise AuthUnavailableError("provider_unavailable", "the identity provider could not be reached")
+        url = str(self.issuer).rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            with urllib.request.urlopen(url, timeout=self._http_timeout) as response:  # noqa: S310 - the issuer
+                jwks_uri = json.load(response).get("jwks_uri")
+        except Exception:
+            self._discovery_failed_at = time.monotonic()
+            raise AuthUnavailableError("provider_unavailable", "the identity provider could not be reached"
+                                       ) from None
+        if not isinstance(jwks_uri, str) or not jwks_uri:
+            self._discovery_failed_at = time.monotonic()
+            raise AuthUnavailableError("provider_unavailable", "the identity provider's configuration has no jwks_uri")
+        self._jwks = PyJWKClient(jwks_uri, **self._jwks_options)  # type: ignore[arg-type]
+        return self._jwks
 
     def verify(self, token: str) -> tuple[Principal, dict[str, Any]]:
         """The principal and the verified claims, or :class:`AuthenticationError` with a reason."""
@@ -73,19 +113,19 @@ class JwtVerifier:
         if alg not in self.algorithms:  # never echo the header: it is the caller's text
             raise AuthenticationError("bad_algorithm", "the token's algorithm is not accepted") from None
         key: Any = self._key
-        if self._jwks is not None:
+        if self._jwks is not None or self._discovering:
             kid = header.get("kid")
             if not kid or not isinstance(kid, str):
                 raise AuthenticationError("unknown_key", "token has no key id (kid)")
             try:
                 with self._lock:
-                    jwk = self._jwks.get_signing_key(kid)
+                    jwk = self._key_set().get_signing_key(kid)
             except jwt.PyJWKClientConnectionError:
-                raise AuthenticationError("jwks_unavailable", "the identity provider's keys could not be fetched"
-                                          ) from None
+                raise AuthUnavailableError("jwks_unavailable", "the identity provider's keys could not be fetched"
+                                           ) from None
             except jwt.PyJWKSetError:
-                raise AuthenticationError("jwks_unavailable", "the identity provider's key set has no usable keys"
-                                          ) from None
+                raise AuthUnavailableError("jwks_unavailable", "the identity provider's key set has no usable keys"
+                                           ) from None
             except jwt.PyJWKClientError:
                 raise AuthenticationError("unknown_key", "token signed with an unknown key") from None
             if jwk.algorithm_name and jwk.algorithm_name != alg:

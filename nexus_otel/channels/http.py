@@ -159,7 +159,10 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
             )
         except AccessError as exc:
             response = _error(exc.status, str(exc), workflow=name, reason=exc.reason)
-            response.headers["www-authenticate"] = _www_authenticate(exc)
+            if exc.status in (401, 403):  # a 503 (the identity provider is down) is no challenge
+                response.headers["www-authenticate"] = _www_authenticate(exc)
+            else:
+                response.headers["retry-after"] = "5"
             return response
         except RateLimitExceeded as exc:
             response = _error(429, str(exc), workflow=name, retry_after=exc.retry_after)

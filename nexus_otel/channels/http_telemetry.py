@@ -60,6 +60,7 @@ class HttpTelemetryMiddleware:
         self.app = app
         self.telemetry = telemetry
         self._tracer = telemetry.tracer
+        self._redactor = telemetry.redactor
         self._durations = SeriesCache(telemetry.instruments.http_server_duration)  # by (method, status, scheme, route)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -83,7 +84,8 @@ class HttpTelemetryMiddleware:
             "network.protocol.version": scope.get("http_version", "1.1"),
         })
         if scope.get("query_string"):
-            attributes["url.query"] = scope["query_string"].decode("latin-1")
+            # Sensitive parameters (?api_key=..., ?token=...) are masked like attributes of those names.
+            attributes["url.query"] = self._redactor.scrub_query(scope["query_string"].decode("latin-1"))
         if server[0]:
             attributes["server.address"] = headers.get("host", "").split(":")[0] or server[0]
             if server[1]:

@@ -71,7 +71,7 @@ def _drive(url: str, plan: list[tuple[str, dict[str, Any], bool]], rng: random.R
             headers = {"x-session-id": f"demo-session-{i % 7}"}
             caller_trace = None
             if i % 5 == 0:  # a caller that is itself traced
-                caller_trace = secrets.token_hex(16)  # fresh ids every run, whatever the seed
+                caller_trace = secrets.token_hex(16)  # fresh ids every run, whatever the random seed
                 headers["traceparent"] = f"00-{caller_trace}-{secrets.token_hex(8)}-01"
                 sent.caller_traces += 1
             response = client.post(f"/workflows/{workflow}", json=inputs, headers=headers)

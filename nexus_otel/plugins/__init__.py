@@ -1,6 +1,6 @@
-"""Built-in plugins, and the plugin base class under the seed's import path.
+"""Built-in plugins, and the plugin base class under Kailash Nexus's import path.
 
-``from nexus_otel.plugins import NexusPlugin`` works as the seed's
+``from nexus_otel.plugins import NexusPlugin`` works as Kailash Nexus's
 ``from nexus.plugins import NexusPlugin`` does. Each built-in plugin is thin
 wiring over a processor, exporter or middleware that can be used without it.
 """

@@ -1,4 +1,4 @@
-"""``AuthPlugin``: the seed's auth plugin, verifying callers on every channel.
+"""``AuthPlugin``: the auth plugin of Kailash Nexus's plugin API, verifying callers on every channel.
 
 Strategies:
 
@@ -13,14 +13,12 @@ Strategies:
 
 ``required_scopes={"refund": ["orders:write"]}`` sets scopes per workflow;
 ``scopes=[...]`` for all of them. Settings may be constructor arguments or
-attributes set before ``add_plugin``, as in the seed.
+attributes set before ``add_plugin``, as in Kailash Nexus's plugin API.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 from typing import Any, Iterable, Mapping
 
 from .. import settings
@@ -112,13 +110,15 @@ class AuthPlugin(NexusPlugin):
                 algorithms = algorithms or preset["algorithms"]
             if not issuer:
                 raise ConfigurationError("AuthPlugin.issuer", issuer, "the OIDC issuer URL (or provider=...)")
-            jwks_url = jwks_url or _discover_jwks(issuer)
             algorithms = list(algorithms or ("RS256", "ES256"))
             if self.audience is None:
                 log.warning("AuthPlugin: no audience set; tokens for any client of %s are accepted "
                             "(set audience= to your client id)", issuer)
+            # Without jwks_url the key set is discovered from the issuer on the first token, not here:
+            # the app starts without the network, and an unreachable provider is a 503, not a crash.
             return JwtVerifier(issuer=issuer, audience=self.audience, algorithms=algorithms, jwks_url=jwks_url,
-                               leeway=leeway, principal_claim=self.principal_claim, method=strategy)
+                               leeway=leeway, principal_claim=self.principal_claim, method=strategy,
+                               discover=not jwks_url)
         if self.secret and self.public_key:
             raise ConfigurationError("AuthPlugin.secret", "<hidden>", "a secret or a public_key, not both")
         if not (self.secret or self.public_key):
@@ -130,17 +130,3 @@ class AuthPlugin(NexusPlugin):
         return JwtVerifier(issuer=issuer, audience=self.audience, algorithms=algorithms, secret=self.secret,
                            public_key=self.public_key, leeway=leeway, principal_claim=self.principal_claim,
                            method="jwt")
-
-
-def _discover_jwks(issuer: str) -> str:
-    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - an https/http issuer URL
-            jwks_uri = json.load(response).get("jwks_uri")
-    except Exception as exc:
-        raise ConfigurationError("AuthPlugin.issuer", issuer,
-                                 f"an OIDC issuer whose {url} answers ({type(exc).__name__}); "
-                                 "or give jwks_url=") from None
-    if not isinstance(jwks_uri, str) or not jwks_uri:
-        raise ConfigurationError("AuthPlugin.issuer", issuer, "an OIDC configuration with a jwks_uri")
-    return jwks_uri

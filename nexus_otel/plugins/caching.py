@@ -1,4 +1,4 @@
-"""``CachingPlugin``: the seed's caching example, rebuilt as execution middleware.
+"""``CachingPlugin``: the caching example of Kailash Nexus's plugin API, rebuilt as execution middleware.
 
 No monkeypatching of ``execute_workflow``: the plugin adds a
 :class:`~nexus_otel.middlewares.cache.CacheMiddleware`, so a cache hit is still

@@ -1,4 +1,4 @@
-"""``MonitoringPlugin``: where the app's metrics go, configured as the seed shows it.
+"""``MonitoringPlugin``: where the app's metrics go, configured as Kailash Nexus's plugin API shows it.
 
 - ``backend="prometheus"``: served for scraping on the HTTP channel's
   ``/metrics``, and with ``port=...`` also on a port of its own (for apps
@@ -9,7 +9,7 @@
 - ``backend="console"``: printed every ``interval`` seconds.
 
 Settings may be given to the constructor or set as attributes before
-``add_plugin`` (the seed's style); they are checked at setup.
+``add_plugin`` (the style of Kailash Nexus's plugin API); they are checked at setup.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""``RateLimitPlugin``: the seed's rate limiter, ``limit`` per minute with bursts up to ``burst``.
+"""``RateLimitPlugin``: the rate limiter of Kailash Nexus's plugin API, ``limit`` per minute with bursts up to ``burst``.
 
 Keyed by ``principal`` (the authenticated caller; add ``AuthPlugin`` first),
 ``api_key``, ``client`` address or ``session``, counted ``global``-ly or per
 ``workflow``. ``storage="redis://host:6379"`` shares the budget between
 replicas. Settings may be constructor arguments or attributes set before
-``add_plugin``, as in the seed; bad values fail at setup naming them.
+``add_plugin``, as in Kailash Nexus's plugin API; bad values fail at setup naming them.
 """
 
 from __future__ import annotations
