@@ -143,10 +143,18 @@ class Nexus:
     ) -> Any:
         """The async twin of :meth:`execute_workflow`.
 
-        An async workflow runs on the event loop. A sync workflow runs, with its
+        If a plugin replaced ``execute_workflow`` on the app, the replacement runs
+        (on a worker thread): what it adds applies to every channel. Otherwise an
+        async workflow runs on the event loop. A sync workflow runs, with its
         hooks and middleware, on a worker thread, so neither it nor a blocking
         hook (say, one that posts to a webhook) stalls the loop.
         """
+        replaced = self.__dict__.get("execute_workflow")
+        if replaced is not None:
+            # A plugin replaced execute_workflow on this app (Kailash Nexus's caching example does):
+            # the replacement wraps every channel, so HTTP calls go through it too, on a worker thread.
+            return await asyncio.to_thread(replaced, workflow_name, inputs, session_id=session_id, channel=channel,
+                                           span_kind=span_kind, caller=caller)
         workflow = self.workflows.get(workflow_name)
         inputs = check_inputs(workflow_name, inputs)
         self._check_running("aexecute_workflow")

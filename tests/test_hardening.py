@@ -220,3 +220,45 @@ def test_sensitive_query_parameters_are_masked_on_the_server_span():
     query = server.attributes["url.query"]
     assert "sk-live-123" not in query and "tok-456" not in query
     assert query == "api_key=[REDACTED]&page=2&access%5Ftoken=[REDACTED]"
+
+
+def test_a_plugin_that_replaces_execute_workflow_applies_to_http_calls_too():
+    """Kailash Nexus's caching example (it replaces execute_workflow) caches HTTP calls as well as Python ones."""
+    import hashlib
+    import json
+
+    class SeedCaching(NexusPlugin):  # as in Kailash Nexus's plugin API, but for the import
+        def __init__(self, ttl=300):
+            self.ttl = ttl
+            self.cache = {}
+
+        @property
+        def name(self):
+            return "caching"
+
+        def setup(self, nexus_app):
+            original_execute = nexus_app.execute_workflow
+
+            def cached_execute(workflow_name, inputs, **kwargs):
+                key = hashlib.sha256(json.dumps({"workflow": workflow_name, "inputs": inputs},
+                                                sort_keys=True).encode()).hexdigest()
+                cached = self.cache.get(key)
+                if cached and time.time() - cached["timestamp"] < self.ttl:
+                    return cached["result"]
+                result = original_execute(workflow_name, inputs, **kwargs)
+                self.cache[key] = {"result": result, "timestamp": time.time()}
+                return result
+
+            nexus_app.execute_workflow = cached_execute
+
+    capture = CapturedTelemetry("cached")
+    app = capture.app("cached")
+    runs = []
+    app.register("slow", lambda inputs: runs.append(inputs) or {"n": inputs["n"]})
+    app.add_plugin(SeedCaching())
+    with BackgroundServer(app) as url:
+        answers = [httpx.post(f"{url}/workflows/slow", json={"n": 1}, timeout=10) for _ in range(3)]
+    assert [a.json()["result"] for a in answers] == [{"n": 1}] * 3
+    assert len(runs) == 1, "the HTTP channel went around the plugin's execute_workflow"
+    (span,) = capture.spans_named("workflow slow")
+    assert span.attributes["nexus.channel"] == "api"  # the HTTP channel's name, passed through the replacement
