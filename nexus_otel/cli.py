@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ import click
 
 from .caller import Caller
 from .errors import AccessError, ConfigurationError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
-from .telemetry.config import DEFAULT_DATA_DIR
+from .telemetry.config import DEFAULT_DATA_DIR, TelemetryConfig
 
 RUN_STOP_TIMEOUT = 1.5
 """Seconds ``nexus-otel run`` gives the app to stop once its workflow ended."""
@@ -46,7 +45,13 @@ class SettingError(click.ClickException):
 
 
 def _data_dir(value: str | None) -> str:
-    return value or os.environ.get("NEXUS_OTEL_DATA_DIR") or DEFAULT_DATA_DIR
+    """``--data-dir``, else what the environment's one parsed configuration says (a bad variable: exit 2)."""
+    if value:
+        return value
+    try:
+        return TelemetryConfig.from_env().data_dir
+    except ConfigurationError as exc:
+        raise SettingError(exc) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -262,3 +262,21 @@ def test_a_plugin_that_replaces_execute_workflow_applies_to_http_calls_too():
     assert len(runs) == 1, "the HTTP channel went around the plugin's execute_workflow"
     (span,) = capture.spans_named("workflow slow")
     assert span.attributes["nexus.channel"] == "api"  # the HTTP channel's name, passed through the replacement
+
+
+def test_an_apps_environ_reaches_every_output_it_configures(tmp_path):
+    """Nexus(environ={OTEL_EXPORTER_OTLP_ENDPOINT: ...}): spans and MonitoringPlugin's pushes go there, not localhost:4318."""
+    from nexus_otel.plugins import MonitoringPlugin
+
+    from .otlp_receivers import HTTPReceiver
+
+    with HTTPReceiver() as receiver:
+        app = Nexus("env", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_METRICS_EXPORTER": "none",
+                                    "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+        app.add_plugin(MonitoringPlugin(backend="otlp", interval=60))
+        app.register("greet", lambda inputs: "hi")
+        app.execute_workflow("greet", {})
+        app.stop(timeout=5)
+        assert receiver.wait_for(lambda: receiver.trace_requests and receiver.metric_requests, timeout=5)
+    assert "workflow greet" in {s.name for s in receiver.spans()}
+    assert "nexus.workflow.executions" in receiver.metric_names()

@@ -14,7 +14,6 @@ Settings may be given to the constructor or set as attributes before
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -64,10 +63,9 @@ class MonitoringPlugin(NexusPlugin):
         if backend == "otlp":
             from ..telemetry.exporters import otlp_metric_exporter
 
-            protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
-            protocol = settings.choice("OTEL_EXPORTER_OTLP_PROTOCOL", protocol, ("http/protobuf", "grpc"))
-            self.push = hub.add_push(otlp_metric_exporter(protocol), float(interval), "monitoring-otlp")
+            # The app's one parsed configuration: the same protocol, endpoint and timeout as its other OTLP output.
+            exporter = otlp_metric_exporter(telemetry.config.metrics_protocol, telemetry.environ)
+            self.push = hub.add_push(exporter, float(interval), "monitoring-otlp")
         else:
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 

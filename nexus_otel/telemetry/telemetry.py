@@ -164,6 +164,11 @@ class Telemetry:
         return provider
 
     # -- public ------------------------------------------------------------
+    @property
+    def environ(self) -> Mapping[str, str] | None:
+        """The variables this telemetry was configured from (None: the process's); sinks built later use them too."""
+        return self._environ
+
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
 
