@@ -31,3 +31,30 @@ def test_demo_runs_and_its_summary_matches_what_it_sent(tmp_path):
     assert failed > 0 and sum(1 for s in workflow_spans if s.status == "ERROR") == failed
     assert "One trace" in text and "└─ workflow checkout" in text and "hook workflow_completed" in text
     assert "nexus-otel traces" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text
+
+
+def test_demo_checks_its_telemetry_when_it_goes_by_otlp_under_another_service_name(tmp_path):
+    """README tour step 4: OTLP only, OTEL_SERVICE_NAME=orders: latencies from its own metrics, a match, exit 0."""
+    from .otlp_receivers import HTTPReceiver
+
+    with HTTPReceiver() as receiver:
+        env = cli_env(tmp_path / "data", COLUMNS="140", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                      OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="orders")
+        out = nexus_otel("demo", "--requests", "60", "--plugins-dir", str(REPO / "plugins"), env=env, cwd=tmp_path,
+                         timeout=120)
+        assert receiver.wait_for(lambda: receiver.trace_requests, timeout=10)
+        services = {s.resource.get("service.name") for s in receiver.spans()}
+    text = out.stdout
+    assert out.returncode == 0, text + out.stderr
+    assert "✓ telemetry matches what was sent: 60 executions" in text
+    assert not re.search(r"\bnan\b", text) and "histogram" in text
+    assert "sent by OTLP to" in text and "service orders" in text and "nexus-otel traces " not in text
+    assert services == {"orders"}
+
+
+def test_demo_with_telemetry_off_says_so(tmp_path):
+    """OTEL_SDK_DISABLED=true: the demo serves its requests and says telemetry is off; exit 0, no mismatch."""
+    out = nexus_otel("demo", "--requests", "20", "--plugins-dir", str(REPO / "plugins"),
+                     env=cli_env(tmp_path / "data", OTEL_SDK_DISABLED="true"), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "telemetry is off" in out.stdout and "does not match" not in out.stdout

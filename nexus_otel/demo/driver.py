@@ -1,8 +1,10 @@
 """``nexus-otel demo``: serve the example app, send it traffic, and show what telemetry recorded.
 
 The summary is computed from the telemetry, not from the client: counts come
-from the app's own ``/metrics`` scrape, latencies from the workflow spans in
-the local store. They are checked against what the driver sent.
+from the app's own ``/metrics`` scrape; latencies from the workflow spans in
+the local store when it is on, else (OTLP only) from the scraped duration
+histogram. They are checked against what the driver sent, in every exporter
+mode and under any ``OTEL_SERVICE_NAME``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,33 @@ def _scraped_executions(text: str) -> dict[tuple[str, str], float]:
     return counts
 
 
+def _histogram_quantiles(text: str, q: float) -> dict[str, float]:
+    """Per workflow, the ``q`` quantile (ms) of the scraped duration histogram, as PromQL's
+    ``histogram_quantile`` estimates it (linear within the bucket)."""
+    buckets: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == c.WORKFLOW_DURATION.prometheus_name + "_bucket":
+                per = buckets.setdefault(sample.labels["workflow"], {})
+                bound = float(sample.labels["le"])
+                per[bound] = per.get(bound, 0.0) + sample.value
+    out: dict[str, float] = {}
+    for workflow, per in buckets.items():
+        bounds = sorted(per)
+        total = per[bounds[-1]]
+        if not total:
+            continue
+        rank, lower, below = q * total, 0.0, 0.0
+        for bound in bounds:
+            if per[bound] >= rank:
+                upper = bound if bound != float("inf") else lower
+                inside = per[bound] - below
+                out[workflow] = 1000 * (lower + (upper - lower) * ((rank - below) / inside if inside else 0))
+                break
+            lower, below = bound, per[bound]
+    return out
+
+
 def _durations(data_dir: str, since_ns: int, service: str) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for span in read_spans(data_dir):
@@ -123,9 +152,11 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
     """Run the demo; returns whether the telemetry matched what was sent."""
     console = console or Console(width=None if os.isatty(1) else 110)
     rng = random.Random(seed)
-    service = "nexus-demo"
-    app = create_app(service)
-    data_dir = app.telemetry.config.data_dir
+    app = create_app("nexus-demo")
+    service = app.telemetry.service_name  # OTEL_SERVICE_NAME wins over the app's name
+    config = app.telemetry.config
+    data_dir = config.data_dir
+    local = app.telemetry.enabled and "local" in config.traces_exporters
     if plugins_dir and Path(plugins_dir).is_dir():
         found = app.load_plugins(plugins_dir)
         for error in found.errors:
@@ -145,11 +176,17 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
         scrape = httpx.get(f"{url}/metrics", timeout=10).text
     finally:
         server.stop()  # stops the app: flushes every span to the local store
+    if not app.telemetry.enabled:
+        console.print(f"telemetry is off (OTEL_SDK_DISABLED=true): {sum(sent.by_workflow.values())} requests "
+                      "were served, and there is nothing to compare them with. Unset it to see the telemetry.")
+        return True
     executions = _scraped_executions(scrape)
-    durations = _durations(data_dir, since, service)
+    durations = _durations(data_dir, since, service) if local else {}
+    p50s, p95s = _histogram_quantiles(scrape, 0.5), _histogram_quantiles(scrape, 0.95)
 
+    source = "workflow spans in the local store" if local else "the duration histogram on /metrics"
     table = Table(title=f"{requests} requests in {time.perf_counter() - started:.1f}s, "
-                        "as the telemetry recorded them")
+                        f"as the telemetry recorded them (latencies from {source})")
     for col in ("workflow", "executions", "errors", "p50 ms", "p95 ms", "sent", "failed as intended"):
         table.add_column(col, justify="left" if col == "workflow" else "right")
     ok = True
@@ -157,11 +194,15 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
         done = executions.get((workflow, "completed"), 0) + executions.get((workflow, "failed"), 0)
         errors = executions.get((workflow, "failed"), 0)
         spans = durations.get(workflow, [])
-        match = (done == sent.by_workflow[workflow] == len(spans)
-                 and errors == sent.failed_by_workflow[workflow])
+        match = done == sent.by_workflow[workflow] and errors == sent.failed_by_workflow[workflow]
+        if local:
+            match = match and len(spans) == done
+            p50, p95 = _pct(spans, 50), _pct(spans, 95)
+        else:
+            p50, p95 = p50s.get(workflow, float("nan")), p95s.get(workflow, float("nan"))
         ok = ok and match
         table.add_row(
-            workflow, f"{done:.0f}", f"{errors:.0f}", f"{_pct(spans, 50):.2f}", f"{_pct(spans, 95):.2f}",
+            workflow, f"{done:.0f}", f"{errors:.0f}", f"{p50:.2f}", f"{p95:.2f}",
             str(sent.by_workflow[workflow]), str(sent.failed_by_workflow[workflow]),
         )
     console.print(table)
@@ -172,7 +213,7 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
                   f"{sent.continued_traces}/{sent.caller_traces} caller traces continued, "
                   f"HTTP statuses {dict(sorted(sent.statuses.items()))}")
 
-    if sent.sample_trace:
+    if sent.sample_trace and local:
         found_trace = find_trace(data_dir, sent.sample_trace)
         if found_trace:
             console.print(f"\n[bold]One trace[/] (a caller sent traceparent; the caller's own span is not here): "
@@ -181,12 +222,20 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
                 console.print(line, highlight=False, markup=False)
 
     console.print("\n[bold]Where to look next[/]")
-    console.print(f"  traces      nexus-otel traces            (stored in {os.path.abspath(data_dir)})")
-    console.print("              nexus-otel traces <TRACE_ID>  one trace as a tree")
+    if local:
+        console.print(f"  traces      nexus-otel traces            (stored in {os.path.abspath(data_dir)})")
+        console.print("              nexus-otel traces <TRACE_ID>  one trace as a tree")
+    if "otlp" in config.traces_exporters:
+        endpoint = app.telemetry.environ_value("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or \
+            app.telemetry.environ_value("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
+        console.print(f"  traces      sent by OTLP to {endpoint}: in Jaeger, service {service}")
+        if not local:
+            console.print("              (add OTEL_TRACES_EXPORTER=otlp,local to keep them on this machine too)")
     console.print("  metrics     nexus-otel serve nexus_otel.demo.app:create_app --plugins-dir plugins")
     console.print("              then open http://127.0.0.1:8000/metrics")
-    console.print("  OTLP        OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 nexus-otel demo")
-    console.print("              (add OTEL_TRACES_EXPORTER=otlp,local to keep local traces too)")
-    console.print("  Jaeger      run Jaeger with OTLP on 4318, point the endpoint above at it,")
-    console.print("              and open http://127.0.0.1:16686 (service nexus-demo)")
+    if "otlp" not in config.traces_exporters:
+        console.print("  OTLP        OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 nexus-otel demo")
+        console.print("              (add OTEL_TRACES_EXPORTER=otlp,local to keep local traces too)")
+        console.print("  Jaeger      run Jaeger with OTLP on 4318, point the endpoint above at it,")
+        console.print(f"              and open http://127.0.0.1:16686 (service {service})")
     return ok
