@@ -177,7 +177,7 @@ def traces(trace_id: str | None, limit: int, include_all: bool, show_attributes:
                 f"request ending; run the command again if it just ended)")
         tid, spans = found
         click.echo(f"trace {tid}  ({len(spans)} spans, service {spans[0].service})")
-        for line in render_tree(spans, show_attributes=show_attributes):
+        for line in render_tree(spans, show_attributes=show_attributes, header=True):
             click.echo(line)
         return
     summaries = recent_traces(directory, limit, include_all=include_all)

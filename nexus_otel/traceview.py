@@ -85,10 +85,11 @@ def find_trace(directory: str | os.PathLike[str], trace_id: str) -> tuple[str, l
     return next(iter(traces.items()))
 
 
-def render_tree(spans: list[SpanRecord], show_attributes: bool = False) -> list[str]:
+def render_tree(spans: list[SpanRecord], show_attributes: bool = False, header: bool = False) -> list[str]:
     """The trace as text lines: ``name  duration  +offset`` with tree branches.
 
-    With ``show_attributes`` each span is followed by its attributes and events, indented under it.
+    With ``show_attributes`` each span is followed by its attributes and events, indented under it;
+    with ``header`` a first line labels the columns (the offset is from the trace's first span).
     """
     ids = {s.span_id for s in spans}
     children: dict[str | None, list[SpanRecord]] = {}
@@ -111,7 +112,7 @@ def render_tree(spans: list[SpanRecord], show_attributes: bool = False) -> list[
     for root in children.get(None, []):
         walk(root, "", True, True)
     width = max(len(label) for label, _, _ in rows) + 2
-    lines = []
+    lines = [f"{'SPAN'.ljust(width)}{'DURATION':>13}   {'STARTED AFTER':>13}"] if header else []
     for label, span, detail_prefix in rows:
         mark = "  ERROR " + (span.attributes.get(c.ERROR_TYPE) or span.status_message) if span.status == "ERROR" else ""
         lines.append(

@@ -4,7 +4,11 @@ A folder-loaded file builds its plugin with no arguments, so this one exports
 a configured instance as ``plugin``.
 """
 
+import logging
+
 from nexus_otel.plugins import NexusPlugin
+
+log = logging.getLogger("plugins.configurable")
 
 
 class ConfigurablePlugin(NexusPlugin):
@@ -24,7 +28,7 @@ class ConfigurablePlugin(NexusPlugin):
         enabled = self.config.get("enabled", True)
         log_level = self.config.get("log_level", "INFO")
         if enabled:
-            print(f"Plugin enabled with log_level={log_level}")
+            log.info("Plugin enabled with log_level=%s", log_level)
 
 
 plugin = ConfigurablePlugin({"enabled": True, "log_level": "INFO"})

@@ -58,3 +58,14 @@ def test_demo_with_telemetry_off_says_so(tmp_path):
                      env=cli_env(tmp_path / "data", OTEL_SDK_DISABLED="true"), cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "telemetry is off" in out.stdout and "does not match" not in out.stdout
+
+
+def test_demo_output_is_what_a_newcomer_needs(tmp_path):
+    """No example plugin chatter or slow-workflow warnings by default; the trace tree's columns are labelled."""
+    out = nexus_otel("demo", "--requests", "100", "--plugins-dir", str(REPO / "plugins"),
+                     env=cli_env(tmp_path / "data", COLUMNS="120"), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout + out.stderr
+    for chatter in ("Plugin instantiated", "Plugin enabled", "Nexus started, plugin running", "slow workflow"):
+        assert chatter not in text, chatter
+    assert re.search(r"SPAN\s+DURATION\s+STARTED AFTER", out.stdout)

@@ -141,7 +141,8 @@ def test_traces_command_shows_the_served_trace_as_a_tree(served):
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0].startswith(f"trace {trace_id}")
-    tree = lines[1:]
+    assert lines[1].split() == ["SPAN", "DURATION", "STARTED", "AFTER"]  # the columns are labelled
+    tree = lines[2:]
     rows = [ROW.match(r) for r in tree]
     assert all(rows), tree
     assert sorted(m["name"] for m in rows) == sorted(s.name for s in exported)

@@ -470,6 +470,8 @@ def test_cli_shows_the_sampling_reason_on_the_root(tmp_path):
         result = CliRunner().invoke(cli, ["traces", summaries[workflow].trace_id, "-a", "--data-dir", str(tmp_path)])
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
+        assert lines[1].split()[0] == "SPAN"  # the column labels, then the tree
+        lines = lines[:1] + lines[2:]
         assert lines[1].startswith(f"workflow {workflow}")
         root_attributes = lines[2:lines.index(next(l for l in lines[2:] if l.startswith("└─ ")))]
         assert f"│  {SAMPLING_REASON} = {expected}" in root_attributes  # the root has children below

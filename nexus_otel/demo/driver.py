@@ -218,7 +218,7 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
         if found_trace:
             console.print(f"\n[bold]One trace[/] (a caller sent traceparent; the caller's own span is not here): "
                           f"{sent.sample_trace}")
-            for line in render_tree(found_trace[1]):
+            for line in render_tree(found_trace[1], header=True):
                 console.print(line, highlight=False, markup=False)
 
     console.print("\n[bold]Where to look next[/]")
