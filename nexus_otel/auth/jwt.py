@@ -23,8 +23,6 @@ from jwt import PyJWKClient
 from ..caller import Principal
 from ..errors import AuthenticationError, AuthUnavailableError, ConfigurationError
 
-DISCOVER = "<discover from the issuer>"
-"""Stands for the JWKS URL until the issuer's discovery document names it."""
 DISCOVERY_RETRY_SECONDS = 5.0
 """After a failed discovery, tokens are turned away with 503 for this long before the next try."""
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -54,17 +52,16 @@ class JwtVerifier:
         """``discover=True`` (with ``issuer``, no ``jwks_url``): find the key set through the issuer's
         OIDC discovery document on the first token, not at start, so an app starts without the network."""
         self.algorithms = list(algorithms)
-        if discover and not jwks_url:
-            if not issuer:
-                raise ConfigurationError("AuthPlugin.issuer", issuer, "the OIDC issuer URL to discover keys from")
-            jwks_url = DISCOVER
-        sources = [s for s in (jwks_url, secret, public_key) if s]
+        discovering = bool(discover and not jwks_url)
+        if discovering and not issuer:
+            raise ConfigurationError("AuthPlugin.issuer", issuer, "the OIDC issuer URL to discover keys from")
+        sources = [s for s in (jwks_url or discovering, secret, public_key) if s]
         if len(sources) != 1:
             raise ConfigurationError("AuthPlugin.keys", f"{len(sources)} key sources",
                                      "exactly one of jwks_url, secret or public_key")
         if secret and any(a not in SYMMETRIC for a in self.algorithms):
             raise ConfigurationError("AuthPlugin.algorithms", self.algorithms, "HS256/HS384/HS512 with a secret")
-        if (jwks_url or public_key) and any(a not in ASYMMETRIC for a in self.algorithms):
+        if (jwks_url or discovering or public_key) and any(a not in ASYMMETRIC for a in self.algorithms):
             raise ConfigurationError("AuthPlugin.algorithms", self.algorithms,
                                      "asymmetric algorithms (RS256, ES256, ...) with a JWKS or a public key")
         self.issuer = issuer
@@ -76,11 +73,9 @@ class JwtVerifier:
         self._jwks_options = {"cache_keys": False, "lifespan": jwks_cache_seconds,
                               "cooldown_duration": jwks_refetch_cooldown, "timeout": http_timeout}
         self._http_timeout = http_timeout
-        self._jwks: PyJWKClient | None = None
+        self._jwks = PyJWKClient(jwks_url, **self._jwks_options) if jwks_url else None  # type: ignore[arg-type]
+        self._discovering = discovering
         self._discovery_failed_at = 0.0
-        if jwks_url and jwks_url is not DISCOVER:
-            self._jwks = PyJWKClient(jwks_url, **self._jwks_options)  # type: ignore[arg-type]
-        self._discovering = jwks_url is DISCOVER
         self._lock = threading.Lock()
 
     def _key_set(self) -> PyJWKClient:
