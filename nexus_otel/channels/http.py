@@ -140,11 +140,11 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
             return _error(413, f"request body over {max_body_bytes} bytes", workflow=name)
         try:
             inputs = json.loads(body) if body.strip() else {}
-        except RecursionError:
-            inputs = None  # deeper than the parser goes: reported below like any too-deep body
+        except RecursionError:  # deeper than the parser goes
+            return _error(400, f"body is nested more than {MAX_JSON_DEPTH} levels deep", workflow=name)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"body is not valid JSON: {exc}", workflow=name)
-        if inputs is None or _deeper_than(inputs, MAX_JSON_DEPTH):
+        if _deeper_than(inputs, MAX_JSON_DEPTH):
             return _error(400, f"body is nested more than {MAX_JSON_DEPTH} levels deep", workflow=name)
         if not isinstance(inputs, dict):
             return _error(400, f"body must be a JSON object of inputs, got {type(inputs).__name__}",
