@@ -17,6 +17,7 @@ DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "password", "passwd", "pwd", "secret", "token", "authorization", "bearer",
     "api_key", "apikey", "access_key", "private_key", "credential", "cookie",
     "session_key", "signature", "credit_card", "card_number", "cvv", "ssn", "pin",
+    "passphrase", "passcode", "pass", "pw", "jwt", "otp", "cvc", "security_code",
 )
 MASK = "[REDACTED]"
 
@@ -24,6 +25,13 @@ RedactCallback = Callable[[str, Any], Any]
 """``callback(path, value) -> value``: called for every leaf value after masking;
 ``path`` is dotted (``user.email``). Return the value to keep, or a replacement."""
 
+
+# Credentials inside free text (exception messages, stack traces, status descriptions, User-Agent).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/:@]+:[^\s/@]+@")
+_SCHEME_TOKEN = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{8,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_PAIR = re.compile(r"""(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<q>["']?)(?P<sep>\s*[:=]\s*)(?P<vq>["']?)"""
+                   r"""(?P<value>[^\s"',;&}\]]+)""")
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
@@ -43,6 +51,11 @@ class Redactor:
     A sensitive name of up to four letters (``pwd``, ``ssn``, ``pin``) must be
     a whole word of the key; longer names match anywhere in it. ``extra_sensitive_keys`` adds to the
     defaults; ``sensitive_keys`` replaces them.
+
+    Free text (exception messages and stack traces, status descriptions, the audit
+    error column, User-Agent) has credentials inside it masked too: ``Bearer``/``Basic``
+    tokens, JWT-shaped strings, a URL's password, and ``key=value`` or ``"key": "value"``
+    pairs whose key is sensitive. ``scrub_credentials=False`` turns that off.
     """
 
     def __init__(
@@ -55,6 +68,7 @@ class Redactor:
         max_depth: int = 6,
         max_attribute_length: int = 4096,
         callback: RedactCallback | None = None,
+        scrub_credentials: bool = True,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -75,6 +89,8 @@ class Redactor:
         self.max_depth = max_depth
         self.max_attribute_length = max_attribute_length
         self._callback = callback
+        self.scrub_credentials = scrub_credentials
+        """Mask credentials found inside free text (bearer tokens, JWTs, URL passwords, ``key=value`` pairs)."""
 
     def is_sensitive(self, key: str) -> bool:
         """Whether values under ``key`` are masked."""
@@ -105,8 +121,37 @@ class Redactor:
     def has_callback(self) -> bool:
         return self._callback is not None
 
+    def scrub_credentials_in(self, text: str) -> str:
+        """``text`` with credentials inside it masked: ``Bearer <token>``, JWT-shaped strings, the password
+        of a URL, and the values of ``key=value`` / ``"key": "value"`` pairs whose key is sensitive."""
+        if not self.scrub_credentials or not text:
+            return text
+        text = _USERINFO.sub(rf"\1{MASK}@", text)
+        text = _SCHEME_TOKEN.sub(rf"\1\2{MASK}", text)
+        text = _JWT.sub(MASK, text)
+        if "=" in text or ":" in text:
+            text = self._mask_pairs(text)
+        return text
+
+    def _mask_pairs(self, text: str) -> str:
+        """Mask the values of sensitive ``key=value`` pairs; a pair whose key is not sensitive is searched
+        again from its value on, so ``config: secret=x`` still finds ``secret=x``."""
+        out: list[str] = []
+        pos = 0
+        while (match := _PAIR.search(text, pos)) is not None:
+            value_at = match.start("value")
+            out.append(text[pos:value_at])
+            if match["value"] != MASK and self.is_sensitive(match["key"]):
+                out.append(MASK)
+                pos = match.end("value")
+            else:
+                pos = value_at
+        out.append(text[pos:])
+        return "".join(out)
+
     def scrub_text(self, path: str, text: str, limit: int | None = None) -> str:
-        """Free text (an exception message, a status): cut to ``limit`` and passed to the callback."""
+        """Free text (an exception message, a status): credentials masked, cut to ``limit``, passed to the callback."""
+        text = self.scrub_credentials_in(text)
         limit = limit or self.max_attribute_length
         if len(text) > limit:
             text = f"{text[:limit]}...[truncated {len(text) - limit} chars]"

@@ -280,3 +280,47 @@ def test_an_apps_environ_reaches_every_output_it_configures(tmp_path):
         assert receiver.wait_for(lambda: receiver.trace_requests and receiver.metric_requests, timeout=5)
     assert "workflow greet" in {s.name for s in receiver.spans()}
     assert "nexus.workflow.executions" in receiver.metric_names()
+
+
+BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJlLXZhbHVl"
+
+
+def test_credentials_inside_free_text_reach_no_sink(tmp_path):
+    """A bearer token, a URL password and key=value secrets in an exception: masked in span, events, audit, UA."""
+    import sqlite3
+
+    from nexus_otel.plugins import DatabasePlugin
+
+    capture = CapturedTelemetry("free-text")
+    app = capture.app("free-text")
+    app.add_plugin(DatabasePlugin(f"sqlite:///{tmp_path / 'audit.sqlite'}", spool_path=str(tmp_path / "spool.sqlite")))
+
+    def call_upstream(inputs):
+        raise RuntimeError(f"upstream refused {BEARER} at https://svc:hunter2@api.example/x "
+                           "(config: client_secret=s3cr3t-value, page=2)")
+
+    app.register("call", call_upstream)
+    with BackgroundServer(app) as url:
+        r = httpx.post(f"{url}/workflows/call", json={}, headers={"user-agent": f"tool/1.0 {BEARER}"}, timeout=10)
+    assert r.status_code == 500
+    app.stop()
+    with sqlite3.connect(tmp_path / "audit.sqlite") as db:
+        (error,) = db.execute("SELECT error FROM workflow_executions").fetchone()
+    everything = [error, str(r.content)]
+    for span in capture.spans:
+        everything += [str(dict(span.attributes)), str(span.status.description)]
+        everything += [str(dict(event.attributes)) for event in span.events]
+    text = "\n".join(everything)
+    for secret in ("eyJhbGciOiJIUzI1NiJ9", "c2lnbmF0dXJlLXZhbHVl", "hunter2", "s3cr3t-value"):
+        assert secret not in text, secret
+    assert "page=2" in error and "upstream refused Bearer [REDACTED]" in error  # the rest of the message stays
+
+
+def test_key_names_match_by_pattern_and_free_text_scrubbing_can_be_turned_off():
+    """Keys such as db_pass, passphrase, otp, security_code are masked; scrub_credentials=False leaves text alone."""
+    r = Redactor()
+    masked = r({"db_pass": "a", "passphrase": "b", "otp": "c", "security_code": "d", "userPw": "e", "page": 2})
+    assert masked == {"db_pass": "[REDACTED]", "passphrase": "[REDACTED]", "otp": "[REDACTED]",
+                      "security_code": "[REDACTED]", "userPw": "[REDACTED]", "page": 2}
+    assert "eyJ" not in r.scrub_text("m", BEARER)
+    assert Redactor(scrub_credentials=False).scrub_text("m", BEARER) == BEARER

@@ -51,7 +51,9 @@ def test_caller_trace_continues_through_server_workflow_and_hooks(served):
     assert r.headers["x-trace-id"] == trace_id
     assert r.headers["traceresponse"].startswith(f"00-{trace_id}-")
 
-    assert receiver.wait_for(lambda: len([s for s in receiver.spans() if s.trace_id == trace_id]) >= 4, 10)
+    # The server span ends last and may come in a later batch than the workflow's: wait for both.
+    assert receiver.wait_for(lambda: len(of_trace := [s.name for s in receiver.spans() if s.trace_id == trace_id]) >= 4
+                             and {"POST /workflows/{name}", "workflow order"} <= set(of_trace), 10)
     spans = {s.name: s for s in receiver.spans() if s.trace_id == trace_id}
     http_span = spans["POST /workflows/{name}"]
     workflow = spans["workflow order"]
@@ -125,7 +127,9 @@ def test_traces_command_shows_the_served_trace_as_a_tree(served):
     trace_id, _, header = _traceparent()
     r = httpx.post(f"{server.url}/workflows/order", json={"sku": "T"}, headers={"traceparent": header})
     assert r.status_code == 200
-    assert receiver.wait_for(lambda: len([s for s in receiver.spans() if s.trace_id == trace_id]) >= 4, 10)
+    # The server span ends last and may come in a later batch than the workflow's: wait for both.
+    assert receiver.wait_for(lambda: len(of_trace := [s.name for s in receiver.spans() if s.trace_id == trace_id]) >= 4
+                             and {"POST /workflows/{name}", "workflow order"} <= set(of_trace), 10)
     exported = [s for s in receiver.spans() if s.trace_id == trace_id]
 
     def listed():

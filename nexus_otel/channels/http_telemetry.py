@@ -93,7 +93,7 @@ class HttpTelemetryMiddleware:
         if client[0]:
             attributes["client.address"] = client[0]
         if "user-agent" in headers:
-            attributes["user_agent.original"] = headers["user-agent"]
+            attributes["user_agent.original"] = self._redactor.scrub_credentials_in(headers["user-agent"])
         span = self._tracer.start_span("HTTP" if method == "_OTHER" else method, context=parent,
                                        kind=SpanKind.SERVER, attributes=attributes)
         token = context_api.attach(trace_api.set_span_in_context(span, parent))
