@@ -150,6 +150,7 @@ class _Store:
         self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.content_encodings: list[str] = []
+        self.request_headers: list[dict[str, str]] = []
         self.errors: list[str] = []
 
     def _add_traces(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
@@ -241,6 +242,7 @@ class _OTLPHandler(http.server.BaseHTTPRequestHandler):
             return
         with self.server.store._lock:
             self.server.store.content_encodings.append(encoding.strip().lower())
+            self.server.store.request_headers.append({k.lower(): v for k, v in self.headers.items()})
         add(request)
         self._reply(200, response_type().SerializeToString(), "application/x-protobuf")
 

@@ -265,14 +265,15 @@ def test_a_plugin_that_replaces_execute_workflow_applies_to_http_calls_too():
 
 
 def test_an_apps_environ_reaches_every_output_it_configures(tmp_path):
-    """Nexus(environ={OTEL_EXPORTER_OTLP_ENDPOINT: ...}): spans and MonitoringPlugin's pushes go there, not localhost:4318."""
+    """Nexus(environ={...}): spans and MonitoringPlugin's pushes go to its endpoint with its headers and compression."""
     from nexus_otel.plugins import MonitoringPlugin
 
     from .otlp_receivers import HTTPReceiver
 
     with HTTPReceiver() as receiver:
         app = Nexus("env", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_METRICS_EXPORTER": "none",
-                                    "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+                                    "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=acme",
+                                    "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
         app.add_plugin(MonitoringPlugin(backend="otlp", interval=60))
         app.register("greet", lambda inputs: "hi")
         app.execute_workflow("greet", {})
@@ -280,6 +281,9 @@ def test_an_apps_environ_reaches_every_output_it_configures(tmp_path):
         assert receiver.wait_for(lambda: receiver.trace_requests and receiver.metric_requests, timeout=5)
     assert "workflow greet" in {s.name for s in receiver.spans()}
     assert "nexus.workflow.executions" in receiver.metric_names()
+    # Headers and compression from environ= too, on every request (spans and metrics).
+    assert receiver.request_headers and all(h.get("x-tenant") == "acme" for h in receiver.request_headers)
+    assert set(receiver.content_encodings) == {"gzip"}
 
 
 BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJlLXZhbHVl"

@@ -1,13 +1,12 @@
 """Span sinks and metric outputs chosen by ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``.
 
-The OTLP exporters read headers and compression from the ``OTEL_EXPORTER_OTLP_*``
-variables; timeouts are converted from the specification's milliseconds (the
-Python exporters would read them as seconds) and passed in. When an
-app is given an ``environ`` mapping instead of the process environment, the
-endpoint is taken from that mapping (with the specification's rules: the
-signal's own variable as it is, else the general one plus ``/v1/<signal>``
-for http/protobuf), so spans go where the configuration that chose ``otlp``
-says; everything else still comes from the process environment.
+Timeouts are converted from the specification's milliseconds (the Python
+exporters would read them as seconds) and passed in. When an app is given an
+``environ`` mapping instead of the process environment, the OTLP endpoint
+(with the specification's rules: the signal's own variable as it is, else the
+general one plus ``/v1/<signal>`` for http/protobuf), timeout, headers and
+compression are all taken from that mapping, so ``environ=`` and the process
+environment behave the same.
 """
 
 from __future__ import annotations
@@ -59,30 +58,71 @@ def otlp_timeout(environ: Mapping[str, str] | None, signal: str) -> float | None
     return int(raw) / 1000 if raw else None  # checked to be a whole number at start
 
 
+def _first(environ: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = (environ.get(name) or "").strip()
+        if value:
+            return value
+    return None
+
+
+def _compression(protocol: str, var: str, value: str) -> Any:
+    from ..errors import ConfigurationError
+
+    name = value.strip().lower()
+    if name not in ("gzip", "deflate", "none"):
+        raise ConfigurationError(var, value, "gzip, deflate or none")
+    if protocol == "grpc":
+        import grpc
+
+        return {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate,
+                "none": grpc.Compression.NoCompression}[name]
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    return Compression(name)
+
+
+def otlp_options(environ: Mapping[str, str] | None, signal: str, protocol: str) -> dict[str, Any]:
+    """Constructor arguments for an OTLP exporter of ``signal``: endpoint, timeout (ms converted), headers and
+    compression, from ``environ`` (or the process's), so both behave the same; a bad compression names its variable."""
+    env = os.environ if environ is None else environ
+    options: dict[str, Any] = {"endpoint": otlp_endpoint(environ, signal, protocol),
+                               "timeout": otlp_timeout(environ, signal)}
+    upper = signal.upper()
+    headers = _first(env, f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+    if headers:
+        from opentelemetry.util.re import parse_env_headers
+
+        options["headers"] = dict(parse_env_headers(headers, liberal=True))
+    for var in (f"OTEL_EXPORTER_OTLP_{upper}_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"):
+        if (env.get(var) or "").strip():
+            options["compression"] = _compression(protocol, var, env[var])
+            break
+    return options
+
+
 def otlp_span_exporter(protocol: str, environ: Mapping[str, str] | None = None) -> SpanExporter:
     """The real OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``)."""
-    endpoint = otlp_endpoint(environ, "traces", protocol)
-    timeout = otlp_timeout(environ, "traces")
+    options = otlp_options(environ, "traces", protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
-        return GrpcSpanExporter(endpoint=endpoint, timeout=timeout)
+        return GrpcSpanExporter(**options)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    return HttpSpanExporter(endpoint=endpoint, timeout=timeout)
+    return HttpSpanExporter(**options)
 
 
 def otlp_metric_exporter(protocol: str, environ: Mapping[str, str] | None = None) -> MetricExporter:
     """The real OTLP metric exporter for ``protocol``."""
-    endpoint = otlp_endpoint(environ, "metrics", protocol)
-    timeout = otlp_timeout(environ, "metrics")
+    options = otlp_options(environ, "metrics", protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 
-        return GrpcMetricExporter(endpoint=endpoint, timeout=timeout)
+        return GrpcMetricExporter(**options)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
-    return HttpMetricExporter(endpoint=endpoint, timeout=timeout)
+    return HttpMetricExporter(**options)
 
 
 def span_processors(config: TelemetryConfig, counter: Any,
