@@ -70,7 +70,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str, **e
         "OTEL_SERVICE_NAME": SERVICE,
         "OTEL_BSP_SCHEDULE_DELAY": "50",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "5",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "5000",  # milliseconds, as the specification says
         **extra,
     }
     for key, value in env.items():
