@@ -33,14 +33,23 @@ LOCAL_SCHEDULE_DELAY_MS = 500
 """How long spans wait in the local store's batch queue at most: `nexus-otel traces` sees them within a second."""
 
 
+def _first(environ: Mapping[str, str], *names: str) -> str | None:
+    """The first of ``names`` set (non-empty) in ``environ``: a signal's own variable, then the general one."""
+    for name in names:
+        value = (environ.get(name) or "").strip()
+        if value:
+            return value
+    return None
+
+
 def otlp_endpoint(environ: Mapping[str, str] | None, signal: str, protocol: str) -> str | None:
     """The endpoint ``environ`` gives for ``signal`` (``traces`` or ``metrics``); None: let the exporter read it."""
     if environ is None:
         return None
-    specific = (environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or "").strip()
+    specific = _first(environ, f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     if specific:
         return specific
-    general = (environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip()
+    general = _first(environ, "OTEL_EXPORTER_OTLP_ENDPOINT")
     if not general:
         return None
     return general if protocol == "grpc" else f"{general.removesuffix('/')}/v1/{signal}"
@@ -52,18 +61,9 @@ def otlp_timeout(environ: Mapping[str, str] | None, signal: str) -> float | None
     The Python exporters read these variables as seconds (``1000`` waited 1000 s), so the value is
     converted and passed in; None when neither is set (the exporters' default, 10 s).
     """
-    env = os.environ if environ is None else environ
-    raw = (env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT") or "").strip() or (
-        env.get("OTEL_EXPORTER_OTLP_TIMEOUT") or "").strip()
+    raw = _first(os.environ if environ is None else environ,
+                 f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
     return int(raw) / 1000 if raw else None  # checked to be a whole number at start
-
-
-def _first(environ: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        value = (environ.get(name) or "").strip()
-        if value:
-            return value
-    return None
 
 
 def _compression(protocol: str, var: str, value: str) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 from typing import Any, Mapping
 
 from opentelemetry import metrics as metrics_api
@@ -169,12 +168,6 @@ class Telemetry:
     def environ(self) -> Mapping[str, str] | None:
         """The variables this telemetry was configured from (None: the process's); sinks built later use them too."""
         return self._environ
-
-    def environ_value(self, name: str) -> str | None:
-        """One of those variables, stripped; None when unset or empty."""
-        env = os.environ if self._environ is None else self._environ
-        value = (env.get(name) or "").strip()
-        return value or None
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
