@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: set up (idempotent), install the real servers the
 # end-to-end tests run (Debian's prometheus, which brings promtool,
-# postgresql and redis-server), then run the whole suite. Extra arguments go to pytest,
-# e.g. scripts/test.sh -k otlp
+# postgresql and redis-server), build the OpenTelemetry Collector and Jaeger
+# from source once (scripts/build-binaries.sh; cached outside the repository),
+# then run the whole suite. Extra arguments go to pytest, e.g. scripts/test.sh -k otlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,6 +12,7 @@ need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
@@ -22,5 +24,9 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+# Without Go this prints one line and the tests on the real Collector and Jaeger skip;
+# under CI=true it fails instead.
+bash scripts/build-binaries.sh > /dev/null
 
 exec .venv/bin/python -m pytest "$@"

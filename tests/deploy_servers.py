@@ -1,0 +1,277 @@
+"""The deploy kit's real servers for end-to-end tests: our Collector distribution and Jaeger v2.
+
+Both binaries are built from source by ``scripts/build-binaries.sh`` (the test
+command runs it first; the build is cached outside the repository). Every
+server here listens on 127.0.0.1 only, on free ports passed to the shipped
+configs through the environment variables they read, and is always stopped.
+
+    with Jaeger(tmp_path) as jaeger, Collector(tmp_path, "otel-collector.yaml", jaeger=jaeger) as col:
+        ...  # send OTLP to col.otlp_http_url, then jaeger.trace(trace_id)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from nexus_otel.serving import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+BUILD_SCRIPT = REPO / "scripts" / "build-binaries.sh"
+LOOPBACK = "127.0.0.1"
+INSTALL_HINT = ("needs Go 1.26 or newer (https://go.dev/dl/) to build the OpenTelemetry Collector and "
+                "Jaeger once: run scripts/test.sh, or bash scripts/build-binaries.sh")
+
+
+def versions() -> dict[str, str]:
+    """``deploy/versions.env`` as a dict (the versions the tests build and run)."""
+    out = {}
+    for line in (DEPLOY / "versions.env").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def binary_paths() -> dict[str, Path]:
+    """Where ``scripts/build-binaries.sh`` puts (or has put) the binaries: ``{"otelcol": ..., "jaeger": ...}``."""
+    out = subprocess.run(["bash", str(BUILD_SCRIPT), "--where"], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    return {k: Path(v) for k, v in (line.split("=", 1) for line in out.splitlines() if "=" in line)}
+
+
+def require_binary(name: str) -> Path:
+    """The built binary, or a skip naming what to install (a failure under ``CI=true``: CI must run these)."""
+    path = binary_paths()[name]
+    if path.is_file() and os.access(path, os.X_OK):
+        return path
+    message = f"{name} is not built at {path}: {INSTALL_HINT}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run_binary(name: str, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run one of the binaries to completion (``validate``, ``components``, ``version``)."""
+    return subprocess.run([str(require_binary(name)), *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=REPO)
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Call ``fn`` until it returns something truthy; transport errors count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = fn()
+        except (httpx.TransportError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not true after {timeout:g} s; last: {last!r}")
+        time.sleep(interval)
+
+
+class _Server:
+    """One binary run with ``--config`` and an environment, on loopback ports; restartable on the same ports."""
+
+    binary = ""
+    health_path = "/"
+
+    def __init__(self, workdir: Path, config: Path, env: dict[str, str], health_port: int, name: str) -> None:
+        self.workdir = Path(workdir)
+        self.config = config
+        self.env = env
+        self.health_port = health_port
+        self.name = name
+        self.log_file = self.workdir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def healthy(self) -> bool:
+        return httpx.get(f"http://{LOOPBACK}:{self.health_port}{self.health_path}", timeout=1).status_code == 200
+
+    def start(self, timeout: float = 30.0) -> "_Server":
+        binary = require_binary(self.binary)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(binary), f"--config={self.config}"], cwd=self.workdir, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if self.healthy():
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} not healthy after {timeout:g} s:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the Collector drains its pipelines), SIGKILL if it lingers."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Jaeger(_Server):
+    """Jaeger v2 running ``deploy/jaeger.yaml`` (in-memory storage) on free loopback ports."""
+
+    binary = "jaeger"
+    health_path = "/status"  # healthcheckv2
+
+    def __init__(self, workdir: Path, name: str = "jaeger") -> None:
+        self.otlp_grpc_port = free_port()
+        self.otlp_http_port = free_port()
+        self.query_port = free_port()
+        env = {
+            "JAEGER_LISTEN_HOST": LOOPBACK,
+            "JAEGER_OTLP_GRPC_PORT": str(self.otlp_grpc_port),
+            "JAEGER_OTLP_HTTP_PORT": str(self.otlp_http_port),
+            "JAEGER_QUERY_HTTP_PORT": str(self.query_port),
+            "JAEGER_QUERY_GRPC_PORT": str(free_port()),
+            "JAEGER_HEALTH_PORT": str(free_port()),
+            "JAEGER_METRICS_PORT": str(free_port()),
+        }
+        super().__init__(workdir, DEPLOY / "jaeger.yaml", env, int(env["JAEGER_HEALTH_PORT"]), name)
+        self.client = httpx.Client(base_url=f"http://{LOOPBACK}:{self.query_port}", timeout=10)
+
+    @property
+    def otlp_grpc_endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.otlp_grpc_port}"
+
+    # --- query API ------------------------------------------------------------------------------
+
+    def services(self) -> list[str]:
+        return self.client.get("/api/services").json().get("data") or []
+
+    def traces(self, service: str, limit: int = 1000, **params: str) -> list[dict]:
+        """``/api/traces?service=``: Jaeger's JSON traces (``spans``, ``processes``)."""
+        response = self.client.get("/api/traces", params={"service": service, "limit": str(limit),
+                                                          "lookback": "1h", **params})
+        response.raise_for_status()
+        return response.json().get("data") or []
+
+    def trace(self, trace_id: str) -> dict | None:
+        """``/api/traces/{id}``: one trace, or None while Jaeger does not have it."""
+        response = self.client.get(f"/api/traces/{trace_id}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        data = response.json().get("data") or []
+        return data[0] if data else None
+
+    def trace_v3(self, trace_id: str) -> list[dict]:
+        """``/api/v3/traces/{id}``: the trace as OTLP/JSON spans (resource and scope folded in), or []."""
+        response = self.client.get(f"/api/v3/traces/{trace_id}")
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        spans = []
+        for resource_spans in response.json().get("result", {}).get("resourceSpans", []):
+            resource = {a["key"]: _any_value(a["value"]) for a in resource_spans.get("resource", {})
+                        .get("attributes", [])}
+            for scope_spans in resource_spans.get("scopeSpans", []):
+                for span in scope_spans.get("spans", []):
+                    spans.append({**span, "resource": resource,
+                                  "attrs": {a["key"]: _any_value(a["value"]) for a in span.get("attributes", [])}})
+        return spans
+
+
+def _any_value(value: dict) -> Any:
+    for key in ("stringValue", "boolValue", "doubleValue"):
+        if key in value:
+            return value[key]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "arrayValue" in value:
+        return [_any_value(v) for v in value["arrayValue"].get("values", [])]
+    return value
+
+
+def tags_of(span: dict) -> dict[str, Any]:
+    """A Jaeger JSON span's tags as a dict."""
+    return {t["key"]: t["value"] for t in span.get("tags", [])}
+
+
+def parent_of(span: dict) -> str | None:
+    """A Jaeger JSON span's parent span id (its CHILD_OF reference), or None for a root."""
+    for ref in span.get("references", []):
+        if ref.get("refType") == "CHILD_OF":
+            return ref["spanID"]
+    return None
+
+
+class Collector(_Server):
+    """Our Collector distribution running a shipped config from ``deploy/`` on free loopback ports."""
+
+    binary = "otelcol"
+
+    def __init__(self, workdir: Path, config: str, *, jaeger_endpoint: str = "", name: str = "otelcol",
+                 **extra_env: str) -> None:
+        self.otlp_grpc_port = free_port()
+        self.otlp_http_port = free_port()
+        self.metrics_port = free_port()
+        self.prometheus_port = free_port()
+        env = {
+            "OTELCOL_LISTEN_HOST": LOOPBACK,
+            "OTELCOL_OTLP_GRPC_PORT": str(self.otlp_grpc_port),
+            "OTELCOL_OTLP_HTTP_PORT": str(self.otlp_http_port),
+            "OTELCOL_HEALTH_PORT": str(free_port()),
+            "OTELCOL_METRICS_PORT": str(self.metrics_port),
+            "OTELCOL_PROMETHEUS_PORT": str(self.prometheus_port),
+            **({"JAEGER_OTLP_ENDPOINT": jaeger_endpoint} if jaeger_endpoint else {}),
+            **extra_env,
+        }
+        super().__init__(workdir, DEPLOY / config, env, int(env["OTELCOL_HEALTH_PORT"]), name)
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.otlp_http_port}"
+
+    @property
+    def otlp_grpc_endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.otlp_grpc_port}"
+
+    def own_metrics(self) -> str:
+        """The Collector's own telemetry (``otelcol_*``) in the Prometheus text format."""
+        return httpx.get(f"http://{LOOPBACK}:{self.metrics_port}/metrics", timeout=5).text
+
+    def exported_metrics(self) -> str:
+        """What its ``prometheus`` exporter serves (span metrics and metrics received over OTLP)."""
+        return httpx.get(f"http://{LOOPBACK}:{self.prometheus_port}/metrics", timeout=5).text

@@ -1,0 +1,229 @@
+"""The deploy kit on the real servers: the served example app -> our Collector -> Jaeger v2 -> its query API.
+
+The Collector runs ``deploy/otel-collector.yaml`` exactly as shipped (only the
+listening addresses and Jaeger's address come from the environment variables the
+file reads); Jaeger runs ``deploy/jaeger.yaml``; a real Prometheus scrapes the
+Collector. One module-scoped kit is shared: the traffic is sent once, then the
+tests wait out the tail sampler's ``decision_wait`` (10 s) together.
+
+What ``docs/deploy.md`` promises of the Collector is checked here: traces in
+Jaeger as a correct tree with the contract's attributes and the caller's trace
+continued, secret-looking attributes masked, every error trace kept and the OK
+ones thinned to about 10 %, span metrics and the Collector's own metrics in
+Prometheus under the names the alerts and dashboards use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from nexus_otel.exporters.local import read_spans
+
+from .deploy_servers import REPO, Collector, Jaeger, parent_of, require_binary, tags_of, wait_for
+from .prometheus_server import PrometheusServer
+from .served import Served, cli_env
+
+SERVICE = "shop-e2e"
+FAILING, OK = 20, 200
+OK_RATIO = 0.10  # deploy/otel-collector.yaml: sample-the-rest, 10 %
+DECISION_WAIT = 10.0  # deploy/otel-collector.yaml: tail_sampling.decision_wait
+PIPELINE_DASHBOARD = REPO / "grafana" / "dashboards" / "pipeline.json"
+SECRET_SERVICE = "no-redaction-service"
+
+
+def _traceparent() -> tuple[str, str, str]:
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, span_id, f"00-{trace_id}-{span_id}-01"
+
+
+def _send_unredacted_span(endpoint: str) -> str:
+    """A service without nexus-otel's redaction sends secret-looking attributes through the Collector."""
+    provider = TracerProvider(resource=Resource.create({"service.name": SECRET_SERVICE}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
+    with provider.get_tracer("e2e").start_as_current_span("charge card") as span:
+        span.set_attributes({
+            "db.password": "hunter2",
+            "api_key": "k-123456",
+            "note": "retried with Bearer abc.DEF-123456",
+            "payment.card": "4111 1111 1111 1111",
+            "order.id": "o-42",
+        })
+        span.set_status(Status(StatusCode.ERROR, "card declined"))  # errors are always kept
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    return trace_id
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    require_binary("otelcol")
+    require_binary("jaeger")
+    work = tmp_path_factory.mktemp("kit")
+    with Jaeger(work) as jaeger, \
+            Collector(work, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint) as collector, \
+            PrometheusServer(work / "prometheus",
+                             [f"127.0.0.1:{collector.metrics_port}", f"127.0.0.1:{collector.prometheus_port}"],
+                             job="otel-collector") as prom:
+        data_dir = work / "app-data"
+        env = cli_env(data_dir, OTEL_SERVICE_NAME=SERVICE, OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_url,
+                      OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_TRACES_EXPORTER="otlp,local",
+                      OTEL_METRICS_EXPORTER="otlp", OTEL_METRIC_EXPORT_INTERVAL="1000",
+                      NEXUS_OTEL_LOCAL_DELAY_MS="50")
+        app = Served("nexus_otel.demo.app:create_app", env, REPO, "--plugins-dir", "plugins")
+        try:
+            sent = {"failing": [], "ok": []}
+            with httpx.Client(base_url=app.url, timeout=10) as client:
+                for i in range(FAILING + OK):
+                    trace_id, span_id, traceparent = _traceparent()
+                    failing = i % ((FAILING + OK) // FAILING) == 0 and len(sent["failing"]) < FAILING
+                    if failing:
+                        response = client.post("/workflows/checkout", headers={"traceparent": traceparent},
+                                               json={"items": [{"sku": "B2", "price": 5, "stock": 0}]})
+                        assert response.status_code == 500
+                    else:
+                        response = client.post("/workflows/greet", headers={"traceparent": traceparent},
+                                               json={"name": f"user{i}"})
+                        assert response.status_code == 200
+                    assert response.headers["x-trace-id"] == trace_id
+                    sent["failing" if failing else "ok"].append((trace_id, span_id))
+            secret_trace = _send_unredacted_span(collector.otlp_http_url)
+            last_sent = time.monotonic()
+            for trace_id, _ in sent["failing"]:
+                wait_for(lambda t=trace_id: jaeger.trace(t), 60, f"failing trace {trace_id} in Jaeger")
+            # The OK traces were decided in the same decision_wait; give the batch and Jaeger a moment more.
+            time.sleep(max(0.0, last_sent + DECISION_WAIT + 5 - time.monotonic()))
+            yield {"jaeger": jaeger, "collector": collector, "prom": prom, "app": app, "data_dir": data_dir,
+                   "sent": sent, "secret_trace": secret_trace}
+        finally:
+            app.stop()
+
+
+def _local_trace(data_dir: Path, trace_id: str) -> list:
+    return [s for s in read_spans(data_dir) if s.trace_id == trace_id]
+
+
+def test_a_request_is_found_in_jaeger_as_the_tree_the_app_recorded(kit):
+    jaeger, data_dir = kit["jaeger"], kit["data_dir"]
+    trace_id, caller_span = kit["sent"]["failing"][0]
+
+    assert SERVICE in jaeger.services()
+    by_service = {t["traceID"] for t in jaeger.traces(SERVICE)}
+    assert trace_id in by_service
+
+    trace = jaeger.trace(trace_id)
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    local = {s.span_id: s for s in _local_trace(data_dir, trace_id)}
+    assert local, "the app's own store has the trace"
+    # Exactly the spans the app recorded, with the same parents.
+    assert {i: s["operationName"] for i, s in spans.items()} == {i: s.name for i, s in local.items()}
+    assert {i: parent_of(s) for i, s in spans.items()} == {i: s.parent_id for i, s in local.items()}
+
+    by_name = {s["operationName"]: s for s in spans.values()}
+    server = by_name["POST /workflows/{name}"]
+    workflow = by_name["workflow checkout"]
+    hooks = [s for s in spans.values() if s["operationName"].startswith("hook ")]
+    assert parent_of(server) == caller_span  # the caller's traceparent is continued
+    assert parent_of(workflow) == server["spanID"]
+    assert hooks and all(parent_of(h) == workflow["spanID"] for h in hooks)
+    assert any("workflow_failed" in h["operationName"] for h in hooks)
+
+    tags = tags_of(workflow)
+    assert tags["nexus.workflow.name"] == "checkout"
+    assert tags["nexus.channel"] == "api"
+    assert tags["error.type"] == "OutOfStock"
+    assert tags["otel.status_code"] == "ERROR"
+    assert tags_of(hooks[0])["nexus.hook.event"].startswith("workflow_")
+    assert trace["processes"][workflow["processID"]]["serviceName"] == SERVICE
+
+    # The same trace through the v3 API (OTLP JSON).
+    v3 = jaeger.trace_v3(trace_id)
+    assert {s["spanId"] for s in v3} == set(spans)
+    v3_workflow = next(s for s in v3 if s["name"] == "workflow checkout")
+    assert v3_workflow["attrs"]["nexus.workflow.name"] == "checkout"
+    assert v3_workflow["resource"]["service.name"] == SERVICE
+
+
+def test_every_error_trace_arrives_and_ok_ones_are_thinned_as_configured(kit):
+    jaeger, data_dir = kit["jaeger"], kit["data_dir"]
+    ok_ids = {t for t, _ in kit["sent"]["ok"]}
+    failing_ids = {t for t, _ in kit["sent"]["failing"]}
+    in_jaeger = {t["traceID"]: t for t in jaeger.traces(SERVICE, limit=5000)}
+
+    assert failing_ids <= set(in_jaeger)
+    kept_ok = ok_ids & set(in_jaeger)
+    mean = OK * OK_RATIO
+    sigma = math.sqrt(OK * OK_RATIO * (1 - OK_RATIO))
+    assert abs(len(kept_ok) - mean) <= 4 * sigma, f"{len(kept_ok)} of {OK} OK traces kept, expected about {mean}"
+
+    # Each kept trace is whole: the sampler decides on traces, not spans.
+    local: dict[str, set] = {}
+    for span in read_spans(data_dir):
+        local.setdefault(span.trace_id, set()).add(span.span_id)
+    for trace_id in kept_ok | failing_ids:
+        assert {s["spanID"] for s in in_jaeger[trace_id]["spans"]} == local[trace_id], trace_id
+
+
+def test_secret_looking_attributes_from_any_service_arrive_masked(kit):
+    jaeger = kit["jaeger"]
+    trace = wait_for(lambda: jaeger.trace(kit["secret_trace"]), 30, "the unredacted service's trace")
+    tags = tags_of(trace["spans"][0])
+    assert "db.password" not in tags and "api_key" not in tags  # attributes/redact deletes the keys
+    assert "abc.DEF-123456" not in tags["note"] and "****" in tags["note"]  # redaction masks the values
+    assert "4111" not in tags["payment.card"]
+    assert tags["order.id"] == "o-42"  # the rest is untouched
+    assert "hunter2" not in json.dumps(trace)
+
+
+def _metric_names_used(text: str, prefix: str) -> set[str]:
+    """Metric names starting with ``prefix`` in PromQL text, with histogram suffixes stripped."""
+    names = set(re.findall(rf"\b({prefix}[a-zA-Z0-9_]*)", text))
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+
+
+def _series_names(prom: PrometheusServer) -> set[str]:
+    return set(prom._api("/api/v1/label/__name__/values"))
+
+
+def test_span_metrics_and_the_collectors_own_metrics_reach_prometheus(kit):
+    prom = kit["prom"]
+    prom.wait_for_targets_up()
+    calls = prom.wait_until(
+        lambda: prom.vector('sum by (nexus_workflow_name) (traces_span_metrics_calls_total'
+                            '{span_name=~"workflow .*"})', "nexus_workflow_name"),
+        timeout=40, what="span metrics from the spanmetrics connector")
+    # Span metrics count every span, before tail sampling.
+    assert calls.get("greet") == OK and calls.get("checkout") == FAILING, calls
+
+    names = _series_names(prom)
+    used = set()
+    for path in (REPO / "deploy" / "alerts.yml", PIPELINE_DASHBOARD):
+        used |= _metric_names_used(path.read_text(), "otelcol_")
+    assert used, "the alerts and the pipeline dashboard use the Collector's own metrics"
+    exposed = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+    assert used <= exposed, f"used but not exposed by the running Collector: {sorted(used - exposed)}"
+
+
+def test_the_pipeline_dashboards_collector_queries_return_data(kit):
+    prom = kit["prom"]
+    dashboard = json.loads(PIPELINE_DASHBOARD.read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])
+               if "otelcol_" in t.get("expr", "") or "traces_span_metrics" in t.get("expr", "")]
+    assert queries
+    for expr in queries:
+        promql = expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
+        promql = re.sub(r'\$\{?service\}?', ".*", promql)
+        result = prom.wait_until(lambda q=promql: prom.query(q), timeout=30, what=f"data for {promql}")
+        assert result, promql

@@ -1,0 +1,126 @@
+"""Every image tag under deploy/ is a version the test suite runs.
+
+The Collector and Jaeger images match the binaries built from
+deploy/versions.env and deploy/collector/builder-config.yaml (the tests run
+those); Prometheus matches the Debian prometheus the tests run; Python matches
+the interpreter; Go (the collector image's build stage) matches the toolchain
+that builds the binary here. Grafana is not run by the tests: its tag matches
+the Grafana release whose dashboard schema (grafana-foundation-sdk) the
+dashboards are validated against.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .deploy_servers import DEPLOY, run_binary, versions
+
+COLLECTOR_IMAGES = ("otel/opentelemetry-collector-contrib", "otelcol-nexus")
+
+
+def image_references() -> list[tuple[str, str]]:
+    """(file, image) for every image in compose, the Kubernetes manifests and the Dockerfiles."""
+    refs = []
+    for path in sorted(DEPLOY.rglob("*")):
+        rel = str(path.relative_to(DEPLOY))
+        if path.suffix in (".yaml", ".yml"):
+            for doc in yaml.safe_load_all(path.read_text()):
+                refs += [(rel, image) for image in _images_in(doc)]
+        elif path.name == "Dockerfile":
+            refs += [(rel, m) for m in re.findall(r"^FROM\s+(\S+)", path.read_text(), re.M)]
+    return refs
+
+
+def _images_in(node) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "image" and isinstance(v, str)] + [
+            i for v in node.values() for i in _images_in(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in _images_in(v)]
+    return []
+
+
+def _tag(image: str) -> str:
+    assert ":" in image.rsplit("/", 1)[-1], f"{image} has no tag: pin a version"
+    return image.rsplit(":", 1)[1]
+
+
+def test_every_image_is_pinned_to_a_version_the_tests_ran():
+    v = versions()
+    refs = image_references()
+    assert refs
+    seen = set()
+    for where, image in refs:
+        if image == "scratch" or " AS " in image.upper():
+            continue
+        name, tag = image.rsplit(":", 1)[0], _tag(image)
+        seen.add(name)
+        if name in COLLECTOR_IMAGES:
+            assert tag == v["COLLECTOR_VERSION"], (where, image)
+        elif name == "jaegertracing/jaeger":
+            assert tag == v["JAEGER_VERSION"], (where, image)
+        elif name == "prom/prometheus":
+            assert tag == "v" + _debian_prometheus_version(), (where, image)
+        elif name == "python":
+            assert tag.startswith(f"{sys.version_info.major}.{sys.version_info.minor}"), (where, image)
+        elif name == "golang":
+            assert tag.startswith(_go_version()), (where, image)
+        elif name == "grafana/grafana":
+            sdk = metadata.version("grafana-foundation-sdk").split("!")[-1]
+            assert tag == sdk, (where, image, f"dashboards are validated against Grafana {sdk}")
+        else:
+            pytest.fail(f"{where}: {image}: no test runs this image's version; add one or drop the image")
+    assert {"otel/opentelemetry-collector-contrib", "jaegertracing/jaeger"} <= seen
+
+
+def _debian_prometheus_version() -> str:
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus is not installed: run scripts/test.sh")
+    out = subprocess.run(["prometheus", "--version"], capture_output=True, text=True, timeout=30)
+    return re.search(r"version (\d+\.\d+\.\d+)", out.stdout + out.stderr).group(1)
+
+
+def _go_version() -> str:
+    if shutil.which("go") is None:
+        pytest.skip("go is not installed")
+    out = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=30).stdout
+    return ".".join(out.strip().removeprefix("go").split(".")[:2])
+
+
+def test_the_built_binaries_are_the_versions_the_images_carry():
+    v = versions()
+    collector = run_binary("otelcol", "--version")
+    assert collector.returncode == 0 and v["COLLECTOR_VERSION"] in collector.stdout, collector
+    jaeger = run_binary("jaeger", "version")
+    assert f'"gitVersion": "v{v["JAEGER_VERSION"]}"' in jaeger.stdout + jaeger.stderr or \
+        f"v{v['JAEGER_VERSION']}" in jaeger.stdout + jaeger.stderr, jaeger
+
+
+def test_the_manifest_pins_every_module_at_one_release():
+    v = versions()
+    manifest = yaml.safe_load((DEPLOY / "collector" / "builder-config.yaml").read_text())
+    assert manifest["dist"]["version"] == v["COLLECTOR_VERSION"]
+    modules = [entry["gomod"] for section in ("receivers", "processors", "exporters", "connectors",
+                                              "extensions", "providers") for entry in manifest[section]]
+    for module in modules:
+        path, version = module.split()
+        if path.startswith("go.opentelemetry.io/collector/confmap/"):
+            continue  # the stable (v1.x) modules of the same release
+        assert version == f"v{v['COLLECTOR_VERSION']}", module
+    stable = {m.split()[1] for m in modules if m.startswith("go.opentelemetry.io/collector/confmap/")}
+    assert len(stable) == 1, stable
+
+
+def test_versions_file_and_dockerfile_agree():
+    v = versions()
+    dockerfile = (DEPLOY / "collector" / "Dockerfile").read_text()
+    assert f"builder@v{v['COLLECTOR_VERSION']}" in dockerfile
+    assert Path(DEPLOY / "jaeger.yaml").read_text().count(v["JAEGER_VERSION"]) >= 1

@@ -1,0 +1,99 @@
+"""The README's tour step 4 and docs/deploy.md's "from nothing to a trace in Jaeger" run as written.
+
+Each test takes the text's ``bash`` blocks verbatim and runs them in one shell
+from the repository root, against ``scripts/stack.sh`` (our Collector, Jaeger
+and Prometheus on their documented loopback ports). The only additions are
+where state goes (``NEXUS_OTEL_STACK_DIR``, ``NEXUS_OTEL_DATA_DIR`` in a
+temporary directory) and the clean-up afterwards. The ports are the
+documented ones, so a port in use fails the test with stack.sh's message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from .deploy_servers import REPO, require_binary
+
+JAEGER_UI = "http://127.0.0.1:16686"
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    level = heading.split(" ", 1)[0]
+    following = re.search(rf"^#{{1,{len(level)}}} ", text[start + len(heading):], re.M)
+    return text[start:start + len(heading) + following.start()] if following else text[start:]
+
+
+def _bash_blocks(section: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", section, re.S)
+
+
+def _run_literally(script: str, tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh shell at the repo root (its own process group), then stop what it left."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(NEXUS_OTEL_STACK_DIR=str(tmp_path / "stack"), NEXUS_OTEL_DATA_DIR=str(tmp_path / "data"))
+    process = subprocess.Popen(["bash", "-e", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=REPO, env=env, capture_output=True, timeout=60)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)  # the app the text put in the background
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(tmp_path):
+    require_binary("otelcol")
+    require_binary("jaeger")
+    section = _section((REPO / "docs" / "deploy.md").read_text(), "### Without Docker, from nothing to a trace in Jaeger")
+    blocks = _bash_blocks(section)
+    assert len(blocks) == 2 and blocks[0].startswith("bash scripts/stack.sh up"), blocks
+    result = _run_literally("\n".join(blocks), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Jaeger UI        http://127.0.0.1:16686" in result.stdout
+    # The last command lists the operations of the traces Jaeger has for the service.
+    operations = set(re.findall(r'"operationName":"([^"]*)"', result.stdout))
+    assert {"POST /workflows/{name}", "workflow checkout"} <= operations, result.stdout[-3000:]
+    assert any(op.startswith("hook workflow_failed ") for op in operations), operations
+
+
+def test_readme_tour_step_4_sends_the_demo_to_jaeger(tmp_path):
+    require_binary("otelcol")
+    require_binary("jaeger")
+    section = _section((REPO / "README.md").read_text(), "**4. Point it at an OTLP endpoint.**")
+    section = section[:section.index("## ")] if "## " in section else section
+    (block,) = _bash_blocks(section)
+    assert "bash scripts/stack.sh up" in section
+    script = f"bash scripts/stack.sh up\n{block}\n" + (
+        # Before the clean-up stops the stack: Jaeger has the service the text names.
+        f"for i in $(seq 60); do curl -s {JAEGER_UI}/api/services | grep -q '\"orders\"' && break; sleep 1; done\n"
+        f"curl -s '{JAEGER_UI}/api/traces?service=orders&limit=500'\n")
+    result = _run_literally(script, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "orders" in block and "nexus-otel demo" in block
+    traces = re.findall(r'"traceID":"([0-9a-f]+)"', result.stdout)
+    assert traces, f"no traces for service orders in Jaeger:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
+    assert '"operationName":"workflow checkout"' in result.stdout
+
+
+def test_the_stack_script_names_a_busy_port_and_its_usage(tmp_path):
+    env = {**os.environ, "NEXUS_OTEL_STACK_DIR": str(tmp_path / "stack")}
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 4317))  # the first port it checks: the Collector's OTLP/gRPC
+        busy.listen()
+        result = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=60)
+    assert result.returncode == 1
+    assert "stack.sh: port 127.0.0.1:4317 is in use; the stack needs it" in result.stderr, result.stderr
+    assert not (tmp_path / "stack").exists(), "nothing was started"
+    usage = subprocess.run(["bash", "scripts/stack.sh", "sideways"], cwd=REPO, capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage: bash scripts/stack.sh up|down|status" in usage.stderr
