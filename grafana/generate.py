@@ -314,8 +314,44 @@ def pipeline() -> dashboard_model.Dashboard:
                    [Query(hits, "hits {{workflow}}"), Query(misses, "misses {{workflow}}")]),
     ]
     return dashboard("nexus-pipeline", "Telemetry pipeline",
-                     "nexus-otel's own pipeline: span exporters, webhook deliveries and outbox, audit rows, cache.",
-                     [SERVICE_VAR, WORKFLOW_VAR], panels)
+                     "nexus-otel's own pipeline: span exporters, webhook deliveries and outbox, audit rows, cache; "
+                     "then the OpenTelemetry Collector the spans go through.",
+                     [SERVICE_VAR, WORKFLOW_VAR], panels + collector_panels())
+
+
+def collector_panels() -> list[Any]:
+    """The Collector (deploy/otel-collector.yaml) as Prometheus scrapes it: its own metrics and span metrics.
+
+    The Collector's own metrics (``otelcol_*``, port 8888; Collector 0.161 names its counters without a
+    ``_total`` suffix) describe the Collector, not a service, so they are not filtered by ``$service``.
+    The span metrics (port 8889) carry the sending service's ``service_name``.
+    """
+    accepted = sum_by(["receiver"], rate("otelcol_receiver_accepted_spans"))
+    refused = sum_by(["receiver"], rate("otelcol_receiver_refused_spans"))
+    sent = sum_by(["exporter"], rate("otelcol_exporter_sent_spans"))
+    queue = ratio(sum_by(["exporter"], "otelcol_exporter_queue_size"),
+                  sum_by(["exporter"], "otelcol_exporter_queue_capacity"))
+    sampled = sum_by(["decision"], rate("otelcol_processor_tail_sampling_global_count_traces_sampled"))
+    calls = selector("traces_span_metrics_calls_total", extra=['span_name=~"workflow .*"',
+                                                               'nexus_workflow_name=~"$workflow"'])
+    return [
+        color_override(
+            timeseries("Collector: spans in and out", "Spans the Collector accepted and refused (memory_limiter "
+                       "pushing back) per receiver, and sent per exporter, per second. Export failures fire "
+                       "the CollectorExportFailing alert.", "ops",
+                       [Query(accepted, "accepted {{receiver}}"), Query(refused, "refused {{receiver}}"),
+                        Query(sent, "sent {{exporter}}")]),
+            "refused.*", "red"),
+        timeseries("Collector: export queue", "How full each exporter's sending queue is: it fills while the "
+                   "destination (Jaeger) is slow or down.", "percentunit",
+                   [Query(queue, "{{exporter}}")], steps=((0.5, "orange"), (0.9, "red")), max_val=1),
+        timeseries("Collector: tail sampling", "Traces the Collector's tail sampler kept (sampled) and dropped "
+                   "per second, after decision_wait.", "ops", [Query(sampled, "{{decision}}")]),
+        timeseries("Span metrics: workflows per second", "From the Collector's span_metrics connector: every "
+                   "workflow span before tail sampling, by workflow and status.", "ops",
+                   [Query(sum_by(["nexus_workflow_name", "status_code"], rate(calls)),
+                          "{{nexus_workflow_name}} {{status_code}}")]),
+    ]
 
 
 DASHBOARDS: dict[str, Callable[[], dashboard_model.Dashboard]] = {

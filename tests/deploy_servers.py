@@ -12,6 +12,7 @@ configs through the environment variables they read, and is always stopped.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -29,6 +30,21 @@ BUILD_SCRIPT = REPO / "scripts" / "build-binaries.sh"
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = ("needs Go 1.26 or newer (https://go.dev/dl/) to build the OpenTelemetry Collector and "
                 "Jaeger once: run scripts/test.sh, or bash scripts/build-binaries.sh")
+
+
+# ${env:NAME:-default} in a Collector or Jaeger config: the server reads NAME, falling back to default.
+ENV_DEFAULT = re.compile(r"\$\{env:[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")
+
+
+def with_env_defaults(node: Any) -> Any:
+    """``node`` (parsed YAML) with every ``${env:NAME:-default}`` replaced by its default: what runs with NAME unset."""
+    if isinstance(node, dict):
+        return {k: with_env_defaults(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [with_env_defaults(v) for v in node]
+    if isinstance(node, str):
+        return ENV_DEFAULT.sub(lambda m: m.group(1), node)
+    return node
 
 
 def versions() -> dict[str, str]:

@@ -4,7 +4,7 @@ The gateway runs ``deploy/otel-collector-gateway.yaml`` and the samplers
 ``deploy/otel-collector-sampler.yaml``. The one change is the gateway's
 resolver: the shipped file finds the samplers through a Kubernetes headless
 Service (DNS), and two samplers on one machine cannot share a name and port, so
-the test lists them with the loadbalancing exporter's ``static`` resolver. The
+the test lists them with the load_balancing exporter's ``static`` resolver. The
 rest of the file (pipelines, processors, routing key) runs as shipped. Each
 sampler sends what it keeps to its own OTLP/gRPC receiver standing in the
 place of Jaeger, so the test sees which sampler each span went through.
@@ -29,11 +29,11 @@ SPANS_PER_TRACE = 3  # server -> workflow -> hook, each sent in a request of its
 
 
 def gateway_config_with_static_samplers(dest: Path, samplers: list[str]) -> Path:
-    """deploy/otel-collector-gateway.yaml with only the loadbalancing resolver replaced."""
+    """deploy/otel-collector-gateway.yaml with only the load_balancing resolver replaced."""
     config = yaml.safe_load((DEPLOY / "otel-collector-gateway.yaml").read_text())
-    resolver = config["exporters"]["loadbalancing"]["resolver"]
+    resolver = config["exporters"]["load_balancing"]["resolver"]
     assert set(resolver) == {"dns"}, resolver
-    config["exporters"]["loadbalancing"]["resolver"] = {"static": {"hostnames": samplers}}
+    config["exporters"]["load_balancing"]["resolver"] = {"static": {"hostnames": samplers}}
     dest.write_text(yaml.safe_dump(config, sort_keys=False))
     return dest
 

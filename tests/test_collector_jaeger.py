@@ -20,10 +20,13 @@ import math
 import re
 import secrets
 import time
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+import yaml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -72,10 +75,16 @@ def kit(tmp_path_factory):
     require_binary("otelcol")
     require_binary("jaeger")
     work = tmp_path_factory.mktemp("kit")
+    no_otlp = grpc.server(futures.ThreadPoolExecutor(max_workers=2))  # a gRPC server without the OTLP service
+    no_otlp_port = no_otlp.add_insecure_port("127.0.0.1:0")
+    no_otlp.start()
     with Jaeger(work) as jaeger, \
             Collector(work, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint) as collector, \
+            Collector(work, "otel-collector.yaml", jaeger_endpoint=f"127.0.0.1:{no_otlp_port}",
+                      name="misdirected") as misdirected, \
             PrometheusServer(work / "prometheus",
-                             [f"127.0.0.1:{collector.metrics_port}", f"127.0.0.1:{collector.prometheus_port}"],
+                             [f"127.0.0.1:{collector.metrics_port}", f"127.0.0.1:{collector.prometheus_port}",
+                              f"127.0.0.1:{misdirected.metrics_port}"],
                              job="otel-collector") as prom:
         data_dir = work / "app-data"
         env = cli_env(data_dir, OTEL_SERVICE_NAME=SERVICE, OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_url,
@@ -100,53 +109,56 @@ def kit(tmp_path_factory):
                     assert response.headers["x-trace-id"] == trace_id
                     sent["failing" if failing else "ok"].append((trace_id, span_id))
             secret_trace = _send_unredacted_span(collector.otlp_http_url)
+            # An error trace to the Collector whose Jaeger address is wrong: its export fails.
+            _send_unredacted_span(misdirected.otlp_http_url)
             last_sent = time.monotonic()
             for trace_id, _ in sent["failing"]:
                 wait_for(lambda t=trace_id: jaeger.trace(t), 60, f"failing trace {trace_id} in Jaeger")
             # The OK traces were decided in the same decision_wait; give the batch and Jaeger a moment more.
             time.sleep(max(0.0, last_sent + DECISION_WAIT + 5 - time.monotonic()))
-            yield {"jaeger": jaeger, "collector": collector, "prom": prom, "app": app, "data_dir": data_dir,
-                   "sent": sent, "secret_trace": secret_trace}
+            yield {"jaeger": jaeger, "collector": collector, "misdirected": misdirected, "prom": prom, "app": app,
+                   "data_dir": data_dir, "sent": sent, "secret_trace": secret_trace}
         finally:
             app.stop()
+            no_otlp.stop(grace=None)
 
 
 def _local_trace(data_dir: Path, trace_id: str) -> list:
     return [s for s in read_spans(data_dir) if s.trace_id == trace_id]
 
 
-def test_a_request_is_found_in_jaeger_as_the_tree_the_app_recorded(kit):
+def _assert_same_tree(jaeger: Jaeger, data_dir: Path, trace_id: str) -> dict[str, dict]:
+    """Jaeger has exactly the spans the app recorded for the trace, with the same parents; by name."""
+    trace = jaeger.trace(trace_id)
+    assert trace, f"trace {trace_id} is not in Jaeger"
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    local = {s.span_id: s for s in _local_trace(data_dir, trace_id)}
+    assert local, "the app's own store has the trace"
+    assert {i: s["operationName"] for i, s in spans.items()} == {i: s.name for i, s in local.items()}
+    assert {i: parent_of(s) for i, s in spans.items()} == {i: s.parent_id for i, s in local.items()}
+    for span in spans.values():
+        assert trace["processes"][span["processID"]]["serviceName"] == SERVICE
+    return spans
+
+
+def test_a_failed_request_is_found_in_jaeger_by_service_and_id_as_the_app_recorded_it(kit):
     jaeger, data_dir = kit["jaeger"], kit["data_dir"]
     trace_id, caller_span = kit["sent"]["failing"][0]
 
     assert SERVICE in jaeger.services()
-    by_service = {t["traceID"] for t in jaeger.traces(SERVICE)}
-    assert trace_id in by_service
-
-    trace = jaeger.trace(trace_id)
-    spans = {s["spanID"]: s for s in trace["spans"]}
-    local = {s.span_id: s for s in _local_trace(data_dir, trace_id)}
-    assert local, "the app's own store has the trace"
-    # Exactly the spans the app recorded, with the same parents.
-    assert {i: s["operationName"] for i, s in spans.items()} == {i: s.name for i, s in local.items()}
-    assert {i: parent_of(s) for i, s in spans.items()} == {i: s.parent_id for i, s in local.items()}
-
+    assert trace_id in {t["traceID"] for t in jaeger.traces(SERVICE)}
+    spans = _assert_same_tree(jaeger, data_dir, trace_id)
     by_name = {s["operationName"]: s for s in spans.values()}
     server = by_name["POST /workflows/{name}"]
     workflow = by_name["workflow checkout"]
-    hooks = [s for s in spans.values() if s["operationName"].startswith("hook ")]
     assert parent_of(server) == caller_span  # the caller's traceparent is continued
     assert parent_of(workflow) == server["spanID"]
-    assert hooks and all(parent_of(h) == workflow["spanID"] for h in hooks)
-    assert any("workflow_failed" in h["operationName"] for h in hooks)
-
     tags = tags_of(workflow)
     assert tags["nexus.workflow.name"] == "checkout"
     assert tags["nexus.channel"] == "api"
-    assert tags["error.type"] == "OutOfStock"
+    assert tags["error.type"] == "nexus_otel.demo.app.OutOfStock"
     assert tags["otel.status_code"] == "ERROR"
-    assert tags_of(hooks[0])["nexus.hook.event"].startswith("workflow_")
-    assert trace["processes"][workflow["processID"]]["serviceName"] == SERVICE
+    assert tags_of(server)["http.response.status_code"] == 500
 
     # The same trace through the v3 API (OTLP JSON).
     v3 = jaeger.trace_v3(trace_id)
@@ -154,6 +166,25 @@ def test_a_request_is_found_in_jaeger_as_the_tree_the_app_recorded(kit):
     v3_workflow = next(s for s in v3 if s["name"] == "workflow checkout")
     assert v3_workflow["attrs"]["nexus.workflow.name"] == "checkout"
     assert v3_workflow["resource"]["service.name"] == SERVICE
+
+
+def test_a_kept_ok_request_shows_its_hook_spans_under_the_workflow_span(kit):
+    jaeger, data_dir = kit["jaeger"], kit["data_dir"]
+    in_jaeger = {t["traceID"] for t in jaeger.traces(SERVICE, limit=5000)}
+    kept = [(t, s) for t, s in kit["sent"]["ok"] if t in in_jaeger]
+    assert kept, "the sampler keeps about 10 % of OK traces"
+    trace_id, caller_span = kept[0]
+    spans = _assert_same_tree(jaeger, data_dir, trace_id)
+    by_name = {s["operationName"]: s for s in spans.values()}
+    server, workflow = by_name["POST /workflows/{name}"], by_name["workflow greet"]
+    hooks = [s for s in spans.values() if s["operationName"].startswith("hook workflow_completed ")]
+    assert parent_of(server) == caller_span and parent_of(workflow) == server["spanID"]
+    assert hooks and all(parent_of(h) == workflow["spanID"] for h in hooks)
+    for hook in hooks:
+        tags = tags_of(hook)
+        assert tags["nexus.hook.event"] == "workflow_completed"
+        assert hook["operationName"] == f"hook workflow_completed {tags['nexus.plugin.name']}"
+    assert tags_of(workflow)["nexus.workflow.name"] == "greet"
 
 
 def test_every_error_trace_arrives_and_ok_ones_are_thinned_as_configured(kit):
@@ -193,37 +224,65 @@ def _metric_names_used(text: str, prefix: str) -> set[str]:
     return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
 
 
-def _series_names(prom: PrometheusServer) -> set[str]:
-    return set(prom._api("/api/v1/label/__name__/values"))
+def _promql(expr: str) -> str:
+    """A dashboard query as Grafana sends it, every variable at "All" but ``$service``."""
+    out = expr.replace("$__rate_interval", "1m").replace("$__range", "5m").replace("$service", SERVICE)
+    return re.sub(r"\$\{?[a-z_]+\}?", ".*", out)
 
 
-def test_span_metrics_and_the_collectors_own_metrics_reach_prometheus(kit):
+def _collector_queries() -> list[str]:
+    dashboard = json.loads(PIPELINE_DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])
+            if re.search(r"\b(otelcol|traces_span_metrics)_", t["expr"])]
+
+
+def test_span_metrics_count_every_workflow_span_before_sampling(kit):
     prom = kit["prom"]
     prom.wait_for_targets_up()
+    want = {"greet": float(OK), "checkout": float(FAILING)}
     calls = prom.wait_until(
-        lambda: prom.vector('sum by (nexus_workflow_name) (traces_span_metrics_calls_total'
-                            '{span_name=~"workflow .*"})', "nexus_workflow_name"),
-        timeout=40, what="span metrics from the spanmetrics connector")
-    # Span metrics count every span, before tail sampling.
-    assert calls.get("greet") == OK and calls.get("checkout") == FAILING, calls
-
-    names = _series_names(prom)
-    used = set()
-    for path in (REPO / "deploy" / "alerts.yml", PIPELINE_DASHBOARD):
-        used |= _metric_names_used(path.read_text(), "otelcol_")
-    assert used, "the alerts and the pipeline dashboard use the Collector's own metrics"
-    exposed = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
-    assert used <= exposed, f"used but not exposed by the running Collector: {sorted(used - exposed)}"
+        lambda: (v := prom.vector('sum by (nexus_workflow_name) (traces_span_metrics_calls_total'
+                                  f'{{service_name="{SERVICE}", span_name=~"workflow .*"}})',
+                                  "nexus_workflow_name")) == want and v,
+        timeout=60, what=f"span metrics {want} from the span_metrics connector")
+    assert calls == want
 
 
-def test_the_pipeline_dashboards_collector_queries_return_data(kit):
+def test_every_collector_metric_the_alerts_and_dashboard_use_exists_on_the_running_collector(kit):
     prom = kit["prom"]
-    dashboard = json.loads(PIPELINE_DASHBOARD.read_text())
-    queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])
-               if "otelcol_" in t.get("expr", "") or "traces_span_metrics" in t.get("expr", "")]
-    assert queries
+    used = set()
+    for text in [(REPO / "deploy" / "alerts.yml").read_text(), *_collector_queries()]:
+        used |= _metric_names_used(text, "otelcol_")
+    assert len(used) >= 5, used
+    # Counters appear once they count something: the misdirected Collector's failed export brings
+    # otelcol_exporter_send_failed_spans.
+    exposed = prom.wait_until(
+        lambda: used <= (names := {re.sub(r"_(bucket|count|sum)$", "", n)
+                                   for n in prom._api("/api/v1/label/__name__/values")}) and names,
+        timeout=60, what=f"{sorted(used)} in Prometheus")
+    assert used <= exposed, f"used but not on the running Collector: {sorted(used - exposed)}"
+
+
+def test_the_export_failing_alert_expression_finds_the_misdirected_collector_only(kit):
+    prom, misdirected = kit["prom"], kit["misdirected"]
+    rule = next(r for group in yaml.safe_load((REPO / "deploy" / "alerts.yml").read_text())["groups"]
+                for r in group["rules"] if r.get("alert") == "CollectorExportFailing")
+
+    def still_failing() -> list:  # a Collector keeps failing while its traffic goes on
+        _send_unredacted_span(misdirected.otlp_http_url)
+        return prom.query(rule["expr"])
+
+    firing = prom.wait_until(still_failing, timeout=60, what=rule["expr"])
+    assert {s["metric"]["instance"] for s in firing} == {f"127.0.0.1:{misdirected.metrics_port}"}
+    assert {s["metric"]["exporter"] for s in firing} == {"otlp_grpc/jaeger"}
+
+
+def test_the_pipeline_dashboards_collector_panels_return_data(kit):
+    prom = kit["prom"]
+    queries = _collector_queries()
+    assert len(queries) >= 5
     for expr in queries:
-        promql = expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
-        promql = re.sub(r'\$\{?service\}?', ".*", promql)
-        result = prom.wait_until(lambda q=promql: prom.query(q), timeout=30, what=f"data for {promql}")
+        promql = _promql(expr)
+        result = prom.wait_until(lambda q=promql: [s for s in prom.query(q) if math.isfinite(float(s["value"][1]))],
+                                 timeout=60, what=f"data for {promql}")
         assert result, promql

@@ -23,6 +23,8 @@ import yaml
 from nexus_otel.errors import ConfigurationError
 from nexus_otel.telemetry.config import TelemetryConfig
 
+from .deploy_servers import with_env_defaults
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -39,8 +41,6 @@ K8S_COLLECTORS = {"otel-gateway": "otel-collector-gateway.yaml", "otel-sampler":
 # The sections of a collector config that hold components. Whether a component type exists is the
 # real Collector's call: tests/test_collector_components.py runs `validate` on every config.
 SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions")
-# ${env:NAME:-default} in a collector config: the Collector reads NAME, these checks the default.
-ENV_DEFAULT = re.compile(r"\$\{env:[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")
 PIPELINE_DATA_TYPES = ("traces", "metrics", "logs")
 # The OTLP receiver's endpoints when a protocol is listed without one.
 OTLP_DEFAULT_PORTS = {"grpc": 4317, "http": 4318}
@@ -49,17 +49,6 @@ SDK_PROTOCOL_TO_RECEIVER = {"http/protobuf": "http", "grpc": "grpc"}
 
 
 # --- reading -----------------------------------------------------------------------------------
-
-def with_env_defaults(node):
-    """``node`` with every ``${env:NAME:-default}`` replaced by its default (what runs with NAME unset)."""
-    if isinstance(node, dict):
-        return {k: with_env_defaults(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [with_env_defaults(v) for v in node]
-    if isinstance(node, str):
-        return ENV_DEFAULT.sub(lambda m: m.group(1), node)
-    return node
-
 
 def load_yaml(path: Path) -> dict:
     with open(path, encoding="utf-8") as f:
@@ -311,11 +300,11 @@ def k8s_problems(k8s_dir: Path, deploy_dir: Path) -> list[str]:
                 problems.append(f"service {svc_name} port {port['port']} goes to container port {target}, "
                                 f"not an OTLP receiver port of {dep_name} {sorted(receiver_ports)}")
 
-    # The gateway's loadbalancing exporter finds the samplers through a headless Service.
+    # The gateway's load_balancing exporter finds the samplers through a headless Service.
     gateway = configs.get("otel-gateway", {})
-    lb = {n: s for n, s in (gateway.get("exporters") or {}).items() if component_type(n) == "loadbalancing"}
+    lb = {n: s for n, s in (gateway.get("exporters") or {}).items() if component_type(n) == "load_balancing"}
     if not lb:
-        problems.append("the gateway config has no loadbalancing exporter")
+        problems.append("the gateway config has no load_balancing exporter")
     for name, settings in lb.items():
         dns = ((settings or {}).get("resolver") or {}).get("dns")
         if not dns:
@@ -480,10 +469,10 @@ def test_kustomize_renders_every_resource_in_the_namespace():
 # --- the checkers catch broken copies ----------------------------------------------------------
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
-    ("exporters: [otlp/jaeger]", "exporters: [otlp/jaegr]", "exporter 'otlp/jaegr' is not defined"),
-    ("exporters: [otlp/jaeger]", "exporters: [otlp/jaegr]", "exporter 'otlp/jaeger' is defined but no pipeline"),
-    ("receivers: [otlp, spanmetrics]", "receivers: [otlp]", "connector 'spanmetrics' is never used as a receiver"),
-    ("exporters: [spanmetrics]", "exporters: [prometheus]", "connector 'spanmetrics' is never used as an exporter"),
+    ("exporters: [otlp_grpc/jaeger]", "exporters: [otlp_grpc/jaegr]", "exporter 'otlp_grpc/jaegr' is not defined"),
+    ("exporters: [otlp_grpc/jaeger]", "exporters: [otlp_grpc/jaegr]", "exporter 'otlp_grpc/jaeger' is defined but no pipeline"),
+    ("receivers: [otlp, span_metrics]", "receivers: [otlp]", "connector 'span_metrics' is never used as a receiver"),
+    ("exporters: [span_metrics]", "exporters: [prometheus]", "connector 'span_metrics' is never used as an exporter"),
     ("redaction, tail_sampling, batch]", "redaction, tail_sample, batch]", "processor 'tail_sample' is not defined"),
     ("  batch:\n    send_batch_size", "  batchy:\n    send_batch_size", "pipeline 'traces': processor 'batch' is not defined"),
     ("extensions: [health_check]", "extensions: [health_check, pprof]", "'pprof' is not defined"),

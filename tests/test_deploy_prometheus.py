@@ -23,6 +23,8 @@ import yaml
 from nexus_otel.plugins import CachingPlugin, DatabasePlugin, NexusPlugin, WebhookPlugin
 from nexus_otel.testing import CapturedTelemetry
 
+from .deploy_servers import with_env_defaults
+
 try:  # tests/ may or may not become a package
     from .webhook_receiver import WebhookReceiver
 except ImportError:
@@ -219,7 +221,7 @@ def test_scrape_targets_are_compose_services_and_ports() -> None:
     # The collector: its own telemetry reader and its prometheus exporter, read from the
     # config file compose actually mounts at the path given by --config.
     collector = services["otel-collector"]
-    collector_config = load(mounted_file(collector, option(collector["command"], "--config")))
+    collector_config = with_env_defaults(load(mounted_file(collector, option(collector["command"], "--config"))))
     collector_ports = set()
     for reader in collector_config["service"]["telemetry"]["metrics"]["readers"]:
         collector_ports.add(int(reader["pull"]["exporter"]["prometheus"]["port"]))
