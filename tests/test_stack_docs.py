@@ -37,10 +37,14 @@ def _run_literally(script: str, tmp_path: Path, timeout: float = 300) -> subproc
     """Run ``script`` in a fresh shell at the repo root (its own process group), then stop what it left."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(NEXUS_OTEL_STACK_DIR=str(tmp_path / "stack"), NEXUS_OTEL_DATA_DIR=str(tmp_path / "data"))
-    process = subprocess.Popen(["bash", "-e", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out_file, err_file = tmp_path / "stdout", tmp_path / "stderr"
+    # Files, not pipes: what the text starts in the background keeps its output open after the script ends.
+    with open(out_file, "w") as stdout, open(err_file, "w") as stderr:
+        process = subprocess.Popen(["bash", "-e", "-c", script], cwd=REPO, env=env, stdout=stdout, stderr=stderr,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        out, err = process.communicate(timeout=timeout)
+        process.wait(timeout)
+        out, err = out_file.read_text(), err_file.read_text()
     finally:
         subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=REPO, env=env, capture_output=True, timeout=60)
         try:
