@@ -43,7 +43,7 @@ baseline and candidate ``Side``s, a target ratio or None (reported only), an opt
         a wait until both outboxes are empty, the request logger's ``flush()``), so
         a round's total includes delivering everything it produced.
     The breakdown line gives the background threads' CPU per execution (webhook
-    worker, audit worker), with the httpx POST measured on
+    worker, audit worker), with the POSTs (aiohttp, concurrent) measured on
     its own. After the rounds the receiver must have received, and the audit table
     must hold, exactly one payload / row per execution, and the request log must
     have written two records per execution.
@@ -837,23 +837,23 @@ BACKGROUND_THREADS = ("nexus-otel-webhooks", "nexus-otel-audit")
 
 
 def _time_posts(webhook: WebhookPlugin) -> list[float]:
-    """Wraps the webhook client's ``post`` to add up the CPU its (worker) thread spends in it.
+    """Wraps the webhook poster's ``post_all`` to add up the CPU its (worker) thread spends posting.
 
-    Returns the accumulator, [cpu seconds, posts]. Costs two ``thread_time`` calls per POST.
+    Returns the accumulator, [cpu seconds, posts]. Costs two ``thread_time`` calls per batch.
     """
-    client = webhook.exporter._client  # type: ignore[union-attr]
-    post = client.post
+    poster = webhook.exporter._poster  # type: ignore[union-attr]
+    post_all = poster.post_all
     acc = [0.0, 0]
 
-    def timed_post(*args: Any, **kwargs: Any) -> Any:
+    def timed_post_all(posts: Any) -> Any:
         t0 = time.thread_time()
         try:
-            return post(*args, **kwargs)
+            return post_all(posts)
         finally:
             acc[0] += time.thread_time() - t0
-            acc[1] += 1
+            acc[1] += len(posts)
 
-    client.post = timed_post  # type: ignore[method-assign]
+    poster.post_all = timed_post_all  # type: ignore[method-assign]
     return acc
 
 
@@ -888,7 +888,7 @@ def _background_note(start: dict[str, Any], end: dict[str, Any] | None) -> str:
     posts = end["post_cpu"][1] - start["post_cpu"][1]
     webhook = f"webhook worker {per_execution('nexus-otel-webhooks')}"
     if posts:
-        webhook += f" (of which httpx POST {post_cpu / posts * 1e6:.0f} us per payload, {posts} payloads)"
+        webhook += f" (of which the POSTs {post_cpu / posts * 1e6:.0f} us per payload, {posts} payloads)"
     return (f"background CPU per execution, warm-up and rounds ({executions} executions): {webhook}, "
             f"audit worker {per_execution('nexus-otel-audit')} "
             f"(request-log listener not counted)")

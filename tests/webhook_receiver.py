@@ -98,6 +98,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # Senders open many connections at once (the webhook worker keeps up to 64 in flight); the
+    # socketserver default backlog of 5 would drop their SYNs and turn a burst into timeouts.
+    request_queue_size = 256
 
     def __init__(self, receiver: "WebhookReceiver", address: tuple[str, int]) -> None:
         """Bind to ``address`` and remember the receiver that holds the state."""

@@ -2,13 +2,16 @@
 
 ``on_end`` only queues: a local SQLite commit, done before the workflow's
 caller gets its result, so a crash after that loses no payload. A worker
-thread posts with httpx, signed per the Standard Webhooks
+thread posts each due batch concurrently (``max_in_flight`` requests per
+destination, pooled keep-alive connections: :mod:`.http_poster`), signed per the Standard Webhooks
 specification (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``:
 HMAC-SHA256, via the ``standardwebhooks`` package), so any Standard Webhooks
 library verifies it. Timeouts, connection errors, 429 and 5xx are retried
 with backoff and jitter (``Retry-After`` is honoured); other 4xx answers and
 exhausted retries go to the dead letters. A retry keeps its ``webhook-id``, so
-receivers can drop duplicates; its timestamp and signature are fresh.
+receivers can drop duplicates; its timestamp and signature are fresh. Payloads
+of one batch are in flight together, so they may arrive in any order (Standard
+Webhooks promises none); each is delivered once its receiver answers 2xx.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
 
-import httpx
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from standardwebhooks.webhooks import Webhook
 
 from ..records import ExecutionRecord, RecordProcessor
 from .delivery import NOT_ATTEMPTED, OK, OutboxWorker, Outcome, RetryPolicy
+from .http_poster import ConcurrentPoster, Post, PostTimeout, Reply
 from .outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outcomes import OutcomeCounts
 
@@ -71,7 +74,8 @@ class WebhookExporter(RecordProcessor):
 
     def __init__(self, urls: Sequence[str], outbox: Outbox | OutboxView, *, secret: str | None = None,
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
-                 policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None) -> None:
+                 policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None,
+                 max_in_flight: int = 64) -> None:
         self.urls = tuple(urls)
         # The outbox file may be shared with other sinks: this exporter sees webhook messages only.
         self.outbox = outbox.view(WEBHOOK_SCOPE) if isinstance(outbox, Outbox) else outbox
@@ -79,8 +83,7 @@ class WebhookExporter(RecordProcessor):
         self.statuses = statuses
         self.timeout = timeout
         self._signer = Webhook(secret) if secret else None
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-                                    follow_redirects=False)
+        self._poster = ConcurrentPoster(per_destination=max_in_flight, user_agent="nexus-otel-webhooks")
         self._outcomes = OutcomeCounts(("queued", "delivered", "retried", "failed"))
         self.counts = self._outcomes.counts
         if meter is not None:
@@ -91,8 +94,9 @@ class WebhookExporter(RecordProcessor):
                 "nexus.webhook.outbox", callbacks=[self._observe], unit="1",
                 description="Webhook messages waiting (pending) or given up (dead).",
             )
+        # A batch holds a few rounds of max_in_flight per destination, so the pipe stays full between batches.
         self.worker = OutboxWorker(self.outbox, self._deliver, policy=policy, name="webhooks",
-                                   on_outcome=self._count)
+                                   on_outcome=self._count, batch_size=max(50, 4 * max_in_flight))
 
     def start(self) -> "WebhookExporter":
         self.worker.start()
@@ -118,48 +122,40 @@ class WebhookExporter(RecordProcessor):
 
     def shutdown(self, timeout: float = 10.0) -> None:
         if self.worker.stop(timeout):
-            self._client.close()
+            self._poster.close()
             self.outbox.close()
 
     # -- delivery ----------------------------------------------------------------------
     def _deliver(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
-        outcomes = []
-        for message in batch:
+        """Post the batch concurrently; a message whose deadline leaves no time is not attempted."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        posts: list[Post] = []
+        sent: list[int] = []
+        for index, message in enumerate(batch):
             timeout = self.timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
                 if timeout <= 0.05:
-                    outcomes.append(NOT_ATTEMPTED)
+                    outcomes[index] = NOT_ATTEMPTED
                     continue
-            outcomes.append(self._post(message, timeout))
-        return outcomes
+            posts.append(self._request(message, timeout))
+            sent.append(index)
+        for index, reply in zip(sent, self._poster.post_all(posts)):
+            outcomes[index] = _outcome(reply)
+        return [o if o is not None else NOT_ATTEMPTED for o in outcomes]
 
-    def _post(self, message: Message, timeout: float | None = None) -> Outcome:
+    def _request(self, message: Message, timeout: float) -> Post:
+        """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``."""
         body = json.dumps(body_of(message.payload), separators=(",", ":"))
         now = _dt.datetime.now(_dt.timezone.utc)
         headers = {
             "content-type": "application/json",
-            "user-agent": "nexus-otel-webhooks",
             "webhook-id": message.message_id,
             "webhook-timestamp": str(int(now.timestamp())),
         }
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(message.message_id, now, body)
-        try:
-            kwargs: dict[str, Any] = {}
-            if timeout is not None and timeout < self.timeout:
-                kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 2.0))
-            response = self._client.post(message.destination, content=body.encode(), headers=headers, **kwargs)
-        except httpx.TimeoutException as exc:
-            return Outcome(False, f"timeout: {type(exc).__name__}")
-        except httpx.TransportError as exc:
-            return Outcome(False, f"connection error: {type(exc).__name__}: {exc}")
-        if 200 <= response.status_code < 300:
-            return OK
-        error = f"HTTP {response.status_code}"
-        if response.status_code in RETRY_STATUSES:
-            return Outcome(False, error, retry=True, retry_after=_retry_after(response.headers.get("retry-after")))
-        return Outcome(False, error, retry=False)
+        return Post(message.destination, body.encode(), headers, timeout)
 
     def _count(self, outcome: str, n: int) -> None:
         self._outcomes.add(outcome, n)
@@ -171,6 +167,20 @@ class WebhookExporter(RecordProcessor):
             return []
         return [Observation(counts.get("pending", 0), {"state": "pending"}),
                 Observation(counts.get("dead", 0), {"state": "dead"})]
+
+
+def _outcome(reply: Reply | Exception) -> Outcome:
+    """A receiver's answer (or the failure to get one) as a delivery outcome."""
+    if isinstance(reply, PostTimeout):
+        return Outcome(False, f"timeout: {reply}")
+    if isinstance(reply, Exception):
+        return Outcome(False, f"connection error: {reply}")
+    if 200 <= reply.status < 300:
+        return OK
+    error = f"HTTP {reply.status}"
+    if reply.status in RETRY_STATUSES:
+        return Outcome(False, error, retry=True, retry_after=_retry_after(reply.retry_after))
+    return Outcome(False, error, retry=False)
 
 
 def _retry_after(value: str | None) -> float | None:

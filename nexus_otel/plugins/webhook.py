@@ -47,7 +47,8 @@ class WebhookPlugin(NexusPlugin):
     def __init__(self, webhook_url: str | Sequence[str], *, secret: str | None = None,
                  workflows: Any = None, statuses: Sequence[str] = ("completed",),
                  outbox_path: str | os.PathLike[str] | None = None, max_attempts: int = 8,
-                 backoff_base: float = 0.5, backoff_max: float = 300.0, timeout: float = 5.0) -> None:
+                 backoff_base: float = 0.5, backoff_max: float = 300.0, timeout: float = 5.0,
+                 max_in_flight: int = 64) -> None:
         self.webhook_url = webhook_url
         self.secret = secret
         self.workflows = workflows
@@ -57,6 +58,7 @@ class WebhookPlugin(NexusPlugin):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.timeout = timeout
+        self.max_in_flight = max_in_flight
         self.exporter: WebhookExporter | None = None
         self._outbox_file: Path | None = None
         self._app: Any = None
@@ -92,6 +94,8 @@ class WebhookPlugin(NexusPlugin):
         )
         timeout = float(settings.number("WebhookPlugin.timeout", self.timeout, strictly_positive=True,
                                         maximum=300))
+        max_in_flight = int(settings.number("WebhookPlugin.max_in_flight", self.max_in_flight, minimum=1,
+                                            maximum=1024, integer=True))
         path = Path(self.outbox_path) if self.outbox_path else default_outbox_path(
             nexus_app.telemetry.config.data_dir, LEGACY_OUTBOX)
         self._outbox_file = path
@@ -100,7 +104,7 @@ class WebhookPlugin(NexusPlugin):
             urls, nexus_app.records.outbox(path), secret=self.secret, workflows=settings.names("WebhookPlugin.workflows",
                                                                              self.workflows),
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
-            meter=telemetry.meter if telemetry.enabled else None,
+            meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
         ).start()
         self._app = nexus_app
         nexus_app.records.add(self.exporter)

@@ -1,0 +1,170 @@
+"""CPU per webhook POST for the HTTP clients a delivery worker could use, measured in one run.
+
+Run::
+
+    python benchmarks/http_clients.py            # 3 rounds of 2,000 POSTs per client
+    python benchmarks/http_clients.py --quick    # 1 round of 500
+
+The receiver is a separate process (its CPU is not counted): an asyncio HTTP/1.1
+server on 127.0.0.1 that answers every POST ``200`` with keep-alive, after
+``--delay-ms`` (default 0). Each client posts the same signed-size JSON body with
+the same headers; the figure is this process's CPU time (``time.process_time``,
+all threads) per POST, median over rounds, and the deliveries per second of wall
+time. Clients:
+
+- ``httpx-sync``: ``httpx.Client.post``, one at a time (the worker before issue 13);
+- ``httpx-async``: ``httpx.AsyncClient``, ``--concurrency`` requests in flight;
+- ``aiohttp``: ``aiohttp.ClientSession``, ``--concurrency`` requests in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# benchmarks/http.py would shadow the standard library's http package for a script run from here.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Awaitable, Callable  # noqa: E402
+
+HOST = "127.0.0.1"
+BODY = (b'{"type":"workflow.completed","workflow":"checkout","status":"completed","duration":0.0123,'
+        b'"timestamp":"2026-12-01T12:00:00+00:00","completed_at":"2026-12-01T12:00:00+00:00",'
+        b'"workflow_id":"0b6e7a4c-7f1d-4a51-9b6e-3c2f1e0d9a8b","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",'
+        b'"error_type":null,"session_id":"s1","channel":"api"}')
+HEADERS = {"content-type": "application/json", "user-agent": "nexus-otel-webhooks",
+           "webhook-id": "msg_0b6e7a4c", "webhook-timestamp": "1764590400",
+           "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="}
+
+
+def receiver_main(delay: float) -> int:
+    """``--receiver`` mode: an asyncio HTTP/1.1 keep-alive server answering each POST 200 after ``delay``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, HOST, 0, backlog=1024)
+        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+    return 0
+
+
+class Receiver:
+    def __init__(self, delay_ms: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--receiver",
+                                      "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        self.url = f"http://{HOST}:{int(line.split()[1])}/hook"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def run_httpx_sync(url: str, n: int, concurrency: int) -> None:
+    import httpx
+    with httpx.Client(timeout=5.0) as client:
+        for _ in range(n):
+            client.post(url, content=BODY, headers=HEADERS).raise_for_status()
+
+
+async def _bounded(n: int, concurrency: int, post: Callable[[], Awaitable[None]]) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            await post()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+def run_httpx_async(url: str, n: int, concurrency: int) -> None:
+    import httpx
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=5.0, limits=limits) as client:
+            async def post() -> None:
+                (await client.post(url, content=BODY, headers=HEADERS)).raise_for_status()
+            await _bounded(n, concurrency, post)
+
+    asyncio.run(main())
+
+
+def run_aiohttp(url: str, n: int, concurrency: int) -> None:
+    import aiohttp
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5.0)) as session:
+            async def post() -> None:
+                async with session.post(url, data=BODY, headers=HEADERS) as response:
+                    await response.read()
+                    response.raise_for_status()
+            await _bounded(n, concurrency, post)
+
+    asyncio.run(main())
+
+
+CLIENTS = {"httpx-sync": run_httpx_sync, "httpx-async": run_httpx_async, "aiohttp": run_aiohttp}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.receiver:
+        return receiver_main(args.delay_ms / 1000)
+    rounds, n = (1, 500) if args.quick else (3, 2000)
+    receiver = Receiver(args.delay_ms)
+    try:
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
+        for name, run in CLIENTS.items():  # warm-up: imports, first connections
+            run(receiver.url, 50, args.concurrency)
+        for _ in range(rounds):
+            for name, run in CLIENTS.items():
+                cpu, wall = time.process_time(), time.perf_counter()
+                run(receiver.url, n, args.concurrency)
+                results[name].append(((time.process_time() - cpu) / n * 1e6, n / (time.perf_counter() - wall)))
+    finally:
+        receiver.stop()
+    print(f"POST to a receiver in another process, {args.delay_ms:g} ms answers, "
+          f"concurrency {args.concurrency} for the async clients; {rounds} x {n} POSTs each")
+    print(f"{'client':<12} {'CPU us/POST (median)':>21} {'POSTs/s (median)':>17}")
+    for name, figures in results.items():
+        cpu = statistics.median(f[0] for f in figures)
+        rate = statistics.median(f[1] for f in figures)
+        print(f"{name:<12} {cpu:>21.1f} {rate:>17.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

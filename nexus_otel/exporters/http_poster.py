@@ -1,0 +1,123 @@
+"""Many HTTP POSTs in flight from a synchronous caller: an aiohttp session on a private event loop.
+
+The webhook worker delivers a batch at a time from its own thread. This poster
+runs the batch's requests concurrently on an event loop that only that thread
+ever runs (inside :meth:`ConcurrentPoster.post_all`), so there is no extra
+thread and no cross-thread hand-off. Connections are pooled and kept alive;
+each destination has at most ``per_destination`` requests in flight.
+
+Why aiohttp: ``benchmarks/http_clients.py`` measures the CPU per POST of the
+candidates in one run on 127.0.0.1. With 32 requests in flight aiohttp costs
+about a quarter of a synchronous ``httpx.Client`` POST and a small fraction of
+``httpx.AsyncClient``'s (whose pool is slow under concurrency); see
+``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import aiohttp
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """One request: where, what, which headers, and how long it may take (seconds)."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer's status and its ``Retry-After`` header (if any); the body is read and dropped."""
+
+    status: int
+    retry_after: str | None = None
+
+
+class PostTimeout(Exception):
+    """The request took longer than its timeout."""
+
+
+class PostFailed(Exception):
+    """The request could not be sent or answered (refused, reset, DNS, TLS, ...)."""
+
+
+class ConcurrentPoster:
+    """POSTs a batch concurrently and returns, in the batch's order, a :class:`Reply` or an exception for each.
+
+    Only one thread may call :meth:`post_all` (the loop is that thread's while it
+    runs); :meth:`close` after that thread has finished.
+    """
+
+    def __init__(self, *, per_destination: int = 64, connect_timeout: float = 2.0,
+                 user_agent: str = "nexus-otel") -> None:
+        if per_destination < 1:
+            raise ValueError(f"per_destination must be at least 1, got {per_destination!r}")
+        self.per_destination = per_destination
+        self.connect_timeout = connect_timeout
+        self.user_agent = user_agent
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._gates: dict[str, asyncio.Semaphore] = {}
+
+    def post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
+        """Send every post, at most ``per_destination`` at a time per URL; never raises for a failed post."""
+        if not posts:
+            return []
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self._post_all(posts))
+
+    async def _post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.per_destination,
+                                             enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                                  headers={"user-agent": self.user_agent})
+        return list(await asyncio.gather(*(self._post(p) for p in posts)))
+
+    async def _post(self, post: Post) -> Reply | Exception:
+        gate = self._gates.get(post.url)
+        if gate is None:
+            gate = self._gates[post.url] = asyncio.Semaphore(self.per_destination)
+        timeout = aiohttp.ClientTimeout(total=post.timeout, connect=min(post.timeout, self.connect_timeout))
+        assert self._session is not None
+        try:
+            async with gate:
+                async with self._session.post(post.url, data=post.body, headers=post.headers,
+                                              timeout=timeout, allow_redirects=False) as response:
+                    await response.read()
+                    return Reply(response.status, response.headers.get("retry-after"))
+        except asyncio.TimeoutError as exc:
+            return PostTimeout(f"{type(exc).__name__}")
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return PostFailed(f"{type(exc).__name__}: {exc}")
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Close the pooled connections and the loop, once :meth:`post_all` can no longer run.
+
+        The closing runs on a short-lived thread of its own: the caller may be inside another
+        event loop (a server's shutdown), where this loop could not run.
+        """
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        session, self._session = self._session, None
+
+        def close_on_own_thread() -> None:
+            try:
+                if session is not None:
+                    loop.run_until_complete(session.close())
+            finally:
+                loop.close()
+
+        closer = threading.Thread(target=close_on_own_thread, name="nexus-otel-poster-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
