@@ -99,6 +99,7 @@ _INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next
 
 
 _MAX_ROWS_PER_INSERT = 16
+_IDS_PER_DELETE = 500  # well under SQLite's limit on bound variables
 
 
 @functools.lru_cache(maxsize=_MAX_ROWS_PER_INSERT)
@@ -249,8 +250,11 @@ class Outbox:
         return max(0.0, row[0] - time.time())
 
     def delivered(self, ids: Sequence[int]) -> None:
+        """Remove delivered messages: one statement (one transaction) per chunk of ids, not one per id."""
         with self._lock:
-            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            for start in range(0, len(ids), _IDS_PER_DELETE):
+                chunk = [int(i) for i in ids[start:start + _IDS_PER_DELETE]]
+                self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     def retry(self, id_: int, delay: float, error: str) -> None:
         with self._lock:
