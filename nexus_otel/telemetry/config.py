@@ -18,6 +18,11 @@ and ``NEXUS_OTEL_LOCAL_MAX_FILES`` files (default 5).
 (milliseconds, zero or more) turn on in-process tail sampling
 (:class:`~nexus_otel.processors.tail_sampling.TailSampling`); setting either is
 enough (the ratio defaults to 1, the threshold to none).
+
+``NEXUS_OTEL_OTLP_ENCODER`` chooses how the OTLP span exporter (either protocol)
+serializes a batch: ``fast`` (the default) writes the protobuf bytes directly
+(:mod:`nexus_otel.exporters.otlp_encoding`), ``stock`` uses the SDK's exporter
+unchanged.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ SAMPLERS = (
 DEFAULT_DATA_DIR = ".nexus-otel"
 TAIL_SAMPLING_RATIO = "NEXUS_OTEL_TAIL_SAMPLING_RATIO"
 TAIL_SAMPLING_SLOW_MS = "NEXUS_OTEL_TAIL_SAMPLING_SLOW_MS"
+OTLP_ENCODER = "NEXUS_OTEL_OTLP_ENCODER"
+OTLP_ENCODERS = ("fast", "stock")
 _DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = ("true",)
 _FALSE = ("false", "")
@@ -87,6 +94,8 @@ class TelemetryConfig:
     """Which measurements keep an exemplar (``OTEL_METRICS_EXEMPLAR_FILTER``)."""
     tail_sampling: TailSampling | None = None
     """In-process tail sampling (``NEXUS_OTEL_TAIL_SAMPLING_*``); None keeps every sampled span."""
+    otlp_encoder: str = "fast"
+    """How OTLP span batches are serialized (``NEXUS_OTEL_OTLP_ENCODER``): ``fast`` or the SDK's (``stock``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":
@@ -135,7 +144,13 @@ class TelemetryConfig:
             exemplar_filter=_choice("OTEL_METRICS_EXEMPLAR_FILTER", env.get("OTEL_METRICS_EXEMPLAR_FILTER"),
                                     EXEMPLAR_FILTERS, "trace_based"),
             tail_sampling=_tail_sampling(env),
+            otlp_encoder=otlp_encoder(env),
         )
+
+
+def otlp_encoder(environ: Mapping[str, str]) -> str:
+    """``NEXUS_OTEL_OTLP_ENCODER``: ``fast`` (default) or ``stock``; anything else is a ConfigurationError."""
+    return _choice(OTLP_ENCODER, environ.get(OTLP_ENCODER), OTLP_ENCODERS, "fast")
 
 
 def _bool(var: str, raw: str | None) -> bool:

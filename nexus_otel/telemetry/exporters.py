@@ -7,6 +7,12 @@ exporters would read them as seconds) and passed in. When an app is given an
 general one plus ``/v1/<signal>`` for http/protobuf), timeout, headers and
 compression are all taken from that mapping, so ``environ=`` and the process
 environment behave the same.
+
+The OTLP span exporter writes its requests with nexus-otel's own encoder
+(:mod:`nexus_otel.exporters.otlp_encoding`, several times cheaper than the SDK's
+message objects) unless ``NEXUS_OTEL_OTLP_ENCODER=stock`` asks for the SDK's
+exporter as it is; sending, retries and every ``OTEL_EXPORTER_OTLP_*`` setting are
+the SDK's either way.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from .config import TelemetryConfig
+from .config import OTLP_ENCODER, OTLP_ENCODERS, TelemetryConfig, otlp_encoder
 
 LOCAL_SCHEDULE_DELAY_MS = 500
 """How long spans wait in the local store's batch queue at most: `nexus-otel traces` sees them within a second."""
@@ -101,9 +107,24 @@ def otlp_options(environ: Mapping[str, str] | None, signal: str, protocol: str) 
     return options
 
 
-def otlp_span_exporter(protocol: str, environ: Mapping[str, str] | None = None) -> SpanExporter:
-    """The real OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``)."""
+def otlp_span_exporter(protocol: str, environ: Mapping[str, str] | None = None,
+                       encoder: str | None = None) -> SpanExporter:
+    """The real OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``).
+
+    ``encoder`` is ``fast`` (our bytes, the SDK's sending) or ``stock`` (the SDK's exporter);
+    None reads ``NEXUS_OTEL_OTLP_ENCODER`` from ``environ`` (or the process's).
+    """
+    from ..errors import ConfigurationError
+
     options = otlp_options(environ, "traces", protocol)
+    if encoder is None:
+        encoder = otlp_encoder(os.environ if environ is None else environ)
+    elif encoder not in OTLP_ENCODERS:
+        raise ConfigurationError(OTLP_ENCODER, encoder, "one of " + ", ".join(OTLP_ENCODERS))
+    if encoder == "fast":
+        from ..exporters.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
+
+        return (OTLPGrpcSpanExporter if protocol == "grpc" else OTLPHttpSpanExporter)(**options)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
@@ -134,7 +155,7 @@ def span_processors(config: TelemetryConfig, counter: Any,
     for name in config.traces_exporters:
         if name == "otlp":
             processors.append(MeteredBatchSpanProcessor(
-                otlp_span_exporter(config.traces_protocol, environ), "otlp", counter))
+                otlp_span_exporter(config.traces_protocol, environ, config.otlp_encoder), "otlp", counter))
         elif name == "local":
             from ..exporters.local import LocalSpanExporter
 

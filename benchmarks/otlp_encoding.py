@@ -1,0 +1,234 @@
+"""CPU time per span of encoding an OTLP span batch: the SDK's encoder against nexus-otel's, in one process.
+
+Run::
+
+    python benchmarks/otlp_encoding.py            # full run (about 30 s)
+    python benchmarks/otlp_encoding.py --quick    # shorter, noisier run (about 8 s)
+    python benchmarks/otlp_encoding.py --profile  # also a cProfile of our encoder (top functions)
+
+The batch is what this project's batch span processor hands the OTLP exporter:
+512 spans from one resource and the ``nexus_otel`` scope, made with the real SDK,
+shaped like its spans: per request an HTTP server span (method, path, scheme,
+protocol, server and client address, user agent, status code, route), a
+``workflow <name>`` span (``nexus.workflow.name``, ``nexus.workflow.id``,
+``nexus.channel``, ``session.id``) and two or three ``hook <event> <plugin>``
+spans (``nexus.plugin.name``, ``nexus.hook.event``). Eight such batches with
+fresh ids (trace, span, workflow and session ids all differ) are encoded in turn,
+so what our encoder keeps between batches is only what really repeats.
+
+Sides: **stock** is ``encode_spans(batch).SerializeToString()``
+(``opentelemetry.exporter.otlp.proto.common.trace_encoder``, protobuf's upb
+backend); **ours** is ``SpanEncoder.encode(batch)`` with one encoder kept across
+batches, as an exporter keeps it. Before timing, every batch must decode to the
+stock message. The two sides run in alternating rounds (the order flips each
+round), each round encoding every batch ``reps`` times with the garbage collector
+paused, timed with ``time.process_time``. Per side: the median over rounds of
+µs per span. The judged ratio is the median over rounds of that round's
+ours / stock (target <= 0.33); the ratio of the medians is printed beside it.
+
+A third line, **floor**, times the least any Python encoder must do: read every
+field an encoder reads from each span (context, parent, name, kind, times,
+status, events, links, dropped counts) and iterate its attributes, building
+nothing. It shows how much of our time is the reading itself.
+
+The script always exits 0: it reports, it does not gate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# ``python benchmarks/otlp_encoding.py`` puts this folder first on sys.path, where
+# ``benchmarks/http.py`` would shadow the standard library's ``http``; drop it.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
+
+from google.protobuf import __version__ as protobuf_version  # noqa: E402
+from google.protobuf.internal import api_implementation  # noqa: E402
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from opentelemetry.sdk import version as otel_sdk_version  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: E402
+
+import nexus_otel  # noqa: E402
+from nexus_otel.exporters.otlp_encoding import SpanEncoder  # noqa: E402
+from nexus_otel.telemetry import contract as c  # noqa: E402
+
+BATCH_SIZE = 512
+BATCHES = 8
+TARGET = 0.33
+WORKFLOWS = ("greet", "summarize", "classify", "translate", "ingest")
+PLUGINS = ("auditor", "metrics", "webhook")
+
+
+class Collect(SpanExporter):
+    """Keeps every finished span."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def make_batches(seed: int = 1) -> list[tuple[ReadableSpan, ...]]:
+    """``BATCHES`` batches of ``BATCH_SIZE`` project-shaped spans, from one provider (one resource, one scope)."""
+    rng = random.Random(seed)
+    collect = Collect()
+    provider = TracerProvider(resource=Resource.create({
+        c.SERVICE_NAME: "bench-service", "service.version": "1.4.2", "deployment.environment.name": "production",
+        "host.name": "worker-3"}))
+    provider.add_span_processor(SimpleSpanProcessor(collect))
+    tracer = provider.get_tracer(c.INSTRUMENTATION_NAME, nexus_otel.__version__)
+    while len(collect.spans) < BATCH_SIZE * BATCHES:
+        workflow = rng.choice(WORKFLOWS)
+        route = "/workflows/{name}"
+        http_attributes = {
+            "http.request.method": "POST", "url.path": f"/workflows/{workflow}", "url.scheme": "http",
+            "network.protocol.version": "1.1", "server.address": "api.example.com", "server.port": 8000,
+            "client.address": f"10.0.{rng.randrange(4)}.{rng.randrange(256)}",
+            "user_agent.original": "python-httpx/0.27.0",
+        }
+        with tracer.start_as_current_span("POST", kind=SpanKind.SERVER, attributes=http_attributes) as http:
+            with tracer.start_as_current_span(c.WORKFLOW_SPAN.format(workflow=workflow), attributes={
+                    c.WORKFLOW_NAME: workflow, c.WORKFLOW_ID: uuid.UUID(int=rng.getrandbits(128)).hex,
+                    c.CHANNEL: "http", c.SESSION_ID: f"session-{rng.randrange(100_000)}"}) as span:
+                events = [c.WORKFLOW_STARTED, c.WORKFLOW_COMPLETED] + (
+                    [c.WORKFLOW_COMPLETED] if rng.random() < 0.5 else [])
+                for event in events:
+                    plugin = rng.choice(PLUGINS)
+                    with tracer.start_as_current_span(c.HOOK_SPAN.format(event=event, plugin=plugin), attributes={
+                            c.PLUGIN_NAME: plugin, c.HOOK_EVENT: event}):
+                        pass
+                if rng.random() < 0.05:
+                    span.set_status(Status(StatusCode.ERROR, "workflow failed"))
+            http.update_name(f"POST {route}")
+            http.set_attributes({"http.response.status_code": 200, "http.route": route})
+    provider.shutdown()
+    spans = collect.spans
+    return [tuple(spans[i * BATCH_SIZE:(i + 1) * BATCH_SIZE]) for i in range(BATCHES)]
+
+
+def floor(batch: Sequence[ReadableSpan]) -> int:
+    """Read what an encoder must read from every span, and build nothing."""
+    n = 0
+    for span in batch:
+        span.resource, span.instrumentation_scope
+        context = span.get_span_context()
+        context.trace_id, context.span_id, context.trace_state
+        parent = span.parent
+        if parent:
+            parent.span_id, parent.is_remote
+        span.name, span.kind, span.start_time, span.end_time, span.status
+        span.dropped_attributes, span.dropped_events, span.dropped_links
+        span.events, span.links
+        attributes = span.attributes
+        for key in attributes:  # as our encoder reads them (cheaper than .items() on the SDK's Mapping)
+            attributes[key]
+            n += 1
+    return n
+
+
+def time_side(run: Callable[[Sequence[ReadableSpan]], Any], batches: list[tuple[ReadableSpan, ...]],
+              reps: int) -> float:
+    """CPU seconds per span for ``reps`` passes over ``batches``, the garbage collector paused."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.process_time()
+        for _ in range(reps):
+            for batch in batches:
+                run(batch)
+        elapsed = time.process_time() - start
+    finally:
+        gc.enable()
+    return elapsed / (reps * sum(len(b) for b in batches))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 15, quick 5)")
+    parser.add_argument("--reps", type=int, default=None, help="passes over the batches per round (default 3)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of our encoder")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (5 if args.quick else 15)
+    reps = args.reps or (1 if args.quick else 3)
+
+    print(f"python {platform.python_version()}, opentelemetry-sdk {otel_sdk_version.__version__}, "
+          f"protobuf {protobuf_version} ({api_implementation.Type()}), {os.cpu_count()} CPUs")
+    batches = make_batches()
+    encoder = SpanEncoder()
+    identical = 0
+    for batch in batches:
+        stock_message = encode_spans(batch)
+        ours_bytes = encoder.encode(batch)
+        if ExportTraceServiceRequest.FromString(ours_bytes) != stock_message:
+            print("FAIL: our encoding differs from the stock encoder's")
+            return 0
+        identical += ours_bytes == stock_message.SerializeToString()
+    attributes = sum(len(s.attributes) for b in batches for s in b) / (BATCH_SIZE * BATCHES)
+    print(f"{BATCHES} batches of {BATCH_SIZE} spans ({attributes:.1f} attributes per span), "
+          f"{rounds} rounds x {reps} passes; decoded equal to stock: {BATCHES}/{BATCHES}, "
+          f"byte-identical: {identical}/{BATCHES}")
+
+    def stock(batch: Sequence[ReadableSpan]) -> bytes:
+        return encode_spans(batch).SerializeToString()
+
+    ours = encoder.encode
+    for side in (stock, ours, floor):  # warm-up
+        time_side(side, batches, 1)
+
+    figures: dict[str, list[float]] = {"stock": [], "ours": [], "floor": []}
+    ratios: list[float] = []
+    sides = [("stock", stock), ("ours", ours)]
+    for round_no in range(rounds):
+        order = sides if round_no % 2 == 0 else sides[::-1]
+        got = {label: time_side(run, batches, reps) for label, run in order}
+        for label, value in got.items():
+            figures[label].append(value)
+        ratios.append(got["ours"] / got["stock"])
+        figures["floor"].append(time_side(floor, batches, reps))
+
+    med = {label: statistics.median(values) * 1e6 for label, values in figures.items()}
+    ratio = statistics.median(ratios)
+    print(f"  stock  encode_spans().SerializeToString()  {med['stock']:7.2f} µs/span")
+    print(f"  ours   SpanEncoder.encode()                {med['ours']:7.2f} µs/span")
+    print(f"  floor  read the spans, build nothing       {med['floor']:7.2f} µs/span")
+    print(f"  ratio ours/stock: {ratio:.3f} (median of rounds; ratio of medians "
+          f"{med['ours'] / med['stock']:.3f}; rounds {min(ratios):.3f}..{max(ratios):.3f}); "
+          f"target <= {TARGET}: {'PASS' if ratio <= TARGET else 'FAIL'}")
+
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(reps):
+            for batch in batches:
+                ours(batch)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
