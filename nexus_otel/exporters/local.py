@@ -47,7 +47,7 @@ class LocalSpanExporter(SpanExporter):
         if not spans:
             return SpanExportResult.SUCCESS
         try:
-            data = (spanfile.encode(spans) + "\n").encode()
+            data = spanfile.encode_lines(spans)
             with self._lock:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 with open(self.directory / LOCK, "a") as lock_file:

@@ -18,23 +18,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import orjson
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 
 VERSION = 1
 KIND_NAMES = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS_NAMES = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+_orjson_dumps = orjson.dumps
 
 
-_KINDS = {kind: kind.value for kind in SpanKind}
-
-
-def encode(spans: Sequence[ReadableSpan]) -> str:
-    """One line (without the newline) for a batch of spans sharing, usually, one resource."""
-    lines = []
+def _items(spans: Sequence[ReadableSpan]) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """(resource, [span objects]) per resource, in order of first appearance."""
     by_resource: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
-    kinds, statuses = _KINDS, _STATUS_NAMES
+    statuses = _STATUS_NAMES
     for span in spans:
         ctx = span.context
         parent = span.parent
@@ -42,8 +40,10 @@ def encode(spans: Sequence[ReadableSpan]) -> str:
         attributes = span.attributes
         item: dict[str, Any] = {
             "t": f"{ctx.trace_id:032x}", "s": f"{ctx.span_id:016x}",
-            "n": span.name, "k": kinds[span.kind], "b": span.start_time, "e": span.end_time,
-            "c": statuses[status.status_code], "a": dict(attributes) if attributes else {},
+            "n": span.name, "k": span.kind.value, "b": span.start_time, "e": span.end_time,
+            "c": statuses[status.status_code],
+            # Key by key: dict(mapping) on the SDK's attribute mapping takes the slow path.
+            "a": {key: attributes[key] for key in attributes} if attributes else {},
         }
         if parent is not None:
             item["p"] = f"{parent.span_id:016x}"
@@ -57,10 +57,40 @@ def encode(spans: Sequence[ReadableSpan]) -> str:
         if group is None:
             group = by_resource[id(resource)] = (resource, [])
         group[1].append(item)
-    for resource, items in by_resource.values():
-        attrs = dict(resource.attributes) if resource is not None else {}
-        lines.append(_dumps({"v": VERSION, "resource": attrs, "spans": items}))
-    return "\n".join(lines)
+    return list(by_resource.values())
+
+
+def _batch(resource: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    attrs = dict(resource.attributes) if resource is not None else {}
+    return {"v": VERSION, "resource": attrs, "spans": items}
+
+
+def encode(spans: Sequence[ReadableSpan]) -> str:
+    """One line (without the newline) per resource in the batch, with the standard library's JSON encoder.
+
+    The reference for :func:`encode_lines`, which writes the same JSON faster.
+    """
+    return "\n".join(_dumps(_batch(resource, items)) for resource, items in _items(spans))
+
+
+def encode_lines(spans: Sequence[ReadableSpan]) -> bytes:
+    """The lines of :func:`encode` as UTF-8, each ending in a newline, written by orjson.
+
+    orjson builds the same JSON as the standard library encoder several times
+    faster (``benchmarks/local_store.py``); two values differ in spelling, not in
+    meaning: a NaN or infinite float is ``null`` (the standard library writes the
+    non-JSON ``NaN``), and a value JSON cannot hold is written as ``str(value)``
+    by both. A batch orjson refuses (an int beyond 64 bits, text that is not
+    valid UTF-8) is written by the standard library encoder instead.
+    """
+    out = []
+    for resource, items in _items(spans):
+        batch = _batch(resource, items)
+        try:
+            out.append(_orjson_dumps(batch, default=str, option=orjson.OPT_APPEND_NEWLINE))
+        except orjson.JSONEncodeError:
+            out.append((_dumps(batch) + "\n").encode("utf-8", "backslashreplace"))
+    return b"".join(out)
 
 
 @dataclass(slots=True)
