@@ -21,8 +21,25 @@ delivered payload <= 150 us. The same run measures the CPU of one synchronous
 CPU figure can be read as a ratio on a machine slower or faster than the one
 the target was set on.
 
-Not yet here: the open-loop full-pipeline load (1,000 executions a second for
-30 s with audit and OTLP) that issue 13 also asks for.
+Open-loop load (``--pipeline``, or part of the full run): ``--rate`` executions
+a second (default 1,000) for ``--seconds`` (default 30) through the Python API,
+arrivals on a fixed schedule whatever the completions (a scheduler thread hands
+each arrival to a pool of 8 threads). Two sides run the same load, one after
+the other, each a fresh app in this process:
+
+- core telemetry: the workflow span, hook spans and the contract metrics; no
+  span exporter (``OTEL_TRACES_EXPORTER=none``), no records sinks;
+- full pipeline: the same plus OTLP http/protobuf to a loopback receiver (another
+  process), ``WebhookPlugin`` (signed) to the 50 ms receiver, and
+  ``DatabasePlugin`` on SQLite (both on one outbox file, as by default).
+
+Reported: the arrival rate achieved; the process's CPU per execution over the
+load and the drain after it, and its ratio full / core (target <= 2.0); the
+webhook outbox backlog each second and at the end of the load, in seconds of
+delivery work at the measured delivery rate (target < 2 s); the time from the
+end of the load until every payload is delivered and every row written
+(target <= 10 s); and the records lost (target 0: distinct webhook ids at the
+receiver and audit rows both equal to the executions).
 """
 
 from __future__ import annotations
@@ -44,7 +61,11 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from typing import Any  # noqa: E402
 
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from nexus_otel import Nexus  # noqa: E402
 from nexus_otel.exporters.outbox import Outbox  # noqa: E402
 from nexus_otel.exporters.webhook import WebhookExporter  # noqa: E402
 from nexus_otel.records import ExecutionRecord  # noqa: E402
@@ -168,16 +189,132 @@ def httpx_post_cpu(url: str, n: int = 200) -> float:
         return (time.thread_time() - t0) / n * 1e6
 
 
+def _app(side: str, otlp_url: str, webhook_url: str, tmp: str) -> tuple[Nexus, Any, Any]:
+    from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
+
+    environ = {"OTEL_SERVICE_NAME": "throughput", "OTEL_METRICS_EXPORTER": "none",
+               "NEXUS_OTEL_DATA_DIR": os.path.join(tmp, side)}
+    if side == "core":
+        environ["OTEL_TRACES_EXPORTER"] = "none"
+    else:
+        environ.update(OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_url,
+                       OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+    app = Nexus("throughput", environ=environ)
+    webhook = database = None
+    if side == "full":
+        outbox = os.path.join(tmp, "outbox.sqlite")
+        webhook = WebhookPlugin(webhook_url, secret=SECRET, outbox_path=outbox)
+        database = DatabasePlugin(f"sqlite:///{os.path.join(tmp, 'audit.sqlite')}", spool_path=outbox)
+        app.add_plugin(webhook)
+        app.add_plugin(database)
+    app.register("checkout", lambda inputs: {"total": sum(inputs["prices"])})
+    app.start()
+    return app, webhook, database
+
+
+def _load(app: Nexus, rate: float, seconds: float, on_tick: Any = None) -> tuple[int, float, float]:
+    """Open loop: ``rate`` arrivals a second for ``seconds``; returns (executions, achieved rate, wall)."""
+    total = int(rate * seconds)
+    inputs = {"prices": [12.5, 3.0, 7.25]}
+    started = time.perf_counter()
+    next_tick = started + 1.0
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="load") as pool:
+        futures = []
+        for i in range(total):
+            due = started + i / rate
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            futures.append(pool.submit(app.execute_workflow, "checkout", inputs))
+            if on_tick is not None and now >= next_tick:
+                on_tick(now - started)
+                next_tick += 1.0
+        for future in futures:
+            future.result()
+    wall = time.perf_counter() - started
+    return total, total / wall, wall
+
+
+def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[str, Any]:
+    otlp = Receiver(0)
+    out: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for side in ("core", "full"):
+                app, webhook, database = _app(side, otlp.base, webhook_receiver.url, tmp)
+                before = webhook_receiver.count()
+                backlog: list[tuple[float, int]] = []
+                ticks = (lambda at: backlog.append((at, webhook.stats()["outbox_pending"]))) if webhook else None
+                cpu0 = time.process_time()
+                n, achieved, wall = _load(app, rate, seconds, ticks)
+                end_backlog = webhook.stats()["outbox_pending"] if webhook else 0
+                load_end = time.perf_counter()
+                drained_after = 0.0
+                if side == "full":
+                    while time.perf_counter() - load_end < 120:
+                        if (webhook.stats()["outbox_pending"] == 0 and database.stats()["pending"] == 0
+                                and webhook_receiver.count()["unique_ids"] - before["unique_ids"] >= n):
+                            break
+                        time.sleep(0.05)
+                    drained_after = time.perf_counter() - load_end
+                app.telemetry.force_flush()
+                cpu = time.process_time() - cpu0
+                result = {"executions": n, "achieved": achieved, "wall": wall, "cpu_us": cpu / n * 1e6,
+                          "backlog": backlog, "end_backlog": end_backlog, "drained_after": drained_after}
+                if side == "full":
+                    import sqlite3
+                    with sqlite3.connect(os.path.join(tmp, "audit.sqlite")) as db:
+                        rows = db.execute("SELECT count(DISTINCT workflow_id) FROM workflow_executions").fetchone()[0]
+                    result["audit_rows"] = rows
+                    result["webhook_ids"] = webhook_receiver.count()["unique_ids"] - before["unique_ids"]
+                app.stop()
+                out[side] = result
+    finally:
+        otlp.stop()
+    return out
+
+
+def report_pipeline(res: dict[str, Any], rate: float, delivery_rate: float) -> bool:
+    core, full = res["core"], res["full"]
+    ratio = full["cpu_us"] / core["cpu_us"]
+    lost = (full["executions"] - full["webhook_ids"]) + (full["executions"] - full["audit_rows"])
+    backlog_s = full["end_backlog"] / delivery_rate if delivery_rate else float("inf")
+    print(f"open-loop load: {rate:g} executions/s asked for {full['executions'] / rate:g} s")
+    for name, side in (("core telemetry", core), ("full pipeline", full)):
+        print(f"  {name:<15} achieved {side['achieved']:.0f}/s, CPU {side['cpu_us']:.0f} us per execution "
+              f"(load + drain, whole process)")
+    print(f"  CPU ratio full / core: {ratio:.2f} (target <= 2.0) {'PASS' if ratio <= 2.0 else 'FAIL'}")
+    print(f"  webhook backlog by second: {[b for _, b in full['backlog']]}")
+    print(f"  backlog at the end of the load: {full['end_backlog']} payloads = {backlog_s:.2f} s of delivery "
+          f"at {delivery_rate:.0f}/s (target < 2 s) {'PASS' if backlog_s < 2 else 'FAIL'}")
+    print(f"  everything delivered and written {full['drained_after']:.1f} s after the load "
+          f"(target <= 10 s) {'PASS' if full['drained_after'] <= 10 else 'FAIL'}")
+    print(f"  records lost: {lost} ({full['webhook_ids']} webhook ids, {full['audit_rows']} audit rows for "
+          f"{full['executions']} executions) {'PASS' if lost == 0 else 'FAIL'}")
+    return ratio <= 2.0 and backlog_s < 2 and full["drained_after"] <= 10 and lost == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--delay-ms", type=float, default=50.0)
+    parser.add_argument("--pipeline", action="store_true", help="only the open-loop pipeline load")
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
         return receiver_main(args.delay_ms / 1000)
     rounds, n = (1, 1000) if args.quick else (3, 3000)
     receiver = Receiver(args.delay_ms)
+    if args.pipeline:
+        try:
+            webhook_round(receiver, 100)  # warm-up
+            delivery = webhook_round(receiver, n)["rate"]
+            ok = report_pipeline(pipeline(args.rate, args.seconds, receiver), args.rate, delivery)
+        finally:
+            receiver.stop()
+        return 0 if ok else 2
     try:
         webhook_round(receiver, 100)  # warm-up
         results = [webhook_round(receiver, n) for _ in range(rounds)]
