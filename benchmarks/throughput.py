@@ -189,6 +189,27 @@ def httpx_post_cpu(url: str, n: int = 200) -> float:
         return (time.thread_time() - t0) / n * 1e6
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs from /proc/stat (Linux), to tell a saturated machine."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process, from /proc (Linux); 0 where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (float(parts[11]) + float(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _app(side: str, otlp_url: str, webhook_url: str, tmp: str) -> tuple[Nexus, Any, Any]:
     from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
 
@@ -246,7 +267,11 @@ def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[st
                 backlog: list[tuple[float, int]] = []
                 ticks = (lambda at: backlog.append((at, webhook.stats()["outbox_pending"]))) if webhook else None
                 cpu0 = time.process_time()
+                busy0, total0 = _machine_busy()
+                receivers0 = _proc_cpu(webhook_receiver.proc.pid) + _proc_cpu(otlp.proc.pid)
                 n, achieved, wall = _load(app, rate, seconds, ticks)
+                busy1, total1 = _machine_busy()
+                receivers_cpu = _proc_cpu(webhook_receiver.proc.pid) + _proc_cpu(otlp.proc.pid) - receivers0
                 end_backlog = webhook.stats()["outbox_pending"] if webhook else 0
                 load_end = time.perf_counter()
                 drained_after = 0.0
@@ -260,6 +285,8 @@ def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[st
                 app.telemetry.force_flush()
                 cpu = time.process_time() - cpu0
                 result = {"executions": n, "achieved": achieved, "wall": wall, "cpu_us": cpu / n * 1e6,
+                          "machine_busy": (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0,
+                          "receivers_cores": receivers_cpu / wall,
                           "backlog": backlog, "end_backlog": end_backlog, "drained_after": drained_after}
                 if side == "full":
                     import sqlite3
@@ -282,7 +309,8 @@ def report_pipeline(res: dict[str, Any], rate: float, delivery_rate: float) -> b
     print(f"open-loop load: {rate:g} executions/s asked for {full['executions'] / rate:g} s")
     for name, side in (("core telemetry", core), ("full pipeline", full)):
         print(f"  {name:<15} achieved {side['achieved']:.0f}/s, CPU {side['cpu_us']:.0f} us per execution "
-              f"(load + drain, whole process)")
+              f"(load + drain, whole process); during the load the machine's {os.cpu_count()} CPUs were "
+              f"{side['machine_busy']:.0%} busy, the receiver processes used {side['receivers_cores']:.2f} CPUs")
     print(f"  CPU ratio full / core: {ratio:.2f} (target <= 2.0) {'PASS' if ratio <= 2.0 else 'FAIL'}")
     print(f"  webhook backlog by second: {[b for _, b in full['backlog']]}")
     print(f"  backlog at the end of the load: {full['end_backlog']} payloads = {backlog_s:.2f} s of delivery "
