@@ -8,6 +8,7 @@ to the receiver's own delay, never absolute times.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
@@ -101,3 +102,23 @@ def test_the_poster_returns_each_posts_answer_in_order():
     assert isinstance(replies[2], PostFailed)
     assert isinstance(replies[3], PostTimeout)
     assert ok.requests()[0].body == b"{}"
+
+
+def test_a_drain_ends_at_its_deadline_and_leaves_what_never_started_unspent(tmp_path):
+    with WebhookReceiver() as receiver:
+        app, webhook = _app_with_webhook(tmp_path, receiver.url, max_in_flight=2)
+        app.execute_workflow("ship", {"n": -1})
+        receiver.wait_for(lambda reqs: len(reqs) == 1, timeout=10)  # the destination is known to be up
+        receiver.set_hang(5.0)
+        for i in range(20):
+            app.execute_workflow("ship", {"n": i})
+        started = time.monotonic()
+        app.stop(timeout=2.0)
+        took = time.monotonic() - started
+    with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+        attempts = [row[0] for row in db.execute("SELECT attempts FROM outbox WHERE state = 'pending'")]
+    # The worker's share of stop() is half the timeout; requests queued behind the two in flight
+    # are not started once it has passed, so stop() is not held up by them.
+    assert took < 2.0 + 1.0, f"stop(timeout=2) took {took:.1f} s"
+    assert len(receiver.requests()) <= 1 + 2 * 2  # at most two rounds of two started
+    assert len(attempts) == 20 and attempts.count(0) >= 15, attempts

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,12 +26,18 @@ import aiohttp
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """One request: where, what, which headers, and how long it may take (seconds)."""
+    """One request: where, what, which headers, how long it may take (seconds) once it starts.
+
+    ``not_after`` (a ``time.monotonic()`` value, or None) is when it must be over:
+    a request still waiting for its turn then is not started (:class:`NotStarted`),
+    and one that starts gets only the time left.
+    """
 
     url: str
     body: bytes
     headers: dict[str, str]
     timeout: float
+    not_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,14 @@ class PostTimeout(Exception):
 
 class PostFailed(Exception):
     """The request could not be sent or answered (refused, reset, DNS, TLS, ...)."""
+
+
+class NotStarted(Exception):
+    """The request's ``not_after`` came while it waited for its turn; nothing was sent."""
+
+
+MIN_ATTEMPT = 0.05
+"""Seconds a request needs at least; with less time left before ``not_after`` it is not started."""
 
 
 class ConcurrentPoster:
@@ -87,10 +102,15 @@ class ConcurrentPoster:
         gate = self._gates.get(post.url)
         if gate is None:
             gate = self._gates[post.url] = asyncio.Semaphore(self.per_destination)
-        timeout = aiohttp.ClientTimeout(total=post.timeout, connect=min(post.timeout, self.connect_timeout))
         assert self._session is not None
         try:
             async with gate:
+                seconds = post.timeout
+                if post.not_after is not None:
+                    seconds = min(seconds, post.not_after - time.monotonic())
+                    if seconds < MIN_ATTEMPT:
+                        return NotStarted("its deadline came while it waited for its turn")
+                timeout = aiohttp.ClientTimeout(total=seconds, connect=min(seconds, self.connect_timeout))
                 async with self._session.post(post.url, data=post.body, headers=post.headers,
                                               timeout=timeout, allow_redirects=False) as response:
                     await response.read()

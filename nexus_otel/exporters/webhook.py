@@ -28,7 +28,7 @@ from standardwebhooks.webhooks import Webhook
 
 from ..records import ExecutionRecord, RecordProcessor
 from .delivery import NOT_ATTEMPTED, OK, OutboxWorker, Outcome, RetryPolicy
-from .http_poster import ConcurrentPoster, Post, PostTimeout, Reply
+from .http_poster import MIN_ATTEMPT, ConcurrentPoster, NotStarted, Post, PostTimeout, Reply
 from .outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outcomes import OutcomeCounts
 
@@ -128,23 +128,11 @@ class WebhookExporter(RecordProcessor):
     # -- delivery ----------------------------------------------------------------------
     def _deliver(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
         """Post the batch concurrently; a message whose deadline leaves no time is not attempted."""
-        outcomes: list[Outcome | None] = [None] * len(batch)
-        posts: list[Post] = []
-        sent: list[int] = []
-        for index, message in enumerate(batch):
-            timeout = self.timeout
-            if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
-                if timeout <= 0.05:
-                    outcomes[index] = NOT_ATTEMPTED
-                    continue
-            posts.append(self._request(message, timeout))
-            sent.append(index)
-        for index, reply in zip(sent, self._poster.post_all(posts)):
-            outcomes[index] = _outcome(reply)
-        return [o if o is not None else NOT_ATTEMPTED for o in outcomes]
+        if deadline is not None and deadline - time.monotonic() < MIN_ATTEMPT:
+            return [NOT_ATTEMPTED] * len(batch)
+        return [_outcome(reply) for reply in self._poster.post_all([self._request(m, deadline) for m in batch])]
 
-    def _request(self, message: Message, timeout: float) -> Post:
+    def _request(self, message: Message, deadline: float | None) -> Post:
         """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``."""
         body = json.dumps(body_of(message.payload), separators=(",", ":"))
         now = _dt.datetime.now(_dt.timezone.utc)
@@ -155,7 +143,7 @@ class WebhookExporter(RecordProcessor):
         }
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(message.message_id, now, body)
-        return Post(message.destination, body.encode(), headers, timeout)
+        return Post(message.destination, body.encode(), headers, self.timeout, not_after=deadline)
 
     def _count(self, outcome: str, n: int) -> None:
         self._outcomes.add(outcome, n)
@@ -171,6 +159,8 @@ class WebhookExporter(RecordProcessor):
 
 def _outcome(reply: Reply | Exception) -> Outcome:
     """A receiver's answer (or the failure to get one) as a delivery outcome."""
+    if isinstance(reply, NotStarted):
+        return NOT_ATTEMPTED
     if isinstance(reply, PostTimeout):
         return Outcome(False, f"timeout: {reply}")
     if isinstance(reply, Exception):
