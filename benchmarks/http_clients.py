@@ -29,11 +29,10 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
+import importlib.util  # noqa: E402
 import time  # noqa: E402
-from typing import Awaitable, Callable  # noqa: E402
+from typing import Any, Awaitable, Callable  # noqa: E402
 
-HOST = "127.0.0.1"
 BODY = (b'{"type":"workflow.completed","workflow":"checkout","status":"completed","duration":0.0123,'
         b'"timestamp":"2026-12-01T12:00:00+00:00","completed_at":"2026-12-01T12:00:00+00:00",'
         b'"workflow_id":"0b6e7a4c-7f1d-4a51-9b6e-3c2f1e0d9a8b","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",'
@@ -43,47 +42,13 @@ HEADERS = {"content-type": "application/json", "user-agent": "nexus-otel-webhook
            "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="}
 
 
-def receiver_main(delay: float) -> int:
-    """``--receiver`` mode: an asyncio HTTP/1.1 keep-alive server answering each POST 200 after ``delay``."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                if length:
-                    await reader.readexactly(length)
-                if delay:
-                    await asyncio.sleep(delay)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(handle, HOST, 0, backlog=1024)
-        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-    return 0
-
-
-class Receiver:
-    def __init__(self, delay_ms: float) -> None:
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--receiver",
-                                      "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        self.url = f"http://{HOST}:{int(line.split()[1])}/hook"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+def _receiver_class() -> Any:
+    """``loopback_receiver.Receiver``, loaded by path (this directory is kept off sys.path: see above)."""
+    spec = importlib.util.spec_from_file_location("loopback_receiver", os.path.join(_HERE, "loopback_receiver.py"))
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module.Receiver
 
 
 def run_httpx_sync(url: str, n: int, concurrency: int) -> None:
@@ -139,12 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.receiver:
-        return receiver_main(args.delay_ms / 1000)
     rounds, n = (1, 500) if args.quick else (3, 2000)
-    receiver = Receiver(args.delay_ms)
+    receiver = _receiver_class()(args.delay_ms)
     try:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
         for name, run in CLIENTS.items():  # warm-up: imports, first connections

@@ -53,10 +53,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
-import asyncio  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -70,73 +69,20 @@ from nexus_otel.exporters.outbox import Outbox  # noqa: E402
 from nexus_otel.exporters.webhook import WebhookExporter  # noqa: E402
 from nexus_otel.records import ExecutionRecord  # noqa: E402
 
-HOST = "127.0.0.1"
+
+def _sibling(name: str) -> Any:
+    """A sibling benchmark module, by path (this directory is kept off sys.path: see above)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+Receiver = _sibling("loopback_receiver").Receiver
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TARGET_RATE = 500.0
 TARGET_CPU_US = 150.0
-
-
-def receiver_main(delay: float) -> int:
-    """``--receiver`` mode: asyncio HTTP/1.1 keep-alive server, 200 after ``delay``; GET /count -> ids."""
-    ids: set[str] = set()
-    total = [0]
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length, webhook_id = 0, ""
-                lines = head.split(b"\r\n")
-                for line in lines[1:]:
-                    name, _, value = line.partition(b":")
-                    name = name.strip().lower()
-                    if name == b"content-length":
-                        length = int(value)
-                    elif name == b"webhook-id":
-                        webhook_id = value.strip().decode()
-                if length:
-                    await reader.readexactly(length)
-                if lines[0].startswith(b"GET"):
-                    body = json.dumps({"received": total[0], "unique_ids": len(ids)}).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-                    continue
-                if delay:
-                    await asyncio.sleep(delay)
-                total[0] += 1
-                ids.add(webhook_id)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(handle, HOST, 0, backlog=1024)
-        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-    return 0
-
-
-class Receiver:
-    def __init__(self, delay_ms: float) -> None:
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--receiver",
-                                      "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            raise RuntimeError(f"receiver did not start: {line!r}")
-        self.base = f"http://{HOST}:{int(line.split()[1])}"
-        self.url = self.base + "/hook"
-
-    def count(self) -> dict[str, int]:
-        import urllib.request
-        with urllib.request.urlopen(self.base + "/count", timeout=10) as response:
-            return json.loads(response.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def _record() -> ExecutionRecord:
@@ -329,10 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", action="store_true", help="only the open-loop pipeline load")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.receiver:
-        return receiver_main(args.delay_ms / 1000)
     rounds, n = (1, 1000) if args.quick else (3, 3000)
     receiver = Receiver(args.delay_ms)
     if args.pipeline:
