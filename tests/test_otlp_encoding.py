@@ -695,3 +695,22 @@ def test_an_app_delivers_the_same_spans_with_either_encoder(tmp_path, protocol, 
         spans = {s.name: s for s in receiver.spans()}
     assert spans["workflow greet"].attributes["nexus.workflow.name"] == "greet"
     assert spans["hook workflow_completed app"].parent_span_id == spans["workflow greet"].span_id
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_an_sdk_without_the_internals_we_use_falls_back_to_its_own_exporter(protocol, monkeypatch, caplog):
+    """A future SDK release that moves what the fast exporters rely on gives a warning, not a failed start."""
+    from nexus_otel.exporters import otlp_exporters
+
+    def missing(kind: str, names: list[str]) -> None:
+        raise otlp_exporters.UnsupportedExporterVersion(
+            "NEXUS_OTEL_OTLP_ENCODER", "fast", f"stock: this opentelemetry-exporter-otlp-proto-{kind} has no x")
+
+    monkeypatch.setattr(otlp_exporters, "_require", missing)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    with caplog.at_level(logging.WARNING, logger="nexus_otel.telemetry"):
+        exporter = otlp_span_exporter(protocol, env)
+    stock = StockGrpcSpanExporter if protocol == "grpc" else StockHttpSpanExporter
+    assert type(exporter) is stock
+    assert "sending spans with the SDK's OTLP exporter as it is" in caplog.text
+    exporter.shutdown()

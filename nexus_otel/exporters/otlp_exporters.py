@@ -6,7 +6,8 @@ headers, TLS, compression, timeout, retries with backoff, the exporter's own
 metrics and shutdown stay the SDK's. Neither SDK exporter has a public hook for
 the serialized bytes, so each relies on internals of
 ``opentelemetry-exporter-otlp-proto-{http,grpc}`` (checked at construction; if a
-future SDK moves them, construction fails and ``NEXUS_OTEL_OTLP_ENCODER=stock``
+future SDK moves them, construction raises :class:`UnsupportedExporterVersion` and the
+app falls back to the SDK's exporter with a warning; ``NEXUS_OTEL_OTLP_ENCODER=stock``
 selects the SDK's exporters unchanged):
 
 - http/protobuf: ``export`` is overridden. It repeats the SDK's ten lines around
@@ -37,15 +38,19 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATU
 from ..errors import ConfigurationError
 from .otlp_encoding import SpanEncoder
 
-__all__ = ["OTLPGrpcSpanExporter", "OTLPHttpSpanExporter"]
+__all__ = ["OTLPGrpcSpanExporter", "OTLPHttpSpanExporter", "UnsupportedExporterVersion"]
 
 _logger = logging.getLogger(__name__)
+
+
+class UnsupportedExporterVersion(ConfigurationError):
+    """The installed SDK exporter lacks an internal the fast exporters rely on."""
 
 
 def _require(kind: str, missing: list[str]) -> None:
     """Fail at construction when the SDK exporter lacks an internal this module relies on."""
     if missing:
-        raise ConfigurationError(
+        raise UnsupportedExporterVersion(
             "NEXUS_OTEL_OTLP_ENCODER", "fast",
             f"stock: this opentelemetry-exporter-otlp-proto-{kind} has no {', '.join(missing)}")
 

@@ -17,6 +17,7 @@ the SDK's either way.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping
 
@@ -34,6 +35,8 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from .config import OTLP_ENCODER, OTLP_ENCODERS, TelemetryConfig, otlp_encoder
+
+log = logging.getLogger("nexus_otel.telemetry")
 
 LOCAL_SCHEDULE_DELAY_MS = 500
 """How long spans wait in the local store's batch queue at most: `nexus-otel traces` sees them within a second."""
@@ -122,9 +125,12 @@ def otlp_span_exporter(protocol: str, environ: Mapping[str, str] | None = None,
     elif encoder not in OTLP_ENCODERS:
         raise ConfigurationError(OTLP_ENCODER, encoder, "one of " + ", ".join(OTLP_ENCODERS))
     if encoder == "fast":
-        from ..exporters.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
+        from ..exporters.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter, UnsupportedExporterVersion
 
-        return (OTLPGrpcSpanExporter if protocol == "grpc" else OTLPHttpSpanExporter)(**options)
+        try:
+            return (OTLPGrpcSpanExporter if protocol == "grpc" else OTLPHttpSpanExporter)(**options)
+        except UnsupportedExporterVersion as exc:  # an SDK release moved what the fast path uses
+            log.warning("%s; sending spans with the SDK's OTLP exporter as it is", exc)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
