@@ -10,7 +10,9 @@ Why aiohttp: ``benchmarks/http_clients.py`` measures the CPU per POST of the
 candidates in one run on 127.0.0.1. With 32 requests in flight aiohttp costs
 about a quarter of a synchronous ``httpx.Client`` POST and a small fraction of
 ``httpx.AsyncClient``'s (whose pool is slow under concurrency); see
-``benchmarks/RESULTS.md``.
+``benchmarks/RESULTS.md``. The loop is uvloop's where it is installed (a
+dependency except on Windows): the same deliveries took about 10 % less CPU
+than on asyncio's own loop in one A/B run (218 against 243 µs per payload).
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ MIN_ATTEMPT = 0.05
 """Seconds a request needs at least; with less time left before ``not_after`` it is not started."""
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (a C loop: far less CPU per request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class ConcurrentPoster:
     """POSTs a batch concurrently and returns, in the batch's order, a :class:`Reply` or an exception for each.
 
@@ -87,7 +98,7 @@ class ConcurrentPoster:
         if not posts:
             return []
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
+            self._loop = _new_event_loop()
         return self._loop.run_until_complete(self._post_all(posts))
 
     async def _post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
