@@ -139,7 +139,8 @@ class OutboxWorker:
     def __init__(self, outbox: Outbox | OutboxView, deliver: Deliver, *, policy: RetryPolicy = RetryPolicy(),
                  batch_size: int = 50, name: str = "outbox",
                  on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
-                 breaker: CircuitBreaker | None = None, linger: float = 0.2) -> None:
+                 breaker: CircuitBreaker | None = None, linger: float = 0.2,
+                 on_exit: Callable[[], None] | None = None) -> None:
         self.outbox = outbox
         self.deliver = deliver
         self.policy = policy
@@ -149,6 +150,8 @@ class OutboxWorker:
         self.idle_poll = idle_poll
         self.linger = linger
         """Seconds to wait after a wake-up so that messages queued meanwhile go in the same batch."""
+        self.on_exit = on_exit
+        """Called on the worker's thread as it ends (after the drain): to release what only it used."""
         self.breaker = breaker or CircuitBreaker(base=min(policy.base, 1.0), cap=min(policy.cap, 30.0), name=name)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -193,6 +196,11 @@ class OutboxWorker:
             except Exception as exc:
                 log.error("%s: drain error: %s", self.name, exc)
                 break
+        if self.on_exit is not None:
+            try:
+                self.on_exit()
+            except Exception as exc:
+                log.error("%s: error while closing: %s", self.name, exc)
 
     def run_once(self, deadline: float | None = None) -> bool:
         """Deliver one batch of due messages; true if any was delivered or retried.

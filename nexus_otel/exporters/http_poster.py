@@ -103,11 +103,12 @@ class ConcurrentPoster:
 
     async def _post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.per_destination,
-                                             enable_cleanup_closed=True)
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.per_destination)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                                   headers={"user-agent": self.user_agent})
-        return list(await asyncio.gather(*(self._post(p) for p in posts)))
+        replies = await asyncio.gather(*(self._post(p) for p in posts), return_exceptions=True)
+        # Anything _post did not foresee is that post's failure alone: the others' answers stand.
+        return [r if isinstance(r, (Reply, Exception)) else PostFailed(repr(r)) for r in replies]
 
     async def _post(self, post: Post) -> Reply | Exception:
         gate = self._gates.get(post.url)

@@ -95,8 +95,11 @@ class WebhookExporter(RecordProcessor):
                 description="Webhook messages waiting (pending) or given up (dead).",
             )
         # A batch holds a few rounds of max_in_flight per destination, so the pipe stays full between batches.
+        # The worker's thread runs the poster's loop, so it closes the poster as it ends, also after
+        # a stop() that could not wait for it.
         self.worker = OutboxWorker(self.outbox, self._deliver, policy=policy, name="webhooks",
-                                   on_outcome=self._count, batch_size=max(50, 4 * max_in_flight))
+                                   on_outcome=self._count, batch_size=max(50, 4 * max_in_flight),
+                                   on_exit=self._poster.close)
 
     def start(self) -> "WebhookExporter":
         self.worker.start()
@@ -122,7 +125,7 @@ class WebhookExporter(RecordProcessor):
 
     def shutdown(self, timeout: float = 10.0) -> None:
         if self.worker.stop(timeout):
-            self._poster.close()
+            self._poster.close()  # a no-op when the worker closed it, or never posted
             self.outbox.close()
 
     # -- delivery ----------------------------------------------------------------------
