@@ -20,11 +20,11 @@ from typing import Any, Sequence
 
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 VERSION = 1
 KIND_NAMES = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
-_STATUS_NAMES = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
+_KIND_VALUES = {id(kind): kind.value for kind in SpanKind}  # by identity: hashing an enum member is slow
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
 _orjson_dumps = orjson.dumps
 
@@ -32,16 +32,22 @@ _orjson_dumps = orjson.dumps
 def _items(spans: Sequence[ReadableSpan]) -> list[tuple[Any, list[dict[str, Any]]]]:
     """(resource, [span objects]) per resource, in order of first appearance."""
     by_resource: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
-    statuses = _STATUS_NAMES
+    trace_hex: dict[int, str] = {}  # spans of a batch share few trace ids
+    kinds, unset, error = _KIND_VALUES, StatusCode.UNSET, StatusCode.ERROR
     for span in spans:
         ctx = span.context
         parent = span.parent
         status = span.status
         attributes = span.attributes
+        trace_id = ctx.trace_id
+        hex_id = trace_hex.get(trace_id)
+        if hex_id is None:
+            hex_id = trace_hex[trace_id] = f"{trace_id:032x}"
+        code = status.status_code  # enum members compared by identity: hashing one is a Python call
         item: dict[str, Any] = {
-            "t": f"{ctx.trace_id:032x}", "s": f"{ctx.span_id:016x}",
-            "n": span.name, "k": span.kind.value, "b": span.start_time, "e": span.end_time,
-            "c": statuses[status.status_code],
+            "t": hex_id, "s": f"{ctx.span_id:016x}",
+            "n": span.name, "k": kinds[id(span.kind)], "b": span.start_time, "e": span.end_time,
+            "c": "UNSET" if code is unset else "ERROR" if code is error else "OK",
             # Key by key: dict(mapping) on the SDK's attribute mapping takes the slow path.
             "a": {key: attributes[key] for key in attributes} if attributes else {},
         }
