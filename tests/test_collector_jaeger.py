@@ -286,3 +286,15 @@ def test_the_pipeline_dashboards_collector_panels_return_data(kit):
         result = prom.wait_until(lambda q=promql: [s for s in prom.query(q) if math.isfinite(float(s["value"][1]))],
                                  timeout=60, what=f"data for {promql}")
         assert result, promql
+
+
+def test_the_queue_filling_alert_reads_each_collectors_export_queue(kit):
+    """The expression (without its threshold) gives one fill ratio per Collector and exporter, from 0 to 1."""
+    prom, collector, misdirected = kit["prom"], kit["collector"], kit["misdirected"]
+    rule = next(r for group in yaml.safe_load((REPO / "deploy" / "alerts.yml").read_text())["groups"]
+                for r in group["rules"] if r.get("alert") == "CollectorExportQueueFilling")
+    ratio = rule["expr"].strip().rsplit(">", 1)[0].strip()
+    series = prom.wait_until(lambda: prom.query(ratio), timeout=30, what=ratio)
+    instances = {(s["metric"]["instance"], s["metric"]["exporter"]) for s in series}
+    assert instances == {(f"127.0.0.1:{c.metrics_port}", "otlp_grpc/jaeger") for c in (collector, misdirected)}
+    assert all(0.0 <= float(s["value"][1]) <= 1.0 for s in series)
