@@ -5,7 +5,8 @@ command runs it first; the build is cached outside the repository). Every
 server here listens on 127.0.0.1 only, on free ports passed to the shipped
 configs through the environment variables they read, and is always stopped.
 
-    with Jaeger(tmp_path) as jaeger, Collector(tmp_path, "otel-collector.yaml", jaeger=jaeger) as col:
+    with Jaeger(tmp_path) as jaeger, \
+            Collector(tmp_path, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint) as col:
         ...  # send OTLP to col.otlp_http_url, then jaeger.trace(trace_id)
 """
 
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -81,23 +82,6 @@ def run_binary(name: str, *args: str, env: dict[str, str] | None = None,
     """Run one of the binaries to completion (``validate``, ``components``, ``version``)."""
     return subprocess.run([str(require_binary(name)), *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, cwd=REPO)
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Call ``fn`` until it returns something truthy; transport errors count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-        except (httpx.TransportError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not true after {timeout:g} s; last: {last!r}")
-        time.sleep(interval)
 
 
 class _Server:
@@ -283,11 +267,3 @@ class Collector(_Server):
     @property
     def otlp_grpc_endpoint(self) -> str:
         return f"{LOOPBACK}:{self.otlp_grpc_port}"
-
-    def own_metrics(self) -> str:
-        """The Collector's own telemetry (``otelcol_*``) in the Prometheus text format."""
-        return httpx.get(f"http://{LOOPBACK}:{self.metrics_port}/metrics", timeout=5).text
-
-    def exported_metrics(self) -> str:
-        """What its ``prometheus`` exporter serves (span metrics and metrics received over OTLP)."""
-        return httpx.get(f"http://{LOOPBACK}:{self.prometheus_port}/metrics", timeout=5).text

@@ -21,8 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from .deploy_servers import DEPLOY, Collector, require_binary, wait_for
+from .deploy_servers import DEPLOY, Collector, require_binary
 from .otlp_receivers import GRPCReceiver
+from .prometheus_server import wait_until
 
 ERROR_TRACES, OK_TRACES = 20, 20
 SPANS_PER_TRACE = 3  # server -> workflow -> hook, each sent in a request of its own
@@ -79,9 +80,9 @@ def test_gateway_sends_each_trace_to_one_sampler_which_decides_on_whole_traces(t
                 return out
 
             error_ids = {t.hex() for t, error in traces.items() if error}
-            wait_for(lambda: error_ids <= {t for t, s in by_sampler().items()
+            wait_until(lambda: error_ids <= {t for t, s in by_sampler().items()
                                            if sum(map(len, s.values())) == SPANS_PER_TRACE},
-                     60, "every error trace, whole, out of a sampler")
+                     60, what="every error trace, whole, out of a sampler")
             landed = by_sampler()
 
     for trace_id, where in landed.items():

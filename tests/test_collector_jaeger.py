@@ -35,8 +35,9 @@ from opentelemetry.trace import Status, StatusCode
 
 from nexus_otel.exporters.local import read_spans
 
-from .deploy_servers import REPO, Collector, Jaeger, parent_of, require_binary, tags_of, wait_for
-from .prometheus_server import PrometheusServer
+from .deploy_servers import REPO, Collector, Jaeger, parent_of, require_binary, tags_of
+from .prometheus_server import PrometheusServer, wait_until
+from .promql import fill_variables, metric_names
 from .served import Served, cli_env
 
 SERVICE = "shop-e2e"
@@ -113,7 +114,7 @@ def kit(tmp_path_factory):
             _send_unredacted_span(misdirected.otlp_http_url)
             last_sent = time.monotonic()
             for trace_id, _ in sent["failing"]:
-                wait_for(lambda t=trace_id: jaeger.trace(t), 60, f"failing trace {trace_id} in Jaeger")
+                wait_until(lambda t=trace_id: jaeger.trace(t), 60, what=f"failing trace {trace_id} in Jaeger")
             # The OK traces were decided in the same decision_wait; give the batch and Jaeger a moment more.
             time.sleep(max(0.0, last_sent + DECISION_WAIT + 5 - time.monotonic()))
             yield {"jaeger": jaeger, "collector": collector, "misdirected": misdirected, "prom": prom, "app": app,
@@ -209,7 +210,7 @@ def test_every_error_trace_arrives_and_ok_ones_are_thinned_as_configured(kit):
 
 def test_secret_looking_attributes_from_any_service_arrive_masked(kit):
     jaeger = kit["jaeger"]
-    trace = wait_for(lambda: jaeger.trace(kit["secret_trace"]), 30, "the unredacted service's trace")
+    trace = wait_until(lambda: jaeger.trace(kit["secret_trace"]), 30, what="the unredacted service's trace")
     tags = tags_of(trace["spans"][0])
     assert "db.password" not in tags and "api_key" not in tags  # attributes/redact deletes the keys
     assert "abc.DEF-123456" not in tags["note"] and "****" in tags["note"]  # redaction masks the values
@@ -218,16 +219,19 @@ def test_secret_looking_attributes_from_any_service_arrive_masked(kit):
     assert "hunter2" not in json.dumps(trace)
 
 
-def _metric_names_used(text: str, prefix: str) -> set[str]:
-    """Metric names starting with ``prefix`` in PromQL text, with histogram suffixes stripped."""
-    names = set(re.findall(rf"\b({prefix}[a-zA-Z0-9_]*)", text))
-    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+def _collector_metric_names(expr: str) -> set[str]:
+    """The Collector's own metric families (``otelcol_*``) a PromQL expression selects."""
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in metric_names(expr) if n.startswith("otelcol_")}
 
 
-def _promql(expr: str) -> str:
-    """A dashboard query as Grafana sends it, every variable at "All" but ``$service``."""
-    out = expr.replace("$__rate_interval", "1m").replace("$__range", "5m").replace("$service", SERVICE)
-    return re.sub(r"\$\{?[a-z_]+\}?", ".*", out)
+def _alert_rules() -> list[dict]:
+    """The alerting rules of deploy/alerts.yml."""
+    return [r for group in yaml.safe_load((REPO / "deploy" / "alerts.yml").read_text())["groups"]
+            for r in group["rules"] if "alert" in r]
+
+
+def _alert_rule(name: str) -> dict:
+    return next(r for r in _alert_rules() if r["alert"] == name)
 
 
 def _collector_queries() -> list[str]:
@@ -250,9 +254,8 @@ def test_span_metrics_count_every_workflow_span_before_sampling(kit):
 
 def test_every_collector_metric_the_alerts_and_dashboard_use_exists_on_the_running_collector(kit):
     prom = kit["prom"]
-    used = set()
-    for text in [(REPO / "deploy" / "alerts.yml").read_text(), *_collector_queries()]:
-        used |= _metric_names_used(text, "otelcol_")
+    exprs = [r["expr"] for r in _alert_rules()] + _collector_queries()
+    used = set().union(*(_collector_metric_names(expr) for expr in exprs))
     assert len(used) >= 5, used
     # Counters appear once they count something: the misdirected Collector's failed export brings
     # otelcol_exporter_send_failed_spans.
@@ -265,8 +268,7 @@ def test_every_collector_metric_the_alerts_and_dashboard_use_exists_on_the_runni
 
 def test_the_export_failing_alert_expression_finds_the_misdirected_collector_only(kit):
     prom, misdirected = kit["prom"], kit["misdirected"]
-    rule = next(r for group in yaml.safe_load((REPO / "deploy" / "alerts.yml").read_text())["groups"]
-                for r in group["rules"] if r.get("alert") == "CollectorExportFailing")
+    rule = _alert_rule("CollectorExportFailing")
 
     def still_failing() -> list:  # a Collector keeps failing while its traffic goes on
         _send_unredacted_span(misdirected.otlp_http_url)
@@ -282,7 +284,7 @@ def test_the_pipeline_dashboards_collector_panels_return_data(kit):
     queries = _collector_queries()
     assert len(queries) >= 5
     for expr in queries:
-        promql = _promql(expr)
+        promql = fill_variables(expr, SERVICE)
         result = prom.wait_until(lambda q=promql: [s for s in prom.query(q) if math.isfinite(float(s["value"][1]))],
                                  timeout=60, what=f"data for {promql}")
         assert result, promql
@@ -291,8 +293,7 @@ def test_the_pipeline_dashboards_collector_panels_return_data(kit):
 def test_the_queue_filling_alert_reads_each_collectors_export_queue(kit):
     """The expression (without its threshold) gives one fill ratio per Collector and exporter, from 0 to 1."""
     prom, collector, misdirected = kit["prom"], kit["collector"], kit["misdirected"]
-    rule = next(r for group in yaml.safe_load((REPO / "deploy" / "alerts.yml").read_text())["groups"]
-                for r in group["rules"] if r.get("alert") == "CollectorExportQueueFilling")
+    rule = _alert_rule("CollectorExportQueueFilling")
     ratio = rule["expr"].strip().rsplit(">", 1)[0].strip()
     series = prom.wait_until(lambda: prom.query(ratio), timeout=30, what=ratio)
     instances = {(s["metric"]["instance"], s["metric"]["exporter"]) for s in series}

@@ -17,7 +17,8 @@ import time
 
 import httpx
 
-from .deploy_servers import Collector, Jaeger, require_binary, wait_for
+from .deploy_servers import Collector, Jaeger, require_binary
+from .prometheus_server import wait_until
 from .served import Served, cli_env
 from .webhook_receiver import WebhookReceiver
 
@@ -73,7 +74,8 @@ def test_a_collector_down_for_ten_seconds_loses_no_record_and_counts_the_lost_sp
                     send("up", "explode", f"00-{trace_id}-{secrets.token_hex(8)}-01")  # errors: always kept
                     after.append(trace_id)
                 for trace_id in after:
-                    wait_for(lambda t=trace_id: jaeger.trace(t), 60, f"trace {trace_id} in Jaeger after the restart")
+                    wait_until(lambda t=trace_id: jaeger.trace(t), 60,
+                               what=f"trace {trace_id} in Jaeger after the restart")
                 webhook.wait_for(lambda reqs: len({r.headers["webhook-id"] for r in reqs}) >= sent, timeout=30)
                 outcomes = _span_outcomes(client.get("/metrics").text)
         finally:

@@ -24,6 +24,7 @@ from nexus_otel.plugins import CachingPlugin, DatabasePlugin, NexusPlugin, Webho
 from nexus_otel.testing import CapturedTelemetry
 
 from .deploy_servers import with_env_defaults
+from .promql import metric_names
 
 try:  # tests/ may or may not become a package
     from .webhook_receiver import WebhookReceiver
@@ -41,12 +42,6 @@ COMPOSE_YAML = DEPLOY / "compose.yaml"
 SEVERITIES = {"page", "ticket"}
 
 # PromQL words that look like identifiers but are not metric names.
-PROMQL_KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "bool", "offset", "inf", "nan",
-}
-
-
 def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
@@ -70,23 +65,6 @@ def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
 def rules(kind: str) -> list[dict[str, Any]]:
     """Every rule in alerts.yml that has ``kind`` ("alert" or "record")."""
     return [rule for group in load(ALERTS_YML)["groups"] for rule in group["rules"] if kind in rule]
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (functions, keywords, labels and numbers left out)."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)            # string literals
-    expr = re.sub(r"\{[^}]*\}", " ", expr)                      # label matchers
-    expr = re.sub(r"\[[^\]]*\]", " ", expr)                     # range and subquery durations
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    names = set()
-    for match in re.finditer(r"\d[\w.]*|[A-Za-z_:][\w:]*", expr):
-        token = match.group()
-        if token[0].isdigit() or token.lower() in PROMQL_KEYWORDS:
-            continue  # a number or duration, or an operator
-        if expr[match.end():].lstrip().startswith("("):
-            continue  # a function or an aggregation
-        names.add(token)
-    return names
 
 
 def sample_names(exposition: str) -> set[str]:

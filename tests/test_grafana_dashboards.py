@@ -39,10 +39,12 @@ from grafana_foundation_sdk.models import timeseries as timeseries_model
 
 try:  # tests/ may or may not become a package
     from .prometheus_server import PrometheusServer, poll, prometheus_binary
+    from .promql import fill_variables
     from .served import REPO, Served, cli_env
     from .webhook_receiver import WebhookReceiver
 except ImportError:
     from prometheus_server import PrometheusServer, poll, prometheus_binary
+    from promql import fill_variables
     from served import REPO, Served, cli_env
     from webhook_receiver import WebhookReceiver
 
@@ -118,9 +120,7 @@ def _variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _fill(expr: str, service: str = SERVICE) -> str:
     """The expression as Grafana sends it, with every variable at "All" (``.*``) but ``$service``."""
-    out = expr.replace("$__rate_interval", "1m").replace("$__interval", "15s").replace("$__range", "5m")
-    out = out.replace("$service", service)
-    return re.sub(r"\$(?:\{)?[a-z_]+\}?", ".*", out)
+    return fill_variables(expr, service)
 
 
 def _datasources() -> list[dict[str, Any]]:

@@ -546,6 +546,18 @@ def _received(receiver: HTTPReceiver | GRPCReceiver, count: int) -> list[ExportT
     return list(receiver.trace_requests)
 
 
+def _export_both(ours: Any, stock: Any, spans: Sequence[ReadableSpan],
+                 receiver: HTTPReceiver | GRPCReceiver) -> list[ExportTraceServiceRequest]:
+    """Export ``spans`` with our exporter, then the stock one, to ``receiver``: the two requests it got."""
+    try:
+        assert ours.export(spans) is SpanExportResult.SUCCESS
+        assert stock.export(spans) is SpanExportResult.SUCCESS
+        return _received(receiver, 2)
+    finally:
+        ours.shutdown()
+        stock.shutdown()
+
+
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_http_exporter_delivers_what_stock_delivers(compression):
     """Over http/protobuf, our request decodes equal to the stock exporter's, with its headers and compression."""
@@ -558,14 +570,8 @@ def test_http_exporter_delivers_what_stock_delivers(compression):
     with HTTPReceiver() as receiver:
         endpoint = f"{receiver.endpoint}/v1/traces"
         ours = OTLPHttpSpanExporter(endpoint=endpoint, **options)
-        stock = StockHttpSpanExporter(endpoint=endpoint, **options)
-        try:
-            assert ours.export(spans) is SpanExportResult.SUCCESS
-            assert stock.export(spans) is SpanExportResult.SUCCESS
-            ours_request, stock_request = _received(receiver, 2)
-        finally:
-            ours.shutdown()
-            stock.shutdown()
+        ours_request, stock_request = _export_both(ours, StockHttpSpanExporter(endpoint=endpoint, **options),
+                                                   spans, receiver)
         assert ours.export(spans) is SpanExportResult.FAILURE  # shut down, as the SDK's
     assert ours_request == stock_request == stock_encode_spans(spans)
     assert len(ours_request.resource_spans) == 2
@@ -605,15 +611,9 @@ def test_grpc_exporter_delivers_what_stock_delivers(compression):
     if compression:
         options["compression"] = grpc.Compression.Gzip
     with GRPCReceiver() as receiver:
-        ours = OTLPGrpcSpanExporter(endpoint=receiver.endpoint, **options)
-        stock = StockGrpcSpanExporter(endpoint=receiver.endpoint, **options)
-        try:
-            assert ours.export(spans) is SpanExportResult.SUCCESS
-            assert stock.export(spans) is SpanExportResult.SUCCESS
-            ours_request, stock_request = _received(receiver, 2)
-        finally:
-            ours.shutdown()
-            stock.shutdown()
+        ours_request, stock_request = _export_both(OTLPGrpcSpanExporter(endpoint=receiver.endpoint, **options),
+                                                   StockGrpcSpanExporter(endpoint=receiver.endpoint, **options),
+                                                   spans, receiver)
     assert ours_request == stock_request == stock_encode_spans(spans)
 
 
