@@ -25,13 +25,15 @@ import sys
 # benchmarks/http.py would shadow the standard library's http package for a script run from here.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import statistics  # noqa: E402
-import importlib.util  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Awaitable, Callable  # noqa: E402
+from typing import Awaitable, Callable  # noqa: E402
+
+from loopback_receiver import Receiver  # noqa: E402
 
 BODY = (b'{"type":"workflow.completed","workflow":"checkout","status":"completed","duration":0.0123,'
         b'"timestamp":"2026-12-01T12:00:00+00:00","completed_at":"2026-12-01T12:00:00+00:00",'
@@ -40,15 +42,6 @@ BODY = (b'{"type":"workflow.completed","workflow":"checkout","status":"completed
 HEADERS = {"content-type": "application/json", "user-agent": "nexus-otel-webhooks",
            "webhook-id": "msg_0b6e7a4c", "webhook-timestamp": "1764590400",
            "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="}
-
-
-def _receiver_class() -> Any:
-    """``loopback_receiver.Receiver``, loaded by path (this directory is kept off sys.path: see above)."""
-    spec = importlib.util.spec_from_file_location("loopback_receiver", os.path.join(_HERE, "loopback_receiver.py"))
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module.Receiver
 
 
 def run_httpx_sync(url: str, n: int, concurrency: int) -> None:
@@ -106,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args(argv)
     rounds, n = (1, 500) if args.quick else (3, 2000)
-    receiver = _receiver_class()(args.delay_ms)
+    receiver = Receiver(args.delay_ms)
     try:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
         for name, run in CLIENTS.items():  # warm-up: imports, first connections

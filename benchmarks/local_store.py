@@ -25,9 +25,9 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
+sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -35,6 +35,9 @@ from typing import Any, Sequence  # noqa: E402
 
 from nexus_otel.exporters import spanfile  # noqa: E402
 from nexus_otel.exporters.local import LocalSpanExporter  # noqa: E402
+
+# benchmarks/otlp_encoding.py's project-shaped spans
+from otlp_encoding import make_batches  # noqa: E402
 
 TARGET_US = 8.0
 SIZES = (5, 64, 512)
@@ -53,11 +56,7 @@ class ReferenceExporter(LocalSpanExporter):
 
 
 def _batches() -> list[Any]:
-    spec = importlib.util.spec_from_file_location("otlp_encoding_bench", os.path.join(_HERE, "otlp_encoding.py"))
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return [span for batch in module.make_batches() for span in batch]
+    return [span for batch in make_batches() for span in batch]
 
 
 def per_span(exporter: LocalSpanExporter, spans: list[Any], size: int) -> float:
