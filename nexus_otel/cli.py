@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
 import click
 
 from .caller import Caller
+from .channels import DEFAULT_THREADS
 from .errors import AccessError, ConfigurationError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
 from .telemetry.config import DEFAULT_DATA_DIR, TelemetryConfig
 
@@ -68,7 +70,14 @@ def main(log_level: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--plugins-dir", type=click.Path(file_okay=False), help="Folder of plugin files to load.")
-def serve(target: str, host: str, port: int, plugins_dir: str | None) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 1024),
+              help="Worker processes on the one port, each importing MODULE:APP; /metrics sums them all. "
+                   "SIGHUP replaces them one by one, SIGTERM drains and stops them.")
+@click.option("--threads", default=DEFAULT_THREADS, show_default=True, type=click.IntRange(1, 4096),
+              help="Threads per worker running sync workflows.")
+@click.pass_context
+def serve(ctx: click.Context, target: str, host: str, port: int, plugins_dir: str | None, workers: int,
+          threads: int) -> None:
     """Serve MODULE:APP over HTTP (POST /workflows/NAME, /metrics, /healthz)."""
     from .serving import bind
     from .serving import serve as run_server
@@ -77,10 +86,23 @@ def serve(target: str, host: str, port: int, plugins_dir: str | None) -> None:
         sock = bind(host, port)  # first: a port in use is one line, before the app says anything
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    log_level = str(ctx.find_root().params.get("log_level", "WARNING")).lower()
+    if workers > 1:
+        try:
+            TelemetryConfig.from_env()
+        except ConfigurationError as exc:
+            raise SettingError(exc) from exc
+        click.echo(f"serving {target} on http://{host}:{port} with {workers} workers (supervisor pid "
+                   f"{os.getpid()}: SIGHUP replaces the workers, SIGTERM stops them)", err=True)
+        status = run_server(target, host=host, port=port, sock=sock, workers=workers, threads=threads,
+                            plugins_dir=plugins_dir, log_level=log_level)
+        if status:
+            raise click.ClickException("a worker could not start the app (its error is above)")
+        return
     app = _load(target, plugins_dir)
     click.echo(f"serving {app.name!r} on http://{host}:{port}  (workflows: {', '.join(app.workflows.names())})",
                err=True)
-    run_server(app, host=host, port=port, sock=sock)
+    run_server(app, host=host, port=port, sock=sock, threads=threads, log_level=log_level)
 
 
 @main.command()

@@ -1,15 +1,77 @@
-"""Serving an app over HTTP with uvicorn, in the foreground or on a background thread."""
+"""Serving an app over HTTP with uvicorn: in the foreground, on a background thread, or as N worker processes.
+
+With ``workers > 1`` (``nexus-otel serve --workers N``) a supervisor process
+binds the port and runs N workers on it (uvicorn's multiprocess supervisor,
+which replaces a worker that dies). Each worker imports the app itself from
+its ``MODULE:APP`` (an app object cannot cross into a new process), and
+learns from ``NEXUS_OTEL_WORKERS`` / ``NEXUS_OTEL_WORKERS_DIR`` that it is one
+of several: it gets its own ``service.instance.id`` and its ``/metrics``
+answers with every worker's totals. Signals to the supervisor:
+
+- ``SIGTERM`` / ``SIGINT``: every worker stops accepting, finishes its requests
+  in flight (up to :data:`DRAIN_TIMEOUT`), then stops its app (records and
+  telemetry flushed, up to the app's stop timeout);
+- ``SIGHUP``: each worker in turn is replaced by a new one, which serves
+  before the old one drains and stops: a rolling restart without dropped requests;
+- ``SIGTTIN`` / ``SIGTTOU``: one worker more / fewer.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import socket
+import sys
+import tempfile
 import threading
 import time
+import traceback
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .app import Nexus
+from .channels import DEFAULT_THREADS
 from .channels.http import create_http_app
+from .errors import ConfigurationError, NexusOtelError
+from .telemetry.config import WORKERS, WORKERS_DIR, TelemetryConfig
+from .telemetry.worker_metrics import WORKERS_DIR_MAX
+
+DRAIN_TIMEOUT = 10.0
+"""Seconds a stopping server gives requests in flight to finish before they are cancelled."""
+FRESH_GRACE = 0.5
+"""Seconds a stopping server gives a connection it accepted, but has not read from yet, to send its request."""
+STARTUP_FAILURE = 3
+"""The exit code of a worker whose app could not start (uvicorn's: its supervisor then stops, not restarts it)."""
+
+
+class DrainingH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, but a stopping server answers the requests it already accepted.
+
+    When a server stops (SIGTERM, or its worker replaced on SIGHUP), uvicorn closes every
+    connection without a request in progress, including one it accepted a moment ago whose
+    request is sent but not read yet: that client gets no answer though it reached a
+    worker that was accepting. Here such a connection gets :data:`FRESH_GRACE` seconds for
+    its request, which is answered with ``Connection: close``. Idle keep-alive connections
+    that already served requests close as before (HTTP clients retry those).
+    """
+
+    _read_any = False
+
+    def data_received(self, data: bytes) -> None:
+        self._read_any = True
+        super().data_received(data)
+
+    def shutdown(self) -> None:
+        if not self._read_any and self.cycle is None:
+            self.loop.call_later(FRESH_GRACE, self._shutdown_late)
+            return
+        super().shutdown()
+
+    def _shutdown_late(self) -> None:
+        if not self.transport.is_closing():  # the client may have gone meanwhile
+            super().shutdown()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -19,10 +81,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def uvicorn_config(nexus: Nexus, host: str, port: int, **kwargs: object) -> uvicorn.Config:
+def uvicorn_config(nexus: Nexus, host: str, port: int, *, threads: int = DEFAULT_THREADS,
+                   **kwargs: object) -> uvicorn.Config:
     return uvicorn.Config(
-        create_http_app(nexus), host=host, port=port, lifespan="on",
-        log_level=str(kwargs.pop("log_level", "warning")), access_log=False, **kwargs,  # type: ignore[arg-type]
+        create_http_app(nexus, threads=threads), host=host, port=port, lifespan="on",
+        log_level=str(kwargs.pop("log_level", "warning")), access_log=False, http=DrainingH11Protocol,
+        timeout_graceful_shutdown=kwargs.pop("timeout_graceful_shutdown", DRAIN_TIMEOUT),  # type: ignore[arg-type]
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -43,10 +108,106 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(nexus: Nexus, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None,
-          **kwargs: object) -> None:
-    """Serve until interrupted (on ``sock`` if given, from :func:`bind`); the app starts and stops with the server."""
-    uvicorn.Server(uvicorn_config(nexus, host, port, **kwargs)).run(sockets=[sock] if sock is not None else None)
+def serve(app: Nexus | str, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None,
+          workers: int = 1, threads: int = DEFAULT_THREADS, plugins_dir: str | None = None,
+          log_level: str = "warning") -> int:
+    """Serve until interrupted (on ``sock`` if given, from :func:`bind`); the app starts and stops with the server.
+
+    ``app`` is a :class:`Nexus` or its ``"MODULE:APP"``; ``workers > 1`` needs the string (each
+    worker process imports it). ``threads`` run sync workflows, per worker. Returns the exit
+    status: 0, or :data:`STARTUP_FAILURE` when a worker could not start the app.
+    """
+    _check_count("workers", workers, 1024)
+    _check_count("threads", threads, 4096)
+    if workers > 1:
+        if not isinstance(app, str):
+            raise ConfigurationError("workers", workers, "1 when serving an app object: pass its \"MODULE:APP\" "
+                                     "string instead, which each worker process imports")
+        return serve_workers(app, workers, host, port, sock=sock, threads=threads, plugins_dir=plugins_dir,
+                             log_level=log_level)
+    nexus = WorkerApp(app, plugins_dir).load() if isinstance(app, str) else app
+    server = uvicorn.Server(uvicorn_config(nexus, host, port, threads=threads, log_level=log_level))
+    server.run(sockets=[sock] if sock is not None else None)
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def _check_count(setting: str, value: object, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ConfigurationError(setting, value, f"a whole number from 1 to {maximum}")
+
+
+class WorkerApp:
+    """What a worker process runs (an ASGI app factory for uvicorn): the app imported from ``target``.
+
+    Picklable, so the supervisor can hand it to each new process. An app that cannot be
+    loaded ends the worker with :data:`STARTUP_FAILURE` and one line saying why; the
+    supervisor then stops instead of restarting workers that would fail the same way.
+    """
+
+    def __init__(self, target: str, plugins_dir: str | None = None, threads: int = DEFAULT_THREADS,
+                 log_level: str = "warning") -> None:
+        self.target = target
+        self.plugins_dir = plugins_dir
+        self.threads = threads
+        self.log_level = log_level
+
+    def load(self) -> Nexus:
+        from .loading import load_app
+
+        app = load_app(self.target)
+        if self.plugins_dir:
+            for error in app.load_plugins(self.plugins_dir).errors:
+                logging.getLogger("nexus_otel").warning("%s", error)
+        return app
+
+    def __call__(self) -> object:
+        logging.basicConfig(level=self.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        try:
+            app = self.load()
+        except NexusOtelError as exc:
+            print(f"error: worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+            sys.exit(STARTUP_FAILURE)
+        except Exception:  # the app's own module failed: its traceback, then no restart loop
+            traceback.print_exc()
+            print(f"error: worker {os.getpid()}: cannot load {self.target}", file=sys.stderr, flush=True)
+            sys.exit(STARTUP_FAILURE)
+        return create_http_app(app, threads=self.threads)
+
+
+def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int = 8000, *,
+                  sock: socket.socket | None = None, threads: int = DEFAULT_THREADS, plugins_dir: str | None = None,
+                  log_level: str = "warning") -> int:
+    """Run ``workers`` processes serving ``target`` on one port until ``SIGTERM``/``SIGINT``; see the module doc."""
+    from uvicorn.supervisors import Multiprocess
+
+    TelemetryConfig.from_env()  # a bad variable: one error here, not one per worker
+    sock = sock if sock is not None else bind(host, port)
+    directory = tempfile.mkdtemp(prefix="nexus-otel-workers-")
+    if len(directory) > WORKERS_DIR_MAX:  # each worker's Unix socket is named after it
+        shutil.rmtree(directory, ignore_errors=True)
+        raise ConfigurationError("TMPDIR", tempfile.gettempdir(),
+                                 f"a directory whose path is short enough for Unix socket names (under "
+                                 f"{WORKERS_DIR_MAX - 28} characters): the workers' sockets are made there")
+    settings = {WORKERS: str(workers), WORKERS_DIR: directory}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)  # each worker is a new process that inherits the environment
+    try:
+        config = uvicorn.Config(
+            WorkerApp(target, plugins_dir, threads, log_level), factory=True, host=host, port=port,  # type: ignore[arg-type]
+            workers=workers, lifespan="on", log_level=log_level, access_log=False, http=DrainingH11Protocol,
+            timeout_graceful_shutdown=DRAIN_TIMEOUT,
+        )
+        supervisor = Multiprocess(config, sockets=[sock])
+        supervisor.run()
+        failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(directory, ignore_errors=True)
+    return STARTUP_FAILURE if failed else 0
 
 
 class BackgroundServer:

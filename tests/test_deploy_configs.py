@@ -30,12 +30,13 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 
 COLLECTOR_CONFIGS = ("otel-collector.yaml", "otel-collector-gateway.yaml", "otel-collector-sampler.yaml")
-K8S_MANIFESTS = ("namespace.yaml", "otel-gateway.yaml", "otel-sampler.yaml")
+K8S_MANIFESTS = ("namespace.yaml", "app.yaml", "otel-gateway.yaml", "otel-sampler.yaml")
 NAMESPACE = "observability"
 COMPOSE_COLLECTOR_SERVICE = "otel-collector"
 COMPOSE_APP_SERVICE = "app"
 K8S_VERSION = "1.34.0"  # a recent release whose schemas kubernetes-validate ships
 # Which Deployment runs which collector config (the ConfigMap must hold it verbatim).
+# The app's StatefulSet (app.yaml) has checks of its own in tests/test_deploy_app_manifest.py.
 K8S_COLLECTORS = {"otel-gateway": "otel-collector-gateway.yaml", "otel-sampler": "otel-collector-sampler.yaml"}
 
 # The sections of a collector config that hold components. Whether a component type exists is the
@@ -214,8 +215,9 @@ def _index(docs: list[dict]) -> dict[tuple[str, str, str], dict]:
     return {(d["kind"], d.get("metadata", {}).get("namespace", ""), d["metadata"]["name"]): d for d in docs}
 
 
-def _pod_spec(deployment: dict) -> dict:
-    return deployment["spec"]["template"]["spec"]
+def _pod_spec(workload: dict) -> dict:
+    """The pod spec of a Deployment or StatefulSet."""
+    return workload["spec"]["template"]["spec"]
 
 
 def _selects(selector: dict, labels: dict) -> bool:
@@ -247,15 +249,21 @@ def _mounted_collector_config(deployment: dict, objects: dict) -> tuple[dict | N
     return None, [f"deployment {name}: nothing is mounted at {config_path}"]
 
 
-def _container_port(deployment: dict, target) -> int | None:
-    for port in _pod_spec(deployment)["containers"][0].get("ports") or []:
+def _container_port(workload: dict, target) -> int | None:
+    """The containerPort a Service's targetPort or a probe's port (a name or a number) reaches."""
+    for port in _pod_spec(workload)["containers"][0].get("ports") or []:
         if target in (port.get("name"), port["containerPort"]):
             return port["containerPort"]
     return None
 
 
 def k8s_problems(k8s_dir: Path, deploy_dir: Path) -> list[str]:
-    """ConfigMaps embed the deploy/ configs; Services, probes and the gateway's DNS resolver reach the right ports."""
+    """ConfigMaps embed the deploy/ configs; Services, probes and the gateway's DNS resolver reach the right ports.
+
+    Services of the collectors reach an OTLP receiver port; a Service of any other workload (the app's
+    StatefulSet) reaches a port its container declares, as do its probes; a StatefulSet's serviceName
+    is a headless Service that selects its pods.
+    """
     problems: list[str] = []
     docs = [d for name in K8S_MANIFESTS for d in load_docs(k8s_dir / name)]
     objects = _index(docs)
@@ -263,6 +271,7 @@ def k8s_problems(k8s_dir: Path, deploy_dir: Path) -> list[str]:
         if doc["kind"] != "Namespace" and doc["metadata"].get("namespace") != NAMESPACE:
             problems.append(f"{doc['kind']} {doc['metadata']['name']} is not in namespace {NAMESPACE}")
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
     configs: dict[str, dict] = {}
     for dep_name, config_file in K8S_COLLECTORS.items():
         dep = deployments.get(dep_name)
@@ -284,21 +293,51 @@ def k8s_problems(k8s_dir: Path, deploy_dir: Path) -> list[str]:
                 problems.append(f"deployment {dep_name}: {probe} port {port!r} is not the "
                                 f"health_check port {health}")
 
-    # Every Service port reaches an OTLP port of the collector it selects.
+    # Probes of the other workloads reach a port their container declares.
+    for name, workload in workloads.items():
+        if name in K8S_COLLECTORS:
+            continue
+        container = _pod_spec(workload)["containers"][0]
+        for probe in ("livenessProbe", "readinessProbe"):
+            port = ((container.get(probe) or {}).get("httpGet") or {}).get("port")
+            if _container_port(workload, port) is None:
+                problems.append(f"{workload['kind'].lower()} {name}: {probe} port {port!r} is not a container port")
+
+    # Every Service port reaches an OTLP port of the collector it selects, or a declared port of the app.
     services = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Service"}
     for (ns, svc_name), svc in services.items():
-        backends = [n for n, d in deployments.items()
+        backends = [n for n, d in workloads.items()
                     if _selects(svc["spec"].get("selector") or {}, d["spec"]["template"]["metadata"]["labels"])]
         if len(backends) != 1:
-            problems.append(f"service {svc_name} selects {len(backends)} Deployments, expected one")
+            problems.append(f"service {svc_name} selects {len(backends)} Deployments or StatefulSets, expected one")
             continue
         dep_name = backends[0]
+        if dep_name not in K8S_COLLECTORS:
+            for port in svc["spec"]["ports"]:
+                target = port.get("targetPort", port["port"])
+                if _container_port(workloads[dep_name], target) is None:
+                    problems.append(f"service {svc_name} port {port['port']} goes to {target!r}, "
+                                    f"not a container port of {dep_name}")
+            continue
         receiver_ports = set(otlp_ports(configs.get(dep_name, {})).values())
         for port in svc["spec"]["ports"]:
             target = _container_port(deployments[dep_name], port.get("targetPort", port["port"]))
             if target not in receiver_ports:
                 problems.append(f"service {svc_name} port {port['port']} goes to container port {target}, "
                                 f"not an OTLP receiver port of {dep_name} {sorted(receiver_ports)}")
+
+    # A StatefulSet's pods get their DNS names from the headless Service its serviceName names.
+    for name, workload in workloads.items():
+        if workload["kind"] != "StatefulSet":
+            continue
+        governing = services.get((workload["metadata"].get("namespace", ""), workload["spec"].get("serviceName")))
+        if governing is None:
+            problems.append(f"statefulset {name}: serviceName {workload['spec'].get('serviceName')!r} "
+                            f"is not a Service in these manifests")
+        elif governing["spec"].get("clusterIP") != "None" or not _selects(
+                governing["spec"].get("selector") or {}, workload["spec"]["template"]["metadata"]["labels"]):
+            problems.append(f"statefulset {name}: its serviceName {governing['metadata']['name']} must be "
+                            f"headless (clusterIP: None) and select its pods")
 
     # The gateway's load_balancing exporter finds the samplers through a headless Service.
     gateway = configs.get("otel-gateway", {})
@@ -457,12 +496,12 @@ def test_kustomization_lists_the_manifests_and_documents_the_endpoint():
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kustomize_renders_every_resource_in_the_namespace():
-    """`kubectl kustomize` (offline) renders all seven resources, each in the observability namespace."""
+    """`kubectl kustomize` (offline) renders all ten resources, each in the observability namespace."""
     result = subprocess.run(["kubectl", "kustomize", str(K8S)],
                             check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert len(docs) == 7
+    assert len(docs) == 10
     assert all(d["metadata"].get("namespace") == NAMESPACE for d in docs if d["kind"] != "Namespace")
 
 
@@ -516,6 +555,17 @@ def test_port_check_catches_a_broken_copy(tmp_path, file, old, new, expected):
      "livenessProbe port 13134"),
     ("kubernetes/otel-gateway.yaml", "targetPort: otlp-http", "targetPort: 8889",
      "port 4318 goes to container port 8889"),
+    ("kubernetes/app.yaml", "serviceName: nexus-demo-headless", "serviceName: nexus-demo",
+     "serviceName nexus-demo must be headless"),
+    ("kubernetes/app.yaml", "serviceName: nexus-demo-headless", "serviceName: nexus-demo-pods",
+     "serviceName 'nexus-demo-pods' is not a Service"),
+    ("kubernetes/app.yaml", "  type: ClusterIP\n  selector:\n    app.kubernetes.io/name: nexus-demo\n  ports:\n"
+     "    - name: http\n      port: 8000\n      targetPort: http",
+     "  type: ClusterIP\n  selector:\n    app.kubernetes.io/name: nexus-demo\n  ports:\n"
+     "    - name: http\n      port: 8000\n      targetPort: web",
+     "service nexus-demo port 8000 goes to 'web', not a container port of nexus-demo"),
+    ("kubernetes/app.yaml", "              port: http\n            initialDelaySeconds: 5",
+     "              port: 8080\n            initialDelaySeconds: 5", "livenessProbe port 8080 is not a container port"),
 ])
 def test_kubernetes_check_catches_a_broken_copy(tmp_path, file, old, new, expected):
     """A copy whose Service names, ports, probes or ConfigMap content drift is reported."""

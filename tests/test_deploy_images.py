@@ -4,7 +4,9 @@ The Collector and Jaeger images match the binaries built from
 deploy/versions.env and deploy/collector/builder-config.yaml (the tests run
 those); Prometheus matches the Debian prometheus the tests run; Python matches
 the interpreter; Go (the collector image's build stage) matches the toolchain
-that builds the binary here. Grafana is not run by the tests: its tag matches
+that builds the binary here. The app's image (deploy/Dockerfile, run by
+deploy/kubernetes/app.yaml) is tagged with the version of nexus-otel the
+tests run. Grafana is not run by the tests: its tag matches
 the Grafana release whose dashboard schema (grafana-foundation-sdk) the
 dashboards are validated against.
 """
@@ -23,6 +25,7 @@ import yaml
 from .deploy_servers import DEPLOY, run_binary, versions
 
 COLLECTOR_IMAGES = ("otel/opentelemetry-collector-contrib", "otelcol-nexus")
+APP_IMAGE = "nexus-otel-demo"  # what deploy/Dockerfile builds
 
 
 def image_references() -> list[tuple[str, str]]:
@@ -72,6 +75,9 @@ def test_every_image_is_pinned_to_a_version_the_tests_ran():
             assert tag.startswith(f"{sys.version_info.major}.{sys.version_info.minor}"), (where, image)
         elif name == "golang":
             assert tag.startswith(_go_version()), (where, image)
+        elif name == APP_IMAGE:
+            project = metadata.version("nexus-otel")
+            assert tag == project, (where, image, f"deploy/Dockerfile builds nexus-otel {project}")
         elif name == "grafana/grafana":
             sdk = metadata.version("grafana-foundation-sdk").split("!")[-1]
             assert tag == sdk, (where, image, f"dashboards are validated against Grafana {sdk}")

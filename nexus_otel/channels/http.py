@@ -18,9 +18,11 @@ no message, no traceback). Credentials come from ``Authorization: Bearer`` or
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
 
 from opentelemetry import trace as trace_api
@@ -35,6 +37,7 @@ from ..caller import Caller
 from ..errors import AccessError, ConfigurationError, RateLimitExceeded
 from ..middlewares.auth import AuthMiddleware
 from ..telemetry import contract as c
+from . import DEFAULT_THREADS
 from .http_telemetry import HttpTelemetryMiddleware
 
 log = logging.getLogger("nexus_otel.http")
@@ -122,10 +125,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                    manage_lifecycle: bool = True) -> HttpTelemetryMiddleware:
-    """The ASGI app for ``nexus``. With ``manage_lifecycle`` the server's lifespan starts and stops it."""
+                    manage_lifecycle: bool = True, threads: int | None = DEFAULT_THREADS) -> HttpTelemetryMiddleware:
+    """The ASGI app for ``nexus``. With ``manage_lifecycle`` the server's lifespan starts and stops it.
+
+    ``threads`` sizes the pool that runs sync workflows: the server loop's default executor,
+    set as the server starts (None leaves the loop's own, ``min(32, cpus + 4)`` threads).
+    """
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
         raise ConfigurationError("max_body_bytes", max_body_bytes, "a whole number of bytes, at least 1")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigurationError("threads", threads, "a whole number of threads, at least 1 (or None)")
 
     async def run_workflow(request: Request) -> Response:
         name = request.path_params["name"]
@@ -186,7 +195,10 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
 
     async def metrics(request: Request) -> Response:
         openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
-        body, content_type = nexus.telemetry.prometheus_exposition(openmetrics=openmetrics)
+        if nexus.telemetry.worker_metrics is not None:  # asks the other workers: off the event loop
+            body, content_type = await asyncio.to_thread(nexus.telemetry.prometheus_exposition, openmetrics)
+        else:
+            body, content_type = nexus.telemetry.prometheus_exposition(openmetrics=openmetrics)
         return Response(body, media_type=None, headers={"content-type": content_type})
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -200,6 +212,9 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if threads is not None:
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(threads, thread_name_prefix="nexus-otel-workflow"))
         if manage_lifecycle and not nexus.started:
             nexus.start()
         try:

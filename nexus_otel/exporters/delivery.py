@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .outbox import Message, Outbox, OutboxView
+from .outbox import DEFAULT_LEASE, Message, Outbox, OutboxView
 
 log = logging.getLogger("nexus_otel.outbox")
 
@@ -133,15 +133,19 @@ class OutboxWorker:
     """Delivers due messages on one thread; wakes at once on new messages, else when the next retry is due.
 
     Only this thread ever delivers, also while stopping: a payload is never
-    sent twice by a drain racing the worker. Call :meth:`start` before use.
+    sent twice by a drain racing the worker. Workers of other processes sharing
+    the outbox claim their batches too (:meth:`Outbox.claim`), so each message
+    has one deliverer at a time. Call :meth:`start` before use.
     """
 
     def __init__(self, outbox: Outbox | OutboxView, deliver: Deliver, *, policy: RetryPolicy = RetryPolicy(),
                  batch_size: int = 50, name: str = "outbox",
                  on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
                  breaker: CircuitBreaker | None = None, linger: float = 0.2,
-                 on_exit: Callable[[], None] | None = None) -> None:
+                 on_exit: Callable[[], None] | None = None, lease: float = DEFAULT_LEASE) -> None:
         self.outbox = outbox
+        self.lease = lease
+        """Seconds a claimed batch is this worker's alone (see :meth:`Outbox.claim`)."""
         self.deliver = deliver
         self.policy = policy
         self.batch_size = batch_size
@@ -212,12 +216,20 @@ class OutboxWorker:
         now = time.time()
         groups: dict[str, list[Message]] = {}
         waiting: set[str] = set()
-        for message in self.outbox.due(self.batch_size):
+        unsent: list[int] = []
+        # Claimed for a lease: another process sharing the outbox does not take these meanwhile.
+        # Deliveries start only in the lease's first half, so none is still running when it ends.
+        lease_end = time.monotonic() + self.lease / 2
+        deadline = lease_end if deadline is None else min(deadline, lease_end)
+        for message in self.outbox.claim(self.batch_size, self.lease):
             dest = message.destination
             if self.breaker.is_open(dest, now):
                 waiting.add(dest)  # postponed below, without spending an attempt
+                unsent.append(message.id)
                 continue
             groups.setdefault(dest, []).append(message)
+        if unsent:
+            self.outbox.release(unsent)
         if waiting:
             self._hold_open(now, waiting)
         if not groups:
@@ -227,6 +239,7 @@ class OutboxWorker:
             if not self.breaker.is_up(dest) and len(messages) > 1:
                 worked = self._deliver(messages[:1], deadline) or worked
                 if not self.breaker.is_up(dest):
+                    self.outbox.release([m.id for m in messages[1:]])
                     continue  # the probe failed (its circuit is open) or was not attempted
                 messages = messages[1:]
             worked = self._deliver(messages, deadline) or worked
@@ -238,9 +251,10 @@ class OutboxWorker:
     def _deliver(self, batch: list[Message], deadline: float | None) -> bool:
         """Deliver ``batch`` and settle each outcome; true if any was attempted."""
         outcomes = self.deliver(batch, deadline)
-        done, worked = [], False
+        done, unsent, worked = [], [], False
         for message, outcome in zip(batch, outcomes):
             if not outcome.attempted:
+                unsent.append(message.id)
                 continue
             worked = True
             if outcome.ok:
@@ -262,6 +276,8 @@ class OutboxWorker:
         if done:
             self.outbox.delivered(done)
             self.on_outcome("delivered", len(done))
+        if unsent:
+            self.outbox.release(unsent)
         return worked
 
     def _hold_open(self, now: float, destinations: set[str]) -> None:

@@ -12,7 +12,9 @@ Sinks that share a file (the built-in ones do, by default) each see their own
 messages through an :class:`OutboxView`. A
 :class:`~nexus_otel.exporters.delivery.OutboxWorker` delivers them. Because the
 queue is a file, a restart or a long outage loses nothing: the next process
-picks up where the last one stopped.
+picks up where the last one stopped. Several processes may share the file
+(the workers of ``serve --workers N``): a message is claimed by one of them at
+a time (:meth:`Outbox.claim`), so none is delivered twice.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ _INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next
 
 
 _MAX_ROWS_PER_INSERT = 16
+DEFAULT_LEASE = 120.0
+"""Seconds a claimed message is kept from other claimers (longer than any one delivery takes)."""
 _IDS_PER_DELETE = 500  # well under SQLite's limit on bound variables
 
 
@@ -230,7 +234,7 @@ class Outbox:
             put.done = True
 
     def due(self, limit: int = 100, now: float | None = None, scope: Scope = ALL) -> list[Message]:
-        """Pending messages (of ``scope``) whose next attempt is due, oldest first."""
+        """Pending messages (of ``scope``) whose next attempt is due, oldest first (a look: see :meth:`claim`)."""
         with self._lock:
             cur = self._db.execute(
                 "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
@@ -239,6 +243,36 @@ class Outbox:
                 (time.time() if now is None else now, *scope[1], limit),
             )
             return [_message(row) for row in cur.fetchall()]
+
+    def claim(self, limit: int = 100, lease: float = DEFAULT_LEASE, scope: Scope = ALL) -> list[Message]:
+        """Take up to ``limit`` due messages (of ``scope``) for delivery, oldest first, for ``lease`` seconds.
+
+        In one statement (one transaction), the messages' next attempt moves to the lease's end,
+        so no other process (or worker) sharing the file takes them meanwhile. The claimer settles
+        each with :meth:`delivered`, :meth:`retry`, :meth:`dead` or :meth:`release`; a claimer that
+        dies leaves them to be taken again when the lease ends (the same ``message_id``: a
+        receiver that deduplicates sees it once).
+        """
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM outbox"
+                f" WHERE state = 'pending' AND next_attempt_at <= ? AND {scope[0]}"
+                " ORDER BY next_attempt_at, id LIMIT ?)"
+                " RETURNING id, message_id, destination, payload, attempts, created_at, last_error, state",
+                (now + lease, now, *scope[1], limit),
+            )
+            rows = cur.fetchall()
+        return sorted((_message(row) for row in rows), key=lambda m: m.id)
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Give claimed messages back, due now (they were not attempted)."""
+        now = time.time()
+        with self._lock:
+            for start in range(0, len(ids), _IDS_PER_DELETE):
+                chunk = [int(i) for i in ids[start:start + _IDS_PER_DELETE]]
+                self._db.execute(f"UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending' AND id IN "
+                                 f"({','.join('?' * len(chunk))})", [now, *chunk])
 
     def next_due_in(self, scope: Scope = ALL) -> float | None:
         """Seconds until the next pending message is due (0 if one is due now), None if none is pending."""
@@ -335,6 +369,12 @@ class OutboxView:
 
     def due(self, limit: int = 100, now: float | None = None) -> list[Message]:
         return self.outbox.due(limit, now, self.scope)
+
+    def claim(self, limit: int = 100, lease: float = DEFAULT_LEASE) -> list[Message]:
+        return self.outbox.claim(limit, lease, self.scope)
+
+    def release(self, ids: Sequence[int]) -> None:
+        self.outbox.release(ids)
 
     def next_due_in(self) -> float | None:
         return self.outbox.next_due_in(self.scope)

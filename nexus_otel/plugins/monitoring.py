@@ -2,7 +2,8 @@
 
 - ``backend="prometheus"``: served for scraping on the HTTP channel's
   ``/metrics``, and with ``port=...`` also on a port of its own (for apps
-  without the HTTP channel). ``interval`` is Prometheus's scrape interval to
+  without the HTTP channel; with ``serve --workers`` one worker serves it,
+  with every worker's totals). ``interval`` is Prometheus's scrape interval to
   set on the Prometheus side; it does not change what is served.
 - ``backend="otlp"``: pushed every ``interval`` seconds by the OTLP metric
   exporter (endpoint and protocol from ``OTEL_EXPORTER_OTLP_*``).
@@ -14,6 +15,7 @@ Settings may be given to the constructor or set as attributes before
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -21,6 +23,7 @@ from .. import settings
 from ..plugin import NexusPlugin
 
 BACKENDS = ("prometheus", "otlp", "console")
+log = logging.getLogger("nexus_otel.monitoring")
 
 
 class MonitoringPlugin(NexusPlugin):
@@ -56,7 +59,14 @@ class MonitoringPlugin(NexusPlugin):
             if self.port is not None:
                 from prometheus_client import start_http_server
 
-                self.server, _ = start_http_server(self.port, addr=self.host, registry=telemetry.prometheus_registry)
+                try:
+                    # telemetry.exposition: with serve --workers, every worker's totals, like the app's /metrics.
+                    self.server, _ = start_http_server(self.port, addr=self.host, registry=telemetry.exposition)
+                except OSError as exc:
+                    if telemetry.config.workers > 1 and self.port:  # one worker serves the port for all
+                        log.info("MonitoringPlugin: port %s is served by another worker (%s)", self.port, exc)
+                        return
+                    raise
                 self.port = self.server.server_port
             return
         hub = telemetry.require_metrics_hub("MonitoringPlugin")

@@ -3,7 +3,8 @@
 Keyed by ``principal`` (the authenticated caller; add ``AuthPlugin`` first),
 ``api_key``, ``client`` address or ``session``, counted ``global``-ly or per
 ``workflow``. ``storage="redis://host:6379"`` shares the budget between
-replicas. Settings may be constructor arguments or attributes set before
+replicas and between the workers of ``serve --workers N`` (where memory
+storage, per process, fails at start rather than admit N times the limit). Settings may be constructor arguments or attributes set before
 ``add_plugin``, as in Kailash Nexus's plugin API; bad values fail at setup naming them.
 """
 
@@ -18,6 +19,7 @@ from ..middlewares.rate_limit import KEYS, SCOPES, RateLimitMiddleware, effectiv
 from ..plugin import NexusPlugin
 
 log = logging.getLogger("nexus_otel.ratelimit")
+MEMORY_SCHEMES = ("memory:", "async+memory:")
 
 
 class RateLimitPlugin(NexusPlugin):
@@ -43,6 +45,13 @@ class RateLimitPlugin(NexusPlugin):
         if not isinstance(self.storage, str):
             raise ConfigurationError("RateLimitPlugin.storage", self.storage, "a storage URI such as memory:// "
                                      "or redis://127.0.0.1:6379")
+        workers = nexus_app.telemetry.config.workers
+        if workers > 1 and self.storage.strip().lower().startswith(MEMORY_SCHEMES):
+            # Each worker process would count alone and admit the whole limit: N times the limit, silently.
+            raise ConfigurationError(
+                "RateLimitPlugin.storage", self.storage,
+                f"a storage the {workers} workers share, such as storage=\"redis://127.0.0.1:6379\" (memory "
+                f"storage is per process: {workers} workers would admit {workers} times the limit)")
         counter = nexus_app.telemetry.meter.create_counter(
             "nexus.ratelimit.rejections", unit="1", description="Executions turned away by the rate limit.")
 

@@ -23,6 +23,12 @@ enough (the ratio defaults to 1, the threshold to none).
 serializes a batch: ``fast`` (the default) writes the protobuf bytes directly
 (:mod:`nexus_otel.exporters.otlp_encoding`), ``stock`` uses the SDK's exporter
 unchanged.
+
+``nexus-otel serve --workers N`` sets ``NEXUS_OTEL_WORKERS`` (N) and
+``NEXUS_OTEL_WORKERS_DIR`` (a directory its workers share for the duration of
+the server) in every worker's environment: each worker then gets its own
+``service.instance.id`` and ``/metrics`` answers with the totals of all workers
+(:mod:`nexus_otel.telemetry.worker_metrics`). Users do not set them.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ TAIL_SAMPLING_RATIO = "NEXUS_OTEL_TAIL_SAMPLING_RATIO"
 TAIL_SAMPLING_SLOW_MS = "NEXUS_OTEL_TAIL_SAMPLING_SLOW_MS"
 OTLP_ENCODER = "NEXUS_OTEL_OTLP_ENCODER"
 OTLP_ENCODERS = ("fast", "stock")
+WORKERS = "NEXUS_OTEL_WORKERS"
+WORKERS_DIR = "NEXUS_OTEL_WORKERS_DIR"
 _DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = ("true",)
 _FALSE = ("false", "")
@@ -68,7 +76,7 @@ _NON_NEGATIVE_INT_VARS = (
     "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT",
     "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
     "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
-    "NEXUS_OTEL_LOCAL_MAX_BYTES", "NEXUS_OTEL_LOCAL_MAX_FILES",
+    "NEXUS_OTEL_LOCAL_MAX_BYTES", "NEXUS_OTEL_LOCAL_MAX_FILES", WORKERS,
     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
     "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT",
 )
@@ -96,6 +104,10 @@ class TelemetryConfig:
     """In-process tail sampling (``NEXUS_OTEL_TAIL_SAMPLING_*``); None keeps every sampled span."""
     otlp_encoder: str = "fast"
     """How OTLP span batches are serialized (``NEXUS_OTEL_OTLP_ENCODER``): ``fast`` or the SDK's (``stock``)."""
+    workers: int = 1
+    """Worker processes serving this app (``NEXUS_OTEL_WORKERS``, set by ``serve --workers``)."""
+    workers_dir: str | None = None
+    """The directory those workers share (``NEXUS_OTEL_WORKERS_DIR``); None when not one of several workers."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":
@@ -145,6 +157,8 @@ class TelemetryConfig:
                                     EXEMPLAR_FILTERS, "trace_based"),
             tail_sampling=_tail_sampling(env),
             otlp_encoder=otlp_encoder(env),
+            workers=_positive_int(env, WORKERS, 1),
+            workers_dir=(env.get(WORKERS_DIR) or "").strip() or None,
         )
 
 

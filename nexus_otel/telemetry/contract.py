@@ -30,6 +30,7 @@ PLUGIN_VERSION = "nexus.plugin.version"
 HOOK_EVENT = "nexus.hook.event"
 ERROR_TYPE = "error.type"
 SERVICE_NAME = "service.name"
+SERVICE_INSTANCE_ID = "service.instance.id"
 
 # Hook events (the value of ``nexus.hook.event`` and of the metrics' ``event``).
 WORKFLOW_STARTED = "workflow_started"

@@ -35,6 +35,15 @@ _UNITS = {
 }
 
 
+class ReadingFamily(GaugeMetricFamily):
+    """A gauge made from an OpenTelemetry ``Gauge`` (an observable gauge's reading of some state), as
+    opposed to one made from an up-down counter (a count of this process's own things, in flight).
+
+    Across worker processes the two merge differently: counts add up, readings of a state the workers
+    share (an outbox's depth) do not (see :mod:`nexus_otel.telemetry.worker_metrics`).
+    """
+
+
 def metric_name(name: str, unit: str) -> str:
     """The Prometheus base name (counters get ``_total`` added by the family)."""
     base = _INVALID_NAME.sub("_", name).strip("_")
@@ -115,7 +124,8 @@ def _add(families: dict[str, Metric], metric: Any, extra: dict[str, str]) -> Non
             family.samples.append(_sample(family_name + "_total", keys, values, point.value,
                                           exemplars[-1] if exemplars else None))
         elif isinstance(data, (Sum, Gauge)):
-            family = families.get(name) or GaugeMetricFamily(name, metric.description or "", labels=None)
+            kind = ReadingFamily if isinstance(data, Gauge) else GaugeMetricFamily
+            family = families.get(name) or kind(name, metric.description or "", labels=None)
             families[name] = family
             family.samples.append(_sample(name, keys, values, point.value))
         elif isinstance(data, Histogram):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import uuid
 from typing import Any, Mapping
 
 from opentelemetry import metrics as metrics_api
@@ -47,6 +49,7 @@ from .config import TelemetryConfig
 from .exporters import metric_exporters, separate_reader, span_processors, wants_delta
 from .instruments import Instruments
 from .metrics_hub import MetricsHub
+from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("nexus_otel.telemetry")
 EXIT_TIMEOUT = 5.0
@@ -99,7 +102,7 @@ class Telemetry:
             self.tracer_provider: trace_api.TracerProvider = trace_api.NoOpTracerProvider()
             self.meter_provider: metrics_api.MeterProvider = metrics_api.NoOpMeterProvider()
         else:
-            self.resource = _resource(service_name)
+            self.resource = _resource(service_name, worker=self.config.workers_dir is not None)
             self.meter_provider = meter_provider or self._meter_provider()
             self.span_outcomes = spans_counter(
                 self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__))
@@ -122,6 +125,10 @@ class Telemetry:
         if self.bound_metrics is not None and self.tail_sampler is not None:
             self.bound_metrics.exemplar_check = self.tail_sampler.was_kept  # exemplars name kept traces only
         self.instruments = Instruments.create(self.meter, self.bound_metrics)
+        self.worker_metrics: WorkerMetrics | None = None
+        """With ``serve --workers``: this worker's part in answering ``/metrics`` for all workers."""
+        if self.enabled and self.config.workers_dir is not None:
+            self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry).start()
         if self._owned:  # flushed at interpreter exit too, if the app was never stopped: within EXIT_TIMEOUT
             atexit.register(self._shutdown_at_exit)
 
@@ -214,15 +221,20 @@ class Telemetry:
             )
         return self.metrics_hub
 
+    @property
+    def exposition(self) -> Any:
+        """What ``/metrics`` exposes: the Prometheus registry, or with ``serve --workers`` every worker's totals."""
+        return self.worker_metrics if self.worker_metrics is not None else self.prometheus_registry
+
     def prometheus_exposition(self, openmetrics: bool = False) -> tuple[bytes, str]:
         """The current metrics in Prometheus text (or OpenMetrics, with exemplars) and the content type."""
         if openmetrics:
             from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as om_type
 
-            return generate_openmetrics(self.prometheus_registry), om_type
+            return generate_openmetrics(self.exposition), om_type
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-        return generate_latest(self.prometheus_registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.exposition), CONTENT_TYPE_LATEST
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Push out buffered spans and metrics; true when every provider finished in time."""
@@ -249,15 +261,24 @@ class Telemetry:
         if self.tracer_provider not in self._owned:
             # A borrowed tracer provider stays up; our sinks on it end with the app.
             self.sinks.shutdown()
+        if self.worker_metrics is not None:  # after the flush, while the meter provider still reads
+            self.worker_metrics.close()
         for provider in reversed(self._owned):  # spans first, then the metrics that count them
             provider.shutdown()  # type: ignore[attr-defined]
         self._owned.clear()
 
 
-def _resource(default_service_name: str) -> Resource:
-    """``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over the app's name."""
+def _resource(default_service_name: str, worker: bool = False) -> Resource:
+    """``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over the app's name.
+
+    One of several workers gets its own ``service.instance.id`` (the one given, if any, with its
+    process id added), so what each pushes over OTLP is a series of its own, summed, never merged.
+    """
     from_env = OTELResourceDetector().detect()
-    attributes = {}
+    attributes: dict[str, Any] = {}
     if contract.SERVICE_NAME not in from_env.attributes:
         attributes[contract.SERVICE_NAME] = default_service_name
+    if worker:
+        given = from_env.attributes.get(contract.SERVICE_INSTANCE_ID)
+        attributes[contract.SERVICE_INSTANCE_ID] = f"{given}-{os.getpid()}" if given else str(uuid.uuid4())
     return Resource.create(attributes)

@@ -1,0 +1,252 @@
+"""Exact ``/metrics`` across the worker processes of one server (``nexus-otel serve --workers N``).
+
+Each worker process has its own SDK and counts only what it ran, and the kernel
+hands a scrape to any one of them. So every worker also answers its peers: it
+listens on a Unix socket in the directory the workers share
+(``NEXUS_OTEL_WORKERS_DIR``) and sends its current samples to whoever
+connects. The worker serving a scrape asks every peer, adds its own samples,
+and merges them the way Prometheus' client_python multiprocess mode merges
+its own metrics:
+
+- counters, histograms and summaries: summed per series;
+- gauges from up-down counters (executions in flight): summed;
+- gauges that read a state the workers share (a webhook outbox's depth,
+  :class:`~nexus_otel.telemetry.prometheus.ReadingFamily`): the largest reading;
+- ``target_info``: the resource attributes the workers have in common (each
+  worker's ``service.instance.id`` differs; OTLP carries it per worker).
+
+Counters never go backwards when a worker is replaced (``SIGHUP``) or dies: a
+worker writes its samples to ``<pid>.json`` in the directory as it stops and
+every few seconds while it runs, and the totals keep a gone worker's
+counters (not its gauges). A worker killed outright loses at most those
+seconds of counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import orjson
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Exemplar, Sample
+
+from .prometheus import ReadingFamily
+
+log = logging.getLogger("nexus_otel.metrics")
+
+REFRESH_SECONDS = 5.0
+"""How often a running worker rewrites its file (what a worker killed outright can lose)."""
+PEER_TIMEOUT = 3.0
+"""Seconds a scrape waits for one peer's samples before using its file instead."""
+INSTANCE_LABEL = "service_instance_id"
+_SUM, _MAX, _INFO = "sum", "max", "info"
+_CUMULATIVE = ("counter", "histogram", "summary", "gaugehistogram")
+_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+WORKERS_DIR_MAX = _SOCKET_PATH_MAX - len("/4194304.sock")
+"""The longest shared directory path whose sockets (``<pid>.sock``) still have valid names."""
+
+
+class Collectable(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
+
+
+def encode(families: Iterable[Metric]) -> bytes:
+    """Families as the bytes a worker sends its peers (and writes to its file)."""
+    out = []
+    for f in families:
+        merge = _INFO if f.type in ("info", "stateset") else _MAX if isinstance(f, ReadingFamily) else _SUM
+        samples = [[s.name, s.labels, s.value, s.timestamp,
+                    None if s.exemplar is None else [s.exemplar.labels, s.exemplar.value, s.exemplar.timestamp]]
+                   for s in f.samples]
+        out.append({"n": f.name, "d": f.documentation, "t": f.type, "u": f.unit, "m": merge, "s": samples})
+    return orjson.dumps(out)
+
+
+def decode(data: bytes) -> list[dict[str, Any]]:
+    value = orjson.loads(data)
+    if not isinstance(value, list):
+        raise ValueError("worker metrics: expected a list of families")
+    return value
+
+
+def merge(workers: list[list[dict[str, Any]]]) -> list[Metric]:
+    """The families of several workers as one set (see the module docstring for how each kind adds up)."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]]] = {}
+    modes: dict[str, str] = {}
+    info_sets: dict[str, list[dict[str, str]]] = {}
+    for families in workers:
+        for f in families:
+            name, mode = f["n"], f["m"]
+            if name not in merged:
+                merged[name] = Metric(name, f["d"], f["t"], f["u"] if f["u"] and name.endswith("_" + f["u"]) else "")
+                values[name] = {}
+                modes[name] = mode
+                info_sets[name] = []
+            if mode == _INFO:
+                for s in f["s"]:
+                    labels = {k: v for k, v in s[1].items() if k != INSTANCE_LABEL}
+                    info_sets[name].append(labels)
+                continue
+            series = values[name]
+            for sample_name, labels, value, timestamp, exemplar in f["s"]:
+                key = (sample_name, tuple(sorted(labels.items())))
+                seen = series.get(key)
+                if seen is None:
+                    series[key] = [sample_name, labels, value, timestamp, exemplar]
+                    continue
+                if mode == _MAX or sample_name.endswith("_created"):
+                    seen[2] = max(seen[2], value) if mode == _MAX else min(seen[2], value)
+                else:
+                    seen[2] += value
+                if exemplar is not None and (seen[4] is None or (exemplar[2] or 0) >= (seen[4][2] or 0)):
+                    seen[4] = exemplar
+    out = []
+    for name, family in merged.items():
+        if modes[name] == _INFO:
+            family.samples = [Sample(name + "_info" if not name.endswith("_info") else name, labels, 1.0)
+                              for labels in _common(info_sets[name])]
+        else:
+            family.samples = [
+                Sample(n, labels, value, timestamp, None if ex is None else Exemplar(ex[0], ex[1], ex[2]))
+                for n, labels, value, timestamp, ex in values[name].values()
+            ]
+        out.append(family)
+    return out
+
+
+def _common(label_sets: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Distinct label sets; when several differ only by attributes some workers lack, what all share."""
+    distinct = {tuple(sorted(labels.items())): labels for labels in label_sets}
+    if len(distinct) <= 1:
+        return list(distinct.values())
+    shared = set.intersection(*(set(k) for k in distinct))
+    return [dict(sorted(shared))]
+
+
+def counters_only(families: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a gone worker still adds to the totals: its cumulative families."""
+    return [f for f in families if f["t"] in _CUMULATIVE or f["m"] == _INFO]
+
+
+class WorkerMetrics:
+    """This worker's side of the exchange: answers peers, writes its file, merges a scrape.
+
+    ``local`` is what this worker would expose alone (the app's Prometheus registry).
+    Call :meth:`start` once, :meth:`close` when the worker's telemetry has flushed.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], local: Collectable, *,
+                 refresh: float = REFRESH_SECONDS, peer_timeout: float = PEER_TIMEOUT) -> None:
+        self.directory = Path(directory)
+        self.local = local
+        self.refresh = refresh
+        self.peer_timeout = peer_timeout
+        self.pid = os.getpid()
+        self.socket_path = self.directory / f"{self.pid}.sock"
+        self.file = self.directory / f"{self.pid}.json"
+        self._server: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._file_lock = threading.Lock()
+
+    def start(self) -> "WorkerMetrics":
+        from ..errors import ConfigurationError
+
+        if len(str(self.directory)) > WORKERS_DIR_MAX:
+            raise ConfigurationError("NEXUS_OTEL_WORKERS_DIR", str(self.directory),
+                                     f"a path short enough for Unix socket names (at most {WORKERS_DIR_MAX} "
+                                     "characters)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(self.socket_path))
+        server.listen(16)
+        server.settimeout(self.refresh)
+        self._server = server
+        self._thread = threading.Thread(target=self._serve, name="nexus-otel-worker-metrics", daemon=True)
+        self._thread.start()
+        return self
+
+    def _samples(self) -> bytes:
+        return encode(self.local.collect())
+
+    def _serve(self) -> None:
+        server = self._server
+        assert server is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                self._write_file()
+                continue
+            except OSError:  # closed by close()
+                break
+            with conn:
+                try:
+                    conn.settimeout(self.peer_timeout)
+                    conn.sendall(self._samples())
+                except Exception as exc:  # a peer that went away, or a collection that failed
+                    log.debug("worker metrics: could not answer a peer: %s", exc)
+
+    def _write_file(self) -> None:
+        try:
+            with self._file_lock:
+                tmp = self.file.with_suffix(".tmp")
+                tmp.write_bytes(self._samples())
+                os.replace(tmp, self.file)
+        except Exception as exc:
+            log.warning("worker metrics: cannot write %s: %s", self.file, exc)
+
+    def _peer(self, pid: str) -> list[dict[str, Any]]:
+        """A peer's current families; a peer that does not answer counts with what its file says."""
+        path = self.directory / f"{pid}.sock"
+        if path.exists():
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                    conn.settimeout(self.peer_timeout)
+                    conn.connect(str(path))
+                    chunks = []
+                    while chunk := conn.recv(1 << 16):
+                        chunks.append(chunk)
+                return decode(b"".join(chunks))
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # a worker that died without closing: its file has its counts
+            except (OSError, ValueError) as exc:
+                log.warning("worker metrics: worker %s did not answer (%s); using its last written counts",
+                            pid, exc)
+        try:
+            return counters_only(decode((self.directory / f"{pid}.json").read_bytes()))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("worker metrics: cannot read the counts of worker %s: %s", pid, exc)
+            return []
+
+    def collect(self) -> list[Metric]:
+        """Every worker's families, merged: what ``/metrics`` answers."""
+        own = decode(self._samples())
+        peers = {p.stem for p in self.directory.glob("*.sock")} | {p.stem for p in self.directory.glob("*.json")}
+        peers.discard(str(self.pid))
+        return merge([own, *(self._peer(pid) for pid in sorted(peers))])
+
+    def close(self) -> None:
+        """Write the final counts, stop answering (idempotent)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._write_file()
+        if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            self._server.close()
+            self.socket_path.unlink(missing_ok=True)
+        if self._thread is not None:
+            self._thread.join(2.0)

@@ -1,0 +1,282 @@
+"""``nexus-otel serve --workers N``: N processes on one port, exact metrics, records once, graceful restarts.
+
+Every test runs the real command (a supervisor and its worker processes) on a
+loopback port, against real receivers: a webhook receiver, SQLite, Redis,
+Prometheus and an OTLP receiver.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nexus_otel.serving import serve
+
+from .otlp_receivers import HTTPReceiver
+from .prometheus_server import PrometheusServer
+from .redis_server import RedisServer
+from .served import REPO, Served, cli_env, nexus_otel
+from .test_rate_limit import simultaneous, statuses
+from .webhook_receiver import WebhookReceiver
+
+APP = "tests.apps.scaled:app"
+CLOSE = {"connection": "close"}  # a new connection per request: the kernel spreads them over the workers
+
+
+@pytest.fixture
+def run_dir():
+    """A short temporary directory for the server's (Unix socket names are limited to about 100 characters)."""
+    path = Path(tempfile.mkdtemp(prefix="nw-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def serve_workers(tmp_path: Path, run_dir: Path, n: int = 2, **env: str) -> Served:
+    """``serve APP --workers n`` with its own temporary directory; returns once all n workers answer peers."""
+    served = Served(APP, cli_env(tmp_path / "data", TMPDIR=str(run_dir), **env), REPO, "--workers", str(n))
+    deadline = time.monotonic() + 30
+    while len(list(run_dir.glob("nexus-otel-workers-*/*.sock"))) < n:
+        assert time.monotonic() < deadline, f"{n} workers did not start: {served.stop()}"
+        time.sleep(0.05)
+    return served
+
+
+def run_requests(url: str, count: int, clients: int = 4, workflow: str = "work",
+                 body: dict | None = None) -> collections.Counter:
+    """POST ``count`` requests from ``clients`` threads; the pids that answered (every answer must be 200)."""
+    def one(_: int) -> int:
+        with httpx.Client(timeout=30) as client:
+            r = client.post(f"{url}/workflows/{workflow}", json=body or {}, headers=CLOSE)
+        assert r.status_code == 200, r.text
+        return r.json()["result"]["pid"]
+
+    with ThreadPoolExecutor(clients) as pool:
+        return collections.Counter(pool.map(one, range(count)))
+
+
+def scrape_total(url: str, name: str, workflow: str = "work") -> float:
+    """The sum of ``name``'s series for ``workflow`` in one scrape of ``/metrics``."""
+    text = httpx.get(f"{url}/metrics", headers=CLOSE, timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and f'workflow="{workflow}"' in line)
+
+
+def test_every_scrape_reads_the_exact_total_of_all_workers(tmp_path, run_dir):
+    served = serve_workers(tmp_path, run_dir)
+    try:
+        pids = run_requests(served.url, 1000)
+        assert sum(pids.values()) == 1000
+        assert len(pids) == 2 and min(pids.values()) > 50, f"both workers must have served: {pids}"
+        for _ in range(10):
+            assert scrape_total(served.url, "nexus_workflow_executions_total") == 1000
+            assert scrape_total(served.url, "nexus_workflow_duration_seconds_count") == 1000
+            assert scrape_total(served.url, "http_server_request_duration_seconds_count", "") >= 0
+        with PrometheusServer(tmp_path / "prometheus", [served.url.removeprefix("http://")]) as prometheus:
+            prometheus.wait_for_targets_up()
+            totals = prometheus.wait_until(lambda: prometheus.vector(
+                'sum(nexus_workflow_executions_total{workflow="work"})') or None)
+            counts = prometheus.vector('sum(nexus_workflow_duration_seconds_count{workflow="work"})')
+        assert list(totals.values()) == [1000.0] and list(counts.values()) == [1000.0]
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+
+
+def test_http_metrics_and_target_info_merge_across_workers(tmp_path, run_dir):
+    served = serve_workers(tmp_path, run_dir)
+    try:
+        run_requests(served.url, 200)
+        text = httpx.get(f"{served.url}/metrics", headers=CLOSE, timeout=10).text
+    finally:
+        served.stop()
+    lines = text.splitlines()
+    requests = sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith("http_server_request_duration_seconds_count{")
+                   and 'http_route="/workflows/{name}"' in line)
+    assert requests == 200
+    targets = [line for line in lines if line.startswith("target_info{")]
+    assert len(targets) == 1 and 'service_name="scaled"' in targets[0]
+    assert "service_instance_id" not in targets[0]  # one per worker over OTLP, not in the merged scrape
+    types = [line for line in lines if line.startswith("# TYPE ")]
+    assert "# TYPE nexus_workflow_executions_total counter" in types
+    assert len(types) == len(set(types)), "one family per metric, not one per worker"
+
+
+def test_otlp_metrics_come_from_each_worker_under_its_own_instance_id(tmp_path, run_dir):
+    with HTTPReceiver() as receiver:
+        served = serve_workers(tmp_path, run_dir, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                               OTEL_METRIC_EXPORT_INTERVAL="500",
+                               OTEL_TRACES_EXPORTER="none")
+        try:
+            pids = run_requests(served.url, 300)
+            assert len(pids) == 2
+
+            def per_instance() -> dict[str, float]:
+                """Each instance's newest cumulative count of ``work`` executions."""
+                newest: dict[str, tuple[int, float]] = {}
+                for metric in receiver.metrics():
+                    if metric.name != "nexus.workflow.executions":
+                        continue
+                    instance = metric.resource["service.instance.id"]
+                    for point in metric.points:
+                        if point.attributes.get("workflow") == "work" and (
+                                instance not in newest or point.time_unix_nano >= newest[instance][0]):
+                            newest[instance] = (point.time_unix_nano, point.value or 0.0)
+                return {instance: value for instance, (_, value) in newest.items()}
+
+            assert receiver.wait_for(lambda: sum(per_instance().values()) == 300, timeout=15), per_instance()
+        finally:
+            served.stop()
+    instances = per_instance()
+    assert len(instances) == 2, instances  # each worker pushes its own counts, under its own id
+    assert sorted(instances.values()) == sorted(pids.values())
+
+
+def test_each_record_is_delivered_and_written_exactly_once(tmp_path, run_dir):
+    with WebhookReceiver() as receiver:
+        served = serve_workers(tmp_path, run_dir, TEST_WEBHOOK_URL=receiver.url, TEST_AUDIT="1")
+        try:
+            pids = run_requests(served.url, 1000)
+            assert len(pids) == 2 and min(pids.values()) > 50, pids
+            receiver.wait_for_count(1000, timeout=60)
+            time.sleep(1.0)  # a second delivery of any of them would arrive by now
+        finally:
+            code, err = served.stop()
+        assert code == 0, err
+        ids = [r.headers["webhook-id"] for r in receiver.requests()]
+    assert len(ids) == 1000 and len(set(ids)) == 1000, collections.Counter(ids).most_common(3)
+    with sqlite3.connect(tmp_path / "data" / "audit.sqlite") as db:
+        rows = db.execute("SELECT workflow_id FROM workflow_executions").fetchall()
+    assert len(rows) == 1000 and len({r[0] for r in rows}) == 1000
+    with sqlite3.connect(tmp_path / "data" / "outbox.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_the_local_trace_store_holds_every_workers_traces(tmp_path, run_dir):
+    served = serve_workers(tmp_path, run_dir, OTEL_BSP_SCHEDULE_DELAY="100")
+    try:
+        run_requests(served.url, 300)
+    finally:
+        served.stop()
+    env = cli_env(tmp_path / "data")
+    listed = nexus_otel("traces", "-n", "1000", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines()[1:] if " work " in line]
+    assert len(rows) == 300, listed.stdout[-500:]
+    assert "skipping damaged line" not in listed.stderr
+
+
+def test_rate_limits_hold_across_workers_with_redis(tmp_path, run_dir):
+    with RedisServer() as redis_server:
+        served = serve_workers(tmp_path, run_dir, LIMIT_STORAGE=redis_server.url)
+        try:
+            responses, took = simultaneous([(served.url, "key-workers")] * 50)
+        finally:
+            served.stop()
+    counts = statuses(responses)
+    assert counts.get(200) in (10, 11) and counts[200] + counts.get(429, 0) == 50, f"{counts} in {took:.2f} s"
+
+
+def test_memory_rate_limits_refuse_to_start_with_several_workers(tmp_path, run_dir):
+    result = subprocess.run(
+        [*serve_command(), "--workers", "2"], env=cli_env(tmp_path / "data", LIMIT_STORAGE="memory://",
+                                                          TMPDIR=str(run_dir)),
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert 'storage="redis://127.0.0.1:6379"' in result.stderr and "2 times the limit" in result.stderr
+    assert "a worker could not start the app" in result.stderr
+    assert result.stderr.count("Traceback") == 0
+
+
+def serve_command() -> list[str]:
+    import sys
+
+    from nexus_otel.serving import free_port
+
+    return [sys.executable, "-m", "nexus_otel.cli", "serve", APP, "--host", "127.0.0.1", "--port", str(free_port())]
+
+
+def test_sigterm_lets_every_worker_finish_its_requests_in_flight(tmp_path, run_dir):
+    served = serve_workers(tmp_path, run_dir)
+    results: list[object] = []
+
+    def slow() -> None:
+        try:
+            with httpx.Client(timeout=30) as client:
+                r = client.post(f"{served.url}/workflows/slow", json={"seconds": 2}, headers=CLOSE)
+            results.append(r.json()["result"]["pid"] if r.status_code == 200 else r.status_code)
+        except httpx.HTTPError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=slow) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.8)  # all 8 are in flight
+    started = time.monotonic()
+    code, err = served.stop()
+    took = time.monotonic() - started
+    for t in threads:
+        t.join(30)
+    assert code == 0, err
+    assert len(results) == 8 and all(isinstance(r, int) for r in results), results
+    assert len(set(results)) == 2, f"both workers had requests in flight: {results}"
+    assert took < 15, f"stopped in {took:.1f} s"
+
+
+def test_sighup_replaces_the_workers_without_dropping_a_request(tmp_path, run_dir):
+    served = serve_workers(tmp_path, run_dir)
+    stop = threading.Event()
+    outcomes: collections.Counter = collections.Counter()
+    pids: set[int] = set()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post(f"{served.url}/workflows/slow", json={"seconds": 0.02}, headers=CLOSE)
+                    outcomes[r.status_code] += 1
+                    pids.add(r.json()["result"]["pid"])
+                except httpx.HTTPError as exc:
+                    outcomes[type(exc).__name__] += 1
+
+    try:
+        clients = [threading.Thread(target=load) for _ in range(6)]
+        for t in clients:
+            t.start()
+        time.sleep(1.0)
+        first = set(pids)
+        for _ in range(2):
+            served.process.send_signal(signal.SIGHUP)
+            time.sleep(6.0)
+        stop.set()
+        for t in clients:
+            t.join(30)
+        total = scrape_total(served.url, "nexus_workflow_executions_total", "slow")
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+    assert set(outcomes) == {200}, outcomes
+    assert len(pids - first) >= 2, f"the workers were replaced: {first} then {pids}"
+    assert total == outcomes[200], "counters survive the workers that served them"
+
+
+def test_serving_an_app_object_with_several_workers_is_refused():
+    from nexus_otel import Nexus
+    from nexus_otel.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="MODULE:APP"):
+        serve(Nexus("object"), workers=2)
+    for setting, value in (("workers", 0), ("threads", 0), ("threads", True)):
+        with pytest.raises(ConfigurationError, match=setting):
+            serve(APP, **{setting: value})
