@@ -63,6 +63,7 @@ import sys
 # urllib and friends import). Drop that folder before importing anything else.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -82,61 +83,23 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
+from http_app import HOOKS, WORKFLOW, build_app, hook_events  # noqa: E402
+
 HOST = "127.0.0.1"
-WORKFLOW = "bench"
 PATH = f"/workflows/{WORKFLOW}"
 BODY = b'{"name":"ada","count":3,"tags":["x","y"]}'
 TARGET = 0.7
 VARIANTS = ("full", "disabled")
-HOOKS = 3  # the bench plugin's trivial hooks (--hooks)
 FLOOR = "sdk-floor"  # telemetry disabled + the raw SDK making the same five spans (see sdk_floor_app)
 START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
 STOP_TIMEOUT = 15.0
+APP_TARGET = "benchmarks.http_app:create"  # what --workers servers import (the repository is on PYTHONPATH)
+WORKERS_TARGET = 1.6  # --workers 2 over --workers 1 on a 2-core machine
 
 
 # --------------------------------------------------------------------------------------
 # The served app (``--serve`` mode runs in the server subprocesses)
 # --------------------------------------------------------------------------------------
-def hook_events(hooks: int) -> list[str]:
-    """The events of the plugin's ``hooks`` hooks: one ``workflow_started``, the rest ``workflow_completed``."""
-    return ["workflow_started", *["workflow_completed"] * (hooks - 1)][:hooks]
-
-
-def build_app(async_workflow: bool, work_ms: float = 0.0, hooks: int = HOOKS) -> Any:
-    from nexus_otel import Nexus, NexusPlugin
-
-    class BenchPlugin(NexusPlugin):
-        """Trivial hooks (by default three: started, completed, completed)."""
-
-        name = "bench-plugin"  # type: ignore[assignment]
-        version = "1.0.0"  # type: ignore[assignment]
-
-        def setup(self, nexus_app: Nexus) -> None:
-            for event in hook_events(hooks):
-                getattr(nexus_app, f"on_{event}")(lambda event: None)
-
-    work_s = work_ms / 1000
-
-    def busy() -> None:  # CPU work the workflow does (holds the GIL, like pure-Python work)
-        if work_s:
-            end = time.perf_counter() + work_s
-            while time.perf_counter() < end:
-                pass
-
-    app = Nexus("bench-http")
-    app.add_plugin(BenchPlugin())
-    if async_workflow:
-        async def bench(inputs: dict) -> dict:
-            busy()
-            return {"greeting": f"Hello, {inputs.get('name', 'world')}!"}
-    else:
-        def bench(inputs: dict) -> dict:  # type: ignore[misc]
-            busy()
-            return {"greeting": f"Hello, {inputs.get('name', 'world')}!"}
-    app.register(WORKFLOW, bench)
-    return app
-
-
 def sdk_floor_app(asgi: Any, hooks: int = HOOKS) -> Any:
     """``asgi`` wrapped so each request makes, with the raw OpenTelemetry SDK and nothing else, the
     five spans a full server makes: the SERVER span (same attributes), the workflow span under it
@@ -208,8 +171,11 @@ def sdk_floor_app(asgi: Any, hooks: int = HOOKS) -> Any:
 
 
 def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str | None,
-               sdk_floor: bool = False, hooks: int = HOOKS) -> int:
+               sdk_floor: bool = False, hooks: int = HOOKS, workers: int = 0, threads: int = 0) -> int:
     from nexus_otel.serving import serve
+
+    if workers:  # nexus-otel serve --workers: each worker imports the app (its workload in BENCH_* variables)
+        return serve(APP_TARGET, host=HOST, port=port, workers=workers, **({"threads": threads} if threads else {}))
 
     if sdk_floor:
         import uvicorn
@@ -344,9 +310,10 @@ def _clean_env() -> dict[str, str]:
 
 
 def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: float, profile: bool,
-                 extra_env: dict[str, str] | None = None, hooks: int = HOOKS) -> Server:
+                 extra_env: dict[str, str] | None = None, hooks: int = HOOKS, workers: int = 0, threads: int = 0,
+                 sleep_ms: float = 0.0) -> Server:
     port = free_port()
-    tag = f"{variant}-{work_ms:g}ms"
+    tag = f"{variant}-{work_ms:g}ms".replace(" ", "-")
     data_dir = workdir / f"data-{tag}"
     data_dir.mkdir()
     env = _clean_env()
@@ -357,6 +324,12 @@ def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: flo
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--port", str(port)]
     if variant == FLOOR:
         cmd.append("--serve-sdk-floor")
+    if workers:
+        cmd += ["--serve-workers", str(workers)]
+        env.update(BENCH_ASYNC_WORKFLOW="1" if async_workflow else "0", BENCH_WORK_MS=str(work_ms),
+                   BENCH_HOOKS=str(hooks), BENCH_SLEEP_MS=str(sleep_ms))
+    if threads:
+        cmd += ["--threads", str(threads)]
     if hooks != HOOKS:
         cmd += ["--hooks", str(hooks)]
     if async_workflow:
@@ -403,8 +376,9 @@ def check_server(server: Server) -> list[str]:
     if status != 200 or body.get("result") != {"greeting": "Hello, ada!"}:
         problems.append(f"{server.name}: unexpected response {status} {body}")
     has_trace = bool(body.get("trace_id")) and "x-trace-id" in headers
-    if has_trace != (server.variant == "full"):
-        problems.append(f"{server.name}: trace id present={has_trace}, expected {server.variant == 'full'}")
+    traced = server.variant not in ("disabled", FLOOR)
+    if has_trace != traced:
+        problems.append(f"{server.name}: trace id present={has_trace}, expected {traced}")
     return problems
 
 
@@ -560,13 +534,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-sdk-floor", dest="sdk_floor", action="store_false",
                         help="skip the sdk-floor server (the raw SDK making the same spans; see the docstring)")
     parser.add_argument("--serve-sdk-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-workers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="instead: full telemetry served by `serve --workers N` against `--workers 1`, "
+                             f"the throughput ratio (target >= {WORKERS_TARGET} for N=2 on 2 cores)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="with --workers or --threads-sweep: threads per worker running sync workflows")
+    parser.add_argument("--threads-sweep", default="", metavar="N,N,...",
+                        help="instead: one full-telemetry server per thread count, each also with a workflow "
+                             "that blocks --sleep-ms (I/O), to choose the default of serve --threads")
+    parser.add_argument("--sleep-ms", type=float, default=20.0,
+                        help="with --threads-sweep: the blocking workflow's sleep (default 20)")
     args = parser.parse_args(argv)
     if args.hooks < 0:
         parser.error("--hooks must be 0 or more")
+    if args.workers < 0 or args.threads < 0:
+        parser.error("--workers and --threads must be 0 or more")
 
     if args.serve:
         return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out, args.serve_sdk_floor,
-                          args.hooks)
+                          args.hooks, args.serve_workers, args.threads)
     if args.client:
         return client_main(args.port, args.connections, args.seconds or 3.0)
 
@@ -585,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  {_versions()}")
     workdir = Path(tempfile.mkdtemp(prefix="nexus-otel-http-bench-"))
     try:
+        if args.workers or args.threads_sweep:
+            return measure_servers(args, kind, rounds, seconds, warmup, workdir)
         return measure(args, kind, full_env, rounds, seconds, warmup, workdir)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"benchmark could not run: {exc}")
@@ -748,6 +737,78 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
     if args.profile and full.profile_out and os.path.exists(full.profile_out):
         print("(the full server ran under cProfile: its req/s are depressed; do not quote this ratio)")
         print_profile(full.profile_out, 30)
+    return 0
+
+
+def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
+                    workdir: Path) -> int:
+    """``--workers N``: 1 worker against N; ``--threads-sweep``: one server per thread count. Full telemetry."""
+    load = Load(kind, args.connections, workdir)
+    if args.workers:
+        if args.workers < 2:
+            raise RuntimeError("--workers compares N >= 2 workers with 1")
+        workloads = [(args.work_ms, 0.0)] + ([(args.extra_work_ms, 0.0)] if args.extra_work_ms > 0 else [])
+        plans = [(f"{n} worker{'s' if n > 1 else ''}", {"workers": n, "threads": args.threads})
+                 for n in (1, args.workers)]
+        what = f"serve --workers {args.workers} over --workers 1, full telemetry"
+    else:
+        counts = [int(n) for n in args.threads_sweep.split(",") if n.strip()]
+        if not counts or min(counts) < 1:
+            raise RuntimeError("--threads-sweep takes thread counts of 1 or more, e.g. 4,8,16,32,64")
+        workloads = [(args.work_ms, 0.0), (0.0, args.sleep_ms)]
+        plans = [(f"{n} threads", {"workers": 1, "threads": n}) for n in counts]
+        what = f"serve --threads N, full telemetry, sync workflow (CPU, then blocking {args.sleep_ms:g} ms)"
+    print(f"  load: {load.describe()}; POST {PATH}; {what}; {rounds} rounds x {seconds:g} s per server, "
+          f"alternating, after {warmup:g} s warm-up")
+    lines: list[tuple[str, list[Server]]] = []
+    servers: list[Server] = []
+    problems: list[str] = []
+    try:
+        for work_ms, sleep_ms in workloads:
+            label = f"{work_ms:g} ms CPU" + (f" + {sleep_ms:g} ms blocked" if sleep_ms else "")
+            line = [start_server(name, workdir, args.async_workflow, work_ms, False, None, args.hooks,
+                                 sleep_ms=sleep_ms, **plan) for name, plan in plans]
+            servers += line
+            lines.append((label, line))
+        for server in servers:
+            wait_ready(server)
+            problems += check_server(server)
+        for server in servers:
+            load.run(server, warmup)
+        for r in range(rounds):
+            for label, line in lines:
+                for server in line[r % len(line):] + line[:r % len(line)]:
+                    rate, errors = load.run(server, seconds)
+                    server.rates.append(rate)
+                    server.errors += errors
+            print(f"  round {r + 1}/{rounds}: " + "   ".join(
+                f"[{label}] " + ", ".join(f"{s.variant} {s.rates[-1]:6.0f}" for s in line) for label, line in lines),
+                flush=True)
+        counted = {server.name: metric_total(server, "nexus_workflow_executions_total") for server in servers}
+    finally:
+        for server in servers:
+            stop_server(server)
+    print()
+    for label, line in lines:
+        base = statistics.median(line[0].rates)
+        for server in line:
+            median = statistics.median(server.rates)
+            paired = statistics.median(s / b for s, b in zip(server.rates, line[0].rates))
+            print(f"{label:<24} {server.variant:<12} median {median:7.0f} req/s  (min {min(server.rates):6.0f}, "
+                  f"max {max(server.rates):6.0f})  ratio to {line[0].variant}: {median / base:.3f} "
+                  f"(paired {paired:.3f})  errors {server.errors}")
+            if server.errors:
+                problems.append(f"{server.name}: {server.errors} non-200 responses or socket errors")
+            if not counted.get(server.name):
+                problems.append(f"{server.name}: no nexus_workflow_executions_total on /metrics")
+    if args.workers:
+        label, line = lines[0]
+        ratio = statistics.median(line[1].rates) / statistics.median(line[0].rates)
+        verdict = "PASS" if ratio >= WORKERS_TARGET and not problems else "FAIL"
+        print(f"throughput ratio --workers {args.workers} / --workers 1, {label}: {ratio:.3f}  "
+              f"target >= {WORKERS_TARGET}  {verdict}  [acceptance figure]")
+    for p in problems:
+        print(f"CHECK FAILED: {p}")
     return 0
 
 

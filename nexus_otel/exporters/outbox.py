@@ -247,7 +247,7 @@ class Outbox:
     def claim(self, limit: int = 100, lease: float = DEFAULT_LEASE, scope: Scope = ALL) -> list[Message]:
         """Take up to ``limit`` due messages (of ``scope``) for delivery, oldest first, for ``lease`` seconds.
 
-        In one statement (one transaction), the messages' next attempt moves to the lease's end,
+        In one transaction, the messages' next attempt moves to the lease's end,
         so no other process (or worker) sharing the file takes them meanwhile. The claimer settles
         each with :meth:`delivered`, :meth:`retry`, :meth:`dead` or :meth:`release`; a claimer that
         dies leaves them to be taken again when the lease ends (the same ``message_id``: a
@@ -255,15 +255,23 @@ class Outbox:
         """
         now = time.time()
         with self._lock:
-            cur = self._db.execute(
-                "UPDATE outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM outbox"
-                f" WHERE state = 'pending' AND next_attempt_at <= ? AND {scope[0]}"
-                " ORDER BY next_attempt_at, id LIMIT ?)"
-                " RETURNING id, message_id, destination, payload, attempts, created_at, last_error, state",
-                (now + lease, now, *scope[1], limit),
-            )
-            rows = cur.fetchall()
-        return sorted((_message(row) for row in rows), key=lambda m: m.id)
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
+            try:
+                rows = db.execute(
+                    "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
+                    f" WHERE state = 'pending' AND next_attempt_at <= ? AND {scope[0]}"
+                    " ORDER BY next_attempt_at, id LIMIT ?", (now, *scope[1], limit),
+                ).fetchall()
+                for start in range(0, len(rows), _IDS_PER_DELETE):
+                    chunk = [row[0] for row in rows[start:start + _IDS_PER_DELETE]]
+                    db.execute(f"UPDATE outbox SET next_attempt_at = ? WHERE id IN ({','.join('?' * len(chunk))})",
+                               [now + lease, *chunk])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return [_message(row) for row in rows]
 
     def release(self, ids: Sequence[int]) -> None:
         """Give claimed messages back, due now (they were not attempted)."""

@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -179,11 +180,14 @@ class WorkerMetrics:
     def _serve(self) -> None:
         server = self._server
         assert server is not None
+        written = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - written >= self.refresh:  # also when peers keep asking
+                self._write_file()
+                written = time.monotonic()
             try:
                 conn, _ = server.accept()
             except socket.timeout:
-                self._write_file()
                 continue
             except OSError:  # closed by close()
                 break

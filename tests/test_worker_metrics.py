@@ -1,0 +1,160 @@
+"""Merging the metrics of several workers, and sharing one outbox between processes: the pieces, in one process.
+
+``test_workers.py`` runs them for real across processes; here each rule is
+pinned where a failure says exactly which one broke.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+from nexus_otel.errors import ConfigurationError
+from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.telemetry.worker_metrics import WORKERS_DIR_MAX, WorkerMetrics, counters_only, decode, encode, merge
+from nexus_otel.testing import CapturedTelemetry
+
+
+def families_after(runs: int, *, pending: int, active: int) -> list[dict]:
+    """One worker's families after ``runs`` executions of ``work``, with an outbox gauge reading ``pending``."""
+    capture = CapturedTelemetry()
+    app = capture.app("merged")
+    app.register("work", lambda inputs: {"ok": True})
+    meter = app.telemetry.meter
+    meter.create_observable_gauge("nexus.webhook.outbox", callbacks=[lambda options: [_observation(pending)]])
+    meter.create_up_down_counter("demo.in_flight").add(active)
+    for _ in range(runs):
+        app.execute_workflow("work", {})
+    data = decode(encode(capture.prometheus_registry.collect()))
+    app.stop()
+    return data
+
+
+def _observation(value: int):
+    from opentelemetry.metrics import Observation
+
+    return Observation(value)
+
+
+def value(text: str, prefix: str, *parts: str) -> float:
+    """The one sample whose line starts with ``prefix`` and contains ``parts``."""
+    (line,) = [line for line in text.splitlines() if line.startswith(prefix) and all(p in line for p in parts)]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def exposition(metrics) -> str:
+    class Source:
+        def collect(self):
+            return metrics
+
+    return generate_latest(Source()).decode()
+
+
+def test_counters_and_histograms_add_up_readings_of_shared_state_do_not():
+    one = families_after(3, pending=7, active=2)
+    two = families_after(5, pending=9, active=1)
+    text = exposition(merge([one, two]))
+    assert value(text, "nexus_workflow_executions_total", 'workflow="work"') == 8
+    assert value(text, "nexus_workflow_duration_seconds_count", 'workflow="work"') == 8
+    assert value(text, "nexus_workflow_duration_seconds_bucket", 'le="+Inf"') == 8
+    assert value(text, "nexus_webhook_outbox{") == 9  # the larger reading, not 16
+    assert value(text, "demo_in_flight{") == 3  # an up-down count: summed
+
+
+def test_target_info_keeps_what_every_worker_shares():
+    a = [{"n": "target", "d": "", "t": "info", "u": "", "m": "info",
+          "s": [["target_info", {"service_name": "s", "service_instance_id": "a"}, 1.0, None, None]]}]
+    b = [{"n": "target", "d": "", "t": "info", "u": "", "m": "info",
+          "s": [["target_info", {"service_name": "s", "service_instance_id": "b"}, 1.0, None, None]]}]
+    (info,) = merge([a, b])
+    assert [s.labels for s in info.samples] == [{"service_name": "s"}]
+
+
+def test_a_gone_worker_keeps_its_counters_not_its_gauges():
+    gone = counters_only(families_after(4, pending=3, active=5))
+    names = {f["n"] for f in gone}
+    assert "nexus_workflow_executions" in names and "nexus_workflow_duration_seconds" in names
+    assert "nexus_webhook_outbox" not in names and "demo_in_flight" not in names
+
+
+def test_a_scrape_asks_live_peers_and_reads_gone_ones_from_their_files(tmp_path):
+    class Fixed:
+        def __init__(self, families):
+            self.families = families
+
+        def collect(self):
+            return merge([self.families])
+
+    live = WorkerMetrics(tmp_path, Fixed(families_after(2, pending=1, active=0)))
+    live.pid, live.socket_path, live.file = 11, tmp_path / "11.sock", tmp_path / "11.json"
+    live.start()
+    gone = WorkerMetrics(tmp_path, Fixed(families_after(3, pending=1, active=0)))
+    gone.pid, gone.socket_path, gone.file = 12, tmp_path / "12.sock", tmp_path / "12.json"
+    gone.start()
+    gone.close()  # its final counts stay in 12.json
+    assert not (tmp_path / "12.sock").exists() and (tmp_path / "12.json").exists()
+    (tmp_path / "13.sock").touch()  # a worker killed outright: its socket is left, nobody listens
+    me = WorkerMetrics(tmp_path, Fixed(families_after(1, pending=1, active=0)))
+    try:
+        text = exposition(me.collect())
+    finally:
+        live.close()
+    assert value(text, "nexus_workflow_executions_total") == 6  # 1 (this one) + 2 (asked) + 3 (from its file)
+    assert not (tmp_path / "13.sock").exists(), "a dead socket is removed, not asked again"
+
+
+def test_a_workers_directory_too_long_for_socket_names_is_a_clear_error(tmp_path):
+    long_dir = tmp_path / ("d" * (WORKERS_DIR_MAX + 1 - len(str(tmp_path)) - 1))
+    with pytest.raises(ConfigurationError, match="NEXUS_OTEL_WORKERS_DIR.*short enough for Unix socket names"):
+        WorkerMetrics(long_dir, CollectorRegistry()).start()
+
+
+def test_two_processes_sharing_an_outbox_never_claim_the_same_message(tmp_path):
+    file = tmp_path / "outbox.sqlite"
+    Outbox(file).put([(f"m{i}", "http://127.0.0.1:9/hook", {"n": i}) for i in range(1000)])
+    claimed: list[list[str]] = [[], []]
+
+    def claimer(k: int) -> None:
+        box = Outbox(file)  # its own connection, as another process has
+        while batch := box.claim(37):
+            claimed[k].extend(m.message_id for m in batch)
+            box.delivered([m.id for m in batch])
+
+    threads = [threading.Thread(target=claimer, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    everything = claimed[0] + claimed[1]
+    assert len(everything) == 1000 and len(set(everything)) == 1000
+    assert claimed[0] and claimed[1], "both took part"
+
+
+def test_a_claim_is_released_or_taken_again_when_its_lease_ends(tmp_path):
+    box = Outbox(tmp_path / "outbox.sqlite")
+    box.put([("a", "dest", {}), ("b", "dest", {})])
+    first = box.claim(10, lease=60)
+    assert [m.message_id for m in first] == ["a", "b"]
+    assert box.claim(10) == [], "claimed messages are not due to anyone else"
+    box.release([first[0].id])
+    assert [m.message_id for m in box.claim(10)] == ["a"]
+    other = Outbox(tmp_path / "outbox.sqlite")
+    assert other.claim(10, lease=0.0) == []
+    short = Outbox(tmp_path / "short.sqlite")
+    short.put([("c", "dest", {})])
+    assert [m.message_id for m in short.claim(10, lease=0.0)] == ["c"]
+    assert [m.message_id for m in short.claim(10)] == ["c"], "a claimer that died: taken again after the lease"
+
+
+def test_the_workers_setting_is_read_strictly():
+    from nexus_otel.telemetry.config import TelemetryConfig
+
+    config = TelemetryConfig.from_env({"NEXUS_OTEL_WORKERS": "3", "NEXUS_OTEL_WORKERS_DIR": "/tmp/x"})
+    assert (config.workers, config.workers_dir) == (3, "/tmp/x")
+    assert TelemetryConfig.from_env({}).workers == 1
+    with pytest.raises(ConfigurationError, match="NEXUS_OTEL_WORKERS"):
+        TelemetryConfig.from_env({"NEXUS_OTEL_WORKERS": "two"})
+
