@@ -288,6 +288,8 @@ class Server:
     data_dir: Path
     profile_out: str | None = None
     rates: list[float] = field(default_factory=list)
+    cores: list[float] = field(default_factory=list)  # CPU of its process tree per round, in cores (--workers)
+    client_cores: list[float] = field(default_factory=list)  # the load generator's, in the same rounds
     errors: int = 0
     work_ms: float = 0.0
     log_path: Path | None = None
@@ -313,7 +315,7 @@ def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: flo
                  extra_env: dict[str, str] | None = None, hooks: int = HOOKS, workers: int = 0, threads: int = 0,
                  sleep_ms: float = 0.0) -> Server:
     port = free_port()
-    tag = f"{variant}-{work_ms:g}ms".replace(" ", "-")
+    tag = (f"{variant}-{work_ms:g}ms" + (f"-{sleep_ms:g}ms-blocked" if sleep_ms else "")).replace(" ", "-")
     data_dir = workdir / f"data-{tag}"
     data_dir.mkdir()
     env = _clean_env()
@@ -510,7 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per server (default 8, quick 4)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per round (default 3, quick 2)")
-    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="keep-alive connections (default 16; 64 with --workers, so the kernel spreads them "
+                             "over the workers: a burst of a few lands on whichever worker wakes first)")
     parser.add_argument("--client-kind", choices=("auto", "wrk", "asyncio"), default="auto",
                         help="load generator: wrk if on PATH (auto), or the built-in asyncio client")
     parser.add_argument("--async-workflow", action="store_true",
@@ -550,6 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--hooks must be 0 or more")
     if args.workers < 0 or args.threads < 0:
         parser.error("--workers and --threads must be 0 or more")
+    if args.connections is None:
+        args.connections = 64 if args.workers or args.threads_sweep else 16
 
     if args.serve:
         return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out, args.serve_sdk_floor,
@@ -740,6 +746,30 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
     return 0
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its descendants so far (Linux ``/proc``)."""
+    total, pending = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):  # ended meanwhile
+            continue
+    return total
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's ended children (each load generator run, once it is reaped)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
                     workdir: Path) -> int:
     """``--workers N``: 1 worker against N; ``--threads-sweep``: one server per thread count. Full telemetry."""
@@ -778,7 +808,11 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
         for r in range(rounds):
             for label, line in lines:
                 for server in line[r % len(line):] + line[:r % len(line)]:
+                    cpu, client, started = tree_cpu(server.proc.pid), children_cpu(), time.monotonic()
                     rate, errors = load.run(server, seconds)
+                    took = time.monotonic() - started
+                    server.cores.append((tree_cpu(server.proc.pid) - cpu) / took)
+                    server.client_cores.append((children_cpu() - client) / took)
                     server.rates.append(rate)
                     server.errors += errors
             print(f"  round {r + 1}/{rounds}: " + "   ".join(
@@ -796,7 +830,8 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
             paired = statistics.median(s / b for s, b in zip(server.rates, line[0].rates))
             print(f"{label:<24} {server.variant:<12} median {median:7.0f} req/s  (min {min(server.rates):6.0f}, "
                   f"max {max(server.rates):6.0f})  ratio to {line[0].variant}: {median / base:.3f} "
-                  f"(paired {paired:.3f})  errors {server.errors}")
+                  f"(paired {paired:.3f})  errors {server.errors}  CPU: server {statistics.median(server.cores):.2f} "
+                  f"cores, load generator {statistics.median(server.client_cores):.2f} cores")
             if server.errors:
                 problems.append(f"{server.name}: {server.errors} non-200 responses or socket errors")
             if not counted.get(server.name):
@@ -807,6 +842,14 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
         verdict = "PASS" if ratio >= WORKERS_TARGET and not problems else "FAIL"
         print(f"throughput ratio --workers {args.workers} / --workers 1, {label}: {ratio:.3f}  "
               f"target >= {WORKERS_TARGET}  {verdict}  [acceptance figure]")
+        # The ceiling: the CPU the machine has left beside the load generator, over what one worker uses.
+        one, many = line
+        spare = min(args.workers, os.cpu_count() or 1) - statistics.median(many.client_cores)
+        per_request = statistics.median(one.cores) / statistics.median(one.rates)
+        print(f"ceiling: {spare:.2f} cores left beside the load generator / {statistics.median(one.cores):.2f} cores "
+              f"one worker uses = {spare / statistics.median(one.cores):.3f}; the {args.workers} workers used "
+              f"{statistics.median(many.cores):.2f} cores, {1e6 * statistics.median(many.cores) / statistics.median(many.rates):.0f} "
+              f"µs of CPU a request (one worker: {1e6 * per_request:.0f} µs)")
     for p in problems:
         print(f"CHECK FAILED: {p}")
     return 0
