@@ -113,6 +113,21 @@ def test_http_metrics_and_target_info_merge_across_workers(tmp_path, run_dir):
     assert len(types) == len(set(types)), "one family per metric, not one per worker"
 
 
+def test_monitoring_plugins_own_port_serves_every_workers_totals(tmp_path, run_dir):
+    from nexus_otel.serving import free_port
+
+    port = free_port()
+    served = serve_workers(tmp_path, run_dir, MONITORING_PORT=str(port))
+    try:
+        pids = run_requests(served.url, 300)
+        assert len(pids) == 2
+        assert scrape_total(f"http://127.0.0.1:{port}", "nexus_workflow_executions_total") == 300
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
 def test_otlp_metrics_come_from_each_worker_under_its_own_instance_id(tmp_path, run_dir):
     with HTTPReceiver() as receiver:
         served = serve_workers(tmp_path, run_dir, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,

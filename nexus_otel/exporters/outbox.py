@@ -101,7 +101,7 @@ _INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next
 
 
 _MAX_ROWS_PER_INSERT = 16
-DEFAULT_LEASE = 120.0
+DEFAULT_LEASE = 60.0
 """Seconds a claimed message is kept from other claimers (longer than any one delivery takes)."""
 _IDS_PER_DELETE = 500  # well under SQLite's limit on bound variables
 

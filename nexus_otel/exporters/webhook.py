@@ -29,7 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from ..records import ExecutionRecord, RecordProcessor
 from .delivery import NOT_ATTEMPTED, OK, OutboxWorker, Outcome, RetryPolicy
 from .http_poster import MIN_ATTEMPT, ConcurrentPoster, NotStarted, Post, PostTimeout, Reply
-from .outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView
+from .outbox import DEFAULT_LEASE, WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outcomes import OutcomeCounts
 
 log = logging.getLogger("nexus_otel.webhooks")
@@ -99,7 +99,9 @@ class WebhookExporter(RecordProcessor):
         # a stop() that could not wait for it.
         self.worker = OutboxWorker(self.outbox, self._deliver, policy=policy, name="webhooks",
                                    on_outcome=self._count, batch_size=max(50, 4 * max_in_flight),
-                                   on_exit=self._poster.close)
+                                   on_exit=self._poster.close,
+                                   # Requests start in the lease's first half and last at most `timeout`.
+                                   lease=max(DEFAULT_LEASE, 4 * timeout))
 
     def start(self) -> "WebhookExporter":
         self.worker.start()

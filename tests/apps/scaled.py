@@ -2,7 +2,8 @@
 
 ``TEST_WEBHOOK_URL`` adds ``WebhookPlugin``; ``TEST_AUDIT`` (any value) adds
 ``DatabasePlugin`` on its default SQLite file; ``LIMIT_STORAGE`` adds
-``RateLimitPlugin(600, 10)`` keyed by API key. ``work`` answers with the id of
+``RateLimitPlugin(600, 10)`` keyed by API key; ``MONITORING_PORT`` adds
+``MonitoringPlugin`` serving Prometheus on that port too. ``work`` answers with the id of
 the process that ran it; ``slow`` sleeps ``seconds`` first.
 """
 
@@ -10,7 +11,7 @@ import os
 import time
 
 from nexus_otel import Nexus
-from nexus_otel.plugins import DatabasePlugin, RateLimitPlugin, WebhookPlugin
+from nexus_otel.plugins import DatabasePlugin, MonitoringPlugin, RateLimitPlugin, WebhookPlugin
 
 
 def create_app():
@@ -22,6 +23,8 @@ def create_app():
         app.add_plugin(DatabasePlugin())
     if os.environ.get("LIMIT_STORAGE"):
         app.add_plugin(RateLimitPlugin(600, 10, key="api_key", storage=os.environ["LIMIT_STORAGE"]))
+    if os.environ.get("MONITORING_PORT"):
+        app.add_plugin(MonitoringPlugin(port=int(os.environ["MONITORING_PORT"])))
 
     @app.workflow("work")
     def work(inputs):
