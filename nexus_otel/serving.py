@@ -29,6 +29,7 @@ import time
 import traceback
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE  # a worker's exit code that stops its supervisor instead of a restart
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .app import Nexus
@@ -42,8 +43,6 @@ DRAIN_TIMEOUT = 10.0
 """Seconds a stopping server gives requests in flight to finish before they are cancelled."""
 FRESH_GRACE = 0.5
 """Seconds a stopping server gives a connection it accepted, but has not read from yet, to send its request."""
-STARTUP_FAILURE = 3
-"""The exit code of a worker whose app could not start (uvicorn's: its supervisor then stops, not restarts it)."""
 
 
 class DrainingH11Protocol(H11Protocol):

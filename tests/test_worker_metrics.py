@@ -64,7 +64,7 @@ def test_counters_and_histograms_add_up_readings_of_shared_state_do_not():
     assert value(text, "demo_in_flight{") == 3  # an up-down count: summed
 
 
-def test_target_info_keeps_what_every_worker_shares():
+def test_target_info_is_one_series_without_the_workers_instance_ids():
     a = [{"n": "target", "d": "", "t": "info", "u": "", "m": "info",
           "s": [["target_info", {"service_name": "s", "service_instance_id": "a"}, 1.0, None, None]]}]
     b = [{"n": "target", "d": "", "t": "info", "u": "", "m": "info",

@@ -12,8 +12,8 @@ its own metrics:
 - gauges from up-down counters (executions in flight): summed;
 - gauges that read a state the workers share (a webhook outbox's depth,
   :class:`~nexus_otel.telemetry.prometheus.ReadingFamily`): the largest reading;
-- ``target_info``: the resource attributes the workers have in common (each
-  worker's ``service.instance.id`` differs; OTLP carries it per worker).
+- ``target_info``: one series, the workers' resource without
+  ``service.instance.id`` (which differs per worker; OTLP carries it per worker).
 
 Counters never go backwards when a worker is replaced (``SIGHUP``) or dies: a
 worker writes its samples to ``<pid>.json`` in the directory as it stops and
@@ -60,7 +60,7 @@ def encode(families: Iterable[Metric]) -> bytes:
     """Families as the bytes a worker sends its peers (and writes to its file)."""
     out = []
     for f in families:
-        merge = _INFO if f.type in ("info", "stateset") else _MAX if isinstance(f, ReadingFamily) else _SUM
+        merge = _INFO if f.type == "info" else _MAX if isinstance(f, ReadingFamily) or f.type == "stateset" else _SUM
         samples = [[s.name, s.labels, s.value, s.timestamp,
                     None if s.exemplar is None else [s.exemplar.labels, s.exemplar.value, s.exemplar.timestamp]]
                    for s in f.samples]
@@ -80,7 +80,7 @@ def merge(workers: list[list[dict[str, Any]]]) -> list[Metric]:
     merged: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]]] = {}
     modes: dict[str, str] = {}
-    info_sets: dict[str, list[dict[str, str]]] = {}
+    info_sets: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
     for families in workers:
         for f in families:
             name, mode = f["n"], f["m"]
@@ -88,11 +88,11 @@ def merge(workers: list[list[dict[str, Any]]]) -> list[Metric]:
                 merged[name] = Metric(name, f["d"], f["t"], f["u"] if f["u"] and name.endswith("_" + f["u"]) else "")
                 values[name] = {}
                 modes[name] = mode
-                info_sets[name] = []
-            if mode == _INFO:
-                for s in f["s"]:
-                    labels = {k: v for k, v in s[1].items() if k != INSTANCE_LABEL}
-                    info_sets[name].append(labels)
+                info_sets[name] = {}
+            if mode == _INFO:  # the same for every worker but its instance id: one series
+                for sample_name, labels, *_ in f["s"]:
+                    labels = {k: v for k, v in labels.items() if k != INSTANCE_LABEL}
+                    info_sets[name][(sample_name, tuple(sorted(labels.items())))] = Sample(sample_name, labels, 1.0)
                 continue
             series = values[name]
             for sample_name, labels, value, timestamp, exemplar in f["s"]:
@@ -110,8 +110,7 @@ def merge(workers: list[list[dict[str, Any]]]) -> list[Metric]:
     out = []
     for name, family in merged.items():
         if modes[name] == _INFO:
-            family.samples = [Sample(name + "_info" if not name.endswith("_info") else name, labels, 1.0)
-                              for labels in _common(info_sets[name])]
+            family.samples = list(info_sets[name].values())
         else:
             family.samples = [
                 Sample(n, labels, value, timestamp, None if ex is None else Exemplar(ex[0], ex[1], ex[2]))
@@ -119,15 +118,6 @@ def merge(workers: list[list[dict[str, Any]]]) -> list[Metric]:
             ]
         out.append(family)
     return out
-
-
-def _common(label_sets: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Distinct label sets; when several differ only by attributes some workers lack, what all share."""
-    distinct = {tuple(sorted(labels.items())): labels for labels in label_sets}
-    if len(distinct) <= 1:
-        return list(distinct.values())
-    shared = set.intersection(*(set(k) for k in distinct))
-    return [dict(sorted(shared))]
 
 
 def counters_only(families: list[dict[str, Any]]) -> list[dict[str, Any]]:
