@@ -17,12 +17,13 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from nexus_otel.serving import serve
+from nexus_otel.serving import free_port, serve
 
 from .otlp_receivers import HTTPReceiver
 from .prometheus_server import PrometheusServer
@@ -56,14 +57,14 @@ def serve_workers(tmp_path: Path, run_dir: Path, n: int = 2, **env: str) -> Serv
 def run_requests(url: str, count: int, clients: int = 4, workflow: str = "work",
                  body: dict | None = None) -> collections.Counter:
     """POST ``count`` requests from ``clients`` threads; the pids that answered (every answer must be 200)."""
-    def one(_: int) -> int:
-        with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        def one(_: int) -> int:
             r = client.post(f"{url}/workflows/{workflow}", json=body or {}, headers=CLOSE)
-        assert r.status_code == 200, r.text
-        return r.json()["result"]["pid"]
+            assert r.status_code == 200, r.text
+            return r.json()["result"]["pid"]
 
-    with ThreadPoolExecutor(clients) as pool:
-        return collections.Counter(pool.map(one, range(count)))
+        with ThreadPoolExecutor(clients) as pool:
+            return collections.Counter(pool.map(one, range(count)))
 
 
 def scrape_total(url: str, name: str, workflow: str = "work") -> float:
@@ -73,39 +74,63 @@ def scrape_total(url: str, name: str, workflow: str = "work") -> float:
                if line.startswith(name + "{") and f'workflow="{workflow}"' in line)
 
 
-def test_every_scrape_reads_the_exact_total_of_all_workers(tmp_path, run_dir):
-    served = serve_workers(tmp_path, run_dir)
-    try:
-        pids = run_requests(served.url, 1000)
-        assert sum(pids.values()) == 1000
-        assert len(pids) == 2 and min(pids.values()) > 50, f"both workers must have served: {pids}"
-        for _ in range(10):
-            assert scrape_total(served.url, "nexus_workflow_executions_total") == 1000
-            assert scrape_total(served.url, "nexus_workflow_duration_seconds_count") == 1000
-            assert scrape_total(served.url, "http_server_request_duration_seconds_count", "") >= 0
-        with PrometheusServer(tmp_path / "prometheus", [served.url.removeprefix("http://")]) as prometheus:
-            prometheus.wait_for_targets_up()
-            totals = prometheus.wait_until(lambda: prometheus.vector(
-                'sum(nexus_workflow_executions_total{workflow="work"})') or None)
-            counts = prometheus.vector('sum(nexus_workflow_duration_seconds_count{workflow="work"})')
-        assert list(totals.values()) == [1000.0] and list(counts.values()) == [1000.0]
-    finally:
-        code, err = served.stop()
-    assert code == 0, err
+@dataclass
+class Loaded:
+    """A two-worker server that has answered 1,000 requests from 4 concurrent clients."""
+
+    served: Served
+    pids: collections.Counter
+    receiver: HTTPReceiver
+    monitoring_port: int
+    data_dir: Path
 
 
-def test_http_metrics_and_target_info_merge_across_workers(tmp_path, run_dir):
-    served = serve_workers(tmp_path, run_dir)
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """``serve --workers 2`` with OTLP metrics to a receiver (every 0.5 s), spans to the local store and
+    ``MonitoringPlugin`` on a port of its own, after 1,000 requests; stopped with SIGTERM after the module."""
+    tmp = tmp_path_factory.mktemp("loaded")
+    run = Path(tempfile.mkdtemp(prefix="nw-", dir="/tmp"))
+    monitoring_port = free_port()
     try:
-        run_requests(served.url, 200)
-        text = httpx.get(f"{served.url}/metrics", headers=CLOSE, timeout=10).text
+        with HTTPReceiver() as receiver:
+            served = serve_workers(tmp, run, MONITORING_PORT=str(monitoring_port),
+                                   OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_TRACES_EXPORTER="local",
+                                   OTEL_METRIC_EXPORT_INTERVAL="500", OTEL_BSP_SCHEDULE_DELAY="100")
+            try:
+                pids = run_requests(served.url, 1000)
+                yield Loaded(served, pids, receiver, monitoring_port, tmp / "data")
+            finally:
+                code, err = served.stop()
+            assert code == 0 and "Traceback" not in err, err
     finally:
-        served.stop()
-    lines = text.splitlines()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def test_both_workers_served(loaded):
+    assert sum(loaded.pids.values()) == 1000
+    assert len(loaded.pids) == 2 and min(loaded.pids.values()) > 50, f"both workers must have served: {loaded.pids}"
+
+
+def test_every_scrape_reads_the_exact_total_of_all_workers(loaded, tmp_path):
+    url = loaded.served.url
+    for _ in range(10):
+        assert scrape_total(url, "nexus_workflow_executions_total") == 1000
+        assert scrape_total(url, "nexus_workflow_duration_seconds_count") == 1000
+    with PrometheusServer(tmp_path / "prometheus", [url.removeprefix("http://")]) as prometheus:
+        prometheus.wait_for_targets_up()
+        totals = prometheus.wait_until(lambda: prometheus.vector(
+            'sum(nexus_workflow_executions_total{workflow="work"})') or None)
+        counts = prometheus.vector('sum(nexus_workflow_duration_seconds_count{workflow="work"})')
+    assert list(totals.values()) == [1000.0] and list(counts.values()) == [1000.0]
+
+
+def test_http_metrics_and_target_info_merge_across_workers(loaded):
+    lines = httpx.get(f"{loaded.served.url}/metrics", headers=CLOSE, timeout=10).text.splitlines()
     requests = sum(float(line.rsplit(" ", 1)[1]) for line in lines
                    if line.startswith("http_server_request_duration_seconds_count{")
                    and 'http_route="/workflows/{name}"' in line)
-    assert requests == 200
+    assert requests == 1000
     targets = [line for line in lines if line.startswith("target_info{")]
     assert len(targets) == 1 and 'service_name="scaled"' in targets[0]
     assert "service_instance_id" not in targets[0]  # one per worker over OTLP, not in the merged scrape
@@ -114,49 +139,42 @@ def test_http_metrics_and_target_info_merge_across_workers(tmp_path, run_dir):
     assert len(types) == len(set(types)), "one family per metric, not one per worker"
 
 
-def test_monitoring_plugins_own_port_serves_every_workers_totals(tmp_path, run_dir):
-    from nexus_otel.serving import free_port
-
-    port = free_port()
-    served = serve_workers(tmp_path, run_dir, MONITORING_PORT=str(port))
-    try:
-        pids = run_requests(served.url, 300)
-        assert len(pids) == 2
-        assert scrape_total(f"http://127.0.0.1:{port}", "nexus_workflow_executions_total") == 300
-    finally:
-        code, err = served.stop()
-    assert code == 0, err
-    assert "Traceback" not in err
+def test_monitoring_plugins_own_port_serves_every_workers_totals(loaded):
+    assert scrape_total(f"http://127.0.0.1:{loaded.monitoring_port}", "nexus_workflow_executions_total") == 1000
 
 
-def test_otlp_metrics_come_from_each_worker_under_its_own_instance_id(tmp_path, run_dir):
-    with HTTPReceiver() as receiver:
-        served = serve_workers(tmp_path, run_dir, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-                               OTEL_METRIC_EXPORT_INTERVAL="500",
-                               OTEL_TRACES_EXPORTER="none")
-        try:
-            pids = run_requests(served.url, 300)
-            assert len(pids) == 2
+def test_otlp_metrics_come_from_each_worker_under_its_own_instance_id(loaded):
+    def per_instance() -> dict[str, float]:
+        """Each instance's newest cumulative count of ``work`` executions."""
+        newest: dict[str, tuple[int, float]] = {}
+        for metric in loaded.receiver.metrics():
+            if metric.name != "nexus.workflow.executions":
+                continue
+            instance = metric.resource["service.instance.id"]
+            for point in metric.points:
+                if point.attributes.get("workflow") == "work" and (
+                        instance not in newest or point.time_unix_nano >= newest[instance][0]):
+                    newest[instance] = (point.time_unix_nano, point.value or 0.0)
+        return {instance: value for instance, (_, value) in newest.items()}
 
-            def per_instance() -> dict[str, float]:
-                """Each instance's newest cumulative count of ``work`` executions."""
-                newest: dict[str, tuple[int, float]] = {}
-                for metric in receiver.metrics():
-                    if metric.name != "nexus.workflow.executions":
-                        continue
-                    instance = metric.resource["service.instance.id"]
-                    for point in metric.points:
-                        if point.attributes.get("workflow") == "work" and (
-                                instance not in newest or point.time_unix_nano >= newest[instance][0]):
-                            newest[instance] = (point.time_unix_nano, point.value or 0.0)
-                return {instance: value for instance, (_, value) in newest.items()}
-
-            assert receiver.wait_for(lambda: sum(per_instance().values()) == 300, timeout=15), per_instance()
-        finally:
-            served.stop()
+    assert loaded.receiver.wait_for(lambda: sum(per_instance().values()) == 1000, timeout=15), per_instance()
     instances = per_instance()
     assert len(instances) == 2, instances  # each worker pushes its own counts, under its own id
-    assert sorted(instances.values()) == sorted(pids.values())
+    assert sorted(instances.values()) == sorted(loaded.pids.values())
+
+
+def test_the_local_trace_store_holds_every_workers_traces(loaded, tmp_path):
+    env = cli_env(loaded.data_dir)
+    deadline = time.monotonic() + 15
+    while True:  # spans reach the store within about 0.1 s of their request
+        listed = nexus_otel("traces", "-n", "2000", env=env, cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        rows = [line for line in listed.stdout.splitlines()[1:] if " work " in line]
+        if len(rows) >= 1000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(rows) == 1000, listed.stdout[-500:]
+    assert "skipping damaged line" not in listed.stderr
 
 
 def test_each_record_is_delivered_and_written_exactly_once(tmp_path, run_dir):
@@ -177,20 +195,6 @@ def test_each_record_is_delivered_and_written_exactly_once(tmp_path, run_dir):
     assert len(rows) == 1000 and len({r[0] for r in rows}) == 1000
     with sqlite3.connect(tmp_path / "data" / "outbox.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
-
-
-def test_the_local_trace_store_holds_every_workers_traces(tmp_path, run_dir):
-    served = serve_workers(tmp_path, run_dir, OTEL_BSP_SCHEDULE_DELAY="100")
-    try:
-        run_requests(served.url, 300)
-    finally:
-        served.stop()
-    env = cli_env(tmp_path / "data")
-    listed = nexus_otel("traces", "-n", "1000", env=env, cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr
-    rows = [line for line in listed.stdout.splitlines()[1:] if " work " in line]
-    assert len(rows) == 300, listed.stdout[-500:]
-    assert "skipping damaged line" not in listed.stderr
 
 
 def test_rate_limits_hold_across_workers_with_redis(tmp_path, run_dir):
@@ -217,8 +221,6 @@ def test_memory_rate_limits_refuse_to_start_with_several_workers(tmp_path, run_d
 
 def serve_command() -> list[str]:
     import sys
-
-    from nexus_otel.serving import free_port
 
     return [sys.executable, "-m", "nexus_otel.cli", "serve", APP, "--host", "127.0.0.1", "--port", str(free_port())]
 
