@@ -16,6 +16,7 @@ the workflow, so a log line alone tells a user what to fix::
     │   ├── DuplicateWorkflowError  name already registered (also ValueError)
     │   └── InvalidInputsError      inputs are not a mapping (also TypeError)
     ├── AppStateError               the app cannot do that now (also RuntimeError)
+    ├── IntegrationError            a framework we instrument moved what we hook into
     ├── AccessError                 a caller was turned away; ``.reason`` says why
     │   ├── AuthenticationError     no or bad credentials (HTTP 401)
     │   ├── AuthorizationError      valid credentials, not allowed (HTTP 403)
@@ -103,6 +104,14 @@ class InvalidInputsError(WorkflowError, TypeError):
 
 class AppStateError(NexusOtelError, RuntimeError):
     """The app is in a state where this call cannot work (e.g. already stopped)."""
+
+
+class IntegrationError(NexusOtelError, RuntimeError):
+    """A framework nexus-otel instruments (Kailash) lacks a point it wraps: ``.point`` names it."""
+
+    def __init__(self, point: str, message: str) -> None:
+        self.point = point
+        super().__init__(f"{point}: {message}")
 
 
 class AccessError(NexusOtelError, PermissionError):

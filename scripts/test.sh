@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The Kailash Nexus integration is tested against the real kailash-nexus and kailash packages.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,kailash]'
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)

@@ -68,6 +68,7 @@ class HttpTelemetryMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        root_path = scope.get("root_path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         parent = propagate.extract(headers, getter=_GETTER)
         method = scope.get("method", "GET")
@@ -119,6 +120,10 @@ class HttpTelemetryMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None)
+            if template:  # a route of a mounted app (Kailash Nexus mounts one per workflow): its mount path first
+                mounted = scope.get("root_path", "")
+                if mounted.startswith(root_path) and len(mounted) > len(root_path):
+                    template = mounted[len(root_path):] + template
             end_attributes: dict[str, Any] = {"http.response.status_code": status_code}
             if template:
                 span.update_name(f"{method} {template}" if method != "_OTHER" else f"HTTP {template}")

@@ -18,6 +18,8 @@ PLUGIN_SETUP_SPAN = "plugin setup {plugin}"
 PLUGIN_TEARDOWN_SPAN = "plugin teardown {plugin}"
 APP_START_SPAN = "nexus start"
 APP_STOP_SPAN = "nexus stop"
+NODE_SPAN = "node {node}"
+"""A Kailash node's execution inside a workflow span (``nexus_otel.kailash``)."""
 
 # Span attributes.
 WORKFLOW_NAME = "nexus.workflow.name"
@@ -31,6 +33,11 @@ HOOK_EVENT = "nexus.hook.event"
 ERROR_TYPE = "error.type"
 SERVICE_NAME = "service.name"
 SERVICE_INSTANCE_ID = "service.instance.id"
+NODE_ID = "nexus.node.id"
+NODE_TYPE = "nexus.node.type"
+NODE_STATUS = "nexus.node.status"
+"""``completed`` or ``failed``."""
+KAILASH_RUN_ID = "kailash.run_id"
 
 # Hook events (the value of ``nexus.hook.event`` and of the metrics' ``event``).
 WORKFLOW_STARTED = "workflow_started"
