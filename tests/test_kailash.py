@@ -244,3 +244,40 @@ def test_bad_settings_are_refused_naming_them():
         NexusOtel(plugins="WebhookPlugin")
     with pytest.raises(ConfigurationError, match="stop_timeout"):
         NexusOtel(stop_timeout=-1)
+
+
+def test_the_example_runs_as_its_docstring_says(tmp_path):
+    import subprocess
+    import sys
+
+    from .served import REPO, cli_env, nexus_otel
+
+    port = free_port()
+    env = cli_env(tmp_path / "data", PORT=str(port))
+    process = subprocess.Popen([sys.executable, str(REPO / "examples" / "kailash_app.py")], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/workflows/double_then_add/execute",
+                               json={"inputs": {"x": 20}}, timeout=10)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+                time.sleep(0.2)
+        assert r.json()["outputs"]["add_one"]["result"]["value"] == 41
+        trace_id = r.headers["x-trace-id"]
+        deadline = time.monotonic() + 15
+        while True:  # the span reaches the local store within about a second
+            shown = nexus_otel("traces", trace_id, env=env, cwd=tmp_path)
+            if shown.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert shown.returncode == 0, shown.stderr
+        for name in ("POST /workflows/double_then_add/execute", "workflow double_then_add", "node double",
+                     "node add_one"):
+            assert name in shown.stdout, shown.stdout
+    finally:
+        process.terminate()
+        process.wait(30)
