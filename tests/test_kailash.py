@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -123,15 +125,19 @@ def test_a_kailash_nexus_app_is_traced_metered_and_recorded(tmp_path):
             with LocalRuntime(enable_monitoring=False) as runtime:
                 results, _ = runtime.execute(two_node().build(name="double_then_add"), parameters={"x": 4})
             assert results["add_one"]["result"]["value"] == 9
+            # Kailash Nexus's CLI (it posts to the HTTP API: channel api).
+            cli = subprocess.run([sys.executable, "-m", "nexus.cli", "--url", url, "run", "double_then_add",
+                                  "--param", "x=5"], capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 0 and "value: 11" in cli.stdout, cli.stdout + cli.stderr
             scrape = httpx.get(f"{url}/metrics", timeout=10).text  # Kailash Nexus's own endpoint
-            hooks.wait_for_count(3, timeout=20)
-        assert otlp.wait_for(lambda: len(by_name(otlp.spans(), "workflow double_then_add")) == 3, timeout=10)
+            hooks.wait_for_count(4, timeout=20)
+        assert otlp.wait_for(lambda: len(by_name(otlp.spans(), "workflow double_then_add")) == 4, timeout=10)
         spans = otlp.spans()
 
     executions = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
                   if line.startswith("nexus_workflow_executions_total{")}
     assert executions == {
-        'channel="api",service_name="kshop",status="completed",workflow="double_then_add"': 1.0,
+        'channel="api",service_name="kshop",status="completed",workflow="double_then_add"': 2.0,
         'channel="python",service_name="kshop",status="completed",workflow="double_then_add"': 2.0,
     }, executions
     assert "kailash_" in scrape, "Kailash Nexus's own metrics are still served beside ours"
@@ -150,21 +156,21 @@ def test_a_kailash_nexus_app_is_traced_metered_and_recorded(tmp_path):
     assert {s.parent_span_id for s in nodes} == {workflow.span_id}
     (hook,) = by_name(trace, "hook workflow_completed recorder")
     assert hook.parent_span_id == workflow.span_id and workflow.resource["service.name"] == "kshop"
-    python_runs = [s for s in by_name(spans, "workflow double_then_add") if s.trace_id != CALLER_TRACE]
-    assert [s.attributes["nexus.channel"] for s in python_runs] == ["python", "python"]
-    for run in python_runs:
+    other_runs = [s for s in by_name(spans, "workflow double_then_add") if s.trace_id != CALLER_TRACE]
+    assert sorted(s.attributes["nexus.channel"] for s in other_runs) == ["api", "python", "python"]
+    for run in other_runs:
         assert sorted(s.name for s in spans if s.parent_span_id == run.span_id and s.name.startswith("node ")) == [
             "node add_one", "node double"]
 
     assert recorder.seen == [("startup", "", ""), ("completed", "double_then_add", "api"),
                              ("completed", "double_then_add", "python"), ("completed", "double_then_add", "python"),
-                             ("shutdown", "", "")]
+                             ("completed", "double_then_add", "api"), ("shutdown", "", "")]
     ids = [r.headers["webhook-id"] for r in hooks.requests()]
-    assert len(ids) == 3 and len(set(ids)) == 3
+    assert len(ids) == 4 and len(set(ids)) == 4
     with sqlite3.connect(tmp_path / "data" / "audit.sqlite") as db:
         rows = db.execute("SELECT workflow_name, channel, status FROM workflow_executions ORDER BY started_at").fetchall()
     assert rows == [("double_then_add", "api", "completed"), ("double_then_add", "python", "completed"),
-                    ("double_then_add", "python", "completed")]
+                    ("double_then_add", "python", "completed"), ("double_then_add", "api", "completed")]
 
 
 def test_a_failing_node_fails_its_workflow_span_hooks_and_records(tmp_path):
@@ -247,9 +253,6 @@ def test_bad_settings_are_refused_naming_them():
 
 
 def test_the_example_runs_as_its_docstring_says(tmp_path):
-    import subprocess
-    import sys
-
     from .served import REPO, cli_env, nexus_otel
 
     port = free_port()
