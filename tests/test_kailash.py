@@ -231,6 +231,16 @@ def test_a_release_that_moved_a_wrap_point_fails_at_install_naming_it(monkeypatc
     plugin.app.stop(1.0)
 
 
+def test_a_release_without_the_registered_workflows_fails_at_install_naming_it(monkeypatch, tmp_path):
+    app = KailashNexus(api_port=free_port(), enable_durability=False)
+    monkeypatch.setattr(KailashNexus, "_workflows", property(lambda self: None))  # a release that dropped it
+    plugin = NexusOtel(environ=environ(tmp_path, "http://127.0.0.1:9", OTEL_TRACES_EXPORTER="none"))
+    with pytest.raises(IntegrationError, match="nexus.Nexus._workflows"):
+        app.add_plugin(plugin)
+    assert not INSTRUMENTATION.active
+    plugin.app.stop(1.0)
+
+
 def test_shutdown_restores_kailash_as_it_was(tmp_path):
     original = AsyncLocalRuntime.__dict__[ASYNC_WORKFLOW.method]
     plugin = NexusOtel(environ=environ(tmp_path, "http://127.0.0.1:9", OTEL_TRACES_EXPORTER="none"))

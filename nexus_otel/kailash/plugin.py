@@ -31,10 +31,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from opentelemetry.trace import Status, StatusCode
 
 from ..app import DEFAULT_STOP_TIMEOUT, Nexus
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, IntegrationError
 from ..telemetry import contract as c
 from .http import KailashHttpMiddleware, current_channel
-from .runtime import INSTRUMENTATION, NodeRef, check_points
+from .runtime import INSTRUMENTATION, SUPPORTED, NodeRef, check_points
+
+REGISTERED = "_workflows"
+"""Kailash Nexus's name -> workflow mapping (no public accessor): how an execution gets its workflow's name."""
 
 _PENDING: contextvars.ContextVar[Callable[[], Any] | None] = contextvars.ContextVar(
     "nexus_otel_kailash_pending", default=None)
@@ -139,6 +142,9 @@ class NexusOtel:
     def install(self, app: Any) -> None:
         """Called by ``app.add_plugin(...)``: hook into the app's HTTP server, metrics and runtimes."""
         check_points()  # a Kailash release that moved a wrap point fails here, naming it
+        if not isinstance(getattr(app, REGISTERED, None), Mapping):
+            raise IntegrationError(f"nexus.Nexus.{REGISTERED}", "no longer the mapping of registered workflows "
+                                   f"that names each execution; nexus-otel supports {SUPPORTED}")
         self.kailash_app = app
         app.add_middleware(KailashHttpMiddleware, telemetry=self.app.telemetry)
         from prometheus_client import REGISTRY
@@ -173,8 +179,8 @@ class NexusOtel:
     def _registered_name(self, workflow: Any) -> str | None:
         entry = self._names.get(id(workflow))
         if entry is None or entry[0] is not workflow:
-            # Kailash Nexus keeps its registered workflows in ``_workflows`` (read only, never changed).
-            registered = getattr(self.kailash_app, "_workflows", None) or {}
+            # Kailash Nexus keeps its registered workflows there (read here, never changed; checked at install).
+            registered = getattr(self.kailash_app, REGISTERED, None) or {}
             self._names = {id(w): (w, name) for name, w in list(registered.items())}
             entry = self._names.get(id(workflow))
         return entry[1] if entry is not None and entry[0] is workflow else None
