@@ -7,6 +7,7 @@ pinned where a failure says exactly which one broke.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -116,11 +117,14 @@ def test_two_processes_sharing_an_outbox_never_claim_the_same_message(tmp_path):
     file = tmp_path / "outbox.sqlite"
     Outbox(file).put([(f"m{i}", "http://127.0.0.1:9/hook", {"n": i}) for i in range(1000)])
     claimed: list[list[str]] = [[], []]
+    start = threading.Barrier(2)
 
     def claimer(k: int) -> None:
         box = Outbox(file)  # its own connection, as another process has
+        start.wait()
         while batch := box.claim(37):
             claimed[k].extend(m.message_id for m in batch)
+            time.sleep(0.002)  # delivering: the other claimer takes its turn meanwhile
             box.delivered([m.id for m in batch])
 
     threads = [threading.Thread(target=claimer, args=(k,)) for k in (0, 1)]
