@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 
 def block_on(awaitable: Awaitable[Any]) -> Any:
@@ -24,16 +24,22 @@ def block_on(awaitable: Awaitable[Any]) -> Any:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(main())
+    return on_helper_thread(lambda: asyncio.run(main()), "nexus-otel-block-on")
+
+
+def on_helper_thread(fn: Callable[[], Any], name: str) -> Any:
+    """``fn()`` run to completion on a new thread, in a copy of the current context (so the current
+    span goes along); its result returned, or its exception raised, here."""
     box: dict[str, Any] = {}
     ctx = contextvars.copy_context()
 
     def target() -> None:
         try:
-            box["result"] = ctx.run(asyncio.run, main())
+            box["result"] = ctx.run(fn)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
-    thread = threading.Thread(target=target, name="nexus-otel-block-on")
+    thread = threading.Thread(target=target, name=name)
     thread.start()
     thread.join()
     if "error" in box:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from opentelemetry.trace import Status, StatusCode
 
+from .._aio import on_helper_thread
 from ..app import DEFAULT_STOP_TIMEOUT, Nexus
 from ..errors import ConfigurationError, IntegrationError
 from ..telemetry import contract as c
@@ -85,21 +86,7 @@ def _outside_any_loop(call: Callable[[], Any]) -> Callable[[], Any]:
             asyncio.get_running_loop()
         except RuntimeError:
             return call()
-        box: dict[str, Any] = {}
-        ctx = contextvars.copy_context()  # the workflow span goes along
-
-        def target() -> None:
-            try:
-                box["result"] = ctx.run(call)
-            except BaseException as exc:  # re-raised on the caller's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=target, name="nexus-otel-kailash")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        return on_helper_thread(call, "nexus-otel-kailash")
 
     return run
 
