@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import socket
 import sys
@@ -74,10 +75,34 @@ class DrainingH11Protocol(H11Protocol):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
+    """A TCP port that was free a moment ago on ``host``, below the kernel's ephemeral range if it can.
+
+    Ports the kernel hands out for port 0 come from the range outgoing connections take theirs
+    from, so one may be taken by a connection before the caller binds it; ports below that
+    range are only ever taken by a listener. Falls back to the kernel's choice.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(64):
+        port = rng.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's ``ip_local_port_range``; IANA's 49152 elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
 
 
 def uvicorn_config(nexus: Nexus, host: str, port: int, *, threads: int = DEFAULT_THREADS,
