@@ -14,7 +14,9 @@ time. Clients:
 
 - ``httpx-sync``: ``httpx.Client.post``, one at a time (the worker before issue 13);
 - ``httpx-async``: ``httpx.AsyncClient``, ``--concurrency`` requests in flight;
-- ``aiohttp``: ``aiohttp.ClientSession``, ``--concurrency`` requests in flight.
+- ``aiohttp``: ``aiohttp.ClientSession``, ``--concurrency`` requests in flight;
+- ``raw-httptools`` (when httptools is installed): the floor, prepared request bytes on
+  ``--concurrency`` keep-alive asyncio connections, responses parsed by httptools.
 """
 
 from __future__ import annotations
@@ -89,7 +91,66 @@ def run_aiohttp(url: str, n: int, concurrency: int) -> None:
     asyncio.run(main())
 
 
+def run_raw_httptools(url: str, n: int, concurrency: int) -> None:
+    """The floor for an asyncio client: one keep-alive connection per request in flight, each request
+    written as prepared bytes, each response parsed by httptools (llhttp, C). Not a product client:
+    no pool, redirects, TLS or timeouts; it measures what such a client could cost."""
+    import httptools
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = (f"POST {parts.path or '/'} HTTP/1.1\r\nhost: {host}:{port}\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
+               + f"content-length: {len(BODY)}\r\n\r\n").encode() + BODY
+
+    class Connection(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.parser = httptools.HttpResponseParser(self)
+            self.transport: asyncio.Transport | None = None
+            self.waiter: asyncio.Future[int] | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_complete(self) -> None:
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(self.parser.get_status_code())
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(exc or ConnectionError("closed"))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        per = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
+
+        async def worker(count: int) -> None:
+            _, conn = await loop.create_connection(Connection, host, port)
+            for _ in range(count):
+                conn.waiter = loop.create_future()
+                assert conn.transport is not None
+                conn.transport.write(request)
+                if await conn.waiter != 200:
+                    raise RuntimeError("not 200")
+            assert conn.transport is not None
+            conn.transport.close()
+
+        await asyncio.gather(*(worker(k) for k in per if k))
+
+    asyncio.run(main())
+
+
 CLIENTS = {"httpx-sync": run_httpx_sync, "httpx-async": run_httpx_async, "aiohttp": run_aiohttp}
+try:
+    import httptools  # noqa: F401 - optional: uvicorn[standard] brings it
+    CLIENTS["raw-httptools"] = run_raw_httptools
+except ImportError:
+    pass
 
 
 def main(argv: list[str] | None = None) -> int:
