@@ -165,8 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, status: int, extra: Mapping[str, str] = {}, body: bytes = b"") -> None:
         """Send ``status`` with a small body and the given headers."""
         body = body or json.dumps({"status": status}).encode()
+        if status in (204, 304):  # these answers have no body (RFC 9110)
+            body = b""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if body:
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         for name, value in extra.items():
             self.send_header(name, value)
@@ -314,6 +317,10 @@ class WebhookReceiver:
         return self.wait_for(lambda reqs: len(reqs) >= n, timeout)
 
     # --- lifecycle ------------------------------------------------------------------------------
+
+    def drop_connections(self) -> None:
+        """Close every client connection now, idle keep-alive ones included (a receiver restarting)."""
+        self._server.drop_connections()
 
     def close(self) -> None:
         """Wake any hanging handlers, stop serving and close the socket; safe to call twice."""

@@ -1,4 +1,4 @@
-"""Many HTTP POSTs in flight from a synchronous caller: an aiohttp session on a private event loop.
+"""Many HTTP POSTs in flight from a synchronous caller: a keep-alive pool on a private event loop.
 
 The webhook worker delivers a batch at a time from its own thread. This poster
 runs the batch's requests concurrently on an event loop that only that thread
@@ -6,13 +6,13 @@ ever runs (inside :meth:`ConcurrentPoster.post_all`), so there is no extra
 thread and no cross-thread hand-off. Connections are pooled and kept alive;
 each destination has at most ``per_destination`` requests in flight.
 
-Why aiohttp: ``benchmarks/http_clients.py`` measures the CPU per POST of the
-candidates in one run on 127.0.0.1. With 32 requests in flight aiohttp costs
-about a quarter of a synchronous ``httpx.Client`` POST and a small fraction of
-``httpx.AsyncClient``'s (whose pool is slow under concurrency); see
+The requests go through :mod:`nexus_otel.exporters.http1` (prepared bytes on
+pooled connections, responses parsed by httptools): ``benchmarks/http_clients.py``
+measures its floor at about a ninth of aiohttp's CPU per POST, which this poster
+used before, and aiohttp's at a quarter of a synchronous ``httpx.Client``'s; see
 ``benchmarks/RESULTS.md``. The loop is uvloop's where it is installed (a
 dependency except on Windows): the same deliveries took about 10 % less CPU
-than on asyncio's own loop in one A/B run (218 against 243 µs per payload).
+than on asyncio's own loop in one A/B run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-import aiohttp
+from .http1 import HttpError, Pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class ConcurrentPoster:
         self.connect_timeout = connect_timeout
         self.user_agent = user_agent
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = Pool(user_agent)
         self._gates: dict[str, asyncio.Semaphore] = {}
 
     def post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
@@ -102,10 +102,6 @@ class ConcurrentPoster:
         return self._loop.run_until_complete(self._post_all(posts))
 
     async def _post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.per_destination)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                                  headers={"user-agent": self.user_agent})
         replies = await asyncio.gather(*(self._post(p) for p in posts), return_exceptions=True)
         # Anything _post did not foresee is that post's failure alone: the others' answers stand.
         return [r if isinstance(r, (Reply, Exception)) else PostFailed(repr(r)) for r in replies]
@@ -114,7 +110,6 @@ class ConcurrentPoster:
         gate = self._gates.get(post.url)
         if gate is None:
             gate = self._gates[post.url] = asyncio.Semaphore(self.per_destination)
-        assert self._session is not None
         try:
             async with gate:
                 seconds = post.timeout
@@ -122,14 +117,12 @@ class ConcurrentPoster:
                     seconds = min(seconds, post.not_after - time.monotonic())
                     if seconds < MIN_ATTEMPT:
                         return NotStarted("its deadline came while it waited for its turn")
-                timeout = aiohttp.ClientTimeout(total=seconds, connect=min(seconds, self.connect_timeout))
-                async with self._session.post(post.url, data=post.body, headers=post.headers,
-                                              timeout=timeout, allow_redirects=False) as response:
-                    await response.read()
-                    return Reply(response.status, response.headers.get("retry-after"))
+                status, retry_after = await asyncio.wait_for(
+                    self._pool.post(post.url, post.body, post.headers, min(seconds, self.connect_timeout)), seconds)
+                return Reply(status, retry_after)
         except asyncio.TimeoutError as exc:
             return PostTimeout(f"{type(exc).__name__}")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (HttpError, OSError, ValueError) as exc:
             return PostFailed(f"{type(exc).__name__}: {exc}")
 
     def close(self, timeout: float = 2.0) -> None:
@@ -141,12 +134,15 @@ class ConcurrentPoster:
         loop, self._loop = self._loop, None
         if loop is None:
             return
-        session, self._session = self._session, None
+        pool = self._pool
+
+        async def close_pool() -> None:
+            pool.close()
+            await asyncio.sleep(0)  # the transports finish closing on the loop's next turn
 
         def close_on_own_thread() -> None:
             try:
-                if session is not None:
-                    loop.run_until_complete(session.close())
+                loop.run_until_complete(close_pool())
             finally:
                 loop.close()
 
