@@ -43,7 +43,7 @@ baseline and candidate ``Side``s, a target ratio or None (reported only), an opt
         a wait until both outboxes are empty, the request logger's ``flush()``), so
         a round's total includes delivering everything it produced.
     The breakdown line gives the background threads' CPU per execution (webhook
-    worker, audit worker), with the POSTs (aiohttp, concurrent) measured on
+    worker, audit worker), with the POSTs (our HTTP/1.1 client, concurrent) measured on
     its own. After the rounds the receiver must have received, and the audit table
     must hold, exactly one payload / row per execution, and the request log must
     have written two records per execution.
