@@ -222,3 +222,27 @@ def test_a_kept_alive_connection_closed_under_a_request_is_retried_once_on_a_new
         thread.join(5)
     assert [outcome(r) for r in replies] == [(200, None), (200, None)]
     assert seen == [(1, b"POST /h HTTP/1.1"), (1, b"POST /h HTTP/1.1"), (2, b"POST /h HTTP/1.1")]
+
+
+def test_an_interim_100_continue_is_passed_over_for_the_final_answer():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        replies = ours([Post(f"http://127.0.0.1:{port}/h", BODY, HEADERS, 5.0)])
+    finally:
+        thread.join(5)
+        listener.close()
+    assert [outcome(r) for r in replies] == [(201, None)]

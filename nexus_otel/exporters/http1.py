@@ -128,6 +128,9 @@ class _Connection(asyncio.Protocol):
             self.retry_after = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:  # an interim answer (100 Continue): the final one follows
+            self.headers_done = False
+            return
         self.keep_alive = self.parser.should_keep_alive()  # read now: the parser moves on to the next answer
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
