@@ -846,10 +846,11 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
         one, many = line
         spare = min(args.workers, os.cpu_count() or 1) - statistics.median(many.client_cores)
         per_request = statistics.median(one.cores) / statistics.median(one.rates)
+        many_per_request = statistics.median(many.cores) / statistics.median(many.rates)
         print(f"ceiling: {spare:.2f} cores left beside the load generator / {statistics.median(one.cores):.2f} cores "
               f"one worker uses = {spare / statistics.median(one.cores):.3f}; the {args.workers} workers used "
-              f"{statistics.median(many.cores):.2f} cores, {1e6 * statistics.median(many.cores) / statistics.median(many.rates):.0f} "
-              f"µs of CPU a request (one worker: {1e6 * per_request:.0f} µs)")
+              f"{statistics.median(many.cores):.2f} cores, {1e6 * many_per_request:.0f} µs of CPU a request "
+              f"(one worker: {1e6 * per_request:.0f} µs)")
     for p in problems:
         print(f"CHECK FAILED: {p}")
     return 0

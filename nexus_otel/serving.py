@@ -217,7 +217,8 @@ def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int 
     os.environ.update(settings)  # each worker is a new process that inherits the environment
     try:
         config = uvicorn.Config(
-            WorkerApp(target, plugins_dir, threads, log_level), factory=True, host=host, port=port,  # type: ignore[arg-type]
+            WorkerApp(target, plugins_dir, threads, log_level),  # type: ignore[arg-type]
+            factory=True, host=host, port=port,
             workers=workers, lifespan="on", log_level=log_level, access_log=False, http=DrainingH11Protocol,
             timeout_graceful_shutdown=DRAIN_TIMEOUT,
         )

@@ -4,8 +4,9 @@ Keyed by ``principal`` (the authenticated caller; add ``AuthPlugin`` first),
 ``api_key``, ``client`` address or ``session``, counted ``global``-ly or per
 ``workflow``. ``storage="redis://host:6379"`` shares the budget between
 replicas and between the workers of ``serve --workers N`` (where memory
-storage, per process, fails at start rather than admit N times the limit). Settings may be constructor arguments or attributes set before
-``add_plugin``, as in Kailash Nexus's plugin API; bad values fail at setup naming them.
+storage, per process, fails at start rather than admit N times the limit).
+Settings may be constructor arguments or attributes set before ``add_plugin``,
+as in Kailash Nexus's plugin API; bad values fail at setup naming them.
 """
 
 from __future__ import annotations
