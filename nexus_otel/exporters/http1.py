@@ -65,24 +65,32 @@ class Target:
 
 _OURS = ("host", "content-length", "transfer-encoding")
 """Headers only the client writes: where the request goes and how long its body is."""
+_DEFAULTS = ("host", "accept", "user-agent", "authorization")
 
 
 def request_bytes(target: Target, body: bytes, headers: Mapping[str, str], user_agent: str) -> bytes:
     """The whole request: request line, headers, ``Content-Length``, body (a caller's header wins over a default)."""
-    fields = {"host": ("host", target.host_header), "accept": ("accept", "*/*"),
-              "user-agent": ("user-agent", user_agent)}
+    defaults = {"host": target.host_header, "accept": "*/*", "user-agent": user_agent}
     if target.authorization:
-        fields["authorization"] = ("authorization", target.authorization)
-    for name, value in headers.items():
-        if name.lower() not in _OURS:
-            fields[name.lower()] = (name, value)
-    fields["content-length"] = ("content-length", str(len(body)))
+        defaults["authorization"] = target.authorization
     lines = [f"POST {target.path} HTTP/1.1"]
-    for name, value in fields.values():
-        if any(ch in name or ch in value for ch in "\r\n"):
-            raise HttpError(f"header {name!r} holds a line break")
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    mine = []
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _OURS:
+            continue
+        if lower in defaults:
+            defaults[lower] = value  # the caller's, in the default's place
+            continue
+        mine.append(f"{name}: {value}")
+    lines += [f"{name}: {value}" for name, value in defaults.items()]
+    lines += mine
+    lines.append(f"content-length: {len(body)}")
+    head = "\r\n".join(lines)
+    # Exactly one CR and one LF between lines: a header holding a line break would smuggle in another.
+    if head.count("\r") != len(lines) - 1 or head.count("\n") != len(lines) - 1:
+        raise HttpError("a header name or value holds a line break")
+    return head.encode("latin-1") + b"\r\n\r\n" + body
 
 
 class _Connection(asyncio.Protocol):
