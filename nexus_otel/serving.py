@@ -33,6 +33,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE  # a worker's exit code that stops its supervisor instead of a restart
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from . import settings
 from .app import Nexus
 from .channels import DEFAULT_THREADS
 from .channels.http import create_http_app
@@ -141,8 +142,8 @@ def serve(app: Nexus | str, host: str = "127.0.0.1", port: int = 8000, *, sock: 
     worker process imports it). ``threads`` run sync workflows, per worker. Returns the exit
     status: 0, or :data:`STARTUP_FAILURE` when a worker could not start the app.
     """
-    _check_count("workers", workers, 1024)
-    _check_count("threads", threads, 4096)
+    settings.number("workers", workers, minimum=1, maximum=1024, integer=True)
+    settings.number("threads", threads, minimum=1, maximum=4096, integer=True)
     if workers > 1:
         if not isinstance(app, str):
             raise ConfigurationError("workers", workers, "1 when serving an app object: pass its \"MODULE:APP\" "
@@ -153,11 +154,6 @@ def serve(app: Nexus | str, host: str = "127.0.0.1", port: int = 8000, *, sock: 
     server = uvicorn.Server(uvicorn_config(nexus, host, port, threads=threads, log_level=log_level))
     server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started else STARTUP_FAILURE
-
-
-def _check_count(setting: str, value: object, maximum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise ConfigurationError(setting, value, f"a whole number from 1 to {maximum}")
 
 
 class WorkerApp:

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..app import Nexus
+from .. import settings
 from ..caller import Caller
 from ..errors import AccessError, ConfigurationError, RateLimitExceeded
 from ..middlewares.auth import AuthMiddleware
@@ -133,8 +134,8 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
     """
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
         raise ConfigurationError("max_body_bytes", max_body_bytes, "a whole number of bytes, at least 1")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigurationError("threads", threads, "a whole number of threads, at least 1 (or None)")
+    if threads is not None:
+        settings.number("threads", threads, minimum=1, integer=True)
 
     async def run_workflow(request: Request) -> Response:
         name = request.path_params["name"]

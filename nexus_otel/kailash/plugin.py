@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from opentelemetry.trace import Status, StatusCode
 
+from .. import settings
 from .._aio import on_helper_thread
 from ..app import DEFAULT_STOP_TIMEOUT, Nexus
 from ..errors import ConfigurationError, IntegrationError
@@ -106,8 +107,7 @@ class NexusOtel:
                  record_inputs: bool = True) -> None:
         if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Iterable):
             raise ConfigurationError("NexusOtel(plugins)", plugins, "a list of nexus-otel plugins")
-        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)) or stop_timeout < 0:
-            raise ConfigurationError("NexusOtel(stop_timeout)", stop_timeout, "a number of seconds, zero or more")
+        settings.number("NexusOtel(stop_timeout)", stop_timeout, minimum=0)
         self.plugins = list(plugins)
         self.service_name = service_name
         self.stop_timeout = float(stop_timeout)
