@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import traceback
+from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE  # a worker's exit code that stops its supervisor instead of a restart
@@ -106,10 +107,12 @@ def _ephemeral_low() -> int:
         return 49152
 
 
-def uvicorn_config(nexus: Nexus, host: str, port: int, *, threads: int = DEFAULT_THREADS,
+def uvicorn_config(app: Nexus | Any, host: str, port: int, *, threads: int = DEFAULT_THREADS,
                    **kwargs: object) -> uvicorn.Config:
+    """How a :class:`Nexus` (through :func:`create_http_app`), or any ASGI app given as is, is served."""
+    asgi = create_http_app(app, threads=threads) if isinstance(app, Nexus) else app
     return uvicorn.Config(
-        create_http_app(nexus, threads=threads), host=host, port=port, lifespan="on",
+        asgi, host=host, port=port, lifespan="on",
         log_level=str(kwargs.pop("log_level", "warning")), access_log=False, http=DrainingH11Protocol,
         timeout_graceful_shutdown=kwargs.pop("timeout_graceful_shutdown", DRAIN_TIMEOUT),  # type: ignore[arg-type]
         **kwargs,  # type: ignore[arg-type]
@@ -232,12 +235,15 @@ def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int 
 
 
 class BackgroundServer:
-    """A uvicorn server on a thread, for demos and tests: ``with BackgroundServer(app) as url: ...``."""
+    """A uvicorn server on a thread, for demos and tests: ``with BackgroundServer(app) as url: ...``.
 
-    def __init__(self, nexus: Nexus, host: str = "127.0.0.1", port: int | None = None) -> None:
+    ``app`` is a :class:`Nexus`, or any ASGI app (a Kailash Nexus app's ``fastapi_app``, say).
+    """
+
+    def __init__(self, app: Nexus | Any, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn_config(nexus, self.host, self.port))
+        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port))
         self.thread = threading.Thread(target=self.server.run, name="nexus-otel-http", daemon=True)
 
     @property

@@ -1,7 +1,7 @@
 """``nexus_otel.kailash``: a real Kailash Nexus app (the ``kailash-nexus`` and ``kailash`` packages from PyPI).
 
 The app is Kailash Nexus's own FastAPI app, served by uvicorn on a loopback
-port (``Nexus.start()`` always binds 0.0.0.0), with a two-node
+port (``BackgroundServer``: ``Nexus.start()`` always binds 0.0.0.0), with a two-node
 ``WorkflowBuilder`` workflow. Spans go to a real OTLP receiver, webhooks to a
 real receiver, audit rows to SQLite.
 """
@@ -13,13 +13,11 @@ import logging
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 _root = logging.getLogger()
 _saved = (_root.level, list(_root.handlers))
@@ -36,7 +34,7 @@ from nexus_otel.errors import IntegrationError  # noqa: E402
 from nexus_otel.kailash import NexusOtel, check_points  # noqa: E402
 from nexus_otel.kailash.runtime import ASYNC_WORKFLOW, INSTRUMENTATION  # noqa: E402
 from nexus_otel.plugins import DatabasePlugin, WebhookPlugin  # noqa: E402
-from nexus_otel.serving import free_port  # noqa: E402
+from nexus_otel.serving import BackgroundServer, free_port  # noqa: E402
 
 from .otlp_receivers import HTTPReceiver  # noqa: E402
 from .webhook_receiver import WebhookReceiver  # noqa: E402
@@ -72,28 +70,6 @@ class Recorder(NexusPlugin):
         nexus_app.on_shutdown(lambda: self.seen.append(("shutdown", "", "")))
 
 
-class Served:
-    """Kailash Nexus's FastAPI app on uvicorn, on 127.0.0.1 (its lifespan runs the plugins' startup/shutdown)."""
-
-    def __init__(self, app: KailashNexus) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app.fastapi_app, host="127.0.0.1", port=self.port,
-                                                   log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the Kailash Nexus server did not start"
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 def environ(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
             "OTEL_BSP_SCHEDULE_DELAY": "50", "NEXUS_OTEL_DATA_DIR": str(tmp_path / "data"), **extra}
@@ -112,7 +88,7 @@ def test_a_kailash_nexus_app_is_traced_metered_and_recorded(tmp_path):
         app = KailashNexus(api_port=free_port(), enable_durability=False)
         app.add_plugin(plugin)  # the three lines: Nexus(), add_plugin(NexusOtel(...)), register
         app.register("double_then_add", two_node())
-        with Served(app) as url:
+        with BackgroundServer(app.fastapi_app) as url:
             r = httpx.post(f"{url}/workflows/double_then_add/execute", json={"inputs": {"x": 20}},
                            headers={"traceparent": TRACEPARENT}, timeout=30)
             assert r.status_code == 200, r.text
@@ -181,7 +157,7 @@ def test_a_failing_node_fails_its_workflow_span_hooks_and_records(tmp_path):
         app = KailashNexus(api_port=free_port(), enable_durability=False)
         app.add_plugin(plugin)
         app.register("breaks", two_node(fail=True))
-        with Served(app) as url:
+        with BackgroundServer(app.fastapi_app) as url:
             r = httpx.post(f"{url}/workflows/breaks/execute", json={"inputs": {"x": 1}}, timeout=30)
             assert r.status_code == 500
             (delivered,) = hooks.wait_for_count(1, timeout=20)
