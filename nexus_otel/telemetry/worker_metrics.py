@@ -58,6 +58,11 @@ class Collectable(Protocol):
 
 def encode(families: Iterable[Metric]) -> bytes:
     """Families as the bytes a worker sends its peers (and writes to its file)."""
+    return orjson.dumps(as_dicts(families))
+
+
+def as_dicts(families: Iterable[Metric]) -> list[dict[str, Any]]:
+    """Families in the form :func:`merge` takes (what :func:`decode` gives back from :func:`encode`)."""
     out = []
     for f in families:
         merge = _INFO if f.type == "info" else _MAX if isinstance(f, ReadingFamily) or f.type == "stateset" else _SUM
@@ -65,7 +70,7 @@ def encode(families: Iterable[Metric]) -> bytes:
                     None if s.exemplar is None else [s.exemplar.labels, s.exemplar.value, s.exemplar.timestamp]]
                    for s in f.samples]
         out.append({"n": f.name, "d": f.documentation, "t": f.type, "u": f.unit, "m": merge, "s": samples})
-    return orjson.dumps(out)
+    return out
 
 
 def decode(data: bytes) -> list[dict[str, Any]]:
@@ -224,7 +229,7 @@ class WorkerMetrics:
 
     def collect(self) -> list[Metric]:
         """Every worker's families, merged: what ``/metrics`` answers."""
-        own = decode(self._samples())
+        own = as_dicts(self.local.collect())
         peers = {p.stem for p in self.directory.glob("*.sock")} | {p.stem for p in self.directory.glob("*.json")}
         peers.discard(str(self.pid))
         return merge([own, *(self._peer(pid) for pid in sorted(peers))])
