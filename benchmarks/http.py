@@ -84,6 +84,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
 from http_app import HOOKS, WORKFLOW, build_app, hook_events  # noqa: E402
+from proc_cpu import tree_cpu  # noqa: E402
 
 HOST = "127.0.0.1"
 PATH = f"/workflows/{WORKFLOW}"
@@ -744,22 +745,6 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         print("(the full server ran under cProfile: its req/s are depressed; do not quote this ratio)")
         print_profile(full.profile_out, 30)
     return 0
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` and its descendants so far (Linux ``/proc``)."""
-    total, pending = 0.0, [pid]
-    tick = os.sysconf("SC_CLK_TCK")
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):  # ended meanwhile
-            continue
-    return total
 
 
 def children_cpu() -> float:

@@ -33,6 +33,7 @@ import sys
 # This folder holds http.py, which would shadow the standard library's http package: drop it from the path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -42,6 +43,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from proc_cpu import process_cpu  # noqa: E402
 
 HOST = "127.0.0.1"
 WORKFLOW = "double_then_add"
@@ -132,11 +135,6 @@ def serve_main(port: int, instrumented: bool) -> int:
     return 0
 
 
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_http(rounds: int, per_round: int, workdir: Path) -> dict[str, list[tuple[float, float]]]:
     """Per round and variant: (server CPU µs, client latency µs) per request, closed loop, one connection."""
     import httpx
@@ -169,11 +167,11 @@ def measure_http(rounds: int, per_round: int, workdir: Path) -> dict[str, list[t
                 order = ("plain", "instrumented") if r % 2 else ("instrumented", "plain")
                 for variant in order:
                     proc, url = servers[variant]
-                    cpu, wall = proc_cpu(proc.pid), time.perf_counter()
+                    cpu, wall = process_cpu(proc.pid), time.perf_counter()
                     for i in range(per_round):
                         reply = client.post(f"{url}/workflows/{WORKFLOW}/execute", json={"inputs": {"x": i}})
                         assert reply.status_code == 200, reply.text
-                    cpu, wall = proc_cpu(proc.pid) - cpu, time.perf_counter() - wall
+                    cpu, wall = process_cpu(proc.pid) - cpu, time.perf_counter() - wall
                     if r:
                         out[variant].append((1e6 * cpu / per_round, 1e6 * wall / per_round))
             metrics = client.get(f"{servers['instrumented'][1]}/metrics").text

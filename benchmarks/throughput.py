@@ -69,6 +69,7 @@ from nexus_otel.exporters.outbox import Outbox  # noqa: E402
 from nexus_otel.exporters.webhook import WebhookExporter  # noqa: E402
 from nexus_otel.records import ExecutionRecord  # noqa: E402
 
+from proc_cpu import process_cpu  # noqa: E402 - before loopback_receiver, which takes this folder off sys.path
 from loopback_receiver import Receiver  # noqa: E402
 
 
@@ -138,16 +139,6 @@ def _machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of another process, from /proc (Linux); 0 where unavailable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (float(parts[11]) + float(parts[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 def _app(side: str, otlp_url: str, webhook_url: str, tmp: str) -> tuple[Nexus, Any, Any]:
     from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
 
@@ -206,10 +197,10 @@ def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[st
                 ticks = (lambda at: backlog.append((at, webhook.stats()["outbox_pending"]))) if webhook else None
                 cpu0 = time.process_time()
                 busy0, total0 = _machine_busy()
-                receivers0 = _proc_cpu(webhook_receiver.proc.pid) + _proc_cpu(otlp.proc.pid)
+                receivers0 = process_cpu(webhook_receiver.proc.pid) + process_cpu(otlp.proc.pid)
                 n, achieved, wall = _load(app, rate, seconds, ticks)
                 busy1, total1 = _machine_busy()
-                receivers_cpu = _proc_cpu(webhook_receiver.proc.pid) + _proc_cpu(otlp.proc.pid) - receivers0
+                receivers_cpu = process_cpu(webhook_receiver.proc.pid) + process_cpu(otlp.proc.pid) - receivers0
                 end_backlog = webhook.stats()["outbox_pending"] if webhook else 0
                 load_end = time.perf_counter()
                 drained_after = 0.0
