@@ -49,6 +49,17 @@ def aiohttp_post_all(posts: list[Post], user_agent: str) -> list[Reply | Excepti
     return asyncio.run(main())
 
 
+def request_line(conn: socket.socket) -> bytes:
+    """Read one request's head from a raw connection: its request line (b"" if the client closed first)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
 def ours(posts: list[Post], user_agent: str = "nexus-otel-webhooks") -> list[Reply | Exception]:
     poster = ConcurrentPoster(per_destination=8, user_agent=user_agent)
     try:
@@ -144,10 +155,7 @@ def test_a_server_that_answers_and_closes_is_not_reused():
         for _ in range(3):
             conn, _ = listener.accept()
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                served.append(data.split(b"\r\n", 1)[0])
+                served.append(request_line(conn))
                 conn.sendall(b"HTTP/1.0 202 Accepted\r\nConnection: close\r\n\r\nqueued")
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -189,26 +197,17 @@ def test_a_kept_alive_connection_closed_under_a_request_is_retried_once_on_a_new
     port = listener.getsockname()[1]
     seen: list[tuple[int, bytes]] = []
 
-    def read_request(conn: socket.socket) -> bytes:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return b""
-            data += chunk
-        return data.split(b"\r\n", 1)[0]
-
     def serve() -> None:
         first, _ = listener.accept()
-        seen.append((1, read_request(first)))
+        seen.append((1, request_line(first)))
         first.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # keep-alive
-        seen.append((1, read_request(first)))
+        seen.append((1, request_line(first)))
         first.close()  # ... then closes it under the second request, without an answer
         second, _ = listener.accept()
         with second:
-            seen.append((2, read_request(second)))
+            seen.append((2, request_line(second)))
             second.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            read_request(second)
+            request_line(second)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -233,9 +232,7 @@ def test_an_interim_100_continue_is_passed_over_for_the_final_answer():
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
+            request_line(conn)
             conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
 
     thread = threading.Thread(target=serve, daemon=True)
