@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -209,20 +208,12 @@ def test_rate_limits_hold_across_workers_with_redis(tmp_path, run_dir):
 
 
 def test_memory_rate_limits_refuse_to_start_with_several_workers(tmp_path, run_dir):
-    result = subprocess.run(
-        [*serve_command(), "--workers", "2"], env=cli_env(tmp_path / "data", LIMIT_STORAGE="memory://",
-                                                          TMPDIR=str(run_dir)),
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = nexus_otel("serve", APP, "--host", "127.0.0.1", "--port", str(free_port()), "--workers", "2",
+                        env=cli_env(tmp_path / "data", LIMIT_STORAGE="memory://", TMPDIR=str(run_dir)), cwd=REPO)
     assert result.returncode != 0
     assert 'storage="redis://127.0.0.1:6379"' in result.stderr and "2 times the limit" in result.stderr
     assert "a worker could not start the app" in result.stderr
     assert result.stderr.count("Traceback") == 0
-
-
-def serve_command() -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "nexus_otel.cli", "serve", APP, "--host", "127.0.0.1", "--port", str(free_port())]
 
 
 def test_sigterm_lets_every_worker_finish_its_requests_in_flight(tmp_path, run_dir):
