@@ -67,6 +67,18 @@ def test_payloads_are_signed_per_standard_webhooks(capture, tmp_path, receiver):
     assert plugin.stats()["delivered"] == 2
 
 
+def test_a_non_ascii_session_id_arrives_as_utf8_json_whose_signature_verifies(capture, tmp_path, receiver):
+    """The body is UTF-8 JSON (not escaped to ASCII), and the signature covers exactly those bytes."""
+    app, _ = _app(capture, tmp_path, receiver.url)
+    app.execute_workflow("order", {}, session_id="café-✓-東京")
+    (request,) = receiver.wait_for_count(1, timeout=10)
+    app.stop()
+    assert "café-✓-東京".encode("utf-8") in request.body
+    payload = Webhook(SECRET).verify(request.body, dict(request.headers))
+    assert payload["session_id"] == "café-✓-東京" and payload["type"] == "workflow.completed"
+    assert request.headers["content-length"] == str(len(request.body))
+
+
 def test_filters_by_workflow_and_status(capture, tmp_path, receiver):
     """Only the chosen workflows and statuses are sent (Kailash Nexus's default: completed only)."""
     app, _ = _app(capture, tmp_path, receiver.url, workflows=["order"])

@@ -154,25 +154,26 @@ def open_store(dsn: str, table: str = "workflow_executions") -> AuditStore:
     raise ConfigurationError("DatabasePlugin.dsn", _safe(dsn), "a postgresql:// DSN or a sqlite:/// path")
 
 
-def row_of(record: dict[str, Any]) -> dict[str, Any]:
+def row_of(record: ExecutionRecord) -> dict[str, Any]:
+    """The audit row of a finished execution: Kailash Nexus's plugin API's columns plus error and trace_id."""
     error = None
-    if record["status"] in ("failed", "rejected"):
-        error = record["error_type"] or "error"
-        if record.get("error"):
-            error = str(record["error"])[:1000]
+    if record.failed:
+        error = record.error_type or "error"
+        if record.error:
+            error = str(record.error)[:1000]
     return {
-        "workflow_id": record["workflow_id"], "workflow_name": record["workflow"],
-        "session_id": record["session_id"], "channel": record["channel"],
-        "started_at": record["started_at"], "completed_at": record["completed_at"],
-        "duration": record["duration"], "status": record["status"], "error": error,
-        "trace_id": record["trace_id"],
+        "workflow_id": record.workflow_id, "workflow_name": record.workflow,
+        "session_id": record.session_id, "channel": record.channel,
+        "started_at": record.started_at_iso, "completed_at": record.completed_at,
+        "duration": record.duration, "status": record.status, "error": error,
+        "trace_id": record.trace_id,
     }
 
 
 def _row(stored: Any) -> dict[str, Any]:
     """The row for a spooled payload: a record's fields (or a finished row, as spooled before 0.2)."""
     if isinstance(stored, list):
-        return row_of(ExecutionRecord.from_json(stored).as_dict())
+        return row_of(ExecutionRecord.from_json(stored))
     return stored
 
 
@@ -194,8 +195,9 @@ class AuditExporter(RecordProcessor):
             meter.create_observable_gauge("nexus.audit.queue", callbacks=[self._observe], unit="1",
                                           description="Audit rows waiting to be written.")
         # A database outage is waited out, not given up on: retries are capped at one a minute.
+        # Under a steady load, batches wait to fill (one database transaction and one outbox claim each).
         self.worker = OutboxWorker(self.spool, self._write, policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0),
-                                   batch_size=batch_size, name="audit", on_outcome=self._count)
+                                   batch_size=batch_size, name="audit", on_outcome=self._count, refill=0.2)
 
     def start(self) -> "AuditExporter":
         self.worker.start()

@@ -141,7 +141,7 @@ class OutboxWorker:
     def __init__(self, outbox: Outbox | OutboxView, deliver: Deliver, *, policy: RetryPolicy = RetryPolicy(),
                  batch_size: int = 50, name: str = "outbox",
                  on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
-                 breaker: CircuitBreaker | None = None, linger: float = 0.2,
+                 breaker: CircuitBreaker | None = None, linger: float = 0.2, refill: float = 0.0,
                  on_exit: Callable[[], None] | None = None, lease: float = DEFAULT_LEASE) -> None:
         self.outbox = outbox
         self.lease = lease
@@ -154,6 +154,10 @@ class OutboxWorker:
         self.idle_poll = idle_poll
         self.linger = linger
         """Seconds to wait after a wake-up so that messages queued meanwhile go in the same batch."""
+        self.refill = refill
+        """Seconds to wait after a batch that was not full before the next, so that it fills: for sinks
+        where a batch costs much more than a message (a database transaction). 0 takes what is due at once,
+        which keeps a slow receiver's requests in flight."""
         self.on_exit = on_exit
         """Called on the worker's thread as it ends (after the drain): to release what only it used."""
         self.breaker = breaker or CircuitBreaker(base=min(policy.base, 1.0), cap=min(policy.cap, 30.0), name=name)
@@ -177,11 +181,13 @@ class OutboxWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                worked = self.run_once()
+                worked, full = self._run_batch()
             except Exception as exc:  # never let the worker die; a broken batch waits and retries
                 log.error("%s: delivery loop error: %s", self.name, exc)
-                worked = False
+                worked = full = False
             if worked:
+                if not full and self.refill:
+                    self._stop.wait(self.refill)  # under a steady load: let the next batch fill
                 continue
             try:
                 wait = self.outbox.next_due_in()
@@ -213,6 +219,10 @@ class OutboxWorker:
         message first; the rest of its share of the batch goes only if that
         one was delivered. So an outage costs one attempt, not one per message.
         """
+        return self._run_batch(deadline)[0]
+
+    def _run_batch(self, deadline: float | None = None) -> tuple[bool, bool]:
+        """:meth:`run_once`, and whether the batch was full (more may be due now)."""
         now = time.time()
         groups: dict[str, list[Message]] = {}
         waiting: set[str] = set()
@@ -221,7 +231,9 @@ class OutboxWorker:
         # Deliveries start only in the lease's first half, so none is still running when it ends.
         lease_end = time.monotonic() + self.lease / 2
         deadline = lease_end if deadline is None else min(deadline, lease_end)
-        for message in self.outbox.claim(self.batch_size, self.lease):
+        claimed = self.outbox.claim(self.batch_size, self.lease)
+        full = len(claimed) >= self.batch_size
+        for message in claimed:
             dest = message.destination
             if self.breaker.is_open(dest, now):
                 waiting.add(dest)  # postponed below, without spending an attempt
@@ -233,7 +245,7 @@ class OutboxWorker:
         if waiting:
             self._hold_open(now, waiting)
         if not groups:
-            return False
+            return False, full
         worked = False
         for dest, messages in groups.items():
             if not self.breaker.is_up(dest) and len(messages) > 1:
@@ -246,7 +258,7 @@ class OutboxWorker:
         failed = {dest for dest in groups if not self.breaker.is_up(dest)}
         if failed:
             self._hold_open(time.time(), failed)
-        return worked
+        return worked, full
 
     def _deliver(self, batch: list[Message], deadline: float | None) -> bool:
         """Deliver ``batch`` and settle each outcome; true if any was attempted."""

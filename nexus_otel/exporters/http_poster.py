@@ -18,10 +18,11 @@ than on asyncio's own loop in one A/B run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Awaitable, Sequence, TypeVar
 
 from .http1 import HttpError, Pool
 
@@ -62,6 +63,7 @@ class NotStarted(Exception):
     """The request's ``not_after`` came while it waited for its turn; nothing was sent."""
 
 
+T = TypeVar("T")
 MIN_ATTEMPT = 0.05
 """Seconds a request needs at least; with less time left before ``not_after`` it is not started."""
 
@@ -73,6 +75,16 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+if sys.version_info >= (3, 11):
+    async def _within(call: Awaitable[T], seconds: float) -> T:
+        """``call``, cancelled with ``TimeoutError`` after ``seconds``: a timer on this task, no task of its own."""
+        async with asyncio.timeout(seconds):
+            return await call
+else:  # pragma: no cover - Python 3.10
+    def _within(call: Awaitable[T], seconds: float) -> Awaitable[T]:
+        return asyncio.wait_for(call, seconds)
 
 
 class ConcurrentPoster:
@@ -117,7 +129,7 @@ class ConcurrentPoster:
                     seconds = min(seconds, post.not_after - time.monotonic())
                     if seconds < MIN_ATTEMPT:
                         return NotStarted("its deadline came while it waited for its turn")
-                status, retry_after = await asyncio.wait_for(
+                status, retry_after = await _within(
                     self._pool.post(post.url, post.body, post.headers, min(seconds, self.connect_timeout)), seconds)
                 return Reply(status, retry_after)
         except asyncio.TimeoutError as exc:

@@ -20,7 +20,6 @@ a time (:meth:`Outbox.claim`), so none is delivered twice.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sqlite3
 import threading
@@ -28,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from .. import fastjson
 
 
 _SCHEMA = """
@@ -112,7 +113,7 @@ def _insert_rows(n: int) -> str:
 
 
 def _encoded(payload: Any) -> str:
-    return payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), default=str)
+    return payload if isinstance(payload, str) else fastjson.dumps(payload)
 
 
 class Outbox:
@@ -413,6 +414,6 @@ class OutboxView:
 
 
 def _message(row: tuple[Any, ...]) -> Message:
-    return Message(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7])
+    return Message(row[0], row[1], row[2], fastjson.loads(row[3]), row[4], row[5], row[6], row[7])
 
 

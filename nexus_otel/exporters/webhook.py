@@ -17,7 +17,6 @@ Webhooks promises none); each is delivered once its receiver answers 2xx.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import time
 from email.utils import parsedate_to_datetime
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from standardwebhooks.webhooks import Webhook
 
+from .. import fastjson
 from ..records import ExecutionRecord, RecordProcessor
 from .delivery import NOT_ATTEMPTED, OK, OutboxWorker, Outcome, RetryPolicy
 from .http_poster import MIN_ATTEMPT, ConcurrentPoster, NotStarted, Post, PostTimeout, Reply
@@ -36,27 +36,27 @@ log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 
 
-def payload_of(record: dict[str, Any]) -> dict[str, Any]:
+def payload_of(record: ExecutionRecord) -> dict[str, Any]:
     """The JSON body: Kailash Nexus's plugin API's fields (workflow, status, duration, timestamp) and more."""
     return {
-        "type": f"workflow.{record['status']}",
-        "workflow": record["workflow"],
-        "status": record["status"],
-        "duration": record["duration"],
-        "timestamp": record["timestamp"],
-        "completed_at": record["completed_at"],
-        "workflow_id": record["workflow_id"],
-        "trace_id": record["trace_id"],
-        "error_type": record["error_type"],
-        "session_id": record["session_id"],
-        "channel": record["channel"],
+        "type": f"workflow.{record.status}",
+        "workflow": record.workflow,
+        "status": record.status,
+        "duration": record.duration,
+        "timestamp": record.started_at,
+        "completed_at": record.completed_at,
+        "workflow_id": record.workflow_id,
+        "trace_id": record.trace_id,
+        "error_type": record.error_type,
+        "session_id": record.session_id,
+        "channel": record.channel,
     }
 
 
 def body_of(stored: Any) -> dict[str, Any]:
     """The JSON body for a stored payload: a record's fields (or a finished payload, as queued before 0.2)."""
     if isinstance(stored, list):
-        return payload_of(ExecutionRecord.from_json(stored).as_dict())
+        return payload_of(ExecutionRecord.from_json(stored))
     return stored
 
 
@@ -139,7 +139,7 @@ class WebhookExporter(RecordProcessor):
 
     def _request(self, message: Message, deadline: float | None) -> Post:
         """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``."""
-        body = json.dumps(body_of(message.payload), separators=(",", ":"))
+        body = fastjson.dumpb(body_of(message.payload))
         now = _dt.datetime.now(_dt.timezone.utc)
         headers = {
             "content-type": "application/json",
@@ -147,8 +147,8 @@ class WebhookExporter(RecordProcessor):
             "webhook-timestamp": str(int(now.timestamp())),
         }
         if self._signer is not None:
-            headers["webhook-signature"] = self._signer.sign(message.message_id, now, body)
-        return Post(message.destination, body.encode(), headers, self.timeout, not_after=deadline)
+            headers["webhook-signature"] = self._signer.sign(message.message_id, now, body.decode("utf-8"))
+        return Post(message.destination, body, headers, self.timeout, not_after=deadline)
 
     def _count(self, outcome: str, n: int) -> None:
         self._outcomes.add(outcome, n)

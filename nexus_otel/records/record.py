@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, fields
 from typing import Any
+
+from .. import fastjson
 
 RUNNING = "running"
 
@@ -54,17 +55,31 @@ class ExecutionRecord:
         return self.status in ("failed", "rejected")
 
     def to_json(self) -> str:
-        """The fields as compact JSON (for a durable store; :meth:`from_json` reads it back). Made once."""
+        """The fields as a compact JSON array (for a durable store; :meth:`from_json` reads it back). Made once.
+
+        Written by :mod:`~nexus_otel.fastjson` (orjson: this runs on the workflow's thread).
+        """
         try:
             return self._json  # type: ignore[has-type]
         except AttributeError:
-            self._json = json.dumps([getattr(self, name) for name in _FIELDS], separators=(",", ":"), default=str)
+            self._json: str = fastjson.dumps([getattr(self, name) for name in _FIELDS])
             return self._json
 
     @classmethod
     def from_json(cls, text: str | list[Any]) -> "ExecutionRecord":
-        values = json.loads(text) if isinstance(text, str) else text
-        return cls(**dict(zip(_FIELDS, values)))
+        """The record :meth:`to_json` wrote (its text, or that text decoded to a list)."""
+        values = fastjson.loads(text) if isinstance(text, str) else text
+        return cls(*values[:len(_FIELDS)])  # a newer version's extra fields are not this one's
+
+    @property
+    def started_at_iso(self) -> str:
+        """``started_at`` in ISO 8601 (UTC, microseconds)."""
+        return _iso(self.started_at)
+
+    @property
+    def completed_at(self) -> str | None:
+        """``ended_at`` in ISO 8601 (UTC, microseconds), or None while running."""
+        return _iso(self.ended_at) if self.ended_at is not None else None
 
     def as_dict(self) -> dict[str, Any]:
         """A flat JSON-friendly dict: the fields above with ISO 8601 start and end times."""
@@ -74,8 +89,8 @@ class ExecutionRecord:
             "status": self.status,
             "duration": self.duration,
             "timestamp": self.started_at,
-            "started_at": _iso(self.started_at),
-            "completed_at": _iso(self.ended_at) if self.ended_at is not None else None,
+            "started_at": self.started_at_iso,
+            "completed_at": self.completed_at,
             "session_id": self.session_id,
             "channel": self.channel,
             "trace_id": self.trace_id,
