@@ -1,8 +1,8 @@
-"""The app ``benchmarks/http.py`` serves: one workflow and a plugin with trivial hooks.
+"""The app ``benchmarks/http_throughput.py`` serves: one workflow and a plugin with trivial hooks.
 
 A module of its own so that ``nexus-otel serve --workers N``'s worker
 processes can import it (as ``benchmarks.http_app:create``, the repository on
-``PYTHONPATH``), which they cannot do with ``http.py`` (its name is the
+``PYTHONPATH``), which they cannot do with ``http_throughput.py`` (its name is the
 standard library's). ``create`` reads the workload from ``BENCH_*`` variables.
 """
 
@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 WORKFLOW = "bench"
-HOOKS = 3  # the bench plugin's trivial hooks (http.py --hooks)
+HOOKS = 3  # the bench plugin's trivial hooks (http_throughput.py --hooks)
 
 
 def hook_events(hooks: int) -> list[str]:

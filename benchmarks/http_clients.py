@@ -21,21 +21,14 @@ time. Clients:
 
 from __future__ import annotations
 
-import os
+import argparse
+import asyncio
+import statistics
 import sys
+import time
+from collections.abc import Awaitable, Callable
 
-# benchmarks/http.py would shadow the standard library's http package for a script run from here.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Awaitable, Callable  # noqa: E402
-
-from loopback_receiver import Receiver  # noqa: E402
+from loopback_receiver import Receiver
 
 BODY = (b'{"type":"workflow.completed","workflow":"checkout","status":"completed","duration":0.0123,'
         b'"timestamp":"2026-12-01T12:00:00+00:00","completed_at":"2026-12-01T12:00:00+00:00",'
@@ -95,8 +88,9 @@ def run_raw_httptools(url: str, n: int, concurrency: int) -> None:
     """The floor for an asyncio client: one keep-alive connection per request in flight, each request
     written as prepared bytes, each response parsed by httptools (llhttp, C). Not a product client:
     no pool, redirects, TLS or timeouts; it measures what such a client could cost."""
-    import httptools
     from urllib.parse import urlsplit
+
+    import httptools
 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -163,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver = Receiver(args.delay_ms)
     try:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
-        for name, run in CLIENTS.items():  # warm-up: imports, first connections
+        for run in CLIENTS.values():  # warm-up: imports, first connections
             run(receiver.url, 50, args.concurrency)
         for _ in range(rounds):
             for name, run in CLIENTS.items():

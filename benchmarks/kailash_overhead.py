@@ -27,24 +27,18 @@ it does not gate.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import os
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# This folder holds http.py, which would shadow the standard library's http package: drop it from the path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import logging  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from proc_cpu import process_cpu  # noqa: E402
+from proc_cpu import process_cpu
 
 HOST = "127.0.0.1"
 WORKFLOW = "double_then_add"

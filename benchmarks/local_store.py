@@ -18,26 +18,20 @@ on the export thread at the busy sizes.
 
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
 import sys
-
-# benchmarks/http.py would shadow the standard library's http package for a script run from here.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
-
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
-
-from nexus_otel.exporters import spanfile  # noqa: E402
-from nexus_otel.exporters.local import LocalSpanExporter  # noqa: E402
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
 
 # benchmarks/otlp_encoding.py's project-shaped spans
-from otlp_encoding import make_batches  # noqa: E402
+from otlp_encoding import make_batches
+
+from nexus_otel.exporters import spanfile
+from nexus_otel.exporters.local import LocalSpanExporter
 
 TARGET_US = 8.0
 SIZES = (5, 64, 512)

@@ -11,17 +11,12 @@ so thousands of requests a second cost it little; ``GET /count`` returns its tal
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import subprocess
 import sys
-
-# benchmarks/http.py would shadow the standard library's http package for a script run from here.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import urllib.request  # noqa: E402
+import urllib.request
 
 HOST = "127.0.0.1"
 

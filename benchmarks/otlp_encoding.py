@@ -36,36 +36,31 @@ The script always exits 0: it reports, it does not gate.
 
 from __future__ import annotations
 
+import argparse
+import gc
 import os
+import platform
+import random
+import statistics
 import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 
-# ``python benchmarks/otlp_encoding.py`` puts this folder first on sys.path, where
-# ``benchmarks/http.py`` would shadow the standard library's ``http``; drop it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+from google.protobuf import __version__ as protobuf_version
+from google.protobuf.internal import api_implementation
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk import version as otel_sdk_version
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
-
-from google.protobuf import __version__ as protobuf_version  # noqa: E402
-from google.protobuf.internal import api_implementation  # noqa: E402
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
-from opentelemetry.sdk import version as otel_sdk_version  # noqa: E402
-from opentelemetry.sdk.resources import Resource  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
-from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: E402
-
-import nexus_otel  # noqa: E402
-from nexus_otel.exporters.otlp_encoding import SpanEncoder  # noqa: E402
-from nexus_otel.telemetry import contract as c  # noqa: E402
+import nexus_otel
+from nexus_otel.exporters.otlp_encoding import SpanEncoder
+from nexus_otel.telemetry import contract as c
 
 BATCH_SIZE = 512
 BATCHES = 8
@@ -130,15 +125,15 @@ def floor(batch: Sequence[ReadableSpan]) -> int:
     """Read what an encoder must read from every span, and build nothing."""
     n = 0
     for span in batch:
-        span.resource, span.instrumentation_scope
+        _ = span.resource, span.instrumentation_scope
         context = span.get_span_context()
-        context.trace_id, context.span_id, context.trace_state
+        _ = context.trace_id, context.span_id, context.trace_state
         parent = span.parent
         if parent:
-            parent.span_id, parent.is_remote
-        span.name, span.kind, span.start_time, span.end_time, span.status
-        span.dropped_attributes, span.dropped_events, span.dropped_links
-        span.events, span.links
+            _ = parent.span_id, parent.is_remote
+        _ = span.name, span.kind, span.start_time, span.end_time, span.status
+        _ = span.dropped_attributes, span.dropped_events, span.dropped_links
+        _ = span.events, span.links
         attributes = span.attributes
         for key in attributes:  # as our encoder reads them (cheaper than .items() on the SDK's Mapping)
             attributes[key]

@@ -78,52 +78,51 @@ The script always exits 0: it reports, it does not gate.
 
 from __future__ import annotations
 
+import argparse
+import base64
+import gc
+import hashlib
+import json
+import logging
 import os
+import platform
+import select
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-# Running ``python benchmarks/overhead.py`` puts this folder first on sys.path, and a
-# sibling module named like a stdlib one (``benchmarks/http.py``) would then shadow
-# it for every library imported below. Drop the folder before importing anything else.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+from opentelemetry.sdk import version as otel_sdk_version
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import gc  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import select  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import sqlite3  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any, Callable, Mapping, Sequence  # noqa: E402
-
-from opentelemetry.sdk import version as otel_sdk_version  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.resources import Resource  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
-
-import nexus_otel  # noqa: E402
-from nexus_otel import ExecutionRecord, Nexus, NexusPlugin, RecordProcessor, WorkflowEvent  # noqa: E402
-from nexus_otel.caller import Caller  # noqa: E402
-from nexus_otel.errors import AuthenticationError, NexusOtelError  # noqa: E402
-from nexus_otel.exporters.outbox import Outbox  # noqa: E402
-from nexus_otel.plugins import (  # noqa: E402
-    AuthPlugin, DatabasePlugin, MetricsPlugin, RateLimitPlugin, RequestLoggerPlugin, WebhookPlugin,
+import nexus_otel
+from nexus_otel import ExecutionRecord, Nexus, NexusPlugin, RecordProcessor, WorkflowEvent
+from nexus_otel.caller import Caller
+from nexus_otel.errors import AuthenticationError, NexusOtelError
+from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.plugins import (
+    AuthPlugin,
+    DatabasePlugin,
+    MetricsPlugin,
+    RateLimitPlugin,
+    RequestLoggerPlugin,
+    WebhookPlugin,
 )
-from nexus_otel.telemetry import contract as c  # noqa: E402
+from nexus_otel.telemetry import contract as c
 
 perf_counter = time.perf_counter
 log = logging.getLogger("benchmarks.overhead")
@@ -167,7 +166,7 @@ class Providers:
     meter_provider: MeterProvider
 
     @classmethod
-    def fresh(cls) -> "Providers":
+    def fresh(cls) -> Providers:
         resource = Resource.create({c.SERVICE_NAME: "bench"})
         exporter = DiscardingExporter()
         tracer_provider = TracerProvider(resource=resource)
@@ -1450,8 +1449,8 @@ def report(results: list[Result]) -> None:
         print(f"({r.case.key}) {r.case.title}")
         cut = f" (of {r.rounds_planned}: time budget reached)" if len(r.baseline) < r.rounds_planned else ""
         what = "hot path, " if r.base_total else ""
-        print(f"    rounds={len(r.baseline)}{cut}  {what}{CLOCK_NAMES[r.clock]}  baseline IQR [{_spread(r.baseline)}] us  "
-              f"candidate IQR [{_spread(r.candidate)}] us")
+        print(f"    rounds={len(r.baseline)}{cut}  {what}{CLOCK_NAMES[r.clock]}  "
+              f"baseline IQR [{_spread(r.baseline)}] us  candidate IQR [{_spread(r.candidate)}] us")
         if r.base_total:
             print(f"    total, {CLOCK_NAMES[r.total_clock]}  baseline IQR [{_spread(r.base_total)}] us  "
                   f"candidate IQR [{_spread(r.cand_total)}] us")

@@ -48,34 +48,25 @@ thread, alone: after 1 ms idle (as under the open-loop load) and back to back.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
 import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-# benchmarks/http.py would shadow the standard library's http package for a script run from here.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
+from loopback_receiver import Receiver
+from proc_cpu import process_cpu  # before loopback_receiver, which takes this folder off sys.path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
-
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-
-from nexus_otel import Nexus  # noqa: E402
-from nexus_otel.exporters.outbox import Outbox  # noqa: E402
-from nexus_otel.exporters.webhook import WebhookExporter  # noqa: E402
-from nexus_otel.records import ExecutionRecord  # noqa: E402
-
-from proc_cpu import process_cpu  # noqa: E402 - before loopback_receiver, which takes this folder off sys.path
-from loopback_receiver import Receiver  # noqa: E402
-
+from nexus_otel import Nexus
+from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.exporters.webhook import WebhookExporter
+from nexus_otel.records import ExecutionRecord
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TARGET_RATE = 500.0
@@ -259,7 +250,8 @@ def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[st
                 backlog: list[tuple[float, int]] = []
                 threads = ThreadCpu()
 
-                def ticks(at: float, webhook: Any = webhook, threads: ThreadCpu = threads) -> None:
+                def ticks(at: float, webhook: Any = webhook, threads: ThreadCpu = threads,
+                          backlog: list[tuple[float, int]] = backlog) -> None:
                     threads.read()
                     if webhook is not None:
                         backlog.append((at, webhook.stats()["outbox_pending"]))

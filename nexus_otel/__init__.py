@@ -1,28 +1,65 @@
 """nexus-otel: a Nexus-style plugin host where every workflow and hook is an OpenTelemetry span."""
 
-__version__ = "0.1.0"
-
-from .app import Nexus  # noqa: E402
-from .caller import Caller, Principal  # noqa: E402
-from .errors import NexusOtelError  # noqa: E402
-from .events import WorkflowEvent  # noqa: E402
-from .middleware import Middleware, WorkflowCall  # noqa: E402
-from .plugin import NexusPlugin, PluginManager  # noqa: E402
-from .processors.tail_sampling import TailSampling  # noqa: E402
-from .records import ExecutionRecord, RecordProcessor  # noqa: E402
+from ._version import __version__
+from .app import Nexus
+from .caller import Caller, Principal
+from .errors import (
+    AccessError,
+    AppStateError,
+    AuthenticationError,
+    AuthorizationError,
+    AuthUnavailableError,
+    ConfigurationError,
+    DuplicatePluginError,
+    DuplicateWorkflowError,
+    IntegrationError,
+    InvalidInputsError,
+    NexusOtelError,
+    PluginError,
+    PluginLoadError,
+    PluginSetupError,
+    PluginValidationError,
+    RateLimitExceeded,
+    UnknownWorkflowError,
+    WorkflowError,
+    WorkflowRegistrationError,
+)
+from .events import WorkflowEvent
+from .middleware import Middleware, WorkflowCall
+from .plugin import NexusPlugin, PluginManager
+from .processors.tail_sampling import TailSampling
+from .records import ExecutionRecord, RecordProcessor
 
 __all__ = [
+    "AccessError",
+    "AppStateError",
+    "AuthUnavailableError",
+    "AuthenticationError",
+    "AuthorizationError",
     "Caller",
+    "ConfigurationError",
+    "DuplicatePluginError",
+    "DuplicateWorkflowError",
     "ExecutionRecord",
+    "IntegrationError",
+    "InvalidInputsError",
     "Middleware",
     "Nexus",
     "NexusOtelError",
     "NexusPlugin",
+    "PluginError",
+    "PluginLoadError",
     "PluginManager",
+    "PluginSetupError",
+    "PluginValidationError",
     "Principal",
+    "RateLimitExceeded",
     "RecordProcessor",
     "TailSampling",
+    "UnknownWorkflowError",
     "WorkflowCall",
+    "WorkflowError",
     "WorkflowEvent",
+    "WorkflowRegistrationError",
     "__version__",
 ]

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -229,7 +230,7 @@ class Nexus:
         return [m for _, m in self._middleware]
 
     # -- lifecycle -----------------------------------------------------------------
-    def start(self) -> "Nexus":
+    def start(self) -> Nexus:
         """Run the startup hooks (in a ``nexus start`` span)."""
         with self._state_lock:
             if self._state == _STARTED:
@@ -272,13 +273,13 @@ class Nexus:
     def started(self) -> bool:
         return self._state == _STARTED
 
-    def __enter__(self) -> "Nexus":
+    def __enter__(self) -> Nexus:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    async def __aenter__(self) -> "Nexus":
+    async def __aenter__(self) -> Nexus:
         return self.start()
 
     async def __aexit__(self, *exc: object) -> None:

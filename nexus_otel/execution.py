@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api

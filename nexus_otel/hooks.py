@@ -12,9 +12,10 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api

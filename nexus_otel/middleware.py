@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span
 
@@ -34,7 +35,7 @@ AsyncNext = Callable[["WorkflowCall"], Awaitable[Any]]
 class WorkflowCall:
     """One execution as middleware sees it."""
 
-    workflow: "Workflow"
+    workflow: Workflow
     event: WorkflowEvent
     inputs: Mapping[str, Any]
     """What the workflow function will receive; middleware may replace it."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
-
+from typing import TYPE_CHECKING, Any
 
 from .discovery import Discovered, load_entry_points, load_folder
 from .errors import (
@@ -54,7 +54,7 @@ class NexusPlugin:
     def version(self) -> str:
         return "0.0.0"
 
-    def setup(self, nexus_app: "Nexus") -> None:
+    def setup(self, nexus_app: Nexus) -> None:
         """Called when the plugin is added: register hooks and middleware here."""
 
     def teardown(self) -> None:
@@ -98,7 +98,7 @@ def plugin_identity(plugin: Any) -> tuple[str, str]:
 class PluginManager:
     """Registers, sets up, tears down and finds the plugins of one app."""
 
-    def __init__(self, nexus_app: "Nexus") -> None:
+    def __init__(self, nexus_app: Nexus) -> None:
         self.app = nexus_app
         self.plugins: dict[str, Any] = {}
         self._lock = threading.RLock()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import unquote_plus
 
 DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (

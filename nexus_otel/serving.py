@@ -42,7 +42,7 @@ from .errors import ConfigurationError, NexusOtelError
 from .telemetry.config import WORKERS, WORKERS_DIR, TelemetryConfig
 from .telemetry.worker_metrics import WORKERS_DIR_MAX
 
-DRAIN_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 10
 """Seconds a stopping server gives requests in flight to finish before they are cancelled."""
 FRESH_GRACE = 0.5
 """Seconds a stopping server gives a connection it accepted, but has not read from yet, to send its request."""
@@ -216,7 +216,7 @@ def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int 
     os.environ.update(settings)  # each worker is a new process that inherits the environment
     try:
         config = uvicorn.Config(
-            WorkerApp(target, plugins_dir, threads, log_level),  # type: ignore[arg-type]
+            WorkerApp(target, plugins_dir, threads, log_level),
             factory=True, host=host, port=port,
             workers=workers, lifespan="on", log_level=log_level, access_log=False, http=DrainingH11Protocol,
             timeout_graceful_shutdown=DRAIN_TIMEOUT,

@@ -19,7 +19,8 @@ With pytest, the fixtures ``nexus_capture`` and ``nexus_app`` do the set-up
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
@@ -29,9 +30,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from .app import Nexus
-from .telemetry.config import TelemetryConfig
 from .processors.redaction import RedactingSpanProcessor
 from .redaction import Redactor
+from .telemetry.config import TelemetryConfig
 from .telemetry.metrics_hub import MetricsHub
 from .telemetry.telemetry import Telemetry
 

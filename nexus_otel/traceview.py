@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .exporters.local import read_spans
 from .exporters.spanfile import SpanRecord

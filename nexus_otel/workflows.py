@@ -5,8 +5,9 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from .errors import (
     DuplicateWorkflowError,
@@ -56,7 +57,7 @@ class WorkflowRegistry:
         workflow = Workflow(
             name=name, fn=fn, description=doc.splitlines()[0] if doc else "",
             is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-                getattr(fn, "__call__", None)
+                getattr(fn, "__call__", None)  # noqa: B004 - an object's async __call__, not a callable check
             ),
             span_name=c.WORKFLOW_SPAN.format(workflow=name),
             active_attributes={c.M_WORKFLOW: name},

@@ -3,7 +3,8 @@
 # end-to-end tests run (Debian's prometheus, which brings promtool,
 # postgresql and redis-server), build the OpenTelemetry Collector and Jaeger
 # from source once (scripts/build-binaries.sh; cached outside the repository),
-# then run the whole suite. Extra arguments go to pytest, e.g. scripts/test.sh -k otlp
+# then lint (ruff), type-check (mypy) and run the whole suite. Extra arguments
+# go to pytest, e.g. scripts/test.sh -k otlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -30,5 +31,9 @@ fi
 # Without Go this prints one line and the tests on the real Collector and Jaeger skip;
 # under CI=true it fails instead.
 bash scripts/build-binaries.sh > /dev/null
+
+# Lint and type-check first (rules and settings in pyproject.toml): any finding fails the run.
+.venv/bin/ruff check .
+.venv/bin/mypy
 
 exec .venv/bin/python -m pytest "$@"

@@ -108,7 +108,7 @@ class _Server:
     def healthy(self) -> bool:
         return httpx.get(f"http://{LOOPBACK}:{self.health_port}{self.health_path}", timeout=1).status_code == 200
 
-    def start(self, timeout: float = 30.0) -> "_Server":
+    def start(self, timeout: float = 30.0) -> _Server:
         binary = require_binary(self.binary)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:

@@ -37,7 +37,7 @@ class SilentServer:
         while not self._closing.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -58,7 +58,7 @@ class SilentServer:
             conn.close()
         self._sock.close()
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -60,7 +60,7 @@ class JwksServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 with owner._lock:
                     owner.counts[path] += 1
@@ -91,7 +91,7 @@ class JwksServer:
                                         name="jwks-server", daemon=True)
 
     # -- lifecycle -----------------------------------------------------------
-    def __enter__(self) -> "JwksServer":
+    def __enter__(self) -> JwksServer:
         self._thread.start()
         return self
 

@@ -7,9 +7,10 @@ import http.server
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
@@ -217,9 +218,9 @@ def _decode_body(body: bytes, encoding: str) -> bytes:
 class _OTLPHandler(http.server.BaseHTTPRequestHandler):
     """Handles ``POST /v1/traces`` and ``POST /v1/metrics`` with protobuf bodies."""
 
-    server: "_OTLPHTTPServer"
+    server: _OTLPHTTPServer
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         """Decode one OTLP export request and answer with an empty protobuf response."""
         kinds = {
             TRACES_PATH: (trace_service_pb2.ExportTraceServiceRequest,
@@ -268,7 +269,7 @@ class _OTLPHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: the test asserts on decoded data, not access logs."""
 
 
@@ -277,7 +278,7 @@ class _OTLPHTTPServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, store: "HTTPReceiver") -> None:
+    def __init__(self, store: HTTPReceiver) -> None:
         """Bind 127.0.0.1 on a free port."""
         super().__init__((LOOPBACK, 0), _OTLPHandler)
         self.store = store
@@ -293,7 +294,7 @@ class HTTPReceiver(_Store):
         self._thread: threading.Thread | None = None
         self.endpoint = ""
 
-    def __enter__(self) -> "HTTPReceiver":
+    def __enter__(self) -> HTTPReceiver:
         """Bind, start serving in a thread, and set ``endpoint``."""
         self._server = _OTLPHTTPServer(self)
         host, port = self._server.server_address[:2]
@@ -322,7 +323,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         """Store requests in ``store``."""
         self._store = store
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's naming
+    def Export(self, request: Any, context: Any) -> Any:
         """Keep the request; answer with an empty response."""
         self._store._add_traces(request)
         return trace_service_pb2.ExportTraceServiceResponse()
@@ -335,7 +336,7 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         """Store requests in ``store``."""
         self._store = store
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's naming
+    def Export(self, request: Any, context: Any) -> Any:
         """Keep the request; answer with an empty response."""
         self._store._add_metrics(request)
         return metrics_service_pb2.ExportMetricsServiceResponse()
@@ -350,7 +351,7 @@ class GRPCReceiver(_Store):
         self._server: grpc.Server | None = None
         self.endpoint = ""
 
-    def __enter__(self) -> "GRPCReceiver":
+    def __enter__(self) -> GRPCReceiver:
         """Bind, start the server, and set ``endpoint``."""
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc"))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)

@@ -73,7 +73,7 @@ def postgres_bin_dir() -> Path:
 
 
 def server_os_user() -> pwd.struct_passwd | None:
-    """The OS user the server runs as: ``None`` (the current user) unless we are root, then ``postgres``/``nexustest``."""
+    """The OS user the server runs as: ``None`` (the current user), or ``postgres``/``nexustest`` as root."""
     if os.geteuid() != 0:
         return None
     for name in ("postgres", FALLBACK_OS_USER):
@@ -212,7 +212,7 @@ class PostgresServer:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "PostgresServer":
+    def start(self, timeout: float = 30.0) -> PostgresServer:
         """Start the server (initdb + ``createdb nexus`` the first time); same port and data on restarts."""
         if self._closed:
             raise RuntimeError("this PostgresServer was closed; make a new one")
@@ -296,7 +296,7 @@ class PostgresServer:
         kwargs.setdefault("connect_timeout", 5)
         return psycopg.connect(self.dsn_for(dbname), **kwargs)
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         """Start the server; on failure clean up before raising."""
         try:
             return self.start()

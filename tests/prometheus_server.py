@@ -14,8 +14,9 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -115,7 +116,7 @@ class PrometheusServer:
         except OSError:
             return ""
 
-    def start(self, timeout: float = 20.0) -> "PrometheusServer":
+    def start(self, timeout: float = 20.0) -> PrometheusServer:
         """Write the config, start the process and wait until ``/-/ready`` answers 200."""
         binary = prometheus_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ class PrometheusServer:
             process.kill()
             process.wait(timeout)
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -94,7 +94,7 @@ class RedisServer:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None and self._ping()
 
-    def start(self, timeout: float = 15.0) -> "RedisServer":
+    def start(self, timeout: float = 15.0) -> RedisServer:
         """Start the server and wait until it answers ``PING``; retry on another port if it was taken."""
         if self._closed:
             raise RuntimeError("this RedisServer was closed; make a new one")
@@ -162,7 +162,7 @@ class RedisServer:
         kwargs.setdefault("socket_timeout", 5)
         return redis.Redis(host=self.host, port=self.port, **kwargs)
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         try:
             return self.start()
         except BaseException:

@@ -10,7 +10,6 @@ from nexus_otel.errors import PluginSetupError
 from nexus_otel.plugins import DatabasePlugin
 
 
-
 def _app(capture, dsn, tmp_path):
     app = capture.app("shop")
 
@@ -38,7 +37,7 @@ def _wait(predicate, timeout=20.0):
 
 
 def test_sqlite_rows_match_the_spans(capture, tmp_path):
-    """SQLite (the embedded default): one row per execution with the columns of Kailash Nexus's audit example, error and trace id."""
+    """SQLite (the default): a row per execution with the columns of Kailash Nexus's audit example, error, trace id."""
     db = tmp_path / "audit.sqlite"
     app, plugin = _app(capture, f"sqlite:///{db}", tmp_path)
     app.execute_workflow("order", {"n": 1}, session_id="s1", channel="api")

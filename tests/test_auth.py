@@ -6,12 +6,12 @@ serving OIDC discovery and a JWKS of RSA 2048 keys generated per test.
 
 import json
 import logging
-from collections import Counter
 import re
 import socket
 import time
 import types
 import urllib.request
+from collections import Counter
 
 import httpx
 import pytest
@@ -162,7 +162,7 @@ def reachable_strings(root, depth=8):
 
 # -- 1. the snippet of Kailash Nexus's plugin API ------------------------------------------------------------
 def test_seed_snippet_registers_google_auth_without_network(capture, monkeypatch):
-    """The AuthPlugin lines of Kailash Nexus's plugin API run as written (import changed), touch no network, and guard workflows."""
+    """Kailash Nexus's plugin API's AuthPlugin lines run as written (import changed), offline, and guard workflows."""
     def no_network(*args, **kwargs):
         raise AssertionError("AuthPlugin set-up must not use the network")
 
@@ -240,7 +240,7 @@ def test_bad_tokens_are_rejected_with_status_and_reason(capture, idp, mode):
         assert post(url, "order", idp.token()).status_code == 200  # the JWKS is now cached
         assert post(url, "order", idp.token(exp=t - 5)).status_code == 200  # within the 30 s leeway
         fetched = idp.jwks_fetches
-        for label, token, workflow, status, reason in cases:
+        for _label, token, workflow, status, reason in cases:
             assert_rejected(post(url, workflow, token), status, reason)
         assert idp.jwks_fetches == fetched, "no rejection above needed the key set again"
         assert_rejected(post(url, "order", idp.token(kid="no-such-key")), 401, "unknown_key")

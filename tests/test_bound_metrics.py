@@ -174,8 +174,8 @@ def test_served_app_scrape_has_exemplars_of_the_workflow_span(tmp_path):
     app.on_workflow_completed(lambda e: seen.append(e.trace_id))
     app.execute_workflow("w")
     text = app.telemetry.prometheus_exposition(openmetrics=True)[0].decode()
-    buckets = [l for l in text.splitlines()
-               if l.startswith("nexus_workflow_duration_seconds_bucket{") and "trace_id" in l]
+    buckets = [line for line in text.splitlines()
+               if line.startswith("nexus_workflow_duration_seconds_bucket{") and "trace_id" in line]
     assert len(buckets) == 1 and f'trace_id="{seen[0]}"' in buckets[0]
     app.stop()
 

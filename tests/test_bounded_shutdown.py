@@ -73,7 +73,8 @@ def test_stop_returns_within_its_timeout(tmp_path, fault):
         if fault in ("webhook-silent", "closed-port"):
             assert Outbox(tmp_path / "data" / "outbox.sqlite").view(WEBHOOK_SCOPE).counts()["pending"] == 20
         if fault == "audit-locked":
-            assert Outbox(tmp_path / "data" / "outbox.sqlite").view(destination_scope("audit")).counts()["pending"] == 20
+            spool = Outbox(tmp_path / "data" / "outbox.sqlite").view(destination_scope("audit"))
+            assert spool.counts()["pending"] == 20
 
 
 def test_default_stop_is_bounded_with_everything_down(tmp_path, caplog):

@@ -144,7 +144,7 @@ def test_openmetrics_scrape_has_exemplars_pointing_at_exported_traces(capture):
 
 # -- monitoring --------------------------------------------------------------------------------
 def test_monitoring_seed_style_attributes_and_own_port(capture):
-    """Set as Kailash Nexus's plugin API does (attributes after construction), prometheus on its own port serves the metrics."""
+    """Set as Kailash Nexus's plugin API does (attributes after construction): metrics served on their own port."""
     app = capture.app()
     _shop(app)
     plugin = MonitoringPlugin()
@@ -155,7 +155,8 @@ def test_monitoring_seed_style_attributes_and_own_port(capture):
     app.execute_workflow("ok", {})
     url = plugin.url
     body = httpx.get(url, timeout=5).text
-    assert 'nexus_workflow_executions_total{channel="python",service_name="test",status="completed",workflow="ok"} 1.0' in body
+    assert ('nexus_workflow_executions_total{channel="python",service_name="test",status="completed",workflow="ok"} 1.0'
+            in body)
     app.stop()
     assert plugin.url is None
     with pytest.raises(httpx.TransportError):
@@ -244,7 +245,7 @@ def _counted(app, delay=0.0):
 
 
 def test_cache_hit_skips_function_keeps_span_and_hooks_and_expires(capture):
-    """Within the TTL the function does not run, the span says nexus.cache.hit=true, hooks see it; after the TTL it runs."""
+    """Within the TTL the function does not run, the span says nexus.cache.hit=true, hooks see it; after it, it runs."""
     app = capture.app()
     runs = _counted(app)
     clock = [0.0]

@@ -1,4 +1,4 @@
-"""The shipped Collector and Jaeger configs are valid for the real binaries, and the distribution is exactly what they use.
+"""The shipped Collector and Jaeger configs are valid for the real binaries; the distribution is exactly what they use.
 
 ``validate`` is the Collector's own check: every component type exists in the
 binary, every setting is known to it and of the right type, pipelines are

@@ -305,7 +305,7 @@ def k8s_problems(k8s_dir: Path, deploy_dir: Path) -> list[str]:
 
     # Every Service port reaches an OTLP port of the collector it selects, or a declared port of the app.
     services = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Service"}
-    for (ns, svc_name), svc in services.items():
+    for (_ns, svc_name), svc in services.items():
         backends = [n for n, d in workloads.items()
                     if _selects(svc["spec"].get("selector") or {}, d["spec"]["template"]["metadata"]["labels"])]
         if len(backends) != 1:
@@ -509,11 +509,13 @@ def test_kustomize_renders_every_resource_in_the_namespace():
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ("exporters: [otlp_grpc/jaeger]", "exporters: [otlp_grpc/jaegr]", "exporter 'otlp_grpc/jaegr' is not defined"),
-    ("exporters: [otlp_grpc/jaeger]", "exporters: [otlp_grpc/jaegr]", "exporter 'otlp_grpc/jaeger' is defined but no pipeline"),
+    ("exporters: [otlp_grpc/jaeger]", "exporters: [otlp_grpc/jaegr]",
+     "exporter 'otlp_grpc/jaeger' is defined but no pipeline"),
     ("receivers: [otlp, span_metrics]", "receivers: [otlp]", "connector 'span_metrics' is never used as a receiver"),
     ("exporters: [span_metrics]", "exporters: [prometheus]", "connector 'span_metrics' is never used as an exporter"),
     ("redaction, tail_sampling, batch]", "redaction, tail_sample, batch]", "processor 'tail_sample' is not defined"),
-    ("  batch:\n    send_batch_size", "  batchy:\n    send_batch_size", "pipeline 'traces': processor 'batch' is not defined"),
+    ("  batch:\n    send_batch_size", "  batchy:\n    send_batch_size",
+     "pipeline 'traces': processor 'batch' is not defined"),
     ("extensions: [health_check]", "extensions: [health_check, pprof]", "'pprof' is not defined"),
 ])
 def test_pipeline_check_catches_a_broken_copy(tmp_path, old, new, expected):

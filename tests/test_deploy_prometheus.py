@@ -13,12 +13,13 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 import yaml
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from nexus_otel.plugins import CachingPlugin, DatabasePlugin, NexusPlugin, WebhookPlugin
 from nexus_otel.testing import CapturedTelemetry

@@ -143,7 +143,8 @@ def test_generator_reproduces_the_committed_dashboards() -> None:
 
 def test_generate_check_exits_non_zero_on_drift(tmp_path: Path) -> None:
     """`generate.py --check` exits 0 on the committed folder and 1 when a dashboard was edited by hand."""
-    ok = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, timeout=60, check=False)
+    ok = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, timeout=60,
+                        check=False)
     assert ok.returncode == 0, ok.stderr
     drifted = tmp_path / "dashboards"
     shutil.copytree(DASHBOARDS, drifted)
@@ -209,7 +210,7 @@ def test_dashboard_provider_reads_the_folder_compose_mounts() -> None:
 
 
 def test_queries_use_the_template_variables() -> None:
-    """Every selector filters on $service, and on $workflow/$channel/$plugin/$event wherever the metric has the label."""
+    """Every selector filters on $service, and on $workflow/$channel/$plugin/$event where the metric has the label."""
     for name, dashboard in _dashboards().items():
         variables = _variables(dashboard)
         assert variables["service"]["query"] == SERVICE_QUERY

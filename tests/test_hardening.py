@@ -67,7 +67,7 @@ def test_otlp_timeout_is_read_in_milliseconds(tmp_path):
     ({"OTEL_BLRP_MAX_QUEUE_SIZE": "0"}, "OTEL_BLRP_MAX_QUEUE_SIZE"),
 ])
 def test_batch_processor_settings_the_sdk_would_reject_fail_at_start_naming_the_variable(env, variable):
-    """A batch size over the queue size, a zero queue or delay: a ConfigurationError naming it, not a bare ValueError."""
+    """A batch size over the queue size, a zero queue or delay: a ConfigurationError naming it, no bare ValueError."""
     with pytest.raises(ConfigurationError, match=variable):
         TelemetryConfig.from_env(env)
     with pytest.raises(ConfigurationError, match=variable):
@@ -145,8 +145,8 @@ def test_deeply_nested_json_is_the_callers_error(body, caplog):
 
 def test_calls_turned_away_by_auth_or_rate_limits_count_as_rejected(tmp_path):
     """401/403/429 are status="rejected" in the contract metrics and the records, not "failed"."""
-    from nexus_otel.errors import AuthenticationError, RateLimitExceeded
     from nexus_otel.caller import Caller
+    from nexus_otel.errors import AuthenticationError, RateLimitExceeded
     from nexus_otel.plugins import DatabasePlugin, MetricsPlugin, RateLimitPlugin
 
     capture = CapturedTelemetry("guard")

@@ -144,7 +144,8 @@ def test_a_kailash_nexus_app_is_traced_metered_and_recorded(tmp_path):
     ids = [r.headers["webhook-id"] for r in hooks.requests()]
     assert len(ids) == 4 and len(set(ids)) == 4
     with sqlite3.connect(tmp_path / "data" / "audit.sqlite") as db:
-        rows = db.execute("SELECT workflow_name, channel, status FROM workflow_executions ORDER BY started_at").fetchall()
+        rows = db.execute("SELECT workflow_name, channel, status FROM workflow_executions ORDER BY started_at"
+                          ).fetchall()
     assert rows == [("double_then_add", "api", "completed"), ("double_then_add", "python", "completed"),
                     ("double_then_add", "python", "completed"), ("double_then_add", "api", "completed")]
 

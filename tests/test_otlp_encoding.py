@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from opentelemetry import context as context_api

@@ -1,4 +1,4 @@
-"""The outbox worker's batching: with ``refill`` it waits for a batch to fill under a steady load, never after a full one."""
+"""The outbox worker's batching: with ``refill``, batches fill under a steady load; never a wait after a full one."""
 
 import threading
 import time

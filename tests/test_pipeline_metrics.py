@@ -43,7 +43,8 @@ def test_local_store_exports_are_counted(tmp_path):
         app.execute_workflow("w")
     app.telemetry.force_flush()
     text = app.telemetry.prometheus_exposition()[0].decode()
-    line = next(l for l in text.splitlines() if l.startswith("nexus_telemetry_spans_total{") and 'exporter="local"' in l)
+    line = next(x for x in text.splitlines()
+                if x.startswith("nexus_telemetry_spans_total{") and 'exporter="local"' in x)
     assert 'outcome="exported"' in line and line.endswith(" 10.0")
     app.stop()
 

@@ -57,7 +57,7 @@ def test_built_in_plugins_example_runs_as_written_offline(tmp_path, monkeypatch)
     monkeypatch.setattr(socket.socket, "connect", loopback_only)
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     app = Nexus("readme", environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path / "data"), "OTEL_TRACES_EXPORTER": "none"})
-    exec(block, {"app": app})  # noqa: S102 - the README's own code
+    exec(block, {"app": app})
     names = app.plugins.list()
     app.stop(timeout=2)
     assert {"auth", "rate_limit", "webhook", "database", "caching"} <= set(names), names

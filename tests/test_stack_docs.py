@@ -57,7 +57,8 @@ def _run_literally(script: str, tmp_path: Path, timeout: float = 300) -> subproc
 def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(tmp_path):
     require_binary("otelcol")
     require_binary("jaeger")
-    section = _section((REPO / "docs" / "deploy.md").read_text(), "### Without Docker, from nothing to a trace in Jaeger")
+    section = _section((REPO / "docs" / "deploy.md").read_text(),
+                       "### Without Docker, from nothing to a trace in Jaeger")
     blocks = _bash_blocks(section)
     assert len(blocks) == 2 and blocks[0].startswith("bash scripts/stack.sh up"), blocks
     result = _run_literally("\n".join(blocks), tmp_path)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -473,7 +473,7 @@ def test_cli_shows_the_sampling_reason_on_the_root(tmp_path):
         assert lines[1].split()[0] == "SPAN"  # the column labels, then the tree
         lines = lines[:1] + lines[2:]
         assert lines[1].startswith(f"workflow {workflow}")
-        root_attributes = lines[2:lines.index(next(l for l in lines[2:] if l.startswith("└─ ")))]
+        root_attributes = lines[2:lines.index(next(x for x in lines[2:] if x.startswith("└─ ")))]
         assert f"│  {SAMPLING_REASON} = {expected}" in root_attributes  # the root has children below
         assert not any(SAMPLING_REASON in line for line in lines[lines.index(root_attributes[-1]) + 1:])
 

@@ -73,7 +73,7 @@ def test_a_non_ascii_session_id_arrives_as_utf8_json_whose_signature_verifies(ca
     app.execute_workflow("order", {}, session_id="café-✓-東京")
     (request,) = receiver.wait_for_count(1, timeout=10)
     app.stop()
-    assert "café-✓-東京".encode("utf-8") in request.body
+    assert "café-✓-東京".encode() in request.body
     payload = Webhook(SECRET).verify(request.body, dict(request.headers))
     assert payload["session_id"] == "café-✓-東京" and payload["type"] == "workflow.completed"
     assert request.headers["content-length"] == str(len(request.body))

@@ -26,10 +26,10 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 MAX_HANG = 60.0
@@ -102,7 +102,7 @@ class _Server(ThreadingHTTPServer):
     # socketserver default backlog of 5 would drop their SYNs and turn a burst into timeouts.
     request_queue_size = 256
 
-    def __init__(self, receiver: "WebhookReceiver", address: tuple[str, int]) -> None:
+    def __init__(self, receiver: WebhookReceiver, address: tuple[str, int]) -> None:
         """Bind to ``address`` and remember the receiver that holds the state."""
         self.receiver = receiver
         self._connections: set[socket.socket] = set()
@@ -144,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output quiet."""
 
     def _read_body(self) -> bytes:
@@ -197,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = _record
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         """A health check; not recorded."""
         self._answer(200, body=b'{"ok": true}')
 
@@ -332,7 +332,7 @@ class WebhookReceiver:
         self._server.drop_connections()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         """The receiver is already serving."""
         return self
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..caller import Principal
 from ..errors import AuthenticationError, ConfigurationError
@@ -57,7 +58,8 @@ class ApiKeyStore:
 
     def named_hashes(self) -> dict[str, dict[str, Any]]:
         """``{name: {"hash": ..., "scopes": [...]}}``: the store as configuration, without a plain key."""
-        return {name: {"hash": PREFIX + stored.hex(), "scopes": sorted(scopes)} for name, stored, scopes in self._entries}
+        return {name: {"hash": PREFIX + stored.hex(), "scopes": sorted(scopes)}
+                for name, stored, scopes in self._entries}
 
     def stored_forms(self) -> list[str]:
         """What is kept: hashes only (for checks and audits)."""

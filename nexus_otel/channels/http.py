@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator
+from typing import Any
 
 from opentelemetry import trace as trace_api
 from starlette.applications import Starlette
@@ -32,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..app import Nexus
 from .. import settings
+from ..app import Nexus
 from ..caller import Caller
 from ..errors import AccessError, ConfigurationError, RateLimitExceeded
 from ..middlewares.auth import AuthMiddleware

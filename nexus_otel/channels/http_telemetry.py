@@ -9,7 +9,8 @@ It continues the caller's trace from W3C ``traceparent`` (and takes its
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import propagate

@@ -15,9 +15,10 @@ import secrets
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -208,7 +209,8 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
         )
     console.print(table)
     ok = ok and sent.continued_traces == sent.caller_traces
-    verdict = "[green]✓ telemetry matches what was sent[/]" if ok else "[red]✗ telemetry does not match what was sent[/]"
+    verdict = ("[green]✓ telemetry matches what was sent[/]" if ok
+               else "[red]✗ telemetry does not match what was sent[/]")
     console.print(f"{verdict}: {sum(sent.by_workflow.values())} executions, "
                   f"{sum(sent.failed_by_workflow.values())} failed on purpose, "
                   f"{sent.continued_traces}/{sent.caller_traces} caller traces continued, "

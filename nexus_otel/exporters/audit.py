@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -199,7 +200,7 @@ class AuditExporter(RecordProcessor):
         self.worker = OutboxWorker(self.spool, self._write, policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0),
                                    batch_size=batch_size, name="audit", on_outcome=self._count, refill=0.2)
 
-    def start(self) -> "AuditExporter":
+    def start(self) -> AuditExporter:
         self.worker.start()
         return self
 

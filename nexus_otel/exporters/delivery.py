@@ -15,8 +15,8 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .outbox import DEFAULT_LEASE, Message, Outbox, OutboxView
 
@@ -50,9 +50,9 @@ class RetryPolicy:
     base: float = 0.5
     cap: float = 300.0
 
-    def delay(self, attempts: int, hint: float | None = None, rng: random.Random = random.Random()) -> float:
+    def delay(self, attempts: int, hint: float | None = None, rng: random.Random | None = None) -> float:
         backoff = min(self.cap, self.base * (2 ** min(attempts, 60)))
-        delay = backoff / 2 + rng.uniform(0, backoff / 2)
+        delay = backoff / 2 + (rng.uniform if rng is not None else random.uniform)(0, backoff / 2)
         if hint is not None:
             delay = max(delay, min(hint, self.cap))
         return delay
@@ -167,7 +167,7 @@ class OutboxWorker:
         self._thread = threading.Thread(target=self._run, name=f"nexus-otel-{name}", daemon=True)
         self._started = False
 
-    def start(self) -> "OutboxWorker":
+    def start(self) -> OutboxWorker:
         if not self._started:
             self._started = True
             self._thread.start()

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -47,7 +47,7 @@ class Target:
     authorization: str | None
 
     @classmethod
-    def of(cls, url: str) -> "Target":
+    def of(cls, url: str) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpError(f"not an http(s) URL: {url!r}")
@@ -214,7 +214,7 @@ class Pool:
             connection.close()
             raise
 
-    def _settle(self, key: tuple[str, str, int], connection: "_Connection",
+    def _settle(self, key: tuple[str, str, int], connection: _Connection,
                 answer: tuple[int, str | None, bool]) -> tuple[int, str | None]:
         status, retry_after, keep = answer
         if keep and connection.reusable:

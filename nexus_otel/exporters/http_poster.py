@@ -21,8 +21,9 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Sequence, TypeVar
+from typing import TypeVar
 
 from .http1 import HttpError, Pool
 

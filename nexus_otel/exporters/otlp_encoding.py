@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
-
 
 __all__ = ["SpanEncoder", "encode_spans"]
 
@@ -260,7 +259,8 @@ class SpanEncoder:
 
         ``trace_ids`` holds this batch's encoded trace ids (a trace's spans share one).
         """
-        context = span.get_span_context()
+        context = span.context  # a ReadableSpan always has one: it was made from its SpanContext
+        assert context is not None
         trace_id = context.trace_id
         head = trace_ids.get(trace_id)
         if head is None:  # trace_id (1)
@@ -279,9 +279,9 @@ class SpanEncoder:
             encoded = _field(b"\x2a", _utf8(name)) if name else b""
             self._keep(self._names, name, encoded)
         add(encoded)
-        kind = span.kind
-        kind = (1 if kind is _INTERNAL else 2 if kind is _SERVER else 3 if kind is _CLIENT
-                else 4 if kind is _PRODUCER else 5 if kind is _CONSUMER else _KIND_VALUES[kind])
+        span_kind = span.kind
+        kind: int = (1 if span_kind is _INTERNAL else 2 if span_kind is _SERVER else 3 if span_kind is _CLIENT
+                     else 4 if span_kind is _PRODUCER else 5 if span_kind is _CONSUMER else _KIND_VALUES[span_kind])
         start, end = span.start_time, span.end_time
         if start and end:  # kind (6), start_time_unix_nano (7), end_time_unix_nano (8)
             add(_KIND_AND_TIMES.pack(0x30, kind, 0x39, start, 0x41, end))
@@ -382,7 +382,7 @@ class SpanEncoder:
                                        else _field(b"\x12", _field(b"\x0a", value_bytes)))
                 else:
                     body = state[0] + _field(b"\x12", _any_value(value))
-            except Exception as error:  # noqa: BLE001 - as the SDK encoder: drop this attribute, log, go on
+            except Exception as error:
                 _logger.exception("Failed to encode key %s: %s", key, error)
                 continue
             n = len(body)

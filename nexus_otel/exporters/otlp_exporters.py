@@ -76,7 +76,7 @@ class OTLPHttpSpanExporter(_SdkHttpSpanExporter):
         with self._metrics.export_operation(len(spans)) as result:
             try:
                 body = self._encoder.encode(spans)
-            except Exception as error:  # noqa: BLE001 - as the SDK: a batch that cannot be encoded fails
+            except Exception as error:
                 _logger.error("Failed to encode span batch: %s", error)
                 result.error = error
                 return SpanExportResult.FAILURE
@@ -110,7 +110,7 @@ class _EncodedTraceServiceStub:
 
     def __init__(self, channel: Any) -> None:
         """Bind ``Export`` on ``channel``."""
-        self.Export = channel.unary_unary(  # noqa: N815 - the generated stub's name, called by the SDK
+        self.Export = channel.unary_unary(
             _EXPORT_METHOD, request_serializer=_as_is,
             response_deserializer=ExportTraceServiceResponse.FromString, _registered_method=True)
 
@@ -132,7 +132,7 @@ class OTLPGrpcSpanExporter(_SdkGrpcSpanExporter):
     def _initialize_channel_and_stub(self) -> None:
         """The SDK's channel (at start and on its reconnects), with the stub that sends bytes as they are."""
         super()._initialize_channel_and_stub()
-        self._client = _EncodedTraceServiceStub(self._channel)
+        self._client = _EncodedTraceServiceStub(self._channel)  # type: ignore[assignment]  # the SDK types it None
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
         """The request bytes, in place of the SDK's message object."""

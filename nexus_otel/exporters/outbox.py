@@ -24,12 +24,12 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .. import fastjson
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -196,7 +196,7 @@ class Outbox:
         self._deferred.items = None
         return self.put(items) if items else 0
 
-    def view(self, scope: Scope) -> "OutboxView":
+    def view(self, scope: Scope) -> OutboxView:
         """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
         return OutboxView(self, scope)
 

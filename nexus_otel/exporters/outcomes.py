@@ -8,7 +8,7 @@ metric outputs as an observable counter read when metrics are collected.
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 

@@ -15,8 +15,9 @@ Ids are lowercase hex, as Jaeger and the W3C trace context show them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan

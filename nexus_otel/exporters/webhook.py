@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, Sequence
+from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from standardwebhooks.webhooks import Webhook
@@ -103,7 +104,7 @@ class WebhookExporter(RecordProcessor):
                                    # Requests start in the lease's first half and last at most `timeout`.
                                    lease=max(DEFAULT_LEASE, 4 * timeout))
 
-    def start(self) -> "WebhookExporter":
+    def start(self) -> WebhookExporter:
         self.worker.start()
         return self
 

@@ -25,8 +25,9 @@ import asyncio
 import contextvars
 import inspect
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
 

@@ -26,8 +26,9 @@ import functools
 import importlib
 import inspect
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from ..errors import IntegrationError
 

@@ -11,7 +11,8 @@ span, ``event.principal`` for hooks). A rejection raises
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..caller import Principal
 from ..errors import AccessError, AuthenticationError, AuthorizationError

@@ -19,8 +19,9 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 from ..middleware import AsyncNext, Middleware, Next, WorkflowCall
 

@@ -19,7 +19,8 @@ attributes set before ``add_plugin``, as in Kailash Nexus's plugin API.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .. import settings
 from ..auth.api_keys import ApiKeyStore

@@ -17,7 +17,6 @@ from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import default_outbox_path
 from ..plugin import NexusPlugin
 
-
 LEGACY_SPOOL = "audit-spool.sqlite"
 """The data directory's audit spool before the built-in sinks shared ``outbox.sqlite``."""
 

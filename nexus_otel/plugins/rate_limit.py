@@ -1,4 +1,4 @@
-"""``RateLimitPlugin``: the rate limiter of Kailash Nexus's plugin API, ``limit`` per minute with bursts up to ``burst``.
+"""``RateLimitPlugin``: Kailash Nexus's plugin API's rate limiter, ``limit`` per minute, bursts up to ``burst``.
 
 Keyed by ``principal`` (the authenticated caller; add ``AuthPlugin`` first),
 ``api_key``, ``client`` address or ``session``, counted ``global``-ly or per

@@ -13,11 +13,11 @@ import logging
 import sys
 from typing import Any
 
+from .. import settings
 from ..logging.correlation import LogCorrelation
 from ..logging.formatters import JsonFormatter, PlainFormatter
 from ..plugin import NexusPlugin
 from ..processors.request_log import RequestLogProcessor
-from .. import settings
 
 FORMATS = ("plain", "json")
 
@@ -82,7 +82,7 @@ class RequestLoggerPlugin(NexusPlugin):
         if out == "stdout":
             return logging.StreamHandler(sys.stdout)
         if hasattr(out, "write"):
-            return logging.StreamHandler(out)  # type: ignore[arg-type]
+            return logging.StreamHandler(out)
         settings.choice("RequestLoggerPlugin.output", out, ("stderr", "stdout"))
         return None
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from .. import settings
@@ -101,8 +102,8 @@ class WebhookPlugin(NexusPlugin):
         self._outbox_file = path
         telemetry = nexus_app.telemetry
         self.exporter = WebhookExporter(
-            urls, nexus_app.records.outbox(path), secret=self.secret, workflows=settings.names("WebhookPlugin.workflows",
-                                                                             self.workflows),
+            urls, nexus_app.records.outbox(path), secret=self.secret,
+            workflows=settings.names("WebhookPlugin.workflows", self.workflows),
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
         ).start()

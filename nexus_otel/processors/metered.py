@@ -9,7 +9,8 @@ then show when the pipeline itself is in trouble, and an alert can fire.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace import ReadableSpan

@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from ..records import ExecutionRecord, RecordProcessor
-from ..telemetry import contract as c
 
 _STOP = object()
 
@@ -93,6 +92,7 @@ class RequestLogProcessor(RecordProcessor):
         fields: dict[str, Any] = {"event": f"workflow.{kind}", "workflow": item.workflow,
                                   "workflow_id": item.workflow_id, "channel": item.channel,
                                   "session_id": item.session_id}
+        when: float | None
         if kind == "started":
             message, level, when = "workflow started", self.level, item.started_at
             if item.inputs is not None and self.include_inputs:

@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
@@ -80,7 +81,7 @@ class TailSampling:
 
     ratio: float = 1.0
     slow_ms: float | None = None
-    per_workflow: Mapping[str, "TailSampling"] = field(default_factory=dict)
+    per_workflow: Mapping[str, TailSampling] = field(default_factory=dict)
     max_buffered_spans: int = 20_000
 
     def __post_init__(self) -> None:
@@ -110,7 +111,7 @@ class TailSampling:
         ):
             raise ConfigurationError(f"{prefix}.slow_ms", slow, "None (no threshold) or a number of at least 0")
 
-    def for_workflow(self, workflow: str | None) -> "TailSampling":
+    def for_workflow(self, workflow: str | None) -> TailSampling:
         """The policy whose ratio and slow_ms apply to a trace of ``workflow``."""
         if workflow is None:
             return self
@@ -248,7 +249,7 @@ class TailSamplingProcessor(SpanProcessor):
         parent = span.parent
         is_root = parent is None or parent.is_remote
         failed = span.status.status_code is StatusCode.ERROR
-        workflow = span.attributes.get(WORKFLOW_NAME)
+        workflow = (span.attributes or {}).get(WORKFLOW_NAME)
         forward: list[ReadableSpan] | None = None
         reason: str | None = None
         dropped_as = ""
@@ -425,7 +426,7 @@ def _with_dropped(items: Sequence[Any], dropped: int) -> Sequence[Any]:
     """Events or links that keep their dropped count (exporters report it)."""
     if not dropped:
         return items
-    bounded = BoundedList(None)
+    bounded: BoundedList = BoundedList(None)
     bounded.extend(items)
     bounded.dropped = dropped
     return bounded

@@ -60,13 +60,13 @@ class ExecutionRecord:
         Written by :mod:`~nexus_otel.fastjson` (orjson: this runs on the workflow's thread).
         """
         try:
-            return self._json  # type: ignore[has-type]
+            return self._json
         except AttributeError:
             self._json: str = fastjson.dumps([getattr(self, name) for name in _FIELDS])
             return self._json
 
     @classmethod
-    def from_json(cls, text: str | list[Any]) -> "ExecutionRecord":
+    def from_json(cls, text: str | list[Any]) -> ExecutionRecord:
         """The record :meth:`to_json` wrote (its text, or that text decoded to a list)."""
         values = fastjson.loads(text) if isinstance(text, str) else text
         return cls(*values[:len(_FIELDS)])  # a newer version's extra fields are not this one's

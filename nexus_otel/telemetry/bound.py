@@ -27,7 +27,8 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
@@ -108,7 +109,7 @@ class SumSeries:
 
     __slots__ = ("attributes", "start", "value", "exemplar", "_lock", "_family")
 
-    def __init__(self, family: "SumFamily", attributes: dict[str, Any]) -> None:
+    def __init__(self, family: SumFamily, attributes: dict[str, Any]) -> None:
         self._family = family
         self.attributes = attributes
         self.start = time.time_ns()
@@ -159,7 +160,7 @@ class HistogramSeries:
     __slots__ = ("attributes", "start", "count", "sum", "min", "max", "counts", "exemplars", "_bounds",
                  "_lock", "_family")
 
-    def __init__(self, family: "HistogramFamily", attributes: dict[str, Any]) -> None:
+    def __init__(self, family: HistogramFamily, attributes: dict[str, Any]) -> None:
         self._family = family
         self._bounds = family.bounds
         self.attributes = attributes

@@ -36,8 +36,8 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import sampling
@@ -110,7 +110,7 @@ class TelemetryConfig:
     """The directory those workers share (``NEXUS_OTEL_WORKERS_DIR``); None when not one of several workers."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "TelemetryConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
         """Parse and check ``environ`` (default: ``os.environ``)."""
         env = os.environ if environ is None else environ
         for var in _ENDPOINT_VARS:
@@ -240,7 +240,8 @@ def _check_batching(env: Mapping[str, str], prefix: str) -> None:
     queue = _positive_int(env, f"{prefix}_MAX_QUEUE_SIZE", 2048)
     batch = _positive_int(env, f"{prefix}_MAX_EXPORT_BATCH_SIZE", 512)
     if batch > queue:
-        var = f"{prefix}_MAX_EXPORT_BATCH_SIZE" if env.get(f"{prefix}_MAX_EXPORT_BATCH_SIZE") else f"{prefix}_MAX_QUEUE_SIZE"
+        batch_var = f"{prefix}_MAX_EXPORT_BATCH_SIZE"
+        var = batch_var if env.get(batch_var) else f"{prefix}_MAX_QUEUE_SIZE"
         raise ConfigurationError(
             var, env.get(var), f"{prefix}_MAX_EXPORT_BATCH_SIZE ({batch}) no larger than "
             f"{prefix}_MAX_QUEUE_SIZE ({queue})")

@@ -15,8 +15,9 @@ Two backends give the same families:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanContext
@@ -106,7 +107,7 @@ class Instruments:
     http_server_duration: Family
 
     @classmethod
-    def create(cls, meter: Meter, bound: BoundMetrics | None = None) -> "Instruments":
+    def create(cls, meter: Meter, bound: BoundMetrics | None = None) -> Instruments:
         if bound is not None:
             def histogram(spec: c.MetricSpec) -> Family:
                 return bound.histogram(spec.name, spec.unit, spec.description, spec.buckets or ())

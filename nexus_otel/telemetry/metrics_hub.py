@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -52,7 +53,7 @@ _CUMULATIVE: dict[type, AggregationTemporality] = {
 
 
 class _PrometheusCollector:
-    def __init__(self, hub: "MetricsHub", resource_labels: Callable[[str], bool]) -> None:
+    def __init__(self, hub: MetricsHub, resource_labels: Callable[[str], bool]) -> None:
         self._hub = hub
         self._resource_labels = resource_labels
 
@@ -66,7 +67,7 @@ class _PrometheusCollector:
 class Push:
     """An exporter fed from the hub every ``interval`` seconds on its own thread."""
 
-    def __init__(self, hub: "MetricsHub", exporter: MetricExporter, interval: float, name: str) -> None:
+    def __init__(self, hub: MetricsHub, exporter: MetricExporter, interval: float, name: str) -> None:
         self.hub = hub
         self.exporter = exporter
         self.interval = interval
@@ -127,7 +128,7 @@ class MetricsHub(MetricReader):
         self._bound_scope: InstrumentationScope | None = None
         self._bound_resource: Resource | None = resource
         if registry is not None:
-            registry.register(self._collector)  # type: ignore[arg-type]
+            registry.register(self._collector)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._last = metrics_data
@@ -194,7 +195,7 @@ class MetricsHub(MetricReader):
         self._pushes.clear()
         if self._registry is not None:
             try:
-                self._registry.unregister(self._collector)  # type: ignore[arg-type]
+                self._registry.unregister(self._collector)
             except KeyError:
                 pass
             self._registry = None

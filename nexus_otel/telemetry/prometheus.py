@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
 from prometheus_client.metrics_core import (
@@ -118,7 +119,8 @@ def _add(families: dict[str, Metric], metric: Any, extra: dict[str, str]) -> Non
         keys, values = list(labels), list(labels.values())
         if isinstance(data, Sum) and data.is_monotonic:
             family_name = name[: -len("_total")] if name.endswith("_total") else name
-            family = families.get(family_name) or CounterMetricFamily(family_name, metric.description or "", labels=None)
+            family = (families.get(family_name)
+                      or CounterMetricFamily(family_name, metric.description or "", labels=None))
             families[family_name] = family
             exemplars = [e for e in (_exemplar(x) for x in getattr(point, "exemplars", ()) or ()) if e]
             family.samples.append(_sample(family_name + "_total", keys, values, point.value,

@@ -23,7 +23,8 @@ import atexit
 import logging
 import os
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -36,7 +37,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from .. import __version__
+from .._version import __version__
 from ..deadline import call_within
 from ..errors import ConfigurationError
 from ..processors.metered import spans_counter

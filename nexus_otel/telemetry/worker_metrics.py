@@ -29,8 +29,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client.metrics_core import Metric
@@ -151,7 +152,7 @@ class WorkerMetrics:
         self._stop = threading.Event()
         self._file_lock = threading.Lock()
 
-    def start(self) -> "WorkerMetrics":
+    def start(self) -> WorkerMetrics:
         from ..errors import ConfigurationError
 
         if len(str(self.directory)) > WORKERS_DIR_MAX:
@@ -182,7 +183,7 @@ class WorkerMetrics:
                 written = time.monotonic()
             try:
                 conn, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:  # closed by close()
                 break

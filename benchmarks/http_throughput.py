@@ -2,8 +2,8 @@
 
 Run::
 
-    python benchmarks/http.py            # full run (about 2.5 minutes)
-    python benchmarks/http.py --quick    # shorter, noisier run (about 45 s)
+    python benchmarks/http_throughput.py            # full run (about 2.5 minutes)
+    python benchmarks/http_throughput.py --quick    # shorter, noisier run (about 45 s)
 
 It prints three ratios. The acceptance figure is the trivial workflow's (target
 >= 0.7); the second, measured in the same rounds, is the same app whose
@@ -55,36 +55,31 @@ The script exits 0 whatever the ratio: it reports, it does not gate. It exits
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-# This file is called http.py: run as a script, its folder would come first on
-# sys.path and shadow the standard library's ``http`` package (which uvicorn,
-# urllib and friends import). Drop that folder before importing anything else.
+from http_app import HOOKS, WORKFLOW, build_app, hook_events
+from proc_cpu import tree_cpu
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-sys.path.append(_HERE)  # sibling benchmark modules, found after the standard library
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
-
-from http_app import HOOKS, WORKFLOW, build_app, hook_events  # noqa: E402
-from proc_cpu import tree_cpu  # noqa: E402
 
 HOST = "127.0.0.1"
 PATH = f"/workflows/{WORKFLOW}"
@@ -184,7 +179,8 @@ def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str
         from nexus_otel.channels.http import create_http_app
 
         asgi = create_http_app(build_app(async_workflow, work_ms, hooks))  # telemetry disabled (environment)
-        uvicorn.run(sdk_floor_app(asgi, hooks), host=HOST, port=port, lifespan="on", log_level="warning", access_log=False)
+        uvicorn.run(sdk_floor_app(asgi, hooks), host=HOST, port=port, lifespan="on", log_level="warning",
+                    access_log=False)
         return 0
     if not profile_out:
         serve(build_app(async_workflow, work_ms, hooks), host=HOST, port=port)
@@ -486,7 +482,7 @@ def print_profile(path: str, top: int) -> None:
             if not any(w in name for w in _WAITS)]
     busy = sum(r[0] for r in rows)
     by_area: dict[str, float] = {}
-    for tt, _nc, fn, _line, name in rows:
+    for tt, _nc, fn, _line, _name in rows:
         if "site-packages/" in fn:
             parts = fn.split("site-packages/", 1)[1].split("/")
             area = "/".join(parts[:3]) if parts[0] == "opentelemetry" else parts[0]
@@ -689,7 +685,7 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
             stop_server(server)
 
     for line in lines:
-        full, disabled = line.full, line.disabled
+        full = line.full
         store = sum(f.stat().st_size for f in full.data_dir.glob("*.jsonl"))
         line.store = store
         if line.executions is None or line.executions < 1:
@@ -732,8 +728,8 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
             floor = statistics.median(line.floor.rates) / statistics.median(line.disabled.rates)
             paired = statistics.median(f / d for f, d in zip(line.floor.rates, line.disabled.rates))
             print(f"ratio sdk-floor/disabled, {line.label + ':':<15} {_ratio(floor)}  (paired: {_ratio(paired)})  "
-                  f"[ceiling: the raw SDK making the same {args.hooks + 2} spans, nothing else ({line.floor_spans} spans "
-                  f"exported); full telemetry cannot beat it]")
+                  f"[ceiling: the raw SDK making the same {args.hooks + 2} spans, nothing else "
+                  f"({line.floor_spans} spans exported); full telemetry cannot beat it]")
     for line in lines:
         print(f"full telemetry, {line.label}: {line.executions or 0:.0f} workflow executions counted on /metrics, "
               f"{line.store / 1e6:.1f} MB of spans in the local store (bounded by rotation), "
@@ -791,7 +787,7 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
         for server in servers:
             load.run(server, warmup)
         for r in range(rounds):
-            for label, line in lines:
+            for _label, line in lines:
                 for server in line[r % len(line):] + line[:r % len(line)]:
                     cpu, client, started = tree_cpu(server.proc.pid), children_cpu(), time.monotonic()
                     rate, errors = load.run(server, seconds)
