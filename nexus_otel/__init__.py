@@ -26,7 +26,8 @@ from .errors import (
 )
 from .events import WorkflowEvent
 from .middleware import Middleware, WorkflowCall
-from .plugin import NexusPlugin, PluginManager
+from .plugin_base import NexusPlugin, Plugin
+from .plugin_manager import PluginHost, PluginManager
 from .processors.tail_sampling import TailSampling
 from .records import ExecutionRecord, RecordProcessor
 
@@ -47,7 +48,9 @@ __all__ = [
     "Nexus",
     "NexusOtelError",
     "NexusPlugin",
+    "Plugin",
     "PluginError",
+    "PluginHost",
     "PluginLoadError",
     "PluginManager",
     "PluginSetupError",

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -22,7 +22,8 @@ from .errors import AppStateError, ConfigurationError
 from .execution import Executor
 from .hooks import HookRegistry, HookRunner
 from .middleware import Middleware, as_middleware
-from .plugin import PluginManager
+from .plugin_base import Plugin
+from .plugin_manager import PluginManager
 from .processors.tail_sampling import TailSampling
 from .records import RecordPipeline
 from .redaction import Redactor
@@ -77,7 +78,9 @@ class Nexus:
         self.redactor = redactor or self.telemetry.redactor
         self.hooks = HookRegistry()
         self.workflows = WorkflowRegistry()
-        self.plugins = PluginManager(self)
+        self.plugin_host = _NexusPluginHost(self)
+        """What the app's :class:`~nexus_otel.plugin_manager.PluginManager` (and ``PluginManager(app)``) uses of it."""
+        self.plugins = PluginManager(self, self.plugin_host)
         self.records = RecordPipeline()
         """The record processors: each gets every execution's record, never sampled."""
         self._hook_runner = HookRunner(self.telemetry)
@@ -197,7 +200,7 @@ class Nexus:
         self.telemetry.instruments.plugin_errors.bind(hook.metric_attributes).add(0)
 
     # -- plugins and middleware -------------------------------------------------------
-    def add_plugin(self, plugin: Any) -> Any:
+    def add_plugin(self, plugin: Plugin) -> Plugin:
         """Register ``plugin`` and run its ``setup(app)`` in a span."""
         self._check_running("add_plugin")
         return self.plugins.register(plugin)
@@ -288,28 +291,46 @@ class Nexus:
     def __repr__(self) -> str:
         return f"<Nexus {self.name!r} {self._state} workflows={self.workflows.names()} plugins={self.plugins.list()}>"
 
-    # -- used by PluginManager ----------------------------------------------------------
     def _check_running(self, what: str) -> None:
         if self._state == _STOPPED:
             raise AppStateError(f"app {self.name!r} is stopped; cannot {what}")
 
-    def _plugin_added(self, name: str) -> None:
+
+class _NexusPluginHost:
+    """A :class:`Nexus` as its plugin manager sees it: a :class:`~nexus_otel.plugin_manager.PluginHost`."""
+
+    def __init__(self, app: Nexus) -> None:
+        self._app = app
+
+    @property
+    def hooks(self) -> HookRegistry:
+        return self._app.hooks
+
+    def observed(self, span_name: str, attributes: dict[str, str], plugin: str, event: str,
+                 metric_attributes: dict[str, str], *, reraise: bool = False) -> AbstractContextManager[Any]:
+        return self._app._hook_runner.observed(span_name, attributes, plugin, event, metric_attributes,
+                                               reraise=reraise)
+
+    def plugin_added(self, plugin: str) -> None:
         """A plugin added after start gets its startup hooks at once."""
-        if self._state == _STARTED:
-            self._hook_runner.run(self.hooks.of_plugin(name, c.STARTUP), ())
+        app = self._app
+        if app._state == _STARTED:
+            app._hook_runner.run(app.hooks.of_plugin(plugin, c.STARTUP), ())
 
     @contextmanager
-    def _middleware_owned_by(self, plugin: str) -> Iterator[None]:
-        with self._state_lock:
-            previous, self._middleware_owner = self._middleware_owner, plugin
+    def middleware_owned_by(self, plugin: str) -> Iterator[None]:
+        app = self._app
+        with app._state_lock:
+            previous, app._middleware_owner = app._middleware_owner, plugin
             try:
                 yield
             finally:
-                self._middleware_owner = previous
+                app._middleware_owner = previous
 
-    def _remove_middleware_of(self, plugin: str) -> None:
-        with self._state_lock:
-            kept = [(o, m) for o, m in self._middleware if o != plugin]
-            if len(kept) != len(self._middleware):
-                self._middleware = kept
-                self._executor.set_middleware([m for _, m in kept])
+    def remove_middleware_of(self, plugin: str) -> None:
+        app = self._app
+        with app._state_lock:
+            kept = [(o, m) for o, m in app._middleware if o != plugin]
+            if len(kept) != len(app._middleware):
+                app._middleware = kept
+                app._executor.set_middleware([m for _, m in kept])

@@ -4,7 +4,7 @@ A plugin file offers its plugins in one of three ways, first match wins:
 
 - a module-level ``plugins`` list (or ``plugin`` object) of instances;
 - a ``create_plugins()`` function returning them;
-- otherwise, every :class:`~nexus_otel.plugin.NexusPlugin` subclass defined in
+- otherwise, every :class:`~nexus_otel.plugin_base.NexusPlugin` subclass defined in
   the file that can be built with no arguments is instantiated.
 
 An entry point in the group ``nexus_otel.plugins`` names a plugin class, a
@@ -99,7 +99,7 @@ def load_entry_points(group: str = "nexus_otel.plugins", *, strict: bool = False
 
 
 def _plugins_of_module(module: Any) -> list[Any]:
-    from .plugin import NexusPlugin
+    from .plugin_base import NexusPlugin
 
     source = getattr(module, "__file__", module.__name__)
     if hasattr(module, "plugins"):

@@ -5,7 +5,8 @@
 wiring over a processor, exporter or middleware that can be used without it.
 """
 
-from ..plugin import NexusPlugin, PluginManager
+from ..plugin_base import NexusPlugin
+from ..plugin_manager import PluginManager
 from .auth import AuthPlugin
 from .caching import CachingPlugin
 from .database import DatabasePlugin

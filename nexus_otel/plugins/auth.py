@@ -27,7 +27,7 @@ from ..auth.api_keys import ApiKeyStore
 from ..auth.jwt import ASYMMETRIC, JwtVerifier
 from ..errors import ConfigurationError
 from ..middlewares.auth import AuthMiddleware, api_key, bearer
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 
 log = logging.getLogger("nexus_otel.auth")
 

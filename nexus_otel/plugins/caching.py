@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import settings
 from ..middlewares.cache import CacheMiddleware
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 
 
 class CachingPlugin(NexusPlugin):

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import default_outbox_path
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 
 LEGACY_SPOOL = "audit-spool.sqlite"
 """The data directory's audit spool before the built-in sinks shared ``outbox.sqlite``."""

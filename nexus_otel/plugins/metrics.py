@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 from ..processors.workflow_stats import WorkflowStatsProcessor
 
 

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from .. import settings
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 
 BACKENDS = ("prometheus", "otlp", "console")
 log = logging.getLogger("nexus_otel.monitoring")

@@ -17,7 +17,7 @@ from typing import Any
 from .. import settings
 from ..errors import ConfigurationError
 from ..middlewares.rate_limit import KEYS, SCOPES, RateLimitMiddleware, effective_burst
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 
 log = logging.getLogger("nexus_otel.ratelimit")
 MEMORY_SCHEMES = ("memory:", "async+memory:")

@@ -16,7 +16,7 @@ from typing import Any
 from .. import settings
 from ..logging.correlation import LogCorrelation
 from ..logging.formatters import JsonFormatter, PlainFormatter
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 from ..processors.request_log import RequestLogProcessor
 
 FORMATS = ("plain", "json")

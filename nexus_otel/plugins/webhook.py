@@ -24,7 +24,7 @@ from ..errors import ConfigurationError
 from ..exporters.delivery import RetryPolicy
 from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
 from ..exporters.webhook import WebhookExporter
-from ..plugin import NexusPlugin
+from ..plugin_base import NexusPlugin
 
 log = logging.getLogger("nexus_otel.webhooks")
 STATUSES = ("completed", "failed", "rejected")

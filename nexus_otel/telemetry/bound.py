@@ -28,7 +28,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
@@ -53,7 +53,10 @@ def _key(attributes: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(attributes.items()))
 
 
-class _Family:
+S = TypeVar("S", "SumSeries", "HistogramSeries")
+
+
+class _Family(Generic[S]):
     """One instrument: its series by attribute set, and how to report them."""
 
     def __init__(self, name: str, unit: str, description: str, exemplar_filter: str,
@@ -61,13 +64,13 @@ class _Family:
         self.name = name
         self.unit = unit
         self.description = description
-        self._series: dict[tuple[tuple[str, Any], ...], Any] = {}
+        self._series: dict[tuple[tuple[str, Any], ...], S] = {}
         self._lock = threading.Lock()
         self._exemplars = exemplar_filter != "always_off"
         self._always_on = exemplar_filter == "always_on"
         self._limit = cardinality_limit
 
-    def bind(self, attributes: Mapping[str, Any]) -> Any:
+    def bind(self, attributes: Mapping[str, Any]) -> S:
         """The series for ``attributes`` (the same object for equal attribute sets); keep it."""
         key = _key(attributes)
         series = self._series.get(key)
@@ -84,12 +87,12 @@ class _Family:
                     series = self._new_locked(key, attributes)
         return series
 
-    def _new_locked(self, key: tuple[tuple[str, Any], ...], attributes: Mapping[str, Any]) -> Any:
+    def _new_locked(self, key: tuple[tuple[str, Any], ...], attributes: Mapping[str, Any]) -> S:
         series = self._make(dict(attributes))
         self._series[key] = series
         return series
 
-    def _make(self, attributes: dict[str, Any]) -> Any:
+    def _make(self, attributes: dict[str, Any]) -> S:
         raise NotImplementedError
 
     def _keeps_exemplar(self, ctx: SpanContext | None) -> bool:
@@ -133,7 +136,7 @@ class SumSeries:
         )
 
 
-class SumFamily(_Family):
+class SumFamily(_Family["SumSeries"]):
     """A counter (monotonic) or an up-down counter."""
 
     def __init__(self, name: str, unit: str, description: str, exemplar_filter: str, *, monotonic: bool,
@@ -197,7 +200,7 @@ class HistogramSeries:
         )
 
 
-class HistogramFamily(_Family):
+class HistogramFamily(_Family["HistogramSeries"]):
     """An explicit-bucket histogram."""
 
     def __init__(self, name: str, unit: str, description: str, exemplar_filter: str,

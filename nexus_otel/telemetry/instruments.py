@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanContext
@@ -26,16 +26,25 @@ from . import contract as c
 from .bound import BoundMetrics
 
 
-class Series(Protocol):
-    """One bound attribute set of an instrument."""
+class AddSeries(Protocol):
+    """One bound attribute set of a counter or up-down counter."""
 
-    def add(self, amount: int | float, ctx: SpanContext | None = None) -> None: ...  # counters
-
-    def record(self, value: float, ctx: SpanContext | None = None) -> None: ...  # histograms
+    def add(self, amount: int | float, ctx: SpanContext | None = None) -> None: ...
 
 
-class Family(Protocol):
-    def bind(self, attributes: Mapping[str, Any]) -> Any: ...
+class RecordSeries(Protocol):
+    """One bound attribute set of a histogram."""
+
+    def record(self, value: float, ctx: SpanContext | None = None) -> None: ...
+
+
+S_co = TypeVar("S_co", covariant=True)
+
+
+class Family(Protocol[S_co]):
+    """An instrument: ``bind`` gives the series of an attribute set (keep it: binding costs a lookup)."""
+
+    def bind(self, attributes: Mapping[str, Any]) -> S_co: ...
 
 
 class _SdkSeries:
@@ -71,7 +80,7 @@ class SeriesCache:
 
     __slots__ = ("_family", "_by_key", "_limit")
 
-    def __init__(self, family: Family, limit: int = 4096) -> None:
+    def __init__(self, family: Family[Any], limit: int = 4096) -> None:
         self._family = family
         self._by_key: dict[Any, Any] = {}
         self._limit = limit
@@ -99,36 +108,36 @@ HTTP_SERVER_DURATION = c.MetricSpec(
 class Instruments:
     """The hot-path instruments; their users bind attribute sets once and keep the series."""
 
-    workflow_duration: Family
-    workflow_executions: Family
-    workflow_active: Family
-    hook_duration: Family
-    plugin_errors: Family
-    http_server_duration: Family
+    workflow_duration: Family[RecordSeries]
+    workflow_executions: Family[AddSeries]
+    workflow_active: Family[AddSeries]
+    hook_duration: Family[RecordSeries]
+    plugin_errors: Family[AddSeries]
+    http_server_duration: Family[RecordSeries]
 
     @classmethod
     def create(cls, meter: Meter, bound: BoundMetrics | None = None) -> Instruments:
         if bound is not None:
-            def histogram(spec: c.MetricSpec) -> Family:
+            def histogram(spec: c.MetricSpec) -> Family[RecordSeries]:
                 return bound.histogram(spec.name, spec.unit, spec.description, spec.buckets or ())
 
-            def counter(spec: c.MetricSpec) -> Family:
+            def counter(spec: c.MetricSpec) -> Family[AddSeries]:
                 return bound.counter(spec.name, spec.unit, spec.description)
 
-            def up_down(spec: c.MetricSpec) -> Family:
+            def up_down(spec: c.MetricSpec) -> Family[AddSeries]:
                 return bound.up_down_counter(spec.name, spec.unit, spec.description)
         else:
-            def histogram(spec: c.MetricSpec) -> Family:
+            def histogram(spec: c.MetricSpec) -> Family[RecordSeries]:
                 return _SdkFamily(meter.create_histogram(
                     spec.name, unit=spec.unit, description=spec.description,
                     explicit_bucket_boundaries_advisory=list(spec.buckets or ()),
                 ), "record")
 
-            def counter(spec: c.MetricSpec) -> Family:
+            def counter(spec: c.MetricSpec) -> Family[AddSeries]:
                 return _SdkFamily(meter.create_counter(spec.name, unit=spec.unit, description=spec.description),
                                   "add")
 
-            def up_down(spec: c.MetricSpec) -> Family:
+            def up_down(spec: c.MetricSpec) -> Family[AddSeries]:
                 return _SdkFamily(meter.create_up_down_counter(
                     spec.name, unit=spec.unit, description=spec.description), "add")
 

@@ -1,4 +1,4 @@
-"""Plugins: the :class:`NexusPlugin` base class and the :class:`PluginManager`.
+"""The :class:`PluginManager`: registers, sets up, tears down and finds the plugins of one app.
 
 A plugin is registered, validated, and set up inside a ``plugin setup <name>``
 span; hooks it registers during ``setup`` belong to it. If ``setup`` raises,
@@ -6,105 +6,74 @@ its hooks are removed again and :class:`~nexus_otel.errors.PluginSetupError`
 names it: the app is never left half-configured. ``teardown`` runs when the
 app stops or the plugin is unregistered, in a ``plugin teardown`` span, and a
 failing teardown is recorded, never raised.
+
+The manager knows its app only through a :class:`PluginHost`: the few things
+it needs of the app hosting the plugins (the hook registry, the span of a
+setup or teardown, which middleware a plugin added, telling the app a plugin
+arrived). The app hands it one (:attr:`nexus_otel.Nexus.plugin_host`).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .discovery import Discovered, load_entry_points, load_folder
-from .errors import (
-    DuplicatePluginError,
-    PluginError,
-    PluginSetupError,
-    PluginValidationError,
-)
+from .errors import DuplicatePluginError, PluginError, PluginSetupError
+from .hooks import HookRegistry
+from .plugin_base import Plugin, plugin_identity
 from .telemetry import contract as c
-
-if TYPE_CHECKING:
-    from .app import Nexus
 
 log = logging.getLogger("nexus_otel.plugins")
 
 
-class NexusPlugin:
-    """Base class for plugins. Give it a ``name``; override what you need.
-
-    Subclasses need not call ``super().__init__()``: the base keeps no state.
-    """
+class PluginHost(Protocol):
+    """What a :class:`PluginManager` needs of the app whose plugins it manages."""
 
     @property
-    def name(self) -> str:
-        """Unique name of the plugin; appears in span names and metric labels."""
-        raise NotImplementedError
+    def hooks(self) -> HookRegistry:
+        """Where plugins register their hooks (removed again, by plugin, at teardown)."""
+        ...
 
-    @property
-    def description(self) -> str:
-        doc = inspect.getdoc(type(self))
-        if not doc or type(self).__doc__ is None:
-            return ""
-        return doc.splitlines()[0]
+    def observed(self, span_name: str, attributes: dict[str, str], plugin: str, event: str,
+                 metric_attributes: dict[str, str], *, reraise: bool = False) -> AbstractContextManager[Any]:
+        """A span and the hook metrics around a plugin's setup or teardown."""
+        ...
 
-    @property
-    def version(self) -> str:
-        return "0.0.0"
+    def middleware_owned_by(self, plugin: str) -> AbstractContextManager[None]:
+        """Middleware added while this is open belongs to ``plugin``."""
+        ...
 
-    def setup(self, nexus_app: Nexus) -> None:
-        """Called when the plugin is added: register hooks and middleware here."""
+    def remove_middleware_of(self, plugin: str) -> None:
+        """Take out the middleware ``plugin`` added."""
+        ...
 
-    def teardown(self) -> None:
-        """Called when the app stops or the plugin is unregistered: release resources."""
-
-    def __repr__(self) -> str:
-        try:
-            return f"<{type(self).__name__} {self.name!r} v{self.version}>"
-        except Exception:
-            return f"<{type(self).__name__}>"
-
-
-def plugin_identity(plugin: Any) -> tuple[str, str]:
-    """``(name, version)`` of ``plugin``, or :class:`PluginValidationError` saying what is wrong."""
-    if isinstance(plugin, type):
-        raise PluginValidationError(
-            plugin.__name__, f"pass an instance, not the class (use {plugin.__name__}())",
-        )
-    label = type(plugin).__name__
-    try:
-        name = plugin.name
-    except Exception:
-        name = None
-    if not isinstance(name, str) or not name.strip():
-        raise PluginValidationError(
-            label, f"has no name (got {name!r}): define a `name` property returning a non-empty string",
-        )
-    if not callable(getattr(plugin, "setup", None)):
-        raise PluginValidationError(name, "has no setup(app) method; subclass NexusPlugin")
-    try:
-        version = plugin.version
-    except Exception:
-        version = "0.0.0"
-    if version is None:
-        version = "0.0.0"
-    if not isinstance(version, str):
-        raise PluginValidationError(name, f"version must be a string, got {version!r}")
-    return name, version
+    def plugin_added(self, plugin: str) -> None:
+        """``plugin`` is registered (an app already started runs its startup hooks now)."""
+        ...
 
 
 class PluginManager:
     """Registers, sets up, tears down and finds the plugins of one app."""
 
-    def __init__(self, nexus_app: Nexus) -> None:
+    def __init__(self, nexus_app: Any, host: PluginHost | None = None) -> None:
+        """``nexus_app`` is what plugins' ``setup`` receives; ``host`` defaults to its ``plugin_host``."""
+        if host is None:
+            host = getattr(nexus_app, "plugin_host", None)
+            if host is None:
+                raise TypeError(f"PluginManager needs a nexus_otel.Nexus app (or a PluginHost), got "
+                                f"{type(nexus_app).__name__}")
         self.app = nexus_app
-        self.plugins: dict[str, Any] = {}
+        self.host: PluginHost = host
+        self.plugins: dict[str, Plugin] = {}
         self._lock = threading.RLock()
 
     # -- Kailash Nexus's plugin API ------------------------------------------------------
-    def register(self, plugin: Any) -> Any:
+    def register(self, plugin: Plugin) -> Plugin:
         """Validate and set up ``plugin``; a duplicate name raises ``ValueError``."""
         name, version = plugin_identity(plugin)
         with self._lock:
@@ -113,10 +82,10 @@ class PluginManager:
             self._setup(plugin, name, version)
             self.plugins[name] = plugin
         log.info("plugin registered: %s v%s", name, version)
-        self.app._plugin_added(name)
+        self.host.plugin_added(name)
         return plugin
 
-    def unregister(self, plugin_name: str) -> Any | None:
+    def unregister(self, plugin_name: str) -> Plugin | None:
         """Tear down and remove a plugin and its hooks; returns it, or None if unknown."""
         with self._lock:
             plugin = self.plugins.pop(plugin_name, None)
@@ -126,7 +95,7 @@ class PluginManager:
         log.info("plugin unregistered: %s", plugin_name)
         return plugin
 
-    def get(self, plugin_name: str) -> Any | None:
+    def get(self, plugin_name: str) -> Plugin | None:
         return self.plugins.get(plugin_name)
 
     def list(self) -> list[str]:
@@ -163,24 +132,25 @@ class PluginManager:
         return found
 
     # -- lifecycle internals -----------------------------------------------------
-    def _observed(self, name: str, version: str, event: str, *, reraise: bool = False) -> Any:
+    def _observed(self, name: str, version: str, event: str, *, reraise: bool = False
+                  ) -> AbstractContextManager[Any]:
         span_name = (c.PLUGIN_SETUP_SPAN if event == c.SETUP else c.PLUGIN_TEARDOWN_SPAN).format(plugin=name)
         attributes = {c.PLUGIN_NAME: name, c.PLUGIN_VERSION: version, c.HOOK_EVENT: event}
-        return self.app._hook_runner.observed(span_name, attributes, name, event,
-                                              {c.M_PLUGIN: name, c.M_EVENT: event}, reraise=reraise)
+        return self.host.observed(span_name, attributes, name, event, {c.M_PLUGIN: name, c.M_EVENT: event},
+                                  reraise=reraise)
 
-    def _setup(self, plugin: Any, name: str, version: str) -> None:
-        hooks = self.app.hooks
+    def _setup(self, plugin: Plugin, name: str, version: str) -> None:
+        hooks = self.host.hooks
         try:
             with self._observed(name, version, c.SETUP, reraise=True):
-                with hooks.owned_by(name, version), self.app._middleware_owned_by(name):
+                with hooks.owned_by(name, version), self.host.middleware_owned_by(name):
                     plugin.setup(self.app)
         except Exception as exc:
             hooks.remove_plugin(name)
-            self.app._remove_middleware_of(name)
+            self.host.remove_middleware_of(name)
             raise PluginSetupError(name, f"setup failed: {c.error_type(exc)}: {exc}") from exc
 
-    def teardown_one(self, name: str, plugin: Any) -> None:
+    def teardown_one(self, name: str, plugin: Plugin) -> None:
         """Run ``plugin.teardown()`` in a span; a failure is recorded, not raised."""
         try:
             with self._observed(name, plugin_identity(plugin)[1], c.TEARDOWN):
@@ -188,8 +158,8 @@ class PluginManager:
                 if teardown is not None:
                     teardown()
         finally:
-            self.app.hooks.remove_plugin(name)
-            self.app._remove_middleware_of(name)
+            self.host.hooks.remove_plugin(name)
+            self.host.remove_middleware_of(name)
 
     def teardown_all(self) -> None:
         """Tear down every plugin, last registered first (they stay registered)."""
@@ -200,7 +170,7 @@ class PluginManager:
     def __contains__(self, name: object) -> bool:
         return name in self.plugins
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Plugin]:
         return iter(list(self.plugins.values()))
 
     def __len__(self) -> int:

@@ -1,0 +1,179 @@
+"""The package's structure: no import cycle, no module reaching into another's private names, the public API whole."""
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import nexus_otel
+from nexus_otel import PluginManager, errors
+
+PACKAGE = Path(nexus_otel.__file__).parent
+NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}  # public, though spelled with an underscore
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imported(module: str, node: ast.ImportFrom) -> list[tuple[str, str]]:
+    """(module imported, name) for each name of ``from ... import ...`` (a submodule when the name is one)."""
+    package = module.split(".") if MODULES[module].name == "__init__.py" else module.split(".")[:-1]
+    if node.level:
+        base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+    else:
+        base = node.module or ""
+    return [(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base, a.name) for a in node.names]
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(module: str, tree: ast.AST) -> tuple[set[str], set[str]]:
+    """The package's modules ``module`` imports: (when it runs, for type checkers only)."""
+    runtime: set[str] = set()
+    typing_only: set[str] = set()
+
+    def walk(node: ast.AST, into: set[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _is_type_checking(child):
+                walk(child, typing_only)
+                continue
+            if isinstance(child, ast.ImportFrom):
+                into.update(t for t, _ in _imported(module, child) if t in MODULES and t != module)
+            elif isinstance(child, ast.Import):
+                into.update(a.name for a in child.names if a.name in MODULES and a.name != module)
+            walk(child, into)
+
+    walk(tree, runtime)
+    return runtime, typing_only - runtime
+
+
+def _import_graph(typing_only: bool = False) -> dict[str, set[str]]:
+    """Imports between the package's modules: those that run (at the top or inside functions), or the others."""
+    return {m: _imports(m, ast.parse(p.read_text()))[1 if typing_only else 0] for m, p in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_between_the_packages_modules():
+    graph = _import_graph()
+    assert len(graph) > 50 and sum(len(e) for e in graph.values()) > 100  # the walk found the package
+    assert _cycles(graph) == []
+
+
+def test_imports_for_type_checkers_only_are_these_annotations():
+    """They never run (``from __future__ import annotations``); each is here on purpose, so a new one is seen.
+
+    ``NexusPlugin.setup`` is annotated with the app its plugins get; middleware with the workflow it wraps.
+    """
+    edges = {(m, t) for m, targets in _import_graph(typing_only=True).items() for t in targets}
+    assert edges == {("nexus_otel.plugin_base", "nexus_otel.app"), ("nexus_otel.middleware", "nexus_otel.workflows")}
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """Names a module defines for itself: functions, classes, attributes it assigns, module-level names."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _private_reaches(module: str, source: str) -> list[str]:
+    tree = ast.parse(source)
+    own = _defined_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("nexus_otel")):
+            for target, name in _imported(module, node):
+                if name.startswith("_") and not name.startswith("__") and target not in MODULES:
+                    found.append(f"line {node.lineno}: imports {name} from {target}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue  # its own
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "super":
+                continue  # a base class's hook it overrides (the SDK's, checked where it is used)
+            if node.attr in NAMEDTUPLE_API or node.attr in own:
+                continue  # defined in this module: its own private business
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    reaches = {m: r for m, p in MODULES.items() if (r := _private_reaches(m, p.read_text()))}
+    assert reaches == {}
+
+
+def test_the_private_name_check_sees_a_reach():
+    module = next(iter(MODULES))
+    assert _private_reaches(module, "def f(app):\n    return app._secret\n") == ["line 2: app._secret"]
+    assert _private_reaches(module, "class A:\n    def f(self, other):\n        self._x = other._x\n") == []
+
+
+def test_the_whole_error_tree_is_exported():
+    tree = {name for name, cls in inspect.getmembers(errors, inspect.isclass)
+            if issubclass(cls, errors.NexusOtelError) and cls.__module__ == errors.__name__}
+    assert len(tree) > 15
+    assert tree <= set(nexus_otel.__all__)
+    assert all(getattr(nexus_otel, name) is getattr(errors, name) for name in tree)
+
+
+def test_a_plugin_manager_of_something_not_an_app_says_what_it_needs():
+    with pytest.raises(TypeError, match="needs a nexus_otel.Nexus app .or a PluginHost., got object"):
+        PluginManager(object())
