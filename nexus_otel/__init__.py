@@ -25,7 +25,7 @@ from .errors import (
     WorkflowRegistrationError,
 )
 from .events import WorkflowEvent
-from .middleware import Middleware, WorkflowCall
+from .execution_middleware import Middleware, WorkflowCall
 from .plugin_base import NexusPlugin, Plugin
 from .plugin_manager import PluginHost, PluginManager
 from .processors.tail_sampling import TailSampling

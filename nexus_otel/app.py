@@ -20,8 +20,8 @@ from .deadline import call_within
 from .discovery import Discovered
 from .errors import AppStateError, ConfigurationError
 from .execution import Executor
+from .execution_middleware import Middleware, as_middleware
 from .hooks import HookRegistry, HookRunner
-from .middleware import Middleware, as_middleware
 from .plugin_base import Plugin
 from .plugin_manager import PluginManager
 from .processors.tail_sampling import TailSampling

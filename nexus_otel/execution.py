@@ -33,8 +33,8 @@ from ._aio import block_on
 from .caller import Caller
 from .errors import AccessError, RateLimitExceeded
 from .events import WorkflowEvent
+from .execution_middleware import AsyncNext, Middleware, Next, WorkflowCall, build_async_chain, build_sync_chain
 from .hooks import HookRegistry, HookRunner
-from .middleware import AsyncNext, Middleware, Next, WorkflowCall, build_async_chain, build_sync_chain
 from .records import ExecutionRecord, RecordPipeline
 from .records.record import RUNNING
 from .redaction import Redactor

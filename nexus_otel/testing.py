@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from .app import Nexus
-from .processors.redaction import RedactingSpanProcessor
+from .processors.span_redaction import RedactingSpanProcessor
 from .redaction import Redactor
 from .telemetry.config import TelemetryConfig
 from .telemetry.metrics_hub import MetricsHub

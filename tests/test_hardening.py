@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from nexus_otel import Nexus, NexusPlugin
 from nexus_otel.errors import ConfigurationError, PluginSetupError, PluginValidationError
 from nexus_otel.plugins import AuthPlugin
-from nexus_otel.processors.redaction import RedactingSpanProcessor
+from nexus_otel.processors.span_redaction import RedactingSpanProcessor
 from nexus_otel.redaction import Redactor
 from nexus_otel.serving import BackgroundServer
 from nexus_otel.telemetry.config import TelemetryConfig

@@ -28,7 +28,7 @@ from nexus_otel.errors import ConfigurationError
 from nexus_otel.exporters.otlp_encoding import SpanEncoder, encode_spans
 from nexus_otel.exporters.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter
 from nexus_otel.telemetry.config import TelemetryConfig
-from nexus_otel.telemetry.exporters import otlp_span_exporter
+from nexus_otel.telemetry.sinks import otlp_span_exporter
 
 try:  # tests/ may or may not become a package
     from .otlp_receivers import GRPCReceiver, HTTPReceiver, receiver_for

@@ -112,7 +112,8 @@ def test_imports_for_type_checkers_only_are_these_annotations():
     ``NexusPlugin.setup`` is annotated with the app its plugins get; middleware with the workflow it wraps.
     """
     edges = {(m, t) for m, targets in _import_graph(typing_only=True).items() for t in targets}
-    assert edges == {("nexus_otel.plugin_base", "nexus_otel.app"), ("nexus_otel.middleware", "nexus_otel.workflows")}
+    assert edges == {("nexus_otel.plugin_base", "nexus_otel.app"),
+                     ("nexus_otel.execution_middleware", "nexus_otel.workflows")}
 
 
 def test_the_cycle_finder_finds_a_cycle():

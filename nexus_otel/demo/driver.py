@@ -29,7 +29,7 @@ from rich.table import Table
 from ..exporters.local import read_spans
 from ..serving import BackgroundServer
 from ..telemetry import contract as c
-from ..telemetry.exporters import otlp_endpoint
+from ..telemetry.sinks import otlp_endpoint
 from ..traceview import find_trace, render_tree
 from .app import create_app
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..caller import Principal
 from ..errors import AccessError, AuthenticationError, AuthorizationError
-from ..middleware import AsyncNext, Middleware, Next, WorkflowCall
+from ..execution_middleware import AsyncNext, Middleware, Next, WorkflowCall
 
 Verify = Callable[[WorkflowCall], Principal]
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ..middleware import AsyncNext, Middleware, Next, WorkflowCall
+from ..execution_middleware import AsyncNext, Middleware, Next, WorkflowCall
 
 HIT_ATTRIBUTE = "nexus.cache.hit"
 

@@ -24,7 +24,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import RateLimitExceeded
-from ..middleware import AsyncNext, Middleware, Next, WorkflowCall
+from ..execution_middleware import AsyncNext, Middleware, Next, WorkflowCall
 
 KEYS = ("principal", "api_key", "client", "session")
 SCOPES = ("global", "workflow")

@@ -71,7 +71,7 @@ class MonitoringPlugin(NexusPlugin):
             return
         hub = telemetry.require_metrics_hub("MonitoringPlugin")
         if backend == "otlp":
-            from ..telemetry.exporters import otlp_metric_exporter
+            from ..telemetry.sinks import otlp_metric_exporter
 
             # The app's one parsed configuration: the same protocol, endpoint and timeout as its other OTLP output.
             exporter = otlp_metric_exporter(telemetry.config.metrics_protocol, telemetry.environ)

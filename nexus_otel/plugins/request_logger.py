@@ -3,7 +3,7 @@
 Thin wiring over :class:`~nexus_otel.processors.request_log.RequestLogProcessor`
 (a record processor: every execution is logged, whatever the trace sampling;
 inputs are logged masked) and
-:class:`~nexus_otel.logging.LogCorrelation` (so any record written inside a
+:class:`~nexus_otel.logs.LogCorrelation` (so any record written inside a
 workflow, by any code, carries ``trace_id`` and ``span_id``).
 """
 
@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from .. import settings
-from ..logging.correlation import LogCorrelation
-from ..logging.formatters import JsonFormatter, PlainFormatter
+from ..logs.correlation import LogCorrelation
+from ..logs.formatters import JsonFormatter, PlainFormatter
 from ..plugin_base import NexusPlugin
 from ..processors.request_log import RequestLogProcessor
 

@@ -6,7 +6,7 @@ providers built from the ``OTEL_*`` variables. Only providers built here are
 shut down by :meth:`Telemetry.shutdown`; borrowed ones are flushed.
 
 Every sink (OTLP, the local store, webhooks, audit) sits behind one
-:class:`~nexus_otel.processors.redaction.RedactingSpanProcessor`, so none of
+:class:`~nexus_otel.processors.span_redaction.RedactingSpanProcessor`, so none of
 them sees a secret. With tail sampling on, the trace exporters (and processors
 added with :meth:`Telemetry.add_span_processor`) sit behind a
 :class:`~nexus_otel.processors.tail_sampling.TailSamplingProcessor` behind
@@ -41,15 +41,15 @@ from .._version import __version__
 from ..deadline import call_within
 from ..errors import ConfigurationError
 from ..processors.metered import spans_counter
-from ..processors.redaction import RedactingSpanProcessor
+from ..processors.span_redaction import RedactingSpanProcessor
 from ..processors.tail_sampling import RecordingSampler, TailSampling, TailSamplingProcessor
 from ..redaction import Redactor
 from . import contract
 from .bound import BoundMetrics
 from .config import TelemetryConfig
-from .exporters import metric_exporters, separate_reader, span_processors, wants_delta
 from .instruments import Instruments
 from .metrics_hub import MetricsHub
+from .sinks import metric_exporters, separate_reader, span_processors, wants_delta
 from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("nexus_otel.telemetry")
