@@ -202,3 +202,17 @@ def test_bad_middleware_is_rejected(capture):
 
     with pytest.raises(TypeError, match="instance, got the class MW"):
         app.use(MW)
+
+
+def test_a_config_dict_sets_what_keywords_set_and_names_an_unknown_key():
+    """Kailash Nexus's plugin API passes MonitoringPlugin and RequestLoggerPlugin a ``config`` dict."""
+    from nexus_otel.plugins import MonitoringPlugin, RequestLoggerPlugin
+
+    monitoring = MonitoringPlugin(config={"backend": "otlp", "interval": 5})
+    assert (monitoring.backend, monitoring.interval, monitoring.port) == ("otlp", 5, None)
+    logger = RequestLoggerPlugin("plain", config={"format": "json", "logger": "shop.requests"})
+    assert (logger.format, logger.logger_name, logger.level) == ("json", "shop.requests", "INFO")
+    with pytest.raises(TypeError, match=r"MonitoringPlugin: unknown settings \['bakend'\]"):
+        MonitoringPlugin(config={"bakend": "otlp"})
+    with pytest.raises(TypeError, match=r"RequestLoggerPlugin: unknown settings \['colour', 'fmt'\]"):
+        RequestLoggerPlugin(config={"fmt": "json", "colour": True})

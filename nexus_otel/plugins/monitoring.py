@@ -34,13 +34,12 @@ class MonitoringPlugin(NexusPlugin):
 
     def __init__(self, backend: str = "prometheus", interval: float = 30, *, port: int | None = None,
                  host: str = "127.0.0.1", config: dict[str, Any] | None = None) -> None:
-        options = dict(config or {})
-        self.backend = options.pop("backend", backend)
-        self.interval = options.pop("interval", interval)
-        self.port = options.pop("port", port)
-        self.host = options.pop("host", host)
-        if options:
-            raise TypeError(f"MonitoringPlugin: unknown settings {sorted(options)}")
+        chosen = settings.with_config("MonitoringPlugin", config, backend=backend, interval=interval, port=port,
+                                      host=host)
+        self.backend = chosen["backend"]
+        self.interval = chosen["interval"]
+        self.port = chosen["port"]
+        self.host = chosen["host"]
         self.push: Any = None
         self.server: Any = None
 

@@ -35,15 +35,15 @@ class RequestLoggerPlugin(NexusPlugin):
     def __init__(self, format: str = "plain", *, output: Any = "stderr", logger: str = "nexus_otel.requests",
                  level: str | int = "INFO", include_inputs: bool = True, correlate_all_logs: bool = True,
                  config: dict[str, Any] | None = None) -> None:
-        options = dict(config or {})
-        self.format = options.pop("format", format)
-        self.output = options.pop("output", output)
-        self.logger_name = options.pop("logger", logger)
-        self.level = options.pop("level", level)
-        self.include_inputs = options.pop("include_inputs", include_inputs)
-        self.correlate_all_logs = options.pop("correlate_all_logs", correlate_all_logs)
-        if options:
-            raise TypeError(f"RequestLoggerPlugin: unknown settings {sorted(options)}")
+        chosen = settings.with_config("RequestLoggerPlugin", config, format=format, output=output, logger=logger,
+                                      level=level, include_inputs=include_inputs,
+                                      correlate_all_logs=correlate_all_logs)
+        self.format = chosen["format"]
+        self.output = chosen["output"]
+        self.logger_name = chosen["logger"]
+        self.level = chosen["level"]
+        self.include_inputs = chosen["include_inputs"]
+        self.correlate_all_logs = chosen["correlate_all_logs"]
         self.handler: logging.Handler | None = None
         self.processor: RequestLogProcessor | None = None
         self._correlating = False
