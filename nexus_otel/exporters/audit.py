@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 
 from ..errors import ConfigurationError
-from ..records import ExecutionRecord, RecordProcessor
-from .delivery import OK, OutboxWorker, Outcome, RetryPolicy
+from ..records import ExecutionRecord
+from .delivery import OK, Outcome, RetryPolicy
 from .outbox import Message, Outbox, OutboxView, destination_scope
-from .outcomes import OutcomeCounts
+from .outbox_exporter import OutboxExporter
 
 log = logging.getLogger("nexus_otel.audit")
 
@@ -178,41 +178,31 @@ def _row(stored: Any) -> dict[str, Any]:
     return stored
 
 
-class AuditExporter(RecordProcessor):
+class AuditExporter(OutboxExporter):
     """Spools a row per finished workflow; a worker writes them to the store (after ``start()``)."""
+
+    log = log
 
     def __init__(self, store: AuditStore, spool: Outbox | OutboxView, *, policy: RetryPolicy | None = None,
                  batch_size: int = 200, meter: Meter | None = None, destination: str = "audit") -> None:
         self.store = store
-        # The spool file may be shared with other sinks: this exporter sees its own rows only.
-        self.spool = spool.view(destination_scope(destination)) if isinstance(spool, Outbox) else spool
         self.destination = destination
-        self._outcomes = OutcomeCounts(("queued", "written", "retried", "failed"))
-        self.counts = self._outcomes.counts
-        if meter is not None:
-            self._outcomes.observe_as(meter, "nexus.audit.rows",
-                                      "Audit rows by outcome: queued, written, retried, failed.")
-        if meter is not None:
-            meter.create_observable_gauge("nexus.audit.queue", callbacks=[self._observe], unit="1",
-                                          description="Audit rows waiting to be written.")
-        # A database outage is waited out, not given up on: retries are capped at one a minute.
-        # Under a steady load, batches wait to fill (one database transaction and one outbox claim each).
-        self.worker = OutboxWorker(self.spool, self._write, policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0),
-                                   batch_size=batch_size, name="audit", on_outcome=self._count, refill=0.2)
-
-    def start(self) -> AuditExporter:
-        self.worker.start()
-        return self
+        super().__init__(
+            # The spool file may be shared with other sinks: this exporter sees its own rows only.
+            spool.view(destination_scope(destination)) if isinstance(spool, Outbox) else spool, self._write,
+            name="audit", outcomes=("queued", "written", "retried", "failed"), meter=meter,
+            outcomes_metric=("nexus.audit.rows", "Audit rows by outcome: queued, written, retried, failed."),
+            queue_metric=("nexus.audit.queue", "Audit rows waiting to be written."),
+            # A database outage is waited out, not given up on: retries are capped at one a minute.
+            policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0), batch_size=batch_size,
+            # Under a steady load, batches wait to fill (one database transaction and one outbox claim each).
+            refill=0.2)
+        self.spool = self.outbox
 
     def on_end(self, record: ExecutionRecord) -> None:
-        try:
-            # The row is made by the writer, off the workflow's thread.
-            self._count("queued", self.spool.put([(record.workflow_id, self.destination, record.to_json())]))
-        except Exception as exc:
-            log.error("cannot spool the audit row of %s: %s", record.workflow_id, exc)
-            self._count("failed", 1)
-            return
-        self.worker.notify()
+        # The row is made by the writer, off the workflow's thread.
+        self.queue([(record.workflow_id, self.destination, record.to_json())],
+                   f"the audit row of {record.workflow_id}")
 
     def _write(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
         try:
@@ -222,16 +212,5 @@ class AuditExporter(RecordProcessor):
             return [Outcome(False, f"{type(exc).__name__}: {first_line}")] * len(batch)
         return [OK] * len(batch)
 
-    def _count(self, outcome: str, n: int) -> None:
-        self._outcomes.add("written" if outcome == "delivered" else outcome, n)
-
-    def _observe(self, options: CallbackOptions) -> list[Observation]:
-        try:
-            return [Observation(self.spool.counts().get("pending", 0))]
-        except Exception:
-            return []
-
-    def shutdown(self, timeout: float = 10.0) -> None:
-        if self.worker.stop(timeout):
-            self.store.close()
-            self.spool.close()
+    def close(self) -> None:
+        self.store.close()

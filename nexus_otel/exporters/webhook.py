@@ -23,15 +23,15 @@ from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 from standardwebhooks.webhooks import Webhook
 
 from .. import fastjson
-from ..records import ExecutionRecord, RecordProcessor
-from .delivery import NOT_ATTEMPTED, OK, OutboxWorker, Outcome, RetryPolicy
+from ..records import ExecutionRecord
+from .delivery import NOT_ATTEMPTED, OK, Outcome, RetryPolicy
 from .http_poster import MIN_ATTEMPT, ConcurrentPoster, NotStarted, Post, PostTimeout, Reply
 from .outbox import DEFAULT_LEASE, WEBHOOK_SCOPE, Message, Outbox, OutboxView
-from .outcomes import OutcomeCounts
+from .outbox_exporter import OutboxExporter
 
 log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
@@ -66,47 +66,40 @@ def message_id_of(workflow_id: str) -> str:
     return f"msg_{workflow_id}"
 
 
-class WebhookExporter(RecordProcessor):
+class WebhookExporter(OutboxExporter):
     """Queues a payload per finished workflow for each URL; a worker delivers them.
 
     ``start()`` starts the delivery worker (the plugin does this); until then
     payloads are only queued.
     """
 
+    log = log
+
     def __init__(self, urls: Sequence[str], outbox: Outbox | OutboxView, *, secret: str | None = None,
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
                  policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None,
                  max_in_flight: int = 64) -> None:
         self.urls = tuple(urls)
-        # The outbox file may be shared with other sinks: this exporter sees webhook messages only.
-        self.outbox = outbox.view(WEBHOOK_SCOPE) if isinstance(outbox, Outbox) else outbox
         self.workflows = workflows
         self.statuses = statuses
         self.timeout = timeout
         self._signer = Webhook(secret) if secret else None
         self._poster = ConcurrentPoster(per_destination=max_in_flight, user_agent="nexus-otel-webhooks")
-        self._outcomes = OutcomeCounts(("queued", "delivered", "retried", "failed"))
-        self.counts = self._outcomes.counts
-        if meter is not None:
-            self._outcomes.observe_as(meter, "nexus.webhook.deliveries",
-                                      "Webhook deliveries by outcome: queued, delivered, retried, failed.")
-        if meter is not None:
-            meter.create_observable_gauge(
-                "nexus.webhook.outbox", callbacks=[self._observe], unit="1",
-                description="Webhook messages waiting (pending) or given up (dead).",
-            )
-        # A batch holds a few rounds of max_in_flight per destination, so the pipe stays full between batches.
-        # The worker's thread runs the poster's loop, so it closes the poster as it ends, also after
-        # a stop() that could not wait for it.
-        self.worker = OutboxWorker(self.outbox, self._deliver, policy=policy, name="webhooks",
-                                   on_outcome=self._count, batch_size=max(50, 4 * max_in_flight),
-                                   on_exit=self._poster.close,
-                                   # Requests start in the lease's first half and last at most `timeout`.
-                                   lease=max(DEFAULT_LEASE, 4 * timeout))
-
-    def start(self) -> WebhookExporter:
-        self.worker.start()
-        return self
+        super().__init__(
+            # The outbox file may be shared with other sinks: this exporter sees webhook messages only.
+            outbox.view(WEBHOOK_SCOPE) if isinstance(outbox, Outbox) else outbox, self._deliver, name="webhooks",
+            outcomes=("queued", "delivered", "retried", "failed"), meter=meter,
+            outcomes_metric=("nexus.webhook.deliveries",
+                             "Webhook deliveries by outcome: queued, delivered, retried, failed."),
+            queue_metric=("nexus.webhook.outbox", "Webhook messages waiting (pending) or given up (dead)."),
+            queue_states=("pending", "dead"), policy=policy,
+            # A batch holds a few rounds of max_in_flight per destination, so the pipe stays full between batches.
+            batch_size=max(50, 4 * max_in_flight),
+            # The worker's thread runs the poster's loop, so it closes the poster as it ends, also after
+            # a stop() that could not wait for it.
+            on_exit=self._poster.close,
+            # Requests start in the lease's first half and last at most `timeout`.
+            lease=max(DEFAULT_LEASE, 4 * timeout))
 
     # -- RecordProcessor -----------------------------------------------------------------
     def on_end(self, record: ExecutionRecord) -> None:
@@ -116,20 +109,11 @@ class WebhookExporter(RecordProcessor):
             return
         message_id = message_id_of(record.workflow_id)
         stored = record.to_json()  # the payload is made at delivery, off the workflow's thread
-        items = [(message_id, url, stored) for url in self.urls]
-        try:
-            queued = self.outbox.put(items)
-        except Exception as exc:  # the disk is full or gone: say so loudly, count what was lost
-            log.error("cannot queue %d webhook payloads of %s: %s", len(items), record.workflow_id, exc)
-            self._count("failed", len(items))
-            return
-        self._count("queued", queued)
-        self.worker.notify()
+        self.queue([(message_id, url, stored) for url in self.urls],
+                   f"{len(self.urls)} webhook payloads of {record.workflow_id}")
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        if self.worker.stop(timeout):
-            self._poster.close()  # a no-op when the worker closed it, or never posted
-            self.outbox.close()
+    def close(self) -> None:
+        self._poster.close()  # a no-op when the worker closed it, or never posted
 
     # -- delivery ----------------------------------------------------------------------
     def _deliver(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
@@ -150,17 +134,6 @@ class WebhookExporter(RecordProcessor):
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(message.message_id, now, body.decode("utf-8"))
         return Post(message.destination, body, headers, self.timeout, not_after=deadline)
-
-    def _count(self, outcome: str, n: int) -> None:
-        self._outcomes.add(outcome, n)
-
-    def _observe(self, options: CallbackOptions) -> list[Observation]:
-        try:
-            counts = self.outbox.counts()
-        except Exception:
-            return []
-        return [Observation(counts.get("pending", 0), {"state": "pending"}),
-                Observation(counts.get("dead", 0), {"state": "dead"})]
 
 
 def _outcome(reply: Reply | Exception) -> Outcome:
