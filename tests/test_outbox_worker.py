@@ -33,38 +33,35 @@ def _wait_for(predicate, timeout):
     return predicate()
 
 
+def _steady_load(tmp_path, **worker_options) -> list[int]:
+    """One message every 10 ms for 1 s to a sink taking 50 ms a batch; the sizes of the batches it got."""
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    sink = SlowSink(0.05)
+    worker = OutboxWorker(outbox, sink, batch_size=500, name="steady", **worker_options).start()
+    for i in range(100):
+        outbox.put([(f"m{i}", "sink", {"i": i})])
+        worker.notify()
+        time.sleep(0.01)
+    assert _wait_for(lambda: sink.delivered == 100, 10)
+    assert worker.stop(5)
+    outbox.close()
+    return sink.batches
+
+
 def test_under_a_steady_load_batches_fill_instead_of_following_each_other_half_empty(tmp_path):
     """One message every 10 ms for 1 s to a sink taking 50 ms a batch: a handful of batches, not one per turn.
 
     Without waiting after a partial batch (``refill=0``, the default), the worker takes what
     arrived during each 50 ms delivery at once: about 20 batches of 5.
     """
-    outbox = Outbox(tmp_path / "outbox.sqlite")
-    sink = SlowSink(0.05)
-    worker = OutboxWorker(outbox, sink, batch_size=500, linger=0.3, refill=0.3, name="steady").start()
-    for i in range(100):
-        outbox.put([(f"m{i}", "sink", {"i": i})])
-        worker.notify()
-        time.sleep(0.01)
-    assert _wait_for(lambda: sink.delivered == 100, 10)
-    assert worker.stop(5)
-    assert len(sink.batches) <= 10, sink.batches
-    outbox.close()
+    batches = _steady_load(tmp_path, linger=0.3, refill=0.3)
+    assert len(batches) <= 10, batches
 
 
 def test_without_refill_what_is_due_goes_at_once(tmp_path):
     """The default keeps a slow receiver busy: the same load goes in many small batches, none waiting."""
-    outbox = Outbox(tmp_path / "outbox.sqlite")
-    sink = SlowSink(0.05)
-    worker = OutboxWorker(outbox, sink, batch_size=500, linger=0.0, name="eager").start()
-    for i in range(100):
-        outbox.put([(f"m{i}", "sink", {"i": i})])
-        worker.notify()
-        time.sleep(0.01)
-    assert _wait_for(lambda: sink.delivered == 100, 10)
-    assert worker.stop(5)
-    assert len(sink.batches) >= 12, sink.batches
-    outbox.close()
+    batches = _steady_load(tmp_path, linger=0.0)
+    assert len(batches) >= 12, batches
 
 
 def test_a_full_batch_is_followed_at_once_by_the_next(tmp_path):
