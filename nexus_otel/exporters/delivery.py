@@ -179,6 +179,12 @@ class OutboxWorker:
             self._wake.set()
 
     def _run(self) -> None:
+        try:  # messages a process that ended had claimed: due now, not at their lease's end
+            released = self.outbox.release_orphans()
+            if released:
+                log.warning("%s: %d messages claimed by a process that has ended are due again", self.name, released)
+        except Exception as exc:
+            log.error("%s: cannot release the claims of ended processes: %s", self.name, exc)
         while not self._stop.is_set():
             try:
                 worked, full = self._run_batch()

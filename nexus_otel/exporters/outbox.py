@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import fastjson
+from . import claimer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL,
     created_at      REAL NOT NULL,
     last_error      TEXT,
-    state           TEXT NOT NULL DEFAULT 'pending'
+    state           TEXT NOT NULL DEFAULT 'pending',
+    claimed_by      TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 """
@@ -135,6 +137,7 @@ class Outbox:
         self._deferred = threading.local()
         with self._lock:
             self._db.executescript(_SCHEMA)
+            _add_claimed_by(self._db)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -250,11 +253,13 @@ class Outbox:
 
         In one transaction, the messages' next attempt moves to the lease's end,
         so no other process (or worker) sharing the file takes them meanwhile. The claimer settles
-        each with :meth:`delivered`, :meth:`retry`, :meth:`dead` or :meth:`release`; a claimer that
-        dies leaves them to be taken again when the lease ends (the same ``message_id``: a
-        receiver that deduplicates sees it once).
+        each with :meth:`delivered`, :meth:`retry`, :meth:`dead` or :meth:`release`. A claimer that
+        dies leaves them to be taken again: by :meth:`release_orphans` as soon as another process
+        sees it gone, or when the lease ends (the same ``message_id``: a receiver that deduplicates
+        sees it once).
         """
         now = time.time()
+        me = claimer.identity()
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
@@ -266,8 +271,8 @@ class Outbox:
                 ).fetchall()
                 for start in range(0, len(rows), _IDS_PER_DELETE):
                     chunk = [row[0] for row in rows[start:start + _IDS_PER_DELETE]]
-                    db.execute(f"UPDATE outbox SET next_attempt_at = ? WHERE id IN ({','.join('?' * len(chunk))})",
-                               [now + lease, *chunk])
+                    db.execute(f"UPDATE outbox SET next_attempt_at = ?, claimed_by = ? WHERE id IN "
+                               f"({','.join('?' * len(chunk))})", [now + lease, me, *chunk])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -280,8 +285,27 @@ class Outbox:
         with self._lock:
             for start in range(0, len(ids), _IDS_PER_DELETE):
                 chunk = [int(i) for i in ids[start:start + _IDS_PER_DELETE]]
-                self._db.execute(f"UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending' AND id IN "
-                                 f"({','.join('?' * len(chunk))})", [now, *chunk])
+                self._db.execute(f"UPDATE outbox SET next_attempt_at = ?, claimed_by = NULL WHERE state = 'pending'"
+                                 f" AND id IN ({','.join('?' * len(chunk))})", [now, *chunk])
+
+    def release_orphans(self, scope: Scope = ALL) -> int:
+        """Give back, due now, the messages claimed by processes that have ended; how many.
+
+        A process killed while it held a claim (SIGKILL, a crash, a worker replaced) would
+        otherwise keep its messages until the lease ends; a starting worker calls this.
+        """
+        now = time.time()
+        with self._lock:
+            claimers = [row[0] for row in self._db.execute(
+                "SELECT DISTINCT claimed_by FROM outbox WHERE state = 'pending' AND claimed_by IS NOT NULL"
+                f" AND next_attempt_at > ? AND {scope[0]}", (now, *scope[1])).fetchall()]
+        released = 0
+        for gone in [c for c in claimers if claimer.has_ended(c)]:
+            with self._lock:
+                released += self._db.execute(
+                    "UPDATE outbox SET next_attempt_at = ?, claimed_by = NULL WHERE state = 'pending'"
+                    f" AND claimed_by = ? AND {scope[0]}", (now, gone, *scope[1])).rowcount
+        return released
 
     def next_due_in(self, scope: Scope = ALL) -> float | None:
         """Seconds until the next pending message is due (0 if one is due now), None if none is pending."""
@@ -302,7 +326,8 @@ class Outbox:
     def retry(self, id_: int, delay: float, error: str) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claimed_by = NULL"
+                " WHERE id = ?",
                 (time.time() + delay, error[:1000], id_),
             )
 
@@ -310,15 +335,16 @@ class Outbox:
         """Postpone every pending message to ``destination`` due before ``until`` (its circuit is open)."""
         with self._lock:
             cur = self._db.execute(
-                "UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending' AND destination = ?"
-                " AND next_attempt_at < ?", (until, destination, until),
+                "UPDATE outbox SET next_attempt_at = ?, claimed_by = NULL WHERE state = 'pending'"
+                " AND destination = ? AND next_attempt_at < ?", (until, destination, until),
             )
             return cur.rowcount
 
     def dead(self, id_: int, error: str) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, state = 'dead', last_error = ? WHERE id = ?",
+                "UPDATE outbox SET attempts = attempts + 1, state = 'dead', last_error = ?, claimed_by = NULL"
+                " WHERE id = ?",
                 (error[:1000], id_),
             )
 
@@ -385,6 +411,9 @@ class OutboxView:
     def release(self, ids: Sequence[int]) -> None:
         self.outbox.release(ids)
 
+    def release_orphans(self) -> int:
+        return self.outbox.release_orphans(self.scope)
+
     def next_due_in(self) -> float | None:
         return self.outbox.next_due_in(self.scope)
 
@@ -411,6 +440,17 @@ class OutboxView:
 
     def close(self) -> None:
         self.outbox.close()
+
+
+def _add_claimed_by(db: sqlite3.Connection) -> None:
+    """Outboxes made before claims named their claimer get the column (NULL: claimed by no one known)."""
+    if "claimed_by" in {row[1] for row in db.execute("PRAGMA table_info(outbox)")}:
+        return
+    try:
+        db.execute("ALTER TABLE outbox ADD COLUMN claimed_by TEXT")
+    except sqlite3.OperationalError as exc:  # another process added it meanwhile
+        if "duplicate column" not in str(exc):
+            raise
 
 
 def _message(row: tuple[Any, ...]) -> Message:
