@@ -545,7 +545,14 @@ def receiver_main(secret: str) -> int:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((HOST, 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # The webhook poster opens up to 64 connections at once: with socketserver's default
+        # listen backlog of 5, the kernel drops SYNs, connections wait for a retransmit, and
+        # requests time out and are retried (counted twice here, though delivered once each).
+        request_queue_size = 128
+        daemon_threads = True
+
+    server = Server((HOST, 0), Handler)
     print(f"PORT {server.server_address[1]}", flush=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     server.serve_forever(poll_interval=0.5)
