@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,6 +31,8 @@ from .test_deploy_configs import (
     ROOT,
     SDK_PROTOCOL_TO_RECEIVER,
     _container_port,
+    _copy_deploy,
+    _edit,
     _index,
     _pod_spec,
     _selects,
@@ -258,19 +259,6 @@ def telemetry_problems(env: dict[str, str], k8s_dir: Path, deploy_dir: Path) -> 
     return problems
 
 
-def _copy_deploy(tmp_path: Path) -> Path:
-    """A copy of deploy/ (with the Dockerfile, which the checker reads) to break."""
-    dest = tmp_path / "deploy"
-    shutil.copytree(DEPLOY, dest)
-    return dest
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} is not in {path} exactly once"
-    path.write_text(text.replace(old, new))
-
-
 def _section(text: str, heading: str) -> str:
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))
@@ -356,6 +344,6 @@ def test_docs_show_how_to_build_and_apply_the_app():
 def test_app_check_catches_a_broken_copy(tmp_path, file, old, new, expected):
     """A copy whose command, probes, annotations, grace, volume, user, resources or endpoint drift is reported."""
     deploy = _copy_deploy(tmp_path)
-    _edit(deploy / file, old, new)
+    _edit(deploy / file, old, new, once=True)
     problems = app_problems(deploy / "kubernetes", deploy)
     assert any(expected in p for p in problems), problems

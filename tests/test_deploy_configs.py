@@ -392,15 +392,19 @@ def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
 
 
 def _copy_deploy(tmp_path: Path) -> Path:
-    """A copy of deploy/ (collector configs, compose file, manifests) to break."""
+    """A copy of deploy/ (collector configs, compose file, manifests, the Dockerfile the app check reads) to break."""
     dest = tmp_path / "deploy"
-    shutil.copytree(DEPLOY, dest, ignore=shutil.ignore_patterns("Dockerfile"))
+    shutil.copytree(DEPLOY, dest)
     return dest
 
 
-def _edit(path: Path, old: str, new: str) -> None:
+def _edit(path: Path, old: str, new: str, *, once: bool = False) -> None:
+    """Replace ``old`` (every occurrence; with ``once``, it must occur exactly once) by ``new``."""
     text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
+    if once:
+        assert text.count(old) == 1, f"{old!r} is not in {path} exactly once"
+    else:
+        assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new))
 
 
