@@ -109,7 +109,7 @@ def _ephemeral_low() -> int:
 
 def uvicorn_config(app: Nexus | Any, host: str, port: int, *, threads: int = DEFAULT_THREADS,
                    **kwargs: object) -> uvicorn.Config:
-    """How a :class:`Nexus` (through :func:`create_http_app`), or any ASGI app given as is, is served."""
+    """How a :class:`Nexus` (through :func:`create_http_app`), or any ASGI app or factory given as is, is served."""
     asgi = create_http_app(app, threads=threads) if isinstance(app, Nexus) else app
     return uvicorn.Config(
         asgi, host=host, port=port, lifespan="on",
@@ -215,12 +215,8 @@ def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int 
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)  # each worker is a new process that inherits the environment
     try:
-        config = uvicorn.Config(
-            WorkerApp(target, plugins_dir, threads, log_level),
-            factory=True, host=host, port=port,
-            workers=workers, lifespan="on", log_level=log_level, access_log=False, http=DrainingH11Protocol,
-            timeout_graceful_shutdown=DRAIN_TIMEOUT,
-        )
+        config = uvicorn_config(WorkerApp(target, plugins_dir, threads, log_level), host, port, factory=True,
+                                workers=workers, log_level=log_level)
         supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
         failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
