@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
+from .errors import ConfigurationError
+
 DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "password", "passwd", "pwd", "secret", "token", "authorization", "bearer",
     "api_key", "apikey", "access_key", "private_key", "credential", "cookie",
@@ -71,8 +73,6 @@ class Redactor:
         callback: RedactCallback | None = None,
         scrub_credentials: bool = True,
     ) -> None:
-        from .errors import ConfigurationError
-
         for setting, value in (
             ("max_value_length", max_value_length), ("max_items", max_items),
             ("max_depth", max_depth), ("max_attribute_length", max_attribute_length),

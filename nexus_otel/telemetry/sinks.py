@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from ..errors import ConfigurationError
 from .config import OTLP_ENCODER, OTLP_ENCODERS, TelemetryConfig, otlp_encoder
 
 log = logging.getLogger("nexus_otel.telemetry")
@@ -77,8 +78,6 @@ def otlp_timeout(environ: Mapping[str, str] | None, signal: str) -> float | None
 
 
 def _compression(protocol: str, var: str, value: str) -> Any:
-    from ..errors import ConfigurationError
-
     name = value.strip().lower()
     if name not in ("gzip", "deflate", "none"):
         raise ConfigurationError(var, value, "gzip, deflate or none")
@@ -118,8 +117,6 @@ def otlp_span_exporter(protocol: str, environ: Mapping[str, str] | None = None,
     ``encoder`` is ``fast`` (our bytes, the SDK's sending) or ``stock`` (the SDK's exporter);
     None reads ``NEXUS_OTEL_OTLP_ENCODER`` from ``environ`` (or the process's).
     """
-    from ..errors import ConfigurationError
-
     options = otlp_options(environ, "traces", protocol)
     if encoder is None:
         encoder = otlp_encoder(os.environ if environ is None else environ)

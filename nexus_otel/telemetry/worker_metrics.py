@@ -37,6 +37,7 @@ import orjson
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar, Sample
 
+from ..errors import ConfigurationError
 from .prometheus import ReadingFamily
 
 log = logging.getLogger("nexus_otel.metrics")
@@ -153,8 +154,6 @@ class WorkerMetrics:
         self._file_lock = threading.Lock()
 
     def start(self) -> WorkerMetrics:
-        from ..errors import ConfigurationError
-
         if len(str(self.directory)) > WORKERS_DIR_MAX:
             raise ConfigurationError("NEXUS_OTEL_WORKERS_DIR", str(self.directory),
                                      f"a path short enough for Unix socket names (at most {WORKERS_DIR_MAX} "
