@@ -92,6 +92,8 @@ class Nexus:
         self._middleware_owner: str | None = None
         self._state = _CREATED
         self._state_lock = threading.RLock()
+        self._background = False
+        """Whether the background work (telemetry's pushes, the record sinks' workers) was started."""
 
     # -- workflows -------------------------------------------------------------
     @overload
@@ -132,7 +134,7 @@ class Nexus:
         """
         workflow = self.workflows.get(workflow_name)
         inputs = check_inputs(workflow_name, inputs)
-        self._check_running("execute_workflow")
+        self._check_executable("execute_workflow")
         return self._executor.execute(workflow, inputs, session_id, channel, span_kind, caller)
 
     async def aexecute_workflow(
@@ -161,7 +163,7 @@ class Nexus:
                                            span_kind=span_kind, caller=caller)
         workflow = self.workflows.get(workflow_name)
         inputs = check_inputs(workflow_name, inputs)
-        self._check_running("aexecute_workflow")
+        self._check_executable("aexecute_workflow")
         if not workflow.is_async:
             return await asyncio.to_thread(
                 self._executor.execute, workflow, inputs, session_id, channel, span_kind, caller,
@@ -234,12 +236,15 @@ class Nexus:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> Nexus:
-        """Run the startup hooks (in a ``nexus start`` span)."""
+        """Start the background work (metric pushes, the record sinks' workers), then run the startup hooks
+        (in a ``nexus start`` span). An app that executes without being started starts the background work
+        at its first execution, and runs no startup hooks."""
         with self._state_lock:
             if self._state == _STARTED:
                 raise AppStateError(f"app {self.name!r} is already started")
             if self._state == _STOPPED:
                 raise AppStateError(f"app {self.name!r} was stopped; create a new app to start again")
+            self._start_background()
             with self.telemetry.tracer.start_as_current_span(c.APP_START_SPAN):
                 self._hook_runner.run(self.hooks.get(c.STARTUP), ())
             self._state = _STARTED
@@ -294,6 +299,21 @@ class Nexus:
     def _check_running(self, what: str) -> None:
         if self._state == _STOPPED:
             raise AppStateError(f"app {self.name!r} is stopped; cannot {what}")
+
+    def _check_executable(self, what: str) -> None:
+        """Not stopped, and the background work runs (started here at the first execution of an app
+        never started)."""
+        if not self._background:
+            self._start_background()
+        self._check_running(what)
+
+    def _start_background(self) -> None:
+        with self._state_lock:
+            if self._background or self._state == _STOPPED:
+                return
+            self.telemetry.start()
+            self.records.start()
+            self._background = True
 
 
 class _NexusPluginHost:

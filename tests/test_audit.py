@@ -137,6 +137,7 @@ def test_rows_spooled_while_down_survive_a_restart_of_the_app(capture, tmp_path,
     finally:
         postgres.start()
     app2, plugin2 = _app(capture, postgres.dsn, tmp_path)
+    app2.start()  # the next start writes them
     assert _wait(lambda: plugin2.stats()["written"] == 5, 90), plugin2.stats()
     app2.stop()
     with postgres.connect() as conn:

@@ -648,11 +648,12 @@ def test_fast_is_the_default_and_stock_one_setting_away(protocol):
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
     fast_class, stock_class = ((OTLPGrpcSpanExporter, StockGrpcSpanExporter) if protocol == "grpc"
                                else (OTLPHttpSpanExporter, StockHttpSpanExporter))
+    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
     built = [
-        otlp_span_exporter(protocol, env),
-        otlp_span_exporter(protocol, {**env, "NEXUS_OTEL_OTLP_ENCODER": "FAST "}),
-        otlp_span_exporter(protocol, {**env, "NEXUS_OTEL_OTLP_ENCODER": "stock"}),
-        otlp_span_exporter(protocol, env, "stock"),
+        otlp_span_exporter(TelemetryConfig.from_env(env)),
+        otlp_span_exporter(TelemetryConfig.from_env({**env, "NEXUS_OTEL_OTLP_ENCODER": "FAST "})),
+        otlp_span_exporter(TelemetryConfig.from_env({**env, "NEXUS_OTEL_OTLP_ENCODER": "stock"})),
+        otlp_span_exporter(TelemetryConfig.from_env(env), "stock"),
     ]
     try:
         assert [type(e) for e in built] == [fast_class, fast_class, stock_class, stock_class]
@@ -669,7 +670,7 @@ def test_a_bad_encoder_setting_is_a_configuration_error():
         TelemetryConfig.from_env({"NEXUS_OTEL_OTLP_ENCODER": "turbo"})
     assert info.value.setting == "NEXUS_OTEL_OTLP_ENCODER" and "fast, stock" in info.value.expected
     with pytest.raises(ConfigurationError, match="NEXUS_OTEL_OTLP_ENCODER"):
-        otlp_span_exporter("http/protobuf", {"NEXUS_OTEL_OTLP_ENCODER": "turbo"})
+        otlp_span_exporter(TelemetryConfig(), "turbo")
     with pytest.raises(ConfigurationError, match="NEXUS_OTEL_OTLP_ENCODER"):
         Nexus("bad", environ={"NEXUS_OTEL_OTLP_ENCODER": "turbo", "OTEL_TRACES_EXPORTER": "none"})
 
@@ -708,9 +709,9 @@ def test_an_sdk_without_the_internals_we_use_falls_back_to_its_own_exporter(prot
             "NEXUS_OTEL_OTLP_ENCODER", "fast", f"stock: this opentelemetry-exporter-otlp-proto-{kind} has no x")
 
     monkeypatch.setattr(otlp_exporters, "_require", missing)
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
     with caplog.at_level(logging.WARNING, logger="nexus_otel.telemetry"):
-        exporter = otlp_span_exporter(protocol, env)
+        exporter = otlp_span_exporter(TelemetryConfig.from_env(env))
     stock = StockGrpcSpanExporter if protocol == "grpc" else StockHttpSpanExporter
     assert type(exporter) is stock
     assert "sending spans with the SDK's OTLP exporter as it is" in caplog.text

@@ -245,6 +245,7 @@ def test_a_data_dir_from_before_keeps_its_own_outbox_files(tmp_path, receiver):
                                                                               "workflow": "old"})])
     app = Nexus("upgraded", environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_TRACES_EXPORTER": "none"})
     app.add_plugin(WebhookPlugin(receiver.url))
+    app.start()  # delivery runs from the app's start
     received = receiver.wait_for(lambda reqs: reqs, timeout=20)
     app.stop()
     assert received[0].headers["webhook-id"] == "msg_old" and received[0].json()["workflow"] == "old"

@@ -29,7 +29,6 @@ from rich.table import Table
 from ..exporters.local import read_spans
 from ..serving import BackgroundServer
 from ..telemetry import contract as c
-from ..telemetry.sinks import otlp_endpoint
 from ..traceview import find_trace, render_tree
 from .app import create_app
 
@@ -230,8 +229,7 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
         console.print("              nexus-otel traces <TRACE_ID>  one trace as a tree")
     if "otlp" in config.traces_exporters:
         # Resolved as the exporter resolves it (the signal's own variable, else the general one + /v1/traces).
-        env = app.telemetry.environ if app.telemetry.environ is not None else os.environ
-        endpoint = otlp_endpoint(env, "traces", config.traces_protocol) or "the exporter's default, localhost:4318"
+        endpoint = config.otlp_traces.endpoint or "the exporter's default, localhost:4318"
         console.print(f"  traces      sent by OTLP to {endpoint}: in Jaeger, service {service}")
         if not local:
             console.print("              (add OTEL_TRACES_EXPORTER=otlp,local to keep them on this machine too)")

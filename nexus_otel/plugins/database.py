@@ -42,7 +42,7 @@ class DatabasePlugin(NexusPlugin):
         spool = nexus_app.records.outbox(
             Path(self.spool_path) if self.spool_path else default_outbox_path(data_dir, LEGACY_SPOOL))
         telemetry = nexus_app.telemetry
-        self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None).start()
+        self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None)
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
 

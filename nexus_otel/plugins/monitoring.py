@@ -73,7 +73,7 @@ class MonitoringPlugin(NexusPlugin):
             from ..telemetry.sinks import otlp_metric_exporter
 
             # The app's one parsed configuration: the same protocol, endpoint and timeout as its other OTLP output.
-            exporter = otlp_metric_exporter(telemetry.config.metrics_protocol, telemetry.environ)
+            exporter = otlp_metric_exporter(telemetry.config)
             self.push = hub.add_push(exporter, float(interval), "monitoring-otlp")
         else:
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter

@@ -106,7 +106,7 @@ class WebhookPlugin(NexusPlugin):
             workflows=settings.names("WebhookPlugin.workflows", self.workflows),
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
-        ).start()
+        )
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
 

@@ -1,4 +1,8 @@
-"""The span processors a processor passes spans on to: read on every span without a lock, changed under one."""
+"""The span processors a processor passes spans on to: read on every span without a lock, changed under one.
+
+:class:`Children` holds them; :class:`WrappingSpanProcessor` is the base of a
+processor that passes spans on to its children (redaction, tail sampling).
+"""
 
 from __future__ import annotations
 
@@ -48,3 +52,22 @@ class Children:
     def shutdown(self) -> None:
         for child in self.items:
             child.shutdown()
+
+
+class WrappingSpanProcessor(SpanProcessor):
+    """A span processor in front of others (its ``children``), which it passes what it lets through."""
+
+    def __init__(self, children: Iterable[SpanProcessor] = ()) -> None:
+        self._children = Children(children)
+
+    @property
+    def children(self) -> tuple[SpanProcessor, ...]:
+        return self._children.items
+
+    def add(self, processor: SpanProcessor) -> None:
+        """Add a processor behind this one: it sees the spans this one passes on."""
+        self._children.add(processor)
+
+    def remove(self, processor: SpanProcessor) -> bool:
+        """Take a processor out (it is flushed and shut down); false if it was not here."""
+        return self._children.remove(processor)

@@ -41,8 +41,16 @@ class RequestLogProcessor(RecordProcessor):
         self._pending = 0
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="nexus-otel-request-log", daemon=True)
-        self._thread.start()
+        self._started = False
         self._stopped = False
+
+    def start(self) -> RequestLogProcessor:
+        """Start the worker thread (until then records wait in the queue; a flush starts it too)."""
+        with self._idle:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+        return self
 
     # -- on the workflow's thread: queue the record, nothing more ----------------------------
     def on_start(self, record: ExecutionRecord) -> None:
@@ -119,6 +127,7 @@ class RequestLogProcessor(RecordProcessor):
     # -- lifecycle ------------------------------------------------------------------------------
     def force_flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued record has been handed to the handlers."""
+        self.start()
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 

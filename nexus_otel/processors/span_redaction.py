@@ -20,31 +20,19 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Status
 
 from ..redaction import MASK, Redactor
-from .children import Children
+from .children import WrappingSpanProcessor
 
 # Already redacted by the host before it became an attribute; only the callback applies again.
 _PRE_REDACTED = frozenset({"nexus.workflow.inputs"})
 
 
-class RedactingSpanProcessor(SpanProcessor):
+class RedactingSpanProcessor(WrappingSpanProcessor):
     """Wraps the sink processors: ``RedactingSpanProcessor(redactor, [BatchSpanProcessor(exporter)])``."""
 
     def __init__(self, redactor: Redactor | None = None, children: Iterable[SpanProcessor] = ()) -> None:
+        super().__init__(children)
         self.redactor = redactor or Redactor()
-        self._children = Children(children)
         self._shutdown = False
-
-    @property
-    def children(self) -> tuple[SpanProcessor, ...]:
-        return self._children.items
-
-    def add(self, processor: SpanProcessor) -> None:
-        """Add a sink behind the redaction."""
-        self._children.add(processor)
-
-    def remove(self, processor: SpanProcessor) -> bool:
-        """Take a sink out (it is flushed and shut down); false if it was not here."""
-        return self._children.remove(processor)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for child in self._children.items:

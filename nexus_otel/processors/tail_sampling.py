@@ -53,7 +53,7 @@ from opentelemetry.util.types import Attributes
 from ..errors import ConfigurationError
 from ..settings import number
 from ..telemetry.contract import WORKFLOW_NAME
-from .children import Children
+from .children import WrappingSpanProcessor
 
 SAMPLING_REASON = "nexus.sampling.reason"
 """Span attribute on a kept trace's local root: ``error``, ``slow``, ``parent`` or ``ratio``."""
@@ -175,7 +175,7 @@ class _Trace:
         self.workflow: str | None = None
 
 
-class TailSamplingProcessor(SpanProcessor):
+class TailSamplingProcessor(WrappingSpanProcessor):
     """Buffers each trace's spans until its local root ends, then passes the whole trace on, or none of it.
 
     ``TailSamplingProcessor(TailSampling(ratio=0.1), counter, [BatchSpanProcessor(exporter)])``.
@@ -195,12 +195,12 @@ class TailSamplingProcessor(SpanProcessor):
         if not isinstance(policy, TailSampling):
             raise ConfigurationError("tail_sampling", policy, "a TailSampling")
         number("TailSamplingProcessor.remember", remember, minimum=1, integer=True)
+        super().__init__(children)
         self.policy = policy
         self._default_rule = _Rule(policy)
         self._rules = {name: _Rule(p) for name, p in policy.per_workflow.items()}
         self._max_buffered = policy.max_buffered_spans
         self._remember = remember
-        self._children = Children(children)
         self._lock = threading.Lock()
         self._traces: OrderedDict[int, _Trace] = OrderedDict()  # first seen first: eviction order
         self._buffered = 0
@@ -213,19 +213,6 @@ class TailSamplingProcessor(SpanProcessor):
         if counter is not None:
             for attributes in self._outcomes.values():  # series exist from the start, at 0
                 counter.add(0, attributes)
-
-    # -- children ------------------------------------------------------------
-    @property
-    def children(self) -> tuple[SpanProcessor, ...]:
-        return self._children.items
-
-    def add(self, processor: SpanProcessor) -> None:
-        """Add a processor that sees only the spans of kept traces."""
-        self._children.add(processor)
-
-    def remove(self, processor: SpanProcessor) -> bool:
-        """Take a processor out (it is flushed and shut down); false if it was not here."""
-        return self._children.remove(processor)
 
     # -- spans ---------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

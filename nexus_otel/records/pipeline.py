@@ -29,6 +29,10 @@ class RecordPipeline:
 
     Durable sinks get their outbox from :meth:`outbox`: sinks on the same file
     share it, and an execution's puts to it are committed together, once.
+
+    :meth:`start` starts every processor's background work (the app calls it
+    as it starts, or at its first execution); a processor added after that is
+    started as it is added.
     """
 
     def __init__(self) -> None:
@@ -39,6 +43,7 @@ class RecordPipeline:
         self._outboxes: dict[Path, Outbox] = {}
         self.deadline: float | None = None
         """A ``time.monotonic()`` time no removal waits past (the app sets it while stopping)."""
+        self._started = False
 
     @property
     def processors(self) -> tuple[RecordProcessor, ...]:
@@ -57,6 +62,25 @@ class RecordPipeline:
         with self._lock:
             self._processors = (*self._processors, processor)
             self._refresh()
+            started = self._started
+        if started:
+            self._start(processor)
+
+    def start(self) -> None:
+        """Start every processor's background work, and that of processors added from now on."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            processors = self._processors
+        for processor in processors:
+            self._start(processor)
+
+    def _start(self, processor: RecordProcessor) -> None:
+        try:
+            processor.start()
+        except Exception as exc:
+            self._failed(processor, "start", exc)
 
     def remove(self, processor: RecordProcessor, timeout: float = 10.0) -> bool:
         """Take ``processor`` out and shut it down within ``timeout`` seconds (and the stop deadline).

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from .record import ExecutionRecord
+
+R = TypeVar("R", bound="RecordProcessor")
 
 
 class RecordProcessor:
@@ -14,7 +18,16 @@ class RecordProcessor:
     remote database) belongs on a worker thread fed from that store. An
     exception here is logged and counted, never raised to the workflow.
     Override what you need; the defaults do nothing.
+
+    Background work (a worker thread) starts in :meth:`start`, which the app's
+    :class:`~nexus_otel.records.pipeline.RecordPipeline` calls when the app
+    starts (or runs its first execution), or when the processor is added to an
+    app already started; :meth:`shutdown` stops it.
     """
+
+    def start(self: R) -> R:
+        """Start background work, if any (again: nothing more)."""
+        return self
 
     def on_start(self, record: ExecutionRecord) -> None:
         """An execution started (``record.status == "running"``)."""

@@ -4,8 +4,12 @@ The OpenTelemetry SDK warns and falls back when a variable is malformed; a
 service then runs with telemetry nobody asked for. Here every variable we act
 on is checked once, at start, and a bad value raises
 :class:`~nexus_otel.errors.ConfigurationError` naming the variable, the value
-and what was expected. The OTLP exporters still read their own variables
-(endpoint, headers, timeouts) as the specification says; we only validate them.
+and what was expected. The result, :class:`TelemetryConfig`, is the one
+parsed configuration: the sinks, the metric outputs, plugins and the CLI read
+it, not the environment. That includes each OTLP signal's endpoint, timeout,
+headers and compression (:class:`OtlpTarget`), resolved as the specification
+says, so an app given an ``environ`` mapping and one reading the process's
+environment behave the same.
 
 nexus-otel adds one traces exporter name, ``local``: spans kept on this machine
 in a bounded store under ``NEXUS_OTEL_DATA_DIR`` (default ``.nexus-otel`` in
@@ -38,7 +42,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from opentelemetry.sdk.trace import sampling
 
@@ -60,6 +64,8 @@ OTLP_ENCODER = "NEXUS_OTEL_OTLP_ENCODER"
 OTLP_ENCODERS = ("fast", "stock")
 WORKERS = "NEXUS_OTEL_WORKERS"
 WORKERS_DIR = "NEXUS_OTEL_WORKERS_DIR"
+TEMPORALITIES = ("cumulative", "delta", "lowmemory")
+COMPRESSIONS = ("gzip", "deflate", "none")
 _DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = ("true",)
 _FALSE = ("false", "")
@@ -83,11 +89,33 @@ _NON_NEGATIVE_INT_VARS = (
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpTarget:
+    """Where and how one signal's OTLP exporter sends (``OTEL_EXPORTER_OTLP_*``), resolved as the specification says.
+
+    For each setting the signal's own variable wins over the general one. None (or no headers)
+    leaves the setting to the exporter's default.
+    """
+
+    endpoint: str | None = None
+    """The signal's own endpoint as it is, else the general one (plus ``/v1/<signal>`` over http/protobuf)."""
+    timeout: float | None = None
+    """Seconds per export: the variables are in milliseconds (the Python exporters alone would read seconds)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    compression: str | None = None
+    """``gzip``, ``deflate`` or ``none``."""
+    compression_variable: str | None = None
+    """The variable ``compression`` came from."""
+
+
+@dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     """What the environment asks of telemetry, validated."""
 
     sdk_disabled: bool = False
     service_name: str | None = None
+    """``OTEL_SERVICE_NAME``: wins over ``OTEL_RESOURCE_ATTRIBUTES`` and the app's name."""
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    """``OTEL_RESOURCE_ATTRIBUTES``, values percent-decoded as the SDK does."""
     traces_exporters: tuple[str, ...] = ()
     metrics_exporters: tuple[str, ...] = ()
     traces_protocol: str = "http/protobuf"
@@ -108,6 +136,15 @@ class TelemetryConfig:
     """Worker processes serving this app (``NEXUS_OTEL_WORKERS``, set by ``serve --workers``)."""
     workers_dir: str | None = None
     """The directory those workers share (``NEXUS_OTEL_WORKERS_DIR``); None when not one of several workers."""
+    otlp_traces: OtlpTarget = OtlpTarget()
+    """The OTLP span exporter's endpoint, timeout, headers and compression."""
+    otlp_metrics: OtlpTarget = OtlpTarget()
+    """The OTLP metric exporter's endpoint, timeout, headers and compression."""
+    metrics_delta: bool = False
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` is ``delta`` or ``lowmemory``: OTLP metrics need a
+    reader of their own (the shared hub is cumulative)."""
+    bsp_schedule_delay_ms: int | None = None
+    """``OTEL_BSP_SCHEDULE_DELAY`` if set: the local store then waits that long too (else half a second)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
@@ -119,7 +156,6 @@ class TelemetryConfig:
             _check_non_negative_int(var, env.get(var))
         for prefix in ("OTEL_BSP", "OTEL_BLRP"):
             _check_batching(env, prefix)
-        _check_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES"))
         has_endpoint = any(env.get(v, "").strip() for v in _ENDPOINT_VARS)
         # With no endpoint, traces stay on this machine (``nexus-otel traces``).
         traces_default = "otlp" if has_endpoint else "local"
@@ -129,9 +165,14 @@ class TelemetryConfig:
             PROTOCOLS, "http/protobuf",
         )
         service_name = (env.get("OTEL_SERVICE_NAME") or "").strip() or None
+        traces_protocol = _choice("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+                                  PROTOCOLS, general_protocol)
+        metrics_protocol = _choice("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                                   env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), PROTOCOLS, general_protocol)
         return cls(
             sdk_disabled=_bool("OTEL_SDK_DISABLED", env.get("OTEL_SDK_DISABLED")),
             service_name=service_name,
+            resource_attributes=_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES")),
             traces_exporters=_exporters(
                 "OTEL_TRACES_EXPORTER", env.get("OTEL_TRACES_EXPORTER"),
                 TRACES_EXPORTERS, traces_default,
@@ -140,14 +181,8 @@ class TelemetryConfig:
                 "OTEL_METRICS_EXPORTER", env.get("OTEL_METRICS_EXPORTER"),
                 METRICS_EXPORTERS, metrics_default,
             ),
-            traces_protocol=_choice(
-                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), PROTOCOLS, general_protocol,
-            ),
-            metrics_protocol=_choice(
-                "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-                env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), PROTOCOLS, general_protocol,
-            ),
+            traces_protocol=traces_protocol,
+            metrics_protocol=metrics_protocol,
             sampler=_sampler(env.get("OTEL_TRACES_SAMPLER"), env.get("OTEL_TRACES_SAMPLER_ARG")),
             data_dir=(env.get("NEXUS_OTEL_DATA_DIR") or "").strip() or DEFAULT_DATA_DIR,
             local_max_bytes=_positive_int(env, "NEXUS_OTEL_LOCAL_MAX_BYTES", 10 * 1024 * 1024),
@@ -159,12 +194,59 @@ class TelemetryConfig:
             otlp_encoder=otlp_encoder(env),
             workers=_positive_int(env, WORKERS, 1),
             workers_dir=(env.get(WORKERS_DIR) or "").strip() or None,
+            otlp_traces=_otlp_target(env, "traces", traces_protocol),
+            otlp_metrics=_otlp_target(env, "metrics", metrics_protocol),
+            metrics_delta=_choice("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                                  env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"),
+                                  TEMPORALITIES, "cumulative") != "cumulative",
+            bsp_schedule_delay_ms=_positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", 0) or None,
         )
 
 
 def otlp_encoder(environ: Mapping[str, str]) -> str:
     """``NEXUS_OTEL_OTLP_ENCODER``: ``fast`` (default) or ``stock``; anything else is a ConfigurationError."""
     return _choice(OTLP_ENCODER, environ.get(OTLP_ENCODER), OTLP_ENCODERS, "fast")
+
+
+def _first(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
+    """The first of ``names`` set (non-empty) in ``env``, and its value: the signal's own variable, then the general."""
+    for name in names:
+        value = (env.get(name) or "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def _otlp_target(env: Mapping[str, str], signal: str, protocol: str) -> OtlpTarget:
+    """``signal``'s (``traces`` or ``metrics``) OTLP settings, each from its own variable, else the general one."""
+    upper = signal.upper()
+
+    def setting(name: str) -> tuple[str, str] | None:
+        return _first(env, f"OTEL_EXPORTER_OTLP_{upper}_{name}", f"OTEL_EXPORTER_OTLP_{name}")
+
+    endpoint = None
+    found = setting("ENDPOINT")
+    if found is not None:
+        var, value = found
+        specific = var != "OTEL_EXPORTER_OTLP_ENDPOINT"
+        endpoint = value if specific or protocol == "grpc" else f"{value.removesuffix('/')}/v1/{signal}"
+    timeout = setting("TIMEOUT")
+    headers: tuple[tuple[str, str], ...] = ()
+    found = setting("HEADERS")
+    if found is not None:
+        from opentelemetry.util.re import parse_env_headers
+
+        headers = tuple(parse_env_headers(found[1], liberal=True).items())
+    compression = setting("COMPRESSION")
+    if compression is not None and compression[1].lower() not in COMPRESSIONS:
+        raise ConfigurationError(compression[0], env[compression[0]], ", ".join(COMPRESSIONS[:-1]) + " or none")
+    return OtlpTarget(
+        endpoint=endpoint,
+        timeout=int(timeout[1]) / 1000 if timeout is not None else None,  # checked to be a whole number
+        headers=headers,
+        compression=compression[1].lower() if compression is not None else None,
+        compression_variable=compression[0] if compression is not None else None,
+    )
 
 
 def _bool(var: str, raw: str | None) -> bool:
@@ -247,18 +329,22 @@ def _check_batching(env: Mapping[str, str], prefix: str) -> None:
             f"{prefix}_MAX_QUEUE_SIZE ({queue})")
 
 
-def _check_resource_attributes(raw: str | None) -> None:
+def _resource_attributes(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """``key=value`` pairs, comma-separated, values percent-decoded (as the SDK reads them); a bad item is named."""
     if raw is None or not raw.strip():
-        return
+        return ()
+    pairs: dict[str, str] = {}
     for item in raw.split(","):
         if not item.strip():
             continue
-        key, sep, _ = item.partition("=")
+        key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigurationError(
                 "OTEL_RESOURCE_ATTRIBUTES", raw,
                 f"comma-separated key=value pairs (bad item {item.strip()!r})",
             )
+        pairs[key.strip()] = unquote(value.strip())
+    return tuple(pairs.items())
 
 
 def _tail_sampling(env: Mapping[str, str]) -> TailSampling | None:

@@ -3,7 +3,8 @@
 The SDK aggregates every measurement once per registered reader, so each
 extra reader costs on the hot path. The hub is the single reader: a Prometheus
 scrape collects from it, and any number of exporters (OTLP, console) are fed
-from it on their own intervals, each on its own thread. Readers cannot be
+from it on their own intervals, each on its own thread from :meth:`MetricsHub.start`
+on (the app's start, or its first execution). Readers cannot be
 added to an SDK ``MeterProvider`` after it is built; pushes can be added to the
 hub at any time, which is what ``MonitoringPlugin(backend="otlp")`` needs.
 
@@ -65,7 +66,7 @@ class _PrometheusCollector:
 
 
 class Push:
-    """An exporter fed from the hub every ``interval`` seconds on its own thread."""
+    """An exporter fed from the hub every ``interval`` seconds on its own thread, from :meth:`start` on."""
 
     def __init__(self, hub: MetricsHub, exporter: MetricExporter, interval: float, name: str) -> None:
         self.hub = hub
@@ -76,8 +77,16 @@ class Push:
         self.failed = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"nexus-otel-metrics-{name}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Push:
+        """Push every ``interval`` seconds from now on (again: nothing more)."""
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name=f"nexus-otel-metrics-{self.name}",
+                                                daemon=True)
+                self._thread.start()
+        return self
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -105,7 +114,10 @@ class Push:
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join(self.interval + 5)
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(self.interval + 5)
         self.push()
         self.exporter.shutdown()
         self.hub._forget(self)
@@ -122,6 +134,8 @@ class MetricsHub(MetricReader):
         self._collect_lock = threading.Lock()
         self._last: MetricsData | None = None
         self._pushes: list[Push] = []
+        self._pushing = False
+        self._pushes_lock = threading.Lock()
         self._registry = registry
         self._collector = _PrometheusCollector(self, resource_labels)
         self._bound: BoundMetrics | None = None
@@ -177,14 +191,29 @@ class MetricsHub(MetricReader):
         return list(self._pushes)
 
     def add_push(self, exporter: MetricExporter, interval: float, name: str = "") -> Push:
-        """Feed ``exporter`` every ``interval`` seconds until :meth:`shutdown`."""
+        """Feed ``exporter`` every ``interval`` seconds until :meth:`shutdown`, once the hub is started."""
         push = Push(self, exporter, interval, name or type(exporter).__name__)
-        self._pushes.append(push)
+        with self._pushes_lock:
+            self._pushes.append(push)
+            if self._pushing:
+                push.start()
         return push
 
+    def start(self) -> MetricsHub:
+        """Start every push's thread; pushes added later start at once (again: nothing more).
+
+        :meth:`Telemetry.start <nexus_otel.telemetry.telemetry.Telemetry.start>` calls it.
+        """
+        with self._pushes_lock:
+            self._pushing = True
+            for push in self._pushes:
+                push.start()
+        return self
+
     def _forget(self, push: Push) -> None:
-        if push in self._pushes:
-            self._pushes.remove(push)
+        with self._pushes_lock:
+            if push in self._pushes:
+                self._pushes.remove(push)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return all([push.push(timeout_millis) for push in list(self._pushes)])

@@ -22,15 +22,16 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
@@ -49,10 +50,11 @@ from .bound import BoundMetrics
 from .config import TelemetryConfig
 from .instruments import Instruments
 from .metrics_hub import MetricsHub
-from .sinks import metric_exporters, separate_reader, span_processors, wants_delta
+from .sinks import metric_exporters, separate_reader, span_processors
 from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("nexus_otel.telemetry")
+P = TypeVar("P")
 EXIT_TIMEOUT = 5.0
 """Seconds an app that was never stopped gets to flush its telemetry when the interpreter exits."""
 
@@ -84,99 +86,94 @@ class Telemetry:
         tail_sampling: TailSampling | None = None,
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env(environ)
+        """The one parsed configuration: every sink, output and plugin reads its settings here."""
         if tail_sampling is not None and not isinstance(tail_sampling, TailSampling):
             raise ConfigurationError("tail_sampling", tail_sampling, "a TailSampling or None")
         self.tail_sampling: TailSampling | None = (
             tail_sampling if tail_sampling is not None else self.config.tail_sampling)
-        self.tail_sampler: TailSamplingProcessor | None = None
         self.enabled = not self.config.sdk_disabled
         self.redactor = redactor or Redactor()
         self.prometheus_registry = prometheus_registry or CollectorRegistry(auto_describe=True)
-        self.metrics_hub: MetricsHub | None = metrics_hub
         self.sinks = RedactingSpanProcessor(self.redactor)
-        self._owned: list[object] = []
+        self.metrics_hub: MetricsHub | None = metrics_hub
+        self.tail_sampler: TailSamplingProcessor | None = None
         self.span_outcomes: Any = None
-        self._environ = environ
-        self._separate_reader = False
+        self.worker_metrics: WorkerMetrics | None = None
+        """With ``serve --workers``: this worker's part in answering ``/metrics`` for all workers."""
+        self._owned: list[TracerProvider | MeterProvider] = []
+        """The providers built here: :meth:`shutdown` shuts them down (borrowed ones are only flushed)."""
+        self._started = False
+        self._start_lock = threading.Lock()
+        separate_reader = False  # an OTLP metrics push with delta temporality reads the provider itself
         if not self.enabled:
             self.resource = Resource.get_empty()
-            self.tracer_provider: trace_api.TracerProvider = trace_api.NoOpTracerProvider()
             self.meter_provider: metrics_api.MeterProvider = metrics_api.NoOpMeterProvider()
+            self.tracer_provider: trace_api.TracerProvider = trace_api.NoOpTracerProvider()
         else:
-            self.resource = _resource(service_name, worker=self.config.workers_dir is not None)
-            self.meter_provider = meter_provider or self._meter_provider()
+            self.resource = _resource(self.config, service_name)
+            meter_provider = meter_provider or _global(metrics_api.get_meter_provider(), MeterProvider)
+            if meter_provider is None:
+                meter_provider, self.metrics_hub, separate_reader = _meter_provider(
+                    self.config, self.resource, self.prometheus_registry)
+                self._owned.append(meter_provider)
+            self.meter_provider = meter_provider
             self.span_outcomes = spans_counter(
                 self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__))
             if self.tail_sampling is not None:
                 self.tail_sampler = TailSamplingProcessor(self.tail_sampling, self.span_outcomes)
                 self.sinks.add(self.tail_sampler)
-            self.tracer_provider = tracer_provider or self._tracer_provider()
+            tracer_provider = tracer_provider or _global(trace_api.get_tracer_provider(), TracerProvider)
+            if tracer_provider is None:
+                tracer_provider = self._tracer_provider()
+                self._owned.append(tracer_provider)
+            self.tracer_provider = tracer_provider
             if isinstance(self.tracer_provider, TracerProvider):
                 self.tracer_provider.add_span_processor(self.sinks)
+            if self.config.workers_dir is not None:
+                self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry)
         self.service_name = str(self.resource.attributes.get(contract.SERVICE_NAME, service_name))
         self.tracer = self.tracer_provider.get_tracer(contract.INSTRUMENTATION_NAME, __version__)
         self.meter = self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__)
         # Hot-path instruments are pre-aggregated when every metrics output reads the hub.
         self.bound_metrics: BoundMetrics | None = None
-        if self.enabled and self.metrics_hub is not None and not self._separate_reader:
+        if self.enabled and self.metrics_hub is not None and not separate_reader:
             self.bound_metrics = self.metrics_hub.bound_metrics(
                 InstrumentationScope(contract.INSTRUMENTATION_NAME, __version__), self.resource,
                 self.config.exemplar_filter,
             )
-        if self.bound_metrics is not None and self.tail_sampler is not None:
-            self.bound_metrics.exemplar_check = self.tail_sampler.was_kept  # exemplars name kept traces only
+            if self.tail_sampler is not None:
+                self.bound_metrics.exemplar_check = self.tail_sampler.was_kept  # exemplars name kept traces only
         self.instruments = Instruments.create(self.meter, self.bound_metrics)
-        self.worker_metrics: WorkerMetrics | None = None
-        """With ``serve --workers``: this worker's part in answering ``/metrics`` for all workers."""
-        if self.enabled and self.config.workers_dir is not None:
-            self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry).start()
         if self._owned:  # flushed at interpreter exit too, if the app was never stopped: within EXIT_TIMEOUT
             atexit.register(self._shutdown_at_exit)
 
-    # -- providers ---------------------------------------------------------
-    def _tracer_provider(self) -> trace_api.TracerProvider:
-        current = trace_api.get_tracer_provider()
-        if isinstance(current, TracerProvider):
-            log.debug("using the process's global TracerProvider")
-            return current
+    def _tracer_provider(self) -> TracerProvider:
+        """A new SDK provider whose exporters sit behind redaction (and the tail sampler, if any)."""
         sampler = self.config.sampler
         if self.tail_sampler is not None:  # record what the head would drop: the tail may keep it
             sampler = RecordingSampler(sampler)
         # Our own exit handler bounds the flush; the SDK's would wait on a silent endpoint.
         provider = TracerProvider(resource=self.resource, sampler=sampler, shutdown_on_exit=False)
         exporters = self.tail_sampler if self.tail_sampler is not None else self.sinks
-        for processor in span_processors(self.config, self.span_outcomes, self._environ):
+        for processor in span_processors(self.config, self.span_outcomes):
             exporters.add(processor)
-        self._owned.append(provider)
         return provider
 
-    def _meter_provider(self) -> metrics_api.MeterProvider:
-        current = metrics_api.get_meter_provider()
-        if isinstance(current, MeterProvider):
-            log.debug("using the process's global MeterProvider")
-            return current
-        self.metrics_hub = MetricsHub(self.prometheus_registry, resource=self.resource)
-        readers: list[MetricReader] = [self.metrics_hub]
-        pushes = metric_exporters(self.config, self._environ)
-        delta = wants_delta(dict(self._environ) if self._environ is not None else None)
-        for name, exporter in pushes:
-            if name == "otlp" and delta:
-                readers.append(separate_reader(exporter))
-                self._separate_reader = True
-        provider = MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
-        interval = self.config.metric_export_interval
-        for name, exporter in pushes:
-            if not (name == "otlp" and delta):
-                self.metrics_hub.add_push(exporter, interval, name)
-        self._owned.append(provider)
-        return provider
+    def start(self) -> Telemetry:
+        """Start the background work: metric pushes, and with ``serve --workers`` this worker's part in
+        ``/metrics``. Again: nothing more. ``Nexus.start`` calls it, and so does an app's first execution
+        when it was never started; :meth:`shutdown` stops it."""
+        with self._start_lock:
+            if self._started or not self.enabled:
+                return self
+            self._started = True
+        if self.metrics_hub is not None:
+            self.metrics_hub.start()
+        if self.worker_metrics is not None:
+            self.worker_metrics.start()
+        return self
 
     # -- public ------------------------------------------------------------
-    @property
-    def environ(self) -> Mapping[str, str] | None:
-        """The variables this telemetry was configured from (None: the process's); sinks built later use them too."""
-        return self._environ
-
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
 
@@ -265,21 +262,46 @@ class Telemetry:
         if self.worker_metrics is not None:  # after the flush, while the meter provider still reads
             self.worker_metrics.close()
         for provider in reversed(self._owned):  # spans first, then the metrics that count them
-            provider.shutdown()  # type: ignore[attr-defined]
+            provider.shutdown()
         self._owned.clear()
 
 
-def _resource(default_service_name: str, worker: bool = False) -> Resource:
-    """``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over the app's name.
+def _global(current: Any, sdk_class: type[P]) -> P | None:
+    """The process's global provider if it is an SDK one (used, never replaced), else None."""
+    if isinstance(current, sdk_class):
+        log.debug("using the process's global %s", sdk_class.__name__)
+        return current
+    return None
+
+
+def _meter_provider(config: TelemetryConfig, resource: Resource,
+                    registry: CollectorRegistry) -> tuple[MeterProvider, MetricsHub, bool]:
+    """A new SDK provider read by one hub (``/metrics`` and every push), the hub, and whether an OTLP push
+    with delta temporality got a reader of its own (the hub is cumulative)."""
+    hub = MetricsHub(registry, resource=resource)
+    readers: list[MetricReader] = [hub]
+    pushes = metric_exporters(config)
+    separate = config.metrics_delta and any(name == "otlp" for name, _ in pushes)
+    for name, exporter in pushes:
+        if name == "otlp" and config.metrics_delta:
+            readers.append(separate_reader(exporter))
+        else:
+            hub.add_push(exporter, config.metric_export_interval, name)
+    provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    return provider, hub, separate
+
+
+def _resource(config: TelemetryConfig, default_service_name: str) -> Resource:
+    """``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` (from the configuration) win over the app's name.
 
     One of several workers gets its own ``service.instance.id`` (the one given, if any, with its
     process id added), so what each pushes over OTLP is a series of its own, summed, never merged.
+    The SDK's resource detectors run as the SDK runs them; the configuration's attributes win over theirs.
     """
-    from_env = OTELResourceDetector().detect()
-    attributes: dict[str, Any] = {}
-    if contract.SERVICE_NAME not in from_env.attributes:
-        attributes[contract.SERVICE_NAME] = default_service_name
-    if worker:
-        given = from_env.attributes.get(contract.SERVICE_INSTANCE_ID)
+    attributes: dict[str, Any] = {contract.SERVICE_NAME: default_service_name, **dict(config.resource_attributes)}
+    if config.service_name:
+        attributes[contract.SERVICE_NAME] = config.service_name
+    if config.workers_dir is not None:
+        given = attributes.get(contract.SERVICE_INSTANCE_ID)
         attributes[contract.SERVICE_INSTANCE_ID] = f"{given}-{os.getpid()}" if given else str(uuid.uuid4())
     return Resource.create(attributes)
