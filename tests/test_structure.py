@@ -178,3 +178,22 @@ def test_the_whole_error_tree_is_exported():
 def test_a_plugin_manager_of_something_not_an_app_says_what_it_needs():
     with pytest.raises(TypeError, match="needs a nexus_otel.Nexus app .or a PluginHost., got object"):
         PluginManager(object())
+
+
+def _starts_in_constructors(tree: ast.AST) -> list[int]:
+    """Lines where an ``__init__`` calls ``<something>.start()`` (a thread, a worker, a server)."""
+    return [call.lineno for init in ast.walk(tree) if isinstance(init, ast.FunctionDef) and init.name == "__init__"
+            for call in ast.walk(init) if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "start"]
+
+
+def test_no_constructor_starts_a_thread():
+    """Background work starts in start() (the app's lifecycle), never as an object is built."""
+    found = [f"{module}:{line}" for module, path in sorted(MODULES.items())
+             for line in _starts_in_constructors(ast.parse(path.read_text()))]
+    assert found == []
+
+
+def test_the_constructor_check_can_fail():
+    bad = ast.parse("class A:\n    def __init__(self):\n        self.t = Thread()\n        self.t.start()\n")
+    assert _starts_in_constructors(bad) == [4]
