@@ -49,6 +49,7 @@ thread, alone: after 1 ms idle (as under the open-loop load) and back to back.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -71,6 +72,8 @@ from nexus_otel.records import ExecutionRecord
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TARGET_RATE = 500.0
 TARGET_CPU_US = 150.0
+DEFAULT_IN_FLIGHT = inspect.signature(WebhookExporter).parameters["max_in_flight"].default
+IN_FLIGHT_SWEEP = (32, 64, DEFAULT_IN_FLIGHT)
 
 
 def _record() -> ExecutionRecord:
@@ -97,12 +100,14 @@ def _thread_cpu(name: str) -> float:
     raise RuntimeError(f"no thread {name}")
 
 
-def webhook_round(receiver: Receiver, n: int, timeout: float = 120.0) -> dict[str, float]:
+def webhook_round(receiver: Receiver, n: int, timeout: float = 120.0,
+                  max_in_flight: int | None = None) -> dict[str, float]:
     """Queue ``n`` payloads, start the worker, wait for an empty outbox: rate, CPU per payload, checks."""
     before = receiver.count()
     with tempfile.TemporaryDirectory() as tmp:
         outbox = Outbox(os.path.join(tmp, "outbox.sqlite"))
-        exporter = WebhookExporter([receiver.url], outbox, secret=SECRET)
+        options = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
+        exporter = WebhookExporter([receiver.url], outbox, secret=SECRET, **options)
         for _ in range(n):
             exporter.on_end(_record())
         started = time.perf_counter()
@@ -344,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         webhook_round(receiver, 100)  # warm-up
         results = [webhook_round(receiver, n) for _ in range(rounds)]
+        # Why the default max_in_flight: a receiver answering in 50 ms allows 20 requests a second per
+        # connection, so the rate follows the requests in flight (Little's law) until the CPU limits it.
+        by_in_flight = {k: webhook_round(receiver, n, max_in_flight=k)["rate"] for k in IN_FLIGHT_SWEEP}
         fast = Receiver(0)
         try:
             httpx_cpu = httpx_post_cpu(fast.url)
@@ -364,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  median: {cpu:.0f} us CPU per delivered payload (target <= {TARGET_CPU_US:.0f}) "
           f"{'PASS' if cpu <= TARGET_CPU_US else 'FAIL'}; one synchronous httpx POST costs {httpx_cpu:.0f} us "
           f"here, so the worker's whole cost per payload is {cpu / httpx_cpu:.2f}x one httpx POST")
+    sweep = ", ".join(f"{k}: {rate:.0f}/s" for k, rate in by_in_flight.items())
+    print(f"  one round each by max_in_flight (the default is {DEFAULT_IN_FLIGHT}): {sweep}")
     if broken:
         print(f"  BROKEN: {len(broken)} rounds lost or doubled payloads")
         return 1

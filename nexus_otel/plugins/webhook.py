@@ -49,7 +49,7 @@ class WebhookPlugin(NexusPlugin):
                  workflows: Any = None, statuses: Sequence[str] = ("completed",),
                  outbox_path: str | os.PathLike[str] | None = None, max_attempts: int = 8,
                  backoff_base: float = 0.5, backoff_max: float = 300.0, timeout: float = 5.0,
-                 max_in_flight: int = 64) -> None:
+                 max_in_flight: int = 128) -> None:
         self.webhook_url = webhook_url
         self.secret = secret
         self.workflows = workflows
