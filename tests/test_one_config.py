@@ -83,7 +83,7 @@ def test_temporality_preference_is_parsed_once():
 def test_an_app_given_environ_takes_its_resource_from_it(monkeypatch, tmp_path):
     """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES in environ= win over the process's and the app's name."""
     monkeypatch.setenv("OTEL_SERVICE_NAME", "from-process")
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=process")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=process,owner=process")
     app = Nexus("named", environ={"OTEL_SERVICE_NAME": "from-environ",
                                   "OTEL_RESOURCE_ATTRIBUTES": "team=core,region=eu%2Dwest",
                                   "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
@@ -92,6 +92,8 @@ def test_an_app_given_environ_takes_its_resource_from_it(monkeypatch, tmp_path):
         attributes = app.telemetry.resource.attributes
         assert attributes["service.name"] == "from-environ" == app.telemetry.service_name
         assert attributes["team"] == "core" and attributes["region"] == "eu-west"
+        assert "owner" not in attributes  # the process's variable is not this app's configuration
+        assert attributes["telemetry.sdk.language"] == "python"  # the SDK's own attributes stay
     finally:
         app.stop()
 

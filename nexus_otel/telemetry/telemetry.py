@@ -31,7 +31,7 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
@@ -296,7 +296,9 @@ def _resource(config: TelemetryConfig, default_service_name: str) -> Resource:
 
     One of several workers gets its own ``service.instance.id`` (the one given, if any, with its
     process id added), so what each pushes over OTLP is a series of its own, summed, never merged.
-    The SDK's resource detectors run as the SDK runs them; the configuration's attributes win over theirs.
+    The SDK's resource detectors run as the SDK runs them, and the configuration's attributes win over
+    theirs; what the SDK's ``OTEL_*`` detector read from the process environment and the configuration
+    does not have is dropped (an app given ``environ=`` takes its resource from that mapping alone).
     """
     attributes: dict[str, Any] = {contract.SERVICE_NAME: default_service_name, **dict(config.resource_attributes)}
     if config.service_name:
@@ -304,4 +306,8 @@ def _resource(config: TelemetryConfig, default_service_name: str) -> Resource:
     if config.workers_dir is not None:
         given = attributes.get(contract.SERVICE_INSTANCE_ID)
         attributes[contract.SERVICE_INSTANCE_ID] = f"{given}-{os.getpid()}" if given else str(uuid.uuid4())
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    stray = set(OTELResourceDetector().detect().attributes) - set(attributes)
+    if stray:
+        resource = Resource({k: v for k, v in resource.attributes.items() if k not in stray}, resource.schema_url)
+    return resource
