@@ -30,7 +30,7 @@ def test_each_signal_takes_its_own_variable_else_the_general_one():
         headers=(("api-key", "abc def"), ("team", "core")))
     assert config.otlp_metrics == OtlpTarget(
         endpoint="http://127.0.0.1:9999/custom", timeout=2.5, headers=(("api-key", "abc def"), ("team", "core")),
-        compression="gzip", compression_variable="OTEL_EXPORTER_OTLP_METRICS_COMPRESSION")
+        compression="gzip")
     grpc = TelemetryConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
                                      "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
     assert grpc.otlp_traces.endpoint == grpc.otlp_metrics.endpoint == "http://127.0.0.1:4317"  # no path for gRPC

@@ -103,8 +103,6 @@ class OtlpTarget:
     headers: tuple[tuple[str, str], ...] = ()
     compression: str | None = None
     """``gzip``, ``deflate`` or ``none``."""
-    compression_variable: str | None = None
-    """The variable ``compression`` came from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +243,6 @@ def _otlp_target(env: Mapping[str, str], signal: str, protocol: str) -> OtlpTarg
         timeout=int(timeout[1]) / 1000 if timeout is not None else None,  # checked to be a whole number
         headers=headers,
         compression=compression[1].lower() if compression is not None else None,
-        compression_variable=compression[0] if compression is not None else None,
     )
 
 
