@@ -23,10 +23,7 @@ _stdlib_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text."""
-    try:
-        return orjson.dumps(value, default=str).decode("utf-8")
-    except orjson.JSONEncodeError:
-        return _stdlib_dumps(value)
+    return dumpb(value).decode("utf-8")
 
 
 def dumpb(value: Any) -> bytes:

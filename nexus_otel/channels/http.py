@@ -36,7 +36,7 @@ from starlette.routing import Route
 from .. import settings
 from ..app import Nexus
 from ..caller import Caller
-from ..errors import AccessError, ConfigurationError, RateLimitExceeded
+from ..errors import AccessError, RateLimitExceeded
 from ..middlewares.auth import AuthMiddleware
 from ..telemetry import contract as c
 from . import DEFAULT_THREADS
@@ -133,8 +133,7 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
     ``threads`` sizes the pool that runs sync workflows: the server loop's default executor,
     set as the server starts (None leaves the loop's own, ``min(32, cpus + 4)`` threads).
     """
-    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-        raise ConfigurationError("max_body_bytes", max_body_bytes, "a whole number of bytes, at least 1")
+    settings.number("max_body_bytes", max_body_bytes, minimum=1, integer=True)
     if threads is not None:
         settings.number("threads", threads, minimum=1, integer=True)
 

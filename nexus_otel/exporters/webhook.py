@@ -73,8 +73,8 @@ def message_id_of(workflow_id: str) -> str:
 class WebhookExporter(OutboxExporter):
     """Queues a payload per finished workflow for each URL; a worker delivers them.
 
-    ``start()`` starts the delivery worker (the plugin does this); until then
-    payloads are only queued.
+    ``start()`` starts the delivery worker (the app's record pipeline calls it as the app starts, or
+    as the exporter is added to a started app); until then payloads are only queued.
     """
 
     log = log
