@@ -2,11 +2,13 @@
 
 Record sinks that talk to something that can be down (a webhook receiver, a
 database) put their messages here on the workflow's thread, and ``put``
-returns only once they are committed to the file: a process crash after
-that loses nothing (see ``docs/records.md`` for power loss). Commits are
-grouped: a thread that finds no commit under way commits its own messages
-and those of every thread that queued meanwhile, in one transaction, so
-many threads putting at once share commits and one thread pays no hand-off.
+returns only once they are written: a process crash after that loses nothing
+(see ``docs/records.md`` for power loss). A put is one line appended to this
+process's journal (:mod:`.journal`), not a SQLite transaction: the workflow's
+thread never waits for the shared file's lock, and pays one ``write``. Whoever
+reads the outbox (a worker's claim, the counts, the CLI) first moves every
+journal's new lines into the table, so readers in any process see every
+message put before they read.
 
 Sinks that share a file (the built-in ones do, by default) each see their own
 messages through an :class:`OutboxView`. A
@@ -20,6 +22,7 @@ a time (:meth:`Outbox.claim`), so none is delivered twice.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -30,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import fastjson
-from . import claimer
+from . import claimer, journal
+
+log = logging.getLogger("nexus_otel.outbox")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -46,6 +51,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_by      TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS outbox_journal (name TEXT PRIMARY KEY, taken INTEGER NOT NULL);
 """
 
 
@@ -85,31 +91,22 @@ class Message:
     state: str
 
 
-class _Put:
-    """Messages waiting for a commit, and what came of it."""
-
-    __slots__ = ("items", "done", "changes", "error")
-
-    def __init__(self, items: list[tuple[str, str, Any]]) -> None:
-        self.items = items
-        self.done = False
-        self.changes = 0
-        self.error: BaseException | None = None
-
-
-# One row per put item: no uniqueness index to maintain on the workflow's thread (outboxes made by
-# earlier versions keep theirs, and OR IGNORE keeps their meaning).
+# No uniqueness index on message_id (outboxes made by earlier versions keep theirs, and OR IGNORE keeps its
+# meaning there).
 _INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next_attempt_at, created_at)"
            " VALUES (?, ?, ?, ?, ?)")
 
 
-_MAX_ROWS_PER_INSERT = 16
+_ROWS_PER_INSERT = 100  # 500 bound variables: well under SQLite's limit
 DEFAULT_LEASE = 60.0
 """Seconds a claimed message is kept from other claimers (longer than any one delivery takes)."""
 _IDS_PER_DELETE = 500  # well under SQLite's limit on bound variables
 
 
-@functools.lru_cache(maxsize=_MAX_ROWS_PER_INSERT)
+_ALIVE_RECHECK = 1.0  # seconds between checks that another process writing a journal still runs
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert_rows(n: int) -> str:
     return _INSERT + ", (?, ?, ?, ?, ?)" * (n - 1)
 
@@ -121,8 +118,9 @@ def _encoded(payload: Any) -> str:
 class Outbox:
     """A SQLite-backed queue; safe to share between threads (one connection, one lock).
 
-    ``busy_timeout`` bounds how long a statement waits for another process's
-    lock on the file (the ``nexus-otel webhooks`` command, another worker).
+    ``busy_timeout`` bounds how long a reader waits for another process's
+    lock on the file (the ``nexus-otel webhooks`` command, another worker); a
+    put never waits for it.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
@@ -131,10 +129,11 @@ class Outbox:
         self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._puts: list[_Put] = []
-        self._puts_changed = threading.Condition()
-        self._committing = False
         self._deferred = threading.local()
+        self._writer = journal.JournalWriter(self.path)
+        self._taken: dict[str, int] = {}  # journal name -> bytes known to be in the table (a hint: the table decides)
+        self._retired: set[str] = set()  # this object's journals no longer written: removed once taken
+        self._alive: dict[str, float] = {}  # another writer's journal -> when its process was last seen running
         with self._lock:
             self._db.executescript(_SCHEMA)
             _add_claimed_by(self._db)
@@ -153,48 +152,30 @@ class Outbox:
         return self._conn
 
     def put(self, items: Iterable[tuple[str, str, Any]]) -> int:
-        """Queue ``(message_id, destination, payload)`` items, committed on return; how many were queued.
+        """Queue ``(message_id, destination, payload)`` items, written on return; how many were queued.
 
         A payload is anything JSON can encode, or a ``str`` that already is JSON.
-        Raises what the commit raised (the disk is full, the file is locked).
+        Raises what the write raised (the disk is full, the folder is gone).
         """
         batch = items if isinstance(items, list) else list(items)
         if not batch:
             return 0
         deferred = getattr(self._deferred, "items", None)
-        if deferred is not None:  # inside deferred(): committed, with the rest, when it ends
+        if deferred is not None:  # inside defer(): written, with the rest, when it ends
             deferred.extend(batch)
             return len(batch)
-        put = _Put(batch)
-        with self._puts_changed:
-            self._puts.append(put)
-            while self._committing and not put.done:
-                self._puts_changed.wait()
-            if not put.done:  # no commit under way: this thread commits everything queued
-                self._committing = True
-                puts, self._puts = self._puts, []
-            else:
-                puts = []
-        if puts:
-            try:
-                self._commit(puts)
-            finally:
-                with self._puts_changed:
-                    self._committing = False
-                    self._puts_changed.notify_all()
-        if put.error is not None:
-            raise put.error
-        return put.changes
+        self._writer.append(time.time(), [(mid, dest, _encoded(payload)) for mid, dest, payload in batch])
+        return len(batch)
 
     def defer(self) -> bool:
-        """Hold this thread's puts until :meth:`commit_deferred` (one commit for all); false if already held."""
+        """Hold this thread's puts until :meth:`commit_deferred` (one write for all); false if already held."""
         if getattr(self._deferred, "items", None) is not None:
             return False
         self._deferred.items = []
         return True
 
     def commit_deferred(self) -> int:
-        """Commit what this thread put since :meth:`defer` (raises what the commit raised)."""
+        """Write what this thread put since :meth:`defer` (raises what the write raised)."""
         items = self._deferred.items
         self._deferred.items = None
         return self.put(items) if items else 0
@@ -203,43 +184,94 @@ class Outbox:
         """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
         return OutboxView(self, scope)
 
-    def _commit(self, puts: list[_Put]) -> None:
-        """One transaction for every waiting put (a group commit)."""
-        now = time.time()
+    def _take_journals(self) -> None:
+        """Move the journals' new lines into the table, in one transaction (call with ``_lock``, outside one).
+
+        The transaction also records how far each journal was taken, so a line is taken once
+        whoever reads. A journal no one writes any more (its process ended, or this object
+        retired it) is removed once all of it is in the table.
+        """
+        names = journal.journals(self.path)
+        for gone in [name for name in self._taken if name not in names]:
+            self._taken.pop(gone, None)
+            self._alive.pop(gone, None)
+        if not names:
+            return
+        now = time.monotonic()
+        todo = [name for name in names if self._has_news(name, now)]
+        if not todo:
+            return
+        db = self._db
+        finished: list[str] = []
+        taken_now: dict[str, int] = {}
+        db.execute("BEGIN IMMEDIATE")  # the file's write lock: one taker at a time, across processes
         try:
-            with self._lock:
-                db = self._db
-                if len(puts) == 1 and len(puts[0].items) <= _MAX_ROWS_PER_INSERT:
-                    # The common case: one statement, its own transaction, no BEGIN/COMMIT round trips.
-                    put = puts[0]
-                    params: list[Any] = []
-                    for mid, dest, payload in put.items:
-                        params += (mid, dest, _encoded(payload), now, now)
-                    before = db.total_changes
-                    db.execute(_insert_rows(len(put.items)), params)
-                    put.changes = db.total_changes - before
-                else:
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        for put in puts:
-                            before = db.total_changes
-                            db.executemany(_INSERT, [(mid, dest, _encoded(payload), now, now)
-                                                     for mid, dest, payload in put.items])
-                            put.changes = db.total_changes - before
-                        db.execute("COMMIT")
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-        except BaseException as exc:
-            for put in puts:
-                put.error = exc
-                put.changes = 0
-        for put in puts:
-            put.done = True
+            rows: list[tuple[Any, ...]] = []
+            for name in todo:
+                row = db.execute("SELECT taken FROM outbox_journal WHERE name = ?", (name,)).fetchone()
+                start = row[0] if row else 0
+                data = journal.read_from(self.path.parent / name, start)
+                decoded = journal.decode(data)
+                end = start + decoded.taken
+                written = name == self._writer.name or (name not in self._retired and name in self._alive)
+                if decoded.corrupt:
+                    log.error("%s: %d lines of journal %s failed their checksum and were skipped (a torn write)",
+                              self.path, decoded.corrupt, name)
+                if not written:
+                    if len(data) > decoded.taken:
+                        log.error("%s: journal %s ends in %d bytes of a line its writer never finished; dropped",
+                                  self.path, name, len(data) - decoded.taken)
+                    end = start + len(data)
+                    finished.append(name)
+                rows += journal.rows_of(decoded.entries)
+                if end != start:
+                    db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, end))
+                taken_now[name] = end
+            for at in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[at:at + _ROWS_PER_INSERT]
+                db.execute(_insert_rows(len(chunk)), [value for r in chunk for value in r])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._taken.update(taken_now)
+        for name in finished:  # all of it is in the table: the file goes first, then its row
+            try:
+                os.unlink(self.path.parent / name)
+            except FileNotFoundError:
+                pass
+            db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
+            self._taken.pop(name, None)
+            self._retired.discard(name)
+            self._alive.pop(name, None)
+        mine = self._writer.name
+        if mine is not None and self._taken.get(mine, 0) >= journal.ROTATE_BYTES:
+            retired = self._writer.retire()  # the next put starts a new file; this one goes once taken
+            if retired is not None:
+                self._retired.add(retired)
+
+    def _has_news(self, name: str, now: float) -> bool:
+        """Whether journal ``name`` has lines not yet taken, or is no longer written (to be removed)."""
+        size = journal.size_of(self.path.parent / name)
+        if size is None:
+            return False
+        if name == self._writer.name:
+            return size != self._taken.get(name)
+        if name in self._retired:
+            return True
+        news = size != self._taken.get(name)
+        checked = self._alive.get(name)
+        if news or checked is None or now - checked >= _ALIVE_RECHECK:  # its writer may have ended since
+            if claimer.has_ended(journal.owner_of(name)):
+                self._alive.pop(name, None)
+                return True
+            self._alive[name] = now
+        return news
 
     def due(self, limit: int = 100, now: float | None = None, scope: Scope = ALL) -> list[Message]:
         """Pending messages (of ``scope``) whose next attempt is due, oldest first (a look: see :meth:`claim`)."""
         with self._lock:
+            self._take_journals()
             cur = self._db.execute(
                 "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
                 f" WHERE state = 'pending' AND next_attempt_at <= ? AND {scope[0]}"
@@ -261,6 +293,7 @@ class Outbox:
         now = time.time()
         me = claimer.identity()
         with self._lock:
+            self._take_journals()
             db = self._db
             db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
             try:
@@ -310,6 +343,7 @@ class Outbox:
     def next_due_in(self, scope: Scope = ALL) -> float | None:
         """Seconds until the next pending message is due (0 if one is due now), None if none is pending."""
         with self._lock:
+            self._take_journals()
             row = self._db.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND {scope[0]}",
                                    scope[1]).fetchone()
         if row is None or row[0] is None:
@@ -377,6 +411,7 @@ class Outbox:
     def counts(self, scope: Scope = ALL) -> dict[str, int]:
         """Messages (of ``scope``) by state: ``pending`` and ``dead``."""
         with self._lock:
+            self._take_journals()
             rows = self._db.execute(f"SELECT state, COUNT(*) FROM outbox WHERE {scope[0]} GROUP BY state",
                                     scope[1]).fetchall()
         out = {"pending": 0, "dead": 0}
@@ -384,8 +419,20 @@ class Outbox:
         return out
 
     def close(self) -> None:
-        """Close the connection (reopened on next use)."""
+        """Move this object's journal into the table and close the connection (both start again on next use).
+
+        If the table cannot be written now (another process holds it locked), the journal
+        stays for the next reader.
+        """
         with self._lock:
+            retired = self._writer.retire()
+            if retired is not None:
+                self._retired.add(retired)
+            if self._retired:
+                try:
+                    self._take_journals()
+                except sqlite3.Error as exc:
+                    log.warning("%s: journal left for the next reader: %s", self.path, exc)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

@@ -1,0 +1,165 @@
+"""An outbox's journal: each process appends its puts to a file of its own, one ``write`` per put.
+
+A put on the workflow's thread is one framed line appended to this process's
+journal file, next to the outbox's SQLite file: no lock on the shared file, no
+transaction. On return the line is in the operating system's page cache, as a
+SQLite commit in WAL mode with ``synchronous=NORMAL`` is, so a crash of the
+process after that loses nothing (``docs/records.md`` says what a power cut can
+lose). Readers of the outbox move the journals' new lines into the SQLite table
+before they read (:class:`~nexus_otel.exporters.outbox.Outbox` does, in one
+transaction that also records how far each journal was taken), so a line is
+taken once, by whichever process reads first, also after its writer died.
+
+A line is ``<crc32 in 8 hex digits> <JSON>\\n``; the JSON is ``[created_at,
+[[message_id, destination, payload], ...]]`` with each payload as JSON text. JSON
+text holds no raw line break, so a line ends at its first ``\\n``; a line still
+being written (no ``\\n`` yet) is left for the next reader, and a line whose
+checksum does not match (a torn write after a power cut) is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import fastjson
+from . import claimer
+
+ROTATE_BYTES = 1 << 20
+"""Bytes taken from this process's journal after which its next put starts a new file (the old one is removed
+once taken)."""
+
+Entry = tuple[float, list[tuple[str, str, str]]]
+"""One put: when, and its ``(message_id, destination, payload JSON)`` items."""
+
+_SEQUENCE = itertools.count()  # journal files of this process: one per writer, numbered
+
+
+def prefix_of(outbox: Path) -> str:
+    """The names of ``outbox``'s journals start with this (they sit in the outbox's folder)."""
+    return f"{outbox.name}.journal."
+
+
+def owner_of(name: str) -> str:
+    """The claimer identity (``host/pid/start``) of the process that writes journal ``name``."""
+    parts = name.rsplit(".journal.", 1)[-1].rsplit("+", 3)
+    return "/".join(parts[:3]) if len(parts) == 4 else ""
+
+
+def journals(outbox: Path) -> list[str]:
+    """The names of ``outbox``'s journal files, oldest process first."""
+    prefix = prefix_of(outbox)
+    try:
+        return sorted(name for name in os.listdir(outbox.parent) if name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def encode(created_at: float, items: Sequence[tuple[str, str, str]]) -> bytes:
+    """One framed line for a put."""
+    body = fastjson.dumpb([created_at, items])
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What a read of a journal came to: its entries, the bytes they took, and the lines that failed their check."""
+
+    entries: list[Entry]
+    taken: int
+    """Bytes from the start of the read up to the end of its last whole line."""
+    corrupt: int
+
+
+def decode(data: bytes) -> Decoded:
+    """The whole lines of ``data`` (a tail without ``\\n`` is left untaken)."""
+    end = data.rfind(b"\n") + 1
+    entries: list[Entry] = []
+    corrupt = 0
+    for line in data[:end].splitlines():
+        body = line[9:]
+        try:
+            if len(line) < 10 or line[8:9] != b" " or int(line[:8], 16) != zlib.crc32(body):
+                raise ValueError("checksum")
+            created_at, items = fastjson.loads(body)
+            entries.append((float(created_at), [(str(m), str(d), str(p)) for m, d, p in items]))
+        except (ValueError, TypeError):
+            corrupt += 1
+    return Decoded(entries, end, corrupt)
+
+
+class JournalWriter:
+    """This process's journal for one outbox: appends, one ``os.write`` of one line per put.
+
+    The file is created at the first put, and again after :meth:`retire` or a fork
+    (a child writes its own journal, named by its own identity).
+    """
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+        self.name: str | None = None
+        """The file now written (None before the first put and after :meth:`retire`)."""
+
+    def append(self, created_at: float, items: Sequence[tuple[str, str, str]]) -> None:
+        """Append one put; in the page cache on return. Raises ``OSError`` (the disk is full, the folder gone)."""
+        line = encode(created_at, items)
+        with self._lock:
+            if self._fd is None or self._pid != os.getpid():
+                self._open()
+            assert self._fd is not None
+            written = os.write(self._fd, line)
+            if written != len(line):  # a regular file takes a whole write unless the disk filled meanwhile
+                raise OSError(f"journal {self.name}: wrote {written} of {len(line)} bytes")
+
+    def retire(self) -> str | None:
+        """Stop writing the current file (the next put starts another); its name, or None if there was none."""
+        with self._lock:
+            name, fd = self.name, self._fd
+            self.name = self._fd = None
+        if fd is not None and self._pid == os.getpid():
+            os.close(fd)
+        return name
+
+    def _open(self) -> None:
+        # A forked child leaves its parent's descriptor alone: the parent still writes there.
+        self._pid = os.getpid()
+        self.name = f"{prefix_of(self.outbox)}{claimer.identity().replace('/', '+')}+{next(_SEQUENCE)}"
+        self._fd = os.open(self.outbox.parent / self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                           0o600)
+
+
+def read_from(path: Path, offset: int) -> bytes:
+    """Everything in ``path`` from ``offset`` on (empty if the file is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    try:
+        chunks = []
+        while chunk := os.pread(fd, 1 << 20, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def size_of(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def rows_of(entries: list[Entry]) -> list[tuple[Any, ...]]:
+    """``(message_id, destination, payload, next_attempt_at, created_at)`` rows for the outbox table."""
+    return [(mid, dest, payload, at, at) for at, items in entries for mid, dest, payload in items]
