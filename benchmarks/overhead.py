@@ -31,9 +31,9 @@ baseline and candidate ``Side``s, a target ratio or None (reported only), an opt
     answers 200 at once, run as a subprocess) and DatabasePlugin (SQLite audit
     table), all four record processors (every execution, never sampled), over the
     host with core telemetry alone. Records are durable on return: each
-    execution's webhook payload and audit row are committed to their SQLite
+    execution's webhook payload and audit row are written to their
     outboxes on the executing thread before ``execute_workflow`` returns, so
-    those commits are on the hot path. Log formatting and writing, webhook
+    those writes are on the hot path. Log formatting and writing, webhook
     delivery and audit writes run on background threads (log listener, outbox
     workers), so every round yields two figures per side:
       - hot path (judged, target <= 1.5): the CPU time of the thread that runs the
@@ -654,7 +654,7 @@ def build_pipeline_case() -> tuple[Side, Side]:
     handler = CountingStreamHandler(devnull)
     try:
         receiver = WebhookReceiver(secret)
-        # Both durable sinks on one outbox file, as with the default data directory: one commit per execution.
+        # Both durable sinks on one outbox file, as with the default data directory: one write per execution.
         webhook = WebhookPlugin(receiver.url, secret=secret, outbox_path=os.path.join(tmp, "outbox.sqlite"))
         database = DatabasePlugin(f"sqlite:///{os.path.join(tmp, 'audit.sqlite')}",
                                   spool_path=os.path.join(tmp, "outbox.sqlite"))
@@ -756,7 +756,7 @@ def final_check_pipeline_case(baseline: Side, candidate: Side) -> list[str]:
 
 
 class DurableFloor(RecordProcessor):
-    """The least a durable-on-return record can cost: one SQLite commit of the record's JSON, nothing else."""
+    """The least a durable-on-return record can cost: one outbox put (a journal append) of its JSON, nothing else."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
@@ -768,7 +768,7 @@ class DurableFloor(RecordProcessor):
 
 
 def build_floor_case() -> tuple[Side, Side]:
-    """(c-floor): core telemetry + one bare outbox commit per execution, over core telemetry."""
+    """(c-floor): core telemetry + one bare outbox put per execution, over core telemetry."""
     base_app, base_providers, base_close = core_host()
     baseline = Side("core telemetry", lambda: base_app.execute_workflow(WORKFLOW, INPUTS), base_close)
     tmp = tempfile.mkdtemp(prefix="nexus-otel-floor-")
@@ -783,14 +783,14 @@ def build_floor_case() -> tuple[Side, Side]:
             floor.outbox.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
-    candidate = Side("+ one outbox commit", lambda: app.execute_workflow(WORKFLOW, INPUTS), close, {"floor": floor})
+    candidate = Side("+ one outbox put", lambda: app.execute_workflow(WORKFLOW, INPUTS), close, {"floor": floor})
     return baseline, candidate
 
 
 def check_floor_case(baseline: Side, candidate: Side) -> list[str]:
     candidate.run()
     floor = candidate.state["floor"]
-    return [] if floor.count == 1 and floor.outbox.counts()["pending"] == 1 else ["the floor sink did not commit"]
+    return [] if floor.count == 1 and floor.outbox.counts()["pending"] == 1 else ["the floor sink did not write"]
 
 
 def _sampled_host(tmp: str, environ_extra: dict[str, str]) -> tuple[Nexus, Callable[[], None]]:
@@ -1214,9 +1214,9 @@ CASES: list[Case] = [
         final_check=final_check_pipeline_case, budget=25.0, max_rounds=40, total=True,
     ),
     Case(
-        key="c-floor", title="durable floor: host with one bare outbox commit per execution (the record's JSON, "
+        key="c-floor", title="durable floor: host with one bare outbox put per execution (the record's JSON, "
                              "no payload, no worker) vs host with core telemetry (trivial workflow, 3 hooks)",
-        baseline_label="core telemetry", candidate_label="+ one outbox commit",
+        baseline_label="core telemetry", candidate_label="+ one outbox put",
         build=build_floor_case, target=None, n=100, check=check_floor_case, budget=AUXILIARY_BUDGET,
     ),
     Case(

@@ -42,7 +42,7 @@ end of the load until every payload is delivered and every row written
 receiver and audit rows both equal to the executions). To show where the CPU
 goes, each side's CPU per execution by thread (the workflow threads, each
 worker, the span exporter, the load's own scheduler), and, after both sides,
-the CPU of the durable commit an execution's two rows take on the workflow's
+the CPU of the durable write (one journal append) an execution's two rows take on the workflow's
 thread, alone: after 1 ms idle (as under the open-loop load) and back to back.
 """
 
@@ -220,7 +220,7 @@ class ThreadCpu:
 
 
 def commit_cost(directory: str, n: int = 2000) -> tuple[float, float]:
-    """CPU (us) of the durable commit an execution's two rows take on its thread: (after 1 ms idle, back to back).
+    """CPU (us) of the durable write an execution's two rows take on its thread: (after 1 ms idle, back to back).
 
     The full pipeline pays this once per execution, on the workflow's thread, before the
     caller gets its result; a thread that slept between executions (as under an open-loop
@@ -316,8 +316,8 @@ def report_pipeline(res: dict[str, Any], rate: float, delivery_rate: float) -> b
         if max(before, after) >= 1:
             print(f"    {role:<30} {before:6.0f} -> {after:6.0f}")
     cold, hot = res["commit_us"]
-    print(f"  of which the durable commit of an execution's two rows (same run, alone): {cold:.0f} us CPU "
-          f"after 1 ms idle, {hot:.0f} us back to back")
+    print(f"  of which the durable write (journal append) of an execution's two rows (same run, alone): "
+          f"{cold:.0f} us CPU after 1 ms idle, {hot:.0f} us back to back")
     print(f"  webhook backlog by second: {[b for _, b in full['backlog']]}")
     print(f"  backlog at the end of the load: {full['end_backlog']} payloads = {backlog_s:.2f} s of delivery "
           f"at {delivery_rate:.0f}/s (target < 2 s) {'PASS' if backlog_s < 2 else 'FAIL'}")

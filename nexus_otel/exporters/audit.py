@@ -5,7 +5,7 @@ session_id, channel, started_at, completed_at, duration, status) plus error
 and trace_id, created if missing. Rows are upserted on ``workflow_id`` so a
 repeat is harmless. ``on_end`` only spools rows into a local outbox file; a
 worker writes them in batches, so a database that is down delays rows but
-neither loses them nor slows a workflow. The spool commit happens before the
+neither loses them nor slows a workflow. The spool write happens before the
 workflow's caller gets its result, so a crash after that loses no row. SQLite is the embedded default;
 ``postgresql://`` DSNs use psycopg 3.
 """

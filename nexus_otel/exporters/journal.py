@@ -19,7 +19,6 @@ checksum does not match (a torn write after a power cut) is reported and skipped
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import zlib
@@ -37,8 +36,6 @@ once taken)."""
 
 Entry = tuple[float, list[tuple[str, str, str]]]
 """One put: when, and its ``(message_id, destination, payload JSON)`` items."""
-
-_SEQUENCE = itertools.count()  # journal files of this process: one per writer, numbered
 
 
 def prefix_of(outbox: Path) -> str:
@@ -132,7 +129,8 @@ class JournalWriter:
     def _open(self) -> None:
         # A forked child leaves its parent's descriptor alone: the parent still writes there.
         self._pid = os.getpid()
-        self.name = f"{prefix_of(self.outbox)}{claimer.identity().replace('/', '+')}+{next(_SEQUENCE)}"
+        # host+pid+start names the writing process; the last part tells apart this process's files.
+        self.name = f"{prefix_of(self.outbox)}{claimer.identity().replace('/', '+')}+{os.urandom(4).hex()}"
         self._fd = os.open(self.outbox.parent / self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            0o600)
 

@@ -67,7 +67,7 @@ def destination_scope(name: str) -> Scope:
 
 
 OUTBOX_FILE = "outbox.sqlite"
-"""The data directory's outbox, shared by the built-in durable sinks (one commit per execution)."""
+"""The data directory's outbox, shared by the built-in durable sinks (one write per execution)."""
 
 
 def default_outbox_path(data_dir: str | os.PathLike[str], legacy: str) -> Path:

@@ -2,7 +2,7 @@
 
 :class:`OutboxExporter` is what the webhook and audit exporters share: the
 records' messages are put in an :class:`~nexus_otel.exporters.outbox.Outbox`
-(committed before the workflow's caller gets its result), a
+(written before the workflow's caller gets its result), a
 :class:`~nexus_otel.exporters.delivery.OutboxWorker` thread delivers them with
 retries, what happened is counted by outcome, and the queue's size is
 observed. A subclass says what to queue for a record (``on_end`` calls

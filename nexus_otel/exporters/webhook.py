@@ -1,7 +1,7 @@
 """Webhooks as a record processor: one signed JSON payload per finished workflow, delivered durably.
 
-``on_end`` only queues: a local SQLite commit, done before the workflow's
-caller gets its result, so a crash after that loses no payload. A worker
+``on_end`` only queues: one line appended to the local outbox's journal, done
+before the workflow's caller gets its result, so a crash after that loses no payload. A worker
 thread posts each due batch concurrently (``max_in_flight`` requests per
 destination, pooled keep-alive connections: :mod:`.http_poster`). The rate to
 one receiver is about ``max_in_flight`` divided by its answer time; the

@@ -1,7 +1,7 @@
 """``DatabasePlugin``: Kailash Nexus's audit table, written off the workflow's thread from every execution.
 
 Thin wiring of :class:`~nexus_otel.exporters.audit.AuditExporter` as one of
-the app's record processors: each execution's row is committed to a local
+the app's record processors: each execution's row is written to a local
 spool before the caller gets the result, whatever the trace sampling, and a
 worker writes it to the database. Kailash Nexus's
 ``DatabasePlugin("postgresql://localhost/nexus")`` works as written; with no

@@ -4,7 +4,7 @@ Kailash Nexus's example posted synchronously inside the workflow hook, so a
 slow receiver slowed every workflow and a failed post was lost. Here a
 :class:`~nexus_otel.exporters.webhook.WebhookExporter` is one of the app's
 record processors: every execution (whatever the trace sampling) has its
-payload committed to a durable outbox before the caller gets the result;
+payload written to a durable outbox before the caller gets the result;
 workflows never wait on the network; a worker delivers each payload or, after
 the retry limit, dead-letters it (``dead_letters()``, ``replay()``; or
 ``nexus-otel webhooks`` on the command line).

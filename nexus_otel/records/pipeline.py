@@ -28,7 +28,7 @@ class RecordPipeline:
     time) and counted in ``errors``; the other processors and the workflow go on.
 
     Durable sinks get their outbox from :meth:`outbox`: sinks on the same file
-    share it, and an execution's puts to it are committed together, once.
+    share it, and an execution's puts to it are written together, once.
 
     :meth:`start` starts every processor's background work (the app calls it
     as it starts, or at its first execution); a processor added after that is
@@ -125,11 +125,11 @@ class RecordPipeline:
         try:
             self._end(record)
         finally:
-            for outbox in held:  # each outbox commits this execution's puts once, after every sink ran
+            for outbox in held:  # each outbox writes this execution's puts once, after every sink ran
                 try:
                     outbox.commit_deferred()
                 except Exception as exc:
-                    self._failed(f"outbox commit ({outbox.path})", "on_end", exc)
+                    self._failed(f"outbox write ({outbox.path})", "on_end", exc)
 
     def _end(self, record: ExecutionRecord) -> None:
         for processor in self._processors:
