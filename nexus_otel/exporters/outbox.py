@@ -185,62 +185,73 @@ class Outbox:
         return OutboxView(self, scope)
 
     def _take_journals(self) -> None:
-        """Move the journals' new lines into the table, in one transaction (call with ``_lock``, outside one).
-
-        The transaction also records how far each journal was taken, so a line is taken once
-        whoever reads. A journal no one writes any more (its process ended, or this object
-        retired it) is removed once all of it is in the table.
-        """
-        names = journal.journals(self.path)
-        for gone in [name for name in self._taken if name not in names]:
-            self._taken.pop(gone, None)
-            self._alive.pop(gone, None)
-        if not names:
-            return
-        now = time.monotonic()
-        todo = [name for name in names if self._has_news(name, now)]
+        """Move the journals' new lines into the table, in a transaction of its own (call with ``_lock``)."""
+        todo = self._journals_with_news()
         if not todo:
             return
         db = self._db
-        finished: list[str] = []
-        taken_now: dict[str, int] = {}
         db.execute("BEGIN IMMEDIATE")  # the file's write lock: one taker at a time, across processes
         try:
-            rows: list[tuple[Any, ...]] = []
-            for name in todo:
-                row = db.execute("SELECT taken FROM outbox_journal WHERE name = ?", (name,)).fetchone()
-                start = row[0] if row else 0
-                data = journal.read_from(self.path.parent / name, start)
-                decoded = journal.decode(data)
-                end = start + decoded.taken
-                written = name == self._writer.name or (name not in self._retired and name in self._alive)
-                if decoded.corrupt:
-                    log.error("%s: %d lines of journal %s failed their checksum and were skipped (a torn write)",
-                              self.path, decoded.corrupt, name)
-                if not written:
-                    if len(data) > decoded.taken:
-                        log.error("%s: journal %s ends in %d bytes of a line its writer never finished; dropped",
-                                  self.path, name, len(data) - decoded.taken)
-                    end = start + len(data)
-                    finished.append(name)
-                rows += journal.rows_of(decoded.entries)
-                if end != start:
-                    db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, end))
-                taken_now[name] = end
-            for at in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[at:at + _ROWS_PER_INSERT]
-                db.execute(_insert_rows(len(chunk)), [value for r in chunk for value in r])
+            took = self._take(todo)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._took(*took)
+
+    def _journals_with_news(self) -> list[str]:
+        """The journals with lines not yet taken, or no longer written (to be removed once taken)."""
+        names = journal.journals(self.path)
+        for gone in [name for name in self._taken if name not in names]:
+            self._taken.pop(gone, None)
+            self._alive.pop(gone, None)
+        now = time.monotonic()
+        return [name for name in names if self._has_news(name, now)]
+
+    def _take(self, names: list[str]) -> tuple[dict[str, int], list[str]]:
+        """Inside a write transaction: insert the new lines of journals ``names``, record how far each was taken.
+
+        Returns how far each was taken and which are finished (no longer written, all taken): the
+        caller passes both to :meth:`_took` once the transaction has committed.
+        """
+        db = self._db
+        finished: list[str] = []
+        taken_now: dict[str, int] = {}
+        rows: list[tuple[Any, ...]] = []
+        for name in names:
+            row = db.execute("SELECT taken FROM outbox_journal WHERE name = ?", (name,)).fetchone()
+            start = row[0] if row else 0
+            data = journal.read_from(self.path.parent / name, start)
+            decoded = journal.decode(data)
+            end = start + decoded.taken
+            written = name == self._writer.name or (name not in self._retired and name in self._alive)
+            if decoded.corrupt:
+                log.error("%s: %d lines of journal %s failed their checksum and were skipped (a torn write)",
+                          self.path, decoded.corrupt, name)
+            if not written:
+                if len(data) > decoded.taken:
+                    log.error("%s: journal %s ends in %d bytes of a line its writer never finished; dropped",
+                              self.path, name, len(data) - decoded.taken)
+                end = start + len(data)
+                finished.append(name)
+            rows += journal.rows_of(decoded.entries)
+            if end != start:
+                db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, end))
+            taken_now[name] = end
+        for at in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[at:at + _ROWS_PER_INSERT]
+            db.execute(_insert_rows(len(chunk)), [value for r in chunk for value in r])
+        return taken_now, finished
+
+    def _took(self, taken_now: dict[str, int], finished: list[str]) -> None:
+        """After :meth:`_take`'s transaction committed: remember how far, remove finished journals, start anew."""
         self._taken.update(taken_now)
         for name in finished:  # all of it is in the table: the file goes first, then its row
             try:
                 os.unlink(self.path.parent / name)
             except FileNotFoundError:
                 pass
-            db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
             self._taken.pop(name, None)
             self._retired.discard(name)
             self._alive.pop(name, None)
@@ -290,13 +301,14 @@ class Outbox:
         sees it gone, or when the lease ends (the same ``message_id``: a receiver that deduplicates
         sees it once).
         """
-        now = time.time()
         me = claimer.identity()
         with self._lock:
-            self._take_journals()
+            todo = self._journals_with_news()
             db = self._db
             db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
             try:
+                took = self._take(todo) if todo else None  # the journals' new lines, in the same transaction
+                now = time.time()
                 rows = db.execute(
                     "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
                     f" WHERE state = 'pending' AND next_attempt_at <= ? AND {scope[0]}"
@@ -310,6 +322,8 @@ class Outbox:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if took is not None:
+                self._took(*took)
         return [_message(row) for row in rows]
 
     def release(self, ids: Sequence[int]) -> None:
