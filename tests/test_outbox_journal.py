@@ -53,7 +53,7 @@ def test_a_put_needs_no_lock_on_the_shared_file(tmp_path):
     try:
         assert outbox.put([("m1", "audit", {"n": 1}), ("m2", "audit", {"n": 2})]) == 2
         with pytest.raises(sqlite3.OperationalError, match="locked"):
-            outbox.counts()  # a reader does wait for the lock (here 0.1 s, then it says so)
+            outbox.claim(10)  # a claim does wait for the lock (here 0.1 s, then it says so)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -171,3 +171,25 @@ def test_a_forked_child_writes_a_journal_of_its_own(tmp_path):
     assert len(journal.journals(path)) == 2
     assert sorted(m.message_id for m in Outbox(path).claim(10)) == ["child", "parent-1", "parent-2"]
     assert len(journal.journals(path)) == 1, "the ended child's journal went; the parent's stays"
+
+
+def test_looks_do_not_wait_out_another_processs_lock(tmp_path, caplog):
+    """Counts (a scrape, ``webhooks status``) and close (a shutdown) read the table as is if the file stays locked."""
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)  # the default busy_timeout: 5 s
+    outbox.put([("old", "audit", {})])
+    outbox.counts()
+    outbox.put([("new", "audit", {})])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        assert outbox.counts() == {"pending": 1, "dead": 0}, "the table's count: the new one is still in the journal"
+        with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
+            outbox.close()
+        assert time.monotonic() - started < outbox.busy_timeout / 2, "neither waited out the busy timeout"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "journal left for the next reader" in caplog.text
+    assert sorted(m.message_id for m in Outbox(path).claim(10)) == ["new", "old"], "the next reader takes it"

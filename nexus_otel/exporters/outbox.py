@@ -104,6 +104,7 @@ _IDS_PER_DELETE = 500  # well under SQLite's limit on bound variables
 
 
 _ALIVE_RECHECK = 1.0  # seconds between checks that another process writing a journal still runs
+_LOOK_WAIT = 0.2  # seconds a look (counts, closing) waits for another process's lock before it reads as is
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
@@ -184,13 +185,28 @@ class Outbox:
         """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
         return OutboxView(self, scope)
 
-    def _take_journals(self) -> None:
-        """Move the journals' new lines into the table, in a transaction of its own (call with ``_lock``)."""
+    def _take_journals(self, wait: float | None = None) -> bool:
+        """Move the journals' new lines into the table, in a transaction of its own (call with ``_lock``).
+
+        ``wait``: at most this many seconds for another process's lock on the file (instead of
+        ``busy_timeout``), after which nothing is taken and False is returned: for looks (counts,
+        closing) that must not hold up a shutdown or a scrape. True once taken.
+        """
         todo = self._journals_with_news()
         if not todo:
-            return
+            return True
         db = self._db
-        db.execute("BEGIN IMMEDIATE")  # the file's write lock: one taker at a time, across processes
+        if wait is not None:
+            db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            db.execute("BEGIN IMMEDIATE")  # the file's write lock: one taker at a time, across processes
+        except sqlite3.OperationalError:
+            if wait is None:
+                raise
+            return False  # locked: what the table holds is what the caller sees this time
+        finally:
+            if wait is not None:
+                db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         try:
             took = self._take(todo)
             db.execute("COMMIT")
@@ -198,6 +214,7 @@ class Outbox:
             db.execute("ROLLBACK")
             raise
         self._took(*took)
+        return True
 
     def _journals_with_news(self) -> list[str]:
         """The journals with lines not yet taken, or no longer written (to be removed once taken)."""
@@ -423,9 +440,13 @@ class Outbox:
             return total
 
     def counts(self, scope: Scope = ALL) -> dict[str, int]:
-        """Messages (of ``scope``) by state: ``pending`` and ``dead``."""
+        """Messages (of ``scope``) by state: ``pending`` and ``dead``.
+
+        Messages still in a journal count once taken; if another process holds the file locked for
+        more than a moment, the counts are the table's (a look never waits long).
+        """
         with self._lock:
-            self._take_journals()
+            self._take_journals(wait=_LOOK_WAIT)
             rows = self._db.execute(f"SELECT state, COUNT(*) FROM outbox WHERE {scope[0]} GROUP BY state",
                                     scope[1]).fetchall()
         out = {"pending": 0, "dead": 0}
@@ -444,9 +465,13 @@ class Outbox:
                 self._retired.add(retired)
             if self._retired:
                 try:
-                    self._take_journals()
+                    taken = self._take_journals(wait=_LOOK_WAIT)
                 except sqlite3.Error as exc:
-                    log.warning("%s: journal left for the next reader: %s", self.path, exc)
+                    taken, reason = False, str(exc)
+                else:
+                    reason = "the file is locked by another process"
+                if not taken:
+                    log.warning("%s: journal left for the next reader: %s", self.path, reason)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
