@@ -234,7 +234,11 @@ def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
 @click.option("--outbox", default=None, help="Outbox file (default DATA_DIR/outbox.sqlite).")
 @click.option("--data-dir", default=None)
 def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
-    """How many payloads wait, and how many were given up on."""
+    """How many payloads wait, and how many were given up on.
+
+    A running app's payloads in hand (put and not yet settled) are its own to count: its webhook
+    stats and queue gauge include them; they are counted here once it stops or ends.
+    """
     box, file = _outbox(outbox, data_dir)
     counts = box.counts() if box is not None else {"pending": 0, "dead": 0}
     note = "" if box is not None else f"  (no outbox at {file} yet)"

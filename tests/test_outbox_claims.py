@@ -48,6 +48,7 @@ def test_messages_claimed_by_a_killed_process_are_due_again_for_the_next(tmp_pat
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
     outbox.put([(f"m{i}", "sink", {"i": i}) for i in range(20)])
+    outbox.close()  # from its journal into the table, where another process may claim them
     assert _killed_claimer(path) == 20
     assert outbox.due() == [] and outbox.claim() == []  # held for the dead process's 10-minute lease
     outbox.put([("live", "sink", {})])
@@ -61,6 +62,7 @@ def test_a_starting_worker_delivers_what_a_killed_process_had_claimed(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
     outbox.put([(f"m{i}", "sink", {"i": i}) for i in range(30)])
+    outbox.close()  # from its journal into the table, where another process may claim them
     assert _killed_claimer(path) == 30
     delivered: list[str] = []
     worker = OutboxWorker(outbox, lambda batch, deadline=None: delivered.extend(m.message_id for m in batch)

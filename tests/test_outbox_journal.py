@@ -15,7 +15,7 @@ import zlib
 import pytest
 
 from nexus_otel.exporters import journal
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.exporters.outbox import Outbox, destination_scope
 
 from .served import REPO
 
@@ -60,7 +60,7 @@ def test_a_put_needs_no_lock_on_the_shared_file(tmp_path):
     assert outbox.counts() == {"pending": 2, "dead": 0}
 
 
-def test_readers_in_other_processes_see_a_put_at_once_and_take_it_once(tmp_path):
+def test_a_running_process_delivers_its_own_and_the_next_reader_takes_them_once_it_ends(tmp_path):
     path = tmp_path / "outbox.sqlite"
     writer = subprocess.Popen(
         [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; "
@@ -70,15 +70,91 @@ def test_readers_in_other_processes_see_a_put_at_once_and_take_it_once(tmp_path)
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "put\n"
         first, second = Outbox(path), Outbox(path)
-        assert [m.message_id for m in first.claim(10)] == ["m1"], "visible while its writer still runs"
-        assert second.claim(10) == [] and second.counts()["pending"] == 1, "taken once, by one reader"
-        assert len(journal.journals(path)) == 1, "a running writer's journal stays"
+        assert first.claim(10) == [] and first.counts()["pending"] == 0, "a running process's messages are its own"
+        assert len(journal.journals(path)) == 1
     finally:
-        writer.communicate("", timeout=30)
+        writer.communicate("", timeout=30)  # it ends without closing its outbox: as a crash would leave it
     assert writer.returncode == 0
-    assert [m.message_id for m in second.claim(10)] == ["m2"]
+    assert [m.message_id for m in first.claim(10)] == ["m1", "m2"]
+    assert second.claim(10) == [], "taken once, by one reader"
     assert journal.journals(path) == [], "the journal of a writer that ended goes once it is taken"
     assert _rows(path) == ["m1", "m2"]
+
+
+def test_a_running_process_that_closes_its_outbox_hands_its_messages_to_every_reader(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; "
+         "o = Outbox(sys.argv[1]); o.put([('m1', 'audit', {'n': 1})]); o.close(); print('closed', flush=True); "
+         "sys.stdin.read()", str(path)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "closed\n"
+        assert [m.message_id for m in Outbox(path).claim(10)] == ["m1"]
+        assert journal.journals(path) == [], "nothing left in its journal: the file went"
+    finally:
+        writer.communicate("", timeout=30)
+
+
+def test_own_messages_delivered_at_once_never_touch_the_table(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.put([(f"m{i}", "audit", {"i": i}) for i in range(50)])
+    claimed = outbox.claim(100)
+    assert [m.message_id for m in claimed] == [f"m{i}" for i in range(50)]
+    assert [m.payload for m in claimed[:2]] == [{"i": 0}, {"i": 1}] and all(m.id < 0 for m in claimed)
+    assert outbox.claim(100) == [], "claimed: not handed out twice"
+    outbox.delivered([m.id for m in claimed])
+    assert outbox.counts() == {"pending": 0, "dead": 0}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+        (name, taken), = db.execute("SELECT name, taken FROM outbox_journal").fetchall()
+    assert taken == (tmp_path / name).stat().st_size, "the journal is noted as settled to its end"
+
+
+def test_own_messages_that_fail_or_wait_go_to_the_table_with_their_attempts(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.put([("retry", "audit", {}), ("dead", "audit", {}), ("back", "audit", {}), ("held", "http://x/h", {})])
+    by_id = {m.message_id: m.id for m in outbox.claim(3, scope=destination_scope("audit"))}
+    outbox.retry(by_id["retry"], 60.0, "HTTP 503")
+    outbox.dead(by_id["dead"], "HTTP 400")
+    outbox.release([by_id["back"]])
+    assert outbox.hold("http://x/h", time.time() + 60) == 1
+    assert [m.message_id for m in outbox.claim(10)] == ["back"], "released: first in line again; the rest wait"
+    with sqlite3.connect(path) as db:
+        rows = {r[0]: r[1:] for r in db.execute("SELECT message_id, state, attempts, last_error FROM outbox")}
+    assert rows == {"retry": ("pending", 1, "HTTP 503"), "dead": ("dead", 1, "HTTP 400"), "held": ("pending", 0, None)}
+    assert [m.message_id for m in outbox.dead_letters()] == ["dead"]
+    assert outbox.counts() == {"pending": 3, "dead": 1}
+
+
+def test_what_was_settled_before_a_crash_is_not_sent_again_and_the_rest_is(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    code = ("import os, sys; from nexus_otel.exporters.outbox import Outbox; o = Outbox(sys.argv[1]); "
+            "[o.put([(f'm{i}', 'audit', {})]) for i in range(3)]; c = o.claim(10); o.delivered([c[0].id]); "
+            "o.retry(c[2].id, 0.0, 'HTTP 503'); os._exit(9)")
+    assert subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO).returncode == 9
+    got = sorted(m.message_id for m in Outbox(path).claim(10))
+    assert got == ["m1", "m2"], "m0 delivered and noted: not again; m1 was in flight: again; m2 once (its retry)"
+
+
+def test_own_messages_beyond_what_memory_holds_go_to_the_table(tmp_path, monkeypatch):
+    from nexus_otel.exporters import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "_MAX_OWN", 10)
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.put([(f"m{i}", "audit", {}) for i in range(30)])
+    first = outbox.claim(5)
+    assert [m.message_id for m in first] == [f"m{i}" for i in range(5)] and all(m.id > 0 for m in first)
+    assert len(_rows(path)) == 20, "the oldest 20 went to the table, the newest 10 stay in memory"
+    seen = [m.message_id for m in first]
+    outbox.delivered([m.id for m in first])
+    while batch := outbox.claim(7):
+        seen += [m.message_id for m in batch]
+        outbox.delivered([m.id for m in batch])
+    assert sorted(seen) == sorted(f"m{i}" for i in range(30)) and len(seen) == 30
 
 
 def test_a_writer_that_died_mid_line_leaves_its_whole_lines_and_an_error(tmp_path, caplog):
@@ -103,20 +179,24 @@ def test_close_moves_the_journal_into_the_table_and_removes_it(tmp_path):
     assert [m.message_id for m in outbox.claim(10)] == ["m1", "m2"]
 
 
-def test_a_taken_journal_is_replaced_by_a_new_file_and_nothing_is_lost_or_doubled(tmp_path, monkeypatch):
+def test_a_settled_journal_is_replaced_by_a_new_file_and_nothing_is_lost_or_doubled(tmp_path, monkeypatch):
     monkeypatch.setattr(journal, "ROTATE_BYTES", 2_000)
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    names = set()
+    names, seen = set(), []
     for i in range(300):
         outbox.put([(f"m{i}", "audit", {"i": i, "pad": "x" * 40})])
         names.update(journal.journals(path))
         if i % 7 == 0:
-            outbox.counts()
-    outbox.counts()
+            batch = outbox.claim(100)
+            seen += [m.message_id for m in batch]
+            outbox.delivered([m.id for m in batch])
+    batch = outbox.claim(100)
+    seen += [m.message_id for m in batch]
+    outbox.delivered([m.id for m in batch])
     assert len(names) > 5, "the journal started again several times"
-    assert len(journal.journals(path)) <= 1, "the files it left were removed once taken"
-    assert _rows(path) == [f"m{i}" for i in range(300)]
+    assert len(journal.journals(path)) <= 1, "the files it left were removed once settled"
+    assert seen == [f"m{i}" for i in range(300)]
 
 
 def test_puts_and_claims_from_many_threads_and_two_outboxes_take_each_message_once(tmp_path):
@@ -156,20 +236,23 @@ def test_puts_and_claims_from_many_threads_and_two_outboxes_take_each_message_on
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_a_forked_child_writes_a_journal_of_its_own(tmp_path):
+def test_a_forked_child_writes_a_journal_of_its_own_and_leaves_its_parents_messages_alone(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
     outbox.put([("parent-1", "audit", {})])
     pid = os.fork()
-    if pid == 0:  # the child: its puts go to its own file, the parent's stays the parent's
+    if pid == 0:  # the child: its puts go to its own file; the parent's messages are not its to send
+        code = 1
         try:
+            code = 0 if outbox.claim(10) == [] else 3
             outbox.put([("child", "audit", {})])
         finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child claimed its parent's message"
     outbox.put([("parent-2", "audit", {})])
     assert len(journal.journals(path)) == 2
-    assert sorted(m.message_id for m in Outbox(path).claim(10)) == ["child", "parent-1", "parent-2"]
+    assert [m.message_id for m in outbox.claim(10)] == ["child", "parent-1", "parent-2"]
     assert len(journal.journals(path)) == 1, "the ended child's journal went; the parent's stays"
 
 
@@ -177,19 +260,42 @@ def test_looks_do_not_wait_out_another_processs_lock(tmp_path, caplog):
     """Counts (a scrape, ``webhooks status``) and close (a shutdown) read the table as is if the file stays locked."""
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)  # the default busy_timeout: 5 s
-    outbox.put([("old", "audit", {})])
-    outbox.counts()
-    outbox.put([("new", "audit", {})])
+    outbox.put([("mine", "audit", {})])
+    name = f"{journal.prefix_of(path)}{socket.gethostname()}+999999999+1+0"  # left by a process that ended
+    (tmp_path / name).write_bytes(journal.encode(1.0, [("left", "audit", "{}")]))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         started = time.monotonic()
-        assert outbox.counts() == {"pending": 1, "dead": 0}, "the table's count: the new one is still in the journal"
+        assert outbox.counts() == {"pending": 1, "dead": 0}, "its own, and not yet what the ended process left"
         with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
             outbox.close()
         assert time.monotonic() - started < outbox.busy_timeout / 2, "neither waited out the busy timeout"
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert "journal left for the next reader" in caplog.text
-    assert sorted(m.message_id for m in Outbox(path).claim(10)) == ["new", "old"], "the next reader takes it"
+    assert "left in the journal for the next reader" in caplog.text
+    assert outbox.counts() == {"pending": 2, "dead": 0}
+    outbox.close()
+    assert sorted(m.message_id for m in Outbox(path).claim(10)) == ["left", "mine"], "closed: every reader sees them"
+
+
+def test_an_outbox_dropped_without_close_hands_its_messages_to_the_table(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path).put([("m1", "audit", {})])  # unreferenced at once
+    assert _rows(path) == ["m1"] and journal.journals(path) == []
+
+
+def test_messages_in_delivery_at_close_go_to_the_table_claimed_and_are_settled_there(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.put([("a", "audit", {}), ("b", "audit", {}), ("c", "audit", {})])
+    a, b, c = outbox.claim(10)
+    outbox.close()  # a worker that could not finish by its deadline still has them in flight
+    other = Outbox(path)
+    assert other.claim(10) == [] and other.counts()["pending"] == 3, "claimed by this process: no one else takes them"
+    outbox.delivered([a.id])
+    outbox.retry(b.id, 0.0, "HTTP 503")
+    outbox.release([c.id])
+    taken = {m.message_id: m.attempts for m in other.claim(10)}
+    assert taken == {"b": 1, "c": 0}, "a settled there; b retried; c given back"

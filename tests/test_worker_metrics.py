@@ -115,7 +115,9 @@ def test_a_workers_directory_too_long_for_socket_names_is_a_clear_error(tmp_path
 
 def test_two_processes_sharing_an_outbox_never_claim_the_same_message(tmp_path):
     file = tmp_path / "outbox.sqlite"
-    Outbox(file).put([(f"m{i}", "http://127.0.0.1:9/hook", {"n": i}) for i in range(1000)])
+    putter = Outbox(file)
+    putter.put([(f"m{i}", "http://127.0.0.1:9/hook", {"n": i}) for i in range(1000)])
+    putter.close()  # into the table, where every claimer sees them
     claimed: list[list[str]] = [[], []]
     start = threading.Barrier(2)
 
@@ -149,6 +151,7 @@ def test_a_claim_is_released_or_taken_again_when_its_lease_ends(tmp_path):
     assert other.claim(10, lease=0.0) == []
     short = Outbox(tmp_path / "short.sqlite")
     short.put([("c", "dest", {})])
+    short.close()  # into the table: leases are the table's
     assert [m.message_id for m in short.claim(10, lease=0.0)] == ["c"]
     assert [m.message_id for m in short.claim(10)] == ["c"], "a claimer that died: taken again after the lease"
 

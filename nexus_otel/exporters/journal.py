@@ -95,7 +95,8 @@ class JournalWriter:
     """This process's journal for one outbox: appends, one ``os.write`` of one line per put.
 
     The file is created at the first put, and again after :meth:`retire` or a fork
-    (a child writes its own journal, named by its own identity).
+    (a child writes its own journal, named by its own identity). Only this writer
+    appends to its file, so it knows where each line ends.
     """
 
     def __init__(self, outbox: Path) -> None:
@@ -105,26 +106,34 @@ class JournalWriter:
         self._pid = 0
         self.name: str | None = None
         """The file now written (None before the first put and after :meth:`retire`)."""
+        self.size = 0
+        """Bytes written to it."""
 
-    def append(self, created_at: float, items: Sequence[tuple[str, str, str]]) -> None:
-        """Append one put; in the page cache on return. Raises ``OSError`` (the disk is full, the folder gone)."""
+    def append(self, created_at: float, items: Sequence[tuple[str, str, str]]) -> tuple[str, int]:
+        """Append one put, in the page cache on return: the file's name and where the line ends.
+
+        Raises ``OSError`` (the disk is full, the folder gone).
+        """
         line = encode(created_at, items)
         with self._lock:
             if self._fd is None or self._pid != os.getpid():
                 self._open()
-            assert self._fd is not None
+            assert self._fd is not None and self.name is not None
             written = os.write(self._fd, line)
             if written != len(line):  # a regular file takes a whole write unless the disk filled meanwhile
                 raise OSError(f"journal {self.name}: wrote {written} of {len(line)} bytes")
+            self.size += written
+            return self.name, self.size
 
-    def retire(self) -> str | None:
-        """Stop writing the current file (the next put starts another); its name, or None if there was none."""
+    def retire(self) -> tuple[str, int] | None:
+        """Stop writing the current file (the next put starts another); its name and size, or None."""
         with self._lock:
-            name, fd = self.name, self._fd
+            name, fd, size = self.name, self._fd, self.size
             self.name = self._fd = None
+            self.size = 0
         if fd is not None and self._pid == os.getpid():
             os.close(fd)
-        return name
+        return None if name is None else (name, size)
 
     def _open(self) -> None:
         # A forked child leaves its parent's descriptor alone: the parent still writes there.
@@ -133,6 +142,7 @@ class JournalWriter:
         self.name = f"{prefix_of(self.outbox)}{claimer.identity().replace('/', '+')}+{os.urandom(4).hex()}"
         self._fd = os.open(self.outbox.parent / self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            0o600)
+        self.size = 0
 
 
 def read_from(path: Path, offset: int) -> bytes:

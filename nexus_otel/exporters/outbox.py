@@ -1,22 +1,29 @@
-"""A durable outbox: messages kept in a SQLite file until delivered (see ``delivery`` for who delivers them).
+"""A durable outbox: messages kept on disk until delivered (see ``delivery`` for who delivers them).
 
 Record sinks that talk to something that can be down (a webhook receiver, a
 database) put their messages here on the workflow's thread, and ``put``
 returns only once they are written: a process crash after that loses nothing
 (see ``docs/records.md`` for power loss). A put is one line appended to this
-process's journal (:mod:`.journal`), not a SQLite transaction: the workflow's
-thread never waits for the shared file's lock, and pays one ``write``. Whoever
-reads the outbox (a worker's claim, the counts, the CLI) first moves every
-journal's new lines into the table, so readers in any process see every
-message put before they read.
+object's journal (:mod:`.journal`), not a SQLite transaction: the workflow's
+thread never waits for the shared file's lock, and pays one ``write``.
+
+The object's own workers deliver what it put straight from memory
+(:mod:`.own_journal`): a message delivered at its first attempt never enters
+the SQLite table; the table only notes, once per batch, how far the journal
+is settled. What is not delivered at once (a retry, a dead letter, a
+destination whose circuit is open, more than memory should hold) and
+everything at :meth:`Outbox.close` goes into the table, where every reader in
+every process sees it. A journal whose process has ended is taken into the
+table, from its last note, by the next reader.
 
 Sinks that share a file (the built-in ones do, by default) each see their own
 messages through an :class:`OutboxView`. A
 :class:`~nexus_otel.exporters.delivery.OutboxWorker` delivers them. Because the
-queue is a file, a restart or a long outage loses nothing: the next process
+queue is on disk, a restart or a long outage loses nothing: the next process
 picks up where the last one stopped. Several processes may share the file
-(the workers of ``serve --workers N``): a message is claimed by one of them at
-a time (:meth:`Outbox.claim`), so none is delivered twice.
+(the workers of ``serve --workers N``): a message in the table is claimed by
+one of them at a time (:meth:`Outbox.claim`), and a journal's messages are
+its process's alone while it runs, so none is delivered twice.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import fastjson
 from . import claimer, journal
+from .own_journal import Item, OwnJournal
 
 log = logging.getLogger("nexus_otel.outbox")
 
@@ -51,19 +60,39 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_by      TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_message ON outbox (message_id, destination);
 CREATE TABLE IF NOT EXISTS outbox_journal (name TEXT PRIMARY KEY, taken INTEGER NOT NULL);
 """
 
 
-Scope = tuple[str, tuple[Any, ...]]
-"""Which messages a sink sees in a shared outbox: an SQL condition on ``destination`` and its parameters."""
-ALL: Scope = ("1 = 1", ())
-WEBHOOK_SCOPE: Scope = ("(destination LIKE 'http://%' OR destination LIKE 'https://%')", ())
+class Scope(NamedTuple):
+    """Which messages a sink sees in a shared outbox: an SQL condition on ``destination``, its parameters,
+    and the same test in Python (for messages not yet in the table); a plain ``(sql, params)`` pair works too."""
+
+    sql: str
+    params: tuple[Any, ...]
+    matches: Callable[[str], bool] | None = None
+
+
+def _any(destination: str) -> bool:
+    return True
+
+
+def _is_url(destination: str) -> bool:
+    return destination.startswith(("http://", "https://"))
+
+
+ALL = Scope("1 = 1", (), _any)
+WEBHOOK_SCOPE = Scope("(destination LIKE 'http://%' OR destination LIKE 'https://%')", (), _is_url)
 """Webhook destinations are URLs; other sinks sharing an outbox use plain names."""
 
 
 def destination_scope(name: str) -> Scope:
-    return ("destination = ?", (name,))
+    return Scope("destination = ?", (name,), name.__eq__)
+
+
+def _matcher(scope: tuple[Any, ...]) -> Callable[[str], bool] | None:
+    return scope[2] if len(scope) > 2 else None
 
 
 OUTBOX_FILE = "outbox.sqlite"
@@ -91,25 +120,27 @@ class Message:
     state: str
 
 
-# No uniqueness index on message_id (outboxes made by earlier versions keep theirs, and OR IGNORE keeps its
-# meaning there).
-_INSERT = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next_attempt_at, created_at)"
-           " VALUES (?, ?, ?, ?, ?)")
-
-
-_ROWS_PER_INSERT = 100  # 500 bound variables: well under SQLite's limit
+# Rows enter the table from an ended process's journal (not twice: its process may have moved some in
+# already, after its last note of how far it had settled), or from this object's own messages (a retry, a
+# dead letter, a circuit held open, a spill, a close). Outboxes made by earlier versions keep their
+# uniqueness index on message_id; OR IGNORE keeps its meaning there.
+_INSERT_NEW = ("INSERT INTO outbox (message_id, destination, payload, next_attempt_at, created_at)"
+               " SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE message_id = ? AND destination = ?)")
+_INSERT_OWN = ("INSERT OR IGNORE INTO outbox (message_id, destination, payload, next_attempt_at, created_at, attempts,"
+               " state, last_error, claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_ROWS_PER_INSERT = 100  # 900 bound variables: well under SQLite's limit (32,766)
 DEFAULT_LEASE = 60.0
 """Seconds a claimed message is kept from other claimers (longer than any one delivery takes)."""
 _IDS_PER_DELETE = 500  # well under SQLite's limit on bound variables
-
-
+_MAX_OWN = 20_000
+"""Own messages kept in memory for this object's workers; beyond that (no worker keeps up) they go into the table."""
 _ALIVE_RECHECK = 1.0  # seconds between checks that another process writing a journal still runs
 _LOOK_WAIT = 0.2  # seconds a look (counts, closing) waits for another process's lock before it reads as is
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
-def _insert_rows(n: int) -> str:
-    return _INSERT + ", (?, ?, ?, ?, ?)" * (n - 1)
+def _insert_own_rows(n: int) -> str:
+    return _INSERT_OWN + ", (?, ?, ?, ?, ?, ?, ?, ?, ?)" * (n - 1)
 
 
 def _encoded(payload: Any) -> str:
@@ -131,10 +162,12 @@ class Outbox:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._deferred = threading.local()
-        self._writer = journal.JournalWriter(self.path)
-        self._taken: dict[str, int] = {}  # journal name -> bytes known to be in the table (a hint: the table decides)
-        self._retired: set[str] = set()  # this object's journals no longer written: removed once taken
-        self._alive: dict[str, float] = {}  # another writer's journal -> when its process was last seen running
+        self._own = OwnJournal(journal.JournalWriter(self.path))
+        self._moved: dict[int, tuple[str, str]] = {}  # own handle -> (message_id, destination) once handed over
+        # Dropped without close() (or left open as the process exits): its waiting messages still reach the table.
+        weakref.finalize(self, _hand_over_when_gone, self.path, self._own)
+        # Another process's journal -> when its process was last seen running, and the file's size then.
+        self._alive: dict[str, tuple[float, int | None]] = {}
         with self._lock:
             self._db.executescript(_SCHEMA)
             _add_claimed_by(self._db)
@@ -165,7 +198,7 @@ class Outbox:
         if deferred is not None:  # inside defer(): written, with the rest, when it ends
             deferred.extend(batch)
             return len(batch)
-        self._writer.append(time.time(), [(mid, dest, _encoded(payload)) for mid, dest, payload in batch])
+        self._own.put(time.time(), [(mid, dest, _encoded(payload)) for mid, dest, payload in batch])
         return len(batch)
 
     def defer(self) -> bool:
@@ -185,146 +218,154 @@ class Outbox:
         """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
         return OutboxView(self, scope)
 
+    # -- journals of processes that ended --------------------------------------------------
     def _take_journals(self, wait: float | None = None) -> bool:
-        """Move the journals' new lines into the table, in a transaction of its own (call with ``_lock``).
+        """Move the journals of ended processes into the table, in a transaction of its own (call with ``_lock``).
 
         ``wait``: at most this many seconds for another process's lock on the file (instead of
         ``busy_timeout``), after which nothing is taken and False is returned: for looks (counts,
         closing) that must not hold up a shutdown or a scrape. True once taken.
         """
-        todo = self._journals_with_news()
+        todo = self._ended_journals()
         if not todo:
             return True
         db = self._db
-        if wait is not None:
-            db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        if not self._begin(wait):
+            return False
         try:
-            db.execute("BEGIN IMMEDIATE")  # the file's write lock: one taker at a time, across processes
-        except sqlite3.OperationalError:
-            if wait is None:
-                raise
-            return False  # locked: what the table holds is what the caller sees this time
-        finally:
-            if wait is not None:
-                db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        try:
-            took = self._take(todo)
+            self._take(todo)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._took(*took)
+        self._took(todo)
         return True
 
-    def _journals_with_news(self) -> list[str]:
-        """The journals with lines not yet taken, or no longer written (to be removed once taken)."""
-        names = journal.journals(self.path)
-        for gone in [name for name in self._taken if name not in names]:
-            self._taken.pop(gone, None)
-            self._alive.pop(gone, None)
-        now = time.monotonic()
-        return [name for name in names if self._has_news(name, now)]
-
-    def _take(self, names: list[str]) -> tuple[dict[str, int], list[str]]:
-        """Inside a write transaction: insert the new lines of journals ``names``, record how far each was taken.
-
-        Returns how far each was taken and which are finished (no longer written, all taken): the
-        caller passes both to :meth:`_took` once the transaction has committed.
-        """
+    def _begin(self, wait: float | None) -> bool:
+        """``BEGIN IMMEDIATE`` (the file's write lock), waiting at most ``wait`` seconds if given; False if locked."""
         db = self._db
-        finished: list[str] = []
-        taken_now: dict[str, int] = {}
+        if wait is not None:
+            db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            if wait is None:
+                raise
+            return False
+        finally:
+            if wait is not None:
+                db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return True
+
+    def _ended_journals(self) -> list[str]:
+        """Journals of processes that have ended (a running process delivers its own journal's messages)."""
+        names = journal.journals(self.path)
+        for gone in [name for name in self._alive if name not in names]:
+            del self._alive[gone]
+        now = time.monotonic()
+        mine = self._own.writer.name
+        retired = self._own.retired()
+        ended = []
+        for name in names:
+            if name == mine or name in retired:
+                continue
+            size = journal.size_of(self.path.parent / name)
+            seen = self._alive.get(name)
+            if seen is not None and now - seen[0] < _ALIVE_RECHECK and size == seen[1]:
+                continue  # its process ran a moment ago and has written nothing since
+            if claimer.has_ended(journal.owner_of(name)):
+                self._alive.pop(name, None)
+                ended.append(name)
+            else:
+                self._alive[name] = (now, size)
+        return ended
+
+    def _take(self, names: list[str]) -> None:
+        """Inside a write transaction: insert the lines of ended journals ``names`` from where they were settled."""
+        db = self._db
         rows: list[tuple[Any, ...]] = []
         for name in names:
             row = db.execute("SELECT taken FROM outbox_journal WHERE name = ?", (name,)).fetchone()
             start = row[0] if row else 0
             data = journal.read_from(self.path.parent / name, start)
             decoded = journal.decode(data)
-            end = start + decoded.taken
-            written = name == self._writer.name or (name not in self._retired and name in self._alive)
             if decoded.corrupt:
                 log.error("%s: %d lines of journal %s failed their checksum and were skipped (a torn write)",
                           self.path, decoded.corrupt, name)
-            if not written:
-                if len(data) > decoded.taken:
-                    log.error("%s: journal %s ends in %d bytes of a line its writer never finished; dropped",
-                              self.path, name, len(data) - decoded.taken)
-                end = start + len(data)
-                finished.append(name)
+            if len(data) > decoded.taken:
+                log.error("%s: journal %s ends in %d bytes of a line its writer never finished; dropped",
+                          self.path, name, len(data) - decoded.taken)
             rows += journal.rows_of(decoded.entries)
-            if end != start:
-                db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, end))
-            taken_now[name] = end
-        for at in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[at:at + _ROWS_PER_INSERT]
-            db.execute(_insert_rows(len(chunk)), [value for r in chunk for value in r])
-        return taken_now, finished
+            db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, start + len(data)))
+        # Its process may have moved some of these into the table already (a retry, a held circuit) after the
+        # last note of how far the journal was settled: those are not queued twice.
+        db.executemany(_INSERT_NEW, [(*row, row[0], row[1]) for row in rows])
 
-    def _took(self, taken_now: dict[str, int], finished: list[str]) -> None:
-        """After :meth:`_take`'s transaction committed: remember how far, remove finished journals, start anew."""
-        self._taken.update(taken_now)
-        for name in finished:  # all of it is in the table: the file goes first, then its row
+    def _took(self, names: list[str]) -> None:
+        """After :meth:`_take`'s transaction committed: the files go first, then their rows."""
+        for name in names:
             try:
                 os.unlink(self.path.parent / name)
             except FileNotFoundError:
                 pass
             self._db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
-            self._taken.pop(name, None)
-            self._retired.discard(name)
             self._alive.pop(name, None)
-        mine = self._writer.name
-        if mine is not None and self._taken.get(mine, 0) >= journal.ROTATE_BYTES:
-            retired = self._writer.retire()  # the next put starts a new file; this one goes once taken
-            if retired is not None:
-                self._retired.add(retired)
 
-    def _has_news(self, name: str, now: float) -> bool:
-        """Whether journal ``name`` has lines not yet taken, or is no longer written (to be removed)."""
-        size = journal.size_of(self.path.parent / name)
-        if size is None:
-            return False
-        if name == self._writer.name:
-            return size != self._taken.get(name)
-        if name in self._retired:
-            return True
-        news = size != self._taken.get(name)
-        checked = self._alive.get(name)
-        if news or checked is None or now - checked >= _ALIVE_RECHECK:  # its writer may have ended since
-            if claimer.has_ended(journal.owner_of(name)):
-                self._alive.pop(name, None)
-                return True
-            self._alive[name] = now
-        return news
+    # -- this object's own messages ----------------------------------------------------------
+    def _settled(self, items: list[Item]) -> None:
+        """Own items delivered (call with ``_lock``): note how far the journal is settled."""
+        _note_settled(self._db, self.path.parent, self._own, items)
 
+    def _to_table(self, items: list[Item], **row: Any) -> None:
+        """Move own items into the table (call with ``_lock``); put back as they were if that fails."""
+        _to_table(self._db, self.path.parent, self._own, items, **row)
+
+    def _spill(self, matches: Callable[[str], bool] | None = None, keep: int = 0) -> None:
+        """Move own waiting messages (those ``matches`` accepts; all if None), beyond ``keep``, into the table."""
+        self._to_table(self._own.take_waiting(matches, keep))
+
+    # -- reading and settling ------------------------------------------------------------------
     def due(self, limit: int = 100, now: float | None = None, scope: Scope = ALL) -> list[Message]:
         """Pending messages (of ``scope``) whose next attempt is due, oldest first (a look: see :meth:`claim`)."""
+        matches = _matcher(scope)
         with self._lock:
             self._take_journals()
+            if matches is None:
+                self._spill()
             cur = self._db.execute(
                 "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
                 f" WHERE state = 'pending' AND next_attempt_at <= ? AND {scope[0]}"
                 " ORDER BY next_attempt_at, id LIMIT ?",
                 (time.time() if now is None else now, *scope[1], limit),
             )
-            return [_message(row) for row in cur.fetchall()]
+            rows = [_message(row) for row in cur.fetchall()]
+        own = [_own_message(i) for i in self._own.waiting(matches)] if matches is not None else []
+        return (rows + own)[:limit]
 
     def claim(self, limit: int = 100, lease: float = DEFAULT_LEASE, scope: Scope = ALL) -> list[Message]:
         """Take up to ``limit`` due messages (of ``scope``) for delivery, oldest first, for ``lease`` seconds.
 
-        In one transaction, the messages' next attempt moves to the lease's end,
-        so no other process (or worker) sharing the file takes them meanwhile. The claimer settles
-        each with :meth:`delivered`, :meth:`retry`, :meth:`dead` or :meth:`release`. A claimer that
-        dies leaves them to be taken again: by :meth:`release_orphans` as soon as another process
-        sees it gone, or when the lease ends (the same ``message_id``: a receiver that deduplicates
-        sees it once).
+        This object's own messages (put through it, not yet settled) are taken from memory,
+        after the table's: no other claimer can have them (see :mod:`.own_journal`). The table's
+        are claimed in one transaction: their next attempt moves to the lease's end, so no other
+        process (or worker) sharing the file takes them meanwhile. The claimer settles each with
+        :meth:`delivered`, :meth:`retry`, :meth:`dead` or :meth:`release`. A claimer that dies
+        leaves them to be taken again: by :meth:`release_orphans` as soon as another process sees
+        it gone, or when the lease ends (the same ``message_id``: a receiver that deduplicates sees
+        it once).
         """
         me = claimer.identity()
+        matches = _matcher(scope)
         with self._lock:
-            todo = self._journals_with_news()
+            todo = self._ended_journals()
             db = self._db
+            # Own messages beyond what memory should hold (no worker keeps up), or all of them for a scope
+            # that cannot be tested in Python: into the table, where any claimer sees them.
+            self._spill(matches if matches is not None else None, _MAX_OWN if matches is not None else 0)
             db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
             try:
-                took = self._take(todo) if todo else None  # the journals' new lines, in the same transaction
+                if todo:
+                    self._take(todo)  # the journals of ended processes, in the same transaction
                 now = time.time()
                 rows = db.execute(
                     "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
@@ -339,16 +380,28 @@ class Outbox:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            if took is not None:
-                self._took(*took)
-        return [_message(row) for row in rows]
+            if todo:
+                self._took(todo)
+        claimed = [_message(row) for row in rows]
+        if matches is not None:
+            claimed += [_own_message(i) for i in self._own.claim(matches, limit - len(claimed), time.time() + lease)]
+        return claimed
+
+    def _moved_rows(self, ids: Iterable[int]) -> list[tuple[str, str]]:
+        """Rows of own messages handed to the table while in delivery (call with ``_lock``)."""
+        return [row for i in ids if i < 0 and (row := self._moved.pop(i, None)) is not None]
 
     def release(self, ids: Sequence[int]) -> None:
         """Give claimed messages back, due now (they were not attempted)."""
         now = time.time()
+        self._own.release(self._own.held(i for i in ids if i < 0))
+        table = [int(i) for i in ids if i > 0]
         with self._lock:
-            for start in range(0, len(ids), _IDS_PER_DELETE):
-                chunk = [int(i) for i in ids[start:start + _IDS_PER_DELETE]]
+            for mid, dest in self._moved_rows(ids):
+                self._db.execute("UPDATE outbox SET next_attempt_at = ?, claimed_by = NULL WHERE state = 'pending'"
+                                 " AND message_id = ? AND destination = ?", (now, mid, dest))
+            for start in range(0, len(table), _IDS_PER_DELETE):
+                chunk = table[start:start + _IDS_PER_DELETE]
                 self._db.execute(f"UPDATE outbox SET next_attempt_at = ?, claimed_by = NULL WHERE state = 'pending'"
                                  f" AND id IN ({','.join('?' * len(chunk))})", [now, *chunk])
 
@@ -373,8 +426,13 @@ class Outbox:
 
     def next_due_in(self, scope: Scope = ALL) -> float | None:
         """Seconds until the next pending message is due (0 if one is due now), None if none is pending."""
+        matches = _matcher(scope)
+        if matches is not None and self._own.has_waiting(matches):
+            return 0.0
         with self._lock:
             self._take_journals()
+            if matches is None:
+                self._spill()
             row = self._db.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND {scope[0]}",
                                    scope[1]).fetchone()
         if row is None or row[0] is None:
@@ -383,17 +441,29 @@ class Outbox:
 
     def delivered(self, ids: Sequence[int]) -> None:
         """Remove delivered messages: one statement (one transaction) per chunk of ids, not one per id."""
+        own = self._own.held(i for i in ids if i < 0)
+        table = [int(i) for i in ids if i > 0]
         with self._lock:
-            for start in range(0, len(ids), _IDS_PER_DELETE):
-                chunk = [int(i) for i in ids[start:start + _IDS_PER_DELETE]]
+            for mid, dest in self._moved_rows(ids):
+                self._db.execute("DELETE FROM outbox WHERE state = 'pending' AND message_id = ? AND destination = ?",
+                                 (mid, dest))
+            for start in range(0, len(table), _IDS_PER_DELETE):
+                chunk = table[start:start + _IDS_PER_DELETE]
                 self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            if own:
+                self._settled(own)
 
     def retry(self, id_: int, delay: float, error: str) -> None:
         with self._lock:
+            if id_ < 0 and id_ not in self._moved:
+                self._to_table(self._own.held([id_]), attempts=1, next_attempt_at=time.time() + delay,
+                               error=error[:1000])
+                return
+            where, key = _row_of(id_, self._moved_rows([id_]))
             self._db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claimed_by = NULL"
-                " WHERE id = ?",
-                (time.time() + delay, error[:1000], id_),
+                f" WHERE {where}",
+                (time.time() + delay, error[:1000], *key),
             )
 
     def hold(self, destination: str, until: float) -> int:
@@ -403,14 +473,20 @@ class Outbox:
                 "UPDATE outbox SET next_attempt_at = ?, claimed_by = NULL WHERE state = 'pending'"
                 " AND destination = ? AND next_attempt_at < ?", (until, destination, until),
             )
-            return cur.rowcount
+            own = self._own.take_waiting(destination.__eq__)  # into the table, due at the circuit's next probe
+            self._to_table(own, next_attempt_at=until)
+            return cur.rowcount + len(own)
 
     def dead(self, id_: int, error: str) -> None:
         with self._lock:
+            if id_ < 0 and id_ not in self._moved:
+                self._to_table(self._own.held([id_]), state="dead", attempts=1, error=error[:1000])
+                return
+            where, key = _row_of(id_, self._moved_rows([id_]))
             self._db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, state = 'dead', last_error = ?, claimed_by = NULL"
-                " WHERE id = ?",
-                (error[:1000], id_),
+                f" WHERE {where}",
+                (error[:1000], *key),
             )
 
     def dead_letters(self, limit: int = 1000, scope: Scope = ALL) -> list[Message]:
@@ -442,39 +518,130 @@ class Outbox:
     def counts(self, scope: Scope = ALL) -> dict[str, int]:
         """Messages (of ``scope``) by state: ``pending`` and ``dead``.
 
-        Messages still in a journal count once taken; if another process holds the file locked for
-        more than a moment, the counts are the table's (a look never waits long).
+        ``pending`` counts the table's and this object's own (put through it, not yet settled).
+        Another running process's own are its to count; a journal left by a process that ended
+        counts once taken, which a look does unless another process holds the file locked for
+        more than a moment (a look never waits long).
         """
+        matches = _matcher(scope)
         with self._lock:
             self._take_journals(wait=_LOOK_WAIT)
             rows = self._db.execute(f"SELECT state, COUNT(*) FROM outbox WHERE {scope[0]} GROUP BY state",
                                     scope[1]).fetchall()
         out = {"pending": 0, "dead": 0}
         out.update({state: n for state, n in rows})
+        out["pending"] += self._own.count(matches) if matches is not None else self._own.count()
         return out
 
     def close(self) -> None:
-        """Move this object's journal into the table and close the connection (both start again on next use).
+        """Move this object's messages into the table and close the connection (both start again on next use).
 
-        If the table cannot be written now (another process holds it locked), the journal
-        stays for the next reader.
+        Messages still in delivery (a worker that could not finish by its deadline) go in claimed by
+        this process, as the table's own claims are; their delivery settles them there. If the table
+        cannot be written now (another process holds it locked), they wait in the journal: the next
+        process to read the outbox after this one ends takes them.
         """
         with self._lock:
-            retired = self._writer.retire()
-            if retired is not None:
-                self._retired.add(retired)
-            if self._retired:
-                try:
-                    taken = self._take_journals(wait=_LOOK_WAIT)
-                except sqlite3.Error as exc:
-                    taken, reason = False, str(exc)
+            try:
+                if self._begin(_LOOK_WAIT):
+                    try:
+                        _hand_over(self._db, self.path.parent, self._own, self._moved)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
                 else:
-                    reason = "the file is locked by another process"
-                if not taken:
-                    log.warning("%s: journal left for the next reader: %s", self.path, reason)
+                    log.warning("%s: messages left in the journal for the next reader: the file is locked by"
+                                " another process", self.path)
+            except sqlite3.Error as exc:
+                log.warning("%s: messages left in the journal for the next reader: %s", self.path, exc)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _note_settled(db: sqlite3.Connection, folder: Path, own: OwnJournal, items: list[Item]) -> None:
+    """Own items settled: note how far each journal is settled; start a new file after a megabyte; remove done files."""
+    progress = own.settle(items)
+    if not progress:
+        return
+    for name, end in progress.items():
+        db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, end))
+    mine = own.writer.name
+    if mine is not None and progress.get(mine, 0) >= journal.ROTATE_BYTES:
+        own.rotate()  # the next put starts a new file; this one goes once settled
+    _remove_finished(db, folder, own)
+
+
+def _remove_finished(db: sqlite3.Connection, folder: Path, own: OwnJournal) -> None:
+    """Own journals retired and settled to their end: the file goes, then its row."""
+    for name in own.finished():
+        try:
+            os.unlink(folder / name)
+        except FileNotFoundError:
+            pass
+        db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
+
+
+def _to_table(db: sqlite3.Connection, folder: Path, own: OwnJournal, items: list[Item], *, state: str = "pending",
+              attempts: int = 0, next_attempt_at: float | None = None, error: str | None = None,
+              claimed_by: str | None = None) -> None:
+    """Move own items into the table, then note them settled; put back as they were if the insert fails.
+
+    With ``claimed_by``, each row stays claimed by it until the item's own lease ends.
+    """
+    if not items:
+        return
+    try:
+        rows = [(i.message_id, i.destination, i.payload, i.lease_until if claimed_by else i.created_at
+                 if next_attempt_at is None else next_attempt_at, i.created_at, attempts, state, error, claimed_by)
+                for i in items]
+        for at in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[at:at + _ROWS_PER_INSERT]
+            db.execute(_insert_own_rows(len(chunk)), [value for r in chunk for value in r])
+    except BaseException:
+        own.release(items)
+        raise
+    _note_settled(db, folder, own, items)
+
+
+def _hand_over(db: sqlite3.Connection, folder: Path, own: OwnJournal, moved: dict[int, tuple[str, str]] | None = None
+               ) -> None:
+    """Inside a write transaction: own waiting messages into the table; with nothing left unsettled, the file goes.
+
+    With ``moved``, the messages still in delivery go too, claimed by this process until their lease ends
+    (``moved`` maps their handles to the rows, for when their delivery is settled).
+    """
+    _to_table(db, folder, own, own.take_waiting())
+    if moved is not None:
+        claimed = own.take_claimed()
+        _to_table(db, folder, own, claimed, claimed_by=claimer.identity())
+        moved.update((item.handle, (item.message_id, item.destination)) for item in claimed)
+    if own.settled_all:
+        own.rotate()
+        _remove_finished(db, folder, own)
+
+
+def _hand_over_when_gone(path: Path, own: OwnJournal) -> None:
+    """An outbox object that goes away (unreferenced, or its process ending) hands its waiting messages over."""
+    if not own.waiting() and own.writer.name is None:
+        return
+    try:
+        db = sqlite3.connect(str(path), timeout=_LOOK_WAIT, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _hand_over(db, path.parent, own)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        log.warning("%s: messages left in the journal for the next reader: %s", path, exc)
+    finally:
+        db.close()
 
 
 class OutboxView:
@@ -537,6 +704,18 @@ def _add_claimed_by(db: sqlite3.Connection) -> None:
     except sqlite3.OperationalError as exc:  # another process added it meanwhile
         if "duplicate column" not in str(exc):
             raise
+
+
+def _row_of(id_: int, moved: list[tuple[str, str]]) -> tuple[str, tuple[Any, ...]]:
+    """The SQL condition naming a row: by id, or for an own message handed over in delivery, by its key."""
+    if moved:
+        return "state = 'pending' AND message_id = ? AND destination = ?", moved[0]
+    return "id = ?", (id_,)
+
+
+def _own_message(item: Item) -> Message:
+    return Message(item.handle, item.message_id, item.destination, fastjson.loads(item.payload), 0, item.created_at,
+                   None, "pending")
 
 
 def _message(row: tuple[Any, ...]) -> Message:

@@ -72,7 +72,9 @@ class OutboxExporter(RecordProcessor):
         """Deliver what is due for up to ``timeout`` seconds, then close (what is left stays queued on disk)."""
         if self.worker.stop(timeout):
             self.close()
-            self.outbox.close()
+        # What waits, and what a worker that could not finish still has in flight, goes into the table for
+        # every reader (the connection opens again if that worker still needs it).
+        self.outbox.close()
 
     def close(self) -> None:
         """Release what delivery used, once the worker has ended (a subclass's clients, stores)."""
