@@ -60,13 +60,17 @@ def test_a_put_needs_no_lock_on_the_shared_file(tmp_path):
     assert outbox.counts() == {"pending": 2, "dead": 0}
 
 
+def _writer(path, code: str) -> subprocess.Popen[str]:
+    """Another process with an outbox ``o`` on ``path``, running ``code``; it waits on its stdin where told to."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; o = Outbox(sys.argv[1]); "
+         + code, str(path)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
 def test_a_running_process_delivers_its_own_and_the_next_reader_takes_them_once_it_ends(tmp_path):
     path = tmp_path / "outbox.sqlite"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; "
-         "o = Outbox(sys.argv[1]); o.put([('m1', 'audit', {'n': 1})]); print('put', flush=True); sys.stdin.read(); "
-         "o.put([('m2', 'audit', {'n': 2})])", str(path)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = _writer(path, "o.put([('m1', 'audit', {'n': 1})]); print('put', flush=True); sys.stdin.read(); "
+                           "o.put([('m2', 'audit', {'n': 2})])")
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "put\n"
         first, second = Outbox(path), Outbox(path)
@@ -83,11 +87,8 @@ def test_a_running_process_delivers_its_own_and_the_next_reader_takes_them_once_
 
 def test_a_running_process_that_closes_its_outbox_hands_its_messages_to_every_reader(tmp_path):
     path = tmp_path / "outbox.sqlite"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; "
-         "o = Outbox(sys.argv[1]); o.put([('m1', 'audit', {'n': 1})]); o.close(); print('closed', flush=True); "
-         "sys.stdin.read()", str(path)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = _writer(path, "o.put([('m1', 'audit', {'n': 1})]); o.close(); print('closed', flush=True); "
+                           "sys.stdin.read()")
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "closed\n"
         assert [m.message_id for m in Outbox(path).claim(10)] == ["m1"]

@@ -543,7 +543,9 @@ class Outbox:
         """
         with self._lock:
             try:
-                if self._begin(_LOOK_WAIT):
+                if self._own.writer.name is None and not self._own.count() and not self._own.retired():
+                    pass  # nothing of its own on disk or in hand: nothing to hand over
+                elif self._begin(_LOOK_WAIT):
                     try:
                         _hand_over(self._db, self.path.parent, self._own, self._moved)
                         self._db.execute("COMMIT")

@@ -223,6 +223,8 @@ class OwnJournal:
     def finished(self) -> list[str]:
         """Retired journals with no line left unsettled (their progress noted): their files and rows can go."""
         with self._lock:
+            if not self._ended:
+                return []
             open_journals = {line.journal for line in self._lines}
             done = [name for name in self._ended if name not in open_journals]
             for name in done:
