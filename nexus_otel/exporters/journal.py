@@ -5,10 +5,11 @@ journal file, next to the outbox's SQLite file: no lock on the shared file, no
 transaction. On return the line is in the operating system's page cache, as a
 SQLite commit in WAL mode with ``synchronous=NORMAL`` is, so a crash of the
 process after that loses nothing (``docs/records.md`` says what a power cut can
-lose). Readers of the outbox move the journals' new lines into the SQLite table
-before they read (:class:`~nexus_otel.exporters.outbox.Outbox` does, in one
-transaction that also records how far each journal was taken), so a line is
-taken once, by whichever process reads first, also after its writer died.
+lose). While its process runs, the journal's messages are that process's to
+deliver (:mod:`.own_journal`); once the process has ended, the next reader of
+the outbox takes the journal's lines into the SQLite table, from the last note
+of how far it was settled (:class:`~nexus_otel.exporters.outbox.Outbox` does, in
+one transaction), and removes the file.
 
 A line is ``<crc32 in 8 hex digits> <JSON>\\n``; the JSON is ``[created_at,
 [[message_id, destination, payload], ...]]`` with each payload as JSON text. JSON
@@ -31,8 +32,7 @@ from .. import fastjson
 from . import claimer
 
 ROTATE_BYTES = 1 << 20
-"""Bytes taken from this process's journal after which its next put starts a new file (the old one is removed
-once taken)."""
+"""Bytes settled in a journal after which its next put starts a new file (the old one is removed once settled)."""
 
 Entry = tuple[float, list[tuple[str, str, str]]]
 """One put: when, and its ``(message_id, destination, payload JSON)`` items."""
