@@ -361,7 +361,7 @@ class Outbox:
             db = self._db
             # Own messages beyond what memory should hold (no worker keeps up), or all of them for a scope
             # that cannot be tested in Python: into the table, where any claimer sees them.
-            self._spill(matches if matches is not None else None, _MAX_OWN if matches is not None else 0)
+            self._spill(matches, _MAX_OWN if matches is not None else 0)
             db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
             try:
                 if todo:
