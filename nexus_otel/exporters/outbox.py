@@ -28,6 +28,7 @@ its process's alone while it runs, so none is delivered twice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -35,7 +36,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -229,15 +230,10 @@ class Outbox:
         todo = self._ended_journals()
         if not todo:
             return True
-        db = self._db
         if not self._begin(wait):
             return False
-        try:
+        with _committed(self._db):
             self._take(todo)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._took(todo)
         return True
 
@@ -304,11 +300,7 @@ class Outbox:
     def _took(self, names: list[str]) -> None:
         """After :meth:`_take`'s transaction committed: the files go first, then their rows."""
         for name in names:
-            try:
-                os.unlink(self.path.parent / name)
-            except FileNotFoundError:
-                pass
-            self._db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
+            _remove_journal(self._db, self.path.parent, name)
             self._alive.pop(name, None)
 
     # -- this object's own messages ----------------------------------------------------------
@@ -363,7 +355,7 @@ class Outbox:
             # that cannot be tested in Python: into the table, where any claimer sees them.
             self._spill(matches, _MAX_OWN if matches is not None else 0)
             db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
-            try:
+            with _committed(db):
                 if todo:
                     self._take(todo)  # the journals of ended processes, in the same transaction
                 now = time.time()
@@ -376,10 +368,6 @@ class Outbox:
                     chunk = [row[0] for row in rows[start:start + _IDS_PER_DELETE]]
                     db.execute(f"UPDATE outbox SET next_attempt_at = ?, claimed_by = ? WHERE id IN "
                                f"({','.join('?' * len(chunk))})", [now + lease, me, *chunk])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             if todo:
                 self._took(todo)
         claimed = [_message(row) for row in rows]
@@ -546,12 +534,8 @@ class Outbox:
                 if self._own.writer.name is None and not self._own.count() and not self._own.retired():
                     pass  # nothing of its own on disk or in hand: nothing to hand over
                 elif self._begin(_LOOK_WAIT):
-                    try:
+                    with _committed(self._db):
                         _hand_over(self._db, self.path.parent, self._own, self._moved)
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        self._db.execute("ROLLBACK")
-                        raise
                 else:
                     log.warning("%s: messages left in the journal for the next reader: the file is locked by"
                                 " another process", self.path)
@@ -576,13 +560,30 @@ def _note_settled(db: sqlite3.Connection, folder: Path, own: OwnJournal, items: 
 
 
 def _remove_finished(db: sqlite3.Connection, folder: Path, own: OwnJournal) -> None:
-    """Own journals retired and settled to their end: the file goes, then its row."""
+    """Own journals retired and settled to their end go."""
     for name in own.finished():
-        try:
-            os.unlink(folder / name)
-        except FileNotFoundError:
-            pass
-        db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
+        _remove_journal(db, folder, name)
+
+
+def _remove_journal(db: sqlite3.Connection, folder: Path, name: str) -> None:
+    """A journal all of whose lines are settled or in the table: the file goes first, then its row (a crash
+    between leaves a row naming no file, which nothing reads)."""
+    try:
+        os.unlink(folder / name)
+    except FileNotFoundError:
+        pass
+    db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
+
+
+@contextlib.contextmanager
+def _committed(db: sqlite3.Connection) -> Iterator[None]:
+    """Inside a transaction already begun: COMMIT after the body, or ROLLBACK if the body or the commit raised."""
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _to_table(db: sqlite3.Connection, folder: Path, own: OwnJournal, items: list[Item], *, state: str = "pending",
@@ -634,12 +635,8 @@ def _hand_over_when_gone(path: Path, own: OwnJournal) -> None:
         return
     try:
         db.execute("BEGIN IMMEDIATE")
-        try:
+        with _committed(db):
             _hand_over(db, path.parent, own)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
     except sqlite3.Error as exc:
         log.warning("%s: messages left in the journal for the next reader: %s", path, exc)
     finally:
