@@ -14,6 +14,7 @@ from .caller import Caller
 from .channels import DEFAULT_THREADS
 from .errors import AccessError, ConfigurationError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
 from .telemetry.config import DEFAULT_DATA_DIR, TelemetryConfig
+from .terminal import InertFormatter, inert, inert_json, inert_line
 
 RUN_STOP_TIMEOUT = 1.5
 """Seconds ``nexus-otel run`` gives the app to stop once its workflow ended."""
@@ -28,7 +29,7 @@ def _load(target: str, plugins_dir: str | None) -> Any:
         if plugins_dir:
             found = app.load_plugins(plugins_dir)
             for error in found.errors:
-                click.echo(f"warning: {error}", err=True)
+                click.echo(f"warning: {inert(error)}", err=True)
         return app
     except ConfigurationError as exc:
         raise SettingError(exc) from exc
@@ -56,13 +57,26 @@ def _data_dir(value: str | None) -> str:
         raise SettingError(exc) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class InertGroup(click.Group):
+    """A command group whose errors are printed inert (:mod:`.terminal`): their messages quote data."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = inert(exc.message)  # type: ignore[misc]  # Final in click's hints; set once here
+            raise
+
+
+@click.group(cls=InertGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.version_option(package_name="nexus-otel")
 def main(log_level: str) -> None:
     """nexus-otel: workflows whose every execution and plugin hook is an OpenTelemetry span."""
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))  # log lines quote data too
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
 
 
 @main.command()
@@ -145,18 +159,18 @@ def run(target: str, workflow: str, input_json: str, session_id: str | None, tok
         app.stop(timeout=RUN_STOP_TIMEOUT)
     trace = seen.get("trace_id") or "-"
     if isinstance(failure, AccessError):
-        click.echo(f"error: access denied ({failure.reason}): {failure}", err=True)
+        click.echo(f"error: access denied ({failure.reason}): {inert(failure)}", err=True)
         click.echo(f"trace_id: {trace}", err=True)
         sys.exit(1)
     if isinstance(failure, RateLimitExceeded):
-        click.echo(f"error: {failure}", err=True)
+        click.echo(f"error: {inert(failure)}", err=True)
         click.echo(f"trace_id: {trace}", err=True)
         sys.exit(1)
     if failure is not None:
-        click.echo(f"error: workflow {workflow!r} failed: {type(failure).__name__}: {failure}", err=True)
+        click.echo(f"error: workflow {workflow!r} failed: {type(failure).__name__}: {inert(failure)}", err=True)
         click.echo(f"trace_id: {trace}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(result, indent=2, default=str, ensure_ascii=False))
+    click.echo(inert_json(json.dumps(result, indent=2, default=str, ensure_ascii=False)))
     click.echo(f"trace_id: {trace}", err=True)
 
 
@@ -166,7 +180,7 @@ def run(target: str, workflow: str, input_json: str, session_id: str | None, tok
 def plugins(target: str, plugins_dir: str | None) -> None:
     """List the plugins of MODULE:APP with their versions."""
     app = _load(target, plugins_dir)
-    rows = [(name, getattr(p, "version", "?"), getattr(p, "description", "") or "")
+    rows = [(inert_line(name), inert_line(getattr(p, "version", "?")), inert_line(getattr(p, "description", "") or ""))
             for name, p in app.plugins.plugins.items()]
     if not rows:
         click.echo("no plugins")
@@ -198,17 +212,18 @@ def traces(trace_id: str | None, limit: int, include_all: bool, show_attributes:
                 f"no trace {trace_id!r} in {directory} (a trace is written within about a second of its "
                 f"request ending; run the command again if it just ended)")
         tid, spans = found
-        click.echo(f"trace {tid}  ({len(spans)} spans, service {spans[0].service})")
+        click.echo(f"trace {inert_line(tid)}  ({len(spans)} spans, service {inert_line(spans[0].service)})")
         for line in render_tree(spans, show_attributes=show_attributes, header=True):
             click.echo(line)
         return
     summaries = recent_traces(directory, limit, include_all=include_all)
     if not summaries:
-        click.echo(f"no traces in {directory} yet: run a workflow (nexus-otel run / serve / demo)")
+        click.echo(f"no traces in {inert_line(directory)} yet: run a workflow (nexus-otel run / serve / demo)")
         return
     click.echo(f"{'TRACE ID':<34}{'WORKFLOW':<18}{'STATUS':<8}{'DURATION':>12}  {'SPANS':>5}  STARTED")
     for s in summaries:
-        click.echo(f"{s.trace_id:<34}{s.workflow[:17]:<18}{s.status:<8}{s.duration_ms:>9.2f} ms  "
+        workflow = inert_line(s.workflow)[:17]
+        click.echo(f"{inert_line(s.trace_id):<34}{workflow:<18}{s.status:<8}{s.duration_ms:>9.2f} ms  "
                    f"{s.span_count:>5}  {s.started}")
 
 
@@ -249,17 +264,22 @@ def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
 @click.option("--outbox", default=None)
 @click.option("--data-dir", default=None)
 def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
-    """List payloads given up on, with their last error."""
+    """List payloads given up on, with their last error (URLs with credentials and secret values masked)."""
     from .exporters.webhook import body_of
+    from .redaction import Redactor
+    from .urls import mask_url
 
     box, _ = _outbox(outbox, data_dir)
     letters = box.dead_letters() if box is not None else []
     if not letters:
         click.echo("no dead letters")
+    redactor = Redactor()
     for m in letters:
         workflow = body_of(m.payload).get("workflow", "?")
-        click.echo(f"{m.id:<6} {m.message_id}  {workflow:<16} attempts={m.attempts}  "
-                   f"{m.destination}  last error: {m.last_error}")
+        destination = mask_url(m.destination, redactor)
+        error = redactor.scrub_credentials_in(m.last_error or "")
+        click.echo(inert_line(f"{m.id:<6} {m.message_id}  {workflow!s:<16} attempts={m.attempts}  "
+                              f"{destination}  last error: {error}"))
 
 
 @webhooks.command("replay")

@@ -2,7 +2,9 @@
 
 The tree reads like a trace view in Jaeger: each span with its duration and
 its start offset from the beginning of the trace, children indented under
-their parent, errors marked.
+their parent, errors marked. Its lines are safe to print: every value from a
+span (which a caller may have chosen, like a session id or a URL path) is
+made inert for a terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from .exporters.local import read_spans
 from .exporters.spanfile import SpanRecord
 from .telemetry import contract as c
+from .terminal import inert_line
 
 
 @dataclass(slots=True)
@@ -105,7 +108,7 @@ def render_tree(spans: list[SpanRecord], show_attributes: bool = False, header: 
         branch = "" if top else ("└─ " if last else "├─ ")
         kids = children.get(span.span_id, [])
         child_prefix = prefix if top else prefix + ("   " if last else "│  ")
-        rows.append((prefix + branch + span.name, span, child_prefix + ("│  " if kids else "   ")))
+        rows.append((prefix + branch + inert_line(span.name), span, child_prefix + ("│  " if kids else "   ")))
         for i, kid in enumerate(kids):
             walk(kid, child_prefix, i == len(kids) - 1, False)
 
@@ -114,15 +117,16 @@ def render_tree(spans: list[SpanRecord], show_attributes: bool = False, header: 
     width = max(len(label) for label, _, _ in rows) + 2
     lines = [f"{'SPAN'.ljust(width)}{'DURATION':>13}   {'STARTED AFTER':>13}"] if header else []
     for label, span, detail_prefix in rows:
-        mark = "  ERROR " + (span.attributes.get(c.ERROR_TYPE) or span.status_message) if span.status == "ERROR" else ""
+        error = span.attributes.get(c.ERROR_TYPE) or span.status_message
+        mark = f"  ERROR {inert_line(error)}" if span.status == "ERROR" else ""
         lines.append(
             f"{label.ljust(width)}{span.duration_ms:>10.3f} ms   +{(span.start_ns - t0) / 1e6:>9.3f} ms{mark}"
         )
         if show_attributes:
             for key in sorted(span.attributes):
-                lines.append(f"{detail_prefix}{key} = {span.attributes[key]}")
+                lines.append(f"{detail_prefix}{inert_line(key)} = {inert_line(span.attributes[key])}")
             for event in span.events:
                 details = ", ".join(f"{k}={v}" for k, v in sorted(event["attributes"].items())
                                     if k != "exception.stacktrace")
-                lines.append(f"{detail_prefix}event {event['name']}: {details}")
+                lines.append(f"{detail_prefix}event {inert_line(event['name'])}: {inert_line(details)}")
     return lines
