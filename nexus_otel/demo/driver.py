@@ -29,6 +29,7 @@ from rich.table import Table
 from ..exporters.local import read_spans
 from ..serving import BackgroundServer
 from ..telemetry import contract as c
+from ..terminal import inert_markup
 from ..traceview import find_trace, render_tree
 from .app import create_app
 
@@ -161,14 +162,15 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
     if plugins_dir and Path(plugins_dir).is_dir():
         found = app.load_plugins(plugins_dir)
         for error in found.errors:
-            console.print(f"[yellow]plugin not loaded:[/] {error}")
+            console.print(f"[yellow]plugin not loaded:[/] {inert_markup(error)}")  # names a file, quotes its error
     plan = _plan(requests, rng)
     since = time.time_ns()
     started = time.perf_counter()
     server = BackgroundServer(app)
     url = server.start()
     console.print(f"[bold]nexus-otel demo[/]: serving {len(app.workflows)} workflows "
-                  f"({', '.join(app.workflows.names())}) with plugins {app.plugins.list() or 'none'} at {url}")
+                  f"({', '.join(app.workflows.names())}) with plugins "
+                  f"{inert_markup(app.plugins.list() or 'none')} at {url}")
     try:
         with Progress(TextColumn("sending requests"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
