@@ -89,12 +89,21 @@ def main(log_level: str) -> None:
                    "SIGHUP replaces them one by one, SIGTERM drains and stops them.")
 @click.option("--threads", default=DEFAULT_THREADS, show_default=True, type=click.IntRange(1, 4096),
               help="Threads per worker running sync workflows.")
+@click.option("--forwarded-allow-ips", envvar="NEXUS_OTEL_FORWARDED_ALLOW_IPS", default=None, metavar="IPS",
+              help="Proxies (IP addresses or networks, comma-separated, or *) whose X-Forwarded-For names the "
+                   "client; default none, not even 127.0.0.1: the client is the connection's address "
+                   "(or $NEXUS_OTEL_FORWARDED_ALLOW_IPS; uvicorn's FORWARDED_ALLOW_IPS is not read).")
 @click.pass_context
 def serve(ctx: click.Context, target: str, host: str, port: int, plugins_dir: str | None, workers: int,
-          threads: int) -> None:
+          threads: int, forwarded_allow_ips: str | None) -> None:
     """Serve MODULE:APP over HTTP (POST /workflows/NAME, /metrics, /healthz)."""
-    from .serving import bind
+    from .serving import bind, trusted_proxies
     from .serving import serve as run_server
+
+    try:
+        trusted_proxies(forwarded_allow_ips)
+    except ConfigurationError as exc:
+        raise SettingError(exc) from exc
 
     try:
         sock = bind(host, port)  # first: a port in use is one line, before the app says anything
@@ -109,14 +118,15 @@ def serve(ctx: click.Context, target: str, host: str, port: int, plugins_dir: st
         click.echo(f"serving {target} on http://{host}:{port} with {workers} workers (supervisor pid "
                    f"{os.getpid()}: SIGHUP replaces the workers, SIGTERM stops them)", err=True)
         status = run_server(target, host=host, port=port, sock=sock, workers=workers, threads=threads,
-                            plugins_dir=plugins_dir, log_level=log_level)
+                            plugins_dir=plugins_dir, log_level=log_level, forwarded_allow_ips=forwarded_allow_ips)
         if status:
             raise click.ClickException("a worker could not start the app (its error is above)")
         return
     app = _load(target, plugins_dir)
     click.echo(f"serving {app.name!r} on http://{host}:{port}  (workflows: {', '.join(app.workflows.names())})",
                err=True)
-    run_server(app, host=host, port=port, sock=sock, threads=threads, log_level=log_level)
+    run_server(app, host=host, port=port, sock=sock, threads=threads, log_level=log_level,
+               forwarded_allow_ips=forwarded_allow_ips)
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """ASGI middleware that makes each HTTP request a SERVER span per the OTel HTTP semantic conventions.
 
 It continues the caller's trace from W3C ``traceparent`` (and takes its
-``baggage``), names the span ``<METHOD> <route>``, records
+``baggage``), names the span ``<METHOD> <route>`` (``url.query`` with secret
+values ``REDACTED``: :mod:`nexus_otel.urls`), records
 ``http.server.request.duration``, and returns the trace id on every response
 (``traceresponse`` and ``X-Trace-Id``) so a user can find the trace.
 """
@@ -20,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..telemetry.instruments import SeriesCache
 from ..telemetry.telemetry import Telemetry
+from ..urls import redact_query
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,8 +88,9 @@ class HttpTelemetryMiddleware:
             "network.protocol.version": scope.get("http_version", "1.1"),
         })
         if scope.get("query_string"):
-            # Sensitive parameters (?api_key=..., ?token=...) are masked like attributes of those names.
-            attributes["url.query"] = self._redactor.scrub_query(scope["query_string"].decode("latin-1"))
+            # Secret parameters (?sig=..., ?api_key=..., ?token=...) keep their names, their values become
+            # REDACTED, as the HTTP semantic conventions ask (nexus_otel.urls says which).
+            attributes["url.query"] = redact_query(scope["query_string"].decode("latin-1"), self._redactor)
         if server[0]:
             attributes["server.address"] = headers.get("host", "").split(":")[0] or server[0]
             if server[1]:

@@ -5,8 +5,11 @@ with exponential backoff and jitter, and after ``max_attempts`` it is moved to
 the dead letters, from where it can be listed and replayed. A destination that
 fails trips a :class:`CircuitBreaker`: its other messages wait (their attempts
 are not spent) while single probes back off, and the log gets one line when
-the outage starts and one when it ends. Only the worker's thread delivers,
-also while stopping, so a drain never sends a payload twice.
+the outage starts and one when it ends. Messages given up on are logged as
+one line per batch and destination, not one each. Destinations are logged
+with their credentials and secret query values masked (:func:`~nexus_otel.urls.mask_url`).
+Only the worker's thread delivers, also while stopping, so a drain never
+sends a payload twice.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..urls import mask_url
 from .outbox import DEFAULT_LEASE, Message, Outbox, OutboxView
 
 log = logging.getLogger("nexus_otel.outbox")
@@ -105,7 +109,7 @@ class CircuitBreaker:
         if circuit is None:
             circuit = self._circuits[destination] = _Circuit(since=now, error=error)
             self.logger.warning("%s: %s is unavailable (%s); deliveries to it wait and are retried with backoff",
-                                self.name, destination, error)
+                                self.name, mask_url(destination), error)
         circuit.failures += 1
         circuit.error = error
         backoff = min(self.cap, self.base * (2 ** min(circuit.failures - 1, 30)))
@@ -126,7 +130,13 @@ class CircuitBreaker:
         circuit = self._circuits.pop(destination, None)
         if circuit is not None:
             self.logger.warning("%s: %s is back after %.1f s (%d failed attempts, %d attempts held back)",
-                                self.name, destination, now - circuit.since, circuit.failures, circuit.held)
+                                self.name, mask_url(destination), now - circuit.since, circuit.failures,
+                                circuit.held)
+
+    def answered(self, destination: str, now: float) -> None:
+        """A final answer that was not a success (a 3xx or 4xx): the destination is reachable, so its
+        other messages go without probing and each gets its own answer; an outage it was in is over."""
+        self.succeeded(destination, now)
 
 
 class OutboxWorker:
@@ -253,21 +263,27 @@ class OutboxWorker:
         if not groups:
             return False, full
         worked = False
-        for dest, messages in groups.items():
-            if not self.breaker.is_up(dest) and len(messages) > 1:
-                worked = self._deliver(messages[:1], deadline) or worked
-                if not self.breaker.is_up(dest):
-                    self.outbox.release([m.id for m in messages[1:]])
-                    continue  # the probe failed (its circuit is open) or was not attempted
-                messages = messages[1:]
-            worked = self._deliver(messages, deadline) or worked
+        given_up: list[tuple[Message, str]] = []
+        try:
+            for dest, messages in groups.items():
+                if not self.breaker.is_up(dest) and len(messages) > 1:
+                    worked = self._deliver(messages[:1], deadline, given_up) or worked
+                    if not self.breaker.is_up(dest):
+                        self.outbox.release([m.id for m in messages[1:]])
+                        continue  # the probe failed (its circuit is open) or was not attempted
+                    messages = messages[1:]
+                worked = self._deliver(messages, deadline, given_up) or worked
+        finally:
+            if given_up:
+                self._log_given_up(given_up)
         failed = {dest for dest in groups if not self.breaker.is_up(dest)}
         if failed:
             self._hold_open(time.time(), failed)
         return worked, full
 
-    def _deliver(self, batch: list[Message], deadline: float | None) -> bool:
-        """Deliver ``batch`` and settle each outcome; true if any was attempted."""
+    def _deliver(self, batch: list[Message], deadline: float | None, given_up: list[tuple[Message, str]]) -> bool:
+        """Deliver ``batch`` and settle each outcome; true if any was attempted. Dead-lettered messages are
+        added to ``given_up`` with their error, for :meth:`_log_given_up`."""
         outcomes = self.deliver(batch, deadline)
         done, unsent, worked = [], [], False
         for message, outcome in zip(batch, outcomes):
@@ -287,16 +303,33 @@ class OutboxWorker:
             else:
                 if outcome.retry:
                     self.breaker.failed(message.destination, outcome.error, time.time())
+                else:  # a final answer (a 3xx, a 4xx): the destination is there, its other messages need no probe
+                    self.breaker.answered(message.destination, time.time())
                 self.outbox.dead(message.id, outcome.error)
                 self.on_outcome("failed", 1)
-                log.error("%s: giving up on %s to %s after %d attempts: %s", self.name, message.message_id,
-                          message.destination, message.attempts + 1, outcome.error)
+                given_up.append((message, outcome.error))
         if done:
             self.outbox.delivered(done)
             self.on_outcome("delivered", len(done))
         if unsent:
             self.outbox.release(unsent)
         return worked
+
+    def _log_given_up(self, given_up: list[tuple[Message, str]]) -> None:
+        """One ERROR line per destination and error for the messages a batch dead-lettered (a receiver that
+        redirects or rejects everything gives one line a batch, not one a message)."""
+        groups: dict[tuple[str, str], list[Message]] = {}
+        for message, error in given_up:
+            groups.setdefault((message.destination, error), []).append(message)
+        for (destination, error), messages in groups.items():
+            first = messages[0]
+            if len(messages) == 1:
+                log.error("%s: giving up on %s to %s after %d attempts: %s", self.name, first.message_id,
+                          mask_url(destination), first.attempts + 1, error)
+            else:
+                log.error("%s: giving up on %d messages to %s (%s, ... %s), after up to %d attempts: %s",
+                          self.name, len(messages), mask_url(destination), first.message_id,
+                          messages[-1].message_id, max(m.attempts for m in messages) + 1, error)
 
     def _hold_open(self, now: float, destinations: set[str]) -> None:
         """Postpone the due messages of these destinations, if their circuit is open, to their next probe."""
@@ -320,7 +353,7 @@ class OutboxWorker:
             self._thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
         alive = self._thread.is_alive()
         try:
-            left = self.outbox.counts().get("pending", 0) if not alive else None
+            left = self.outbox.left() if not alive else None  # this process's: not those another one delivers
         except Exception:
             left = None
         if alive:

@@ -3,8 +3,9 @@
 What webhook delivery needs and nothing more: POST a prepared body with
 headers, read the status and ``Retry-After``, drop the response body, keep
 the connection for the next request when the server allows. No redirects
-(a webhook answer is not followed), no proxies, no compression, TLS with the
-default verification for ``https``. Responses are parsed by httptools
+(a 3xx answer is not followed: for a webhook it is a failed delivery, a dead
+letter), no proxies, no compression, TLS with the default verification for
+``https``. Responses are parsed by httptools
 (llhttp, the C parser Node.js uses; uvicorn's too).
 
 Why not aiohttp, which this replaced: ``benchmarks/http_clients.py`` measures
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import httptools
+
+from ..urls import mask_url
 
 
 class HttpError(Exception):
@@ -50,7 +53,7 @@ class Target:
     def of(cls, url: str) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise HttpError(f"not an http(s) URL: {url!r}")
+            raise HttpError(f"not an http(s) URL: {mask_url(url)!r}")  # the error is logged and stored
         port = parts.port or (443 if parts.scheme == "https" else 80)
         netloc = parts.netloc.rpartition("@")[2]
         default = (parts.scheme == "http" and port == 80) or (parts.scheme == "https" and port == 443)

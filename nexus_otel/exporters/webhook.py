@@ -11,8 +11,9 @@ prints the rate by ``max_in_flight``). Payloads are signed per the Standard Webh
 specification (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``:
 HMAC-SHA256, via the ``standardwebhooks`` package), so any Standard Webhooks
 library verifies it. Timeouts, connection errors, 429 and 5xx are retried
-with backoff and jitter (``Retry-After`` is honoured); other 4xx answers and
-exhausted retries go to the dead letters. A retry keeps its ``webhook-id``, so
+with backoff and jitter (``Retry-After`` is honoured); other 4xx answers, 3xx
+answers (redirects are not followed: a receiver that moved must be given its
+new URL) and exhausted retries go to the dead letters. A retry keeps its ``webhook-id``, so
 receivers can drop duplicates; its timestamp and signature are fresh. Payloads
 of one batch are in flight together, so they may arrive in any order (Standard
 Webhooks promises none); each is delivered once its receiver answers 2xx.
@@ -75,6 +76,8 @@ class WebhookExporter(OutboxExporter):
 
     ``start()`` starts the delivery worker (the app's record pipeline calls it as the app starts, or
     as the exporter is added to a started app); until then payloads are only queued.
+    ``on_unavailable`` (``"fail"`` or ``"drop"``): what happens to an execution whose payload cannot be
+    written to the outbox (see :class:`~nexus_otel.exporters.outbox_exporter.OutboxExporter`).
     """
 
     log = log
@@ -82,7 +85,7 @@ class WebhookExporter(OutboxExporter):
     def __init__(self, urls: Sequence[str], outbox: Outbox | OutboxView, *, secret: str | None = None,
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
                  policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None,
-                 max_in_flight: int = 128) -> None:
+                 max_in_flight: int = 128, on_unavailable: str = "fail") -> None:
         self.urls = tuple(urls)
         self.workflows = workflows
         self.statuses = statuses
@@ -96,7 +99,7 @@ class WebhookExporter(OutboxExporter):
             outcomes_metric=("nexus.webhook.deliveries",
                              "Webhook deliveries by outcome: queued, delivered, retried, failed."),
             queue_metric=("nexus.webhook.outbox", "Webhook messages waiting (pending) or given up (dead)."),
-            queue_states=("pending", "dead"), policy=policy,
+            queue_states=("pending", "dead"), policy=policy, on_unavailable=on_unavailable,
             # A batch holds a few rounds of max_in_flight per destination, so the pipe stays full between batches.
             batch_size=max(50, 4 * max_in_flight),
             # The worker's thread runs the poster's loop, so it closes the poster as it ends, also after
@@ -104,6 +107,9 @@ class WebhookExporter(OutboxExporter):
             on_exit=self._poster.close,
             # Requests start in the lease's first half and last at most `timeout`.
             lease=max(DEFAULT_LEASE, 4 * timeout))
+
+    def records(self, workflow: str) -> bool:
+        return self.workflows is None or workflow in self.workflows
 
     # -- RecordProcessor -----------------------------------------------------------------
     def on_end(self, record: ExecutionRecord) -> None:

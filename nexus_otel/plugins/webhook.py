@@ -7,7 +7,10 @@ record processors: every execution (whatever the trace sampling) has its
 payload written to a durable outbox before the caller gets the result;
 workflows never wait on the network; a worker delivers each payload or, after
 the retry limit, dead-letters it (``dead_letters()``, ``replay()``; or
-``nexus-otel webhooks`` on the command line).
+``nexus-otel webhooks`` on the command line). Redirects are not followed: a 3xx
+answer, like a 4xx, is a failed delivery and a dead letter at once. The URLs
+may hold credentials (``https://user:PASSWORD@host/hook?api_key=...``): logs and
+errors show them masked (:func:`nexus_otel.urls.mask_url`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from .. import settings
 from ..errors import ConfigurationError
 from ..exporters.delivery import RetryPolicy
 from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
+from ..exporters.outbox_exporter import ON_UNAVAILABLE
 from ..exporters.webhook import WebhookExporter
 from ..plugin_base import NexusPlugin
+from ..urls import mask_url
 
 log = logging.getLogger("nexus_otel.webhooks")
 STATUSES = ("completed", "failed", "rejected")
@@ -33,9 +38,14 @@ LEGACY_OUTBOX = "webhook-outbox.sqlite"
 
 
 def _check_url(setting: str, url: Any) -> str:
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(setting, url, "an http:// or https:// URL")
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        valid = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # an unclosed [IPv6 literal
+        valid = False
+    if not valid:  # the message shows the URL with its credentials masked
+        raise ConfigurationError(setting, mask_url(url) if isinstance(url, str) else url,
+                                 "an http:// or https:// URL")
     return url
 
 
@@ -49,7 +59,7 @@ class WebhookPlugin(NexusPlugin):
                  workflows: Any = None, statuses: Sequence[str] = ("completed",),
                  outbox_path: str | os.PathLike[str] | None = None, max_attempts: int = 8,
                  backoff_base: float = 0.5, backoff_max: float = 300.0, timeout: float = 5.0,
-                 max_in_flight: int = 128) -> None:
+                 max_in_flight: int = 128, on_unavailable: str = "fail") -> None:
         self.webhook_url = webhook_url
         self.secret = secret
         self.workflows = workflows
@@ -60,6 +70,9 @@ class WebhookPlugin(NexusPlugin):
         self.backoff_max = backoff_max
         self.timeout = timeout
         self.max_in_flight = max_in_flight
+        self.on_unavailable = on_unavailable
+        """``"fail"`` (default): an execution whose payload cannot be written to the outbox (a full
+        disk) fails with RecordsUnavailableError; ``"drop"``: it goes on, its payload lost (docs/records.md)."""
         self.exporter: WebhookExporter | None = None
         self._outbox_file: Path | None = None
         self._app: Any = None
@@ -97,6 +110,7 @@ class WebhookPlugin(NexusPlugin):
                                         maximum=300))
         max_in_flight = int(settings.number("WebhookPlugin.max_in_flight", self.max_in_flight, minimum=1,
                                             maximum=1024, integer=True))
+        on_unavailable = settings.choice("WebhookPlugin.on_unavailable", self.on_unavailable, ON_UNAVAILABLE)
         path = Path(self.outbox_path) if self.outbox_path else default_outbox_path(
             nexus_app.telemetry.config.data_dir, LEGACY_OUTBOX)
         self._outbox_file = path
@@ -106,6 +120,7 @@ class WebhookPlugin(NexusPlugin):
             workflows=settings.names("WebhookPlugin.workflows", self.workflows),
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
+            on_unavailable=on_unavailable,
         )
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
