@@ -81,7 +81,7 @@ class Nexus:
         self.plugin_host = _NexusPluginHost(self)
         """What the app's :class:`~nexus_otel.plugin_manager.PluginManager` (and ``PluginManager(app)``) uses of it."""
         self.plugins = PluginManager(self, self.plugin_host)
-        self.records = RecordPipeline()
+        self.records = RecordPipeline(self.telemetry.meter if self.telemetry.enabled else None)
         """The record processors: each gets every execution's record, never sampled."""
         self._hook_runner = HookRunner(self.telemetry)
         self._executor = Executor(

@@ -21,7 +21,8 @@ the workflow, so a log line alone tells a user what to fix::
     │   ├── AuthenticationError     no or bad credentials (HTTP 401)
     │   ├── AuthorizationError      valid credentials, not allowed (HTTP 403)
     │   └── AuthUnavailableError    the identity provider cannot be reached (HTTP 503)
-    └── RateLimitExceeded           over the limit; ``.retry_after`` seconds (HTTP 429)
+    ├── RateLimitExceeded           over the limit; ``.retry_after`` seconds (HTTP 429)
+    └── RecordsUnavailableError     records cannot be made durable (HTTP 503); ``.path`` names the outbox
 
 Exceptions raised by a workflow function itself are never wrapped: callers get
 their own exception back, unchanged.
@@ -156,3 +157,39 @@ class RateLimitExceeded(NexusOtelError):
         self.reset = reset
         self.retry_after = retry_after
         super().__init__(f"workflow {workflow!r}: rate limit of {limit} exceeded; retry in {retry_after} s")
+
+
+class RecordsUnavailableError(NexusOtelError):
+    """An execution's durable records (webhooks, audit rows) cannot be written: its outbox's disk is full,
+    read-only or gone (HTTP 503 with ``Retry-After``).
+
+    nexus-otel promises that an execution that returns has its records on disk, so it fails closed:
+    ``ran`` is False when the execution was refused before its workflow ran (the outbox was already
+    known unwritable), True when the workflow ran and only the write of its records failed (its
+    effects happened; its records are lost). ``path`` names the outbox, ``reason`` what the write met,
+    ``workflow`` the workflow (None for a put outside an execution); try again after ``retry_after``
+    seconds. A sink set to ``on_unavailable="drop"`` never raises this (its records are dropped, counted).
+    """
+
+    status = 503
+
+    def __init__(self, path: str, reason: str, *, workflow: str | None = None, ran: bool = False,
+                 retry_after: int = 5) -> None:
+        self.path = path
+        self.reason = reason
+        self.workflow = workflow
+        self.ran = ran
+        self.retry_after = retry_after
+        where = f"outbox {path} is not writable ({reason})"
+        if workflow is None:
+            message = f"records cannot be made durable: {where}"
+        elif ran:
+            message = f"workflow {workflow!r} ran, but its records could not be made durable: {where}"
+        else:
+            message = f"workflow {workflow!r} was not run: its records cannot be made durable: {where}"
+        super().__init__(message)
+
+    def of(self, workflow: str, *, ran: bool) -> RecordsUnavailableError:
+        """The same failure, told of ``workflow`` (``ran``: whether it ran before its records failed)."""
+        return RecordsUnavailableError(self.path, self.reason, workflow=workflow, ran=ran,
+                                       retry_after=self.retry_after)

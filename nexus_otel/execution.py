@@ -12,6 +12,11 @@ Order, for every execution::
 
 The record is made from the execution, not its span, so it exists whatever
 the sampler decided, and durable sinks have it stored before this returns.
+Records that cannot be stored fail closed (``docs/records.md``): an execution
+is refused before it starts while an outbox its records need is known
+unwritable, and one whose records could not be written after it ran raises
+:class:`~nexus_otel.errors.RecordsUnavailableError` instead of returning (a
+workflow's own exception still comes back unchanged, with a note).
 The sync and async paths share every step but how hooks and the chain are
 called. With telemetry disabled the same steps run with no telemetry calls
 (records still flow).
@@ -31,7 +36,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Statu
 
 from ._aio import block_on
 from .caller import Caller
-from .errors import AccessError, RateLimitExceeded
+from .errors import AccessError, RateLimitExceeded, RecordsUnavailableError
 from .events import WorkflowEvent
 from .execution_middleware import AsyncNext, Middleware, Next, WorkflowCall, build_async_chain, build_sync_chain
 from .hooks import HookRegistry, HookRunner
@@ -115,6 +120,7 @@ class Executor:
     # -- the two paths -----------------------------------------------------
     def execute(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
                 channel: str, kind: SpanKind, caller: Caller | None = None) -> Any:
+        self._records.check_available(workflow.name)
         run = self._begin(workflow, inputs, session_id, channel, kind)
         event = run.event
         try:
@@ -134,6 +140,7 @@ class Executor:
 
     async def aexecute(self, workflow: Workflow, inputs: Mapping[str, Any], session_id: str | None,
                        channel: str, kind: SpanKind, caller: Caller | None = None) -> Any:
+        self._records.check_available(workflow.name)
         run = self._begin(workflow, inputs, session_id, channel, kind)
         event = run.event
         try:
@@ -236,7 +243,14 @@ class Executor:
             if run.status is not None:
                 self._record(run, run.status)
         if self._records.processors:
-            self._records.on_end(self._end_record(run))
+            try:
+                self._records.on_end(self._end_record(run))
+            except RecordsUnavailableError as exc:
+                error = run.event.error
+                if error is None:  # the workflow returned: its caller gets this instead of the result
+                    raise exc.of(run.workflow.name, ran=True) from exc.__cause__
+                # The workflow's own exception comes back unchanged, telling that its records were lost too.
+                error.add_note(str(exc.of(run.workflow.name, ran=True)))
 
     # -- records -------------------------------------------------------------
     def _start_record(self, run: _Run) -> ExecutionRecord:

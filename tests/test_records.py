@@ -220,9 +220,9 @@ def test_built_in_sinks_share_one_outbox_file_and_commit_once(tmp_path, receiver
     commits = []
     put = Outbox.put
 
-    def counting_put(self, items):
+    def counting_put(self, items, **options):
         commits.append(len(items))
-        return put(self, items)
+        return put(self, items, **options)
 
     Outbox.put = counting_put  # type: ignore[method-assign]
     try:

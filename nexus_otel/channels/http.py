@@ -10,9 +10,12 @@ Routes::
 Every error is JSON with the trace id: unknown workflow 404, a body that is not
 a JSON object 400, a body over ``max_body_bytes`` 413, a caller turned away by
 auth 401 (with ``WWW-Authenticate``) or 403, over the rate limit 429 (with
-``Retry-After`` and ``RateLimit-*``), a workflow exception 500 (its type only:
-no message, no traceback). Credentials come from ``Authorization: Bearer`` or
-``X-API-Key`` and go nowhere but the auth middleware. The session id comes from the
+``Retry-After`` and ``RateLimit-*``), records that cannot be made durable 503
+(with ``Retry-After``; ``ran`` says whether the workflow ran), a workflow
+exception 500 (its type only: no message, no traceback). ``/healthz`` answers
+503 while an outbox of the app's records cannot be written (a full disk).
+Credentials come from ``Authorization: Bearer`` or ``X-API-Key`` and go
+nowhere but the auth middleware. The session id comes from the
 ``X-Session-Id`` header, else a string ``session_id`` field of the body.
 """
 
@@ -36,7 +39,7 @@ from starlette.routing import Route
 from .. import settings
 from ..app import Nexus
 from ..caller import Caller
-from ..errors import AccessError, RateLimitExceeded
+from ..errors import AccessError, RateLimitExceeded, RecordsUnavailableError
 from ..middlewares.auth import AuthMiddleware
 from ..telemetry import contract as c
 from . import DEFAULT_THREADS
@@ -97,7 +100,8 @@ def _caller(request: Request) -> Caller:
     if scheme.lower() == "bearer" and value.strip():
         token = value.strip()
     client = request.client.host if request.client else None
-    return Caller(bearer_token=token, api_key=request.headers.get("x-api-key") or None, client_address=client)
+    return Caller(bearer_token=token, api_key=request.headers.get("x-api-key") or None, client_address=client,
+                  headers=request.headers)
 
 
 def _www_authenticate(exc: AccessError) -> str:
@@ -179,6 +183,11 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
             response.headers.update(caller.response_headers)
             response.headers["retry-after"] = str(exc.retry_after)
             return response
+        except RecordsUnavailableError as exc:  # fail closed: no success without its records on disk
+            response = _error(503, "records unavailable: this execution's records cannot be stored now",
+                              workflow=name, ran=exc.ran, retry_after=exc.retry_after)
+            response.headers["retry-after"] = str(exc.retry_after)
+            return response
         except Exception as exc:
             log.debug("workflow %r failed: %s", name, c.error_type(exc))
             return _error(500, "workflow failed", workflow=name, error_type=c.error_type(exc))
@@ -192,6 +201,10 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         ]})
 
     async def healthz(request: Request) -> Response:
+        unwritable = nexus.records.unavailable()
+        if unwritable:  # executions that need these records are refused: not healthy
+            return _JSON({"status": "unhealthy", "service": nexus.telemetry.service_name, "started": nexus.started,
+                          "records": unwritable}, status_code=503, headers={"retry-after": "5"})
         return _JSON({"status": "ok", "service": nexus.telemetry.service_name, "started": nexus.started})
 
     async def metrics(request: Request) -> Response:

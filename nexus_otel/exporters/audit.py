@@ -27,6 +27,7 @@ from ..records import ExecutionRecord
 from .delivery import OK, Outcome, RetryPolicy
 from .outbox import Message, Outbox, OutboxView, destination_scope
 from .outbox_exporter import OutboxExporter
+from .writable import read_only
 
 log = logging.getLogger("nexus_otel.audit")
 
@@ -66,11 +67,23 @@ class SQLiteAuditStore:
     """The embedded default: a SQLite file. ``busy_timeout``: how long a write waits for another's lock."""
 
     def __init__(self, path: str, table: str, busy_timeout: float = 5.0) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_CREATE.format(table=table, ts="TEXT"))
-        self._db.commit()
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(_CREATE.format(table=table, ts="TEXT"))
+                self._db.commit()
+            except sqlite3.Error:
+                self._db.close()
+                raise
+        except (OSError, sqlite3.OperationalError) as exc:
+            folder = Path(path).parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            why = f"{folder} is read-only" if read_only(folder) else f"{type(exc).__name__}: {exc}"
+            raise ConfigurationError("DatabasePlugin.dsn", f"sqlite:///{path}",
+                                     f"a SQLite file nexus-otel can write ({why})") from exc
         self._sql = _upsert_sql(table, "?")
         self._lock = threading.Lock()
 
@@ -179,12 +192,17 @@ def _row(stored: Any) -> dict[str, Any]:
 
 
 class AuditExporter(OutboxExporter):
-    """Spools a row per finished workflow; a worker writes them to the store (after ``start()``)."""
+    """Spools a row per finished workflow; a worker writes them to the store (after ``start()``).
+
+    ``on_unavailable`` (``"fail"`` or ``"drop"``): what happens to an execution whose row cannot be
+    spooled (see :class:`~nexus_otel.exporters.outbox_exporter.OutboxExporter`).
+    """
 
     log = log
 
     def __init__(self, store: AuditStore, spool: Outbox | OutboxView, *, policy: RetryPolicy | None = None,
-                 batch_size: int = 200, meter: Meter | None = None, destination: str = "audit") -> None:
+                 batch_size: int = 200, meter: Meter | None = None, destination: str = "audit",
+                 on_unavailable: str = "fail") -> None:
         self.store = store
         self.destination = destination
         super().__init__(
@@ -196,7 +214,7 @@ class AuditExporter(OutboxExporter):
             # A database outage is waited out, not given up on: retries are capped at one a minute.
             policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0), batch_size=batch_size,
             # Under a steady load, batches wait to fill (one database transaction and one outbox claim each).
-            refill=0.2)
+            refill=0.2, on_unavailable=on_unavailable)
         self.spool = self.outbox
 
     def on_end(self, record: ExecutionRecord) -> None:

@@ -16,10 +16,13 @@ A line is ``<crc32 in 8 hex digits> <JSON>\\n``; the JSON is ``[created_at,
 text holds no raw line break, so a line ends at its first ``\\n``; a line still
 being written (no ``\\n`` yet) is left for the next reader, and a line whose
 checksum does not match (a torn write after a power cut) is reported and skipped.
+A write that fails or is cut short (the disk filled) is cut back off the file
+before the next put, so the next line starts on a line of its own.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import zlib
@@ -108,22 +111,56 @@ class JournalWriter:
         """The file now written (None before the first put and after :meth:`retire`)."""
         self.size = 0
         """Bytes written to it."""
+        self._abandoned: list[tuple[str, int]] = []
 
     def append(self, created_at: float, items: Sequence[tuple[str, str, str]]) -> tuple[str, int]:
         """Append one put, in the page cache on return: the file's name and where the line ends.
 
-        Raises ``OSError`` (the disk is full, the folder gone).
+        Raises ``OSError`` (the disk is full, the folder gone). A write that failed or was cut
+        short leaves no part of its line behind: the file is cut back to its last whole line
+        (or, if it cannot be, left as it is and a new file started at the next put; see
+        :meth:`take_abandoned`), so a torn line never runs into the next put's line.
         """
         line = encode(created_at, items)
         with self._lock:
             if self._fd is None or self._pid != os.getpid():
                 self._open()
             assert self._fd is not None and self.name is not None
-            written = os.write(self._fd, line)
+            try:
+                written = os.write(self._fd, line)
+            except OSError:
+                self._cut_back()
+                raise
             if written != len(line):  # a regular file takes a whole write unless the disk filled meanwhile
-                raise OSError(f"journal {self.name}: wrote {written} of {len(line)} bytes")
+                name = self.name
+                self._cut_back()
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (journal {name}: wrote {written} of"
+                                            f" {len(line)} bytes)")
             self.size += written
             return self.name, self.size
+
+    def _cut_back(self) -> None:
+        """After a failed or short write (call with the lock): the file back to its last whole line."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self.size)
+        except OSError:  # cannot cut it: leave it as it is (its torn tail ends it) and write the next put elsewhere
+            if self.name is not None:
+                self._abandoned.append((self.name, self.size))
+            os.close(self._fd)
+            self._fd = None
+            self.name = None
+            self.size = 0
+
+    def take_abandoned(self) -> list[tuple[str, int]]:
+        """Files left after a torn write that could not be cut back: ``(name, size of their whole lines)``.
+
+        The owner treats each as retired at that size (removed once its lines are settled); a reader
+        taking it after this process ended drops its torn tail with a log line.
+        """
+        with self._lock:
+            out, self._abandoned = self._abandoned, []
+            return out
 
     def retire(self) -> tuple[str, int] | None:
         """Stop writing the current file (the next put starts another); its name and size, or None."""

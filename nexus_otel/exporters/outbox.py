@@ -42,8 +42,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import fastjson
+from ..errors import RecordsUnavailableError
 from . import claimer, journal
 from .own_journal import Item, OwnJournal
+from .writable import Writability, read_only
 
 log = logging.getLogger("nexus_otel.outbox")
 
@@ -158,8 +160,13 @@ class Outbox:
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unavailable(self.path, exc) from exc
         self.busy_timeout = busy_timeout
+        self.writable = Writability(self.path)
+        """Whether puts can be written now (a put that could not be marks it; a probe clears it)."""
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._deferred = threading.local()
@@ -170,8 +177,14 @@ class Outbox:
         # Another process's journal -> when its process was last seen running, and the file's size then.
         self._alive: dict[str, tuple[float, int | None]] = {}
         with self._lock:
-            self._db.executescript(_SCHEMA)
-            _add_claimed_by(self._db)
+            try:
+                self._db.executescript(_SCHEMA)
+                _add_claimed_by(self._db)
+            except sqlite3.OperationalError as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                raise _unavailable(self.path, exc) from exc
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -186,11 +199,16 @@ class Outbox:
             self._conn = conn
         return self._conn
 
-    def put(self, items: Iterable[tuple[str, str, Any]]) -> int:
+    def put(self, items: Iterable[tuple[str, str, Any]], *, required: bool = True) -> int:
         """Queue ``(message_id, destination, payload)`` items, written on return; how many were queued.
 
         A payload is anything JSON can encode, or a ``str`` that already is JSON.
-        Raises what the write raised (the disk is full, the folder is gone).
+        A put that cannot be written (the disk is full, the folder read-only or gone) leaves
+        nothing behind (no part of its line, nothing held: see :mod:`.journal`), marks the outbox
+        unwritable (:attr:`writable`) and raises :class:`~nexus_otel.errors.RecordsUnavailableError`
+        (its ``__cause__`` is the ``OSError``); with ``required=False`` (a sink that chose to drop
+        its records rather than fail the execution) it returns 0 instead. Nothing else changes:
+        a later put that can be written is written, whole, after the earlier ones.
         """
         batch = items if isinstance(items, list) else list(items)
         if not batch:
@@ -198,8 +216,17 @@ class Outbox:
         deferred = getattr(self._deferred, "items", None)
         if deferred is not None:  # inside defer(): written, with the rest, when it ends
             deferred.extend(batch)
+            if required:
+                self._deferred.required = True
             return len(batch)
-        self._own.put(time.time(), [(mid, dest, _encoded(payload)) for mid, dest, payload in batch])
+        try:
+            self._own.put(time.time(), [(mid, dest, _encoded(payload)) for mid, dest, payload in batch])
+        except OSError as exc:
+            reason = self.writable.write_failed(exc, required=required)
+            if required:
+                raise RecordsUnavailableError(str(self.path), reason) from exc
+            return 0
+        self.writable.write_succeeded()
         return len(batch)
 
     def defer(self) -> bool:
@@ -207,13 +234,14 @@ class Outbox:
         if getattr(self._deferred, "items", None) is not None:
             return False
         self._deferred.items = []
+        self._deferred.required = False
         return True
 
     def commit_deferred(self) -> int:
-        """Write what this thread put since :meth:`defer` (raises what the write raised)."""
+        """Write what this thread put since :meth:`defer`, as :meth:`put` does (required if any put was)."""
         items = self._deferred.items
         self._deferred.items = None
-        return self.put(items) if items else 0
+        return self.put(items, required=self._deferred.required) if items else 0
 
     def view(self, scope: Scope) -> OutboxView:
         """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
@@ -521,6 +549,27 @@ class Outbox:
         out["pending"] += self._own.count(matches) if matches is not None else self._own.count()
         return out
 
+    def left(self, scope: Scope = ALL) -> int:
+        """Messages (of ``scope``) this process leaves for the next start if it stops now.
+
+        Its own (put through it, not yet settled), and the table's pending ones unless another
+        running process shares the outbox (its journal is here): those are that process's to deliver.
+        """
+        matches = _matcher(scope)
+        own = self._own.count(matches) if matches is not None else self._own.count()
+        with self._lock:
+            mine = self._own.writer.name
+            retired = self._own.retired()
+            others = [name for name in journal.journals(self.path) if name != mine and name not in retired]
+            if any(not claimer.has_ended(journal.owner_of(name)) for name in others):
+                return own
+            try:
+                row = self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND {scope[0]}",
+                                       scope[1]).fetchone()
+            except sqlite3.Error:
+                return own
+        return own + (row[0] if row else 0)
+
     def close(self) -> None:
         """Move this object's messages into the table and close the connection (both start again on next use).
 
@@ -651,8 +700,8 @@ class OutboxView:
         self.scope = scope
         self.path = outbox.path
 
-    def put(self, items: Iterable[tuple[str, str, Any]]) -> int:
-        return self.outbox.put(items)
+    def put(self, items: Iterable[tuple[str, str, Any]], *, required: bool = True) -> int:
+        return self.outbox.put(items, required=required)
 
     def due(self, limit: int = 100, now: float | None = None) -> list[Message]:
         return self.outbox.due(limit, now, self.scope)
@@ -690,8 +739,21 @@ class OutboxView:
     def counts(self) -> dict[str, int]:
         return self.outbox.counts(self.scope)
 
+    def left(self) -> int:
+        return self.outbox.left(self.scope)
+
     def close(self) -> None:
         self.outbox.close()
+
+
+def _unavailable(path: Path, exc: BaseException) -> RecordsUnavailableError:
+    """The error for an outbox that cannot be opened: naming its folder as read-only when it is."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if read_only(folder):
+        return RecordsUnavailableError(str(path), f"its folder {folder} is read-only")
+    return RecordsUnavailableError(str(path), f"{type(exc).__name__}: {exc}")
 
 
 def _add_claimed_by(db: sqlite3.Connection) -> None:

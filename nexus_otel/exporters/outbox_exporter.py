@@ -17,12 +17,17 @@ from typing import Any, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from .. import settings
+from ..errors import RecordsUnavailableError
 from ..records import RecordProcessor
 from .delivery import Deliver, OutboxWorker
 from .outbox import OutboxView
 from .outcomes import OutcomeCounts
 
 E = TypeVar("E", bound="OutboxExporter")
+ON_UNAVAILABLE = ("fail", "drop")
+"""What a sink does when its records cannot be written (the disk is full): fail the execution
+(:class:`~nexus_otel.errors.RecordsUnavailableError`, the default), or drop them (counted, logged)."""
 
 
 class OutboxExporter(RecordProcessor):
@@ -33,6 +38,12 @@ class OutboxExporter(RecordProcessor):
     and the queue is the gauge ``queue_metric`` (name, description), one series per state in
     ``queue_states``, or one without attributes for the pending messages if that is None.
     Other keyword arguments go to the :class:`~nexus_otel.exporters.delivery.OutboxWorker`.
+
+    ``on_unavailable``: when a record cannot be written to the outbox (its disk is full, read-only),
+    ``"fail"`` (the default) fails the execution with
+    :class:`~nexus_otel.errors.RecordsUnavailableError`, and while the outbox stays unwritable the
+    app refuses executions this sink would record before they run; ``"drop"`` lets executions go on
+    and loses this sink's records meanwhile (counted as ``failed``).
     """
 
     log = logging.getLogger("nexus_otel.outbox")
@@ -40,7 +51,10 @@ class OutboxExporter(RecordProcessor):
 
     def __init__(self, outbox: OutboxView, deliver: Deliver, *, name: str, outcomes: tuple[str, str, str, str],
                  meter: Meter | None, outcomes_metric: tuple[str, str], queue_metric: tuple[str, str],
-                 queue_states: tuple[str, ...] | None = None, **worker_options: Any) -> None:
+                 queue_states: tuple[str, ...] | None = None, on_unavailable: str = "fail",
+                 **worker_options: Any) -> None:
+        self.on_unavailable = settings.choice(f"{type(self).__name__}.on_unavailable", on_unavailable,
+                                              ON_UNAVAILABLE)
         self.outbox = outbox
         self._queue_states = queue_states
         self._delivered_as = outcomes[1]
@@ -57,16 +71,35 @@ class OutboxExporter(RecordProcessor):
         self.worker.start()
         return self
 
+    @property
+    def fails_closed(self) -> bool:
+        """True if an execution fails when this sink's records cannot be written (``on_unavailable="fail"``)."""
+        return self.on_unavailable == "fail"
+
+    def records(self, workflow: str) -> bool:
+        """Whether executions of ``workflow`` may give this sink a record (a subclass that filters says so)."""
+        return True
+
     def queue(self, items: Sequence[tuple[str, str, Any]], what: str) -> None:
-        """Put ``(message_id, destination, payload)`` items and wake the worker; a failure is logged and counted."""
+        """Put ``(message_id, destination, payload)`` items and wake the worker.
+
+        A put that cannot be written raises :class:`~nexus_otel.errors.RecordsUnavailableError`
+        (the outbox logs it, once a second at most), unless this sink drops its records then.
+        """
         try:
-            queued = self.outbox.put(items)
-        except Exception as exc:  # the disk is full or gone: say so loudly, count what was lost
+            queued = self.outbox.put(items, required=self.fails_closed)
+        except RecordsUnavailableError:
+            self._count("failed", len(items))
+            raise
+        except Exception as exc:  # not the disk: a payload that cannot be encoded, say
             self.log.error("cannot queue %s: %s", what, exc)
             self._count("failed", len(items))
             return
-        self._count("queued", queued)
-        self.worker.notify()
+        if queued:
+            self._count("queued", queued)
+            self.worker.notify()
+        else:
+            self._count("failed", len(items))
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Deliver what is due for up to ``timeout`` seconds, then close (what is left stays queued on disk)."""

@@ -75,10 +75,19 @@ class OwnJournal:
 
     # -- the workflow's side ---------------------------------------------------------
     def put(self, created_at: float, items: Sequence[tuple[str, str, str]]) -> None:
-        """Append one line and hold its messages (the line and the memory in the same order as the file)."""
+        """Append one line and hold its messages (the line and the memory in the same order as the file).
+
+        Raises what the write raised (``OSError``); then nothing of this put is held, and the file
+        holds none of its line (see :meth:`~.journal.JournalWriter.append`).
+        """
         with self._lock:
             self._forked()
-            name, end = self.writer.append(created_at, items)
+            try:
+                name, end = self.writer.append(created_at, items)
+            except OSError:
+                # A file the writer could not cut back after a torn write: retired at its last whole line.
+                self._ended.update(self.writer.take_abandoned())
+                raise
             line = Line(name, end, len(items))
             self._lines.append(line)
             for message_id, destination, payload in items:

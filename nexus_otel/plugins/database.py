@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import default_outbox_path
+from ..exporters.outbox_exporter import ON_UNAVAILABLE
 from ..plugin_base import NexusPlugin
 
 LEGACY_SPOOL = "audit-spool.sqlite"
@@ -28,21 +30,26 @@ class DatabasePlugin(NexusPlugin):
     version = "1.0.0"
 
     def __init__(self, connection_string: str | None = None, *, table: str = "workflow_executions",
-                 spool_path: str | None = None) -> None:
+                 spool_path: str | None = None, on_unavailable: str = "fail") -> None:
         self.connection_string = connection_string
+        self.on_unavailable = on_unavailable
+        """``"fail"`` (default): an execution whose row cannot be spooled (a full disk) fails with
+        RecordsUnavailableError; ``"drop"``: it goes on, its row lost (docs/records.md)."""
         self.table = table
         self.spool_path = spool_path
         self.exporter: AuditExporter | None = None
         self._app: Any = None
 
     def setup(self, nexus_app: Any) -> None:
+        on_unavailable = settings.choice("DatabasePlugin.on_unavailable", self.on_unavailable, ON_UNAVAILABLE)
         data_dir = Path(nexus_app.telemetry.config.data_dir)
         dsn = self.connection_string or f"sqlite:///{data_dir / 'audit.sqlite'}"
         store = open_store(dsn, self.table)
         spool = nexus_app.records.outbox(
             Path(self.spool_path) if self.spool_path else default_outbox_path(data_dir, LEGACY_SPOOL))
         telemetry = nexus_app.telemetry
-        self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None)
+        self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None,
+                                      on_unavailable=on_unavailable)
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
 

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from ..errors import ConfigurationError, RecordsUnavailableError
 from ..exporters.outbox import Outbox
 from .processor import RecordProcessor
 from .record import ExecutionRecord
@@ -33,9 +35,17 @@ class RecordPipeline:
     :meth:`start` starts every processor's background work (the app calls it
     as it starts, or at its first execution); a processor added after that is
     started as it is added.
+
+    Records that cannot be made durable fail closed: :meth:`on_end` raises
+    :class:`~nexus_otel.errors.RecordsUnavailableError` when a put that a sink
+    requires cannot be written, and :meth:`check_available` refuses an
+    execution before it runs while an outbox its records need is known
+    unwritable (see ``docs/records.md``). With a ``meter``, each outbox's
+    state is the gauge ``nexus.records.outbox.writable`` and what was lost or
+    refused the counter ``nexus.records.unavailable``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, meter: Meter | None = None) -> None:
         self._lock = threading.Lock()
         self._processors: tuple[RecordProcessor, ...] = ()
         self._starters: tuple[RecordProcessor, ...] = ()
@@ -44,6 +54,15 @@ class RecordPipeline:
         self.deadline: float | None = None
         """A ``time.monotonic()`` time no removal waits past (the app sets it while stopping)."""
         self._started = False
+        if meter is not None:
+            meter.create_observable_gauge(
+                "nexus.records.outbox.writable", callbacks=[self._observe_writable], unit="1",
+                description="1 while the record outbox takes writes, 0 while a put cannot be written (disk full,"
+                            " read-only): executions that need it fail with RecordsUnavailableError.")
+            meter.create_observable_counter(
+                "nexus.records.unavailable", callbacks=[self._observe_unavailable], unit="1",
+                description="Executions whose records could not be made durable: refused (before the workflow ran),"
+                            " failed (after it ran: RecordsUnavailableError), dropped (a fail-open sink's records).")
 
     @property
     def processors(self) -> tuple[RecordProcessor, ...]:
@@ -117,26 +136,87 @@ class RecordPipeline:
         return outbox
 
     def on_end(self, record: ExecutionRecord) -> None:
+        """Give ``record`` to every processor; raises :class:`RecordsUnavailableError` (once all ran) if a
+        put that a sink requires could not be written."""
         outboxes = self._outboxes
         if not outboxes:
-            self._end(record)
-            return
-        held = [outbox for outbox in list(outboxes.values()) if outbox.defer()]
-        try:
-            self._end(record)
-        finally:
-            for outbox in held:  # each outbox writes this execution's puts once, after every sink ran
-                try:
-                    outbox.commit_deferred()
-                except Exception as exc:
-                    self._failed(f"outbox write ({outbox.path})", "on_end", exc)
+            unavailable = self._end(record)
+        else:
+            held = [outbox for outbox in list(outboxes.values()) if outbox.defer()]
+            try:
+                unavailable = self._end(record)
+            finally:
+                for outbox in held:  # each outbox writes this execution's puts once, after every sink ran
+                    try:
+                        outbox.commit_deferred()
+                    except RecordsUnavailableError as exc:  # the outbox logged it (once a second at most)
+                        unavailable = unavailable or exc
+                    except Exception as exc:
+                        self._failed(f"outbox write ({outbox.path})", "on_end", exc)
+        if unavailable is not None:
+            raise unavailable
 
-    def _end(self, record: ExecutionRecord) -> None:
+    def _end(self, record: ExecutionRecord) -> RecordsUnavailableError | None:
+        unavailable = None
         for processor in self._processors:
             try:
                 processor.on_end(record)
+            except RecordsUnavailableError as exc:
+                unavailable = unavailable or exc
             except Exception as exc:
                 self._failed(processor, "on_end", exc)
+        return unavailable
+
+    # -- when records cannot be made durable ----------------------------------------------
+    def check_available(self, workflow: str) -> None:
+        """Raise :class:`RecordsUnavailableError` if an outbox that a fail-closed sink would use for an
+        execution of ``workflow`` is known unwritable (probed at most once a second): refused before it runs.
+
+        Free while every outbox is writable (one attribute read per outbox).
+        """
+        for outbox in self._outboxes.values():
+            if outbox.writable.error is None:
+                continue
+            if not self._needed(outbox, workflow):
+                continue
+            reason = outbox.writable.check()
+            if reason is not None:
+                outbox.writable.refused_one()
+                raise RecordsUnavailableError(str(outbox.path), reason, workflow=workflow, ran=False)
+
+    def _needed(self, outbox: Outbox, workflow: str) -> bool:
+        """Whether a fail-closed sink puts records of ``workflow`` into ``outbox``."""
+        for processor in self._processors:
+            view = getattr(processor, "outbox", None)
+            if getattr(view, "outbox", view) is not outbox:
+                continue
+            fails_closed = getattr(processor, "fails_closed", True)
+            records = getattr(processor, "records", None)
+            if fails_closed and (not callable(records) or records(workflow)):
+                return True
+        return False
+
+    def unavailable(self) -> list[dict[str, Any]]:
+        """Outboxes that cannot be written now (each probed at most once a second): path and reason."""
+        out = []
+        for outbox in list(self._outboxes.values()):
+            reason = outbox.writable.check()
+            if reason is not None:
+                out.append({"outbox": str(outbox.path), "writable": False, "error": reason})
+        return out
+
+    def _observe_writable(self, options: CallbackOptions) -> list[Observation]:
+        return [Observation(0 if outbox.writable.check() is not None else 1, {"outbox": str(path)})
+                for path, outbox in list(self._outboxes.items())]
+
+    def _observe_unavailable(self, options: CallbackOptions) -> list[Observation]:
+        refused = failed = dropped = 0
+        for outbox in list(self._outboxes.values()):
+            refused += outbox.writable.refused
+            failed += outbox.writable.failed
+            dropped += outbox.writable.dropped
+        return [Observation(refused, {"outcome": "refused"}), Observation(failed, {"outcome": "failed"}),
+                Observation(dropped, {"outcome": "dropped"})]
 
     def force_flush(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout

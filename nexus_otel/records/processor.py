@@ -16,7 +16,9 @@ class RecordProcessor:
     response is sent): a durable sink puts the record in its local store there,
     so a crash after the return loses nothing. Anything slow (network, a
     remote database) belongs on a worker thread fed from that store. An
-    exception here is logged and counted, never raised to the workflow.
+    exception here is logged and counted, never raised to the workflow,
+    except :class:`~nexus_otel.errors.RecordsUnavailableError` (a durable
+    store that cannot be written): the execution fails with it, closed.
     Override what you need; the defaults do nothing.
 
     Background work (a worker thread) starts in :meth:`start`, which the app's
