@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from nexus_otel.errors import PluginSetupError
 from nexus_otel.exporters.delivery import RetryPolicy
 from nexus_otel.exporters.outbox import Outbox
 from nexus_otel.exporters.webhook import WebhookExporter
@@ -134,3 +135,13 @@ def test_url_query_on_the_server_span_has_secret_values_redacted():
     finally:
         capture.shutdown()
     assert queries == ["key=REDACTED&code=REDACTED&X-Goog-Signature=REDACTED&q=x", "sig=REDACTED&page=2"]
+
+
+def test_a_rejected_webhook_url_is_named_in_its_error_without_its_credentials(capture, tmp_path):
+    """`ftp://user:PASSWORD@host/?api_key=...` fails setup with an error naming the setting and the masked URL."""
+    with pytest.raises(PluginSetupError) as info:
+        capture.app().add_plugin(WebhookPlugin(f"ftp://user:{PASSWORD}@host/x?api_key={SECRET_VALUE}",
+                                               outbox_path=tmp_path / "o.sqlite"))
+    message = str(info.value)
+    assert "WebhookPlugin.webhook_url='ftp://user:REDACTED@host/x?api_key=REDACTED'" in message, message
+    assert PASSWORD not in message and SECRET_VALUE not in message
