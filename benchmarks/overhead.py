@@ -59,7 +59,7 @@ baseline and candidate ``Side``s, a target ratio or None (reported only), an opt
     variant lines, same baseline and checks: (d-jwt) ``strategy="jwt"`` with an HS256 shared
     secret (same issuer and audience checks), (d-key) ``strategy="api_key"`` with one stored key.
 (e) rate limit: the host with core telemetry plus ``RateLimitPlugin(limit=10**9, burst=10**8,
-    key="api_key")`` (in-memory moving windows), called with ``Caller(api_key="k")``, over the
+    key="client")`` (in-memory moving windows), called with ``Caller(client_address="127.0.0.1")``, over the
     host with core telemetry alone, called the same way. Reported, no target. It never
     rejects: after the rounds ``nexus.ratelimit.rejections`` must be empty and the minute
     window must hold one hit per execution. The in-memory moving window keeps one entry per
@@ -81,7 +81,6 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -1132,10 +1131,10 @@ RATE_BURST = 10**8
 
 def build_rate_limit_case() -> tuple[Side, Side]:
     def caller() -> Caller:
-        return Caller(api_key="k")
+        return Caller(client_address="127.0.0.1")
 
     baseline = _core_baseline(caller)
-    plugin = RateLimitPlugin(limit=RATE_LIMIT, burst=RATE_BURST, key="api_key")
+    plugin = RateLimitPlugin(limit=RATE_LIMIT, burst=RATE_BURST, key="client")
     try:
         app, providers, close = core_host([plugin])
     except BaseException:
@@ -1149,10 +1148,10 @@ def build_rate_limit_case() -> tuple[Side, Side]:
 
 
 def _window_hits(plugin: RateLimitPlugin) -> list[int]:
-    """Hits held now in the burst window and the minute window for api key "k"."""
+    """Hits held now in the burst window and the minute window for the client 127.0.0.1."""
     middleware = plugin.middleware
     assert middleware is not None
-    key_type, value = "api_key", hashlib.sha256(b"k").hexdigest()[:32]
+    key_type, value = "client", "127.0.0.1"
     ids = [middleware.namespace, key_type, value]
     return [item.amount - middleware.limiter.get_window_stats(item, *ids).remaining for item in middleware.items]
 
@@ -1160,7 +1159,7 @@ def _window_hits(plugin: RateLimitPlugin) -> list[int]:
 def check_rate_limit_case(baseline: Side, candidate: Side) -> list[str]:
     st = candidate.state
     problems: list[str] = []
-    probe = Caller(api_key="k")
+    probe = Caller(client_address="127.0.0.1")
     st["app"].execute_workflow(WORKFLOW, INPUTS, caller=probe)
     st["executions"][0] += 1
     if "RateLimit-Remaining" not in probe.response_headers:

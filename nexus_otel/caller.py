@@ -7,6 +7,7 @@ headers for the channel to send (for example ``RateLimit-Remaining``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -18,6 +19,9 @@ class Caller:
     api_key: str | None = field(default=None, repr=False)
     client_address: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The request's headers, as the channel received them (none for a Python call), for middleware that is
+    told to trust one (``RateLimitPlugin(key_header=...)``); they include the credentials, so never record them."""
 
     def __repr__(self) -> str:
         has = [name for name, value in (("bearer_token", self.bearer_token), ("api_key", self.api_key)) if value]

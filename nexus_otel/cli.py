@@ -252,7 +252,10 @@ def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
     file = Path(path) if path else default_outbox_path(_data_dir(data_dir), LEGACY_OUTBOX)
     if not file.exists():  # nothing was ever queued there: an empty outbox, not an error
         return None, file
-    return Outbox(file).view(WEBHOOK_SCOPE), file
+    try:
+        return Outbox(file).view(WEBHOOK_SCOPE), file
+    except NexusOtelError as exc:  # its folder is read-only, say: one line naming it, no traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @webhooks.command("status")

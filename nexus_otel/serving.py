@@ -14,10 +14,17 @@ answers with every worker's totals. Signals to the supervisor:
 - ``SIGHUP``: each worker in turn is replaced by a new one, which serves
   before the old one drains and stops: a rolling restart without dropped requests;
 - ``SIGTTIN`` / ``SIGTTOU``: one worker more / fewer.
+
+``X-Forwarded-For`` (and ``X-Forwarded-Proto``) are believed only from the
+proxies named in ``forwarded_allow_ips`` (``serve --forwarded-allow-ips``);
+by default from nobody, not even loopback (uvicorn's own default trusts
+127.0.0.1), so a caller cannot pick the client address that rate limits and
+the request log see.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -41,6 +48,7 @@ from .channels.http import create_http_app
 from .errors import ConfigurationError, NexusOtelError
 from .telemetry.config import WORKERS, WORKERS_DIR, TelemetryConfig
 from .telemetry.worker_metrics import WORKERS_DIR_MAX
+from .terminal import InertFormatter
 
 DRAIN_TIMEOUT = 10
 """Seconds a stopping server gives requests in flight to finish before they are cancelled."""
@@ -107,12 +115,36 @@ def _ephemeral_low() -> int:
         return 49152
 
 
+def trusted_proxies(value: str | None) -> list[str]:
+    """The addresses and networks ``value`` (comma-separated, or ``*``) names; ``ConfigurationError`` for others.
+
+    uvicorn would take a misspelt address as a literal that never matches, and trust nobody silently.
+    """
+    hosts = [part.strip() for part in (value or "").split(",") if part.strip()]
+    if "*" in hosts:
+        return ["*"]
+    for host in hosts:
+        try:
+            if "/" in host:
+                ipaddress.ip_network(host, strict=False)
+            else:
+                ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigurationError("forwarded_allow_ips", value, "IP addresses or networks (such as 10.0.0.0/8) "
+                                     "of the proxies to trust for X-Forwarded-For, comma-separated, or *") from None
+    return hosts
+
+
 def uvicorn_config(app: Nexus | Any, host: str, port: int, *, threads: int = DEFAULT_THREADS,
-                   **kwargs: object) -> uvicorn.Config:
-    """How a :class:`Nexus` (through :func:`create_http_app`), or any ASGI app or factory given as is, is served."""
+                   forwarded_allow_ips: str | None = None, **kwargs: object) -> uvicorn.Config:
+    """How a :class:`Nexus` (through :func:`create_http_app`), or any ASGI app or factory given as is, is served.
+
+    ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-For`` is believed (see the module doc); none by default.
+    """
     asgi = create_http_app(app, threads=threads) if isinstance(app, Nexus) else app
+    proxies = trusted_proxies(forwarded_allow_ips)
     return uvicorn.Config(
-        asgi, host=host, port=port, lifespan="on",
+        asgi, host=host, port=port, lifespan="on", proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
         log_level=str(kwargs.pop("log_level", "warning")), access_log=False, http=DrainingH11Protocol,
         timeout_graceful_shutdown=kwargs.pop("timeout_graceful_shutdown", DRAIN_TIMEOUT),  # type: ignore[arg-type]
         **kwargs,  # type: ignore[arg-type]
@@ -138,11 +170,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(app: Nexus | str, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None,
           workers: int = 1, threads: int = DEFAULT_THREADS, plugins_dir: str | None = None,
-          log_level: str = "warning") -> int:
+          log_level: str = "warning", forwarded_allow_ips: str | None = None) -> int:
     """Serve until interrupted (on ``sock`` if given, from :func:`bind`); the app starts and stops with the server.
 
     ``app`` is a :class:`Nexus` or its ``"MODULE:APP"``; ``workers > 1`` needs the string (each
-    worker process imports it). ``threads`` run sync workflows, per worker. Returns the exit
+    worker process imports it). ``threads`` run sync workflows, per worker. ``forwarded_allow_ips``
+    names the proxies trusted for ``X-Forwarded-For`` (none by default). Returns the exit
     status: 0, or :data:`STARTUP_FAILURE` when a worker could not start the app.
     """
     settings.number("workers", workers, minimum=1, maximum=1024, integer=True)
@@ -152,9 +185,11 @@ def serve(app: Nexus | str, host: str = "127.0.0.1", port: int = 8000, *, sock: 
             raise ConfigurationError("workers", workers, "1 when serving an app object: pass its \"MODULE:APP\" "
                                      "string instead, which each worker process imports")
         return serve_workers(app, workers, host, port, sock=sock, threads=threads, plugins_dir=plugins_dir,
-                             log_level=log_level)
+                             log_level=log_level, forwarded_allow_ips=forwarded_allow_ips)
+    trusted_proxies(forwarded_allow_ips)  # a bad value fails before the app is loaded
     nexus = WorkerApp(app, plugins_dir).load() if isinstance(app, str) else app
-    server = uvicorn.Server(uvicorn_config(nexus, host, port, threads=threads, log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(nexus, host, port, threads=threads, log_level=log_level,
+                                           forwarded_allow_ips=forwarded_allow_ips))
     server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started else STARTUP_FAILURE
 
@@ -184,7 +219,9 @@ class WorkerApp:
         return app
 
     def __call__(self) -> object:
-        logging.basicConfig(level=self.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))  # log lines quote data
+        logging.basicConfig(level=self.log_level.upper(), handlers=[handler])
         try:
             app = self.load()
         except NexusOtelError as exc:
@@ -199,11 +236,12 @@ class WorkerApp:
 
 def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int = 8000, *,
                   sock: socket.socket | None = None, threads: int = DEFAULT_THREADS, plugins_dir: str | None = None,
-                  log_level: str = "warning") -> int:
+                  log_level: str = "warning", forwarded_allow_ips: str | None = None) -> int:
     """Run ``workers`` processes serving ``target`` on one port until ``SIGTERM``/``SIGINT``; see the module doc."""
     from uvicorn.supervisors import Multiprocess
 
     TelemetryConfig.from_env()  # a bad variable: one error here, not one per worker
+    trusted_proxies(forwarded_allow_ips)
     sock = sock if sock is not None else bind(host, port)
     directory = tempfile.mkdtemp(prefix="nexus-otel-workers-")
     if len(directory) > WORKERS_DIR_MAX:  # each worker's Unix socket is named after it
@@ -216,7 +254,7 @@ def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int 
     os.environ.update(settings)  # each worker is a new process that inherits the environment
     try:
         config = uvicorn_config(WorkerApp(target, plugins_dir, threads, log_level), host, port, factory=True,
-                                workers=workers, log_level=log_level)
+                                workers=workers, log_level=log_level, forwarded_allow_ips=forwarded_allow_ips)
         supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
         failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
@@ -236,10 +274,12 @@ class BackgroundServer:
     ``app`` is a :class:`Nexus`, or any ASGI app (a Kailash Nexus app's ``fastapi_app``, say).
     """
 
-    def __init__(self, app: Nexus | Any, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, app: Nexus | Any, host: str = "127.0.0.1", port: int | None = None, *,
+                 forwarded_allow_ips: str | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port))
+        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port,
+                                                    forwarded_allow_ips=forwarded_allow_ips))
         self.thread = threading.Thread(target=self.server.run, name="nexus-otel-http", daemon=True)
 
     @property

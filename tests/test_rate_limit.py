@@ -1,4 +1,8 @@
-"""RateLimitPlugin end to end: real HTTP servers, real concurrency, a real Redis shared by two processes."""
+"""RateLimitPlugin end to end: real HTTP servers, real concurrency, a real Redis shared by two processes.
+
+Budgets are keyed by what was verified (the principal or API key AuthPlugin let in, a header the
+deployment trusts) or else the client address, never by a credential nobody checked.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import pytest
 
 from nexus_otel.caller import Caller
 from nexus_otel.errors import PluginSetupError, RateLimitExceeded
-from nexus_otel.plugins import RateLimitPlugin
+from nexus_otel.plugins import AuthPlugin, RateLimitPlugin
 from nexus_otel.serving import BackgroundServer
 
 from .redis_server import RedisServer
@@ -23,6 +28,8 @@ from .served import Served, cli_env, nexus_otel
 LIMIT, BURST = 600, 10                 # per minute; the burst window is BURST * 60 / LIMIT = 1 s
 BURST_WINDOW = BURST * 60 / LIMIT
 APP_TARGET = "tests.apps.limited:app"
+API_KEYS = ("key-burst", "key-steady", "key-a", "key-b")
+SERVED_KEYS = "key-cli,key-two-processes-redis,key-two-processes-memory"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,9 @@ def redis_server():
 
 @contextlib.contextmanager
 def serving(capture, **settings) -> Iterator[str]:
-    """An app limited to 600/min, burst 10 by API key, served over HTTP on a background thread."""
+    """An app verifying API keys and limited to 600/min, burst 10 per key, served over HTTP on a background thread."""
     app = capture.app("limited")
+    app.add_plugin(AuthPlugin("api_key", api_keys=list(API_KEYS)))
     app.add_plugin(RateLimitPlugin(LIMIT, BURST, key="api_key", **settings))
     app.register("work", lambda inputs: {"ok": True})
     with BackgroundServer(app) as url:
@@ -189,7 +197,7 @@ def test_two_keys_do_not_share_a_budget(capture):
 def _serve_pair(storage: str, tmp: Path) -> list[Served]:
     """`nexus-otel serve tests.apps.limited:app` twice, started in parallel, each with its own data dir."""
     def one(i: int) -> Served:
-        env = cli_env(tmp / f"data-{i}", LIMIT_STORAGE=storage)
+        env = cli_env(tmp / f"data-{i}", LIMIT_STORAGE=storage, LIMIT_API_KEYS=SERVED_KEYS)
         return Served(APP_TARGET, env, tmp)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -234,6 +242,7 @@ def test_two_processes_share_one_budget_through_redis(shared, redis_server, tmp_
 BAD_SETTINGS = [
     ("limit", 0), ("limit", -5), ("limit", True), ("limit", "1000"), ("limit", 1.5),
     ("burst", 0), ("key", "ip"), ("per", "user"), ("storage", "nosuch://"),
+    ("key_header", "X Tenant"), ("key_header", ""), ("key_header", 5),
 ]
 
 
@@ -253,6 +262,7 @@ def test_bad_settings_fail_at_setup_naming_the_value(capture, setting, value):
 def test_python_channel_raises_rate_limit_exceeded_with_retry_after(capture):
     """Over the limit in Python: RateLimitExceeded with .retry_after; after that long, admitted again."""
     app = capture.app("py")
+    app.add_plugin(AuthPlugin("api_key", api_keys=["key-python", "another-key"]))
     plugin = RateLimitPlugin()
     plugin.limit, plugin.burst, plugin.key = 60, 2, "api_key"  # a 2 s burst window
     app.add_plugin(plugin)
@@ -274,7 +284,8 @@ def test_python_channel_raises_rate_limit_exceeded_with_retry_after(capture):
 
 def test_cli_runs_share_a_budget_through_redis(redis_server, tmp_path):
     """`nexus-otel run --api-key K` twice with Redis storage and burst 1: the second run is turned away."""
-    env = cli_env(tmp_path / "data", LIMIT_STORAGE=redis_server.url, LIMIT_PER_MINUTE="6", LIMIT_BURST="1")
+    env = cli_env(tmp_path / "data", LIMIT_STORAGE=redis_server.url, LIMIT_PER_MINUTE="6", LIMIT_BURST="1",
+                  LIMIT_API_KEYS=SERVED_KEYS)
     args = ("run", APP_TARGET, "work", "--api-key", "key-cli")  # burst 1 per 10 s
     first = nexus_otel(*args, env=env, cwd=tmp_path)
     assert first.returncode == 0 and '"pid"' in first.stdout, first.stderr
@@ -316,3 +327,68 @@ def test_unreachable_redis_fails_at_setup(capture):
 
     with pytest.raises(PluginSetupError, match=r"RateLimitPlugin.storage='redis://127.0.0.1:1'"):
         capture.app().add_plugin(RateLimitPlugin(600, 10, storage="redis://127.0.0.1:1"))
+
+
+def _post_each(url: str, headers: list[dict[str, str]]) -> list[int]:
+    """POST /workflows/work once per headers dict, one after another; the statuses."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        return [client.post("/workflows/work", json={}, headers=h).status_code for h in headers]
+
+
+def test_rotating_unverified_api_keys_share_the_clients_budget(capture):
+    """Without AuthPlugin, a new X-API-Key per request against limit=60, burst=5: 5 of 20 admitted, keyed by client."""
+    app = capture.app("open")
+    app.add_plugin(RateLimitPlugin(limit=60, burst=5))
+    app.register("work", lambda inputs: {"ok": True})
+    with BackgroundServer(app) as url:
+        codes = _post_each(url, [{"X-API-Key": f"rotated-{i}"} for i in range(20)])
+    assert Counter(codes) == {200: 5, 429: 15}, codes
+    assert capture.metric_value("nexus.ratelimit.rejections", key_type="client") == 15
+
+
+def test_verified_api_keys_get_budgets_of_their_own(capture):
+    """With AuthPlugin first, two verified keys from one address get 5 each; an unknown key is refused, not counted."""
+    app = capture.app("verified")
+    app.add_plugin(AuthPlugin("api_key", api_keys={"alice": "key-alice", "bob": "key-bob"}))
+    app.add_plugin(RateLimitPlugin(limit=60, burst=5))
+    app.register("work", lambda inputs: {"ok": True})
+    with BackgroundServer(app) as url:
+        codes = _post_each(url, [{"X-API-Key": k} for k in ("key-alice", "key-bob", "key-mallory") * 8])
+    by_key = {k: Counter(codes[i::3]) for i, k in enumerate(("alice", "bob", "mallory"))}
+    assert by_key == {"alice": {200: 5, 429: 3}, "bob": {200: 5, 429: 3}, "mallory": {401: 8}}, by_key
+    assert capture.metric_value("nexus.ratelimit.rejections", key_type="principal") == 6
+
+
+def test_a_trusted_header_selects_the_budget(capture):
+    """key_header="X-Tenant": each tenant has its own 5; requests without it share the client's 5."""
+    app = capture.app("tenants")
+    app.add_plugin(RateLimitPlugin(limit=60, burst=5, key_header="X-Tenant"))
+    app.register("work", lambda inputs: {"ok": True})
+    with BackgroundServer(app) as url:
+        codes = _post_each(url, [{"x-tenant": "a"}, {"X-Tenant": "b"}, {"X-API-Key": "unverified"}] * 7)
+    by_tenant = [Counter(codes[i::3]) for i in range(3)]
+    assert by_tenant == [{200: 5, 429: 2}] * 3, by_tenant
+    assert capture.metric_value("nexus.ratelimit.rejections", key_type="header") == 4
+    assert capture.metric_value("nexus.ratelimit.rejections", key_type="client") == 2
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["default", "forwarded-allow-ips"])
+def test_x_forwarded_for_is_believed_only_from_named_proxies(trusted, tmp_path):
+    """`serve`: three X-Forwarded-For addresses sent from loopback share its budget of 2 by default, and each
+    has its own with --forwarded-allow-ips 127.0.0.1."""
+    env = cli_env(tmp_path / "data", LIMIT_STORAGE="memory://", LIMIT_PER_MINUTE="60", LIMIT_BURST="2")
+    server = Served(APP_TARGET, env, tmp_path, *(["--forwarded-allow-ips", "127.0.0.1"] if trusted else []))
+    try:
+        codes = _post_each(server.url, [{"X-Forwarded-For": f"203.0.113.{i}"} for i in range(1, 4)])
+    finally:
+        code, err = server.stop()
+    assert code in (0, -15) and "Traceback" not in err, err
+    assert codes == ([200, 200, 200] if trusted else [200, 200, 429]), codes
+
+
+def test_a_bad_forwarded_allow_ips_fails_naming_it(tmp_path):
+    """`serve --forwarded-allow-ips 127.0.0.300` exits 2 naming the setting and the value, before serving."""
+    out = nexus_otel("serve", APP_TARGET, "--port", "0", "--forwarded-allow-ips", "127.0.0.300",
+                     env=cli_env(tmp_path / "data", LIMIT_STORAGE="memory://"), cwd=tmp_path)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "forwarded_allow_ips='127.0.0.300'" in out.stderr and "serving" not in out.stderr, out.stderr

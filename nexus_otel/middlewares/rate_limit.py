@@ -8,6 +8,14 @@ replicas share one budget. A rejection raises
 :class:`~nexus_otel.errors.RateLimitExceeded` (HTTP 429 with ``Retry-After``
 and ``RateLimit-*`` headers), adds a ``rate_limited`` event to the workflow
 span and is counted.
+
+Who shares a budget is decided by what was verified, never by what a caller
+merely claims: the principal ``AuthMiddleware`` let in (run it first), else
+the client's address. An unverified credential (an ``X-API-Key`` nobody
+checked) never selects a budget, or rotating it would buy a fresh budget per
+request. A header the deployment vouches for (a tenant header set by a
+gateway that authenticated the caller) may be named with ``key_header``: its
+value is trusted as the caller's identity.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
@@ -27,6 +35,9 @@ from ..errors import RateLimitExceeded
 from ..execution_middleware import AsyncNext, Middleware, Next, WorkflowCall
 
 KEYS = ("principal", "api_key", "client", "session")
+"""``principal``: the verified principal; ``api_key``: the verified API key (one principal may hold
+several); ``client``: the client address; ``session``: the session id, within the caller's verified
+identity. Each falls back to the client address when there is nothing verified to key by."""
 SCOPES = ("global", "workflow")
 
 
@@ -48,15 +59,29 @@ def effective_burst(limit: int, burst: int) -> int:
     return max(burst, math.ceil(limit / 60)) if burst * 60 < limit else burst
 
 
+def _digest(value: str) -> str:
+    """A stand-in for a value that may be secret (a key) or personal: the same budget, nothing readable."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """Header ``name`` (lower case) from a channel's headers, whatever case they were given in."""
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value.strip() if value else None
+
+
 class RateLimitMiddleware(Middleware):
     """Admits or rejects each call against its key's budget."""
 
     def __init__(self, limit: int, burst: int, *, key: str = "principal", per: str = "global",
-                 storage: str = "memory://", namespace: str = "nexus-otel",
+                 storage: str = "memory://", namespace: str = "nexus-otel", key_header: str | None = None,
                  on_reject: Callable[[WorkflowCall, str], None] | None = None) -> None:
         self.limit = limit
         self.burst = burst
         self.key = key
+        self.key_header = key_header.lower() if key_header else None
         self.per = per
         self.namespace = namespace
         self.storage = storage_from_string(storage)
@@ -66,14 +91,21 @@ class RateLimitMiddleware(Middleware):
         self._on_reject = on_reject or (lambda call, key_type: None)
 
     def identity(self, call: WorkflowCall) -> tuple[str, str]:
-        """``(key_type, value)`` for this call: who shares a budget."""
+        """``(key_type, value)`` for this call: who shares a budget, from what was verified only."""
         caller = call.caller
-        if self.key == "principal" and call.event.principal is not None:
-            return "principal", call.event.principal.id
-        if self.key in ("principal", "api_key") and caller.api_key:
-            return "api_key", hashlib.sha256(caller.api_key.encode()).hexdigest()[:32]
+        if self.key_header:
+            trusted = _header(caller.headers, self.key_header)
+            if trusted:
+                return "header", _digest(trusted)
+        principal = call.event.principal
         if self.key == "session" and call.event.session_id:
-            return "session", call.event.session_id
+            # Within the verified caller: a session id (the caller's choice) never reaches another's budget.
+            who = f"principal:{principal.id}" if principal is not None else f"client:{caller.client_address}"
+            return "session", _digest(f"{who}\n{call.event.session_id}")
+        if principal is not None and self.key in ("principal", "api_key"):
+            if self.key == "api_key" and principal.method == "api_key" and caller.api_key:
+                return "api_key", _digest(caller.api_key)  # verified by the auth middleware before us
+            return "principal", principal.id
         if caller.client_address:
             return "client", caller.client_address
         return "anonymous", "-"

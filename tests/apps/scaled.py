@@ -2,7 +2,7 @@
 
 ``TEST_WEBHOOK_URL`` adds ``WebhookPlugin``; ``TEST_AUDIT`` (any value) adds
 ``DatabasePlugin`` on its default SQLite file; ``LIMIT_STORAGE`` adds
-``RateLimitPlugin(600, 10)`` keyed by API key; ``MONITORING_PORT`` adds
+``RateLimitPlugin(600, 10)`` per client address; ``MONITORING_PORT`` adds
 ``MonitoringPlugin`` serving Prometheus on that port too. ``work`` answers with the id of
 the process that ran it; ``slow`` sleeps ``seconds`` first.
 """
@@ -22,7 +22,7 @@ def create_app():
     if os.environ.get("TEST_AUDIT"):
         app.add_plugin(DatabasePlugin())
     if os.environ.get("LIMIT_STORAGE"):
-        app.add_plugin(RateLimitPlugin(600, 10, key="api_key", storage=os.environ["LIMIT_STORAGE"]))
+        app.add_plugin(RateLimitPlugin(600, 10, key="client", storage=os.environ["LIMIT_STORAGE"]))
     if os.environ.get("MONITORING_PORT"):
         app.add_plugin(MonitoringPlugin(port=int(os.environ["MONITORING_PORT"])))
 
