@@ -101,14 +101,16 @@ def test_dead_letters_print_no_acting_characters(tmp_path):
 
 
 def test_run_prints_a_failing_workflows_message_inert(tmp_path):
-    """`nexus-otel run` (a real process) prints a workflow's error message and result with escapes inert."""
+    """`nexus-otel run` (a real process) prints a workflow's error message, log lines and result with escapes inert."""
     module = tmp_path / "evil_app.py"
     module.write_text(
+        "import logging\n"
         "from nexus_otel import Nexus\n"
         "app = Nexus('evil')\n"
         f"EVIL = {EVIL!r}\n"
         "@app.workflow('fail')\n"
         "def fail(inputs):\n"
+        "    logging.getLogger('evil').warning('about to fail: %s', EVIL)\n"
         "    raise RuntimeError(EVIL)\n"
         "@app.workflow('echo')\n"
         "def echo(inputs):\n"
@@ -120,6 +122,7 @@ def test_run_prints_a_failing_workflows_message_inert(tmp_path):
     output = (failed.stdout + failed.stderr).encode("utf-8", errors="surrogateescape")
     assert not acting(output), acting(output)
     assert "RuntimeError: " + inert(EVIL) in failed.stderr
+    assert "WARNING evil: about to fail: " + inert(EVIL) in failed.stderr
     echoed = nexus_otel("run", "evil_app:app", "echo", env=env, cwd=tmp_path)
     assert echoed.returncode == 0, echoed.stderr
     assert not acting(echoed.stdout.encode()), acting(echoed.stdout.encode())
