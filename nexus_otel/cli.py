@@ -123,8 +123,8 @@ def serve(ctx: click.Context, target: str, host: str, port: int, plugins_dir: st
             raise click.ClickException("a worker could not start the app (its error is above)")
         return
     app = _load(target, plugins_dir)
-    click.echo(f"serving {app.name!r} on http://{host}:{port}  (workflows: {', '.join(app.workflows.names())})",
-               err=True)
+    names = inert_line(", ".join(app.workflows.names()))
+    click.echo(f"serving {app.name!r} on http://{host}:{port}  (workflows: {names})", err=True)
     run_server(app, host=host, port=port, sock=sock, threads=threads, log_level=log_level,
                forwarded_allow_ips=forwarded_allow_ips)
 
