@@ -626,12 +626,17 @@ def _remove_journal(db: sqlite3.Connection, folder: Path, name: str) -> None:
 
 @contextlib.contextmanager
 def _committed(db: sqlite3.Connection) -> Iterator[None]:
-    """Inside a transaction already begun: COMMIT after the body, or ROLLBACK if the body or the commit raised."""
+    """Inside a transaction already begun: COMMIT after the body, or ROLLBACK if the body or the commit raised.
+
+    SQLite may have rolled back already (a full disk: SQLITE_FULL ends the transaction); then the
+    error that did it is raised, not a failed ROLLBACK's.
+    """
     try:
         yield
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
 
 

@@ -1,0 +1,321 @@
+"""A full or read-only disk under the durable outbox: records fail closed, torn writes hurt no later line.
+
+The promise is that an execution that returns has its records (webhook
+payload, audit row) on disk. When the outbox cannot be written the app fails
+closed: the execution raises ``RecordsUnavailableError`` (HTTP 503 with
+``Retry-After``), ``/healthz`` says the outbox is unwritable, and once space
+returns everything recovers by itself. The disk here is real: a small tmpfs
+filled by a ballast file (we run as root; without the right to mount, these
+tests skip, except under CI where they fail).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nexus_otel import Nexus, RecordsUnavailableError
+from nexus_otel.errors import ConfigurationError, PluginSetupError
+from nexus_otel.exporters import journal
+from nexus_otel.exporters.delivery import OutboxWorker
+from nexus_otel.exporters.outbox import ALL, Outbox
+from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
+
+from .served import REPO, Served, cli_env, nexus_otel
+from .webhook_receiver import WebhookReceiver
+
+
+def _mount_tmpfs(folder: Path, options: str) -> None:
+    """A tmpfs at ``folder``; skips (fails under CI) where this process may not mount one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    problem = None
+    if shutil.which("mount") is None:
+        problem = "no mount command"
+    else:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            problem = result.stderr.strip() or f"mount exited {result.returncode}"
+    if problem is not None:
+        reason = f"a small disk needs a tmpfs mount (root, or CAP_SYS_ADMIN): {problem}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MB tmpfs, unmounted afterwards."""
+    folder = tmp_path / "small-disk"
+    _mount_tmpfs(folder, "size=8m")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a ballast file into ``folder`` until the disk is full; its path."""
+    ballast = folder / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for chunk in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return ballast
+
+
+def _audit_sessions(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT session_id FROM workflow_executions")}
+
+
+def _repeated_lines(stderr: str, seconds: float) -> dict[str, int]:
+    """Log lines (numbers aside) written more often than once a second over ``seconds``."""
+    kinds = Counter(re.sub(r"[0-9a-f]*[0-9][0-9a-f]*", "N", line) for line in stderr.splitlines() if line.strip())
+    allowed = math.ceil(seconds) + 1
+    return {kind: n for kind, n in kinds.items() if n > allowed}
+
+
+def test_a_full_disk_fails_executions_closed_and_every_one_that_returned_has_its_records(small_disk, tmp_path):
+    """Disk full mid-run: every 200 has its webhook and audit row after a restart, the rest got 503 + Retry-After."""
+    audit = tmp_path / "audit.sqlite"  # the audit database lives elsewhere: only the outbox is on the small disk
+    with WebhookReceiver() as receiver:
+        env = cli_env(small_disk, TEST_WEBHOOK_URL=receiver.url, TEST_AUDIT_DSN=f"sqlite:///{audit}")
+        app = Served("tests.apps.notify:app", env, REPO)
+        began = time.monotonic()
+        statuses: dict[str, int] = {}
+        health_while_full: list[httpx.Response] = []
+        with httpx.Client(base_url=app.url, timeout=10) as client:
+
+            def ship(session: str) -> httpx.Response:
+                response = client.post("/workflows/ship", json={"order": session}, headers={"X-Session-Id": session})
+                statuses[session] = response.status_code
+                if response.status_code == 503:
+                    assert response.headers.get("retry-after", "").isdigit(), response.headers
+                    body = response.json()
+                    assert body["error"].startswith("records unavailable") and isinstance(body["ran"], bool), body
+                return response
+
+            try:
+                for i in range(30):
+                    assert ship(f"before-{i}").status_code == 200
+                ballast = _fill(small_disk)
+                for i in range(150):
+                    if ship(f"full-{i}").status_code == 503 and not health_while_full:
+                        health_while_full.append(client.get("/healthz"))
+                health_while_full.append(client.get("/healthz"))
+                ballast.unlink()  # space returns: the app finds out by itself
+                deadline = time.monotonic() + 10
+                while client.get("/healthz").status_code != 200:
+                    assert time.monotonic() < deadline, "/healthz did not recover within 10 s of space returning"
+                    time.sleep(0.1)
+                for i in range(30):
+                    assert ship(f"after-{i}").status_code == 200
+            finally:
+                app.process.kill()  # no goodbye: what it returned for must already be on disk
+                app.process.wait(10)
+                seconds = time.monotonic() - began
+                stderr = app.process.stderr.read() if app.process.stderr else ""
+        assert set(statuses.values()) <= {200, 503}, Counter(statuses.values())
+        refused = [s for s, code in statuses.items() if code == 503]
+        assert refused, "the disk filled but every execution succeeded: nothing was tested"
+        assert all(s.startswith("full-") for s in refused), refused
+        for health in health_while_full:
+            assert health.status_code == 503, health.text
+            problem = health.json()["records"][0]
+            assert problem["outbox"] == str(small_disk / "outbox.sqlite") and problem["writable"] is False, problem
+        repeated = _repeated_lines(stderr, seconds)
+        assert not repeated, f"logged more than once a second over {seconds:.1f} s: {repeated}"
+
+        returned = {s for s, code in statuses.items() if code == 200}
+        restarted = Served("tests.apps.notify:app", env, REPO)  # the next start delivers what the first left
+        try:
+            receiver.wait_for(lambda reqs: returned <= {r.json()["session_id"] for r in reqs}, timeout=30)
+            deadline = time.monotonic() + 30
+            while not returned <= _audit_sessions(audit):
+                assert time.monotonic() < deadline, f"audit rows missing: {sorted(returned - _audit_sessions(audit))}"
+                time.sleep(0.1)
+        finally:
+            restarted.stop()
+        recorded = {r.json()["session_id"] for r in receiver.requests()} | _audit_sessions(audit)
+        assert not recorded & set(refused), "an execution answered 503 left records: it was neither refused nor failed"
+
+
+def test_a_torn_write_leaves_the_next_put_whole_across_a_crash(tmp_path, caplog):
+    """A put cut short (a real short write) raises and is cut back: the next good put survives a crash, unharmed."""
+    path = tmp_path / "outbox.sqlite"
+    code = """
+import os, resource, signal, sys
+from pathlib import Path
+from nexus_otel import RecordsUnavailableError
+from nexus_otel.exporters import journal
+from nexus_otel.exporters.outbox import Outbox
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+box = Outbox(sys.argv[1])
+box.put([("first", "audit", {"n": 1})])
+size = sum(os.path.getsize(Path(sys.argv[1]).parent / name) for name in journal.journals(Path(sys.argv[1])))
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 200, hard))  # room for part of the next line only
+try:
+    box.put([("torn", "audit", {"pad": "x" * 2000})])
+    print("written")
+except RecordsUnavailableError as exc:
+    print("raised:", type(exc.__cause__).__name__)
+except OSError as exc:
+    print("raised:", type(exc).__name__)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+box.put([("good", "audit", {"n": 2})])
+os._exit(0)  # a crash: the journal is left as it is
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "raised: OSError", (done.stdout, "expected RecordsUnavailableError from OSError")
+    with caplog.at_level(logging.ERROR, logger="nexus_otel.outbox"):
+        taken = [m.message_id for m in Outbox(path).claim(10)]
+    assert taken == ["first", "good"]
+    assert not [r for r in caplog.records if "checksum" in r.getMessage() or "never finished" in r.getMessage()]
+    assert journal.journals(path) == []
+
+
+def test_fail_open_sinks_go_on_and_fail_closed_ones_refuse_until_space_returns(small_disk, tmp_path):
+    """Disk full: "drop" sinks' executions return; "fail" ones are refused before they run, until space returns."""
+    with WebhookReceiver() as receiver:
+        drop = Nexus("drop", environ={"NEXUS_OTEL_DATA_DIR": str(small_disk / "drop")})
+        drop.add_plugin(WebhookPlugin(receiver.url, on_unavailable="drop"))
+        fail = Nexus("fail", environ={"NEXUS_OTEL_DATA_DIR": str(small_disk / "fail")})
+        fail.add_plugin(DatabasePlugin(f"sqlite:///{tmp_path / 'audit.sqlite'}"))
+        calls: list[str] = []
+        for app in (drop, fail):
+            app.register("ship", lambda inputs, app=app: calls.append(app.name) or "shipped")
+        try:
+            for app in (drop, fail):
+                assert app.execute_workflow("ship", {}) == "shipped"
+            ballast = _fill(small_disk)
+            outcomes: list[str] = []
+
+            def ship() -> str:
+                try:
+                    outcome = fail.execute_workflow("ship", {})
+                except RecordsUnavailableError as exc:
+                    assert "outbox.sqlite" in str(exc) and exc.retry_after > 0
+                    outcome = "ran" if exc.ran else "refused"
+                assert drop.execute_workflow("ship", {}) == "shipped", "a fail-open sink never fails an execution"
+                outcomes.append(outcome)
+                return outcome
+
+            while ship() == "shipped":  # puts fit in the journal's last page for a while
+                assert len(outcomes) < 200, "the disk is full but every put was written"
+            assert outcomes[-1] == "ran", "the put that found the disk full fails its execution, which ran"
+            assert [ship() for _ in range(20)] == ["refused"] * 20, "then executions are refused before they run"
+            assert calls.count("fail") == 1 + len(outcomes) - 20, "a refused execution never ran"
+            assert fail.records.unavailable()[0]["outbox"] == str(small_disk / "fail" / "outbox.sqlite")
+            ballast.unlink()
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    assert fail.execute_workflow("ship", {}) == "shipped"
+                    break
+                except RecordsUnavailableError:
+                    assert time.monotonic() < deadline, "no recovery within 5 s of space returning"
+                    time.sleep(0.05)
+            assert fail.records.unavailable() == []
+        finally:
+            drop.stop(timeout=2)
+            fail.stop(timeout=2)
+
+
+def test_on_unavailable_takes_fail_or_drop_only():
+    """A misspelt on_unavailable is a ConfigurationError naming the setting, at setup."""
+    app = Nexus("bad")
+    with pytest.raises(PluginSetupError, match="WebhookPlugin.on_unavailable"):
+        app.add_plugin(WebhookPlugin("http://127.0.0.1:9/hook", on_unavailable="ignore"))
+    with pytest.raises(PluginSetupError, match="DatabasePlugin.on_unavailable") as caught:
+        app.add_plugin(DatabasePlugin("sqlite:///:memory:", on_unavailable=None))  # type: ignore[arg-type]
+    assert isinstance(caught.value.__cause__, ConfigurationError)
+
+
+def test_a_read_only_data_directory_is_named_as_such(tmp_path):
+    """A read-only data directory: app setup and `webhooks status` name the read-only folder in one line."""
+    data = tmp_path / "ro"
+    _mount_tmpfs(data, "size=1m")
+    try:
+        box = Outbox(data / "outbox.sqlite")
+        box.put([("m1", "http://127.0.0.1:9/hook", {"n": 1})])
+        box.close()
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(data)], capture_output=True, text=True)
+        assert remounted.returncode == 0, remounted.stderr
+        app = Nexus("ro", environ={"NEXUS_OTEL_DATA_DIR": str(data)})
+        with pytest.raises(PluginSetupError) as caught:
+            app.add_plugin(WebhookPlugin("http://127.0.0.1:9/hook"))
+        assert f"{data} is read-only" in str(caught.value) and str(data / "outbox.sqlite") in str(caught.value)
+        status = nexus_otel("webhooks", "status", "--data-dir", str(data), env=cli_env(data), cwd=tmp_path)
+        assert status.returncode != 0
+        assert "Traceback" not in status.stderr and len(status.stderr.strip().splitlines()) == 1, status.stderr
+        assert f"{data} is read-only" in status.stderr, status.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_the_stop_log_counts_only_what_this_process_leaves(tmp_path, caplog):
+    """With another process on the outbox, "N messages left for the next start" counts only this process's."""
+    path = tmp_path / "outbox.sqlite"
+    earlier = Outbox(path)
+    earlier.put([(f"t{i}", "audit", {"n": i}) for i in range(5)])
+    earlier.close()  # five rows in the table, for whoever runs
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; o = Outbox(sys.argv[1]); "
+         "o.put([('theirs', 'audit', {})]); print('put', flush=True); sys.stdin.read()", str(path)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    mine = Outbox(path)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "put\n"
+        mine.put([("mine1", "audit", {}), ("mine2", "audit", {})])
+        with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
+            OutboxWorker(mine.view(ALL), lambda batch, deadline: []).stop(0)
+        assert [r.getMessage().split(":")[1].split()[0] for r in caplog.records if "left in" in r.getMessage()] \
+            == ["2"], caplog.text
+    finally:
+        other.communicate("", timeout=30)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
+        OutboxWorker(mine.view(ALL), lambda batch, deadline: []).stop(0)
+    left = [r.getMessage() for r in caplog.records if "left in" in r.getMessage()]
+    # Alone now: the table's rows are this process's to leave too (five, and the one the other handed over as it
+    # exited), with its own two.
+    assert len(left) == 1 and ": 8 messages left in" in left[0], caplog.text
+    mine.close()
+
+
+def test_healthz_json_is_ok_while_the_outbox_is_writable(tmp_path):
+    """/healthz says ok (200) with an outbox that takes writes: unhealthy is only for an unwritable one."""
+    from starlette.testclient import TestClient
+
+    from nexus_otel.channels.http import create_http_app
+
+    app = Nexus("healthy", environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+    app.add_plugin(WebhookPlugin("http://127.0.0.1:9/hook"))
+    with TestClient(create_http_app(app)) as client:
+        response = client.get("/healthz")
+    assert response.status_code == 200 and json.loads(response.text)["status"] == "ok"
