@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from ..app import Nexus
 
@@ -18,9 +19,10 @@ class OutOfStock(Exception):
     """A business failure the demo provokes on purpose."""
 
 
-def create_app(name: str = "nexus-demo") -> Nexus:
-    """The demo app, unstarted, with telemetry from ``OTEL_*`` (local traces by default)."""
-    app = Nexus(name)
+def create_app(name: str = "nexus-demo", environ: Mapping[str, str] | None = None) -> Nexus:
+    """The demo app, unstarted, with telemetry from ``OTEL_*`` in ``environ`` (default: the process's;
+    local traces when no endpoint is set)."""
+    app = Nexus(name, environ=environ)
 
     @app.workflow("greet")
     def greet(inputs: dict) -> dict:

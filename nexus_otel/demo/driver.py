@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import statistics
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +29,13 @@ from rich.table import Table
 from ..exporters.local import read_spans
 from ..serving import BackgroundServer
 from ..telemetry import contract as c
+from ..telemetry.config import TelemetryConfig
 from ..terminal import inert_markup
 from ..traceview import find_trace, render_tree
+from ..urls import mask_url
+from . import delivery as dl
 from .app import create_app
-
-
-@dataclass
-class Sent:
-    """What the driver sent and got back."""
-
-    by_workflow: Counter = field(default_factory=Counter)
-    failed_by_workflow: Counter = field(default_factory=Counter)
-    statuses: Counter = field(default_factory=Counter)
-    continued_traces: int = 0
-    caller_traces: int = 0
-    sample_trace: str | None = None
+from .checks import Check, RecordCounter, Request, Sent, context_check, metrics_check, records_check, traces_check
 
 
 def _plan(n: int, rng: random.Random) -> list[tuple[str, dict[str, Any], bool]]:
@@ -67,33 +59,34 @@ def _plan(n: int, rng: random.Random) -> list[tuple[str, dict[str, Any], bool]]:
     return plan
 
 
-def _drive(url: str, plan: list[tuple[str, dict[str, Any], bool]], rng: random.Random,
-           advance: Callable[[], None]) -> Sent:
-    sent = Sent()
-    with httpx.Client(base_url=url, timeout=30.0) as client:
-        for i, (workflow, inputs, should_fail) in enumerate(plan):
-            headers = {"x-session-id": f"demo-session-{i % 7}"}
-            caller_trace = None
-            if i % 5 == 0:  # a caller that is itself traced
-                caller_trace = secrets.token_hex(16)  # fresh ids every run, whatever the random seed
-                headers["traceparent"] = f"00-{caller_trace}-{secrets.token_hex(8)}-01"
-                sent.caller_traces += 1
-            response = client.post(f"/workflows/{workflow}", json=inputs, headers=headers)
-            sent.by_workflow[workflow] += 1
-            sent.statuses[response.status_code] += 1
-            if response.status_code >= 500:
-                sent.failed_by_workflow[workflow] += 1
-            if (response.status_code >= 500) != should_fail:
-                raise RuntimeError(f"request {i} to {workflow} returned {response.status_code} unexpectedly")
-            trace_id = response.headers.get("x-trace-id")
-            if caller_trace is not None and trace_id == caller_trace:
-                sent.continued_traces += 1
-                if workflow == "checkout" and not should_fail and sent.sample_trace is None:
-                    sent.sample_trace = trace_id
-            advance()
-        # One request for a workflow that does not exist: a 404, and no execution.
-        sent.statuses[client.post("/workflows/no-such-workflow", json={}).status_code] += 1
-    return sent
+def _send(client: httpx.Client, i: int, step: tuple[str, dict[str, Any], bool], sent: Sent) -> None:
+    """Send request ``i`` of the plan and note what its response says (status, trace id, sampled flag)."""
+    workflow, inputs, should_fail = step
+    headers = {"x-session-id": f"demo-session-{i % 7}"}
+    caller_trace = None
+    if i % 5 == 0:  # a caller that is itself traced
+        caller_trace = secrets.token_hex(16)  # fresh ids every run, whatever the random seed
+        headers["traceparent"] = f"00-{caller_trace}-{secrets.token_hex(8)}-01"
+    response = client.post(f"/workflows/{workflow}", json=inputs, headers=headers)
+    sent.statuses[response.status_code] += 1
+    failed = response.status_code >= 500
+    if failed != should_fail:
+        raise RuntimeError(f"request {i} to {workflow} returned {response.status_code} unexpectedly")
+    trace_id = response.headers.get("x-trace-id", "")
+    flags = response.headers.get("traceresponse", "").rsplit("-", 1)[-1]
+    continued = caller_trace is not None and trace_id == caller_trace
+    sent.requests.append(Request(workflow, failed, trace_id, head_sampled=_sampled(flags),
+                                 caller_sampled=caller_trace is not None, continued=continued))
+    if continued and workflow == "checkout" and not failed and sent.sample_trace is None:
+        sent.sample_trace = trace_id
+
+
+def _sampled(flags: str) -> bool:
+    """Whether W3C trace flags (two hex digits) have the sampled bit."""
+    try:
+        return bool(int(flags, 16) & 1)
+    except ValueError:
+        return False
 
 
 def _scraped_executions(text: str) -> dict[tuple[str, str], float]:
@@ -149,16 +142,47 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def invoked_as(argv0: str) -> str:
+    """How to run nexus-otel again as this process was run, for the hints: ``nexus-otel`` when the PATH finds this
+    one, else the path it was run by (``.venv/bin/nexus-otel``), else ``<python> -m nexus_otel.cli``."""
+    if Path(argv0).name == "nexus-otel":
+        found = shutil.which("nexus-otel")
+        if found and Path(found).resolve() == Path(argv0).resolve():
+            return "nexus-otel"
+        return _short_path(argv0)
+    return f"{_short_path(sys.executable)} -m nexus_otel.cli"
+
+
+def _short_path(path: str) -> str:
+    """``path`` relative to the working directory when it is under it (``.venv/bin/...``), else absolute."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return os.path.abspath(path) if relative.startswith("..") else relative
+
+
+def _stored_workflow_traces(data_dir: str, since_ns: int, service: str) -> Counter:
+    """Workflow spans in the local store since ``since_ns``, by trace id."""
+    return Counter(span.trace_id for span in read_spans(data_dir)
+                   if span.service == service and span.start_ns >= since_ns and c.WORKFLOW_NAME in span.attributes)
+
+
 def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int = 7,
-             console: Console | None = None) -> bool:
-    """Run the demo; returns whether the telemetry matched what was sent."""
+             console: Console | None = None, command: str | None = None) -> bool:
+    """Run the demo; returns whether the telemetry was delivered and kept every promise checked.
+
+    ``command`` is how the hints name nexus-otel (default: as this process was run).
+    """
     console = console or Console(width=None if os.isatty(1) else 110)
+    command = command or invoked_as(sys.argv[0])
     rng = random.Random(seed)
-    app = create_app("nexus-demo")
+    app = create_app("nexus-demo", environ=dl.demo_environ(os.environ))
     service = app.telemetry.service_name  # OTEL_SERVICE_NAME wins over the app's name
     config = app.telemetry.config
     data_dir = config.data_dir
-    local = app.telemetry.enabled and "local" in config.traces_exporters
+    enabled = app.telemetry.enabled
+    local = enabled and "local" in config.traces_exporters
+    tail_sampling = app.telemetry.tail_sampler is not None
+    records = RecordCounter()
+    app.records.add(records)
     if plugins_dir and Path(plugins_dir).is_dir():
         found = app.load_plugins(plugins_dir)
         for error in found.errors:
@@ -171,51 +195,86 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
     console.print(f"[bold]nexus-otel demo[/]: serving {len(app.workflows)} workflows "
                   f"({', '.join(app.workflows.names())}) with plugins "
                   f"{inert_markup(app.plugins.list() or 'none')} at {url}")
+    sent = Sent()
+    undelivered: list[str] = []
+    delivery: dl.Delivery | None = None
+    scrape = ""
     try:
-        with Progress(TextColumn("sending requests"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
-            task = progress.add_task("requests", total=len(plan))
-            sent = _drive(url, plan, rng, lambda: progress.advance(task))
-        scrape = httpx.get(f"{url}/metrics", timeout=10).text
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            with Progress(TextColumn("sending requests"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=False) as progress:
+                task = progress.add_task("requests", total=len(plan))
+                for i, step in enumerate(plan):
+                    _send(client, i, step, sent)
+                    progress.advance(task)
+                    if i == 0 and enabled:  # is anyone taking the telemetry? Know in seconds, not at the end
+                        undelivered = dl.problems(app, dl.flush_and_count(app))
+                        if undelivered:
+                            break
+            if not undelivered:
+                # One more request, to a workflow that does not exist: a 404, and no execution.
+                sent.statuses[client.post("/workflows/no-such-workflow", json={}).status_code] += 1
+                if enabled:
+                    delivery = dl.flush_and_count(app)
+                    undelivered = dl.problems(app, delivery)
+                scrape = client.get("/metrics").text
     finally:
+        if undelivered:  # what is left would only fail again: do not wait the full stop timeout for it
+            app.stop(timeout=UNDELIVERED_STOP_TIMEOUT)
         server.stop()  # stops the app: flushes every span to the local store
-    if not app.telemetry.enabled:
-        console.print(f"telemetry is off (OTEL_SDK_DISABLED=true): {sum(sent.by_workflow.values())} requests "
+    if undelivered:
+        _say_undelivered(console, config, undelivered)
+        return False
+    if not enabled:
+        console.print(f"telemetry is off (OTEL_SDK_DISABLED=true): {len(sent.requests)} requests "
                       "were served, and there is nothing to compare them with. Unset it to see the telemetry.")
         return True
     executions = _scraped_executions(scrape)
-    durations = _durations(data_dir, since, service) if local else {}
+    stored = _stored_workflow_traces(data_dir, since, service) if local else Counter()
+    # Spans give the latencies only when every execution's span was kept; else the (exact) histogram does.
+    complete = local and not tail_sampling and all(r.head_sampled for r in sent.requests)
+    durations = _durations(data_dir, since, service) if complete else {}
     p50s, p95s = _histogram_quantiles(scrape, 0.5), _histogram_quantiles(scrape, 0.95)
 
-    source = "workflow spans in the local store" if local else "the duration histogram on /metrics"
-    table = Table(title=f"{requests} requests in {time.perf_counter() - started:.1f}s, "
+    source = "workflow spans in the local store" if complete else "the duration histogram on /metrics"
+    table = Table(title=f"{len(sent.requests)} workflow requests in {time.perf_counter() - started:.1f}s, "
                         f"as the telemetry recorded them (latencies from {source})")
     for col in ("workflow", "executions", "errors", "p50 ms", "p95 ms", "sent", "failed as intended"):
         table.add_column(col, justify="left" if col == "workflow" else "right")
-    ok = True
-    for workflow in sorted(sent.by_workflow):
+    by_workflow, failed_by_workflow = sent.by_workflow, sent.failed_by_workflow
+    for workflow in sorted(by_workflow):
         done = executions.get((workflow, "completed"), 0) + executions.get((workflow, "failed"), 0)
         errors = executions.get((workflow, "failed"), 0)
-        spans = durations.get(workflow, [])
-        match = done == sent.by_workflow[workflow] and errors == sent.failed_by_workflow[workflow]
-        if local:
-            match = match and len(spans) == done
+        if complete:
+            spans = durations.get(workflow, [])
             p50, p95 = _pct(spans, 50), _pct(spans, 95)
         else:
             p50, p95 = p50s.get(workflow, float("nan")), p95s.get(workflow, float("nan"))
-        ok = ok and match
         table.add_row(
             workflow, f"{done:.0f}", f"{errors:.0f}", f"{p50:.2f}", f"{p95:.2f}",
-            str(sent.by_workflow[workflow]), str(sent.failed_by_workflow[workflow]),
+            str(by_workflow[workflow]), str(failed_by_workflow[workflow]),
         )
     console.print(table)
-    ok = ok and sent.continued_traces == sent.caller_traces
-    verdict = ("[green]✓ telemetry matches what was sent[/]" if ok
-               else "[red]✗ telemetry does not match what was sent[/]")
-    console.print(f"{verdict}: {sum(sent.by_workflow.values())} executions, "
-                  f"{sum(sent.failed_by_workflow.values())} failed on purpose, "
-                  f"{sent.continued_traces}/{sent.caller_traces} caller traces continued, "
-                  f"HTTP statuses {dict(sorted(sent.statuses.items()))}")
+
+    checks = [metrics_check(sent, executions), records_check(sent, records), context_check(sent)]
+    if local:
+        checks.append(traces_check(sent, stored, tail_sampling))
+    if delivery is not None:
+        checks.append(Check("telemetry delivered", True, ", ".join(dl.delivered(app, delivery)) or "nothing to send"))
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
+        console.print(f"  {mark} {check.name}: {inert_markup(check.detail)}")
+    failed = [check.name for check in checks if not check.ok]
+    executed = len(sent.requests)
+    summary = (f"{executed} executions, {sum(failed_by_workflow.values())} failed on purpose, "
+               f"{sent.continued_traces}/{sent.caller_traces} caller traces continued, "
+               f"HTTP statuses {dict(sorted(sent.statuses.items()))} (one more request than executions: "
+               "the 404, sent on purpose to a workflow that does not exist)")
+    if failed:
+        console.print(f"[red]✗ telemetry does not match what was sent[/]: {', '.join(failed)} failed (above); "
+                      f"{summary}")
+    else:
+        console.print(f"[green]✓ telemetry matches what was sent[/]: {summary}")
 
     if sent.sample_trace and local:
         found_trace = find_trace(data_dir, sent.sample_trace)
@@ -225,21 +284,43 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
             for line in render_tree(found_trace[1], header=True):
                 console.print(line, highlight=False, markup=False)
 
+    _say_where_next(console, config, command, service, local)
+    return not failed
+
+
+UNDELIVERED_STOP_TIMEOUT = 1.0
+"""Seconds the app may take to stop once its telemetry could not be delivered (the default is 10)."""
+
+
+def _say_undelivered(console: Console, config: TelemetryConfig, undelivered: list[str]) -> None:
+    console.print(f"[red]✗ telemetry was not delivered[/]: {inert_markup('; '.join(undelivered))}.")
+    if "otlp" in config.traces_exporters or "otlp" in config.metrics_exporters:
+        console.print(f"  Is an OTLP receiver listening there, speaking {config.traces_protocol} "
+                      "(by convention port 4318 for http/protobuf, 4317 for grpc)? From the repository root, "
+                      "[bold]bash scripts/stack.sh up[/] starts our Collector and Jaeger on those ports; "
+                      "or unset OTEL_EXPORTER_OTLP_ENDPOINT to keep the traces on this machine.",
+                      highlight=False)
+
+
+def _say_where_next(console: Console, config: TelemetryConfig, command: str, service: str, local: bool) -> None:
+    def hint(label: str, text: str) -> None:
+        console.print(f"  {label:<11} {text}", highlight=False, markup=False, soft_wrap=True)
+
     console.print("\n[bold]Where to look next[/]")
     if local:
-        console.print(f"  traces      nexus-otel traces            (stored in {os.path.abspath(data_dir)})")
-        console.print("              nexus-otel traces <TRACE_ID>  one trace as a tree")
+        hint("traces", f"{command} traces                (stored in {os.path.abspath(config.data_dir)})")
+        hint("", f"{command} traces <TRACE_ID>     one trace as a tree")
     if "otlp" in config.traces_exporters:
         # Resolved as the exporter resolves it (the signal's own variable, else the general one + /v1/traces).
-        endpoint = config.otlp_traces.endpoint or "the exporter's default, localhost:4318"
-        console.print(f"  traces      sent by OTLP to {endpoint}: in Jaeger, service {service}")
+        endpoint = mask_url(config.otlp_traces.endpoint or "") or "the exporter's default, localhost:4318"
+        hint("traces", f"sent by OTLP to {endpoint}: in Jaeger, service {service}")
         if not local:
-            console.print("              (add OTEL_TRACES_EXPORTER=otlp,local to keep them on this machine too)")
-    console.print("  metrics     nexus-otel serve nexus_otel.demo.app:create_app --plugins-dir plugins")
-    console.print("              then open http://127.0.0.1:8000/metrics")
+            hint("", "(add OTEL_TRACES_EXPORTER=otlp,local to keep them on this machine too)")
+    hint("metrics", f"{command} serve nexus_otel.demo.app:create_app --plugins-dir plugins")
+    hint("", "then open http://127.0.0.1:8000/metrics")
     if "otlp" not in config.traces_exporters:
-        console.print("  OTLP        OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 nexus-otel demo")
-        console.print("              (add OTEL_TRACES_EXPORTER=otlp,local to keep local traces too)")
-        console.print("  Jaeger      run Jaeger with OTLP on 4318, point the endpoint above at it,")
-        console.print(f"              and open http://127.0.0.1:16686 (service {service})")
-    return ok
+        hint("OTLP", "bash scripts/stack.sh up   (from the repository root: our Collector, Jaeger and Prometheus")
+        hint("", "on loopback; Go 1.26+ builds them the first time), then")
+        hint("", f"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 {command} demo")
+        hint("", f"and open Jaeger at http://127.0.0.1:16686 (service {service});")
+        hint("", "add OTEL_TRACES_EXPORTER=otlp,local to keep local traces too")

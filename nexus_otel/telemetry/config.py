@@ -37,6 +37,7 @@ the server) in every worker's environment: each worker then gets its own
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -49,6 +50,8 @@ from opentelemetry.sdk.trace import sampling
 from ..errors import ConfigurationError
 from ..processors.tail_sampling import TailSampling
 from .bound import EXEMPLAR_FILTERS
+
+log = logging.getLogger("nexus_otel.telemetry")
 
 TRACES_EXPORTERS = ("otlp", "local", "console", "none")
 METRICS_EXPORTERS = ("otlp", "console", "prometheus", "none")
@@ -66,6 +69,7 @@ WORKERS = "NEXUS_OTEL_WORKERS"
 WORKERS_DIR = "NEXUS_OTEL_WORKERS_DIR"
 TEMPORALITIES = ("cumulative", "delta", "lowmemory")
 COMPRESSIONS = ("gzip", "deflate", "none")
+_SIGNAL_PATH = re.compile(r"/v1/(traces|metrics|logs)/?$")
 _DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = ("true",)
 _FALSE = ("false", "")
@@ -150,6 +154,7 @@ class TelemetryConfig:
         env = os.environ if environ is None else environ
         for var in _ENDPOINT_VARS:
             _check_endpoint(var, env.get(var))
+        _warn_signal_path(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         for var in _NON_NEGATIVE_INT_VARS:
             _check_non_negative_int(var, env.get(var))
         for prefix in ("OTEL_BSP", "OTEL_BLRP"):
@@ -288,6 +293,26 @@ def _check_endpoint(var: str, raw: str | None) -> None:
         raise ConfigurationError(var, raw, "a URL such as http://127.0.0.1:4318") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(var, raw, "a URL such as http://127.0.0.1:4318 (http or https)")
+
+
+def _warn_signal_path(raw: str | None) -> None:
+    """Warn when the general endpoint ends in a signal's path (``/v1/traces``): a common slip, since the
+    specification has each exporter append its own signal's path to that variable (``.../v1/traces/v1/traces``),
+    and a receiver then answers every export with 404."""
+    value = (raw or "").strip()
+    match = _SIGNAL_PATH.search(urlsplit(value).path) if value else None
+    if match is None:
+        return
+    from ..urls import mask_url
+
+    signal = match.group(1)
+    shown = mask_url(value)
+    base = shown[:shown.rindex(f"/v1/{signal}")]
+    log.warning(
+        "OTEL_EXPORTER_OTLP_ENDPOINT=%s ends in a signal's path (/v1/%s), but over http/protobuf every exporter "
+        "appends its own signal's path to this variable (spans would go to %s/v1/traces); set "
+        "OTEL_EXPORTER_OTLP_ENDPOINT=%s, or OTEL_EXPORTER_OTLP_%s_ENDPOINT=%s for %s alone",
+        shown, signal, shown.rstrip("/"), base, signal.upper(), shown, signal)
 
 
 def _check_non_negative_int(var: str, raw: str | None) -> None:
