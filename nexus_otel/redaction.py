@@ -2,8 +2,10 @@
 
 Workflow inputs are user data. Before any of it becomes a span attribute or a
 log field it goes through a :class:`Redactor`: values under sensitive keys
-are masked, long strings are cut, deep or huge structures are bounded, and a
-user callback may change or drop anything further.
+are masked, secrets inside any string are masked by their shape (a URL's
+password, a card number, a GitHub or AWS key, a JWT, a private key; see
+:mod:`nexus_otel.secret_patterns`), long strings are cut, deep or huge
+structures are bounded, and a user callback may change or drop anything further.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from .errors import ConfigurationError
+from .secret_patterns import ALREADY_MASKED, DEFAULT_PATTERNS, MASK, PatternSpec, SecretScanner, card_number, named
+
+__all__ = ["DEFAULT_PATTERNS", "DEFAULT_SENSITIVE_KEYS", "MASK", "RedactCallback", "Redactor"]
 
 DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "password", "passwd", "pwd", "secret", "token", "authorization", "bearer",
@@ -22,22 +27,27 @@ DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "session_key", "signature", "credit_card", "card_number", "cvv", "ssn", "pin",
     "passphrase", "passcode", "pass", "pw", "jwt", "otp", "cvc", "security_code",
 )
-MASK = "[REDACTED]"
 
 RedactCallback = Callable[[str, Any], Any]
 """``callback(path, value) -> value``: called for every leaf value after masking;
 ``path`` is dotted (``user.email``). Return the value to keep, or a replacement."""
 
-
-# Credentials inside free text (exception messages, stack traces, status descriptions, User-Agent).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/:@]+:[^\s/@]+@")
-_SCHEME_TOKEN = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{8,}")
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_PAIR = re.compile(r"""(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<q>["']?)(?P<sep>\s*[:=]\s*)(?P<vq>["']?)"""
-                   r"""(?P<value>[^\s"',;&}\]]+)""")
+# ``key=value`` / ``"key": "value"`` pairs in free text: found from their separator. The key is read
+# backwards (matched on the reversed text), so finding one costs a look at its own characters only.
+_SEPARATOR = re.compile(r"=|:(?!//)")  # not the colon of a URL's scheme
+_KEY_REVERSED = re.compile(r"\s*[\"']?(?P<key>[A-Za-z0-9_.-]*[A-Za-z_])")
+_VALUE = re.compile(r"\s*[\"']?(?P<value>[^\s\"',;&}\]]+)")
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+# What a key says about the values under it (:meth:`Redactor.key_kind`).
+KEY_PLAIN, KEY_MASKED, KEY_ALLOWED, KEY_AWS = 0, 1, 2, 3
+_CONTEXT_WORDS = frozenset({"aws"})
+"""A key naming AWS: a bare 40-character secret access key under it is masked (it has no name of its own)."""
+
+_WINDOW = 1024
+"""Characters scanned past a value's length limit, so a secret cut in two by truncation is still found whole."""
 
 
 def _words(key: str) -> list[str]:
@@ -55,10 +65,20 @@ class Redactor:
     a whole word of the key; longer names match anywhere in it. ``extra_sensitive_keys`` adds to the
     defaults; ``sensitive_keys`` replaces them.
 
-    Free text (exception messages and stack traces, status descriptions, the audit
-    error column, User-Agent) has credentials inside it masked too: ``Bearer``/``Basic``
-    tokens, JWT-shaped strings, a URL's password, and ``key=value`` or ``"key": "value"``
-    pairs whose key is sensitive. ``scrub_credentials=False`` turns that off.
+    Values are scrubbed too, whatever their key: every string (an input, an
+    attribute, an exception message, a status description, the audit error
+    column, a log field) has the secrets inside it masked by shape
+    (:data:`DEFAULT_PATTERNS`: a URL's password, ``Bearer``/``Basic`` tokens, JWTs,
+    private-key blocks, GitHub, AWS, Slack, Stripe and Google keys, Luhn-valid card
+    numbers), and ``key=value`` or ``"key": "value"`` pairs whose key is sensitive.
+    ``extra_patterns`` adds regular expressions (by name in a dict, or a list);
+    ``patterns`` replaces the defaults. A pattern masks its whole match, or only its
+    group named ``secret``. ``scrub_credentials=False`` turns value scrubbing off.
+
+    The allow-list wins over everything else: ``allow_keys`` are keys whose values
+    (and all below them) are never masked or scrubbed, only bounded
+    (``allow_keys=["token_count"]``); ``allow_values`` are exact strings never
+    masked, alone or inside a longer text (a published test card number).
     """
 
     def __init__(
@@ -72,6 +92,10 @@ class Redactor:
         max_attribute_length: int = 4096,
         callback: RedactCallback | None = None,
         scrub_credentials: bool = True,
+        patterns: PatternSpec = DEFAULT_PATTERNS,
+        extra_patterns: PatternSpec = (),
+        allow_keys: Iterable[str] = (),
+        allow_values: Iterable[str] = (),
     ) -> None:
         for setting, value in (
             ("max_value_length", max_value_length), ("max_items", max_items),
@@ -81,29 +105,53 @@ class Redactor:
                 raise ConfigurationError(f"Redactor.{setting}", value, "a whole number of at least 1")
         if callback is not None and not callable(callback):
             raise ConfigurationError("Redactor.callback", callback, "a callable(path, value)")
+        for setting, given in (("allow_keys", allow_keys), ("allow_values", allow_values)):
+            if isinstance(given, str) or not all(isinstance(v, str) for v in given):
+                raise ConfigurationError(f"Redactor.{setting}", given, "a list of strings")
         keys = ["".join(_words(k)) for k in (*sensitive_keys, *extra_sensitive_keys)]
         self._short = frozenset(k for k in keys if 0 < len(k) <= 4)
         self._long = tuple(k for k in keys if len(k) > 4)
-        self._cache: dict[str, bool] = {}
+        self._allowed_keys = frozenset("".join(_words(k)) for k in allow_keys)
+        self._kinds: dict[str, int] = {}
         self.max_value_length = max_value_length
         self.max_items = max_items
         self.max_depth = max_depth
         self.max_attribute_length = max_attribute_length
         self._callback = callback
         self.scrub_credentials = scrub_credentials
-        """Mask credentials found inside free text (bearer tokens, JWTs, URL passwords, ``key=value`` pairs)."""
+        """Scrub secrets inside values (by shape, and sensitive ``key=value`` pairs); keys are masked either way."""
+        chosen = {**named(patterns, "Redactor.patterns"), **named(extra_patterns, "Redactor.extra_patterns")}
+        self._scanner = SecretScanner(chosen, allow_values)
+        self._scan = self._scanner.scrub
+        self.patterns: dict[str, str] = self._scanner.patterns
+        """The value patterns in use, by name."""
 
-    def is_sensitive(self, key: str) -> bool:
-        """Whether values under ``key`` are masked."""
-        known = self._cache.get(key)
+    def key_kind(self, key: str) -> int:
+        """What ``key`` says about its values: plain, masked, allowed, or naming AWS (cached)."""
+        known = self._kinds.get(key)
         if known is not None:
             return known
         words = _words(key)
         joined = "".join(words)
-        result = any(w in self._short for w in words) or any(s in joined for s in self._long)
-        if len(self._cache) < 4096:
-            self._cache[key] = result
-        return result
+        if joined in self._allowed_keys:
+            kind = KEY_ALLOWED
+        elif any(w in self._short for w in words) or any(s in joined for s in self._long):
+            kind = KEY_MASKED
+        elif _CONTEXT_WORDS.intersection(words):
+            kind = KEY_AWS
+        else:
+            kind = KEY_PLAIN
+        if len(self._kinds) < 4096:
+            self._kinds[key] = kind
+        return kind
+
+    def is_sensitive(self, key: str) -> bool:
+        """Whether values under ``key`` are masked."""
+        return self.key_kind(key) == KEY_MASKED
+
+    def is_allowed(self, key: str) -> bool:
+        """Whether values under ``key`` are on the allow-list (never masked or scrubbed, only bounded)."""
+        return self.key_kind(key) == KEY_ALLOWED
 
     def scrub_query(self, query: str) -> str:
         """A URL query string with the values of sensitive parameters masked (``?api_key=...&page=2``)."""
@@ -123,45 +171,75 @@ class Redactor:
         return self._callback is not None
 
     def scrub_credentials_in(self, text: str) -> str:
-        """``text`` with credentials inside it masked: ``Bearer <token>``, JWT-shaped strings, the password
-        of a URL, and the values of ``key=value`` / ``"key": "value"`` pairs whose key is sensitive."""
+        """``text`` with the secrets inside it masked: every value pattern (a URL's password, tokens, keys,
+        card numbers...) and the values of ``key=value`` / ``"key": "value"`` pairs whose key is sensitive.
+        The same object comes back when there was nothing to mask."""
         if not self.scrub_credentials or not text:
             return text
-        text = _USERINFO.sub(rf"\1{MASK}@", text)
-        text = _SCHEME_TOKEN.sub(rf"\1\2{MASK}", text)
-        text = _JWT.sub(MASK, text)
-        if "=" in text or ":" in text:
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        text = self._scan(text)
+        if ("=" in text or ":" in text) and _SEPARATOR.search(text) is not None:
             text = self._mask_pairs(text)
         return text
 
+    scrub_value = scrub_credentials_in
+
     def _mask_pairs(self, text: str) -> str:
-        """Mask the values of sensitive ``key=value`` pairs; a pair whose key is not sensitive is searched
-        again from its value on, so ``config: secret=x`` still finds ``secret=x``."""
+        """Mask the values of sensitive ``key=value`` pairs; a pair whose key is not sensitive is passed over,
+        so ``config: secret=x`` still finds ``secret=x``."""
         out: list[str] = []
         pos = 0
-        while (match := _PAIR.search(text, pos)) is not None:
-            value_at = match.start("value")
-            out.append(text[pos:value_at])
-            if match["value"] != MASK and self.is_sensitive(match["key"]):
-                out.append(MASK)
-                pos = match.end("value")
-            else:
-                pos = value_at
+        reversed_text: str | None = None
+        for separator in _SEPARATOR.finditer(text):
+            at = separator.start()
+            if at < pos or at == 0:
+                continue  # inside a value masked already
+            if reversed_text is None:
+                reversed_text = text[::-1]
+            key = _KEY_REVERSED.match(reversed_text, len(text) - at)
+            if key is None or not self.is_sensitive(key["key"][::-1]):
+                continue
+            value = _VALUE.match(text, at + 1)
+            if value is None or value["value"] in self._scanner.allow_values or any(
+                    text.startswith(mask, value.start("value")) for mask in ALREADY_MASKED):
+                continue
+            out.append(text[pos:value.start("value")])
+            out.append(MASK)
+            pos = value.end("value")
+        if not out:
+            return text
         out.append(text[pos:])
         return "".join(out)
 
+    def bound_text(self, path: str, text: str, limit: int | None = None) -> str:
+        """A value under an allow-listed key: cut to ``limit`` and passed to the callback, never scrubbed."""
+        text = self._scrub_cut(text, limit or self.max_attribute_length, False)
+        return text if self._callback is None else self._callback(path, text)
+
+    def scrub_aws_context(self, text: str) -> str:
+        """A string under a key that names AWS: a bare 40-character secret access key in it masked too."""
+        return self._scanner.scrub_bare_aws_secret(text)
+
     def scrub_text(self, path: str, text: str, limit: int | None = None) -> str:
-        """Free text (an exception message, a status): credentials masked, cut to ``limit``, passed to the callback."""
-        text = self.scrub_credentials_in(text)
+        """Free text (an exception message, a status): secrets masked, cut to ``limit``, passed to the callback."""
         limit = limit or self.max_attribute_length
-        if len(text) > limit:
-            text = f"{text[:limit]}...[truncated {len(text) - limit} chars]"
+        text = self._scrub_cut(text, limit, self.scrub_credentials)
         if self._callback is not None:
             text = self._callback(path, text)
         return text
 
+    def _scrub_cut(self, text: str, limit: int, scrub: bool) -> str:
+        """``text`` scrubbed (when ``scrub``) and cut to ``limit``; a long text is scanned a little past the cut,
+        so no secret is left half shown by it."""
+        if len(text) <= limit:
+            return self._scrub(text) if scrub and text else text
+        head = self._scrub(text[: limit + _WINDOW]) if scrub else text
+        return f"{head[:limit]}...[truncated {len(text) - limit} chars]"
+
     def __call__(self, value: Any) -> Any:
-        return self._redact(value, "", 0)
+        return self._redact(value, "", 0, self.scrub_credentials)
 
     def to_attribute(self, value: Any) -> str:
         """Redacted JSON text for a span attribute or log field, bounded in size."""
@@ -171,11 +249,16 @@ class Redactor:
             text = f"{text[: self.max_attribute_length]}...[truncated {cut} chars]"
         return text
 
-    def _redact(self, value: Any, path: str, depth: int) -> Any:
+    def _redact(self, value: Any, path: str, depth: int, scrub: bool) -> Any:
         cls = type(value)
         if cls is str:
             if len(value) > self.max_value_length:
-                value = f"{value[: self.max_value_length]}...[truncated {len(value) - self.max_value_length} chars]"
+                value = self._scrub_cut(value, self.max_value_length, scrub)
+            elif scrub:
+                value = self._scrub(value)
+            return value if self._callback is None else self._callback(path, value)
+        if cls is int and scrub and value >= 10**12 and card_number(value):
+            value = MASK
             return value if self._callback is None else self._callback(path, value)
         if cls in (int, float, bool) or value is None:
             return value if self._callback is None else self._callback(path, value)
@@ -189,18 +272,22 @@ class Redactor:
                     out["..."] = f"[{len(value) - self.max_items} more keys]"
                     break
                 key_s = key if type(key) is str else str(key)
-                if self.is_sensitive(key_s):
+                kind = self.key_kind(key_s)
+                if kind == KEY_MASKED:
                     out[key_s] = MASK
-                else:
-                    child = (f"{path}.{key_s}" if path else key_s) if with_paths else ""
-                    out[key_s] = self._redact(item, child, depth + 1)
+                    continue
+                child = (f"{path}.{key_s}" if path else key_s) if with_paths else ""
+                if kind == KEY_AWS and scrub and type(item) is str:
+                    seen = self.max_value_length + _WINDOW
+                    item = self._scanner.scrub_bare_aws_secret(item[:seen]) + item[seen:]
+                out[key_s] = self._redact(item, child, depth + 1, scrub and kind != KEY_ALLOWED)
             return out
         if isinstance(value, (list, tuple, set, frozenset)):
             if depth >= self.max_depth:
                 return "[nested too deep]"
             items = list(value)
             with_paths = self._callback is not None
-            out_list = [self._redact(v, f"{path}[{i}]" if with_paths else "", depth + 1)
+            out_list = [self._redact(v, f"{path}[{i}]" if with_paths else "", depth + 1, scrub)
                         for i, v in enumerate(items[: self.max_items])]
             if len(items) > self.max_items:
                 out_list.append(f"[{len(items) - self.max_items} more items]")
@@ -208,9 +295,7 @@ class Redactor:
         if isinstance(value, (bytes, bytearray)):
             value = f"<{len(value)} bytes>"
         elif isinstance(value, (str, int, float)):  # subclasses (enums, ...): keep their plain value
-            value = value if not isinstance(value, str) else str(value)
+            value = value if not isinstance(value, str) else self._scrub_cut(str(value), self.max_value_length, scrub)
         else:
-            value = repr(value)
-        if isinstance(value, str) and len(value) > self.max_value_length:
-            value = f"{value[: self.max_value_length]}...[truncated {len(value) - self.max_value_length} chars]"
+            value = self._scrub_cut(repr(value), self.max_value_length, scrub)  # a repr may hold a DSN
         return value if self._callback is None else self._callback(path, value)

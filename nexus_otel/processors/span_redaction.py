@@ -4,9 +4,11 @@ The SDK hands the same finished span to every processor, and a finished span
 cannot be changed. So redaction is not one processor among many: it *wraps*
 the sinks. :class:`RedactingSpanProcessor` passes ``on_start`` through, and on
 ``on_end`` gives its children a copy in which values under sensitive keys are
-masked, long strings cut, and exception messages and status descriptions
-passed through the same limits and the user's callback. A span that needs no
-change is passed on as it is, at no cost.
+masked, secrets inside every string attribute (a URL's password, a token, a card
+number: :mod:`nexus_otel.secret_patterns`) masked, long strings cut, and
+exception messages, stack traces and status descriptions passed through the same
+scrubbing, limits and the user's callback. A span that needs no change is passed
+on as it is.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Status
 
-from ..redaction import MASK, Redactor
+from ..redaction import KEY_ALLOWED, KEY_AWS, KEY_MASKED, MASK, Redactor
+from ..secret_patterns import card_number
 from .children import WrappingSpanProcessor
 
 # Already redacted by the host before it became an attribute; only the callback applies again.
 _PRE_REDACTED = frozenset({"nexus.workflow.inputs"})
+# Attributes whose values nexus-otel sets from names it knows (never from user data): not scanned.
+_OWN = frozenset({
+    "nexus.workflow.name", "nexus.workflow.id", "nexus.channel", "nexus.hook.event", "nexus.plugin.name",
+    "nexus.plugin.version", "nexus.workflow.status", "http.request.method", "http.route", "error.type",
+    "exception.type",
+})
 
 
 class RedactingSpanProcessor(WrappingSpanProcessor):
@@ -82,26 +91,35 @@ class RedactingSpanProcessor(WrappingSpanProcessor):
             return attrs or {}, False
         r = self.redactor
         callback = r.has_callback
-        limit = r.max_value_length
-        sensitive = r.is_sensitive
+        limit = None if text else r.max_value_length
+        scrub = r.scrub_credentials
+        kind_of = r.key_kind
         changes: dict[str, Any] | None = None
         new: Any
         for key in attrs:
             value = attrs[key]
-            if key in _PRE_REDACTED:
+            if key in _PRE_REDACTED or key in _OWN:
                 if not (callback and isinstance(value, str)):
                     continue
                 new = r.scrub_text(key, value)
-            elif sensitive(key):
-                new = MASK
-            elif type(value) is str:
-                if not (text or callback or len(value) > limit):
-                    continue
-                new = r.scrub_text(key, value, None if text else limit)
-            elif callback and isinstance(value, (tuple, list)):
-                new = tuple(r.scrub_text(key, v) if isinstance(v, str) else v for v in value)
             else:
-                continue
+                kind = kind_of(key)
+                if kind == KEY_MASKED:
+                    new = MASK
+                elif type(value) is str:
+                    if kind == KEY_ALLOWED:
+                        new = r.bound_text(key, value, limit)
+                    else:
+                        new = r.scrub_text(key, value, limit)
+                        if kind == KEY_AWS and scrub:
+                            new = r.scrub_aws_context(new)
+                elif isinstance(value, (tuple, list)) and (callback or (scrub and kind != KEY_ALLOWED)):
+                    new = tuple(r.scrub_text(key, v, limit) if isinstance(v, str) and kind != KEY_ALLOWED
+                                else r.bound_text(key, v, limit) if isinstance(v, str) else v for v in value)
+                elif type(value) is int and scrub and kind != KEY_ALLOWED and value >= 10**12 and card_number(value):
+                    new = MASK
+                else:
+                    continue
             if new is not value and new != value:
                 if changes is None:
                     changes = {}
