@@ -199,9 +199,11 @@ os._exit(0)  # a crash: the journal is left as it is
     assert journal.journals(path) == []
 
 
-def test_fail_open_sinks_go_on_and_fail_closed_ones_refuse_until_space_returns(small_disk, tmp_path):
+def test_fail_open_sinks_go_on_and_fail_closed_ones_refuse_until_space_returns(small_disk, tmp_path, caplog):
     """Disk full: "drop" sinks' executions return; "fail" ones are refused before they run, until space returns."""
-    with WebhookReceiver() as receiver:
+    began = time.monotonic()
+    with WebhookReceiver() as receiver, caplog.at_level(logging.WARNING):
+        receiver.set_status(503)  # its retries cannot reach the full disk either: no busy loop, no flood of lines
         drop = Nexus("drop", environ={"NEXUS_OTEL_DATA_DIR": str(small_disk / "drop")})
         drop.add_plugin(WebhookPlugin(receiver.url, on_unavailable="drop"))
         fail = Nexus("fail", environ={"NEXUS_OTEL_DATA_DIR": str(small_disk / "fail")})
@@ -244,6 +246,8 @@ def test_fail_open_sinks_go_on_and_fail_closed_ones_refuse_until_space_returns(s
         finally:
             drop.stop(timeout=2)
             fail.stop(timeout=2)
+    repeated = _repeated_lines("\n".join(r.getMessage() for r in caplog.records), time.monotonic() - began)
+    assert not repeated, f"logged more than once a second: {repeated}"
 
 
 def test_on_unavailable_takes_fail_or_drop_only():

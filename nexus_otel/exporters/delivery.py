@@ -25,6 +25,8 @@ from ..urls import mask_url
 from .outbox import DEFAULT_LEASE, Message, Outbox, OutboxView
 
 log = logging.getLogger("nexus_otel.outbox")
+_ERROR_PAUSE = 1.0
+"""Seconds the delivery loop waits after an error it cannot act on (a full disk, a broken outbox file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +202,10 @@ class OutboxWorker:
                 worked, full = self._run_batch()
             except Exception as exc:  # never let the worker die; a broken batch waits and retries
                 log.error("%s: delivery loop error: %s", self.name, exc)
-                worked = full = False
+                # The outbox cannot be written (a full disk), say: pause, so the loop neither spins nor logs
+                # more than a line a second (a wake-up for new messages does not cut the pause short).
+                self._stop.wait(_ERROR_PAUSE)
+                continue
             if worked:
                 if not full and self.refill:
                     self._stop.wait(self.refill)  # under a steady load: let the next batch fill
