@@ -29,9 +29,11 @@ ALREADY_MASKED = frozenset({MASK, "REDACTED"})
 DEFAULT_PATTERNS: Mapping[str, str] = {
     # scheme://user:PASSWORD@host: the password only (up to the last @ before the path).
     "url_password": r"://[^\s/?#@:]*:(?P<secret>[^\s/?#]+)@",
-    "authorization_scheme": r"(?:B(?<![A-Za-z0-9_]B)(?:earer|EARER|asic|ASIC)|b(?<![A-Za-z0-9_]b)(?:earer|asic)"
-                            r"|T(?<![A-Za-z0-9_]T)(?:oken|OKEN)|t(?<![A-Za-z0-9_]t)oken)\s+"
+    "authorization_scheme": r"(?:B(?<![A-Za-z0-9_]B)(?:earer|EARER|asic|ASIC)|b(?<![A-Za-z0-9_]b)(?:earer|asic))\s+"
                             r"(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
+    # "token" is a common word: what follows it is taken for a token only when it has 16 characters and a digit.
+    "token_scheme": r"(?:T(?<![A-Za-z0-9_]T)(?:oken|OKEN)|t(?<![A-Za-z0-9_]t)oken)\s+"
+                    r"(?P<secret>(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,})",
     "jwt": r"e(?<![A-Za-z0-9_]e)yJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
     # A block cut off (by truncation) before its END line is masked to the end of the text.
     "private_key": r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)"
@@ -52,7 +54,8 @@ DEFAULT_PATTERNS: Mapping[str, str] = {
 
 _TRIGGERS: Mapping[str, str] = {
     "url_password": r"://[^\s/?#@]*@",
-    "authorization_scheme": r"B(?:earer|EARER|asic|ASIC)|b(?:earer|asic)|ken|KEN",
+    "authorization_scheme": r"B(?:earer|EARER|asic|ASIC)|b(?:earer|asic)",
+    "token_scheme": r"ken|KEN",
     "jwt": r"yJ",
     "private_key": r"-----BEGIN",
     "github_token": r"_(?:[A-Za-z0-9]{22}|pat_)",

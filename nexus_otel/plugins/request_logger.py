@@ -56,7 +56,10 @@ class RequestLoggerPlugin(NexusPlugin):
         logger = logging.getLogger(self.logger_name)
         handler = self._handler()
         if handler is not None:
-            handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+            # The app's redactor: its allow-list and extra patterns apply to the log lines as to the spans.
+            redactor = getattr(nexus_app, "redactor", None)
+            formatter = JsonFormatter if fmt == "json" else PlainFormatter
+            handler.setFormatter(formatter(redactor=redactor))
             # The processor's worker thread calls the handler: no formatting or I/O on a workflow's thread.
             logger.addHandler(handler)
             logger.propagate = False
