@@ -5,10 +5,24 @@ import pytest
 from nexus_otel.testing import CapturedTelemetry
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_repository(tmp_path_factory):
+    """The run works in a temp dir, module and session fixtures too: whatever an app writes relative to the working
+    directory (the local store's default ``.nexus-otel``, for an app given ``environ=`` without a data dir) lands
+    there, never in the repository."""
+    where = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(where)
+        patch.setenv("NEXUS_OTEL_DATA_DIR", str(where / "nexus-data"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path, monkeypatch):
-    """Apps built from the environment keep their local traces in the test's temp dir."""
+    """Apps built from the environment keep their local traces in the test's temp dir, which is also the working
+    directory while the test runs."""
     monkeypatch.setenv("NEXUS_OTEL_DATA_DIR", str(tmp_path / "nexus-data"))
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

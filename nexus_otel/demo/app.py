@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 
 from ..app import Nexus
+from ..telemetry.config import TelemetryConfig
+from ..telemetry.telemetry import Telemetry
 
 log = logging.getLogger("nexus_otel.demo")
 
@@ -19,10 +20,10 @@ class OutOfStock(Exception):
     """A business failure the demo provokes on purpose."""
 
 
-def create_app(name: str = "nexus-demo", environ: Mapping[str, str] | None = None) -> Nexus:
-    """The demo app, unstarted, with telemetry from ``OTEL_*`` in ``environ`` (default: the process's;
+def create_app(name: str = "nexus-demo", config: TelemetryConfig | None = None) -> Nexus:
+    """The demo app, unstarted, with telemetry configured by ``config`` (default: from the ``OTEL_*`` variables;
     local traces when no endpoint is set)."""
-    app = Nexus(name, environ=environ)
+    app = Nexus(name, telemetry=Telemetry(name, config=config) if config is not None else None)
 
     @app.workflow("greet")
     def greet(inputs: dict) -> dict:

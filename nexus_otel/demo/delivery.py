@@ -8,38 +8,37 @@ request, so that an endpoint nobody listens on (or one speaking another
 protocol) fails the demo in seconds, and again after all its traffic.
 
 An OTLP exporter retries a failed export until its timeout (10 s by default);
-the demo shortens that to :data:`DEMO_EXPORT_TIMEOUT_MS` unless the user set
-one of the ``OTEL_EXPORTER_OTLP_*TIMEOUT`` variables.
+the demo shortens that to :data:`DEMO_EXPORT_TIMEOUT_MS` for each signal whose timeout
+is not set (``OTEL_EXPORTER_OTLP_TIMEOUT``, ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT``, ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..app import Nexus
 from ..processors.metered import SPANS_METRIC
+from ..telemetry.config import TelemetryConfig
 from ..urls import mask_url
 
 DEMO_EXPORT_TIMEOUT_MS = 3000
 """The OTLP export timeout (with its retries) the demo uses unless one is set: a loopback Collector answers in
 milliseconds, and a closed port then fails the demo in a few seconds rather than after 10 s per export."""
-_TIMEOUT_VARS = ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-                 "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")
 _SPANS_SAMPLE = SPANS_METRIC.replace(".", "_") + "_total"
 _PROBLEM_OUTCOMES = {"failed": "could not be exported to", "dropped": "were dropped (queue full) on their way to",
                      "overflow": "were dropped (its memory bound) by"}
 
 
-def demo_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` with the demo's OTLP export timeout, unless a timeout is set there."""
-    env = dict(environ)
-    if not any((env.get(var) or "").strip() for var in _TIMEOUT_VARS):
-        env["OTEL_EXPORTER_OTLP_TIMEOUT"] = str(DEMO_EXPORT_TIMEOUT_MS)
-    return env
+def with_demo_timeouts(config: TelemetryConfig) -> TelemetryConfig:
+    """``config`` with the demo's OTLP export timeout for each signal whose timeout is not set."""
+    timeout = DEMO_EXPORT_TIMEOUT_MS / 1000
+    traces, metrics = config.otlp_traces, config.otlp_metrics
+    return replace(config,
+                   otlp_traces=replace(traces, timeout=timeout) if traces.timeout is None else traces,
+                   otlp_metrics=replace(metrics, timeout=timeout) if metrics.timeout is None else metrics)
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,7 +174,7 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
     console = console or Console(width=None if os.isatty(1) else 110)
     command = command or invoked_as(sys.argv[0])
     rng = random.Random(seed)
-    app = create_app("nexus-demo", environ=dl.demo_environ(os.environ))
+    app = create_app("nexus-demo", config=dl.with_demo_timeouts(TelemetryConfig.from_env()))
     service = app.telemetry.service_name  # OTEL_SERVICE_NAME wins over the app's name
     config = app.telemetry.config
     data_dir = config.data_dir
