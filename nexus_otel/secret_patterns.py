@@ -29,10 +29,10 @@ ALREADY_MASKED = frozenset({MASK, "REDACTED"})
 DEFAULT_PATTERNS: Mapping[str, str] = {
     # scheme://user:PASSWORD@host: the password only (up to the last @ before the path).
     "url_password": r"://[^\s/?#@:]*:(?P<secret>[^\s/?#]+)@",
-    "authorization_scheme": r"(?:B(?<![A-Za-z0-9_]B)(?:earer|EARER|asic|ASIC)|b(?<![A-Za-z0-9_]b)(?:earer|asic))\s+"
+    "authorization_scheme": r"[Bb](?<![A-Za-z0-9_][Bb])(?:earer|EARER|asic|ASIC)\s+"
                             r"(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
     # "token" is a common word: what follows it is taken for a token only when it has 16 characters and a digit.
-    "token_scheme": r"(?:T(?<![A-Za-z0-9_]T)(?:oken|OKEN)|t(?<![A-Za-z0-9_]t)oken)\s+"
+    "token_scheme": r"[Tt](?<![A-Za-z0-9_][Tt])(?:oken|OKEN)\s+"
                     r"(?P<secret>(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,})",
     "jwt": r"e(?<![A-Za-z0-9_]e)yJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
     # A block cut off (by truncation) before its END line is masked to the end of the text.
@@ -42,19 +42,20 @@ DEFAULT_PATTERNS: Mapping[str, str] = {
                     r"(?![A-Za-z0-9])",
     "aws_access_key_id": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
     # 40 base64 characters after a name that says what they are (aws_secret_access_key=, "secret": ...).
-    "aws_secret_access_key": r"(?:[Aa][Ww][Ss]|[Ss](?:ecret|ECRET))[\w.-]{0,30}?[\"']?\s*[:=]?\s*[\"']?"
+    "aws_secret_access_key": r"[AaSs](?:(?<=[Aa])[Ww][Ss]|(?<=[Ss])(?:ecret|ECRET))[\w.-]{0,30}?[\"']?\s*[:=]?\s*[\"']?"
                              r"(?<![A-Za-z0-9/+])(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
     "slack_token": r"x(?<![A-Za-z0-9]x)ox[abprs]-[A-Za-z0-9-]{10,}",
     "stripe_key": r"[rs](?<![A-Za-z0-9][rs])k_(?:live|test)_[A-Za-z0-9]{16,}",
     "google_api_key": r"A(?<![A-Za-z0-9]A)Iza[0-9A-Za-z_-]{35}",
-    # 13 to 19 digits, spaces or dashes between, starting as the card networks do (2-6); Luhn-checked below.
-    "card_number": r"[2-6](?<![\w.+-][2-6])(?:[ -]?[0-9]){12,18}(?![\w-])",
+    # 13 to 19 digits, in a row or in groups (the first of four) split by one kind of space or dash,
+    # starting as the card networks do (2-6); Luhn-checked below.
+    "card_number": r"[2-6](?<![\w.+-][2-6])[0-9]{3}(?P<sep>[ -]?)[0-9]{4,15}(?:(?P=sep)[0-9]{3,15}){0,3}(?![\w-])",
 }
 """The patterns a :class:`~nexus_otel.redaction.Redactor` uses unless told otherwise, by name."""
 
 _TRIGGERS: Mapping[str, str] = {
     "url_password": r"://[^\s/?#@]*@",
-    "authorization_scheme": r"B(?:earer|EARER|asic|ASIC)|b(?:earer|asic)",
+    "authorization_scheme": r"B(?:earer|EARER|asic|ASIC)|b(?:earer|EARER|asic|ASIC)",
     "token_scheme": r"ken|KEN",
     "jwt": r"yJ",
     "private_key": r"-----BEGIN",
@@ -64,15 +65,12 @@ _TRIGGERS: Mapping[str, str] = {
     "slack_token": r"xox",
     "stripe_key": r"k_(?:live|test)_",
     "google_api_key": r"AIza",
+    # 11 of its digits: 4, 4 to 6, 3 (every grouping of 13 to 19 digits the pattern allows has them).
+    "card_number": "|".join(f"{first}[0-9]{{3}}[ -]?[0-9]{{4}}[0-9]{{0,2}}[ -]?[0-9]{{3}}" for first in "23456"),
 }
 """For each default pattern, a cheaper one that every match of it contains. Each alternative starts with a
 literal character, so that the engine skips ahead to the positions where one might begin; a string in
-which no trigger is found (nearly every string) is never scanned by the full patterns. A card number
-has no such character: its trigger is 13 digits in a row (spaces or dashes between), found by a search that
-stops only at digits."""
-
-_CARD_DIGITS = 13
-_CARD_RUN = re.compile(r"[0-9](?:[ -]?[0-9]){12}")
+which no trigger is found (nearly every string) is never scanned by the full patterns."""
 
 
 _SHORTEST = 13
@@ -142,6 +140,15 @@ def _own_groups(text: str, i: int) -> str:
     return _BACKREF.sub(rf"(?P=_{i}_\1)", text)
 
 
+_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+
+
+def _scoped(text: str) -> str:
+    """``(?i)abc`` -> ``(?i:abc)``: flags at the start of one pattern must not apply to (or break) the others."""
+    flags = _GLOBAL_FLAGS.match(text)
+    return f"(?{flags[1]}:{text[flags.end():]})" if flags else text
+
+
 class SecretScanner:
     """Masks every match of a set of patterns in a string: a cheap pass finds the strings that may hold one,
     and one compiled expression masks them all.
@@ -155,26 +162,28 @@ class SecretScanner:
         self.allow_values = frozenset(allow_values)
         parts: list[str] = []
         triggers: list[str] = []
+        extras: list[str] = []
         self._secret: dict[str, str | None] = {}
         self._check: dict[str, Callable[[str], bool] | None] = {}
-        all_default = True
-        self._card = False
         for i, (name, text) in enumerate(self.patterns.items()):
             default = DEFAULT_PATTERNS.get(name) == text
-            all_default = all_default and default
-            text = _own_groups(text, i)
-            group = f"_{i}"
-            parts.append(f"(?P<{group}>{text})")
-            if default and name == "card_number":
-                self._card = True
-            else:
-                triggers.append(_TRIGGERS[name] if default else f"(?:{text})")
+            own = _own_groups(text if default else f"(?:{_scoped(text)})", i)
+            # No group around a pattern (the engine then skips, at each position, the patterns whose first
+            # character does not fit); an empty group after it closes last, so lastgroup names the pattern.
+            marker = f"_{i}"
+            parts.append(f"{own}(?P<{marker}>)")
             secret = f"_{i}_secret"
-            self._secret[group] = secret if f"(?P<{secret}>" in text else None
-            self._check[group] = _CHECKS.get(name) if default else None
+            self._secret[marker] = secret if f"(?P<{secret}>" in own else None
+            self._check[marker] = _CHECKS.get(name) if default else None
+            if default:
+                triggers.append(_TRIGGERS[name])
+            else:
+                extras.append(own)
         self._regex = re.compile("|".join(parts)) if parts else None
         self._trigger = re.compile("|".join(triggers)) if triggers else None
-        self._shortest = _SHORTEST if all_default else 0
+        self._extra = re.compile("|".join(extras)) if extras else None
+        """The patterns a user added, their own trigger (nothing cheaper is known of them)."""
+        self._shortest = 0 if extras else _SHORTEST
 
     def __bool__(self) -> bool:
         return self._regex is not None
@@ -185,17 +194,16 @@ class SecretScanner:
         if (size < self._shortest and "@" not in text) or self._regex is None:
             return text
         trigger = self._trigger
-        if trigger is not None and trigger.search(text) is not None:
-            pass
-        elif not self._card or size < _CARD_DIGITS or _CARD_RUN.search(text) is None:
-            return text
-        if text in self.allow_values:
+        if not (
+            (trigger is not None and trigger.search(text) is not None)
+            or (self._extra is not None and self._extra.search(text) is not None)
+        ) or text in self.allow_values:
             return text
         return self._regex.sub(self._replace, text)
 
     def _replace(self, match: re.Match[str]) -> str:
-        group = match.lastgroup or ""
-        secret = self._secret.get(group)
+        marker = match.lastgroup or ""
+        secret = self._secret.get(marker)
         if secret is not None and match.start(secret) >= 0:
             start, end = match.span(secret)
         else:
@@ -203,7 +211,7 @@ class SecretScanner:
         found = match.string[start:end]
         if found in self.allow_values or found in ALREADY_MASKED:
             return match[0]
-        check = self._check.get(group)
+        check = self._check.get(marker)
         if check is not None and not check(found):
             return match[0]
         return f"{match.string[match.start():start]}{MASK}{match.string[end:match.end()]}"

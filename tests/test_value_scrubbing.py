@@ -116,6 +116,8 @@ def test_secrets_in_values_reach_no_sink(tmp_path):
     ("google_api_key", "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI", "maps?key=AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"),
     ("card_number", "378282246310005", "amex 378282246310005."),
     ("card_number", "6011 1111 1111 1117", "discover 6011 1111 1111 1117"),
+    ("card_number", "3782 822463 10005", "amex as printed 3782 822463 10005"),
+    ("card_number", "3056-930902-5904", "diners 3056-930902-5904;"),
 ])
 def test_each_default_pattern_masks_its_secret_inside_text(name, secret, text):
     """Each default pattern finds its secret inside a longer string, and only that pattern is needed for it."""
