@@ -6,6 +6,11 @@ pinned where a failure says exactly which one broke.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -15,7 +20,16 @@ from prometheus_client.exposition import generate_latest
 
 from nexus_otel.errors import ConfigurationError
 from nexus_otel.exporters.outbox import Outbox
-from nexus_otel.telemetry.worker_metrics import WORKERS_DIR_MAX, WorkerMetrics, counters_only, decode, encode, merge
+from nexus_otel.telemetry.shared_counts import CountsFile, SharedBoundMetrics, read_counts
+from nexus_otel.telemetry.worker_metrics import (
+    WORKERS_DIR_MAX,
+    WorkerMetrics,
+    counters_only,
+    decode,
+    encode,
+    merge,
+    overlay,
+)
 from nexus_otel.testing import CapturedTelemetry
 
 
@@ -105,6 +119,101 @@ def test_a_scrape_asks_live_peers_and_reads_gone_ones_from_their_files(tmp_path)
         live.close()
     assert value(text, "nexus_workflow_executions_total") == 6  # 1 (this one) + 2 (asked) + 3 (from its file)
     assert not (tmp_path / "13.sock").exists(), "a dead socket is removed, not asked again"
+
+
+def test_a_counts_file_holds_what_the_series_report_but_what_was_in_flight(tmp_path):
+    """Counters and histograms read back from the file as the series report them; up-down counters left out."""
+    bound = SharedBoundMetrics(CountsFile(tmp_path / "1.counts"))
+    runs = bound.counter("runs", "1", "runs").bind({"workflow": "w", "ok": True})
+    took = bound.histogram("took", "s", "took", (0.1, 1.0)).bind({"workflow": "w"})
+    bound.up_down_counter("active").bind({"workflow": "w"}).add(3)
+    for value in (0.05, 0.1, 0.5, 7.0):
+        runs.add(2)
+        took.record(value)
+    live = {m.name: m.data.data_points[0] for m in bound.produce()}
+    read = {m.name: m.data.data_points[0] for m in read_counts(tmp_path / "1.counts")}
+    assert set(read) == {"runs", "took"} and set(live) == {"runs", "took", "active"}
+    assert read["runs"].value == live["runs"].value == 8 and read["runs"].attributes == {"workflow": "w", "ok": True}
+    assert (read["took"].count, read["took"].sum, read["took"].min, read["took"].max) == (4, 7.65, 0.05, 7.0)
+    assert list(read["took"].bucket_counts) == list(live["took"].bucket_counts) == [2, 1, 1]
+    everything = {m.name for m in read_counts(tmp_path / "1.counts", cumulative_only=False)}
+    assert everything == {"runs", "took", "active"}
+
+
+def test_a_counts_file_takes_more_series_than_its_first_size(tmp_path):
+    """The file grows past its first 64 KiB; series bound before the growth still store their values."""
+    bound = SharedBoundMetrics(CountsFile(tmp_path / "1.counts"))
+    family = bound.histogram("took", "s", "", [i / 10 for i in range(1, 20)])
+    first = family.bind({"n": -1})
+    for n in range(600):  # about 250 bytes each
+        family.bind({"n": n}).record(0.01)
+    first.record(5.0)
+    assert (tmp_path / "1.counts").stat().st_size > 1 << 16
+    points = {p.attributes["n"]: p for p in read_counts(tmp_path / "1.counts")[0].data.data_points}
+    assert len(points) == 601 and points[-1].max == 5.0 and points[599].count == 1
+
+
+def test_a_worker_killed_outright_leaves_every_count_and_no_gauge_to_its_peers(tmp_path):
+    """SIGKILL right after its last execution: a peer's scrape has all of them, and not what it had in flight."""
+    directory = tmp_path / "w"
+    env = {**os.environ, "NEXUS_OTEL_WORKERS": "2", "NEXUS_OTEL_WORKERS_DIR": str(directory),
+           "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import threading, time
+        from nexus_otel import Nexus
+        app = Nexus("killed")
+        app.register("work", lambda inputs: {})
+        app.register("hang", lambda inputs: time.sleep(60))
+        app.start()
+        threading.Thread(target=app.execute_workflow, args=("hang", {}), daemon=True).start()
+        for _ in range(137):
+            app.execute_workflow("work", {})
+        print("done", flush=True)
+        time.sleep(60)
+        """)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline() == "done\n"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    assert not (directory / f"{worker.pid}.json").exists(), "killed before any snapshot: only its counts file"
+    from nexus_otel import Nexus
+
+    peer = Nexus("killed", environ={k: v for k, v in env.items() if k.startswith(("NEXUS_OTEL_", "OTEL_"))})
+    peer.register("work", lambda inputs: {})
+    try:
+        peer.start()
+        peer.execute_workflow("work", {})
+        text = peer.telemetry.prometheus_exposition()[0].decode()
+    finally:
+        peer.stop()
+    assert value(text, "nexus_workflow_executions_total", 'workflow="work"') == 138
+    assert value(text, "nexus_workflow_duration_seconds_count", 'workflow="work"') == 138
+    assert value(text, "nexus_workflow_active", 'workflow="work"') == 0
+    assert 'workflow="hang"' not in text.split("nexus_workflow_active", 1)[1].split("# HELP", 1)[0]
+
+
+def test_a_dead_workers_counts_file_corrects_its_older_snapshot():
+    """Series in both take the counts file's values; series only in the snapshot stay as they were."""
+    snapshot = [{"n": "runs", "d": "", "t": "counter", "u": "", "m": "sum",
+                 "s": [["runs_total", {"w": "a"}, 5.0, None, None], ["runs_total", {"w": "b"}, 2.0, None, None]]},
+                {"n": "spans", "d": "", "t": "counter", "u": "", "m": "sum",
+                 "s": [["spans_total", {}, 9.0, None, None]]}]
+    exact = [{"n": "runs", "d": "", "t": "counter", "u": "", "m": "sum",
+              "s": [["runs_total", {"w": "a"}, 7.0, None, None], ["runs_total", {"w": "c"}, 1.0, None, None]]}]
+    merged = {f["n"]: sorted((s[1].get("w"), s[2]) for s in f["s"]) for f in overlay(snapshot, exact)}
+    assert merged == {"runs": [("a", 7.0), ("b", 2.0), ("c", 1.0)], "spans": [(None, 9.0)]}
+
+
+def test_a_new_worker_with_a_dead_ones_process_id_keeps_the_dead_ones_counts(tmp_path):
+    """The kernel reuses process ids: a dead worker's files are moved aside, not overwritten."""
+    (tmp_path / f"{os.getpid()}.counts").write_bytes(b"dead's")
+    (tmp_path / f"{os.getpid()}.json").write_bytes(b"[]")
+    metrics = WorkerMetrics(tmp_path, CollectorRegistry())
+    metrics.counts.allocate(["counter", "c", "1", "", {}, []], 1)
+    kept = {p.name for p in tmp_path.iterdir()} - {f"{os.getpid()}.counts"}
+    assert {p.read_bytes() for p in tmp_path.glob(f"{os.getpid()}-*")} == {b"dead's", b"[]"}, kept
+    assert len({p.name.split(".")[0] for p in tmp_path.glob(f"{os.getpid()}-*")}) == 1, "one name for both"
 
 
 def test_a_workers_directory_too_long_for_socket_names_is_a_clear_error(tmp_path):

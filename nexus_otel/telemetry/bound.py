@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -110,7 +111,7 @@ class _Family(Generic[S]):
 class SumSeries:
     """One series of a counter or up-down counter."""
 
-    __slots__ = ("attributes", "start", "value", "exemplar", "_lock", "_family")
+    __slots__ = ("attributes", "start", "value", "exemplar", "_lock", "_family", "_shared", "_at")
 
     def __init__(self, family: SumFamily, attributes: dict[str, Any]) -> None:
         self._family = family
@@ -119,10 +120,21 @@ class SumSeries:
         self.value: int | float = 0
         self.exemplar: Exemplar | None = None
         self._lock = threading.Lock()
+        self._shared: Any = None
+        self._at = 0
+
+    def share(self, values: Any, at: int) -> None:
+        """Also store the value in ``values[at]`` at every add (float64s in a file that outlives the process:
+        :mod:`nexus_otel.telemetry.shared_counts`); stored under the lock, so never older than one reported."""
+        with self._lock:
+            values[at] = self.value
+            self._shared, self._at = values, at
 
     def add(self, amount: int | float, ctx: SpanContext | None = None) -> None:
         with self._lock:
             self.value += amount
+            if self._shared is not None:
+                self._shared[self._at] = self.value
         if ctx is not None and self._family.monotonic and self._family._keeps_exemplar(ctx):
             self.exemplar = Exemplar({}, amount, time.time_ns(), ctx.span_id, ctx.trace_id)
 
@@ -161,7 +173,7 @@ class HistogramSeries:
     """One series of an explicit-bucket histogram."""
 
     __slots__ = ("attributes", "start", "count", "sum", "min", "max", "counts", "exemplars", "_bounds",
-                 "_lock", "_family")
+                 "_lock", "_family", "_shared", "_at")
 
     def __init__(self, family: HistogramFamily, attributes: dict[str, Any]) -> None:
         self._family = family
@@ -175,6 +187,16 @@ class HistogramSeries:
         self.counts = [0] * (len(family.bounds) + 1)
         self.exemplars: list[Exemplar | None] = [None] * (len(family.bounds) + 1)
         self._lock = threading.Lock()
+        self._shared: Any = None
+        self._at = 0
+
+    def share(self, values: Any, at: int) -> None:
+        """Also store count, sum, min, max and the bucket counts in ``values[at:]`` at every record (see
+        :meth:`SumSeries.share`)."""
+        with self._lock:
+            values[at:at + 4] = array("d", (self.count, self.sum, self.min, self.max))
+            values[at + 4:at + 4 + len(self.counts)] = array("d", self.counts)
+            self._shared, self._at = values, at
 
     def record(self, value: float, ctx: SpanContext | None = None) -> None:
         index = bisect_left(self._bounds, value)
@@ -186,6 +208,14 @@ class HistogramSeries:
                 self.min = value
             if value > self.max:
                 self.max = value
+            shared = self._shared
+            if shared is not None:
+                at = self._at
+                shared[at + 4 + index] = self.counts[index]
+                shared[at] = self.count
+                shared[at + 1] = self.sum
+                shared[at + 2] = self.min
+                shared[at + 3] = self.max
         if ctx is not None and self._family._keeps_exemplar(ctx):
             self.exemplars[index] = Exemplar({}, value, time.time_ns(), ctx.span_id, ctx.trace_id)
 

@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 from . import contract
 from .bound import BoundMetrics
 from .prometheus import to_families
+from .shared_counts import CountsFile, SharedBoundMetrics
 
 log = logging.getLogger("nexus_otel.metrics")
 
@@ -137,7 +138,9 @@ class MetricsHub(MetricReader):
         self._pushing = False
         self._pushes_lock = threading.Lock()
         self._registry = registry
+        self._resource_labels = resource_labels
         self._collector = _PrometheusCollector(self, resource_labels)
+        self._counts: CountsFile | None = None
         self._bound: BoundMetrics | None = None
         self._bound_scope: InstrumentationScope | None = None
         self._bound_resource: Resource | None = resource
@@ -152,10 +155,30 @@ class MetricsHub(MetricReader):
         """The hub's pre-aggregated instruments (one set per hub, like one meter), reported in every snapshot."""
         with self._collect_lock:
             if self._bound is None:
-                self._bound = BoundMetrics(exemplar_filter)
+                self._bound = (BoundMetrics(exemplar_filter) if self._counts is None
+                               else SharedBoundMetrics(self._counts, exemplar_filter))
                 self._bound_scope = scope
                 self._bound_resource = self._bound_resource or resource
             return self._bound
+
+    def share_counts(self, counts: CountsFile) -> None:
+        """Have the pre-aggregated instruments store their values in ``counts`` at every measurement as well
+        (with ``serve --workers``, so that a worker killed outright leaves them to its peers). Call it before
+        :meth:`bound_metrics`."""
+        with self._collect_lock:
+            if self._bound is not None:
+                raise RuntimeError("share_counts() must come before the hub's bound metrics are made")
+            self._counts = counts
+
+    def prometheus_families(self, metrics: list[Metric]) -> list[Any]:
+        """``metrics`` as Prometheus families labelled as this hub's own are (``target_info`` left out):
+        how a worker reads the counts a dead peer left (:func:`~nexus_otel.telemetry.shared_counts.read_counts`)."""
+        if not metrics:
+            return []
+        scope = self._bound_scope or InstrumentationScope(contract.INSTRUMENTATION_NAME)
+        resource = self._bound_resource or Resource.get_empty()
+        data = MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, metrics, "")], "")])
+        return [f for f in to_families(data, self._resource_labels) if f.type != "info"]
 
     def snapshot(self) -> MetricsData | None:
         """Collect now and return the data (None before the hub is registered)."""

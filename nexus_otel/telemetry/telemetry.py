@@ -130,7 +130,8 @@ class Telemetry:
             if isinstance(self.tracer_provider, TracerProvider):
                 self.tracer_provider.add_span_processor(self.sinks)
             if self.config.workers_dir is not None:
-                self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry)
+                self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry,
+                                                    hub=self.metrics_hub)
         self.service_name = str(self.resource.attributes.get(contract.SERVICE_NAME, service_name))
         self.tracer = self.tracer_provider.get_tracer(contract.INSTRUMENTATION_NAME, __version__)
         self.meter = self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__)

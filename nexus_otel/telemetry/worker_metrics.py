@@ -15,11 +15,15 @@ its own metrics:
 - ``target_info``: one series, the workers' resource without
   ``service.instance.id`` (which differs per worker; OTLP carries it per worker).
 
-Counters never go backwards when a worker is replaced (``SIGHUP``) or dies: a
-worker writes its samples to ``<pid>.json`` in the directory as it stops and
-every few seconds while it runs, and the totals keep a gone worker's
-counters (not its gauges). A worker killed outright loses at most those
-seconds of counts.
+Counters never go backwards when a worker is replaced (``SIGHUP``) or dies,
+even killed outright (``SIGKILL``): a worker's hot-path series (executions,
+their durations, hooks, plugin errors, HTTP requests) are stored in
+``<pid>.counts`` at every measurement (:mod:`nexus_otel.telemetry.shared_counts`),
+so a dead worker's file holds every request it counted, and never less than
+it answered a scrape with. Its other counters (telemetry about telemetry, an
+app's own instruments) are in ``<pid>.json``, written as it stops and every
+few seconds while it runs: a worker killed outright loses at most those
+seconds of them. The totals keep a gone worker's counters, not its gauges.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,12 +43,15 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar, Sample
 
 from ..errors import ConfigurationError
+from .metrics_hub import MetricsHub
 from .prometheus import ReadingFamily
+from .shared_counts import CountsFile, read_counts
 
 log = logging.getLogger("nexus_otel.metrics")
 
 REFRESH_SECONDS = 5.0
-"""How often a running worker rewrites its file (what a worker killed outright can lose)."""
+"""How often a running worker rewrites its ``.json`` file (what a worker killed outright can lose of the
+counters that are not in its ``.counts`` file)."""
 PEER_TIMEOUT = 3.0
 """Seconds a scrape waits for one peer's samples before using its file instead."""
 INSTANCE_LABEL = "service_instance_id"
@@ -132,14 +140,32 @@ def counters_only(families: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [f for f in families if f["t"] in _CUMULATIVE or f["m"] == _INFO]
 
 
-class WorkerMetrics:
-    """This worker's side of the exchange: answers peers, writes its file, merges a scrape.
+def overlay(snapshot: list[dict[str, Any]], exact: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``snapshot``'s families with every sample ``exact`` also has taken from ``exact`` (one worker's
+    periodic snapshot, corrected by the values its counts file holds)."""
+    by_name = {f["n"]: f for f in exact}
+    out = []
+    for f in snapshot:
+        newer = by_name.pop(f["n"], None)
+        if newer is None:
+            out.append(f)
+            continue
+        keys = {(s[0], tuple(sorted(s[1].items()))) for s in newer["s"]}
+        kept = [s for s in f["s"] if (s[0], tuple(sorted(s[1].items()))) not in keys]
+        out.append({**f, "s": kept + newer["s"]})
+    return out + list(by_name.values())
 
-    ``local`` is what this worker would expose alone (the app's Prometheus registry).
+
+class WorkerMetrics:
+    """This worker's side of the exchange: answers peers, writes its files, merges a scrape.
+
+    ``local`` is what this worker would expose alone (the app's Prometheus registry); ``hub``, the
+    app's metrics hub, is told to keep its hot-path series in this worker's counts file (give it
+    before the hub's bound metrics are made), and turns a dead peer's counts file into families.
     Call :meth:`start` once, :meth:`close` when the worker's telemetry has flushed.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], local: Collectable, *,
+    def __init__(self, directory: str | os.PathLike[str], local: Collectable, *, hub: MetricsHub | None = None,
                  refresh: float = REFRESH_SECONDS, peer_timeout: float = PEER_TIMEOUT) -> None:
         self.directory = Path(directory)
         self.local = local
@@ -148,6 +174,12 @@ class WorkerMetrics:
         self.pid = os.getpid()
         self.socket_path = self.directory / f"{self.pid}.sock"
         self.file = self.directory / f"{self.pid}.json"
+        self.hub = hub
+        self._retired = False
+        self._retire_lock = threading.Lock()
+        self.counts = CountsFile(self.directory / f"{self.pid}.counts", before_open=self._retire_previous)
+        if hub is not None:
+            hub.share_counts(self.counts)
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -159,6 +191,7 @@ class WorkerMetrics:
                                      f"a path short enough for Unix socket names (at most {WORKERS_DIR_MAX} "
                                      "characters)")
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._retire_previous()
         self.socket_path.unlink(missing_ok=True)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(self.socket_path))
@@ -168,6 +201,20 @@ class WorkerMetrics:
         self._thread = threading.Thread(target=self._serve, name="nexus-otel-worker-metrics", daemon=True)
         self._thread.start()
         return self
+
+    def _retire_previous(self) -> None:
+        """Move aside the files a dead worker with this process id left (the kernel reuses ids), so that its
+        counts stay in the totals under a name no live worker has."""
+        with self._retire_lock:
+            if self._retired:
+                return
+            self._retired = True
+            tag = uuid.uuid4().hex[:8]
+            for suffix in (".counts", ".json"):
+                try:
+                    (self.directory / f"{self.pid}{suffix}").rename(self.directory / f"{self.pid}-{tag}{suffix}")
+                except FileNotFoundError:
+                    pass
 
     def _samples(self) -> bytes:
         return encode(self.local.collect())
@@ -215,31 +262,47 @@ class WorkerMetrics:
                         chunks.append(chunk)
                 return decode(b"".join(chunks))
             except (ConnectionRefusedError, FileNotFoundError):
-                path.unlink(missing_ok=True)  # a worker that died without closing: its file has its counts
+                path.unlink(missing_ok=True)  # a worker that died without closing: its files have its counts
             except (OSError, ValueError) as exc:
                 log.warning("worker metrics: worker %s did not answer (%s); using its last written counts",
                             pid, exc)
+        return self._gone(pid)
+
+    def _gone(self, pid: str) -> list[dict[str, Any]]:
+        """What a worker that does not answer adds: its counters, from its counts file where it has them,
+        else from its last snapshot."""
+        snapshot: list[dict[str, Any]] = []
         try:
-            return counters_only(decode((self.directory / f"{pid}.json").read_bytes()))
+            snapshot = counters_only(decode((self.directory / f"{pid}.json").read_bytes()))
         except FileNotFoundError:
-            return []
+            pass
         except (OSError, ValueError) as exc:
             log.warning("worker metrics: cannot read the counts of worker %s: %s", pid, exc)
-            return []
+        if self.hub is None:
+            return snapshot
+        try:
+            exact = as_dicts(self.hub.prometheus_families(read_counts(self.directory / f"{pid}.counts")))
+        except FileNotFoundError:
+            return snapshot
+        except (OSError, ValueError) as exc:
+            log.warning("worker metrics: cannot read the counts of worker %s: %s", pid, exc)
+            return snapshot
+        return overlay(snapshot, exact)
 
     def collect(self) -> list[Metric]:
         """Every worker's families, merged: what ``/metrics`` answers."""
         own = as_dicts(self.local.collect())
-        peers = {p.stem for p in self.directory.glob("*.sock")} | {p.stem for p in self.directory.glob("*.json")}
+        peers = {p.stem for pattern in ("*.sock", "*.json", "*.counts") for p in self.directory.glob(pattern)}
         peers.discard(str(self.pid))
         return merge([own, *(self._peer(pid) for pid in sorted(peers))])
 
     def close(self) -> None:
-        """Write the final counts, stop answering (idempotent)."""
+        """Write the final counts, stop answering (idempotent); the files stay for the workers that remain."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._write_file()
+        self.counts.close()
         if self._server is not None:
             try:
                 self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
