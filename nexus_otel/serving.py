@@ -6,7 +6,8 @@ which replaces a worker that dies). Each worker imports the app itself from
 its ``MODULE:APP`` (an app object cannot cross into a new process), and
 learns from ``NEXUS_OTEL_WORKERS`` / ``NEXUS_OTEL_WORKERS_DIR`` that it is one
 of several: it gets its own ``service.instance.id`` and its ``/metrics``
-answers with every worker's totals. Signals to the supervisor:
+answers with every worker's totals, a dead worker's counts included
+(:mod:`nexus_otel.telemetry.worker_metrics`). Signals to the supervisor:
 
 - ``SIGTERM`` / ``SIGINT``: every worker stops accepting, finishes its requests
   in flight (up to :data:`DRAIN_TIMEOUT`), then stops its app (records and
