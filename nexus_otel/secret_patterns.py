@@ -42,8 +42,8 @@ DEFAULT_PATTERNS: Mapping[str, str] = {
                     r"(?![A-Za-z0-9])",
     "aws_access_key_id": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
     # 40 base64 characters after a name that says what they are (aws_secret_access_key=, "secret": ...).
-    "aws_secret_access_key": r"[AaSs](?:(?<=[Aa])[Ww][Ss]|(?<=[Ss])(?:ecret|ECRET))[\w.-]{0,30}?[\"']?\s*[:=]?\s*[\"']?"
-                             r"(?<![A-Za-z0-9/+])(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+    "aws_secret_access_key": r"[AaSs](?:(?<=[Aa])[Ww][Ss]|(?<=[Ss])(?:ecret|ECRET))[\w.-]{0,30}?"
+                             r"[\"']?\s*+[:=]?\s*+[\"']?(?<![A-Za-z0-9/+])(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
     "slack_token": r"x(?<![A-Za-z0-9]x)ox[abprs]-[A-Za-z0-9-]{10,}",
     "stripe_key": r"[rs](?<![A-Za-z0-9][rs])k_(?:live|test)_[A-Za-z0-9]{16,}",
     "google_api_key": r"A(?<![A-Za-z0-9]A)Iza[0-9A-Za-z_-]{35}",
