@@ -153,6 +153,17 @@ def test_a_counts_file_takes_more_series_than_its_first_size(tmp_path):
     assert len(points) == 601 and points[-1].max == 5.0 and points[599].count == 1
 
 
+def test_a_counts_file_that_cannot_be_made_leaves_series_counting_in_memory(tmp_path, caplog):
+    """No file (its directory is a file here; a full disk alike): one error naming it, and the counts go on."""
+    (tmp_path / "taken").write_text("")
+    bound = SharedBoundMetrics(CountsFile(tmp_path / "taken" / "1.counts"))
+    for n in range(3):
+        bound.counter("runs").bind({"n": n}).add(5)
+    assert sorted(p.value for p in bound.produce()[0].data.data_points) == [5, 5, 5]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "cannot keep counts in" in errors[0] and "taken/1.counts" in errors[0], errors
+
+
 def test_a_worker_killed_outright_leaves_every_count_and_no_gauge_to_its_peers(tmp_path):
     """SIGKILL right after its last execution: a peer's scrape has all of them, and not what it had in flight."""
     directory = tmp_path / "w"

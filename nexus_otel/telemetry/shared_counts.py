@@ -70,6 +70,7 @@ class CountsFile:
         self._before_open = before_open
         self._lock = threading.Lock()
         self._fd = -1
+        self._closed = False
         self._size = 0
         self._used = 0
         self._maps: list[mmap.mmap] = []  # never unmapped while the process runs: series keep views of each
@@ -81,6 +82,8 @@ class CountsFile:
         """``values`` float64s (zero) for the series named ``key``; None if the file cannot take them."""
         data = orjson.dumps(key)
         with self._lock:
+            if self._closed:
+                return None  # a series bound after the process's telemetry stopped: in memory only
             try:
                 if self._fd < 0:
                     self._open()
@@ -104,12 +107,19 @@ class CountsFile:
                 return None
 
     def _open(self) -> None:
+        """Create the file (truncating is safe: nothing of this object maps it yet)."""
         if self._before_open is not None:
             self._before_open()
+            self._before_open = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self._grow(INITIAL_SIZE)
+        except BaseException:  # tried again at the next series, from a file of no size
+            os.close(self._fd)
+            self._fd = -1
+            raise
         self._used = _HEADER.size
-        self._grow(INITIAL_SIZE)
         _HEADER.pack_into(self._maps[-1], 0, MAGIC, self._used)
 
     def _grow(self, needed: int) -> None:
@@ -126,8 +136,10 @@ class CountsFile:
         self._size = size
 
     def close(self) -> None:
-        """Close the file descriptor; the mappings (and so the values) stay until the process ends."""
+        """Close the file descriptor; the mappings (and so the values) stay until the process ends, and
+        series bound from now on count in memory only."""
         with self._lock:
+            self._closed = True
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
