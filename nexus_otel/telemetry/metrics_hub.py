@@ -161,14 +161,15 @@ class MetricsHub(MetricReader):
                 self._bound_resource = self._bound_resource or resource
             return self._bound
 
-    def share_counts(self, counts: CountsFile) -> None:
+    def share_counts(self, counts: CountsFile) -> bool:
         """Have the pre-aggregated instruments store their values in ``counts`` at every measurement as well
-        (with ``serve --workers``, so that a worker killed outright leaves them to its peers). Call it before
-        :meth:`bound_metrics`."""
+        (with ``serve --workers``, so that a worker killed outright leaves them to its peers). False when
+        :meth:`bound_metrics` came first (its instruments exist already and cannot move)."""
         with self._collect_lock:
             if self._bound is not None:
-                raise RuntimeError("share_counts() must come before the hub's bound metrics are made")
+                return False
             self._counts = counts
+            return True
 
     def prometheus_families(self, metrics: list[Metric]) -> list[Any]:
         """``metrics`` as Prometheus families labelled as this hub's own are (``target_info`` left out):

@@ -178,8 +178,9 @@ class WorkerMetrics:
         self._retired = False
         self._retire_lock = threading.Lock()
         self.counts = CountsFile(self.directory / f"{self.pid}.counts", before_open=self._retire_previous)
-        if hub is not None:
-            hub.share_counts(self.counts)
+        if hub is not None and not hub.share_counts(self.counts):
+            log.warning("worker metrics: the metrics hub's instruments were made before this worker's counts "
+                        "file: a kill loses up to %s s of this worker's counts", refresh)
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
