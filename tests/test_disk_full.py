@@ -127,6 +127,7 @@ def test_a_full_disk_fails_executions_closed_and_every_one_that_returned_has_its
                     if ship(f"full-{i}").status_code == 503 and not health_while_full:
                         health_while_full.append(client.get("/healthz"))
                 health_while_full.append(client.get("/healthz"))
+                metrics_while_full = client.get("/metrics").text
                 ballast.unlink()  # space returns: the app finds out by itself
                 deadline = time.monotonic() + 10
                 while client.get("/healthz").status_code != 200:
@@ -147,6 +148,11 @@ def test_a_full_disk_fails_executions_closed_and_every_one_that_returned_has_its
             assert health.status_code == 503, health.text
             problem = health.json()["records"][0]
             assert problem["outbox"] == str(small_disk / "outbox.sqlite") and problem["writable"] is False, problem
+        assert re.search(r'^nexus_records_outbox_unwritable\{[^}]*outbox="[^"]*outbox.sqlite"[^}]*\} 1(\.0)?$',
+                         metrics_while_full, re.M), metrics_while_full
+        refused_total = re.search(r'^nexus_records_unavailable_total\{[^}]*outcome="refused"[^}]*\} (\S+)$',
+                                  metrics_while_full, re.M)
+        assert refused_total and float(refused_total.group(1)) > 0, metrics_while_full
         repeated = _repeated_lines(stderr, seconds)
         assert not repeated, f"logged more than once a second over {seconds:.1f} s: {repeated}"
 

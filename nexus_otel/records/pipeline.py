@@ -41,7 +41,7 @@ class RecordPipeline:
     requires cannot be written, and :meth:`check_available` refuses an
     execution before it runs while an outbox its records need is known
     unwritable (see ``docs/records.md``). With a ``meter``, each outbox's
-    state is the gauge ``nexus.records.outbox.writable`` and what was lost or
+    state is the gauge ``nexus.records.outbox.unwritable`` and what was lost or
     refused the counter ``nexus.records.unavailable``.
     """
 
@@ -55,10 +55,12 @@ class RecordPipeline:
         """A ``time.monotonic()`` time no removal waits past (the app sets it while stopping)."""
         self._started = False
         if meter is not None:
+            # 1 is the alarm, so that the workers of `serve --workers N` (whose readings merge by maximum)
+            # show it as soon as one of them meets the full disk.
             meter.create_observable_gauge(
-                "nexus.records.outbox.writable", callbacks=[self._observe_writable], unit="1",
-                description="1 while the record outbox takes writes, 0 while a put cannot be written (disk full,"
-                            " read-only): executions that need it fail with RecordsUnavailableError.")
+                "nexus.records.outbox.unwritable", callbacks=[self._observe_writable], unit="1",
+                description="1 while a put to the record outbox cannot be written (disk full, read-only): executions"
+                            " that need it fail with RecordsUnavailableError; 0 while it takes writes.")
             meter.create_observable_counter(
                 "nexus.records.unavailable", callbacks=[self._observe_unavailable], unit="1",
                 description="Executions whose records could not be made durable: refused (before the workflow ran),"
@@ -206,7 +208,7 @@ class RecordPipeline:
         return out
 
     def _observe_writable(self, options: CallbackOptions) -> list[Observation]:
-        return [Observation(0 if outbox.writable.check() is not None else 1, {"outbox": str(path)})
+        return [Observation(1 if outbox.writable.check() is not None else 0, {"outbox": str(path)})
                 for path, outbox in list(self._outboxes.items())]
 
     def _observe_unavailable(self, options: CallbackOptions) -> list[Observation]:
