@@ -1,5 +1,8 @@
 """Shared test set-up: fresh providers per test, and no test writes into the repository."""
 
+import shutil
+import tempfile
+
 import pytest
 
 from nexus_otel.testing import CapturedTelemetry
@@ -15,6 +18,27 @@ def _outside_the_repository(tmp_path_factory):
         patch.chdir(where)
         patch.setenv("NEXUS_OTEL_DATA_DIR", str(where / "nexus-data"))
         yield
+
+
+_HYPOTHESIS_HOME = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """Hypothesis keeps its example database and caches in a temp dir, not in ``.hypothesis`` in the working
+    directory (it writes there while pytest collects, before any fixture runs)."""
+    try:
+        from hypothesis.configuration import set_hypothesis_home_dir
+    except ImportError:
+        return
+    home = tempfile.mkdtemp(prefix="nexus-otel-hypothesis-")
+    config.stash[_HYPOTHESIS_HOME] = home
+    set_hypothesis_home_dir(home)
+
+
+def pytest_unconfigure(config):
+    home = config.stash.get(_HYPOTHESIS_HOME, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
