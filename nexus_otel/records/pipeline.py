@@ -51,6 +51,7 @@ class RecordPipeline:
         self._starters: tuple[RecordProcessor, ...] = ()
         self.errors: dict[str, int] = {}
         self._outboxes: dict[Path, Outbox] = {}
+        self._boxes: tuple[Outbox, ...] = ()  # the same, for the hot path's look: replaced, never changed in place
         self.deadline: float | None = None
         """A ``time.monotonic()`` time no removal waits past (the app sets it while stopping)."""
         self._started = False
@@ -135,6 +136,7 @@ class RecordPipeline:
             outbox = self._outboxes.get(key)
             if outbox is None:
                 outbox = self._outboxes[key] = Outbox(path)
+                self._boxes = (*self._boxes, outbox)
         return outbox
 
     def on_end(self, record: ExecutionRecord) -> None:
@@ -176,7 +178,7 @@ class RecordPipeline:
 
         Free while every outbox is writable (one attribute read per outbox).
         """
-        for outbox in self._outboxes.values():
+        for outbox in self._boxes:
             if outbox.writable.error is None:
                 continue
             if not self._needed(outbox, workflow):
