@@ -12,6 +12,10 @@
 # ~/.cache/nexus-otel. Without Go this prints one line saying what to install
 # and exits 0 (the tests that need the binaries skip), except under CI=true,
 # where it exits 1: CI must run those tests.
+#
+# Stdout is the two path lines only. A build reports on stderr as it goes: a
+# line per step with the time since the build began, and a line every 30 s
+# while a long step runs, so the first run's ten minutes never look hung.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=../deploy/versions.env
@@ -39,32 +43,68 @@ mkdir -p "$CACHE"
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
 started=$(date +%s)
 
+elapsed() { local s=$(( $(date +%s) - started )); printf '%dm%02ds' $(( s / 60 )) $(( s % 60 )); }
+say() { echo "build-binaries.sh [$(elapsed)] $*" >&2; }
+
+# step DESCRIPTION COMMAND...: say what runs, run it, and say so again every 30 s until it ends; its status.
+TICKER=""
+trap '[ -z "$TICKER" ] || kill "$TICKER" 2>/dev/null || true' EXIT
+step() {
+  local what="$1" status=0
+  shift
+  say "$what"
+  ( while sleep 30 >/dev/null 2>&1; do say "  ... still ${what%% (*}"; done ) &
+  TICKER=$!
+  "$@" || status=$?
+  kill "$TICKER" 2>/dev/null || true
+  wait "$TICKER" 2>/dev/null || true
+  TICKER=""
+  return "$status"
+}
+
+failed() {  # failed LOG WHAT: the end of the log, and which build failed
+  tail -30 "$1" >&2
+  say "the $2 build failed; log: $1"
+  exit 1
+}
+
+collector_builder() { GOBIN="$work/bin" go install "$COLLECTOR_BUILDER_MODULE@v$COLLECTOR_VERSION" > "$work/install.log" 2>&1; }
+collector_build() { (cd "$work" && "$work/bin/builder" --config "$MANIFEST" > build.log 2>&1); }
+jaeger_modules() {
+  (cd "$work" && go mod init nexus-otel/jaeger-build >/dev/null 2>&1 \
+    && go get -tool "$JAEGER_MODULE/cmd/jaeger@$JAEGER_MODULE_VERSION" > build.log 2>&1)
+}
+jaeger_build() {
+  (cd "$work" && go build -trimpath -o jaeger.bin \
+    -ldflags "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION" \
+    "$JAEGER_MODULE/cmd/jaeger" >> build.log 2>&1)
+}
+
 if [ ! -x "$OTELCOL" ]; then
-  echo "build-binaries.sh: building the Collector $COLLECTOR_VERSION (one time, several minutes) into $OTELCOL_DIR" >&2
+  say "building the Collector $COLLECTOR_VERSION into $OTELCOL_DIR (one time, several minutes)"
   work="$CACHE/src/otelcol-nexus-$COLLECTOR_VERSION-$MANIFEST_HASH"
   rm -rf "$work" && mkdir -p "$work/bin"
-  GOBIN="$work/bin" go install "$COLLECTOR_BUILDER_MODULE@v$COLLECTOR_VERSION"
-  (cd "$work" && "$work/bin/builder" --config "$MANIFEST" > build.log 2>&1) || {
-    tail -30 "$work/build.log" >&2; echo "build-binaries.sh: the Collector build failed; log: $work/build.log" >&2; exit 1; }
+  step "installing the Collector builder (go install, downloads included)" collector_builder \
+    || failed "$work/install.log" "Collector builder"
+  step "generating and compiling the Collector (the longest step; log: $work/build.log)" collector_build \
+    || failed "$work/build.log" "Collector"
   mkdir -p "$OTELCOL_DIR"
   cp "$work/_build/otelcol-nexus" "$OTELCOL.tmp" && mv "$OTELCOL.tmp" "$OTELCOL"
   rm -rf "$work/_build"
+  say "the Collector is built: $OTELCOL"
 fi
 
 if [ ! -x "$JAEGER" ]; then
-  echo "build-binaries.sh: building Jaeger $JAEGER_VERSION (one time, several minutes) into $JAEGER_DIR" >&2
+  say "building Jaeger $JAEGER_VERSION into $JAEGER_DIR (one time, several minutes)"
   work="$CACHE/src/jaeger-$JAEGER_VERSION"
   rm -rf "$work" && mkdir -p "$work"
-  (cd "$work" \
-    && go mod init nexus-otel/jaeger-build >/dev/null 2>&1 \
-    && go get -tool "$JAEGER_MODULE/cmd/jaeger@$JAEGER_MODULE_VERSION" > build.log 2>&1 \
-    && go build -trimpath -o jaeger.bin \
-         -ldflags "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION" \
-         "$JAEGER_MODULE/cmd/jaeger" >> build.log 2>&1) || {
-    tail -30 "$work/build.log" >&2; echo "build-binaries.sh: the Jaeger build failed; log: $work/build.log" >&2; exit 1; }
+  step "downloading Jaeger's modules (go get; log: $work/build.log)" jaeger_modules \
+    || failed "$work/build.log" "Jaeger"
+  step "compiling Jaeger (log: $work/build.log)" jaeger_build || failed "$work/build.log" "Jaeger"
   mkdir -p "$JAEGER_DIR"
   mv "$work/jaeger.bin" "$JAEGER"
+  say "Jaeger is built: $JAEGER"
 fi
 
-echo "build-binaries.sh: built in $(( $(date +%s) - started )) s" >&2
+say "built in $(( $(date +%s) - started )) s"
 where

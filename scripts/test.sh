@@ -5,10 +5,24 @@
 # from source once (scripts/build-binaries.sh; cached outside the repository),
 # then lint (ruff), type-check (mypy) and run the whole suite. Extra arguments
 # go to pytest, e.g. scripts/test.sh -k otlp
+#
+# Each step is announced on stderr with the time since the start (the first
+# build of the Collector and Jaeger takes about 10 minutes and reports as it
+# goes). Caches (ruff, mypy, pytest, Python bytecode) live beside the binaries,
+# outside the repository, and the tests write only to temporary directories:
+# the checkout is as clean after a run as before it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
+say() { local s=$(( $(date +%s) - started )); printf 'test.sh [%dm%02ds] %s\n' $(( s / 60 )) $(( s % 60 )) "$*" >&2; }
+
+CACHE="${NEXUS_OTEL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nexus-otel}"
+export RUFF_CACHE_DIR="$CACHE/ruff" MYPY_CACHE_DIR="$CACHE/mypy" PYTHONPYCACHEPREFIX="$CACHE/pycache"
+
+say "setting up .venv (scripts/setup.sh)"
 bash scripts/setup.sh
 # The Kailash Nexus integration is tested against the real kailash-nexus and kailash packages.
+say "installing the dev and kailash extras into .venv"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,kailash]'
 
 need_apt=()
@@ -23,17 +37,21 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
       echo "test.sh: need root (or sudo) to install Debian packages: ${need_apt[*]}" >&2; exit 1
     fi
   fi
-  echo "test.sh: installing Debian packages: ${need_apt[*]}"
+  say "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 # Without Go this prints one line and the tests on the real Collector and Jaeger skip;
-# under CI=true it fails instead.
+# under CI=true it fails instead. Its progress goes to stderr; its stdout (the two paths) is not needed here.
+say "the Collector and Jaeger (scripts/build-binaries.sh: built once, then cached in $CACHE)"
 bash scripts/build-binaries.sh > /dev/null
 
 # Lint and type-check first (rules and settings in pyproject.toml): any finding fails the run.
+say "lint (ruff)"
 .venv/bin/ruff check .
+say "type-check (mypy)"
 .venv/bin/mypy
 
-exec .venv/bin/python -m pytest "$@"
+say "tests (pytest)"
+exec .venv/bin/python -m pytest -o cache_dir="$CACHE/pytest" "$@"
