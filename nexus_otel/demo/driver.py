@@ -260,7 +260,8 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
     if local:
         checks.append(traces_check(sent, stored, tail_sampling))
     if delivery is not None:
-        checks.append(Check("telemetry delivered", True, ", ".join(dl.delivered(app, delivery)) or "nothing to send"))
+        where = ", ".join(dl.delivered(app, delivery)) or "nothing was sent to an endpoint or the local store"
+        checks.append(Check("telemetry delivered", True, where))
     for check in checks:
         mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
         console.print(f"  {mark} {check.name}: {inert_markup(check.detail)}")
