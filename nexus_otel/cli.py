@@ -310,11 +310,16 @@ def webhooks_replay(ids: tuple[int, ...], replay_all: bool, outbox: str | None, 
 
 
 @main.command()
-@click.option("--requests", "-n", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--requests", "-n", default=300, show_default=True, type=click.IntRange(1, 100_000),
+              help="Workflow requests to send (and one more, to a workflow that does not exist: a 404).")
 @click.option("--plugins-dir", default="plugins", show_default=True, help="Example plugins to load, if present.")
 @click.option("--seed", default=7, show_default=True, help="Random seed for the traffic mix.")
 def demo(requests: int, plugins_dir: str, seed: int) -> None:
-    """Serve the example app, drive traffic through HTTP, and show what telemetry recorded."""
+    """Serve the example app, drive traffic through HTTP, and show what telemetry recorded.
+
+    Exits 1 when the telemetry was not delivered (to the OTLP endpoint or the local store) or a check of what it
+    promises failed; the output names the endpoint or the check.
+    """
     from .demo.driver import run_demo
 
     try:
