@@ -106,6 +106,11 @@ def problems(app: Nexus, delivery: Delivery) -> list[str]:
     return out
 
 
+def spans_delivered(delivery: Delivery) -> bool:
+    """True when no span sink failed or dropped anything (whatever the metrics pushes did)."""
+    return not any(count for (_, outcome), count in delivery.spans.items() if outcome in _PROBLEM_OUTCOMES)
+
+
 def delivered(app: Nexus, delivery: Delivery) -> list[str]:
     """One phrase per sink that delivered: where, and how much."""
     out = []

@@ -208,7 +208,8 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
                     _send(client, i, step, sent)
                     progress.advance(task)
                     if i == 0 and enabled:  # is anyone taking the telemetry? Know in seconds, not at the end
-                        undelivered = dl.problems(app, dl.flush_and_count(app))
+                        delivery = dl.flush_and_count(app)
+                        undelivered = dl.problems(app, delivery)
                         if undelivered:
                             break
             if not undelivered:
@@ -223,7 +224,7 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
             app.stop(timeout=UNDELIVERED_STOP_TIMEOUT)
         server.stop()  # stops the app: flushes every span to the local store
     if undelivered:
-        _say_undelivered(console, config, undelivered)
+        _say_undelivered(console, config, undelivered, spans_ok=delivery is not None and dl.spans_delivered(delivery))
         return False
     if not enabled:
         console.print(f"telemetry is off (OTEL_SDK_DISABLED=true): {len(sent.requests)} requests "
@@ -293,8 +294,13 @@ UNDELIVERED_STOP_TIMEOUT = 1.0
 """Seconds the app may take to stop once its telemetry could not be delivered (the default is 10)."""
 
 
-def _say_undelivered(console: Console, config: TelemetryConfig, undelivered: list[str]) -> None:
+def _say_undelivered(console: Console, config: TelemetryConfig, undelivered: list[str], spans_ok: bool) -> None:
     console.print(f"[red]✗ telemetry was not delivered[/]: {inert_markup('; '.join(undelivered))}.")
+    if spans_ok:  # the spans went through, the metrics did not: a receiver for traces alone
+        console.print("  The spans were delivered. A receiver that takes traces only (Jaeger's own OTLP port) "
+                      "refuses metrics: OTEL_METRICS_EXPORTER=none stops pushing them (Prometheus still scrapes "
+                      "/metrics).", highlight=False)
+        return
     if "otlp" in config.traces_exporters or "otlp" in config.metrics_exporters:
         console.print(f"  Is an OTLP receiver listening there, speaking {config.traces_protocol} "
                       "(by convention port 4318 for http/protobuf, 4317 for grpc)? From the repository root, "
