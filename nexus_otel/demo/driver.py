@@ -2,9 +2,13 @@
 
 The summary is computed from the telemetry, not from the client: counts come
 from the app's own ``/metrics`` scrape; latencies from the workflow spans in
-the local store when it is on, else (OTLP only) from the scraped duration
-histogram. They are checked against what the driver sent, in every exporter
-mode and under any ``OTEL_SERVICE_NAME``.
+the local store when every execution's span was kept, else from the scraped
+duration histogram. Then it checks, in every exporter mode, under any sampler
+and any ``OTEL_SERVICE_NAME``, that the telemetry was delivered
+(:mod:`~nexus_otel.demo.delivery`: after the first request, so that an
+endpoint nobody listens on fails it in seconds, and after all the traffic) and
+that it kept what it promises (:mod:`~nexus_otel.demo.checks`). It returns
+false, and the command exits 1, naming the endpoint or the check, when not.
 """
 
 from __future__ import annotations
