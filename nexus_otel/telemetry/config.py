@@ -9,7 +9,9 @@ parsed configuration: the sinks, the metric outputs, plugins and the CLI read
 it, not the environment. That includes each OTLP signal's endpoint, timeout,
 headers and compression (:class:`OtlpTarget`), resolved as the specification
 says, so an app given an ``environ`` mapping and one reading the process's
-environment behave the same.
+environment behave the same. A general ``OTEL_EXPORTER_OTLP_ENDPOINT`` that
+ends in a signal's path (``/v1/traces``) is valid but almost always a slip
+(the exporters append their own path to it): it is warned about at start.
 
 nexus-otel adds one traces exporter name, ``local``: spans kept on this machine
 in a bounded store under ``NEXUS_OTEL_DATA_DIR`` (default ``.nexus-otel`` in
