@@ -141,7 +141,7 @@ def traces_check(sent: Sent, stored: Counter, tail_sampling: bool) -> Check:
         must = {r.trace_id for r in sent.requests if r.failed or (r.caller_sampled and r.head_sampled)}
         missing = [t for t in must if t not in stored]
         errors = sum(1 for r in sent.requests if r.failed)
-        detail = (f"{errors} error traces and {len(must) - errors} caller-sampled traces kept; "
+        detail = (f"{errors} error traces and {len(must) - errors} more caller-sampled traces kept; "
                   f"{len(stored) - len(must)} of the other {len(sent.requests) - len(must)} "
                   "(the ratio's share, and slow ones)")
     else:
