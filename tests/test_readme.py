@@ -14,7 +14,8 @@ pytest_plugins = ["pytester"]
 def test_first_example_runs(tmp_path):
     """The opening example registers a workflow and a plugin, runs it, and prints from the hook."""
     out = subprocess.run([sys.executable, "-c", BLOCKS[0]], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60, env={"NEXUS_OTEL_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"})
+                         timeout=60, env={"NEXUS_OTEL_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin",
+                                          "PYTHONDONTWRITEBYTECODE": "1"})  # no __pycache__ in the checkout
     assert out.returncode == 0, out.stderr
     name, duration, trace_id = out.stdout.split()
     assert name == "greet" and float(duration) >= 0 and len(trace_id) == 32
