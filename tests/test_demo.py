@@ -79,19 +79,28 @@ def test_demo_with_telemetry_off_says_so(tmp_path):
     assert "telemetry is off" in out.stdout and "does not match" not in out.stdout
 
 
-def test_demo_fails_within_15_s_naming_the_endpoint_when_nothing_listens_there(tmp_path):
-    """OTLP to a closed port: the demo stops early, names the endpoint it could not deliver to and exits 1."""
-    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = cli_env(tmp_path / "data", COLUMNS="200", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
-    start = time.monotonic()
-    out = nexus_otel("demo", "--plugins-dir", str(REPO / "plugins"), env=env, cwd=tmp_path, timeout=60)
-    elapsed = time.monotonic() - start
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"], ids=["closed-port", "grpc-at-an-http-port"])
+def test_demo_fails_within_15_s_naming_the_endpoint_when_nothing_takes_its_telemetry(tmp_path, protocol):
+    """OTLP to a closed port, or gRPC to an OTLP/HTTP receiver: the demo stops early, names the endpoint it could
+    not deliver to and exits 1."""
+    from .otlp_receivers import HTTPReceiver
+
+    with HTTPReceiver() as receiver:
+        # Over http/protobuf nothing listens at the endpoint; over grpc an OTLP/HTTP receiver does.
+        endpoint = receiver.endpoint if protocol == "grpc" else f"http://127.0.0.1:{free_port()}"
+        env = cli_env(tmp_path / "data", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_PROTOCOL=protocol)
+        start = time.monotonic()
+        out = nexus_otel("demo", "--plugins-dir", str(REPO / "plugins"), env=env, cwd=tmp_path, timeout=60)
+        elapsed = time.monotonic() - start
     text = " ".join(out.stdout.split())  # as read, whatever the line wrapping
     assert out.returncode == 1, out.stdout + out.stderr
     assert elapsed < 15, elapsed
     assert "✗ telemetry was not delivered" in text and "matches what was sent" not in text
-    assert f"spans could not be exported to the OTLP endpoint {endpoint}/v1/traces" in text
-    assert f"metrics pushes to the OTLP endpoint {endpoint}/v1/metrics" in text
+    # Over http/protobuf the exporters append the signal's path to the general endpoint; over grpc they do not.
+    traces, metrics = ((endpoint, endpoint) if protocol == "grpc"
+                       else (f"{endpoint}/v1/traces", f"{endpoint}/v1/metrics"))
+    assert f"spans could not be exported to the OTLP endpoint {traces} ({protocol})" in text
+    assert f"metrics pushes to the OTLP endpoint {metrics} ({protocol})" in text
     assert "bash scripts/stack.sh up" in text
 
 
