@@ -207,6 +207,24 @@ os._exit(0)  # a crash: the journal is left as it is
     assert journal.journals(path) == []
 
 
+def test_a_close_that_cannot_commit_on_a_full_disk_keeps_every_message(small_disk, caplog):
+    """close() whose COMMIT fails (disk full) keeps the journal and its messages: once space returns, all three go."""
+    path = small_disk / "box" / "outbox.sqlite"
+    box = Outbox(path)
+    box.put([("m1", "http://127.0.0.1:9/hook", {"n": 1}), ("m2", "http://127.0.0.1:9/hook", {"n": 2})])
+    ballast = _fill(small_disk)
+    assert box.put([("m3", "http://127.0.0.1:9/hook", {"n": 3})]) == 1, "the journal's last page takes a small put"
+    with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
+        box.close()
+    assert "disk is full" in caplog.text, "the close was expected to fail on the full disk"
+    assert journal.journals(path), "the journal went, though the close that made it unneeded never committed"
+    assert box.counts()["pending"] == 3, "a failed close marked its messages settled in memory"
+    ballast.unlink()
+    box.close()  # again, now that there is room: what waits goes into the table
+    taken = sorted(m.message_id for m in Outbox(path).claim(10))
+    assert taken == ["m1", "m2", "m3"]
+
+
 def test_fail_open_sinks_go_on_and_fail_closed_ones_refuse_until_space_returns(small_disk, tmp_path, caplog):
     """Disk full: "drop" sinks' executions return; "fail" ones are refused before they run, until space returns."""
     began = time.monotonic()

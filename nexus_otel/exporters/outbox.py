@@ -260,9 +260,9 @@ class Outbox:
             return True
         if not self._begin(wait):
             return False
-        with _committed(self._db):
+        with _committed(self._db) as tx:
             self._take(todo)
-        self._took(todo)
+            tx.after.append(functools.partial(self._took, todo))
         return True
 
     def _begin(self, wait: float | None) -> bool:
@@ -326,19 +326,37 @@ class Outbox:
         db.executemany(_INSERT_NEW, [(*row, row[0], row[1]) for row in rows])
 
     def _took(self, names: list[str]) -> None:
-        """After :meth:`_take`'s transaction committed: the files go first, then their rows."""
+        """Once :meth:`_take`'s transaction committed: the files go first, then their rows."""
         for name in names:
             _remove_journal(self._db, self.path.parent, name)
             self._alive.pop(name, None)
 
     # -- this object's own messages ----------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        """A write transaction of its own (call with ``_lock``): see :func:`_committed`."""
+        self._db.execute("BEGIN IMMEDIATE")
+        with _committed(self._db) as tx:
+            yield tx
+
     def _settled(self, items: list[Item]) -> None:
-        """Own items delivered (call with ``_lock``): note how far the journal is settled."""
-        _note_settled(self._db, self.path.parent, self._own, items)
+        """Own items delivered (call with ``_lock``): note how far the journal is settled, if that moved.
+
+        They are settled even if the note cannot be written: a note behind only means that the
+        next reader of the journal, after this process ended, delivers them again (at least once).
+        """
+        try:
+            if self._own.settled_to(items):
+                with self._transaction() as tx:
+                    _note_settled(tx, self.path.parent, self._own, items)
+        finally:
+            self._own.settle(items)
 
     def _to_table(self, items: list[Item], **row: Any) -> None:
         """Move own items into the table (call with ``_lock``); put back as they were if that fails."""
-        _to_table(self._db, self.path.parent, self._own, items, **row)
+        if items:
+            with self._transaction() as tx:
+                _to_table(tx, self.path.parent, self._own, items, **row)
 
     def _spill(self, matches: Callable[[str], bool] | None = None, keep: int = 0) -> None:
         """Move own waiting messages (those ``matches`` accepts; all if None), beyond ``keep``, into the table."""
@@ -383,9 +401,10 @@ class Outbox:
             # that cannot be tested in Python: into the table, where any claimer sees them.
             self._spill(matches, _MAX_OWN if matches is not None else 0)
             db.execute("BEGIN IMMEDIATE")  # the file's write lock: no other claimer reads these rows meanwhile
-            with _committed(db):
+            with _committed(db) as tx:
                 if todo:
                     self._take(todo)  # the journals of ended processes, in the same transaction
+                    tx.after.append(functools.partial(self._took, todo))
                 now = time.time()
                 rows = db.execute(
                     "SELECT id, message_id, destination, payload, attempts, created_at, last_error, state FROM outbox"
@@ -396,8 +415,6 @@ class Outbox:
                     chunk = [row[0] for row in rows[start:start + _IDS_PER_DELETE]]
                     db.execute(f"UPDATE outbox SET next_attempt_at = ?, claimed_by = ? WHERE id IN "
                                f"({','.join('?' * len(chunk))})", [now + lease, me, *chunk])
-            if todo:
-                self._took(todo)
         claimed = [_message(row) for row in rows]
         if matches is not None:
             claimed += [_own_message(i) for i in self._own.claim(matches, limit - len(claimed), time.time() + lease)]
@@ -583,8 +600,8 @@ class Outbox:
                 if self._own.writer.name is None and not self._own.count() and not self._own.retired():
                     pass  # nothing of its own on disk or in hand: nothing to hand over
                 elif self._begin(_LOOK_WAIT):
-                    with _committed(self._db):
-                        _hand_over(self._db, self.path.parent, self._own, self._moved)
+                    with _committed(self._db) as tx:
+                        _hand_over(tx, self.path.parent, self._own, self._moved)
                 else:
                     log.warning("%s: messages left in the journal for the next reader: the file is locked by"
                                 " another process", self.path)
@@ -595,13 +612,57 @@ class Outbox:
                 self._conn = None
 
 
-def _note_settled(db: sqlite3.Connection, folder: Path, own: OwnJournal, items: list[Item]) -> None:
-    """Own items settled: note how far each journal is settled; start a new file after a megabyte; remove done files."""
+class _Transaction:
+    """One write transaction, and what it changes outside SQLite: ``after`` it committed, ``undo`` if it did not.
+
+    Files (a journal removed, a new one started) and memory (own messages settled) change only once
+    the rows that make that safe are committed: a COMMIT that fails (a full disk) loses no message,
+    and the messages it would have moved are put back as they were.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.after: list[Callable[[], object]] = []
+        self.undo: list[Callable[[], object]] = []
+
+
+@contextlib.contextmanager
+def _committed(db: sqlite3.Connection) -> Iterator[_Transaction]:
+    """Inside a transaction already begun: COMMIT after the body, then its ``after`` actions, in order; or, if the
+    body or the COMMIT raised, ROLLBACK and its ``undo`` actions.
+
+    SQLite may have rolled back already (a full disk: SQLITE_FULL ends the transaction); then the
+    error that did it is raised, not a failed ROLLBACK's.
+    """
+    tx = _Transaction(db)
+    try:
+        yield tx
+        db.execute("COMMIT")
+    except BaseException:
+        try:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        finally:
+            for action in tx.undo:
+                action()
+        raise
+    for action in tx.after:
+        action()
+
+
+def _note_settled(tx: _Transaction, folder: Path, own: OwnJournal, items: list[Item]) -> None:
+    """In a write transaction: own items settled (delivered, or moved into the table by it): note how far each
+    journal is settled; once it committed, mark them settled (:func:`_mark_settled`)."""
+    for name, end in own.settled_to(items).items():
+        tx.db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, end))
+    tx.after.append(functools.partial(_mark_settled, tx.db, folder, own, items))
+
+
+def _mark_settled(db: sqlite3.Connection, folder: Path, own: OwnJournal, items: list[Item]) -> None:
+    """Once noted: the items settled in memory; a new file after a megabyte settled; done files removed."""
     progress = own.settle(items)
     if not progress:
         return
-    for name, end in progress.items():
-        db.execute("INSERT OR REPLACE INTO outbox_journal (name, taken) VALUES (?, ?)", (name, end))
     mine = own.writer.name
     if mine is not None and progress.get(mine, 0) >= journal.ROTATE_BYTES:
         own.rotate()  # the next put starts a new file; this one goes once settled
@@ -615,65 +676,63 @@ def _remove_finished(db: sqlite3.Connection, folder: Path, own: OwnJournal) -> N
 
 
 def _remove_journal(db: sqlite3.Connection, folder: Path, name: str) -> None:
-    """A journal all of whose lines are settled or in the table: the file goes first, then its row (a crash
-    between leaves a row naming no file, which nothing reads)."""
+    """A journal all of whose lines are settled or in the table (committed): the file goes first, then its row.
+
+    A crash or a full disk between leaves a row naming no file, which nothing reads.
+    """
     try:
         os.unlink(folder / name)
     except FileNotFoundError:
         pass
-    db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("DELETE FROM outbox_journal WHERE name = ?", (name,))
 
 
-@contextlib.contextmanager
-def _committed(db: sqlite3.Connection) -> Iterator[None]:
-    """Inside a transaction already begun: COMMIT after the body, or ROLLBACK if the body or the commit raised.
-
-    SQLite may have rolled back already (a full disk: SQLITE_FULL ends the transaction); then the
-    error that did it is raised, not a failed ROLLBACK's.
-    """
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+def _to_table(tx: _Transaction, folder: Path, own: OwnJournal, items: list[Item], **row: Any) -> None:
+    """In a write transaction: own items into the table (see :func:`_insert`), noted settled; if it does not
+    commit, they go back to waiting."""
+    if not items:
+        return
+    tx.undo.append(functools.partial(own.release, items))
+    _insert(tx, items, **row)
+    _note_settled(tx, folder, own, items)
 
 
-def _to_table(db: sqlite3.Connection, folder: Path, own: OwnJournal, items: list[Item], *, state: str = "pending",
-              attempts: int = 0, next_attempt_at: float | None = None, error: str | None = None,
-              claimed_by: str | None = None) -> None:
-    """Move own items into the table, then note them settled; put back as they were if the insert fails.
+def _insert(tx: _Transaction, items: list[Item], *, state: str = "pending", attempts: int = 0,
+            next_attempt_at: float | None = None, error: str | None = None, claimed_by: str | None = None) -> None:
+    """In a write transaction: a row for each own item.
 
     With ``claimed_by``, each row stays claimed by it until the item's own lease ends.
     """
-    if not items:
-        return
-    try:
-        rows = [(i.message_id, i.destination, i.payload, i.lease_until if claimed_by else i.created_at
-                 if next_attempt_at is None else next_attempt_at, i.created_at, attempts, state, error, claimed_by)
-                for i in items]
-        for at in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[at:at + _ROWS_PER_INSERT]
-            db.execute(_insert_own_rows(len(chunk)), [value for r in chunk for value in r])
-    except BaseException:
-        own.release(items)
-        raise
-    _note_settled(db, folder, own, items)
+    rows = [(i.message_id, i.destination, i.payload, i.lease_until if claimed_by else i.created_at
+             if next_attempt_at is None else next_attempt_at, i.created_at, attempts, state, error, claimed_by)
+            for i in items]
+    for at in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[at:at + _ROWS_PER_INSERT]
+        tx.db.execute(_insert_own_rows(len(chunk)), [value for r in chunk for value in r])
 
 
-def _hand_over(db: sqlite3.Connection, folder: Path, own: OwnJournal, moved: dict[int, tuple[str, str]] | None = None
+def _hand_over(tx: _Transaction, folder: Path, own: OwnJournal, moved: dict[int, tuple[str, str]] | None = None
                ) -> None:
-    """Inside a write transaction: own waiting messages into the table; with nothing left unsettled, the file goes.
+    """In a write transaction: own waiting messages into the table; once it committed, with nothing left
+    unsettled, the file goes.
 
     With ``moved``, the messages still in delivery go too, claimed by this process until their lease ends
     (``moved`` maps their handles to the rows, for when their delivery is settled).
     """
-    _to_table(db, folder, own, own.take_waiting())
+    claimed = own.take_claimed() if moved is not None else []  # first: the waiting ones are marked claimed when taken
+    waiting = own.take_waiting()
+    tx.undo.append(functools.partial(own.release, waiting))  # those in delivery stay with their worker
+    _insert(tx, waiting)
     if moved is not None:
-        claimed = own.take_claimed()
-        _to_table(db, folder, own, claimed, claimed_by=claimer.identity())
-        moved.update((item.handle, (item.message_id, item.destination)) for item in claimed)
+        _insert(tx, claimed, claimed_by=claimer.identity())
+        tx.after.append(functools.partial(moved.update, {i.handle: (i.message_id, i.destination) for i in claimed}))
+    _note_settled(tx, folder, own, waiting + claimed)
+    tx.after.append(functools.partial(_retire_if_settled, tx.db, folder, own))
+
+
+def _retire_if_settled(db: sqlite3.Connection, folder: Path, own: OwnJournal) -> None:
+    """Once handed over: with nothing left unsettled, the journal is retired and its files go."""
     if own.settled_all:
         own.rotate()
         _remove_finished(db, folder, own)
@@ -689,8 +748,8 @@ def _hand_over_when_gone(path: Path, own: OwnJournal) -> None:
         return
     try:
         db.execute("BEGIN IMMEDIATE")
-        with _committed(db):
-            _hand_over(db, path.parent, own)
+        with _committed(db) as tx:
+            _hand_over(tx, path.parent, own)
     except sqlite3.Error as exc:
         log.warning("%s: messages left in the journal for the next reader: %s", path, exc)
     finally:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -173,6 +173,20 @@ class OwnJournal:
         with self._lock:
             self._forked()
             return sorted((item for item in self._held.values() if item.state == CLAIMED), key=lambda i: -i.handle)
+
+    def settled_to(self, items: Iterable[Item]) -> dict[str, int]:
+        """How far each journal would be settled from its start once ``items`` are (only those that would move).
+
+        Changes nothing: the caller notes it in a transaction, and settles the items once that commits.
+        """
+        with self._lock:
+            closing = Counter(item.line for item in set(items) if item.state != SETTLED)
+            progress: dict[str, int] = {}
+            for line in self._lines:
+                if line.open > closing[line]:
+                    break
+                progress[line.journal] = line.end
+            return progress
 
     def settle(self, items: Iterable[Item]) -> dict[str, int]:
         """Mark items settled; how far each journal is now settled from its start (only those that moved)."""
