@@ -26,6 +26,29 @@ is a small tmpfs filled with a ballast file. The model is what the documentation
   ended. A put that raised (``RecordsUnavailableError`` on a full disk) is never delivered,
   and leaves no row and no whole journal line.
 
+What it catches: two deliberate mutations of the outbox, each applied only inside the outbox's
+processes (a module the fork server imports first, monkeypatching; the source untouched), fail
+at the default seed 2024, within the first examples (steps shrunk with ``OUTBOX_MODEL_SHRINK=1``):
+
+* **An ack lost on close.** ``outbox._hand_over`` without ``_insert(tx, waiting)``: close()
+  notes the waiting messages settled without moving them into the table. Seed 2024; minimal:
+  ``first_process(); put(n=1, to='http://127.0.0.1:9/a', which=0); close(which=0)`` ->
+  "m1 (pending) was put and acknowledged, but a crash now would lose it: table no row, no
+  journal line after the note" (and, through an exit's finalizer: ``first_process();
+  start_process(); put(n=1, ...); teardown()`` -> "m1 was put and acknowledged but never
+  delivered").
+* **A journal line read twice.** ``journal.read_from(path, offset)`` reading from 0: taking an
+  ended process's journal reads again the lines before its note. Seed 2024; minimal:
+  ``first_process(); start_process(); put(n=1, to='http://127.0.0.1:9/a', which=0);
+  exit(which=1); worker_round(codes=['ok'], which=0); start_process(); crash(torn=0, which=0);
+  start_process(); put(n=1, ...); close(which=0); teardown()`` -> "P5 claimed m1, which was
+  delivered already, outside the at-least-once window".
+
+And the code before the full-disk fixes: at the default seed the full-disk test fails with "a
+put on a full disk raised OSError: [Errno 28] No space left on device" before puts raised
+``RecordsUnavailableError``, and with "m4 (pending) was put and acknowledged, but a crash now
+would lose it" while close() on a full disk still removed its journal before the COMMIT failed.
+
 Reproducing a failure: the run is derandomized from ``OUTBOX_MODEL_SEED`` (default below);
 a failure prints the seed, the minimal sequence of steps, and a ``@reproduce_failure`` blob.
 Run again with ``OUTBOX_MODEL_SEED=<seed> .venv/bin/python -m pytest tests/test_outbox_model.py``;
@@ -361,6 +384,7 @@ class OutboxModel(RuleBasedStateMachine):
     @initialize()
     @_step
     def first_process(self) -> None:
+        """Every sequence starts with one process on the outbox."""
         self._start()
 
     @precondition(lambda self: len(self.live) < 2)
@@ -532,6 +556,7 @@ class OutboxModel(RuleBasedStateMachine):
     @rule()
     @_step
     def disk_full(self) -> None:
+        """The disk fills up (a ballast file): puts raise, table writes may fail, nothing acknowledged may go."""
         _fill(self.root)
         self.full = True
 
@@ -539,6 +564,7 @@ class OutboxModel(RuleBasedStateMachine):
     @rule()
     @_step
     def disk_freed(self) -> None:
+        """Space returns: the next put is written, with no restart."""
         (self.root / "ballast").unlink()
         self.full = False
 
