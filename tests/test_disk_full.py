@@ -11,13 +11,11 @@ tests skip, except under CI where they fail).
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -38,21 +36,14 @@ from nexus_otel.exporters.outbox import ALL, Outbox
 from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
 from nexus_otel.serving import BackgroundServer
 
+from . import small_disk as small_disk_tools
 from .served import REPO, Served, cli_env
 from .webhook_receiver import WebhookReceiver
 
 
-def _mount_tmpfs(folder: Path, options: str) -> None:
+def _mount_tmpfs(folder: Path, size_mb: int) -> None:
     """A tmpfs at ``folder``; skips (fails under CI) where this process may not mount one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    problem = None
-    if shutil.which("mount") is None:
-        problem = "no mount command"
-    else:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            problem = result.stderr.strip() or f"mount exited {result.returncode}"
+    problem = small_disk_tools.mount(folder, size_mb)
     if problem is not None:
         reason = f"a small disk needs a tmpfs mount (root, or CAP_SYS_ADMIN): {problem}"
         if os.environ.get("CI") == "true":
@@ -64,27 +55,11 @@ def _mount_tmpfs(folder: Path, options: str) -> None:
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MB tmpfs, unmounted afterwards."""
     folder = tmp_path / "small-disk"
-    _mount_tmpfs(folder, "size=8m")
+    _mount_tmpfs(folder, 8)
     try:
         yield folder
     finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
-def _fill(folder: Path) -> Path:
-    """Write a ballast file into ``folder`` until the disk is full; its path."""
-    ballast = folder / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for chunk in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    finally:
-        os.close(fd)
-    return ballast
+        small_disk_tools.unmount(folder)
 
 
 def _audit_sessions(path: Path) -> set[str]:
@@ -122,7 +97,7 @@ def test_a_full_disk_fails_executions_closed_and_every_one_that_returned_has_its
             try:
                 for i in range(30):
                     assert ship(f"before-{i}").status_code == 200
-                ballast = _fill(small_disk)
+                ballast = small_disk_tools.fill(small_disk)
                 for i in range(150):
                     if ship(f"full-{i}").status_code == 503 and not health_while_full:
                         health_while_full.append(client.get("/healthz"))
@@ -212,7 +187,7 @@ def test_a_close_that_cannot_commit_on_a_full_disk_keeps_every_message(small_dis
     path = small_disk / "box" / "outbox.sqlite"
     box = Outbox(path)
     box.put([("m1", "http://127.0.0.1:9/hook", {"n": 1}), ("m2", "http://127.0.0.1:9/hook", {"n": 2})])
-    ballast = _fill(small_disk)
+    ballast = small_disk_tools.fill(small_disk)
     assert box.put([("m3", "http://127.0.0.1:9/hook", {"n": 3})]) == 1, "the journal's last page takes a small put"
     with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
         box.close()
@@ -240,7 +215,7 @@ def test_fail_open_sinks_go_on_and_fail_closed_ones_refuse_until_space_returns(s
         try:
             for app in (drop, fail):
                 assert app.execute_workflow("ship", {}) == "shipped"
-            ballast = _fill(small_disk)
+            ballast = small_disk_tools.fill(small_disk)
             outcomes: list[str] = []
 
             def ship() -> str:
@@ -289,7 +264,7 @@ def test_on_unavailable_takes_fail_or_drop_only():
 def test_a_read_only_data_directory_is_named_as_such(tmp_path):
     """A read-only data directory: app setup and `webhooks status` name the read-only folder in one line."""
     data = tmp_path / "ro"
-    _mount_tmpfs(data, "size=1m")
+    _mount_tmpfs(data, 1)
     try:
         box = Outbox(data / "outbox.sqlite")
         box.put([("m1", "http://127.0.0.1:9/hook", {"n": 1})])
@@ -304,7 +279,7 @@ def test_a_read_only_data_directory_is_named_as_such(tmp_path):
         assert status.exit_code == 1 and isinstance(status.exception, SystemExit), status.exception  # no traceback
         assert len(status.stderr.strip().splitlines()) == 1 and f"{data} is read-only" in status.stderr, status.stderr
     finally:
-        subprocess.run(["umount", "-l", str(data)], capture_output=True)
+        small_disk_tools.unmount(data)
 
 
 def test_the_stop_log_counts_only_what_this_process_leaves(tmp_path, caplog):

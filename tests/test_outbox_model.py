@@ -65,7 +65,6 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +83,8 @@ from nexus_otel.cli import main as cli
 from nexus_otel.exporters import claimer, journal
 from nexus_otel.exporters.delivery import CircuitBreaker, OutboxWorker, Outcome, RetryPolicy
 from nexus_otel.exporters.outbox import WEBHOOK_SCOPE, Outbox
+
+from . import small_disk as small_disk_tools
 
 SEED = int(os.environ.get("OUTBOX_MODEL_SEED", "2024"))
 EXAMPLES = int(os.environ.get("OUTBOX_MODEL_EXAMPLES", "40"))
@@ -215,28 +216,13 @@ class Msg:
 def small_disk() -> Iterator[tuple[Path, str | None]]:
     """A tmpfs of a few megabytes (root, or none: then the reason) under which each example gets a folder."""
     root = Path(tempfile.mkdtemp(prefix="outbox-model-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(root)],
-                          capture_output=True, text=True)
+    problem = small_disk_tools.mount(root, DISK_MB)
     try:
-        yield root, None if done.returncode == 0 else (done.stderr.strip() or f"mount exited {done.returncode}")
+        yield root, problem
     finally:
-        if done.returncode == 0:
-            subprocess.run(["umount", "-l", str(root)], check=False)
+        if problem is None:
+            small_disk_tools.unmount(root)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _fill(root: Path) -> None:
-    """Write a ballast file until the file system is full (only a small one of its own: never the machine's disk)."""
-    fs = os.statvfs(root)
-    assert os.path.ismount(root) and fs.f_blocks * fs.f_frsize <= 4 * DISK_MB << 20, f"{root} is not a small tmpfs"
-    chunk = b"\0" * 65536
-    with open(root / "ballast", "ab", buffering=0) as f:
-        for size in (65536, 4096, 512, 1):
-            while True:
-                try:
-                    f.write(chunk[:size])
-                except OSError:
-                    break
 
 
 # -- the machine -----------------------------------------------------------------------------------
@@ -557,7 +543,7 @@ class OutboxModel(RuleBasedStateMachine):
     @_step
     def disk_full(self) -> None:
         """The disk fills up (a ballast file): puts raise, table writes may fail, nothing acknowledged may go."""
-        _fill(self.root)
+        small_disk_tools.fill(self.root)
         self.full = True
 
     @precondition(lambda self: self.full)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,9 +72,7 @@ class SQLiteAuditStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
             try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(_CREATE.format(table=table, ts="TEXT"))
-                self._db.commit()
+                self._prepare(table, time.monotonic() + busy_timeout)
             except sqlite3.Error:
                 self._db.close()
                 raise
@@ -86,6 +85,21 @@ class SQLiteAuditStore:
                                      f"a SQLite file nexus-otel can write ({why})") from exc
         self._sql = _upsert_sql(table, "?")
         self._lock = threading.Lock()
+
+    def _prepare(self, table: str, deadline: float) -> None:
+        """WAL mode and the table. Workers of ``serve --workers`` start together on one file: switching
+        it to WAL can answer "database is locked" at once, without waiting out the busy timeout, while a
+        peer does the same, so that answer is retried until ``deadline``."""
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(_CREATE.format(table=table, ts="TEXT"))
+                self._db.commit()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock, self._db:
