@@ -14,7 +14,6 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote_plus
 
 from .errors import ConfigurationError
 from .secret_patterns import ALREADY_MASKED, DEFAULT_PATTERNS, MASK, PatternSpec, SecretScanner, card_number, named
@@ -152,19 +151,6 @@ class Redactor:
     def is_allowed(self, key: str) -> bool:
         """Whether values under ``key`` are on the allow-list (never masked or scrubbed, only bounded)."""
         return self.key_kind(key) == KEY_ALLOWED
-
-    def scrub_query(self, query: str) -> str:
-        """A URL query string with the values of sensitive parameters masked (``?api_key=...&page=2``)."""
-        if "=" not in query:
-            return query
-        parts = query.split("&")
-        changed = False
-        for i, part in enumerate(parts):
-            name, sep, value = part.partition("=")
-            if sep and value and self.is_sensitive(unquote_plus(name)):
-                parts[i] = f"{name}={MASK}"
-                changed = True
-        return "&".join(parts) if changed else query
 
     @property
     def has_callback(self) -> bool:
