@@ -96,14 +96,15 @@ class ConcurrentPoster:
     """
 
     def __init__(self, *, per_destination: int = 64, connect_timeout: float = 2.0,
-                 user_agent: str = "nexus-otel") -> None:
+                 user_agent: str = "nexus-otel", pool: Pool | None = None) -> None:
         if per_destination < 1:
             raise ValueError(f"per_destination must be at least 1, got {per_destination!r}")
         self.per_destination = per_destination
         self.connect_timeout = connect_timeout
         self.user_agent = user_agent
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool = Pool(user_agent)
+        self._pool = pool if pool is not None else Pool(user_agent)
+        """The connections (with their proxy and TLS settings); the poster's loop is the only one to use it."""
         self._gates: dict[str, asyncio.Semaphore] = {}
 
     def post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
