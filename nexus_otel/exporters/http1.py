@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -36,6 +37,14 @@ class HttpError(Exception):
 
 class StaleConnection(HttpError):
     """A kept-alive connection the server had closed: it closed without a byte of answer."""
+
+
+class ConnectTimeout(HttpError):
+    """No connection within the connect timeout (the receiver's accept queue may be full): nothing was sent."""
+
+
+class AnswerTimeout(HttpError):
+    """The request was sent but its answer did not come within the answer timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +185,17 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+async def _answer(connection: _Connection, request: bytes, timeout: float | None) -> tuple[int, str | None, bool]:
+    """``connection.exchange(request)``, bounded by ``timeout`` seconds (:class:`AnswerTimeout`) unless it is None."""
+    if timeout is None:
+        return await connection.exchange(request)
+    try:
+        async with asyncio.timeout(timeout):
+            return await connection.exchange(request)
+    except TimeoutError:
+        raise AnswerTimeout(f"no answer within {timeout:g} s") from None
+
+
 class Pool:
     """Keep-alive connections per endpoint, on the running event loop (one loop for the pool's life)."""
 
@@ -191,12 +211,15 @@ class Pool:
             target = self._targets[url] = Target.of(url)
         return target
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float,
+                   answer_timeout: float | None = None, on_connect: Callable[[float], None] | None = None
                    ) -> tuple[int, str | None]:
         """POST and return the status and ``Retry-After``; :class:`HttpError` if there is no answer.
 
-        The caller bounds the whole call (``asyncio.wait_for``); a connection whose request
-        was cut short is closed, never reused.
+        A new connection may take ``connect_timeout`` seconds (:class:`ConnectTimeout`), and
+        ``on_connect`` is told how long it took; the answer may take ``answer_timeout`` seconds
+        from when the request is sent (:class:`AnswerTimeout`; None: the caller bounds the whole
+        call). A connection whose request was cut short is closed, never reused.
         """
         target = self.target(url)
         request = request_bytes(target, body, headers, self.user_agent)
@@ -204,15 +227,18 @@ class Pool:
         connection = self._take(key)
         if connection is not None:
             try:
-                return self._settle(key, connection, await connection.exchange(request))
+                return self._settle(key, connection, await _answer(connection, request, answer_timeout))
             except StaleConnection:
                 pass  # closed by the server while idle, before this request: it got nothing, send it anew
             except BaseException:
                 connection.close()
                 raise
+        started = time.monotonic()
         connection = await self._connect(target, connect_timeout)
+        if on_connect is not None:
+            on_connect(time.monotonic() - started)
         try:
-            return self._settle(key, connection, await connection.exchange(request))
+            return self._settle(key, connection, await _answer(connection, request, answer_timeout))
         except BaseException:
             connection.close()
             raise
@@ -245,6 +271,8 @@ class Pool:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(_Connection, target.host, target.port, ssl=tls,
                                        server_hostname=target.host if tls else None), timeout)
+        except asyncio.TimeoutError:
+            raise ConnectTimeout(f"no connection to {target.host}:{target.port} within {timeout:g} s") from None
         except OSError as exc:
             raise HttpError(f"cannot connect to {target.host}:{target.port}: {exc}") from exc
         return connection
