@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -190,9 +191,11 @@ async def _answer(connection: _Connection, request: bytes, timeout: float | None
     if timeout is None:
         return await connection.exchange(request)
     try:
-        async with asyncio.timeout(timeout):
-            return await connection.exchange(request)
-    except TimeoutError:
+        if sys.version_info >= (3, 11):  # a timer on this task, no task of its own
+            async with asyncio.timeout(timeout):
+                return await connection.exchange(request)
+        return await asyncio.wait_for(connection.exchange(request), timeout)  # pragma: no cover - Python 3.10
+    except asyncio.TimeoutError:
         raise AnswerTimeout(f"no answer within {timeout:g} s") from None
 
 
