@@ -23,7 +23,7 @@ import base64
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -215,14 +215,15 @@ class Pool:
         return target
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float,
-                   answer_timeout: float | None = None, on_connect: Callable[[float], None] | None = None
-                   ) -> tuple[int, str | None]:
+                   answer_timeout: float | None = None, on_connect: Callable[[float], None] | None = None,
+                   before_connect: Callable[[], Awaitable[None]] | None = None) -> tuple[int, str | None]:
         """POST and return the status and ``Retry-After``; :class:`HttpError` if there is no answer.
 
-        A new connection may take ``connect_timeout`` seconds (:class:`ConnectTimeout`), and
-        ``on_connect`` is told how long it took; the answer may take ``answer_timeout`` seconds
-        from when the request is sent (:class:`AnswerTimeout`; None: the caller bounds the whole
-        call). A connection whose request was cut short is closed, never reused.
+        A new connection may take ``connect_timeout`` seconds (:class:`ConnectTimeout`):
+        ``before_connect`` is awaited first (a pace), ``on_connect`` is told how long it took.
+        The answer may take ``answer_timeout`` seconds from when the request is sent
+        (:class:`AnswerTimeout`; None: the caller bounds the whole call). A connection whose
+        request was cut short is closed, never reused.
         """
         target = self.target(url)
         request = request_bytes(target, body, headers, self.user_agent)
@@ -236,6 +237,8 @@ class Pool:
             except BaseException:
                 connection.close()
                 raise
+        if before_connect is not None:
+            await before_connect()
         started = time.monotonic()
         connection = await self._connect(target, connect_timeout)
         if on_connect is not None:
