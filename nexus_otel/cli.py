@@ -262,15 +262,21 @@ def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
 @click.option("--outbox", default=None, help="Outbox file (default DATA_DIR/outbox.sqlite).")
 @click.option("--data-dir", default=None)
 def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
-    """How many payloads wait, and how many were given up on.
+    """How many payloads wait, and how many were given up on; then each destination's state.
 
     A running app's payloads in hand (put and not yet settled) are its own to count: its webhook
     stats and queue gauge include them; they are counted here once it stops or ends.
+    A line per destination of each process sending from this outbox: concurrency limit/ceiling,
+    in flight, hold and breaker, as that process last published them (about once a second).
     """
+    from .exporters.destination_snapshots import snapshots_dir, status_lines
+
     box, file = _outbox(outbox, data_dir)
     counts = box.counts() if box is not None else {"pending": 0, "dead": 0}
     note = "" if box is not None else f"  (no outbox at {file} yet)"
     click.echo(f"pending {counts['pending']}  dead {counts['dead']}{note}")
+    for line in status_lines(snapshots_dir(file)):
+        click.echo(inert_line(line))
 
 
 @webhooks.command("dead-letters")

@@ -34,6 +34,9 @@ from standardwebhooks.webhooks import Webhook
 from .. import fastjson
 from ..records import ExecutionRecord
 from .delivery import NOT_ATTEMPTED, OK, Outcome, RetryPolicy
+from .destination_metrics import observe_destinations
+from .destination_snapshots import DestinationSnapshots, snapshots_dir
+from .destinations import DestinationState
 from .http_poster import MIN_ATTEMPT, ConcurrentPoster, NotStarted, Post, PostTimeout, Reply
 from .outbox import DEFAULT_LEASE, WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outbox_exporter import OutboxExporter
@@ -107,6 +110,10 @@ class WebhookExporter(OutboxExporter):
             on_exit=self._poster.close,
             # Requests start in the lease's first half and last at most `timeout`.
             lease=max(DEFAULT_LEASE, 4 * timeout))
+        self.snapshots = DestinationSnapshots(snapshots_dir(self.outbox.path))
+        """This process's destinations, published for ``nexus-otel webhooks status`` (:meth:`publish_destinations`)."""
+        if meter is not None:
+            observe_destinations(meter, self.destinations)
 
     def records(self, workflow: str) -> bool:
         return self.workflows is None or workflow in self.workflows
@@ -124,6 +131,16 @@ class WebhookExporter(OutboxExporter):
 
     def close(self) -> None:
         self._poster.close()  # a no-op when the worker closed it, or never posted
+        self.snapshots.close()  # a clean stop: this process's destinations are no one's now
+
+    def destinations(self) -> list[DestinationState]:
+        """What the sender knows of each destination now (none until adaptive delivery reports it)."""
+        return []
+
+    def publish_destinations(self) -> None:
+        """Publish :meth:`destinations` for ``nexus-otel webhooks status``: call it from the delivery worker after
+        each batch and wake-up; it writes only what changed, at most once a second."""
+        self.snapshots.publish(self.destinations())
 
     # -- delivery ----------------------------------------------------------------------
     def _deliver(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
