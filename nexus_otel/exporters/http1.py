@@ -4,9 +4,16 @@ What webhook delivery needs and nothing more: POST a prepared body with
 headers, read the status and ``Retry-After``, drop the response body, keep
 the connection for the next request when the server allows. No redirects
 (a 3xx answer is not followed: for a webhook it is a failed delivery, a dead
-letter), no proxies, no compression, TLS with the default verification for
-``https``. Responses are parsed by httptools
+letter), no compression, TLS with the default verification for ``https``
+(or a context of the user's: :mod:`.tls`). Responses are parsed by httptools
 (llhttp, the C parser Node.js uses; uvicorn's too).
+
+Through a forward proxy (:mod:`.proxies` decides which, once per URL): an
+``http://`` destination's request goes to the proxy in absolute form
+(``POST http://host:port/path HTTP/1.1``, with ``Proxy-Authorization`` when the
+proxy URL holds credentials) on connections pooled per proxy; an ``https://``
+destination's goes through a ``CONNECT`` tunnel (:mod:`.tunnel`) on connections
+pooled per destination. A direct URL's route is one dict lookup, as before.
 
 Why not aiohttp, which this replaced: ``benchmarks/http_clients.py`` measures
 CPU per POST in one run; aiohttp's request machinery (its client request and
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import ssl
 import sys
 import time
@@ -30,6 +38,8 @@ from urllib.parse import unquote, urlsplit
 import httptools
 
 from ..urls import mask_url
+from .proxies import Proxy, ProxyRoutes
+from .tunnel import TunnelError, connect_through
 
 
 class HttpError(Exception):
@@ -199,20 +209,58 @@ async def _answer(connection: _Connection, request: bytes, timeout: float | None
         raise AnswerTimeout(f"no answer within {timeout:g} s") from None
 
 
-class Pool:
-    """Keep-alive connections per endpoint, on the running event loop (one loop for the pool's life)."""
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """How a URL's requests travel: the request line's pieces, whose idle connections they use, the proxy if any."""
 
-    def __init__(self, user_agent: str = "nexus-otel") -> None:
+    target: Target
+    key: tuple[str, str, int]
+    proxy: Proxy | None = None
+    proxy_authorization: str | None = None
+    """Sent with each request (an ``http://`` destination through a proxy that wants credentials)."""
+
+    @classmethod
+    def of(cls, target: Target, proxies: ProxyRoutes | None) -> _Route:
+        proxy = proxies.proxy_for(target.scheme, target.host, target.port) if proxies is not None else None
+        if proxy is None:
+            return cls(target, (target.scheme, target.host, target.port))
+        if target.scheme == "https":  # a tunnel to the destination: its connections are the destination's
+            return cls(target, ("https", target.host, target.port), proxy)
+        # The proxy forwards the request: absolute form, on connections to the proxy shared by all destinations.
+        absolute = dataclasses.replace(target, path=f"http://{target.host_header}{target.path}")
+        return cls(absolute, ("http-proxy", proxy.host, proxy.port), proxy, proxy.authorization)
+
+
+class Pool:
+    """Keep-alive connections per endpoint, on the running event loop (one loop for the pool's life).
+
+    ``proxy``: which destinations go through which proxy (None: all go direct); ``tls``: the
+    context for ``https`` (None: :func:`ssl.create_default_context`, built at the first ``https``
+    connection, so ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` apply).
+    """
+
+    def __init__(self, user_agent: str = "nexus-otel", *, proxy: ProxyRoutes | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.user_agent = user_agent
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._targets: dict[str, Target] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: ssl.SSLContext | None = tls
+        self._proxies = proxy if proxy is not None and proxy.any else None
+        self._routes: dict[str, _Route] = {}
 
     def target(self, url: str) -> Target:
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = Target.of(url)
         return target
+
+    def route(self, url: str) -> _Route:
+        """How requests to ``url`` travel (decided once per URL)."""
+        route = self._routes.get(url)
+        if route is None:
+            route = self._routes[url] = _Route.of(self.target(url), self._proxies)
+        return route
+
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float,
                    answer_timeout: float | None = None, on_connect: Callable[[float], None] | None = None,
@@ -225,9 +273,11 @@ class Pool:
         (:class:`AnswerTimeout`; None: the caller bounds the whole call). A connection whose
         request was cut short is closed, never reused.
         """
-        target = self.target(url)
-        request = request_bytes(target, body, headers, self.user_agent)
-        key = (target.scheme, target.host, target.port)
+        route = self._routes.get(url) or self.route(url)
+        if route.proxy_authorization is not None:
+            headers = {**headers, "proxy-authorization": route.proxy_authorization}
+        request = request_bytes(route.target, body, headers, self.user_agent)
+        key = route.key
         connection = self._take(key)
         if connection is not None:
             try:
@@ -240,7 +290,7 @@ class Pool:
         if before_connect is not None:
             await before_connect()
         started = time.monotonic()
-        connection = await self._connect(target, connect_timeout)
+        connection = await self._connect(route, connect_timeout)
         if on_connect is not None:
             on_connect(time.monotonic() - started)
         try:
@@ -266,13 +316,16 @@ class Pool:
                 return connection
         return None
 
-    async def _connect(self, target: Target, timeout: float) -> _Connection:
+    async def _connect(self, route: _Route, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
+        target, proxy = route.target, route.proxy
         tls = None
         if target.scheme == "https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
+        if proxy is not None:
+            return await self._connect_via(proxy, target, tls, timeout)
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(_Connection, target.host, target.port, ssl=tls,
@@ -282,6 +335,28 @@ class Pool:
         except OSError as exc:
             raise HttpError(f"cannot connect to {target.host}:{target.port}: {exc}") from exc
         return connection
+
+    async def _connect_via(self, proxy: Proxy, target: Target, tls: ssl.SSLContext | None,
+                           timeout: float) -> _Connection:
+        """A connection to the proxy (``http``), or through its tunnel to the destination (``https``)."""
+        loop = asyncio.get_running_loop()
+        where = f"{target.host}:{target.port} through proxy {proxy.shown}"
+        try:
+            if tls is None:
+                _, connection = await asyncio.wait_for(
+                    loop.create_connection(_Connection, proxy.host, proxy.port), timeout)
+                return connection
+            connection = _Connection()
+            await asyncio.wait_for(
+                connect_through(proxy, target.host, target.port, connection, tls, user_agent=self.user_agent),
+                timeout)
+            return connection
+        except asyncio.TimeoutError:
+            raise ConnectTimeout(f"no connection to {where} within {timeout:g} s") from None
+        except TunnelError as exc:
+            raise HttpError(str(exc)) from exc
+        except OSError as exc:
+            raise HttpError(f"cannot connect to proxy {proxy.shown}: {exc}") from exc
 
     def close(self) -> None:
         for connections in self._idle.values():
