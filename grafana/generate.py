@@ -277,6 +277,9 @@ def pipeline() -> dashboard_model.Dashboard:
     lost = selector("nexus_telemetry_spans_total", extra=['outcome=~"failed|dropped|overflow"'])
     deliveries = selector("nexus_webhook_deliveries_total")
     outbox = selector("nexus_webhook_outbox")
+    limit = selector("nexus_webhook_concurrency_limit")
+    in_flight = selector("nexus_webhook_in_flight")
+    held = selector("nexus_webhook_held")
     rows = selector("nexus_audit_rows_total")
     queue = selector("nexus_audit_queue")
     hits = sum_by(["workflow"], rate(selector("nexus_cache_hits_total", "workflow")))
@@ -304,6 +307,19 @@ def pipeline() -> dashboard_model.Dashboard:
                        "`nexus-otel webhooks replay`).", "short",
                        [Query(sum_by(["state"], outbox), "{{state}}")], steps=OUTBOX_STEPS),
             "dead", "red"),
+        timeseries("Webhook concurrency limit by destination", "Requests each destination may have in flight "
+                   "now (the limit the sender adapts to each receiver, at most `max_in_flight`), and those in "
+                   "flight; summed over the app's processes. A limit that stays low: the receiver answers slowly, "
+                   "refuses connections or answers 429/503. `nexus-otel webhooks status` shows it per process.",
+                   "short", [Query(sum_by(["destination"], limit), "limit {{destination}}"),
+                             Query(sum_by(["destination"], in_flight), "in flight {{destination}}")]),
+        color_override(
+            timeseries("Held webhook destinations", "1 while a destination gets no new attempts: retry_after "
+                       "(the receiver asked for a pause with Retry-After), breaker (its circuit is open after "
+                       "failures; single probes until it answers). `nexus-otel webhooks status` says until when.",
+                       "short", [Query(f"max by (destination, reason) ({held})", "{{destination}} {{reason}}")],
+                       max_val=1),
+            ".*breaker", "red"),
         timeseries("Audit rows by outcome", "Audit rows queued, written, retried and failed per second.", "ops",
                    [Query(sum_by(["outcome"], rate(rows)), "{{outcome}}")]),
         timeseries("Audit queue", "Audit rows spooled locally, waiting to be written.", "short",
@@ -314,8 +330,8 @@ def pipeline() -> dashboard_model.Dashboard:
                    [Query(hits, "hits {{workflow}}"), Query(misses, "misses {{workflow}}")]),
     ]
     return dashboard("nexus-pipeline", "Telemetry pipeline",
-                     "nexus-otel's own pipeline: span exporters, webhook deliveries and outbox, audit rows, cache; "
-                     "then the OpenTelemetry Collector the spans go through.",
+                     "nexus-otel's own pipeline: span exporters, webhook deliveries, destinations and outbox, "
+                     "audit rows, cache; then the OpenTelemetry Collector the spans go through.",
                      [SERVICE_VAR, WORKFLOW_VAR], panels + collector_panels())
 
 
