@@ -34,7 +34,9 @@ class Outcome:
     """What one delivery attempt came to: ``ok``, or retry (with an optional delay hint), or give up.
 
     ``attempted=False`` means the message was not tried at all (the deadline
-    came first): it stays as it was, with no attempt spent.
+    came first, or its destination is held): it stays as it was, with no attempt
+    spent. ``held_until`` (a ``time.time()``) holds the whole destination: the
+    receiver asked for a pause (``Retry-After`` with a 429 or 503), for ``hold_reason``.
     """
 
     ok: bool
@@ -42,6 +44,8 @@ class Outcome:
     retry: bool = True
     retry_after: float | None = None
     attempted: bool = True
+    held_until: float | None = None
+    hold_reason: str = ""
 
 
 OK = Outcome(True)
@@ -66,6 +70,24 @@ class RetryPolicy:
 
 Deliver = Callable[[list[Message], float | None], list[Outcome]]
 """Deliver a batch; the second argument is a ``time.monotonic()`` deadline (or None) no attempt may pass."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    """One destination's breaker as people see it: when its next probe may go (None: closed), a hold, failures."""
+
+    open_until: float | None = None
+    failures: int = 0
+    held_until: float | None = None
+    hold_reason: str = ""
+
+
+@dataclass(slots=True)
+class _Hold:
+    until: float
+    reason: str
+    since: float
+    held: int = 0
 
 
 @dataclass(slots=True)
@@ -95,14 +117,52 @@ class CircuitBreaker:
     logger: logging.Logger = field(default=log)
     _circuits: dict[str, _Circuit] = field(default_factory=dict)
     _up: set[str] = field(default_factory=set)  # destinations whose last attempt was delivered
+    _holds: dict[str, _Hold] = field(default_factory=dict)  # pauses receivers asked for (Retry-After)
 
     def is_up(self, destination: str) -> bool:
         """True if the last attempt to ``destination`` was delivered (new and failing ones are probed first)."""
         return destination in self._up
 
     def is_open(self, destination: str, now: float) -> bool:
+        """True while no attempt may go to ``destination``: its circuit is open, or it is held."""
         circuit = self._circuits.get(destination)
-        return circuit is not None and now < circuit.open_until
+        if circuit is not None and now < circuit.open_until:
+            return True
+        hold = self._holds.get(destination)
+        if hold is None:
+            return False
+        if now < hold.until:
+            return True
+        self._end_hold(destination, now)
+        return False
+
+    def hold(self, destination: str, until: float, reason: str, now: float) -> None:
+        """The receiver asked for a pause (``Retry-After``): no attempt to it before ``until``; others go on.
+
+        One log line when a hold starts (not one per answer that asks for it), one when it ends.
+        """
+        hold = self._holds.get(destination)
+        if hold is None:
+            self._holds[destination] = _Hold(until, reason, now)
+            self.logger.warning("%s: %s asked for a pause: held until %s, %.1f s (%s); other destinations go on",
+                                self.name, mask_url(destination), time.strftime("%H:%M:%S", time.localtime(until)),
+                                until - now, reason)
+        elif until > hold.until:
+            hold.until, hold.reason = until, reason
+
+    def _end_hold(self, destination: str, now: float) -> None:
+        hold = self._holds.pop(destination)
+        self.logger.warning("%s: %s: hold over after %.1f s (%d attempts held back)", self.name,
+                            mask_url(destination), now - hold.since, hold.held)
+
+    def state(self, destination: str, now: float) -> BreakerState:
+        """``destination``'s breaker now."""
+        circuit = self._circuits.get(destination)
+        hold = self._holds.get(destination)
+        open_until = circuit.open_until if circuit is not None and circuit.open_until > now else None
+        if hold is None or hold.until <= now:
+            return BreakerState(open_until, circuit.failures if circuit else 0)
+        return BreakerState(open_until, circuit.failures if circuit else 0, hold.until, hold.reason)
 
     def failed(self, destination: str, error: str, now: float) -> float:
         """A retryable failure; returns when the next probe may go."""
@@ -119,13 +179,20 @@ class CircuitBreaker:
         return circuit.open_until
 
     def open_circuits(self, now: float) -> list[tuple[str, float]]:
-        """``(destination, next probe time)`` for every circuit open at ``now``."""
-        return [(dest, c.open_until) for dest, c in self._circuits.items() if c.open_until > now]
+        """``(destination, next attempt time)`` for every destination whose circuit is open or that is held."""
+        until = {dest: c.open_until for dest, c in self._circuits.items() if c.open_until > now}
+        for dest, hold in self._holds.items():
+            if hold.until > now:
+                until[dest] = max(until.get(dest, 0.0), hold.until)
+        return list(until.items())
 
     def held(self, destination: str, n: int) -> None:
         circuit = self._circuits.get(destination)
         if circuit is not None:
             circuit.held += n
+        hold = self._holds.get(destination)
+        if hold is not None:
+            hold.held += n
 
     def succeeded(self, destination: str, now: float) -> None:
         self._up.add(destination)
@@ -288,31 +355,40 @@ class OutboxWorker:
 
     def _deliver(self, batch: list[Message], deadline: float | None, given_up: list[tuple[Message, str]]) -> bool:
         """Deliver ``batch`` and settle each outcome; true if any was attempted. Dead-lettered messages are
-        added to ``given_up`` with their error, for :meth:`_log_given_up`."""
+        added to ``given_up`` with their error, for :meth:`_log_given_up`.
+
+        A destination that delivered or answered any message of the batch is up: its failures
+        in the batch (an overloaded receiver's 503s) are retried, its circuit stays closed. One
+        with no answer at all fails once per batch, not once per message.
+        """
         outcomes = self.deliver(batch, deadline)
         done, unsent, worked = [], [], False
+        now = time.time()
+        answered = {m.destination for m, o in zip(batch, outcomes) if o.ok or (o.attempted and not o.retry)}
+        opened: dict[str, float] = {}  # destinations that failed in this batch: their next probe
         for message, outcome in zip(batch, outcomes):
+            dest = message.destination
+            if outcome.held_until is not None:
+                self.breaker.hold(dest, outcome.held_until, outcome.hold_reason, now)
             if not outcome.attempted:
                 unsent.append(message.id)
                 continue
             worked = True
             if outcome.ok:
                 done.append(message.id)
-                self.breaker.succeeded(message.destination, time.time())
                 continue
+            if outcome.retry and dest not in answered and dest not in opened:
+                opened[dest] = self.breaker.failed(dest, outcome.error, now)
             if outcome.retry and message.attempts + 1 < self.policy.max_attempts:
-                until = self.breaker.failed(message.destination, outcome.error, time.time())
-                delay = max(self.policy.delay(message.attempts, outcome.retry_after), until - time.time())
+                delay = max(self.policy.delay(message.attempts, outcome.retry_after), opened.get(dest, now) - now)
                 self.outbox.retry(message.id, delay, outcome.error)
                 self.on_outcome("retried", 1)
             else:
-                if outcome.retry:
-                    self.breaker.failed(message.destination, outcome.error, time.time())
-                else:  # a final answer (a 3xx, a 4xx): the destination is there, its other messages need no probe
-                    self.breaker.answered(message.destination, time.time())
                 self.outbox.dead(message.id, outcome.error)
                 self.on_outcome("failed", 1)
                 given_up.append((message, outcome.error))
+        for dest in answered:  # delivered, or a final answer (a 3xx, a 4xx): reachable, its outage is over
+            self.breaker.succeeded(dest, now)
         if done:
             self.outbox.delivered(done)
             self.on_outcome("delivered", len(done))

@@ -25,7 +25,9 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .http1 import HttpError, Pool
+from .gate import OVERLOAD_STATUSES, Gate, Held
+from .http1 import AnswerTimeout, ConnectTimeout, HttpError, Pool
+from .retry_after import retry_after_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +55,15 @@ class Reply:
 
 
 class PostTimeout(Exception):
-    """The request took longer than its timeout."""
+    """The request was sent but its answer took longer than its timeout."""
 
 
 class PostFailed(Exception):
     """The request could not be sent or answered (refused, reset, DNS, TLS, ...)."""
+
+
+class ConnectTimedOut(PostFailed):
+    """No connection was accepted within the connect timeout: nothing was sent."""
 
 
 class NotStarted(Exception):
@@ -91,53 +97,101 @@ else:  # pragma: no cover - Python 3.10
 class ConcurrentPoster:
     """POSTs a batch concurrently and returns, in the batch's order, a :class:`Reply` or an exception for each.
 
+    Each destination (URL) has a :class:`~.gate.Gate`: up to its adaptive limit of
+    requests in flight (never more than ``per_destination``), none while a
+    ``Retry-After`` holds it, at most ``max_rate`` a second if set; new connections
+    at a bounded pace. A request its gate holds back is not sent (:class:`~.gate.Held`).
+
     Only one thread may call :meth:`post_all` (the loop is that thread's while it
     runs); :meth:`close` after that thread has finished.
     """
 
-    def __init__(self, *, per_destination: int = 64, connect_timeout: float = 2.0,
-                 user_agent: str = "nexus-otel", pool: Pool | None = None) -> None:
+    def __init__(self, *, per_destination: int = 64, connect_timeout: float = 5.0,
+                 user_agent: str = "nexus-otel", pool: Pool | None = None, max_rate: float | None = None,
+                 hold_cap: float = 300.0) -> None:
         if per_destination < 1:
             raise ValueError(f"per_destination must be at least 1, got {per_destination!r}")
         self.per_destination = per_destination
         self.connect_timeout = connect_timeout
+        """Seconds a new connection may take to be accepted (apart from the answer's ``timeout``)."""
         self.user_agent = user_agent
+        self.max_rate = max_rate
+        self.hold_cap = hold_cap
+        """The longest hold a ``Retry-After`` may ask for (seconds)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = pool if pool is not None else Pool(user_agent)
         """The connections (with their proxy and TLS settings); the poster's loop is the only one to use it."""
-        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._gates: dict[str, Gate] = {}
 
     def post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
-        """Send every post, at most ``per_destination`` at a time per URL; never raises for a failed post."""
+        """Send every post as its destination's gate lets it; never raises for a failed post."""
         if not posts:
             return []
         if self._loop is None:
             self._loop = _new_event_loop()
         return self._loop.run_until_complete(self._post_all(posts))
 
+    def gates(self) -> dict[str, Gate]:
+        """Each destination's gate, by URL (read from other threads for status: values only)."""
+        return dict(self._gates)
+
     async def _post_all(self, posts: Sequence[Post]) -> list[Reply | Exception]:
         replies = await asyncio.gather(*(self._post(p) for p in posts), return_exceptions=True)
         # Anything _post did not foresee is that post's failure alone: the others' answers stand.
         return [r if isinstance(r, (Reply, Exception)) else PostFailed(repr(r)) for r in replies]
 
-    async def _post(self, post: Post) -> Reply | Exception:
-        gate = self._gates.get(post.url)
+    def _gate(self, url: str) -> Gate:
+        gate = self._gates.get(url)
         if gate is None:
-            gate = self._gates[post.url] = asyncio.Semaphore(self.per_destination)
+            gate = self._gates[url] = Gate(self.per_destination, self.max_rate)
+        return gate
+
+    async def _post(self, post: Post) -> Reply | Exception:
+        gate = self._gate(post.url)
         try:
-            async with gate:
-                seconds = post.timeout
-                if post.not_after is not None:
-                    seconds = min(seconds, post.not_after - time.monotonic())
-                    if seconds < MIN_ATTEMPT:
-                        return NotStarted("its deadline came while it waited for its turn")
-                status, retry_after = await _within(
-                    self._pool.post(post.url, post.body, post.headers, min(seconds, self.connect_timeout)), seconds)
-                return Reply(status, retry_after)
-        except asyncio.TimeoutError as exc:
-            return PostTimeout(f"{type(exc).__name__}")
+            await gate.enter(post.not_after)
+        except Held as held:
+            return held
+        started = time.monotonic()
+        connect_seconds = 0.0
+        seconds = post.timeout
+        if post.not_after is not None:
+            seconds = min(seconds, post.not_after - started)
+            if seconds < MIN_ATTEMPT:
+                gate.done(None)
+                return NotStarted("its deadline came while it waited for its turn")
+
+        def connected(took: float) -> None:
+            nonlocal connect_seconds
+            connect_seconds = took
+            gate.connected(took)
+
+        overloaded = True
+        answered: float | None = None
+        try:
+            connect_timeout = self.connect_timeout
+            if post.not_after is not None:
+                connect_timeout = min(connect_timeout, post.not_after - started)
+            status, retry_after = await _within(
+                self._pool.post(post.url, post.body, post.headers, connect_timeout, seconds, connected,
+                                gate.connect_turn),
+                connect_timeout + seconds)
+            overloaded = status in OVERLOAD_STATUSES
+            if overloaded and retry_after:
+                hold = retry_after_seconds(retry_after)
+                if hold:
+                    gate.hold(min(hold, self.hold_cap), f"Retry-After {hold:g} s (HTTP {status})")
+            elif not overloaded:
+                answered = time.monotonic() - started - connect_seconds
+            return Reply(status, retry_after)
+        except ConnectTimeout as exc:
+            return ConnectTimedOut(str(exc))
+        except (AnswerTimeout, asyncio.TimeoutError) as exc:
+            return PostTimeout(str(exc) or type(exc).__name__)
         except (HttpError, OSError, ValueError) as exc:
             return PostFailed(f"{type(exc).__name__}: {exc}")
+        finally:
+            gate.done(answered, overloaded=overloaded)
 
     def close(self, timeout: float = 2.0) -> None:
         """Close the pooled connections and the loop, once :meth:`post_all` can no longer run.

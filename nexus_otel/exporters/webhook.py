@@ -25,7 +25,6 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Sequence
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from opentelemetry.metrics import Meter
@@ -37,12 +36,20 @@ from .delivery import NOT_ATTEMPTED, OK, Outcome, RetryPolicy
 from .destination_metrics import observe_destinations
 from .destination_snapshots import DestinationSnapshots, snapshots_dir
 from .destinations import DestinationState
-from .http_poster import MIN_ATTEMPT, ConcurrentPoster, NotStarted, Post, PostTimeout, Reply
+from .gate import OVERLOAD_STATUSES, Held
+from .http1 import Pool
+from .http_poster import MIN_ATTEMPT, ConcurrentPoster, ConnectTimedOut, NotStarted, Post, PostTimeout, Reply
 from .outbox import DEFAULT_LEASE, WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outbox_exporter import OutboxExporter
+from .outcomes import OutcomeCounts
+from .proxies import ProxyRoutes
+from .retry_after import retry_after_seconds
+from .tls import client_context
 
 log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+ATTEMPT_RESULTS = ("delivered", "rejected", "overloaded", "server_error", "connect_timeout", "answer_timeout",
+                   "connection_error")
 
 
 def payload_of(record: ExecutionRecord) -> dict[str, Any]:
@@ -88,13 +95,23 @@ class WebhookExporter(OutboxExporter):
     def __init__(self, urls: Sequence[str], outbox: Outbox | OutboxView, *, secret: str | None = None,
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
                  policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None,
-                 max_in_flight: int = 128, on_unavailable: str = "fail") -> None:
+                 max_in_flight: int = 128, on_unavailable: str = "fail", connect_timeout: float = 5.0,
+                 max_rate: float | None = None, proxy: str | bool | None = None, ca_file: str | None = None,
+                 client_cert: str | None = None, client_key: str | None = None) -> None:
         self.urls = tuple(urls)
         self.workflows = workflows
         self.statuses = statuses
         self.timeout = timeout
         self._signer = Webhook(secret) if secret else None
-        self._poster = ConcurrentPoster(per_destination=max_in_flight, user_agent="nexus-otel-webhooks")
+        # Proxies (the environment's, unless ``proxy`` says otherwise) and TLS settings: docs/records.md.
+        pool = Pool("nexus-otel-webhooks", proxy=ProxyRoutes(proxy, setting="WebhookExporter.proxy"),
+                    tls=client_context(ca_file=ca_file, client_cert=client_cert, client_key=client_key,
+                                       owner="WebhookExporter"))
+        self._poster = ConcurrentPoster(per_destination=max_in_flight, user_agent="nexus-otel-webhooks",
+                                        connect_timeout=connect_timeout, max_rate=max_rate,
+                                        hold_cap=policy.cap, pool=pool)
+        self.attempts = OutcomeCounts(ATTEMPT_RESULTS)
+        """Attempts by how they ended: a connection not accepted in time apart from an answer that did not come."""
         super().__init__(
             # The outbox file may be shared with other sinks: this exporter sees webhook messages only.
             outbox.view(WEBHOOK_SCOPE) if isinstance(outbox, Outbox) else outbox, self._deliver, name="webhooks",
@@ -114,6 +131,10 @@ class WebhookExporter(OutboxExporter):
         """This process's destinations, published for ``nexus-otel webhooks status`` (:meth:`publish_destinations`)."""
         if meter is not None:
             observe_destinations(meter, self.destinations)
+            self.attempts.observe_as(meter, "nexus.webhook.attempts",
+                                     "Webhook delivery attempts by result: delivered, rejected (a final 3xx/4xx), "
+                                     "overloaded (429, 502-504), server_error, connect_timeout, answer_timeout, "
+                                     "connection_error.")
 
     def records(self, workflow: str) -> bool:
         return self.workflows is None or workflow in self.workflows
@@ -134,8 +155,19 @@ class WebhookExporter(OutboxExporter):
         self.snapshots.close()  # a clean stop: this process's destinations are no one's now
 
     def destinations(self) -> list[DestinationState]:
-        """What the sender knows of each destination now (none until adaptive delivery reports it)."""
-        return []
+        """What the sender knows of each destination now: its limit, in flight, hold and breaker."""
+        now, wall = time.monotonic(), time.time()
+        states = []
+        for url, gate in self._poster.gates().items():
+            held = gate.held_until > now
+            breaker = self.worker.breaker.state(url, wall)
+            held_until = wall + (gate.held_until - now) if held else breaker.held_until
+            states.append(DestinationState(
+                url, gate.limit.allowed, gate.limit.ceiling, gate.in_flight,
+                held_until=held_until, hold_reason=gate.hold_reason if held else breaker.hold_reason,
+                breaker="open" if breaker.open_until else "closed", breaker_until=breaker.open_until,
+                failures=breaker.failures, max_rate=gate.max_rate))
+        return states
 
     def publish_destinations(self) -> None:
         """Publish :meth:`destinations` for ``nexus-otel webhooks status``: call it from the delivery worker after
@@ -147,7 +179,13 @@ class WebhookExporter(OutboxExporter):
         """Post the batch concurrently; a message whose deadline leaves no time is not attempted."""
         if deadline is not None and deadline - time.monotonic() < MIN_ATTEMPT:
             return [NOT_ATTEMPTED] * len(batch)
-        return [_outcome(reply) for reply in self._poster.post_all([self._request(m, deadline) for m in batch])]
+        replies = self._poster.post_all([self._request(m, deadline) for m in batch])
+        for reply in replies:
+            result = attempt_result(reply)
+            if result is not None:
+                self.attempts.add(result)
+        self.publish_destinations()
+        return [_outcome(reply) for reply in replies]
 
     def _request(self, message: Message, deadline: float | None) -> Post:
         """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``."""
@@ -165,29 +203,41 @@ class WebhookExporter(OutboxExporter):
 
 def _outcome(reply: Reply | Exception) -> Outcome:
     """A receiver's answer (or the failure to get one) as a delivery outcome."""
+    if isinstance(reply, Held):  # its destination is held (a Retry-After, max_rate): not sent, no attempt spent
+        return Outcome(False, f"held: {reply.reason}", attempted=False, held_until=reply.until,
+                       hold_reason=reply.reason)
     if isinstance(reply, NotStarted):
         return NOT_ATTEMPTED
+    if isinstance(reply, ConnectTimedOut):
+        return Outcome(False, f"connect timeout: {reply}")
     if isinstance(reply, PostTimeout):
-        return Outcome(False, f"timeout: {reply}")
+        return Outcome(False, f"answer timeout: {reply}")
     if isinstance(reply, Exception):
         return Outcome(False, f"connection error: {reply}")
     if 200 <= reply.status < 300:
         return OK
     error = f"HTTP {reply.status}"
     if reply.status in RETRY_STATUSES:
-        return Outcome(False, error, retry=True, retry_after=_retry_after(reply.retry_after))
+        wait = retry_after_seconds(reply.retry_after)
+        if wait and reply.status in OVERLOAD_STATUSES:  # the receiver asked for a pause: the whole destination
+            return Outcome(False, error, retry=True, retry_after=wait, held_until=time.time() + wait,
+                           hold_reason=f"Retry-After {wait:g} s (HTTP {reply.status})")
+        return Outcome(False, error, retry=True, retry_after=wait)
     return Outcome(False, error, retry=False)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
+def attempt_result(reply: Reply | Exception) -> str | None:
+    """How an attempt ended, for ``nexus.webhook.attempts``: None if nothing was sent."""
+    if isinstance(reply, (Held, NotStarted)):
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    if isinstance(reply, ConnectTimedOut):
+        return "connect_timeout"
+    if isinstance(reply, PostTimeout):
+        return "answer_timeout"
+    if isinstance(reply, Exception):
+        return "connection_error"
+    if 200 <= reply.status < 300:
+        return "delivered"
+    if reply.status in OVERLOAD_STATUSES:
+        return "overloaded"
+    return "server_error" if reply.status in RETRY_STATUSES else "rejected"

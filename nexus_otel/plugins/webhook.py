@@ -11,6 +11,13 @@ the retry limit, dead-letters it (``dead_letters()``, ``replay()``; or
 answer, like a 4xx, is a failed delivery and a dead letter at once. The URLs
 may hold credentials (``https://user:PASSWORD@host/hook?api_key=...``): logs and
 errors show them masked (:func:`nexus_otel.urls.mask_url`).
+
+Webhooks go through the forward proxy that ``HTTP_PROXY`` / ``HTTPS_PROXY`` name,
+but to the hosts ``NO_PROXY`` lists, as curl, requests and httpx do (``proxy=``
+overrides that: :mod:`nexus_otel.exporters.proxies`); ``ca_file=`` and
+``client_cert=`` / ``client_key=`` set the CA bundle and the client certificate
+for ``https`` receivers (:mod:`nexus_otel.exporters.tls`; ``docs/records.md``,
+"Proxies and TLS").
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from ..errors import ConfigurationError
 from ..exporters.delivery import RetryPolicy
 from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
+from ..exporters.proxies import ProxyRoutes
+from ..exporters.tls import client_context
 from ..exporters.webhook import WebhookExporter
 from ..plugin_base import NexusPlugin
 from ..urls import mask_url
@@ -49,8 +58,21 @@ def _check_url(setting: str, url: Any) -> str:
     return url
 
 
+def _fspath(path: str | os.PathLike[str] | None) -> str | None:
+    return None if path is None else os.fspath(path)
+
+
 class WebhookPlugin(NexusPlugin):
-    """Posts a signed JSON payload for each finished workflow to one or more URLs."""
+    """Posts a signed JSON payload for each finished workflow to one or more URLs.
+
+    Proxies and TLS: ``proxy`` is None (the default: ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY`` and ``NO_PROXY`` from the environment), an ``http://`` proxy URL for
+    every receiver (credentials in it become ``Proxy-Authorization``), or False (never a
+    proxy). ``ca_file`` is a PEM CA bundle trusted instead of the system's
+    (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` apply without it); ``client_cert`` (PEM, with the
+    key unless ``client_key`` names the key's PEM file) is presented to receivers that
+    require mutual TLS. Bad values and unreadable files fail at setup, naming the setting.
+    """
 
     name = "webhook"
     version = "1.0.0"
@@ -59,8 +81,15 @@ class WebhookPlugin(NexusPlugin):
                  workflows: Any = None, statuses: Sequence[str] = ("completed",),
                  outbox_path: str | os.PathLike[str] | None = None, max_attempts: int = 8,
                  backoff_base: float = 0.5, backoff_max: float = 300.0, timeout: float = 5.0,
-                 max_in_flight: int = 128, on_unavailable: str = "fail") -> None:
+                 max_in_flight: int = 128, on_unavailable: str = "fail", proxy: str | bool | None = None,
+                 ca_file: str | os.PathLike[str] | None = None, client_cert: str | os.PathLike[str] | None = None,
+                 client_key: str | os.PathLike[str] | None = None, connect_timeout: float = 5.0,
+                 max_rate: float | None = None) -> None:
         self.webhook_url = webhook_url
+        self.connect_timeout = connect_timeout
+        """Seconds a receiver may take to accept a connection (apart from ``timeout``, for its answer)."""
+        self.max_rate = max_rate
+        """Deliveries per second at most, to each URL (for receivers that publish a rate limit); None: no limit."""
         self.secret = secret
         self.workflows = workflows
         self.statuses = statuses
@@ -71,6 +100,14 @@ class WebhookPlugin(NexusPlugin):
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.on_unavailable = on_unavailable
+        self.proxy = proxy
+        """None: the environment's proxies; an ``http://`` proxy URL for every receiver; False: none."""
+        self.ca_file = ca_file
+        """A PEM CA bundle for ``https`` receivers, trusted instead of the system's."""
+        self.client_cert = client_cert
+        """A PEM client certificate (with its key, unless ``client_key``) for receivers requiring mutual TLS."""
+        self.client_key = client_key
+        """The client certificate's private key (PEM, unencrypted), when not in ``client_cert``'s file."""
         """``"fail"`` (default): an execution whose payload cannot be written to the outbox (a full
         disk) fails with RecordsUnavailableError; ``"drop"``: it goes on, its payload lost (docs/records.md)."""
         self.exporter: WebhookExporter | None = None
@@ -111,6 +148,14 @@ class WebhookPlugin(NexusPlugin):
         max_in_flight = int(settings.number("WebhookPlugin.max_in_flight", self.max_in_flight, minimum=1,
                                             maximum=1024, integer=True))
         on_unavailable = settings.choice("WebhookPlugin.on_unavailable", self.on_unavailable, ON_UNAVAILABLE)
+        connect_timeout = float(settings.number("WebhookPlugin.connect_timeout", self.connect_timeout,
+                                                strictly_positive=True, maximum=300))
+        max_rate = None if self.max_rate is None else float(
+            settings.number("WebhookPlugin.max_rate", self.max_rate, strictly_positive=True))
+        # Checked here, so a bad proxy URL or certificate file fails the start, naming the setting.
+        ProxyRoutes(self.proxy, setting="WebhookPlugin.proxy")
+        client_context(ca_file=self.ca_file, client_cert=self.client_cert, client_key=self.client_key,
+                       owner="WebhookPlugin")
         path = Path(self.outbox_path) if self.outbox_path else default_outbox_path(
             nexus_app.telemetry.config.data_dir, LEGACY_OUTBOX)
         self._outbox_file = path
@@ -120,7 +165,9 @@ class WebhookPlugin(NexusPlugin):
             workflows=settings.names("WebhookPlugin.workflows", self.workflows),
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
-            on_unavailable=on_unavailable,
+            on_unavailable=on_unavailable, connect_timeout=connect_timeout, max_rate=max_rate,
+            proxy=self.proxy, ca_file=_fspath(self.ca_file),
+            client_cert=_fspath(self.client_cert), client_key=_fspath(self.client_key),
         )
         self._app = nexus_app
         nexus_app.records.add(self.exporter)

@@ -1,0 +1,148 @@
+"""One destination's turnstile: when a request to it may start, and what its answers teach.
+
+Each destination (a webhook URL) has a :class:`Gate` on the poster's event
+loop. A request waits at the gate until
+
+- fewer requests are in flight than its :class:`~.adaptive_limit.AdaptiveLimit` allows,
+- no hold is on (a ``Retry-After`` the receiver sent with a 429 or 503), and
+- its ``max_rate`` (deliveries per second, if set) has a token for it;
+
+and each request's end is reported back (:meth:`Gate.done`) so the limit learns
+from it. New connections are opened at a bounded pace (:data:`CONNECT_BURST`
+at once, then one per :data:`CONNECT_SPACING`), so a burst never lands on a
+receiver's short accept queue all at once; a connection that was slow to be
+accepted (its SYN dropped and sent again) is an overload signal, not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from .adaptive_limit import AdaptiveLimit
+
+CONNECT_BURST = 4
+"""New connections a destination may be opened at once: fewer than the smallest accept queue users run
+(Python's ``socketserver`` listens with 5)."""
+CONNECT_SPACING = 0.002
+"""Seconds between new connections beyond the burst (a pace of 500 a second at most)."""
+SLOW_CONNECT = 0.5
+"""A connection that took longer than this (seconds) to be accepted was queued or its SYN dropped
+(Linux sends it again after 1 s): the receiver is full."""
+RATE_WAIT = 1.0
+"""A request whose rate token is further off than this (seconds) is held back, not kept waiting."""
+
+OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers that say the receiver (or the proxy in front of it) is full: they cut the limit."""
+
+
+class Held(Exception):
+    """The request was not started: its destination is held (``until`` is a ``time.time()``) for ``reason``."""
+
+    def __init__(self, until: float, reason: str) -> None:
+        super().__init__(f"held until {until:.3f} ({reason})")
+        self.until = until
+        self.reason = reason
+
+
+class Gate:
+    """Admits requests to one destination; lives on the poster's loop (not thread-safe, not needed)."""
+
+    def __init__(self, ceiling: int, max_rate: float | None = None) -> None:
+        self.limit = AdaptiveLimit(ceiling)
+        self.in_flight = 0
+        self.max_rate = max_rate
+        self.held_until = 0.0  # time.monotonic()
+        self.hold_reason = ""
+        self._next_token = 0.0  # time.monotonic() at which the next rate token is due
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._connects: deque[float] = deque()  # when the last CONNECT_BURST connections were started
+
+    # -- admission ----------------------------------------------------------------------------
+    async def enter(self, not_after: float | None) -> None:
+        """Wait for this request's turn. Raises :class:`Held` if it may not start before ``not_after``
+        (a ``time.monotonic()``) or its destination is held; then nothing was sent."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = time.monotonic()
+            if now < self.held_until:
+                raise Held(time.time() + (self.held_until - now), self.hold_reason)
+            if self.in_flight < self.limit.allowed:
+                rate_wait = self._rate_wait(now)
+                if rate_wait <= 0.0:
+                    self._take_token(now)
+                    self.in_flight += 1
+                    return
+                if rate_wait > RATE_WAIT or (not_after is not None and now + rate_wait >= not_after):
+                    raise Held(time.time() + rate_wait, f"max_rate {self.max_rate:g}/s")
+                await asyncio.sleep(rate_wait)
+                continue
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            timer = None if not_after is None else loop.call_later(max(0.0, not_after - now), _wake, waiter)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if not_after is not None and time.monotonic() >= not_after:
+                raise Held(time.time(), "its deadline came while it waited for its turn")
+
+    def _rate_wait(self, now: float) -> float:
+        return 0.0 if self.max_rate is None else self._next_token - now
+
+    def _take_token(self, now: float) -> None:
+        if self.max_rate is not None:
+            self._next_token = max(self._next_token, now) + 1.0 / self.max_rate
+
+    async def connect_turn(self) -> None:
+        """Wait until a new connection may be opened to this destination (the bounded pace)."""
+        while True:
+            now = time.monotonic()
+            if len(self._connects) < CONNECT_BURST:
+                self._connects.append(now)
+                return
+            wait = self._connects[0] + CONNECT_BURST * CONNECT_SPACING - now
+            if wait <= 0.0:
+                self._connects.popleft()
+                self._connects.append(now)
+                return
+            await asyncio.sleep(wait)
+
+    # -- what answers teach ------------------------------------------------------------------
+    def connected(self, seconds: float) -> None:
+        """A new connection was accepted after ``seconds``; a slow one means a full accept queue."""
+        if seconds > SLOW_CONNECT:
+            self.limit.overloaded(time.monotonic())
+
+    def done(self, seconds: float | None, overloaded: bool = False) -> None:
+        """A request ended: answered cleanly in ``seconds`` (None: no clean answer), or ``overloaded``."""
+        self.in_flight -= 1
+        if overloaded:
+            self.limit.overloaded(time.monotonic())
+        elif seconds is not None:
+            self.limit.answered(seconds, self.in_flight, time.monotonic())
+        self._wake_some()
+
+    def hold(self, seconds: float, reason: str) -> None:
+        """No request starts for ``seconds`` (a ``Retry-After``); those waiting are held back at once."""
+        until = time.monotonic() + seconds
+        if until > self.held_until:
+            self.held_until = until
+            self.hold_reason = reason
+        while self._waiters:
+            _wake(self._waiters.popleft())
+
+    def _wake_some(self) -> None:
+        free = self.limit.allowed - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
