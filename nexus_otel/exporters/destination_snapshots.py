@@ -74,7 +74,7 @@ class DestinationSnapshots:
         """Write ``states`` if they changed since the last write and ``interval`` has passed; true if written."""
         states = list(states)
         with self._lock:
-            if self._closed or states == self._written or self._clock() < self._next:
+            if self._closed or self._clock() < self._next or states == self._written:
                 return False
             self._next = self._clock() + self.interval
             try:
