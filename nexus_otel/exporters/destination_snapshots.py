@@ -189,7 +189,7 @@ def _hold(state: DestinationState, now: float) -> str:
 
 
 def _breaker(state: DestinationState, now: float) -> str:
-    failures = f", {state.failures} failures" if state.failures else ""
+    failures = f", {state.failures} failure{'s' if state.failures != 1 else ''}" if state.failures else ""
     if state.breaker != "open":
         return f"breaker {state.breaker}{failures}"
     if state.breaker_until is None:
