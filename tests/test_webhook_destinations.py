@@ -85,6 +85,34 @@ def test_prometheus_exposition_names_the_gauges_and_never_the_credentials() -> N
     assert "PASSWORD-1" not in text and "KEY-2" not in text
 
 
+def test_across_worker_processes_limits_add_up_and_a_hold_is_the_largest_reading() -> None:
+    """serve --workers: the merged /metrics sums limit and in flight over workers; held is 1 if any worker holds."""
+    from prometheus_client.exposition import generate_latest
+
+    from nexus_otel.telemetry.worker_metrics import decode, encode, merge
+
+    def worker(limit: int, in_flight: int, held: bool) -> list[dict]:
+        capture = CapturedTelemetry()
+        until = time.time() + (30 if held else -30)
+        observe_destinations(capture.meter_provider.get_meter("t"),
+                             lambda: [DestinationState(PLAIN_URL, limit, 128, in_flight, held_until=until)])
+        return decode(encode(capture.prometheus_registry.collect()))
+
+    class Merged:
+        def collect(self) -> list:
+            return merge([worker(4, 1, True), worker(6, 2, False)])
+
+    lines = generate_latest(Merged()).decode().splitlines()  # type: ignore[arg-type]
+
+    def sample(prefix: str, *parts: str) -> float:
+        (line,) = [x for x in lines if x.startswith(prefix + "{") and all(p in x for p in parts)]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert sample("nexus_webhook_concurrency_limit") == 10
+    assert sample("nexus_webhook_in_flight") == 3
+    assert sample("nexus_webhook_held", 'reason="retry_after"') == 1
+
+
 def test_a_failing_source_gives_no_series_and_no_error() -> None:
     """A sender whose state cannot be read leaves the gauges empty; the collection itself goes on."""
     capture = CapturedTelemetry()
