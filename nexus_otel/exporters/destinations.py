@@ -2,7 +2,8 @@
 
 The delivery worker's view of each receiver, for people: the concurrency
 limit it has adapted to, a hold a ``Retry-After`` asked for, and whether its
-circuit is open after failures.
+circuit is open after failures. Shown as gauges (:mod:`.destination_metrics`)
+and by ``nexus-otel webhooks status`` (:mod:`.destination_snapshots`).
 """
 
 from __future__ import annotations
