@@ -26,24 +26,18 @@ requests a receiver sees are the same but for aiohttp's ``Accept-Encoding``
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import httptools
 
-from ..urls import mask_url
 from .proxies import Proxy, ProxyRoutes
+from .request_head import HttpError, Target, request_bytes
 from .tunnel import TunnelError, connect_through
-
-
-class HttpError(Exception):
-    """The request could not be sent or its answer not read (refused, reset, closed early, bad response)."""
 
 
 class StaleConnection(HttpError):
@@ -56,64 +50,6 @@ class ConnectTimeout(HttpError):
 
 class AnswerTimeout(HttpError):
     """The request was sent but its answer did not come within the answer timeout."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a URL's requests go: the connection's endpoint and the request line's pieces."""
-
-    scheme: str
-    host: str
-    port: int
-    host_header: str
-    path: str
-    authorization: str | None
-
-    @classmethod
-    def of(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise HttpError(f"not an http(s) URL: {mask_url(url)!r}")  # the error is logged and stored
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        netloc = parts.netloc.rpartition("@")[2]
-        default = (parts.scheme == "http" and port == 80) or (parts.scheme == "https" and port == 443)
-        host_header = netloc.rsplit(":", 1)[0] if default and netloc.endswith(f":{port}") else netloc
-        authorization = None
-        if parts.username is not None:
-            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            authorization = "Basic " + base64.b64encode(pair).decode("ascii")
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.scheme, parts.hostname, port, host_header, path, authorization)
-
-
-_OURS = ("host", "content-length", "transfer-encoding")
-"""Headers only the client writes: where the request goes and how long its body is."""
-_DEFAULTS = ("host", "accept", "user-agent", "authorization")
-
-
-def request_bytes(target: Target, body: bytes, headers: Mapping[str, str], user_agent: str) -> bytes:
-    """The whole request: request line, headers, ``Content-Length``, body (a caller's header wins over a default)."""
-    defaults = {"host": target.host_header, "accept": "*/*", "user-agent": user_agent}
-    if target.authorization:
-        defaults["authorization"] = target.authorization
-    lines = [f"POST {target.path} HTTP/1.1"]
-    mine = []
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in _OURS:
-            continue
-        if lower in defaults:
-            defaults[lower] = value  # the caller's, in the default's place
-            continue
-        mine.append(f"{name}: {value}")
-    lines += [f"{name}: {value}" for name, value in defaults.items()]
-    lines += mine
-    lines.append(f"content-length: {len(body)}")
-    head = "\r\n".join(lines)
-    # Exactly one CR and one LF between lines: a header holding a line break would smuggle in another.
-    if head.count("\r") != len(lines) - 1 or head.count("\n") != len(lines) - 1:
-        raise HttpError("a header name or value holds a line break")
-    return head.encode("latin-1") + b"\r\n\r\n" + body
 
 
 class _Connection(asyncio.Protocol):
@@ -260,7 +196,6 @@ class Pool:
         if route is None:
             route = self._routes[url] = _Route.of(self.target(url), self._proxies)
         return route
-
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float,
                    answer_timeout: float | None = None, on_connect: Callable[[float], None] | None = None,
