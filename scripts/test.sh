@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up (idempotent), install the real servers the
 # end-to-end tests run (Debian's prometheus, which brings promtool,
-# postgresql and redis-server), build the OpenTelemetry Collector and Jaeger
+# postgresql, redis-server and tinyproxy), build the OpenTelemetry Collector and Jaeger
 # from source once (scripts/build-binaries.sh; cached outside the repository),
 # then lint (ruff), type-check (mypy) and run the whole suite. Extra arguments
 # go to pytest, e.g. scripts/test.sh -k otlp
@@ -30,6 +30,7 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)  # the forward proxy of tests/test_webhook_proxies.py
 if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then

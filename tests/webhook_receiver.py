@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -102,12 +103,17 @@ class _Server(ThreadingHTTPServer):
     # socketserver default backlog of 5 would drop their SYNs and turn a burst into timeouts.
     request_queue_size = 256
 
-    def __init__(self, receiver: WebhookReceiver, address: tuple[str, int]) -> None:
-        """Bind to ``address`` and remember the receiver that holds the state."""
+    def __init__(self, receiver: WebhookReceiver, address: tuple[str, int],
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """Bind to ``address`` and remember the receiver that holds the state (serving TLS with ``ssl_context``)."""
         self.receiver = receiver
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+        if ssl_context is not None:
+            # The handshake runs on the connection's own thread (_Handler.setup), so a client that
+            # fails it (an unknown CA, no client certificate) never holds up the accept loop.
+            self.socket = ssl_context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Track the connection so :meth:`drop_connections` can end its handler thread."""
@@ -146,6 +152,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output quiet."""
+
+    def setup(self) -> None:
+        """Finish the TLS handshake first on an ``https`` receiver (a failed one ends the connection)."""
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
 
     def _read_body(self) -> bytes:
         """The request body, by ``Content-Length`` or chunked transfer encoding."""
@@ -207,8 +219,13 @@ class WebhookReceiver:
 
     def __init__(self, *, path: str = "/hook", status: int = 200,
                  status_sequence: Iterable[int] = (), retry_after: int | str | None = None,
-                 hang: float = 0.0, max_hang: float = MAX_HANG, port: int = 0) -> None:
-        """Bind to 127.0.0.1 (a free port unless ``port``) and serve on a daemon thread right away."""
+                 hang: float = 0.0, max_hang: float = MAX_HANG, port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """Bind to 127.0.0.1 (a free port unless ``port``) and serve on a daemon thread right away.
+
+        With ``ssl_context`` (a server context: its certificate, and a CA to require client certificates
+        from if it should) it serves ``https``.
+        """
         self.path = path if path.startswith("/") else "/" + path
         self.max_hang = max_hang
         self._lock = threading.Lock()
@@ -220,7 +237,8 @@ class WebhookReceiver:
         self._hang = 0.0
         self.set_hang(hang)
         self._closing = threading.Event()
-        self._server = _Server(self, (LOOPBACK, port))
+        self.scheme = "https" if ssl_context is not None else "http"
+        self._server = _Server(self, (LOOPBACK, port), ssl_context)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"webhook-receiver-{self.port}", daemon=True)
@@ -230,8 +248,8 @@ class WebhookReceiver:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://{LOOPBACK}:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https://`` when serving TLS)."""
+        return f"{self.scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def url(self) -> str:

@@ -105,10 +105,12 @@ class ProxyRoutes:
         if proxy is None:
             return None
         # NO_PROXY entries may name a port (host:port): urllib compares the host with and without it.
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        # (public in urllib.request, though typeshed does not list it)
-        if urllib.request.proxy_bypass_environment(address, self._environment):  # type: ignore[attr-defined]
-            return None
+        # An IPv6 literal is asked both bracketed ([::1]:8080, [::1]) and bare (::1), as users write it either way.
+        asked = (f"[{host}]:{port}", host) if ":" in host else (f"{host}:{port}",)
+        for address in asked:
+            # (public in urllib.request, though typeshed does not list it)
+            if urllib.request.proxy_bypass_environment(address, self._environment):  # type: ignore[attr-defined]
+                return None
         return proxy
 
     def __repr__(self) -> str:
