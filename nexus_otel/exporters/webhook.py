@@ -24,8 +24,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from opentelemetry.metrics import Meter
 from standardwebhooks.webhooks import Webhook
@@ -43,11 +44,14 @@ from .outbox import DEFAULT_LEASE, WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outbox_exporter import OutboxExporter
 from .outcomes import OutcomeCounts
 from .proxies import ProxyRoutes
+from .request_head import check_headers
 from .retry_after import retry_after_seconds
 from .tls import client_context
 
 log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+"""Headers the Standard Webhooks signature owns: a configured one would make receivers' verification fail."""
 ATTEMPT_RESULTS = ("delivered", "rejected", "overloaded", "server_error", "connect_timeout", "answer_timeout",
                    "connection_error")
 
@@ -77,8 +81,21 @@ def body_of(stored: Any) -> dict[str, Any]:
 
 
 def message_id_of(workflow_id: str) -> str:
-    """The ``webhook-id`` of an execution's payload: stable across retries and restarts."""
+    """The ``webhook-id`` of an execution's payload: stable across retries and restarts.
+
+    nexus-otel's workflow ids are hex; any other id is percent-encoded (UTF-8) beyond RFC 3986's
+    unreserved characters, so no id can put a line break or a control character into a request head.
+    """
+    if not (workflow_id.isascii() and workflow_id.isalnum()):
+        workflow_id = quote(workflow_id, safe="-._~", errors="surrogatepass")
     return f"msg_{workflow_id}"
+
+
+def _fixed_headers(extra: Mapping[str, str]) -> dict[str, str]:
+    """Every request's fixed headers: ``content-type: application/json`` (unless ``extra`` names another), ``extra``."""
+    if any(name.lower() == "content-type" for name in extra):
+        return dict(extra)
+    return {"content-type": "application/json", **extra}
 
 
 class WebhookExporter(OutboxExporter):
@@ -97,8 +114,11 @@ class WebhookExporter(OutboxExporter):
                  policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None,
                  max_in_flight: int = 128, on_unavailable: str = "fail", connect_timeout: float = 5.0,
                  max_rate: float | None = None, proxy: str | bool | None = None, ca_file: str | None = None,
-                 client_cert: str | None = None, client_key: str | None = None) -> None:
+                 client_cert: str | None = None, client_key: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.urls = tuple(urls)
+        # Checked as h11 and RFC 9110 say (a bad one is a ConfigurationError now, not a failed delivery later).
+        self._headers = _fixed_headers(check_headers("WebhookExporter.headers", headers, reserved=SIGNATURE_HEADERS))
         self.workflows = workflows
         self.statuses = statuses
         self.timeout = timeout
@@ -125,6 +145,8 @@ class WebhookExporter(OutboxExporter):
             # The worker's thread runs the poster's loop, so it closes the poster as it ends, also after
             # a stop() that could not wait for it.
             on_exit=self._poster.close,
+            # After each settled batch and once a second when idle: each destination's state for `webhooks status`.
+            on_tick=self.publish_destinations,
             # Requests start in the lease's first half and last at most `timeout`.
             lease=max(DEFAULT_LEASE, 4 * timeout))
         self.snapshots = DestinationSnapshots(snapshots_dir(self.outbox.path))
@@ -184,7 +206,6 @@ class WebhookExporter(OutboxExporter):
             result = attempt_result(reply)
             if result is not None:
                 self.attempts.add(result)
-        self.publish_destinations()
         return [_outcome(reply) for reply in replies]
 
     def _request(self, message: Message, deadline: float | None) -> Post:
@@ -192,7 +213,7 @@ class WebhookExporter(OutboxExporter):
         body = fastjson.dumpb(body_of(message.payload))
         now = _dt.datetime.now(_dt.timezone.utc)
         headers = {
-            "content-type": "application/json",
+            **self._headers,
             "webhook-id": message.message_id,
             "webhook-timestamp": str(int(now.timestamp())),
         }

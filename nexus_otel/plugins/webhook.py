@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .. import settings
 from ..errors import ConfigurationError
@@ -35,10 +34,10 @@ from ..exporters.delivery import RetryPolicy
 from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
 from ..exporters.proxies import ProxyRoutes
+from ..exporters.request_head import check_headers, check_url
 from ..exporters.tls import client_context
-from ..exporters.webhook import WebhookExporter
+from ..exporters.webhook import SIGNATURE_HEADERS, WebhookExporter
 from ..plugin_base import NexusPlugin
-from ..urls import mask_url
 
 log = logging.getLogger("nexus_otel.webhooks")
 STATUSES = ("completed", "failed", "rejected")
@@ -47,14 +46,8 @@ LEGACY_OUTBOX = "webhook-outbox.sqlite"
 
 
 def _check_url(setting: str, url: Any) -> str:
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        valid = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # an unclosed [IPv6 literal
-        valid = False
-    if not valid:  # the message shows the URL with its credentials masked
-        raise ConfigurationError(setting, mask_url(url) if isinstance(url, str) else url,
-                                 "an http:// or https:// URL")
+    """``url`` as given, once the request head's rules accept it (the error shows it with credentials masked)."""
+    check_url(setting, url)
     return url
 
 
@@ -72,6 +65,14 @@ class WebhookPlugin(NexusPlugin):
     (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` apply without it); ``client_cert`` (PEM, with the
     key unless ``client_key`` names the key's PEM file) is presented to receivers that
     require mutual TLS. Bad values and unreadable files fail at setup, naming the setting.
+
+    ``headers``: extra headers sent with every payload (``{"Authorization": "Bearer ..."}``).
+    Checked at setup as h11 and RFC 9110 say (token names; visible-ASCII values without line
+    breaks, control characters or whitespace at either end; each name once); ``Host``,
+    ``Content-Length``, ``Transfer-Encoding`` and the signature's ``webhook-id``,
+    ``webhook-timestamp``, ``webhook-signature`` are refused (nexus-otel writes those). A
+    ``Content-Type``, ``User-Agent``, ``Accept`` or ``Authorization`` replaces the default (an
+    ``Authorization`` the URL's credentials would give, too). Errors name a header, never show its value.
     """
 
     name = "webhook"
@@ -84,8 +85,10 @@ class WebhookPlugin(NexusPlugin):
                  max_in_flight: int = 128, on_unavailable: str = "fail", proxy: str | bool | None = None,
                  ca_file: str | os.PathLike[str] | None = None, client_cert: str | os.PathLike[str] | None = None,
                  client_key: str | os.PathLike[str] | None = None, connect_timeout: float = 5.0,
-                 max_rate: float | None = None) -> None:
+                 max_rate: float | None = None, headers: Mapping[str, str] | None = None) -> None:
         self.webhook_url = webhook_url
+        self.headers = headers
+        """Extra headers for every payload (checked at setup; see the class's docstring)."""
         self.connect_timeout = connect_timeout
         """Seconds a receiver may take to accept a connection (apart from ``timeout``, for its answer)."""
         self.max_rate = max_rate
@@ -119,6 +122,7 @@ class WebhookPlugin(NexusPlugin):
         if not urls:
             raise ConfigurationError("WebhookPlugin.webhook_url", self.webhook_url, "a URL or a list of URLs")
         urls = [_check_url("WebhookPlugin.webhook_url", u) for u in urls]
+        headers = check_headers("WebhookPlugin.headers", self.headers, reserved=SIGNATURE_HEADERS)
         statuses = self.statuses
         if isinstance(statuses, str) or not statuses:
             raise ConfigurationError("WebhookPlugin.statuses", statuses,
@@ -167,7 +171,7 @@ class WebhookPlugin(NexusPlugin):
             meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
             on_unavailable=on_unavailable, connect_timeout=connect_timeout, max_rate=max_rate,
             proxy=self.proxy, ca_file=_fspath(self.ca_file),
-            client_cert=_fspath(self.client_cert), client_key=_fspath(self.client_key),
+            client_cert=_fspath(self.client_cert), client_key=_fspath(self.client_key), headers=headers,
         )
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
