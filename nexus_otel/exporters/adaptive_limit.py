@@ -15,7 +15,8 @@ small and learns it, per destination, from each answer:
   workers answering 503 beyond it) is probed above it rarely, not every few
   answers; a plateau passed without overload is forgotten.
 - **Queueing**: an answer that took more than twice the destination's usual
-  answer time (a decaying minimum) plus 10 ms is not clean: it does not grow
+  answer time (the least seen, following slower answers over about ten
+  seconds) plus 10 ms is not clean: it does not grow
   the limit, and a run of them shrinks it by one per round trip, so a
   receiver that queues requests internally is not fed more than it serves.
 
@@ -36,8 +37,9 @@ PLATEAU_SLOWDOWN = 8
 QUEUE_FACTOR = 2.0
 QUEUE_SLACK = 0.010
 """An answer slower than ``QUEUE_FACTOR`` times the usual answer time plus this (seconds) shows a queue."""
-BASELINE_DRIFT = 0.02
-"""How fast the usual answer time follows slower answers (a share of the gap per answer)."""
+BASELINE_DRIFT = 10.0
+"""Seconds over which the usual answer time follows answers that stay slower: a receiver that became slower
+for good is learnt in about this long, while a queue that forms is seen as one well within it."""
 
 
 class AdaptiveLimit:
@@ -54,6 +56,7 @@ class AdaptiveLimit:
         self.baseline: float | None = None
         """The usual answer time (seconds): the least seen, drifting up slowly toward slower answers."""
         self._recovering_until = 0.0  # no second cut before this (time.monotonic())
+        self._baseline_at = 0.0  # when the usual answer time last moved
         self.cuts = 0
 
     @property
@@ -70,8 +73,11 @@ class AdaptiveLimit:
         baseline = self.baseline
         if baseline is None or seconds < baseline:
             self.baseline = baseline = seconds
+            self._baseline_at = now
         else:
-            self.baseline = baseline + (seconds - baseline) * BASELINE_DRIFT
+            share = min(1.0, max(0.0, now - self._baseline_at) / BASELINE_DRIFT)
+            self.baseline = baseline + (seconds - baseline) * share
+            self._baseline_at = now
         if seconds > QUEUE_FACTOR * baseline + QUEUE_SLACK:
             self.slow_start = False  # a queue is forming: stop growing, and drain it slowly
             self.limit = max(1.0, self.limit - 1.0 / self.limit)

@@ -221,7 +221,8 @@ class OutboxWorker:
                  batch_size: int = 50, name: str = "outbox",
                  on_outcome: Callable[[str, int], None] | None = None, idle_poll: float = 1.0,
                  breaker: CircuitBreaker | None = None, linger: float = 0.2, refill: float = 0.0,
-                 on_exit: Callable[[], None] | None = None, lease: float = DEFAULT_LEASE) -> None:
+                 on_exit: Callable[[], None] | None = None, lease: float = DEFAULT_LEASE,
+                 on_tick: Callable[[], None] | None = None) -> None:
         self.outbox = outbox
         self.lease = lease
         """Seconds a claimed batch is this worker's alone (see :meth:`Outbox.claim`)."""
@@ -238,6 +239,9 @@ class OutboxWorker:
         where a batch costs much more than a message (a database transaction). 0 takes what is due at once,
         which keeps a slow receiver's requests in flight."""
         self.on_exit = on_exit
+        self.on_tick = on_tick
+        """Called on the worker's thread after each batch is settled, and at least once an ``idle_poll`` when
+        idle: to publish what the worker knows (each destination's state)."""
         """Called on the worker's thread as it ends (after the drain): to release what only it used."""
         self.breaker = breaker or CircuitBreaker(base=min(policy.base, 1.0), cap=min(policy.cap, 30.0), name=name)
         self._wake = threading.Event()
@@ -265,6 +269,11 @@ class OutboxWorker:
         except Exception as exc:
             log.error("%s: cannot release the claims of ended processes: %s", self.name, exc)
         while not self._stop.is_set():
+            if self.on_tick is not None:
+                try:
+                    self.on_tick()
+                except Exception as exc:
+                    log.debug("%s: on_tick failed: %s", self.name, exc)
             try:
                 worked, full = self._run_batch()
             except Exception as exc:  # never let the worker die; a broken batch waits and retries

@@ -18,12 +18,10 @@ than on asyncio's own loop in one A/B run.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from .gate import OVERLOAD_STATUSES, Gate, Held
 from .http1 import AnswerTimeout, ConnectTimeout, HttpError, Pool
@@ -70,7 +68,6 @@ class NotStarted(Exception):
     """The request's ``not_after`` came while it waited for its turn; nothing was sent."""
 
 
-T = TypeVar("T")
 MIN_ATTEMPT = 0.05
 """Seconds a request needs at least; with less time left before ``not_after`` it is not started."""
 
@@ -82,16 +79,6 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-if sys.version_info >= (3, 11):
-    async def _within(call: Awaitable[T], seconds: float) -> T:
-        """``call``, cancelled with ``TimeoutError`` after ``seconds``: a timer on this task, no task of its own."""
-        async with asyncio.timeout(seconds):
-            return await call
-else:  # pragma: no cover - Python 3.10
-    def _within(call: Awaitable[T], seconds: float) -> Awaitable[T]:
-        return asyncio.wait_for(call, seconds)
 
 
 class ConcurrentPoster:
@@ -153,36 +140,26 @@ class ConcurrentPoster:
         except Held as held:
             return held
         started = time.monotonic()
-        connect_seconds = 0.0
         seconds = post.timeout
+        connect_timeout = self.connect_timeout
         if post.not_after is not None:
-            seconds = min(seconds, post.not_after - started)
-            if seconds < MIN_ATTEMPT:
+            left = post.not_after - started
+            if left < MIN_ATTEMPT:
                 gate.done(None)
                 return NotStarted("its deadline came while it waited for its turn")
-
-        def connected(took: float) -> None:
-            nonlocal connect_seconds
-            connect_seconds = took
-            gate.connected(took)
-
+            seconds, connect_timeout = min(seconds, left), min(connect_timeout, left)
         overloaded = True
         answered: float | None = None
-        try:
-            connect_timeout = self.connect_timeout
-            if post.not_after is not None:
-                connect_timeout = min(connect_timeout, post.not_after - started)
-            status, retry_after = await _within(
-                self._pool.post(post.url, post.body, post.headers, connect_timeout, seconds, connected,
-                                gate.connect_turn),
-                connect_timeout + seconds)
+        try:  # the connect and the answer have timeouts of their own: no timer around the whole
+            status, retry_after = await self._pool.post(post.url, post.body, post.headers, connect_timeout,
+                                                        seconds, gate.connected, gate.connect_turn)
             overloaded = status in OVERLOAD_STATUSES
             if overloaded and retry_after:
                 hold = retry_after_seconds(retry_after)
                 if hold:
                     gate.hold(min(hold, self.hold_cap), f"Retry-After {hold:g} s (HTTP {status})")
             elif not overloaded:
-                answered = time.monotonic() - started - connect_seconds
+                answered = time.monotonic() - started  # a new connection's time included: it is part of the wait
             return Reply(status, retry_after)
         except ConnectTimeout as exc:
             return ConnectTimedOut(str(exc))
