@@ -218,7 +218,8 @@ def test_refused_proxy_credentials_say_so_and_stay_masked(tmp_path, ca):
 
 
 def test_the_tunnel_on_asyncios_own_loop_and_a_proxy_asking_for_credentials(tmp_path, ca):
-    """CONNECT and TLS over it work on asyncio's loop too (the poster runs uvloop's); no credentials: 407, said so."""
+    """CONNECT and TLS over it on asyncio's loop too (the poster runs uvloop's); no credentials: 407, said so;
+    an unknown CA: refused."""
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     (tmp_path / "proxy").mkdir()
@@ -239,6 +240,10 @@ def test_the_tunnel_on_asyncios_own_loop_and_a_proxy_asking_for_credentials(tmp_
             without = Pool("t", proxy=ProxyRoutes(guarded.url()), tls=tls)
             with pytest.raises(HttpError, match="answered CONNECT .* with 407 .*asks for credentials"):
                 asyncio.run(post(without, secure.url))
+            # The receiver's certificate is verified through the tunnel: without the private CA, refused.
+            unverified = Pool("t", proxy=ProxyRoutes(guarded.url("alice:s3cret")))
+            with pytest.raises(HttpError, match="through proxy .*CERTIFICATE_VERIFY_FAILED"):
+                asyncio.run(post(unverified, secure.url))
         finally:
             guarded.close()
     assert len(secure.requests()) == 1
