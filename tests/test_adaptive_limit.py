@@ -189,6 +189,14 @@ def test_a_slow_connection_is_an_overload_signal():
     assert gate.limit.allowed == int(20 * CUT)
 
 
+def test_a_far_receivers_usual_connect_time_is_not_overload():
+    gate = Gate(ceiling=128)
+    gate.limit.limit = 20.0
+    gate.connected(0.6)  # TLS across the world: a few round trips of 200 ms
+    gate.connected(0.9)
+    assert gate.limit.allowed == 20
+
+
 # -- Retry-After ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value, seconds", [("2", 2.0), (" 120 ", 120.0), ("0", 0.0), ("-5", 0.0), ("1.5", 1.5),
                                             (None, None), ("", None), ("soon", None), ("nan", None)])

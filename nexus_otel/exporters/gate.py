@@ -28,8 +28,9 @@ CONNECT_BURST = 4
 CONNECT_SPACING = 0.002
 """Seconds between new connections beyond the burst (a pace of 500 a second at most)."""
 SLOW_CONNECT = 0.5
-"""A connection that took longer than this (seconds) to be accepted was queued or its SYN dropped
-(Linux sends it again after 1 s): the receiver is full."""
+"""A connection that took longer than this (seconds), and three times the destination's quickest, to be
+accepted was queued or its SYN dropped (Linux sends it again after 1 s): the receiver is full. (A far
+receiver's TLS handshake, part of the connect, takes a few round trips: its quickest sets the bar.)"""
 RATE_WAIT = 1.0
 """A request whose rate token is further off than this (seconds) is held back, not kept waiting."""
 
@@ -58,6 +59,7 @@ class Gate:
         self._next_token = 0.0  # time.monotonic() at which the next rate token is due
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._connects: deque[float] = deque()  # when the last CONNECT_BURST connections were started
+        self._quickest_connect: float | None = None
 
     # -- admission ----------------------------------------------------------------------------
     async def enter(self, not_after: float | None) -> None:
@@ -113,7 +115,10 @@ class Gate:
     # -- what answers teach ------------------------------------------------------------------
     def connected(self, seconds: float) -> None:
         """A new connection was accepted after ``seconds``; a slow one means a full accept queue."""
-        if seconds > SLOW_CONNECT:
+        quickest = self._quickest_connect
+        if quickest is None or seconds < quickest:
+            self._quickest_connect = quickest = seconds
+        if seconds > SLOW_CONNECT and seconds > 3 * quickest:
             self.limit.overloaded(time.monotonic())
 
     def done(self, seconds: float | None, overloaded: bool = False) -> None:

@@ -2,16 +2,15 @@
 
 ``on_end`` only queues: one line appended to the local outbox's journal, done
 before the workflow's caller gets its result, so a crash after that loses no payload. A worker
-thread posts each due batch concurrently (``max_in_flight`` requests per
-destination, pooled keep-alive connections: :mod:`.http_poster`). The rate to
-one receiver is about ``max_in_flight`` divided by its answer time; the
-default, 128, delivers about 1,900 a second to a receiver answering in 50 ms,
-where 64 gave 1,080, too close to a load of 1,000 a second (``benchmarks/throughput.py``
-prints the rate by ``max_in_flight``). Payloads are signed per the Standard Webhooks
+thread posts each due batch concurrently over pooled keep-alive connections
+(:mod:`.http_poster`), as many at once to each destination as its adaptive
+limit allows (:mod:`.adaptive_limit`: learnt from its answers, at most
+``max_in_flight``). The rate to one receiver is about that limit divided by its
+answer time (``benchmarks/throughput.py`` prints it by ``max_in_flight``). Payloads are signed per the Standard Webhooks
 specification (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``:
 HMAC-SHA256, via the ``standardwebhooks`` package), so any Standard Webhooks
 library verifies it. Timeouts, connection errors, 429 and 5xx are retried
-with backoff and jitter (``Retry-After`` is honoured); other 4xx answers, 3xx
+with backoff and jitter (a ``Retry-After`` holds its destination); other 4xx answers, 3xx
 answers (redirects are not followed: a receiver that moved must be given its
 new URL) and exhausted retries go to the dead letters. A retry keeps its ``webhook-id``, so
 receivers can drop duplicates; its timestamp and signature are fresh. Payloads
