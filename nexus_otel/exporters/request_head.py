@@ -208,19 +208,19 @@ def check_headers(setting: str, headers: Any, *, reserved: Collection[str] = ())
     checked: dict[str, str] = {}
     seen: set[str] = set()
     for name, value in headers.items():
+        shown = f"{name}: <value hidden>"  # a value may be a secret (Authorization, an API key)
+        lower = name.lower() if isinstance(name, str) else ""
+        if lower in CLIENT_HEADERS or lower in reserved:  # before h11's checks: h11 has rules of its own for these
+            owned = sorted(CLIENT_HEADERS | set(reserved))
+            raise ConfigurationError(setting, shown, f"a header other than {', '.join(owned)} "
+                                     "(nexus-otel writes those itself)")
         if not isinstance(name, str) or not _h11_accepts(name, ""):
             raise ConfigurationError(setting, name, "header names made of RFC 9110 token characters "
                                      "(letters, digits and !#$%&'*+-.^_`|~)")
-        shown = f"{name}: <value hidden>"  # a value may be a secret (Authorization, an API key)
         if not isinstance(value, str) or not (_h11_accepts(name, value) and _FIELD_VALUE.fullmatch(value)):
             raise ConfigurationError(setting, shown, "a header value of visible ASCII characters with inner "
                                      "spaces or tabs only: no line break, control character, or leading or "
                                      "trailing whitespace")
-        lower = name.lower()
-        if lower in CLIENT_HEADERS or lower in reserved:
-            owned = sorted(CLIENT_HEADERS | set(reserved))
-            raise ConfigurationError(setting, shown, f"a header other than {', '.join(owned)} "
-                                     "(nexus-otel writes those itself)")
         if lower in seen:
             raise ConfigurationError(setting, shown, "each header name once (names are case-insensitive)")
         seen.add(lower)
@@ -271,7 +271,9 @@ def request_bytes(target: Target, body: bytes, headers: Mapping[str, str], user_
                          f"content-length: {len(body)}"])
     # No CR, LF or control character but in separators (checked above); non-ASCII anywhere is refused here.
     if not head.isascii():
-        raise HttpError("a header or the request target holds a non-ASCII character")
+        culprit = next((name for name, value in fields if not (name + value).isascii()), None)
+        raise HttpError("the request target holds a non-ASCII character" if culprit is None
+                        else f"the header {culprit!r} holds a non-ASCII character")
     return head.encode("ascii") + b"\r\n\r\n" + body
 
 
