@@ -195,17 +195,14 @@ class CircuitBreaker:
             hold.held += n
 
     def succeeded(self, destination: str, now: float) -> None:
+        """``destination`` delivered, or gave a final answer (a 3xx or 4xx): it is reachable, so its other
+        messages go without probing and each gets its own answer; an outage it was in is over."""
         self._up.add(destination)
         circuit = self._circuits.pop(destination, None)
         if circuit is not None:
             self.logger.warning("%s: %s is back after %.1f s (%d failed attempts, %d attempts held back)",
                                 self.name, mask_url(destination), now - circuit.since, circuit.failures,
                                 circuit.held)
-
-    def answered(self, destination: str, now: float) -> None:
-        """A final answer that was not a success (a 3xx or 4xx): the destination is reachable, so its
-        other messages go without probing and each gets its own answer; an outage it was in is over."""
-        self.succeeded(destination, now)
 
 
 class OutboxWorker:
