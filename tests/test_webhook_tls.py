@@ -2,14 +2,16 @@
 
 The CA and certificates come from trustme; the receivers are real TLS servers
 on 127.0.0.1. A receiver the sender cannot verify gets nothing (the payload is
-a dead letter naming the certificate error); ``ca_file=`` or ``SSL_CERT_FILE``
-naming the CA lets it through; a receiver requiring a client certificate gets
+a dead letter naming the certificate error); ``ca_file=``, ``SSL_CERT_FILE`` or
+``SSL_CERT_DIR`` naming the CA lets it through; a receiver requiring a client certificate gets
 payloads only from a sender given one (``client_cert=``, ``client_key=``).
 """
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,10 +122,23 @@ def test_ssl_cert_file_in_the_environment_still_works(tmp_path, receiver, ca_fil
     assert _delivered(tmp_path, receiver) == N
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to hash the certificate directory")
+def test_ssl_cert_dir_in_the_environment_still_works(tmp_path, receiver, ca_file, monkeypatch):
+    """SSL_CERT_DIR naming a hashed directory holding the private CA: every payload is delivered."""
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    shutil.copy(ca_file, directory / "private-ca.pem")
+    subprocess.run(["openssl", "rehash", str(directory)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_DIR", str(directory))
+    assert _delivered(tmp_path, receiver) == N
+
+
 def test_mtls_receiver_refuses_a_sender_without_a_client_certificate(tmp_path, mtls_receiver, ca_file):
     """A receiver requiring a client certificate: a sender without one delivers nothing."""
     error = _refused(tmp_path, mtls_receiver, ca_file=ca_file)
-    assert "CERTIFICATE_REQUIRED" in error, error
+    # TLS 1.3 finishes the client's handshake before the server checks for a certificate: the server's alert
+    # (certificate required) reaches the sender, or its close does first (a broken pipe), as chance has it.
+    assert "CERTIFICATE_REQUIRED" in error or "connection closed before the answer ended" in error, error
 
 
 @pytest.mark.parametrize("key_apart", [False, True], ids=["key-in-cert-file", "key-in-client_key"])
