@@ -12,7 +12,9 @@ import socket
 import time
 
 import pytest
+from click.testing import CliRunner
 
+from nexus_otel import cli
 from nexus_otel.exporters.adaptive_limit import INITIAL
 from nexus_otel.plugins import WebhookPlugin
 from nexus_otel.testing import CapturedTelemetry
@@ -88,6 +90,9 @@ def test_retry_after_holds_that_destination_only(tmp_path, caplog):
             app.execute_workflow("ship", {"n": i})
         calm.wait_for_count(n, timeout=10)
         first = busy.wait_for(lambda reqs: reqs, timeout=10)[0].received_at
+        time.sleep(max(0.0, first + 1.6 - time.time()))  # the state is published once a second
+        held = {s.destination: s for s in webhook.exporter.destinations()}
+        status = CliRunner().invoke(cli.main, ["webhooks", "status", "--outbox", str(tmp_path / "outbox.sqlite")])
         time.sleep(max(0.0, first + 2.3 - time.time()))
         busy.set_status(200)
         busy.set_retry_after(None)
@@ -102,6 +107,11 @@ def test_retry_after_holds_that_destination_only(tmp_path, caplog):
     assert sorted({r.headers["webhook-id"] for r in attempts if r.status == 200}) == sorted(
         {r.headers["webhook-id"] for r in calm.requests()})
     assert "asked for a pause" in caplog.text and "Retry-After 2 s (HTTP 429)" in caplog.text
+    # The hold is visible while it lasts: in the sender's state and in `nexus-otel webhooks status`.
+    assert held[busy.url].held_until is not None and held[busy.url].hold_reason == "Retry-After 2 s (HTTP 429)"
+    assert held[calm.url].held_until is None
+    busy_line = next(line for line in status.output.splitlines() if busy.url in line)
+    assert "held until" in busy_line and "Retry-After 2 s (HTTP 429)" in busy_line, status.output
     assert webhook.stats()["failed"] == 0
 
 
