@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -201,10 +202,9 @@ class WebhookExporter(OutboxExporter):
         if deadline is not None and deadline - time.monotonic() < MIN_ATTEMPT:
             return [NOT_ATTEMPTED] * len(batch)
         replies = self._poster.post_all([self._request(m, deadline) for m in batch])
-        for reply in replies:
-            result = attempt_result(reply)
+        for result, n in Counter(map(attempt_result, replies)).items():
             if result is not None:
-                self.attempts.add(result)
+                self.attempts.add(result, n)
         return [_outcome(reply) for reply in replies]
 
     def _request(self, message: Message, deadline: float | None) -> Post:
