@@ -183,11 +183,16 @@ def test_a_callers_defaults_take_their_place_and_the_clients_own_are_left_out():
                                                ("content-length", "2")])
 
 
-def test_a_target_changed_after_its_check_is_still_checked():
-    """A Target made otherwise than by ``Target.of`` (a proxy's absolute form is one): a space in it is refused."""
-    target = dataclasses.replace(Target.of("http://127.0.0.1:9/h"), path="/a b")
-    with pytest.raises(HttpError, match="request target"):
-        request_bytes(target, b"", {}, "ua")
+def test_a_target_made_otherwise_is_checked_too():
+    """A Target made otherwise than by ``Target.of`` (a proxy's absolute form is one) is checked as it is made."""
+    target = Target.of("http://127.0.0.1:9/h")
+    absolute = dataclasses.replace(target, path=f"http://{target.host_header}{target.path}")
+    assert request_bytes(absolute, b"", {}, "ua").startswith(b"POST http://127.0.0.1:9/h HTTP/1.1\r\n")
+    for bad in ({"path": "/a b"}, {"path": "/a\r\nX: 1"}, {"host_header": "h\x01"}, {"authorization": "Basic \x00"}):
+        with pytest.raises(ValueError, match="h11 refuses|control character"):
+            dataclasses.replace(target, **bad)
+    with pytest.raises(HttpError, match="user-agent"):
+        request_bytes(target, b"", {}, "ua\r\nX-Injected: 1")
 
 
 def test_a_hostile_webhook_id_cannot_break_the_head():
