@@ -199,8 +199,10 @@ def test_a_hostile_webhook_id_cannot_break_the_head():
     """An id with a line break: encoded in ``webhook-id``; and a raw one is refused, named, its value not shown."""
     hostile = "wf\r\nX-Injected: 1\x00é"
     message_id = message_id_of(hostile)
-    assert message_id == "msg_wf%0D%0AX-Injected%3A%201%00%C3%A9"
-    assert message_id_of("0123abcdef") == "msg_0123abcdef" and message_id_of("run-1_a.b~") == "msg_run-1_a.b~"
+    assert message_id == "msg_wf%0D%0AX-Injected:%201%00%C3%A9"
+    for plain in ("0123abcdef", "run-1_a.b~", "3f2b6c1e-8d1a-4b7e-9a55-0c6f0b1d2e3f", "tenant:42/run#7"):
+        assert message_id_of(plain) == f"msg_{plain}"  # header-safe ids stay as they are
+    assert message_id_of("a%20b") == "msg_a%2520b" != message_id_of("a b") == "msg_a%20b"  # never the same id
     target = Target.of("http://127.0.0.1:9/h")
     assert b"X-Injected" in request_bytes(target, b"", {"webhook-id": message_id}, "ua")  # inside the value
     with pytest.raises(HttpError, match="'webhook-id' holds a line break") as info:

@@ -52,6 +52,8 @@ log = logging.getLogger("nexus_otel.webhooks")
 RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
 """Headers the Standard Webhooks signature owns: a configured one would make receivers' verification fail."""
+_ID_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+"""What a ``webhook-id`` keeps as it is: visible ASCII but ``%``, which starts an escape."""
 ATTEMPT_RESULTS = ("delivered", "rejected", "overloaded", "server_error", "connect_timeout", "answer_timeout",
                    "connection_error")
 
@@ -83,11 +85,12 @@ def body_of(stored: Any) -> dict[str, Any]:
 def message_id_of(workflow_id: str) -> str:
     """The ``webhook-id`` of an execution's payload: stable across retries and restarts.
 
-    nexus-otel's workflow ids are hex; any other id is percent-encoded (UTF-8) beyond RFC 3986's
-    unreserved characters, so no id can put a line break or a control character into a request head.
+    nexus-otel's workflow ids are hex, and a header value as they are. An id that is not (a space,
+    a control character, a non-ASCII letter), or that holds a ``%``, is percent-encoded (UTF-8), so
+    no id can bring a line break into a request head and two ids never share a ``webhook-id``.
     """
-    if not (workflow_id.isascii() and workflow_id.isalnum()):
-        workflow_id = quote(workflow_id, safe="-._~", errors="surrogatepass")
+    if not (workflow_id.isascii() and workflow_id.isprintable()) or " " in workflow_id or "%" in workflow_id:
+        workflow_id = quote(workflow_id, safe=_ID_SAFE, errors="surrogatepass")
     return f"msg_{workflow_id}"
 
 
