@@ -103,6 +103,8 @@ class WebhookPlugin(NexusPlugin):
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.on_unavailable = on_unavailable
+        """``"fail"`` (default): an execution whose payload cannot be written to the outbox (a full
+        disk) fails with RecordsUnavailableError; ``"drop"``: it goes on, its payload lost (docs/records.md)."""
         self.proxy = proxy
         """None: the environment's proxies; an ``http://`` proxy URL for every receiver; False: none."""
         self.ca_file = ca_file
@@ -111,8 +113,6 @@ class WebhookPlugin(NexusPlugin):
         """A PEM client certificate (with its key, unless ``client_key``) for receivers requiring mutual TLS."""
         self.client_key = client_key
         """The client certificate's private key (PEM, unencrypted), when not in ``client_cert``'s file."""
-        """``"fail"`` (default): an execution whose payload cannot be written to the outbox (a full
-        disk) fails with RecordsUnavailableError; ``"drop"``: it goes on, its payload lost (docs/records.md)."""
         self.exporter: WebhookExporter | None = None
         self._outbox_file: Path | None = None
         self._app: Any = None
