@@ -25,8 +25,8 @@ from .adaptive_limit import AdaptiveLimit
 CONNECT_BURST = 4
 """New connections a destination may be opened at once: fewer than the smallest accept queue users run
 (Python's ``socketserver`` listens with 5)."""
-CONNECT_SPACING = 0.002
-"""Seconds between new connections beyond the burst (a pace of 500 a second at most)."""
+CONNECT_SPACING = 0.001
+"""Seconds between new connections beyond the burst (a pace of 1,000 a second at most, per destination)."""
 SLOW_CONNECT = 0.5
 """A connection that took longer than this (seconds), and three times the destination's quickest, to be
 accepted was queued or its SYN dropped (Linux sends it again after 1 s): the receiver is full. (A far
@@ -57,20 +57,36 @@ class Gate:
         self.held_until = 0.0  # time.monotonic()
         self.hold_reason = ""
         self._next_token = 0.0  # time.monotonic() at which the next rate token is due
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._connects: deque[float] = deque()  # when the last CONNECT_BURST connections were started
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+        self._connect_schedule = 0.0  # the moment (time.monotonic()) the next new connection is due
         self._quickest_connect: float | None = None
 
     # -- admission ----------------------------------------------------------------------------
+    def try_enter(self) -> bool:
+        """Take a turn now if one is free (no hold, under the limit, a rate token at hand): the common case,
+        without a coroutine. False: :meth:`enter` waits for one."""
+        if self.in_flight >= self.limit.allowed or self._queued():
+            return False
+        now = time.monotonic()
+        if now < self.held_until or self._rate_wait(now) > 0.0:
+            return False
+        self._take_token(now)
+        self.in_flight += 1
+        return True
+
     async def enter(self, not_after: float | None) -> None:
         """Wait for this request's turn. Raises :class:`Held` if it may not start before ``not_after``
-        (a ``time.monotonic()``) or its destination is held; then nothing was sent."""
+        (a ``time.monotonic()``) or its destination is held; then nothing was sent.
+
+        A request ending hands its place straight to the first waiting one (as a semaphore does),
+        so a woken request never finds its place taken and waits again.
+        """
         loop = asyncio.get_running_loop()
         while True:
             now = time.monotonic()
             if now < self.held_until:
                 raise Held(time.time() + (self.held_until - now), self.hold_reason)
-            if self.in_flight < self.limit.allowed:
+            if self.in_flight < self.limit.allowed and not self._queued():
                 rate_wait = self._rate_wait(now)
                 if rate_wait <= 0.0:
                     self._take_token(now)
@@ -80,16 +96,37 @@ class Gate:
                     raise Held(time.time() + rate_wait, f"max_rate {self.max_rate:g}/s")
                 await asyncio.sleep(rate_wait)
                 continue
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: asyncio.Future[bool] = loop.create_future()
             self._waiters.append(waiter)
             timer = None if not_after is None else loop.call_later(max(0.0, not_after - now), _wake, waiter)
             try:
-                await waiter
+                granted = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self.done(None)  # its place was handed over as it was cancelled: give it on
+                raise
             finally:
                 if timer is not None:
                     timer.cancel()
+            if granted:
+                now = time.monotonic()
+                rate_wait = self._rate_wait(now)
+                if rate_wait > 0.0:  # its place, but not yet its rate token: wait for the token, keeping the place
+                    if rate_wait > RATE_WAIT or (not_after is not None and now + rate_wait >= not_after):
+                        self.done(None)
+                        raise Held(time.time() + rate_wait, f"max_rate {self.max_rate:g}/s")
+                    await asyncio.sleep(rate_wait)
+                self._take_token(time.monotonic())
+                return
             if not_after is not None and time.monotonic() >= not_after:
                 raise Held(time.time(), "its deadline came while it waited for its turn")
+
+    def _queued(self) -> bool:
+        """Whether requests wait for a place (those gone, their deadline come, are dropped from the front)."""
+        waiters = self._waiters
+        while waiters and waiters[0].done():
+            waiters.popleft()
+        return bool(waiters)
 
     def _rate_wait(self, now: float) -> float:
         return 0.0 if self.max_rate is None else self._next_token - now
@@ -99,17 +136,16 @@ class Gate:
             self._next_token = max(self._next_token, now) + 1.0 / self.max_rate
 
     async def connect_turn(self) -> None:
-        """Wait until a new connection may be opened to this destination (the bounded pace)."""
-        while True:
-            now = time.monotonic()
-            if len(self._connects) < CONNECT_BURST:
-                self._connects.append(now)
-                return
-            wait = self._connects[0] + CONNECT_BURST * CONNECT_SPACING - now
-            if wait <= 0.0:
-                self._connects.popleft()
-                self._connects.append(now)
-                return
+        """Wait until a new connection may be opened to this destination (the bounded pace).
+
+        Each caller reserves its moment at once (a virtual schedule, as GCRA meters cells): up to
+        :data:`CONNECT_BURST` at once, then one per :data:`CONNECT_SPACING`; one sleep at most each.
+        """
+        now = time.monotonic()
+        scheduled = max(self._connect_schedule, now)
+        self._connect_schedule = scheduled + CONNECT_SPACING
+        wait = scheduled - (CONNECT_BURST - 1) * CONNECT_SPACING - now
+        if wait > 0.0:
             await asyncio.sleep(wait)
 
     # -- what answers teach ------------------------------------------------------------------
@@ -140,14 +176,16 @@ class Gate:
             _wake(self._waiters.popleft())
 
     def _wake_some(self) -> None:
-        free = self.limit.allowed - self.in_flight
-        while free > 0 and self._waiters:
+        """Hand the free places to the first waiting requests (counted in flight from now)."""
+        allowed = self.limit.allowed
+        while self.in_flight < allowed and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
+                self.in_flight += 1
+                waiter.set_result(True)
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
+def _wake(waiter: asyncio.Future[bool]) -> None:
+    """Wake a waiting request without a place (its deadline came, or a hold began): it looks again."""
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(False)

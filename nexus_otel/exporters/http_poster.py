@@ -135,10 +135,11 @@ class ConcurrentPoster:
 
     async def _post(self, post: Post) -> Reply | Exception:
         gate = self._gate(post.url)
-        try:
-            await gate.enter(post.not_after)
-        except Held as held:
-            return held
+        if not gate.try_enter():
+            try:
+                await gate.enter(post.not_after)
+            except Held as held:
+                return held
         started = time.monotonic()
         seconds = post.timeout
         connect_timeout = self.connect_timeout
