@@ -364,13 +364,16 @@ class OutboxWorker:
         added to ``given_up`` with their error, for :meth:`_log_given_up`.
 
         A destination that delivered or answered any message of the batch is up: its failures
-        in the batch (an overloaded receiver's 503s) are retried, its circuit stays closed. One
-        with no answer at all fails once per batch, not once per message.
+        in the batch (an overloaded receiver's 503s) are retried, its circuit stays closed; one
+        that asked for a pause (``Retry-After``) is held, not broken. One with no answer at all
+        fails once per batch, not once per message.
         """
         outcomes = self.deliver(batch, deadline)
         done, unsent, worked = [], [], False
         now = time.time()
-        answered = {m.destination for m, o in zip(batch, outcomes) if o.ok or (o.attempted and not o.retry)}
+        # Reachable: it delivered, gave a final answer (a 3xx, a 4xx), or asked for a pause (Retry-After).
+        answered = {m.destination for m, o in zip(batch, outcomes)
+                    if o.ok or (o.attempted and (not o.retry or o.held_until is not None))}
         opened: dict[str, float] = {}  # destinations that failed in this batch: their next probe
         for message, outcome in zip(batch, outcomes):
             dest = message.destination

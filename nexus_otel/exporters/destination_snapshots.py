@@ -70,6 +70,10 @@ class DestinationSnapshots:
         host = _UNSAFE.sub("_", socket.gethostname()) or "host"
         return self.directory / f"{host}-{os.getpid()}{_SUFFIX}"
 
+    def due(self) -> bool:
+        """Whether :meth:`publish` could write now (``interval`` has passed): to skip making the states when not."""
+        return not self._closed and self._clock() >= self._next
+
     def publish(self, states: Iterable[DestinationState]) -> bool:
         """Write ``states`` if they changed since the last write and ``interval`` has passed; true if written."""
         states = list(states)

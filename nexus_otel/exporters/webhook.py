@@ -197,7 +197,8 @@ class WebhookExporter(OutboxExporter):
     def publish_destinations(self) -> None:
         """Publish :meth:`destinations` for ``nexus-otel webhooks status``: call it from the delivery worker after
         each batch and wake-up; it writes only what changed, at most once a second."""
-        self.snapshots.publish(self.destinations())
+        if self.snapshots.due():  # called after every batch: the states are made once a second at most
+            self.snapshots.publish(self.destinations())
 
     # -- delivery ----------------------------------------------------------------------
     def _deliver(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
