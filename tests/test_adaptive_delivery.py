@@ -150,18 +150,21 @@ def test_connect_and_answer_timeouts_are_counted_apart(tmp_path, unaccepting_por
     assert counts["delivered"] == 0
 
 
-def test_max_rate_spaces_deliveries(tmp_path):
-    n, rate = 12, 20.0
+def test_max_rate_spaces_deliveries(tmp_path, caplog):
+    n, rate = 60, 40.0  # more than a second's worth: the rest of a batch waits for the next, quietly
     with WebhookReceiver() as receiver:
-        app, _ = _app(tmp_path, receiver.url, max_rate=rate)
+        app, webhook = _app(tmp_path, receiver.url, max_rate=rate)
         for i in range(n):
             app.execute_workflow("ship", {"n": i})
         requests = receiver.wait_for_count(n, timeout=10)
         app.stop()
     times = sorted(r.received_at for r in requests)
     span = times[-1] - times[0]
-    # n arrivals at `rate` a second take at least (n - 1) / rate (a little noise allowed).
+    # n arrivals at `rate` a second take at least (n - 1) / rate (a little noise allowed), each arrives once.
     assert span >= 0.9 * (n - 1) / rate, f"{n} deliveries in {span:.2f} s at max_rate={rate}"
+    assert len({r.headers["webhook-id"] for r in requests}) == n
+    assert webhook.stats()["retried"] == 0 and webhook.stats()["failed"] == 0
+    assert "pause" not in caplog.text and "unavailable" not in caplog.text
 
 
 def test_a_burst_to_a_stock_server_grows_the_limit_and_fails_nothing(tmp_path):

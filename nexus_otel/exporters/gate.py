@@ -39,12 +39,17 @@ OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class Held(Exception):
-    """The request was not started: its destination is held (``until`` is a ``time.time()``) for ``reason``."""
+    """The request was not started before ``until`` (a ``time.time()``), for ``reason``; nothing was sent.
 
-    def __init__(self, until: float, reason: str) -> None:
+    ``paused`` is true when the receiver asked for the pause (a ``Retry-After``): the whole destination
+    is held until then. Otherwise its turn did not come in time (``max_rate``, its deadline).
+    """
+
+    def __init__(self, until: float, reason: str, paused: bool = False) -> None:
         super().__init__(f"held until {until:.3f} ({reason})")
         self.until = until
         self.reason = reason
+        self.paused = paused
 
 
 class Gate:
@@ -68,9 +73,10 @@ class Gate:
         if self.in_flight >= self.limit.allowed or self._queued():
             return False
         now = time.monotonic()
-        if now < self.held_until or self._rate_wait(now) > 0.0:
+        if now < self.held_until or (self.max_rate is not None and self._next_token > now):
             return False
-        self._take_token(now)
+        if self.max_rate is not None:
+            self._next_token = now + 1.0 / self.max_rate
         self.in_flight += 1
         return True
 
@@ -79,23 +85,17 @@ class Gate:
         (a ``time.monotonic()``) or its destination is held; then nothing was sent.
 
         A request ending hands its place straight to the first waiting one (as a semaphore does),
-        so a woken request never finds its place taken and waits again.
+        so a woken request never finds its place taken and waits again; with ``max_rate``, each
+        request with a place reserves its moment on the rate's schedule and sleeps once until then.
         """
         loop = asyncio.get_running_loop()
         while True:
             now = time.monotonic()
             if now < self.held_until:
-                raise Held(time.time() + (self.held_until - now), self.hold_reason)
+                raise Held(time.time() + (self.held_until - now), self.hold_reason, paused=True)
             if self.in_flight < self.limit.allowed and not self._queued():
-                rate_wait = self._rate_wait(now)
-                if rate_wait <= 0.0:
-                    self._take_token(now)
-                    self.in_flight += 1
-                    return
-                if rate_wait > RATE_WAIT or (not_after is not None and now + rate_wait >= not_after):
-                    raise Held(time.time() + rate_wait, f"max_rate {self.max_rate:g}/s")
-                await asyncio.sleep(rate_wait)
-                continue
+                self.in_flight += 1
+                break
             waiter: asyncio.Future[bool] = loop.create_future()
             self._waiters.append(waiter)
             timer = None if not_after is None else loop.call_later(max(0.0, not_after - now), _wake, waiter)
@@ -109,17 +109,27 @@ class Gate:
                 if timer is not None:
                     timer.cancel()
             if granted:
-                now = time.monotonic()
-                rate_wait = self._rate_wait(now)
-                if rate_wait > 0.0:  # its place, but not yet its rate token: wait for the token, keeping the place
-                    if rate_wait > RATE_WAIT or (not_after is not None and now + rate_wait >= not_after):
-                        self.done(None)
-                        raise Held(time.time() + rate_wait, f"max_rate {self.max_rate:g}/s")
-                    await asyncio.sleep(rate_wait)
-                self._take_token(time.monotonic())
-                return
+                break
             if not_after is not None and time.monotonic() >= not_after:
                 raise Held(time.time(), "its deadline came while it waited for its turn")
+        try:
+            await self._rate_turn(not_after)
+        except BaseException:
+            self.done(None)  # held back by the rate, or cancelled: its place goes to the next
+            raise
+
+    async def _rate_turn(self, not_after: float | None) -> None:
+        """With ``max_rate``: reserve this request's moment on the rate's schedule and wait for it (once)."""
+        if self.max_rate is None:
+            return
+        now = time.monotonic()
+        scheduled = max(self._next_token, now)
+        wait = scheduled - now
+        if wait > RATE_WAIT or (not_after is not None and scheduled >= not_after):
+            raise Held(time.time() + wait, f"max_rate {self.max_rate:g}/s")
+        self._next_token = scheduled + 1.0 / self.max_rate
+        if wait > 0.0:
+            await asyncio.sleep(wait)
 
     def _queued(self) -> bool:
         """Whether requests wait for a place (those gone, their deadline come, are dropped from the front)."""
@@ -127,13 +137,6 @@ class Gate:
         while waiters and waiters[0].done():
             waiters.popleft()
         return bool(waiters)
-
-    def _rate_wait(self, now: float) -> float:
-        return 0.0 if self.max_rate is None else self._next_token - now
-
-    def _take_token(self, now: float) -> None:
-        if self.max_rate is not None:
-            self._next_token = max(self._next_token, now) + 1.0 / self.max_rate
 
     async def connect_turn(self) -> None:
         """Wait until a new connection may be opened to this destination (the bounded pace).

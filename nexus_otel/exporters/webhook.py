@@ -227,7 +227,9 @@ class WebhookExporter(OutboxExporter):
 
 def _outcome(reply: Reply | Exception) -> Outcome:
     """A receiver's answer (or the failure to get one) as a delivery outcome."""
-    if isinstance(reply, Held):  # its destination is held (a Retry-After, max_rate): not sent, no attempt spent
+    if isinstance(reply, Held):  # not sent, no attempt spent; a Retry-After holds the whole destination
+        if not reply.paused:  # max_rate, or its deadline: it waits for the next batch
+            return NOT_ATTEMPTED
         return Outcome(False, f"held: {reply.reason}", attempted=False, held_until=reply.until,
                        hold_reason=reply.reason)
     if isinstance(reply, NotStarted):
