@@ -231,6 +231,29 @@ def test_a_far_receivers_usual_connect_time_is_not_overload():
     assert gate.limit.allowed == 20
 
 
+def test_a_slow_rate_still_lets_one_request_of_each_batch_wait_for_its_token():
+    async def scenario() -> tuple[list[object], float]:
+        gate = Gate(ceiling=128, max_rate=0.9)  # a token every 1.11 s: more than RATE_WAIT
+        assert gate.try_enter()  # the token now; the next is 1.11 s off
+        started = time.monotonic()
+        results = await asyncio.gather(gate.enter(None), gate.enter(None), return_exceptions=True)
+        return results, time.monotonic() - started
+
+    (first, second), took = asyncio.run(scenario())
+    assert first is None and took >= 1.0, "the next token is one interval off: it waits for it"
+    assert isinstance(second, Held), "two intervals off: held back until the next batch"
+
+
+def test_a_max_rate_below_the_least_is_refused(tmp_path):
+    from nexus_otel.errors import PluginSetupError
+    from nexus_otel.plugins import WebhookPlugin
+    from nexus_otel.testing import CapturedTelemetry
+
+    app = CapturedTelemetry("rate").app("rate")
+    with pytest.raises(PluginSetupError, match="WebhookPlugin.max_rate"):
+        app.add_plugin(WebhookPlugin("http://127.0.0.1:9/hook", outbox_path=tmp_path / "o.sqlite", max_rate=0.01))
+
+
 # -- Retry-After ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value, seconds", [("2", 2.0), (" 120 ", 120.0), ("0", 0.0), ("-5", 0.0), ("1.5", 1.5),
                                             (None, None), ("", None), ("soon", None), ("nan", None)])

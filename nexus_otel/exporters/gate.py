@@ -32,7 +32,10 @@ SLOW_CONNECT = 0.5
 accepted was queued or its SYN dropped (Linux sends it again after 1 s): the receiver is full. (A far
 receiver's TLS handshake, part of the connect, takes a few round trips: its quickest sets the bar.)"""
 RATE_WAIT = 1.0
-"""A request whose rate token is further off than this (seconds) is held back, not kept waiting."""
+"""A request whose rate token is further off than this (seconds) is held back, not kept waiting (the first of
+a batch waits up to one token's interval: each batch sends one at least)."""
+MIN_RATE = 0.1
+"""The least ``max_rate`` (deliveries per second): a token's interval fits well within a batch's lease."""
 
 OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
 """Answers that say the receiver (or the proxy in front of it) is full: they cut the limit."""
@@ -125,7 +128,7 @@ class Gate:
         now = time.monotonic()
         scheduled = max(self._next_token, now)
         wait = scheduled - now
-        if wait > RATE_WAIT or (not_after is not None and scheduled >= not_after):
+        if wait > max(RATE_WAIT, 1.0 / self.max_rate) or (not_after is not None and scheduled >= not_after):
             raise Held(time.time() + wait, f"max_rate {self.max_rate:g}/s")
         self._next_token = scheduled + 1.0 / self.max_rate
         if wait > 0.0:

@@ -31,6 +31,7 @@ from typing import Any
 from .. import settings
 from ..errors import ConfigurationError
 from ..exporters.delivery import RetryPolicy
+from ..exporters.gate import MIN_RATE
 from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
 from ..exporters.proxies import ProxyRoutes
@@ -92,7 +93,8 @@ class WebhookPlugin(NexusPlugin):
         self.connect_timeout = connect_timeout
         """Seconds a receiver may take to accept a connection (apart from ``timeout``, for its answer)."""
         self.max_rate = max_rate
-        """Deliveries per second at most, to each URL (for receivers that publish a rate limit); None: no limit."""
+        """Deliveries per second at most, to each URL (for receivers that publish a rate limit), at least
+        ``MIN_RATE``; None: no limit."""
         self.secret = secret
         self.workflows = workflows
         self.statuses = statuses
@@ -155,7 +157,7 @@ class WebhookPlugin(NexusPlugin):
         connect_timeout = float(settings.number("WebhookPlugin.connect_timeout", self.connect_timeout,
                                                 strictly_positive=True, maximum=300))
         max_rate = None if self.max_rate is None else float(
-            settings.number("WebhookPlugin.max_rate", self.max_rate, strictly_positive=True))
+            settings.number("WebhookPlugin.max_rate", self.max_rate, minimum=MIN_RATE))
         # Checked here, so a bad proxy URL or certificate file fails the start, naming the setting.
         ProxyRoutes(self.proxy, setting="WebhookPlugin.proxy")
         client_context(ca_file=self.ca_file, client_cert=self.client_cert, client_key=self.client_key,
