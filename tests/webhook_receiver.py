@@ -99,9 +99,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
-    # Senders open many connections at once (the webhook worker keeps up to 64 in flight); the
-    # socketserver default backlog of 5 would drop their SYNs and turn a burst into timeouts.
-    request_queue_size = 256
+    # The socketserver default accept queue (5), as users run it: the sender must pace its
+    # connections to it (a deeper queue here once hid that a burst overran it).
 
     def __init__(self, receiver: WebhookReceiver, address: tuple[str, int],
                  ssl_context: ssl.SSLContext | None = None) -> None:
