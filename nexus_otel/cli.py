@@ -274,7 +274,7 @@ def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
     box, file = _outbox(outbox, data_dir)
     counts = box.counts() if box is not None else {"pending": 0, "dead": 0}
     note = "" if box is not None else f"  (no outbox at {file} yet)"
-    click.echo(f"pending {counts['pending']}  dead {counts['dead']}{note}")
+    click.echo(inert_line(f"pending {counts['pending']}  dead {counts['dead']}{note}"))  # the path is the user's
     for line in status_lines(snapshots_dir(file)):
         click.echo(inert_line(line))
 
