@@ -17,14 +17,20 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${NEXUS_OTEL_STACK_DIR:-$ROOT/.nexus-otel/stack}"
 HOST=127.0.0.1
 
-# Jaeger's OTLP, health and metrics ports move out of the Collector's way.
+# Jaeger's OTLP, health and metrics ports move out of the Collector's way. Jaeger does not trace
+# itself here: its own spans would go to the Collector's :4317 and back into this Jaeger, and at
+# 'down' it would wait 10 s to flush them to the Collector already stopped.
 JAEGER_ENV=(JAEGER_LISTEN_HOST=$HOST JAEGER_OTLP_GRPC_PORT=14317 JAEGER_OTLP_HTTP_PORT=14318
             JAEGER_HEALTH_PORT=14133 JAEGER_METRICS_PORT=14269
-            JAEGER_QUERY_HTTP_PORT=16686 JAEGER_QUERY_GRPC_PORT=16685)
+            JAEGER_QUERY_HTTP_PORT=16686 JAEGER_QUERY_GRPC_PORT=16685 OTEL_TRACES_SAMPLER=always_off)
 OTELCOL_ENV=(OTELCOL_LISTEN_HOST=$HOST JAEGER_OTLP_ENDPOINT=$HOST:14317)
 PORTS=(4317 4318 13133 8888 8889 14317 14318 14133 14269 16686 16685 9090)
 
-running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# A process that has exited but not yet been reaped (a zombie: its ports are already closed) is not
+# alive; where init reaps lazily, kill -0 alone would wait for the reaper, not for the process.
+alive() { kill -0 "$1" 2>/dev/null && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
+
+running() { [ -f "$STATE/$1.pid" ] && alive "$(cat "$STATE/$1.pid")"; }
 
 port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
@@ -91,8 +97,8 @@ down() {
     if running "$name"; then
       pid="$(cat "$STATE/$name.pid")"
       kill -TERM "$pid"
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+      for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+      alive "$pid" && kill -KILL "$pid"
       echo "stack.sh: stopped $name"
     fi
     rm -f "$STATE/$name.pid"

@@ -80,9 +80,9 @@ def test_readme_tour_step_4_sends_the_demo_to_jaeger(tmp_path):
         # Before the clean-up stops the stack: Jaeger has the service the text names and its workflow
         # spans. The service shows with the first spans stored; the Collector may still be batching the
         # rest, so the traces are read until the workflow's span is there (or a minute has passed).
-        f"for i in $(seq 60); do curl -s {JAEGER_UI}/api/services | grep -q '\"orders\"' && break; sleep 1; done\n"
-        f"for i in $(seq 60); do out=$(curl -s '{JAEGER_UI}/api/traces?service=orders&limit=500'); "
-        f"case \"$out\" in *'\"operationName\":\"workflow checkout\"'*) break;; esac; sleep 1; done\n"
+        f"for i in $(seq 300); do curl -s {JAEGER_UI}/api/services | grep -q '\"orders\"' && break; sleep 0.2; done\n"
+        f"for i in $(seq 300); do out=$(curl -s '{JAEGER_UI}/api/traces?service=orders&limit=500'); "
+        f"case \"$out\" in *'\"operationName\":\"workflow checkout\"'*) break;; esac; sleep 0.2; done\n"
         f"printf '%s\\n' \"$out\"\n")
     result = _run_literally(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
