@@ -167,6 +167,9 @@ class Jaeger(_Server):
             "JAEGER_QUERY_GRPC_PORT": str(free_port()),
             "JAEGER_HEALTH_PORT": str(free_port()),
             "JAEGER_METRICS_PORT": str(free_port()),
+            # Jaeger traces its own queries to an OTLP endpoint (localhost:4317 by default) that no test
+            # runs; on SIGTERM it would wait its export timeout (10 s) for the spans it could not send.
+            "OTEL_TRACES_SAMPLER": "always_off",
         }
         super().__init__(workdir, DEPLOY / "jaeger.yaml", env, int(env["JAEGER_HEALTH_PORT"]), name)
         self.client = httpx.Client(base_url=f"http://{LOOPBACK}:{self.query_port}", timeout=10)

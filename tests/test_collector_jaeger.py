@@ -19,7 +19,7 @@ import json
 import math
 import re
 import secrets
-import time
+import threading
 from concurrent import futures
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from .served import Served, cli_env
 SERVICE = "shop-e2e"
 FAILING, OK = 20, 200
 OK_RATIO = 0.10  # deploy/otel-collector.yaml: sample-the-rest, 10 %
-DECISION_WAIT = 10.0  # deploy/otel-collector.yaml: tail_sampling.decision_wait
+MISDIRECTED_GAP = 3.5  # s between the two failing exports: more than the batch timeout (2 s) and a scrape (1 s)
 PIPELINE_DASHBOARD = REPO / "grafana" / "dashboards" / "pipeline.json"
 SECRET_SERVICE = "no-redaction-service"
 
@@ -71,6 +71,25 @@ def _send_unredacted_span(endpoint: str) -> str:
     return trace_id
 
 
+def _every_kept_trace_in_jaeger(collector: Collector, jaeger: Jaeger) -> bool:
+    """Whether the tail sampler has decided every trace the Collector received and Jaeger holds each it kept.
+
+    Decisions come ``decision_wait`` (10 s) after a trace's first span, then the batch (2 s): this is
+    when the sampled traffic is complete in Jaeger, read from the Collector's own counters.
+    """
+    text = httpx.get(f"http://127.0.0.1:{collector.metrics_port}/metrics", timeout=5).text
+
+    def total(name: str, having: str = "") -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if re.match(rf"{name}[{{ ]", line) and having in line)
+
+    received = total("otelcol_processor_tail_sampling_new_trace_id_received")
+    decided = total("otelcol_processor_tail_sampling_global_count_traces_sampled")
+    kept = total("otelcol_processor_tail_sampling_global_count_traces_sampled", 'sampled="true"')
+    in_jaeger = len(jaeger.traces(SERVICE, limit=5000)) + len(jaeger.traces(SECRET_SERVICE))
+    return received > 0 and decided == received and in_jaeger == kept
+
+
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     require_binary("otelcol")
@@ -87,11 +106,17 @@ def kit(tmp_path_factory):
                              [f"127.0.0.1:{collector.metrics_port}", f"127.0.0.1:{collector.prometheus_port}",
                               f"127.0.0.1:{misdirected.metrics_port}"],
                              job="otel-collector") as prom:
+        # An error trace to the Collector whose Jaeger address is wrong: its export fails. A second one
+        # some seconds later fails in a later batch, so Prometheus has seen the failure count rise (the
+        # alert's rate) by the time the tests run.
+        _send_unredacted_span(misdirected.otlp_http_url)
+        again = threading.Timer(MISDIRECTED_GAP, _send_unredacted_span, [misdirected.otlp_http_url])
+        again.start()
         data_dir = work / "app-data"
         env = cli_env(data_dir, OTEL_SERVICE_NAME=SERVICE, OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_url,
                       OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_TRACES_EXPORTER="otlp,local",
                       OTEL_METRICS_EXPORTER="otlp", OTEL_METRIC_EXPORT_INTERVAL="1000",
-                      NEXUS_OTEL_LOCAL_DELAY_MS="50")
+                      OTEL_BSP_SCHEDULE_DELAY="200", NEXUS_OTEL_LOCAL_DELAY_MS="50")
         app = Served("nexus_otel.demo.app:create_app", env, REPO, "--plugins-dir", "plugins")
         try:
             sent = {"failing": [], "ok": []}
@@ -110,17 +135,15 @@ def kit(tmp_path_factory):
                     assert response.headers["x-trace-id"] == trace_id
                     sent["failing" if failing else "ok"].append((trace_id, span_id))
             secret_trace = _send_unredacted_span(collector.otlp_http_url)
-            # An error trace to the Collector whose Jaeger address is wrong: its export fails.
-            _send_unredacted_span(misdirected.otlp_http_url)
-            last_sent = time.monotonic()
             for trace_id, _ in sent["failing"]:
                 wait_until(lambda t=trace_id: jaeger.trace(t), 60, what=f"failing trace {trace_id} in Jaeger")
-            # The OK traces were decided in the same decision_wait; give the batch and Jaeger a moment more.
-            time.sleep(max(0.0, last_sent + DECISION_WAIT + 5 - time.monotonic()))
+            wait_until(lambda: _every_kept_trace_in_jaeger(collector, jaeger), 30,
+                       what="every trace the Collector received decided, and each one it kept in Jaeger")
             yield {"jaeger": jaeger, "collector": collector, "misdirected": misdirected, "prom": prom, "app": app,
                    "data_dir": data_dir, "sent": sent, "secret_trace": secret_trace}
         finally:
             app.stop()
+            again.join()
             no_otlp.stop(grace=None)
 
 

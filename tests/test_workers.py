@@ -8,6 +8,7 @@ Prometheus and an OTLP receiver.
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import signal
 import sqlite3
@@ -24,7 +25,7 @@ import pytest
 from nexus_otel.serving import free_port, serve
 
 from .otlp_receivers import HTTPReceiver
-from .prometheus_server import PrometheusServer
+from .prometheus_server import PrometheusServer, wait_until
 from .redis_server import RedisServer
 from .served import REPO, Served, cli_env, nexus_otel
 from .test_rate_limit import simultaneous, statuses
@@ -258,15 +259,37 @@ def test_sighup_replaces_the_workers_without_dropping_a_request(tmp_path, run_di
                 except httpx.HTTPError as exc:
                     outcomes[type(exc).__name__] += 1
 
+    def worker_pids() -> set[int]:
+        return {int(p.stem) for p in run_dir.glob("nexus-otel-workers-*/*.sock")}
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)  # the supervisor reaps its workers: a retired one is gone, not a zombie
+        except ProcessLookupError:
+            return False
+        return True
+
+    def replaced(old: set[int]) -> set[int] | None:
+        """The new workers once every old one has exited and two new ones have each served a request."""
+        new = worker_pids() - old
+        if len(new) == 2 and not any(alive(pid) for pid in old) and new <= pids:
+            return new
+        return None
+
     try:
         clients = [threading.Thread(target=load) for _ in range(6)]
         for t in clients:
             t.start()
-        time.sleep(1.0)
+        workers = worker_pids()
+        wait_until(lambda: workers <= pids, 15, interval=0.05, what=f"both workers {workers} serving")
         first = set(pids)
-        for _ in range(2):
+        for _ in range(2):  # a second SIGHUP replaces the replacements
             served.process.send_signal(signal.SIGHUP)
-            time.sleep(6.0)
+            workers = wait_until(lambda old=workers: replaced(old), 30, interval=0.05,
+                                 what=f"workers {workers} replaced under load")
+        served_before = sum(outcomes.values())
+        wait_until(lambda: sum(outcomes.values()) >= served_before + 50, 15, interval=0.05,
+                   what="50 more requests answered by the new workers")
         stop.set()
         for t in clients:
             t.join(30)
