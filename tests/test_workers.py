@@ -271,7 +271,7 @@ def test_sighup_replaces_the_workers_without_dropping_a_request(tmp_path, run_di
 
     def replaced(old: set[int]) -> set[int] | None:
         """The new workers once every old one has exited and two new ones have each served a request."""
-        new = worker_pids() - old
+        new = {pid for pid in worker_pids() - old if alive(pid)}
         if len(new) == 2 and not any(alive(pid) for pid in old) and new <= pids:
             return new
         return None
