@@ -4,7 +4,9 @@ The webhook worker delivers a batch at a time from its own thread. This poster
 runs the batch's requests concurrently on an event loop that only that thread
 ever runs (inside :meth:`ConcurrentPoster.post_all`), so there is no extra
 thread and no cross-thread hand-off. Connections are pooled and kept alive;
-each destination has at most ``per_destination`` requests in flight.
+each destination's requests pass its :class:`~.gate.Gate` (an adaptive limit of
+requests in flight, at most ``per_destination``; ``Retry-After`` holds;
+``max_rate``; new connections at a bounded pace).
 
 The requests go through :mod:`nexus_otel.exporters.http1` (prepared bytes on
 pooled connections, responses parsed by httptools): ``benchmarks/http_clients.py``
