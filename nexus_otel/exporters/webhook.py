@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -116,9 +117,9 @@ class WebhookExporter(OutboxExporter):
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
                  policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None,
                  max_in_flight: int = 128, on_unavailable: str = "fail", connect_timeout: float = 5.0,
-                 max_rate: float | None = None, proxy: str | bool | None = None, ca_file: str | None = None,
-                 client_cert: str | None = None, client_key: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 max_rate: float | None = None, proxy: str | bool | ProxyRoutes | None = None,
+                 ca_file: str | None = None, client_cert: str | None = None, client_key: str | None = None,
+                 tls: ssl.SSLContext | None = None, headers: Mapping[str, str] | None = None) -> None:
         self.urls = tuple(urls)
         # Checked as h11 and RFC 9110 say (a bad one is a ConfigurationError now, not a failed delivery later).
         self._headers = _fixed_headers(check_headers("WebhookExporter.headers", headers, reserved=SIGNATURE_HEADERS))
@@ -127,9 +128,12 @@ class WebhookExporter(OutboxExporter):
         self.timeout = timeout
         self._signer = Webhook(secret) if secret else None
         # Proxies (the environment's, unless ``proxy`` says otherwise) and TLS settings: docs/records.md.
-        pool = Pool("nexus-otel-webhooks", proxy=ProxyRoutes(proxy, setting="WebhookExporter.proxy"),
-                    tls=client_context(ca_file=ca_file, client_cert=client_cert, client_key=client_key,
-                                       owner="WebhookExporter"))
+        # A caller that checked them already (WebhookPlugin, naming its own settings) passes them built.
+        routes = proxy if isinstance(proxy, ProxyRoutes) else ProxyRoutes(proxy, setting="WebhookExporter.proxy")
+        if tls is None:
+            tls = client_context(ca_file=ca_file, client_cert=client_cert, client_key=client_key,
+                                 owner="WebhookExporter")
+        pool = Pool("nexus-otel-webhooks", proxy=routes, tls=tls)
         self._poster = ConcurrentPoster(per_destination=max_in_flight, user_agent="nexus-otel-webhooks",
                                         connect_timeout=connect_timeout, max_rate=max_rate,
                                         hold_cap=policy.cap, pool=pool)

@@ -52,10 +52,6 @@ def _check_url(setting: str, url: Any) -> str:
     return url
 
 
-def _fspath(path: str | os.PathLike[str] | None) -> str | None:
-    return None if path is None else os.fspath(path)
-
-
 class WebhookPlugin(NexusPlugin):
     """Posts a signed JSON payload for each finished workflow to one or more URLs.
 
@@ -159,9 +155,9 @@ class WebhookPlugin(NexusPlugin):
         max_rate = None if self.max_rate is None else float(
             settings.number("WebhookPlugin.max_rate", self.max_rate, minimum=MIN_RATE))
         # Checked here, so a bad proxy URL or certificate file fails the start, naming the setting.
-        ProxyRoutes(self.proxy, setting="WebhookPlugin.proxy")
-        client_context(ca_file=self.ca_file, client_cert=self.client_cert, client_key=self.client_key,
-                       owner="WebhookPlugin")
+        routes = ProxyRoutes(self.proxy, setting="WebhookPlugin.proxy")
+        tls = client_context(ca_file=self.ca_file, client_cert=self.client_cert, client_key=self.client_key,
+                             owner="WebhookPlugin")
         path = Path(self.outbox_path) if self.outbox_path else default_outbox_path(
             nexus_app.telemetry.config.data_dir, LEGACY_OUTBOX)
         self._outbox_file = path
@@ -172,8 +168,7 @@ class WebhookPlugin(NexusPlugin):
             statuses=frozenset(s.lower() for s in statuses), policy=policy, timeout=timeout,
             meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
             on_unavailable=on_unavailable, connect_timeout=connect_timeout, max_rate=max_rate,
-            proxy=self.proxy, ca_file=_fspath(self.ca_file),
-            client_cert=_fspath(self.client_cert), client_key=_fspath(self.client_key), headers=headers,
+            proxy=routes, tls=tls, headers=headers,  # built and checked above: not built again
         )
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
