@@ -9,11 +9,8 @@ share one directory: writes and rotation take an exclusive file lock.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,11 +18,17 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import spanfile
+from .rotating_store import RotatingStore
 
 log = logging.getLogger("nexus_otel.exporters.local")
 
-CURRENT = "spans.jsonl"
+STEM = "spans"
+CURRENT = f"{STEM}.jsonl"
 LOCK = ".lock"
+
+
+def _store(directory: str | os.PathLike[str], max_bytes: int = 0, max_files: int = 0) -> RotatingStore:
+    return RotatingStore(directory, STEM, max_bytes=max_bytes, max_files=max_files, lock_name=LOCK, log=log)
 
 
 class LocalSpanExporter(SpanExporter):
@@ -33,50 +36,26 @@ class LocalSpanExporter(SpanExporter):
 
     def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = 10 * 1024 * 1024,
                  max_files: int = 5) -> None:
-        self.directory = Path(directory)
+        self._store = _store(directory, max_bytes, max_files)
+        self.directory = self._store.directory
         self.max_bytes = max_bytes
         self.max_files = max_files
-        self._lock = threading.Lock()
         self._shutdown = False
-        self.exported = 0
-        self.failed = 0
+
+    @property
+    def exported(self) -> int:
+        return self._store.written
+
+    @property
+    def failed(self) -> int:
+        return self._store.failed
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
-        if not spans:
+        if not spans or self._store.append(lambda: spanfile.encode_lines(spans), len(spans), "spans"):
             return SpanExportResult.SUCCESS
-        try:
-            data = spanfile.encode_lines(spans)
-            with self._lock:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                with open(self.directory / LOCK, "a") as lock_file:
-                    fcntl.flock(lock_file, fcntl.LOCK_EX)
-                    try:
-                        self._rotate_if_needed(len(data))
-                        with open(self.directory / CURRENT, "ab") as f:
-                            f.write(data)
-                    finally:
-                        fcntl.flock(lock_file, fcntl.LOCK_UN)
-        except OSError as exc:
-            self.failed += len(spans)
-            log.error("cannot write %d spans to %s: %s", len(spans), self.directory, exc)
-            return SpanExportResult.FAILURE
-        self.exported += len(spans)
-        return SpanExportResult.SUCCESS
-
-    def _rotate_if_needed(self, incoming: int) -> None:
-        current = self.directory / CURRENT
-        try:
-            size = current.stat().st_size
-        except FileNotFoundError:
-            return
-        if size == 0 or size + incoming <= self.max_bytes:
-            return
-        current.rename(self.directory / f"spans-{time.time_ns()}.jsonl")
-        rotated = sorted(self.directory.glob("spans-*.jsonl"))
-        for old in rotated[: max(0, len(rotated) - (self.max_files - 1))]:
-            old.unlink(missing_ok=True)
+        return SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
@@ -87,25 +66,9 @@ class LocalSpanExporter(SpanExporter):
 
 def store_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The store's files, oldest first."""
-    path = Path(directory)
-    files = sorted(path.glob("spans-*.jsonl"))
-    if (path / CURRENT).exists():
-        files.append(path / CURRENT)
-    return files
+    return _store(directory).files()
 
 
 def read_spans(directory: str | os.PathLike[str]) -> Iterator[spanfile.SpanRecord]:
     """Every span in the store, oldest file first; a damaged line is skipped and logged."""
-    for file in store_files(directory):
-        try:
-            handle = open(file, encoding="utf-8")
-        except FileNotFoundError:  # rotated away meanwhile
-            continue
-        with handle:
-            for n, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield from spanfile.decode(line)
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("skipping damaged line %s:%d (%s)", file, n, exc)
+    return _store(directory).read(spanfile.decode)

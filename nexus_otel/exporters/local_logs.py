@@ -1,0 +1,113 @@
+"""The local log store: log records kept on this machine, bounded in size, for ``nexus-otel logs``.
+
+The zero-infra home of the logs signal, beside the span store in the same
+data directory: ``logs.jsonl`` is written to (one line per exported batch, see
+:mod:`.logfile`), rotated to ``logs-<time>.jsonl`` past ``max_bytes``, with at
+most ``max_files`` files kept. Several processes may write one directory at
+once (see :mod:`.rotating_store`); ``nexus-otel traces ID`` and
+``nexus-otel logs`` read it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+
+from . import logfile
+from .logfile import LogLine
+from .rotating_store import RotatingStore, Tail, decode_line
+
+log = logging.getLogger("nexus_otel.exporters.local_logs")
+
+STEM = "logs"
+CURRENT = f"{STEM}.jsonl"
+LOCK = ".logs.lock"
+
+
+def _store(directory: str | os.PathLike[str], max_bytes: int = 0, max_files: int = 0) -> RotatingStore:
+    return RotatingStore(directory, STEM, max_bytes=max_bytes, max_files=max_files, lock_name=LOCK, log=log)
+
+
+class LocalLogExporter(LogRecordExporter):
+    """Appends each batch of log records as one line; rotates by size; never raises into the SDK.
+
+    ``exported`` and ``failed`` count records, so a store that cannot be written is seen, not silent.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = 10 * 1024 * 1024,
+                 max_files: int = 5) -> None:
+        self._store = _store(directory, max_bytes, max_files)
+        self.directory = self._store.directory
+        self._shutdown = False
+
+    @property
+    def exported(self) -> int:
+        return self._store.written
+
+    @property
+    def failed(self) -> int:
+        return self._store.failed
+
+    def export(self, batch: Sequence[ReadableLogRecord | ReadWriteLogRecord]) -> LogRecordExportResult:
+        if self._shutdown:
+            return LogRecordExportResult.FAILURE
+        if not batch or self._store.append(lambda: logfile.encode_lines(batch), len(batch), "log records"):
+            return LogRecordExportResult.SUCCESS
+        return LogRecordExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True  # every export is written before it returns
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+
+
+def log_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The log store's files, oldest first."""
+    return _store(directory).files()
+
+
+def read_logs(directory: str | os.PathLike[str]) -> Iterator[LogLine]:
+    """Every log record in the store, oldest file first; a damaged line is skipped and logged."""
+    return _store(directory).read(logfile.decode)
+
+
+class LogFollower:
+    """The store's log records as they are written: :meth:`history` once, then :meth:`new` as often as wanted.
+
+    The current file is read first, then the rotated ones; one that is the file already
+    read (rotated in between) is skipped, so a record is neither lost nor shown twice.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._store = _store(directory)
+        self._tail: Tail = self._store.tail()
+        self._first = self._tail.read()
+
+    def history(self) -> Iterator[LogLine]:
+        """The records already in the store, oldest first."""
+        for file in self._store.rotated_files():
+            try:
+                if os.stat(file).st_ino == self._tail.inode:
+                    continue
+            except FileNotFoundError:
+                continue
+            yield from self._store.read_file(file, logfile.decode)
+        yield from self._decode(self._first)
+        self._first = []
+
+    def new(self) -> list[LogLine]:
+        """The records written since the last call (or since :meth:`history`)."""
+        return list(self._decode(self._tail.read()))
+
+    def _decode(self, lines: list[str]) -> Iterator[LogLine]:
+        for line in lines:
+            yield from decode_line(logfile.decode, line, str(self._tail.path), log)
+
+    def close(self) -> None:
+        self._tail.close()

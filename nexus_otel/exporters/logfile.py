@@ -1,0 +1,143 @@
+"""The local log store's line format: one JSON object per resource in an exported batch, cheap to write.
+
+Like :mod:`.spanfile` for spans: the resource once per line, then one flat
+object per log record with short keys, a key left out when it has no value::
+
+    {"v": 1, "resource": {"service.name": "shop", ...},
+     "logs": [{"ts": time_ns, "sn": severity_number, "st": severity_text, "b": body,
+               "t": trace_id, "s": span_id, "ev": event_name, "sc": scope, "a": {attributes}}, ...]}
+
+Ids are lowercase hex (a trace id of 0, a record outside any trace, has none).
+The time is the record's own timestamp, else when the SDK observed it. A body
+that is not a string (a mapping, a list, a number) is written as its JSON text,
+so every reader gets the one type.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+
+VERSION = 1
+SEVERITY_NAMES = ((21, "FATAL"), (17, "ERROR"), (13, "WARN"), (9, "INFO"), (5, "DEBUG"), (1, "TRACE"))
+"""The lowest severity number of each OpenTelemetry severity range, highest first."""
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+_orjson_dumps = orjson.dumps
+
+
+def severity_name(number: int) -> str:
+    """The OpenTelemetry short name of a severity number's range (``INFO`` for 9 to 12), ``-`` for 0."""
+    for low, name in SEVERITY_NAMES:
+        if number >= low:
+            return name
+    return "-"
+
+
+def body_text(body: Any) -> str:
+    """The body as the store keeps it: a string as it is, nothing as ``""``, anything else as JSON text."""
+    if isinstance(body, str):
+        return body
+    if body is None:
+        return ""
+    if isinstance(body, bytes):
+        return body.decode("utf-8", "backslashreplace")
+    try:
+        return _orjson_dumps(body, default=str).decode("utf-8")
+    except (orjson.JSONEncodeError, TypeError):
+        return _dumps(body)
+
+
+def _item(record: ReadableLogRecord | ReadWriteLogRecord) -> dict[str, Any]:
+    lr = record.log_record
+    number = lr.severity_number
+    attributes = lr.attributes
+    item: dict[str, Any] = {
+        "ts": lr.timestamp or lr.observed_timestamp or 0,
+        "sn": number.value if number is not None else 0,
+        "b": body_text(lr.body),
+        # Key by key: dict(mapping) on the SDK's attribute mapping takes the slow path.
+        "a": {key: attributes[key] for key in attributes} if attributes else {},
+    }
+    if lr.severity_text:
+        item["st"] = lr.severity_text
+    if lr.trace_id:
+        item["t"] = f"{lr.trace_id:032x}"
+    if lr.span_id:
+        item["s"] = f"{lr.span_id:016x}"
+    event_name = getattr(lr, "event_name", None)
+    if event_name:
+        item["ev"] = event_name
+    scope = record.instrumentation_scope
+    if scope is not None and scope.name:
+        item["sc"] = scope.name
+    return item
+
+
+def encode_lines(batch: Sequence[ReadableLogRecord | ReadWriteLogRecord]) -> bytes:
+    """One line per resource in the batch (usually one), each ending in a newline, as UTF-8.
+
+    Written by orjson; a line orjson refuses (an int beyond 64 bits, text that is not
+    valid UTF-8) is written by the standard library encoder instead, as in :mod:`.spanfile`.
+    """
+    groups: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    for record in batch:
+        resource = record.resource
+        group = groups.get(id(resource))
+        if group is None:
+            group = groups[id(resource)] = (resource, [])
+        group[1].append(_item(record))
+    out = []
+    for resource, items in groups.values():
+        line = {"v": VERSION, "resource": dict(resource.attributes) if resource is not None else {}, "logs": items}
+        try:
+            out.append(_orjson_dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
+        except orjson.JSONEncodeError:
+            out.append((_dumps(line) + "\n").encode("utf-8", "backslashreplace"))
+    return b"".join(out)
+
+
+@dataclass(slots=True)
+class LogLine:
+    """One log record read back from the store."""
+
+    time_ns: int
+    severity_number: int
+    severity_text: str
+    body: str
+    trace_id: str | None
+    span_id: str | None
+    event_name: str | None
+    scope: str
+    service: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def level(self) -> str:
+        """The severity text the record carries, else its range's name (``WARN``)."""
+        return self.severity_text or severity_name(self.severity_number)
+
+
+def decode(line: str) -> list[LogLine]:
+    """The log records of one line (``ValueError``/``KeyError``/``TypeError`` if it is not one)."""
+    batch = orjson.loads(line)
+    if batch.get("v") != VERSION:
+        raise ValueError(f"unknown log file version {batch.get('v')!r}")
+    service = str(batch.get("resource", {}).get("service.name", ""))
+    records = []
+    for item in batch["logs"]:
+        attributes = item.get("a", {})
+        if not isinstance(attributes, dict):
+            raise TypeError(f"attributes are a {type(attributes).__name__}, not an object")
+        records.append(LogLine(
+            time_ns=int(item["ts"]), severity_number=int(item.get("sn", 0)),
+            severity_text=str(item.get("st", "")), body=str(item.get("b", "")),
+            trace_id=item.get("t"), span_id=item.get("s"), event_name=item.get("ev"),
+            scope=str(item.get("sc", "")), service=service, attributes=attributes,
+        ))
+    return records

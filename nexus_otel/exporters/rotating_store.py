@@ -1,0 +1,174 @@
+"""A directory of JSON-lines files bounded by size: what the local span and log stores share.
+
+``<stem>.jsonl`` is appended to; when a write would take it past ``max_bytes``
+it is renamed ``<stem>-<time_ns>.jsonl`` and the oldest such files beyond
+``max_files`` (the current one counted) are deleted, so the store never grows
+past about ``max_bytes * max_files``. Several processes may share a directory
+(a server's workers, a CLI run): each append and rotation holds an exclusive
+``flock`` on a lock file, so lines never interleave and a rotation never loses
+a write. Readers take no lock: a batch is one line, and a line that is not
+whole (a crash mid-write, a write still under way) is skipped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
+
+
+class RotatingStore:
+    """Appends lines under a cross-process lock, rotates by size, reads back oldest first."""
+
+    def __init__(self, directory: str | os.PathLike[str], stem: str, *, max_bytes: int, max_files: int,
+                 lock_name: str, log: logging.Logger) -> None:
+        self.directory = Path(directory)
+        self.stem = stem
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self._lock_name = lock_name
+        self._log = log
+        self._lock = threading.Lock()
+        self.written = 0
+        self.failed = 0
+
+    @property
+    def current(self) -> Path:
+        """The file being written to."""
+        return self.directory / f"{self.stem}.jsonl"
+
+    def append(self, encode: Callable[[], bytes], count: int, what: str) -> bool:
+        """Writes the lines ``encode()`` returns, counting ``count`` items as written or failed.
+
+        Never raises: an exporter calls this on the SDK's thread, and a store that cannot be
+        written (a full disk, a read-only folder, a value that cannot be encoded) must not
+        reach the app; the failure is counted and logged once per batch.
+        """
+        try:
+            data = encode()
+            with self._lock:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                with open(self.directory / self._lock_name, "a") as lock_file:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX)
+                    try:
+                        self._rotate_if_needed(len(data))
+                        with open(self.current, "ab") as f:
+                            f.write(data)
+                    finally:
+                        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        except Exception as exc:  # see the docstring
+            self.failed += count
+            self._log.error("cannot write %d %s to %s: %s", count, what, self.directory, exc)
+            return False
+        self.written += count
+        return True
+
+    def _rotate_if_needed(self, incoming: int) -> None:
+        current = self.current
+        try:
+            size = current.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + incoming <= self.max_bytes:
+            return
+        current.rename(self.directory / f"{self.stem}-{time.time_ns()}.jsonl")
+        rotated = self.rotated_files()
+        for old in rotated[: max(0, len(rotated) - (self.max_files - 1))]:
+            old.unlink(missing_ok=True)
+
+    def rotated_files(self) -> list[Path]:
+        """The files rotated away, oldest first (their names hold the time of rotation)."""
+        return sorted(self.directory.glob(f"{self.stem}-*.jsonl"))
+
+    def files(self) -> list[Path]:
+        """Every file of the store, oldest first."""
+        files = self.rotated_files()
+        if self.current.exists():
+            files.append(self.current)
+        return files
+
+    def read(self, decode: Callable[[str], Iterable[T]]) -> Iterator[T]:
+        """What ``decode`` makes of each line, oldest file first; a damaged line is skipped and logged."""
+        for file in self.files():
+            yield from self.read_file(file, decode)
+
+    def read_file(self, file: Path, decode: Callable[[str], Iterable[T]]) -> Iterator[T]:
+        """What ``decode`` makes of each line of one of the store's files (none if it was deleted meanwhile)."""
+        try:
+            handle = open(file, encoding="utf-8", errors="replace")
+        except FileNotFoundError:  # rotated away meanwhile
+            return
+        with handle:
+            for n, line in enumerate(handle, 1):
+                yield from decode_line(decode, line, f"{file}:{n}", self._log)
+
+    def tail(self) -> Tail:
+        """A reader of the current file that follows it across rotations (``nexus-otel logs --follow``)."""
+        return Tail(self.current)
+
+
+def decode_line(decode: Callable[[str], Iterable[T]], line: str, where: str, log: logging.Logger) -> Iterable[T]:
+    """``decode(line)``, or nothing for a blank or damaged line (logged with ``where``)."""
+    if not line.strip():
+        return ()
+    try:
+        return list(decode(line))
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        log.warning("skipping damaged line %s (%s)", where, exc)
+        return ()
+
+
+class Tail:
+    """Whole lines appended to one path since the last :meth:`read`, across renames of that path.
+
+    A rotation renames the file and a writer starts a new one under the old name; the
+    rest of the renamed file is read first (no write reaches it after the rename), then
+    the new file from its start. A line without its newline yet waits for the next read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: BinaryIO | None = None
+        self._partial = b""
+
+    def read(self) -> list[str]:
+        """The whole lines written since the last call (the first call: all of the file)."""
+        lines: list[str] = []
+        handle = self._handle
+        if handle is not None:
+            try:
+                replaced = os.stat(self.path).st_ino != os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                replaced = True
+            lines += self._drain(handle)
+            if not replaced:
+                return lines
+            handle.close()
+            self._handle, self._partial = None, b""
+        try:
+            self._handle = handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return lines
+        return lines + self._drain(handle)
+
+    @property
+    def inode(self) -> int | None:
+        """The inode of the file being read (None before it exists), to tell it apart from a rotated one."""
+        return os.fstat(self._handle.fileno()).st_ino if self._handle is not None else None
+
+    def _drain(self, handle: BinaryIO) -> list[str]:
+        data = self._partial + handle.read()
+        *whole, self._partial = data.split(b"\n")
+        return [line.decode("utf-8", "replace") for line in whole]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
