@@ -4,12 +4,19 @@ It reads the execution's records (every execution, whatever the trace
 sampler kept): the names, the redacted inputs, the status and the timing. On
 the workflow's thread it does no more than put the record on a queue; a worker
 thread builds the ``logging`` records (stamped with the execution's time and
-its ``trace_id`` and ``span_id``) and hands them to the logger's handlers. So
-request logging costs a workflow microseconds, whatever the handlers do; the
-worker takes records in batches (``linger``, 50 ms), so it does not wake for
-every record. The queue is bounded (``max_queued``): when handlers fall
-behind, workflows wait for room (back-pressure) rather than records being
-dropped.
+its ``trace_id`` and ``span_id``) and hands them to the logger's handlers and,
+given an OpenTelemetry ``Logger`` (``otel_logger``), emits the same records as
+OpenTelemetry log records (:mod:`~nexus_otel.logs.execution_logs`) to its
+provider's processors and exporters. So request logging costs a workflow
+microseconds, whatever the handlers and exporters do; the worker takes records
+in batches (``linger``, 50 ms), so it does not wake for every record. The queue
+is bounded (``max_queued``): when handlers fall behind, workflows wait for room
+(back-pressure) rather than records being dropped.
+
+One level rule for both outputs: the ``logging`` logger's level. Each
+``logging`` record carries ``nexus_request_log = True``, so a handler that
+brings ``logging`` records into the logs signal skips it (the log record is
+already there) and no record is exported twice.
 """
 
 from __future__ import annotations
@@ -21,17 +28,29 @@ import threading
 import time
 from typing import Any
 
+from opentelemetry._logs import Logger
+
+from ..logs.execution_logs import execution_log_record
 from ..records import ExecutionRecord, RecordProcessor
 
 _STOP = object()
+
+
+class _RequestLogRecord(logging.LogRecord):
+    """A ``logging`` record of the request log: marked by a class attribute, so formatters that write
+    every extra field (``JsonFormatter``) do not write the mark."""
+
+    nexus_request_log = True
 
 
 class RequestLogProcessor(RecordProcessor):
     """``workflow started`` / ``completed`` / ``failed`` / ``rejected`` records for every execution."""
 
     def __init__(self, logger: logging.Logger, *, level: int = logging.INFO, include_inputs: bool = True,
-                 max_queued: int = 100_000, linger: float = 0.05) -> None:
+                 max_queued: int = 100_000, linger: float = 0.05, otel_logger: Logger | None = None) -> None:
         self.logger = logger
+        self.otel_logger = otel_logger
+        """Where the worker emits the OpenTelemetry log records (e.g. ``provider.get_logger(...)``); None: none."""
         self.linger = linger
         """Seconds the worker waits after a record arrives, so that it handles records in batches."""
         self.level = level
@@ -87,34 +106,45 @@ class RequestLogProcessor(RecordProcessor):
             for item in batch:
                 if item is _STOP:
                     return
+                level = self._level(item)
                 try:
-                    self._emit(item)
+                    self._emit(item, level)
                 except Exception:  # a broken handler must not stop request logging
                     logging.getLogger("nexus_otel.requests.worker").exception("request log record failed")
+                if self.otel_logger is not None:
+                    try:
+                        self.otel_logger.emit(execution_log_record(item, level, include_inputs=self.include_inputs))
+                    except Exception:  # nor a broken log record processor
+                        logging.getLogger("nexus_otel.requests.worker").exception("request log record not emitted")
             with self._idle:
                 self._pending -= len(batch)
                 self._idle.notify_all()
 
-    def _emit(self, item: ExecutionRecord) -> None:
+    def _level(self, item: ExecutionRecord) -> int:
+        """The plugin's level; ``WARNING`` at least for a failure or a rejection."""
+        if item.status != "running" and item.failed and self.level < logging.WARNING:
+            return logging.WARNING
+        return self.level
+
+    def _emit(self, item: ExecutionRecord, level: int) -> None:
         kind = "started" if item.status == "running" else item.status
         fields: dict[str, Any] = {"event": f"workflow.{kind}", "workflow": item.workflow,
                                   "workflow_id": item.workflow_id, "channel": item.channel,
                                   "session_id": item.session_id}
         when: float | None
         if kind == "started":
-            message, level, when = "workflow started", self.level, item.started_at
+            message, when = "workflow started", item.started_at
             if item.inputs is not None and self.include_inputs:
                 fields["inputs"] = _json_or_text(item.inputs)
         else:
-            failed = item.failed
             message = f"workflow {item.status}"
-            level = logging.WARNING if failed and self.level < logging.WARNING else self.level
             when = item.ended_at
             fields["status"] = item.status
             fields["duration_ms"] = round((item.duration or 0.0) * 1e3, 3)
             fields["error_type"] = item.error_type
             fields["cache_hit"] = item.cache_hit
         record = self.logger.makeRecord(self.logger.name, level, __file__, 0, message, (), None)
+        _mark(record)
         if when:
             record.created = when
             record.msecs = int(when * 1000) % 1000
@@ -138,6 +168,14 @@ class RequestLogProcessor(RecordProcessor):
         self._stopped = True
         self._queue.put(_STOP)
         self._thread.join(min(timeout, 5.0))
+
+
+def _mark(record: logging.LogRecord) -> None:
+    """Mark ``record`` as the request log's (``record.nexus_request_log``), as a class attribute where it can."""
+    if type(record) is logging.LogRecord:
+        record.__class__ = _RequestLogRecord  # same layout; the record factory's fields stay
+    else:  # a record factory of the app's own makes another class: mark the instance
+        record.nexus_request_log = True
 
 
 def _json_or_text(value: Any) -> Any:

@@ -39,6 +39,26 @@ NODE_STATUS = "nexus.node.status"
 """``completed`` or ``failed``."""
 KAILASH_RUN_ID = "kailash.run_id"
 
+# Log records (the request log as OpenTelemetry log records: ``docs/logs.md``).
+REQUEST_LOG_SCOPE = "nexus_otel.requests"
+"""The instrumentation scope (OTel logger name) of the request log's records."""
+LOG_WORKFLOW_STARTED = "nexus.workflow.started"
+LOG_WORKFLOW_COMPLETED = "nexus.workflow.completed"
+LOG_WORKFLOW_FAILED = "nexus.workflow.failed"
+LOG_WORKFLOW_REJECTED = "nexus.workflow.rejected"
+LOG_EVENTS = (LOG_WORKFLOW_STARTED, LOG_WORKFLOW_COMPLETED, LOG_WORKFLOW_FAILED, LOG_WORKFLOW_REJECTED)
+"""The ``event_name`` of each request log record."""
+
+# Log record attributes (besides the span attributes above: workflow name and id, channel, session, inputs).
+WORKFLOW_STATUS = "nexus.workflow.status"
+"""``completed``, ``failed`` or ``rejected``: on the end record."""
+WORKFLOW_DURATION_ATTR = "nexus.workflow.duration"
+"""Seconds (a float) the workflow took: on the end record (the metric of the same name holds all of them)."""
+CACHE_HIT = "nexus.cache.hit"
+"""True when the result came from ``CachingPlugin``'s cache, false when it missed; absent when no cache looked."""
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+
 # Hook events (the value of ``nexus.hook.event`` and of the metrics' ``event``).
 WORKFLOW_STARTED = "workflow_started"
 WORKFLOW_COMPLETED = "workflow_completed"
