@@ -205,25 +205,27 @@ def plugins(target: str, plugins_dir: str | None) -> None:
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--all", "include_all", is_flag=True, help="Also list traces without a workflow (start, stop, scrapes).")
 @click.option("--attributes", "-a", "show_attributes", is_flag=True,
-              help="With TRACE_ID: show each span's attributes and events (already redacted).")
+              help="With TRACE_ID: show each span's and log record's attributes, and span events (already redacted).")
 @click.option("--data-dir", default=None, help=f"Local store (default $NEXUS_OTEL_DATA_DIR or {DEFAULT_DATA_DIR}).")
 def traces(trace_id: str | None, limit: int, include_all: bool, show_attributes: bool, data_dir: str | None) -> None:
-    """List recent traces from the local store, or show TRACE_ID (or a prefix) as a tree."""
-    from .traceview import find_trace, recent_traces, render_tree
+    """List recent traces from the local store, or show TRACE_ID (or a prefix) as a tree with its log lines."""
+    from .traceview import find_trace_records, recent_traces, render_tree
 
     directory = _data_dir(data_dir)
     if trace_id:
         try:
-            found = find_trace(directory, trace_id)
+            found = find_trace_records(directory, trace_id)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
         if found is None:
             raise click.ClickException(
                 f"no trace {trace_id!r} in {directory} (a trace is written within about a second of its "
                 f"request ending; run the command again if it just ended)")
-        tid, spans = found
-        click.echo(f"trace {inert_line(tid)}  ({len(spans)} spans, service {inert_line(spans[0].service)})")
-        for line in render_tree(spans, show_attributes=show_attributes, header=True):
+        tid, spans, logs = found.trace_id, found.spans, found.logs
+        service = (spans[0].service if spans else logs[0].service) or "-"
+        kept = f"{len(spans)} spans" if spans else "no spans kept: the trace was not sampled"
+        click.echo(f"trace {inert_line(tid)}  ({kept}, {len(logs)} log records, service {inert_line(service)})")
+        for line in render_tree(spans, show_attributes=show_attributes, header=True, logs=logs):
             click.echo(line)
         return
     summaries = recent_traces(directory, limit, include_all=include_all)
@@ -235,6 +237,61 @@ def traces(trace_id: str | None, limit: int, include_all: bool, show_attributes:
         workflow = inert_line(s.workflow)[:17]
         click.echo(f"{inert_line(s.trace_id):<34}{workflow:<18}{s.status:<8}{s.duration_ms:>9.2f} ms  "
                    f"{s.span_count:>5}  {s.started}")
+
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL")
+FOLLOW_POLL_SECONDS = 0.5
+"""How often ``nexus-otel logs --follow`` looks for new records."""
+
+
+@main.command()
+@click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(1),
+              help="Show the last N matching records.")
+@click.option("--workflow", "-w", default=None, metavar="NAME",
+              help="Records of workflow NAME's executions: its request log records and every record "
+                   "written in the same trace (the workflow's own logging lines).")
+@click.option("--level", "-l", default=None, type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Minimum severity.")
+@click.option("--trace", "-t", "trace_id", default=None, metavar="ID", help="Records of one trace (id or prefix).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing records as they are written (Ctrl-C stops).")
+@click.option("--attributes", "-a", "show_attributes", is_flag=True,
+              help="Show each record's attributes (already redacted).")
+@click.option("--data-dir", default=None, help=f"Local store (default $NEXUS_OTEL_DATA_DIR or {DEFAULT_DATA_DIR}).")
+def logs(limit: int, workflow: str | None, level: str | None, trace_id: str | None, follow: bool,
+         show_attributes: bool, data_dir: str | None) -> None:
+    """List recent log records from the local store, newest last."""
+    import time
+
+    from .exporters.local_logs import LogFollower
+    from .traceview import LogFilter, format_log_line
+
+    directory = _data_dir(data_dir)
+    selection = LogFilter(workflow=workflow, level=level, trace_prefix=trace_id)
+    follower = LogFollower(directory)
+    try:
+        stored = list(follower.history())
+        shown = selection.latest(stored, limit)
+        for record in shown:
+            for line in format_log_line(record, show_attributes=show_attributes):
+                click.echo(line)
+        if not stored and not follow:
+            click.echo(f"no log records in {inert_line(directory)} yet: run a workflow (nexus-otel run / serve / "
+                       f"demo) with logs going to the local store (OTEL_LOGS_EXPORTER=local, the default without "
+                       f"an OTLP endpoint)")
+        elif not shown and not follow:
+            click.echo(f"none of the {len(stored)} log records in {inert_line(directory)} match")
+        if not follow:
+            return
+        click.echo(f"following log records in {inert_line(directory)} (Ctrl-C stops)", err=True)
+        while True:
+            time.sleep(FOLLOW_POLL_SECONDS)
+            for record in selection.follow(follower.new()):
+                for line in format_log_line(record, show_attributes=show_attributes):
+                    click.echo(line)
+    except KeyboardInterrupt:  # the way --follow ends
+        return
+    finally:
+        follower.close()
 
 
 @main.group()

@@ -59,7 +59,7 @@ def _item(record: ReadableLogRecord | ReadWriteLogRecord) -> dict[str, Any]:
     attributes = lr.attributes
     item: dict[str, Any] = {
         "ts": lr.timestamp or lr.observed_timestamp or 0,
-        "sn": number.value if number is not None else 0,
+        "sn": int(getattr(number, "value", number) or 0),  # a SeverityNumber, or a plain int from Logger.emit
         "b": body_text(lr.body),
         # Key by key: dict(mapping) on the SDK's attribute mapping takes the slow path.
         "a": {key: attributes[key] for key in attributes} if attributes else {},
