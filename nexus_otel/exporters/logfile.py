@@ -55,11 +55,11 @@ def body_text(body: Any) -> str:
 
 def _item(record: ReadableLogRecord | ReadWriteLogRecord) -> dict[str, Any]:
     lr = record.log_record
-    number = lr.severity_number
+    number: Any = lr.severity_number  # a SeverityNumber, or a plain int given to Logger.emit
     attributes = lr.attributes
     item: dict[str, Any] = {
         "ts": lr.timestamp or lr.observed_timestamp or 0,
-        "sn": int(getattr(number, "value", number) or 0),  # a SeverityNumber, or a plain int from Logger.emit
+        "sn": int(getattr(number, "value", number) or 0),
         "b": body_text(lr.body),
         # Key by key: dict(mapping) on the SDK's attribute mapping takes the slow path.
         "a": {key: attributes[key] for key in attributes} if attributes else {},
