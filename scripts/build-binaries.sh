@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Builds the deploy kit's servers from source, once, into a cache outside the
 # repository: our OpenTelemetry Collector distribution (the Collector builder
-# run on deploy/collector/builder-config.yaml) and Jaeger v2. Versions come
+# run on deploy/collector/builder-config.yaml), Jaeger v2 and VictoriaLogs (the
+# logs backend). Versions come
 # from deploy/versions.env; a build is keyed by them (and by the manifest's
 # hash), so a second run finds it and returns at once.
 #
-#   bash scripts/build-binaries.sh           build what is missing, print the two paths
-#   bash scripts/build-binaries.sh --where   print the two paths, build nothing
+#   bash scripts/build-binaries.sh           build what is missing, print the three paths
+#   bash scripts/build-binaries.sh --where   print the three paths, build nothing
 #
 # The cache is $NEXUS_OTEL_CACHE_DIR, else $XDG_CACHE_HOME/nexus-otel, else
 # ~/.cache/nexus-otel. Without Go this prints one line saying what to install
 # and exits 0 (the tests that need the binaries skip), except under CI=true,
 # where it exits 1: CI must run those tests.
 #
-# Stdout is the two path lines only. A build reports on stderr as it goes: a
+# Stdout is the three path lines only (otelcol=, jaeger=, victorialogs=). A build reports on stderr as it goes: a
 # line per step with the time since the build began, and a line every 30 s
 # while a long step runs, so the first run's ten minutes never look hung.
 set -euo pipefail
@@ -25,16 +26,18 @@ MANIFEST="$ROOT/deploy/collector/builder-config.yaml"
 MANIFEST_HASH="$(sha256sum "$MANIFEST" | cut -c1-12)"
 OTELCOL_DIR="$CACHE/otelcol-nexus-$COLLECTOR_VERSION-$MANIFEST_HASH"
 JAEGER_DIR="$CACHE/jaeger-$JAEGER_VERSION"
+VICTORIALOGS_DIR="$CACHE/victorialogs-$VICTORIALOGS_VERSION"
 OTELCOL="$OTELCOL_DIR/otelcol-nexus"
 JAEGER="$JAEGER_DIR/jaeger"
+VICTORIALOGS="$VICTORIALOGS_DIR/victoria-logs"
 
-where() { echo "otelcol=$OTELCOL"; echo "jaeger=$JAEGER"; }
+where() { echo "otelcol=$OTELCOL"; echo "jaeger=$JAEGER"; echo "victorialogs=$VICTORIALOGS"; }
 if [ "${1:-}" = "--where" ]; then where; exit 0; fi
 
-if [ -x "$OTELCOL" ] && [ -x "$JAEGER" ]; then where; exit 0; fi
+if [ -x "$OTELCOL" ] && [ -x "$JAEGER" ] && [ -x "$VICTORIALOGS" ]; then where; exit 0; fi
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "build-binaries.sh: the Collector and Jaeger tests need Go 1.26 or newer (https://go.dev/dl/) to build them; skipping" >&2
+  echo "build-binaries.sh: the Collector, Jaeger and VictoriaLogs tests need Go 1.26 or newer (https://go.dev/dl/) to build them; skipping" >&2
   if [ "${CI:-}" = "true" ]; then exit 1; fi
   exit 0
 fi
@@ -79,6 +82,13 @@ jaeger_build() {
     -ldflags "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION" \
     "$JAEGER_MODULE/cmd/jaeger" >> build.log 2>&1)
 }
+victorialogs_modules() {
+  (cd "$work" && go mod init nexus-otel/victorialogs-build >/dev/null 2>&1 \
+    && go get -tool "$VICTORIALOGS_MODULE/app/victoria-logs@v$VICTORIALOGS_VERSION" > build.log 2>&1)
+}
+victorialogs_build() {
+  (cd "$work" && go build -trimpath -o victoria-logs.bin "$VICTORIALOGS_MODULE/app/victoria-logs" >> build.log 2>&1)
+}
 
 if [ ! -x "$OTELCOL" ]; then
   say "building the Collector $COLLECTOR_VERSION into $OTELCOL_DIR (one time, several minutes)"
@@ -104,6 +114,18 @@ if [ ! -x "$JAEGER" ]; then
   mkdir -p "$JAEGER_DIR"
   mv "$work/jaeger.bin" "$JAEGER"
   say "Jaeger is built: $JAEGER"
+fi
+
+if [ ! -x "$VICTORIALOGS" ]; then
+  say "building VictoriaLogs $VICTORIALOGS_VERSION into $VICTORIALOGS_DIR (one time, about a minute)"
+  work="$CACHE/src/victorialogs-$VICTORIALOGS_VERSION"
+  rm -rf "$work" && mkdir -p "$work"
+  step "downloading VictoriaLogs' modules (go get; log: $work/build.log)" victorialogs_modules \
+    || failed "$work/build.log" "VictoriaLogs"
+  step "compiling VictoriaLogs (log: $work/build.log)" victorialogs_build || failed "$work/build.log" "VictoriaLogs"
+  mkdir -p "$VICTORIALOGS_DIR"
+  mv "$work/victoria-logs.bin" "$VICTORIALOGS"
+  say "VictoriaLogs is built: $VICTORIALOGS"
 fi
 
 say "built in $(( $(date +%s) - started )) s"

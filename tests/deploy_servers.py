@@ -1,6 +1,6 @@
-"""The deploy kit's real servers for end-to-end tests: our Collector distribution and Jaeger v2.
+"""The deploy kit's real servers for end-to-end tests: our Collector distribution, Jaeger v2 and VictoriaLogs.
 
-Both binaries are built from source by ``scripts/build-binaries.sh`` (the test
+The binaries are built from source by ``scripts/build-binaries.sh`` (the test
 command runs it first; the build is cached outside the repository). Every
 server here listens on 127.0.0.1 only, on free ports passed to the shipped
 configs through the environment variables they read, and is always stopped.
@@ -8,10 +8,15 @@ configs through the environment variables they read, and is always stopped.
     with Jaeger(tmp_path) as jaeger, \
             Collector(tmp_path, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint) as col:
         ...  # send OTLP to col.otlp_http_url, then jaeger.trace(trace_id)
+
+    with VictoriaLogs(tmp_path) as logs, \
+            Collector(tmp_path, "otel-collector.yaml", victorialogs_endpoint=logs.otlp_endpoint) as col:
+        ...  # send OTLP logs to col.otlp_http_url, then logs.query('trace_id:="..."')
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from nexus_otel.serving import free_port
 
@@ -29,8 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 BUILD_SCRIPT = REPO / "scripts" / "build-binaries.sh"
 LOOPBACK = "127.0.0.1"
-INSTALL_HINT = ("needs Go 1.26 or newer (https://go.dev/dl/) to build the OpenTelemetry Collector and "
-                "Jaeger once: run scripts/test.sh, or bash scripts/build-binaries.sh")
+INSTALL_HINT = ("needs Go 1.26 or newer (https://go.dev/dl/) to build the OpenTelemetry Collector, "
+                "Jaeger and VictoriaLogs once: run scripts/test.sh, or bash scripts/build-binaries.sh")
 
 
 # ${env:NAME:-default} in a Collector or Jaeger config: the server reads NAME, falling back to default.
@@ -60,7 +66,7 @@ def versions() -> dict[str, str]:
 
 
 def binary_paths() -> dict[str, Path]:
-    """Where ``scripts/build-binaries.sh`` puts (or has put) the binaries: ``{"otelcol": ..., "jaeger": ...}``."""
+    """Where ``scripts/build-binaries.sh`` puts (or has put) the binaries: ``{"otelcol", "jaeger", "victorialogs"}``."""
     out = subprocess.run(["bash", str(BUILD_SCRIPT), "--where"], capture_output=True, text=True,
                          check=True, timeout=30).stdout
     return {k: Path(v) for k, v in (line.split("=", 1) for line in out.splitlines() if "=" in line)}
@@ -85,12 +91,14 @@ def run_binary(name: str, *args: str, env: dict[str, str] | None = None,
 
 
 class _Server:
-    """One binary run with ``--config`` and an environment, on loopback ports; restartable on the same ports."""
+    """One binary run with ``--config`` (or the arguments of :meth:`arguments`) and an environment, on loopback
+    ports; restartable on the same ports."""
 
     binary = ""
     health_path = "/"
 
-    def __init__(self, workdir: Path, config: Path, env: dict[str, str], health_port: int, name: str) -> None:
+    def __init__(self, workdir: Path, config: Path | None, env: dict[str, str], health_port: int,
+                 name: str) -> None:
         self.workdir = Path(workdir)
         self.config = config
         self.env = env
@@ -105,6 +113,9 @@ class _Server:
         except OSError:
             return ""
 
+    def arguments(self) -> list[str]:
+        return [f"--config={self.config}"]
+
     def healthy(self) -> bool:
         return httpx.get(f"http://{LOOPBACK}:{self.health_port}{self.health_path}", timeout=1).status_code == 200
 
@@ -113,7 +124,7 @@ class _Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [str(binary), f"--config={self.config}"], cwd=self.workdir, stdin=subprocess.DEVNULL,
+                [str(binary), *self.arguments()], cwd=self.workdir, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout
@@ -240,13 +251,67 @@ def parent_of(span: dict) -> str | None:
     return None
 
 
+class VictoriaLogs(_Server):
+    """VictoriaLogs (the kit's logs backend) on a free loopback port, its data in ``workdir/<name>-data``.
+
+    It takes OTLP log records over HTTP at :attr:`otlp_endpoint` (the Collector's otlp_http exporter appends
+    ``/v1/logs``) and answers LogsQL at ``/select/logsql/query``.
+    """
+
+    binary = "victorialogs"
+    health_path = "/health"
+
+    def __init__(self, workdir: Path, name: str = "victorialogs") -> None:
+        self.port = free_port()
+        self.data_dir = Path(workdir) / f"{name}-data"
+        super().__init__(workdir, None, {}, self.port, name)
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def arguments(self) -> list[str]:
+        return [f"-storageDataPath={self.data_dir}", f"-httpListenAddr={LOOPBACK}:{self.port}",
+                "-loggerLevel=WARN"]
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def otlp_endpoint(self) -> str:
+        """The base URL for an OTLP/HTTP exporter's ``endpoint`` (the deploy configs' VICTORIALOGS_ENDPOINT)."""
+        return f"{self.url}/insert/opentelemetry"
+
+    def query_response(self, logsql: str, **params: str) -> httpx.Response:
+        """``/select/logsql/query`` as sent: a bad query answers HTTP 400."""
+        return self.client.post("/select/logsql/query", data={"query": logsql, **params})
+
+    def query(self, logsql: str, **params: str) -> list[dict[str, Any]]:
+        """The log entries a LogsQL query selects (one JSON object per line, every field a string)."""
+        response = self.query_response(logsql, **params)
+        response.raise_for_status()
+        return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def gateway_config_with_static_samplers(dest: Path, samplers: list[str]) -> Path:
+    """deploy/otel-collector-gateway.yaml with only the load_balancing resolver replaced.
+
+    The shipped file finds the samplers through a Kubernetes headless Service (DNS); two samplers on one
+    machine cannot share a name and port, so tests list them with the exporter's ``static`` resolver.
+    """
+    config = yaml.safe_load((DEPLOY / "otel-collector-gateway.yaml").read_text())
+    resolver = config["exporters"]["load_balancing"]["resolver"]
+    assert set(resolver) == {"dns"}, resolver
+    config["exporters"]["load_balancing"]["resolver"] = {"static": {"hostnames": samplers}}
+    dest.write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
+
+
 class Collector(_Server):
     """Our Collector distribution running a shipped config from ``deploy/`` on free loopback ports."""
 
     binary = "otelcol"
 
-    def __init__(self, workdir: Path, config: str, *, jaeger_endpoint: str = "", name: str = "otelcol",
-                 **extra_env: str) -> None:
+    def __init__(self, workdir: Path, config: str, *, jaeger_endpoint: str = "", victorialogs_endpoint: str = "",
+                 name: str = "otelcol", **extra_env: str) -> None:
         self.otlp_grpc_port = free_port()
         self.otlp_http_port = free_port()
         self.metrics_port = free_port()
@@ -259,6 +324,7 @@ class Collector(_Server):
             "OTELCOL_METRICS_PORT": str(self.metrics_port),
             "OTELCOL_PROMETHEUS_PORT": str(self.prometheus_port),
             **({"JAEGER_OTLP_ENDPOINT": jaeger_endpoint} if jaeger_endpoint else {}),
+            **({"VICTORIALOGS_ENDPOINT": victorialogs_endpoint} if victorialogs_endpoint else {}),
             **extra_env,
         }
         super().__init__(workdir, DEPLOY / config, env, int(env["OTELCOL_HEALTH_PORT"]), name)

@@ -13,30 +13,18 @@ place of Jaeger, so the test sees which sampler each span went through.
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 import httpx
-import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from .deploy_servers import DEPLOY, Collector, require_binary
+from .deploy_servers import Collector, gateway_config_with_static_samplers, require_binary
 from .otlp_receivers import GRPCReceiver
 from .prometheus_server import wait_until
 
 ERROR_TRACES, OK_TRACES = 20, 20
 SPANS_PER_TRACE = 3  # server -> workflow -> hook, each sent in a request of its own
-
-
-def gateway_config_with_static_samplers(dest: Path, samplers: list[str]) -> Path:
-    """deploy/otel-collector-gateway.yaml with only the load_balancing resolver replaced."""
-    config = yaml.safe_load((DEPLOY / "otel-collector-gateway.yaml").read_text())
-    resolver = config["exporters"]["load_balancing"]["resolver"]
-    assert set(resolver) == {"dns"}, resolver
-    config["exporters"]["load_balancing"]["resolver"] = {"static": {"hostnames": samplers}}
-    dest.write_text(yaml.safe_dump(config, sort_keys=False))
-    return dest
 
 
 def _span_request(trace_id: bytes, index: int, error: bool) -> bytes:
