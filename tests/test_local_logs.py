@@ -142,7 +142,7 @@ def test_unwritable_store_is_counted_not_raised(tmp_path):
 
 
 def _write_many(directory: str, tag: str, count: int) -> None:
-    s = Store(Path(directory), max_bytes=20_000, max_files=1000)
+    s = Store(Path(directory), max_bytes=2_000, max_files=10_000)
     for i in range(count):
         s.python_logger.info("%s-%d", tag, i)
     s.close()
