@@ -1,4 +1,4 @@
-"""Tools for testing plugins and apps: in-memory span and metric capture.
+"""Tools for testing plugins and apps: in-memory span, log record and metric capture.
 
 The project's own tests use exactly these, so they are kept working::
 
@@ -13,15 +13,21 @@ The project's own tests use exactly these, so they are kept working::
         assert capture.span("workflow hello").status.is_ok
         assert capture.metric_value("nexus.workflow.executions", workflow="hello") == 1
 
+Log records (the request log's, and with ``CapturedTelemetry(capture_logs=True)``
+the app's own ``logging`` records) are kept too, behind redaction: ``capture.logs``.
+
 With pytest, the fixtures ``nexus_capture`` and ``nexus_app`` do the set-up
 (they are registered automatically when nexus-otel is installed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -30,6 +36,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from .app import Nexus
+from .processors.log_redaction import RedactingLogRecordProcessor
 from .processors.span_redaction import RedactingSpanProcessor
 from .redaction import Redactor
 from .telemetry.config import TelemetryConfig
@@ -38,13 +45,18 @@ from .telemetry.telemetry import Telemetry
 
 
 class CapturedTelemetry:
-    """SDK providers that keep every span and metric in memory for assertions.
+    """SDK providers that keep every span, log record and metric in memory for assertions.
 
-    Spans are exported synchronously, so they are visible as soon as a span
-    ends; metrics are collected on demand.
+    Spans and log records are exported synchronously, so they are visible as soon as a span
+    ends or a record is emitted; metrics are collected on demand.
+
+    ``capture_logs=True`` lets the apps made here bring the process's ``logging`` records in while
+    they run (:class:`~nexus_otel.logs.capture.LogCapture`, one root handler per process); off by
+    default, so a test's app leaves the root logger as it found it.
     """
 
-    def __init__(self, service_name: str = "test", *, redactor: Redactor | None = None) -> None:
+    def __init__(self, service_name: str = "test", *, redactor: Redactor | None = None,
+                 capture_logs: bool = False) -> None:
         self.resource = Resource.create({"service.name": service_name})
         self.redactor = redactor or Redactor()
         self.span_exporter = InMemorySpanExporter()
@@ -53,6 +65,13 @@ class CapturedTelemetry:
         self.tracer_provider.add_span_processor(
             RedactingSpanProcessor(self.redactor, [SimpleSpanProcessor(self.span_exporter)])
         )
+        self.log_exporter = InMemoryLogRecordExporter()
+        self.logger_provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        # Log records too are captured as an exporter would receive them: behind redaction.
+        self.logger_provider.add_log_record_processor(
+            RedactingLogRecordProcessor(self.redactor, [SimpleLogRecordProcessor(self.log_exporter)])
+        )
+        self.capture_logs = capture_logs
         # One reader, the hub, as in a served app: it also reports the pre-aggregated hot-path metrics.
         self.prometheus_registry = CollectorRegistry(auto_describe=True)
         self.metrics_hub = MetricsHub(self.prometheus_registry, resource=self.resource)
@@ -60,9 +79,13 @@ class CapturedTelemetry:
 
     def telemetry(self, service_name: str = "test", **kwargs: Any) -> Telemetry:
         """A :class:`Telemetry` on these providers, sharing their Prometheus registry."""
+        config = kwargs.pop("config", TelemetryConfig())
+        if config.capture_logs is None:
+            config = dataclasses.replace(config, capture_logs=self.capture_logs)
         return Telemetry(
             service_name, tracer_provider=self.tracer_provider,
-            meter_provider=self.meter_provider, config=kwargs.pop("config", TelemetryConfig()),
+            meter_provider=self.meter_provider, logger_provider=kwargs.pop("logger_provider", self.logger_provider),
+            config=config,
             prometheus_registry=self.prometheus_registry, metrics_hub=self.metrics_hub,
             redactor=kwargs.pop("redactor", self.redactor),
             **kwargs,
@@ -112,6 +135,16 @@ class CapturedTelemetry:
             out.setdefault(s.context.trace_id, []).append(s)
         return out
 
+    # -- log records -------------------------------------------------------------
+    @property
+    def logs(self) -> list[ReadableLogRecord]:
+        """Finished log records, in the order they were emitted (``.log_record.body``, ``.log_record.attributes``)."""
+        return list(self.log_exporter.get_finished_logs())
+
+    def logs_named(self, event_name: str) -> list[ReadableLogRecord]:
+        """The log records whose ``event_name`` is ``event_name``."""
+        return [r for r in self.logs if r.log_record.event_name == event_name]
+
     # -- metrics -----------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
         """Collect now: ``{metric name: Metric}`` (with ``.unit`` and ``.data.data_points``)."""
@@ -138,11 +171,13 @@ class CapturedTelemetry:
         return total
 
     def clear(self) -> None:
-        """Forget the spans captured so far (metrics are cumulative)."""
+        """Forget the spans and log records captured so far (metrics are cumulative)."""
         self.span_exporter.clear()
+        self.log_exporter.clear()
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
+        self.logger_provider.shutdown()
         self.meter_provider.shutdown()
 
 

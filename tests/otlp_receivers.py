@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -20,6 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 LOOPBACK = "127.0.0.1"
 TRACES_PATH = "/v1/traces"
 METRICS_PATH = "/v1/metrics"
+LOGS_PATH = "/v1/logs"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,23 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     resource: dict[str, Any]
     scope: str
+
+
+@dataclass(frozen=True)
+class ReceivedLog:
+    """One decoded log record, flattened with its resource and scope (ids in hex, empty when unset)."""
+
+    body: Any
+    severity_number: int
+    severity_text: str
+    trace_id: str
+    span_id: str
+    event_name: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    time_unix_nano: int = 0
+    flags: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,29 @@ def flatten_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[
     return out
 
 
+def flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> list[ReceivedLog]:
+    """Every log record of an export request, with hex ids and its resource attributes."""
+    out: list[ReceivedLog] = []
+    for rl in request.resource_logs:
+        resource = attributes_of(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            for record in sl.log_records:
+                out.append(ReceivedLog(
+                    body=any_value(record.body),
+                    severity_number=record.severity_number,
+                    severity_text=record.severity_text,
+                    trace_id=record.trace_id.hex(),
+                    span_id=record.span_id.hex(),
+                    event_name=record.event_name,
+                    attributes=attributes_of(record.attributes),
+                    resource=resource,
+                    scope=sl.scope.name,
+                    time_unix_nano=record.time_unix_nano,
+                    flags=record.flags,
+                ))
+    return out
+
+
 def _number(point: Any) -> float | None:
     """The value of an OTLP ``NumberDataPoint`` (int or double)."""
     which = point.WhichOneof("value")
@@ -150,6 +192,7 @@ class _Store:
         self._lock = threading.Lock()
         self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.log_requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
         self.content_encodings: list[str] = []
         self.request_headers: list[dict[str, str]] = []
         self.errors: list[str] = []
@@ -163,6 +206,17 @@ class _Store:
         """Keep one decoded metrics export request."""
         with self._lock:
             self.metric_requests.append(request)
+
+    def _add_logs(self, request: logs_service_pb2.ExportLogsServiceRequest) -> None:
+        """Keep one decoded logs export request."""
+        with self._lock:
+            self.log_requests.append(request)
+
+    def logs(self) -> list[ReceivedLog]:
+        """All log records received so far, flattened, in arrival order."""
+        with self._lock:
+            requests = list(self.log_requests)
+        return [r for request in requests for r in flatten_logs(request)]
 
     def spans(self) -> list[ReceivedSpan]:
         """All spans received so far, flattened, in arrival order."""
@@ -216,7 +270,7 @@ def _decode_body(body: bytes, encoding: str) -> bytes:
 
 
 class _OTLPHandler(http.server.BaseHTTPRequestHandler):
-    """Handles ``POST /v1/traces`` and ``POST /v1/metrics`` with protobuf bodies."""
+    """Handles ``POST /v1/traces``, ``POST /v1/metrics`` and ``POST /v1/logs`` with protobuf bodies."""
 
     server: _OTLPHTTPServer
 
@@ -227,6 +281,8 @@ class _OTLPHandler(http.server.BaseHTTPRequestHandler):
                           trace_service_pb2.ExportTraceServiceResponse, self.server.store._add_traces),
             METRICS_PATH: (metrics_service_pb2.ExportMetricsServiceRequest,
                            metrics_service_pb2.ExportMetricsServiceResponse, self.server.store._add_metrics),
+            LOGS_PATH: (logs_service_pb2.ExportLogsServiceRequest,
+                        logs_service_pb2.ExportLogsServiceResponse, self.server.store._add_logs),
         }
         path = self.path.split("?", 1)[0]
         if path not in kinds:
@@ -342,6 +398,19 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    """gRPC LogsService that stores each request."""
+
+    def __init__(self, store: _Store) -> None:
+        """Store requests in ``store``."""
+        self._store = store
+
+    def Export(self, request: Any, context: Any) -> Any:
+        """Keep the request; answer with an empty response."""
+        self._store._add_logs(request)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
 class GRPCReceiver(_Store):
     """An OTLP/gRPC receiver on 127.0.0.1 and a free port (insecure); use as a context manager."""
 
@@ -356,6 +425,7 @@ class GRPCReceiver(_Store):
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc"))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self), self._server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(self), self._server)
         port = self._server.add_insecure_port(f"{LOOPBACK}:0")
         assert port > 0, "could not bind a gRPC port on 127.0.0.1"
         self._server.start()

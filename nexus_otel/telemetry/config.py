@@ -30,6 +30,16 @@ serializes a batch: ``fast`` (the default) writes the protobuf bytes directly
 (:mod:`nexus_otel.exporters.otlp_encoding`), ``stock`` uses the SDK's exporter
 unchanged.
 
+Logs are the third signal (``OTEL_LOGS_EXPORTER``: ``otlp``, ``local``, ``console``,
+``none``, or a comma list): to the OTLP endpoint when one is set (the general one or
+``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``), else kept on this machine beside the traces,
+with ``OTEL_EXPORTER_OTLP_LOGS_*`` resolved as for the other signals.
+``NEXUS_OTEL_CAPTURE_LOGS`` (``true`` or ``false``; unset, on when logs are exported)
+brings the app's own ``logging`` records into that signal. ``OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT``
+and ``OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT`` bound each record, falling back to
+``OTEL_ATTRIBUTE_COUNT_LIMIT`` and ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``; ``OTEL_BLRP_SCHEDULE_DELAY``
+is how long the local store waits before it writes, as ``OTEL_BSP_SCHEDULE_DELAY`` is for spans.
+
 ``nexus-otel serve --workers N`` sets ``NEXUS_OTEL_WORKERS`` (N) and
 ``NEXUS_OTEL_WORKERS_DIR`` (a directory its workers share for the duration of
 the server) in every worker's environment: each worker then gets its own
@@ -57,6 +67,8 @@ log = logging.getLogger("nexus_otel.telemetry")
 
 TRACES_EXPORTERS = ("otlp", "local", "console", "none")
 METRICS_EXPORTERS = ("otlp", "console", "prometheus", "none")
+LOGS_EXPORTERS = ("otlp", "local", "console", "none")
+CAPTURE_LOGS = "NEXUS_OTEL_CAPTURE_LOGS"
 PROTOCOLS = ("http/protobuf", "grpc")
 SAMPLERS = (
     "always_on", "always_off", "traceidratio",
@@ -79,6 +91,7 @@ _ENDPOINT_VARS = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
 )
 _NON_NEGATIVE_INT_VARS = (
     "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT",
@@ -87,10 +100,11 @@ _NON_NEGATIVE_INT_VARS = (
     "OTEL_BLRP_MAX_QUEUE_SIZE", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
     "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT",
     "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
     "NEXUS_OTEL_LOCAL_MAX_BYTES", "NEXUS_OTEL_LOCAL_MAX_FILES", WORKERS,
     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
     "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
 )
 
 
@@ -149,6 +163,21 @@ class TelemetryConfig:
     reader of their own (the shared hub is cumulative)."""
     bsp_schedule_delay_ms: int | None = None
     """``OTEL_BSP_SCHEDULE_DELAY`` if set: the local store then waits that long too (else half a second)."""
+    logs_exporters: tuple[str, ...] = ()
+    """``OTEL_LOGS_EXPORTER``: where log records go (``otlp``, ``local``, ``console``); empty: no logs signal."""
+    logs_protocol: str = "http/protobuf"
+    otlp_logs: OtlpTarget = OtlpTarget()
+    """The OTLP log exporter's endpoint, timeout, headers and compression."""
+    capture_logs: bool | None = None
+    """``NEXUS_OTEL_CAPTURE_LOGS``: the app's ``logging`` records become log records; None: on when logs are
+    exported."""
+    logrecord_attribute_count_limit: int | None = None
+    """``OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT`` (else ``OTEL_ATTRIBUTE_COUNT_LIMIT``); None: the SDK's 128."""
+    logrecord_attribute_value_length_limit: int | None = None
+    """``OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (else ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``): bodies and
+    string attributes are cut to it after redaction; None: the redactor's own bounds."""
+    blrp_schedule_delay_ms: int | None = None
+    """``OTEL_BLRP_SCHEDULE_DELAY`` if set: the local store's log batches wait that long (else half a second)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
@@ -165,6 +194,7 @@ class TelemetryConfig:
         # With no endpoint, traces stay on this machine (``nexus-otel traces``).
         traces_default = "otlp" if has_endpoint else "local"
         metrics_default = "otlp" if has_endpoint else "none"
+        logs_default = "otlp" if has_endpoint else "local"
         general_protocol = _choice(
             "OTEL_EXPORTER_OTLP_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
             PROTOCOLS, "http/protobuf",
@@ -174,6 +204,8 @@ class TelemetryConfig:
                                   PROTOCOLS, general_protocol)
         metrics_protocol = _choice("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
                                    env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), PROTOCOLS, general_protocol)
+        logs_protocol = _choice("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"),
+                                PROTOCOLS, general_protocol)
         return cls(
             sdk_disabled=_bool("OTEL_SDK_DISABLED", env.get("OTEL_SDK_DISABLED")),
             service_name=service_name,
@@ -205,6 +237,16 @@ class TelemetryConfig:
                                   env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"),
                                   TEMPORALITIES, "cumulative") != "cumulative",
             bsp_schedule_delay_ms=_positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", 0) or None,
+            logs_exporters=_exporters("OTEL_LOGS_EXPORTER", env.get("OTEL_LOGS_EXPORTER"),
+                                      LOGS_EXPORTERS, logs_default),
+            logs_protocol=logs_protocol,
+            otlp_logs=_otlp_target(env, "logs", logs_protocol),
+            capture_logs=_optional_bool(CAPTURE_LOGS, env.get(CAPTURE_LOGS)),
+            logrecord_attribute_count_limit=_limit(
+                env, "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT"),
+            logrecord_attribute_value_length_limit=_limit(
+                env, "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
+            blrp_schedule_delay_ms=_positive_int(env, "OTEL_BLRP_SCHEDULE_DELAY", 0) or None,
         )
 
 
@@ -223,7 +265,8 @@ def _first(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
 
 
 def _otlp_target(env: Mapping[str, str], signal: str, protocol: str) -> OtlpTarget:
-    """``signal``'s (``traces`` or ``metrics``) OTLP settings, each from its own variable, else the general one."""
+    """``signal``'s (``traces``, ``metrics`` or ``logs``) OTLP settings, each from its own variable, else the
+    general one."""
     upper = signal.upper()
 
     def setting(name: str) -> tuple[str, str] | None:
@@ -260,6 +303,19 @@ def _bool(var: str, raw: str | None) -> bool:
     if value in _FALSE:
         return False
     raise ConfigurationError(var, raw, '"true" or "false"')
+
+
+def _optional_bool(var: str, raw: str | None) -> bool | None:
+    """``true`` or ``false`` (any case); unset or empty is None (the default decides)."""
+    if raw is None or not raw.strip():
+        return None
+    return _bool(var, raw)
+
+
+def _limit(env: Mapping[str, str], var: str, general: str) -> int | None:
+    """A limit from ``var``, else from ``general`` (both already checked to be whole numbers >= 0); None unset."""
+    found = _first(env, var, general)
+    return int(found[1]) if found is not None else None
 
 
 def _choice(var: str, raw: str | None, allowed: tuple[str, ...], default: str) -> str:

@@ -1,4 +1,5 @@
-"""Span sinks and metric outputs chosen by ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``.
+"""Span sinks, log sinks and metric outputs chosen by ``OTEL_TRACES_EXPORTER``, ``OTEL_LOGS_EXPORTER`` and
+``OTEL_METRICS_EXPORTER``.
 
 Everything is built from the app's one parsed configuration
 (:class:`~nexus_otel.telemetry.config.TelemetryConfig`): the OTLP exporters get
@@ -11,13 +12,27 @@ The OTLP span exporter writes its requests with nexus-otel's own encoder
 (:mod:`nexus_otel.exporters.otlp_encoding`, several times cheaper than the SDK's
 message objects) unless ``NEXUS_OTEL_OTLP_ENCODER=stock`` asks for the SDK's
 exporter as it is; sending and retries are the SDK's either way.
+
+Log records go through the SDK's own batch processor and OTLP log exporter; what
+each log sink exported, failed to export or dropped (its queue full) is counted
+in ``nexus.telemetry.log_records{exporter, outcome}``, as spans are in
+``nexus.telemetry.spans``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -38,6 +53,7 @@ log = logging.getLogger("nexus_otel.telemetry")
 
 LOCAL_SCHEDULE_DELAY_MS = 500
 """How long spans wait in the local store's batch queue at most: `nexus-otel traces` sees them within a second."""
+LOG_RECORDS_METRIC = "nexus.telemetry.log_records"
 
 
 def _compression(protocol: str, name: str) -> Any:
@@ -137,3 +153,95 @@ def metric_exporters(config: TelemetryConfig) -> list[tuple[str, MetricExporter]
 
 def separate_reader(exporter: MetricExporter) -> MetricReader:
     return PeriodicExportingMetricReader(exporter)
+
+
+def otlp_log_exporter(config: TelemetryConfig) -> LogRecordExporter:
+    """The real OTLP log exporter ``config`` asks for (``grpc`` or ``http/protobuf``, its endpoint and options)."""
+    options = otlp_options(config.otlp_logs, config.logs_protocol)
+    if config.logs_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+
+        return GrpcLogExporter(**options)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+
+    return HttpLogExporter(**options)
+
+
+def log_records_counter(meter: Any) -> Any:
+    return meter.create_counter(
+        LOG_RECORDS_METRIC, unit="1",
+        description="Log records handled by each sink, by outcome: exported, failed, dropped.")
+
+
+def log_processors(config: TelemetryConfig, counter: Any = None) -> list[LogRecordProcessor]:
+    """One processor per configured logs exporter: batching (and counted, given ``counter``) for I/O, simple for
+    the console. The local store waits ``OTEL_BLRP_SCHEDULE_DELAY`` if set, else half a second (as spans do)."""
+    processors: list[LogRecordProcessor] = []
+    for name in config.logs_exporters:
+        if name == "otlp":
+            processors.append(_batch(otlp_log_exporter(config), "otlp", counter))
+        elif name == "local":
+            from ..exporters.local_logs import LocalLogExporter
+
+            delay = config.blrp_schedule_delay_ms or LOCAL_SCHEDULE_DELAY_MS
+            processors.append(_batch(LocalLogExporter(
+                config.data_dir, max_bytes=config.local_max_bytes, max_files=config.local_max_files,
+            ), "local", counter, schedule_delay_millis=delay))
+        elif name == "console":
+            processors.append(SimpleLogRecordProcessor(ConsoleLogRecordExporter()))
+    return processors
+
+
+def _batch(exporter: LogRecordExporter, name: str, counter: Any, **kwargs: Any) -> LogRecordProcessor:
+    if counter is None:
+        return BatchLogRecordProcessor(exporter, **kwargs)
+    return MeteredBatchLogRecordProcessor(exporter, name, counter, **kwargs)
+
+
+class MeteredLogRecordExporter(LogRecordExporter):
+    """Wraps a log exporter and counts what it exported and what it failed to (it said so, or raised)."""
+
+    def __init__(self, exporter: LogRecordExporter, name: str, counter: Any) -> None:
+        self.exporter = exporter
+        self._counter = counter
+        self._exported = {"exporter": name, "outcome": "exported"}
+        self._failed = {"exporter": name, "outcome": "failed"}
+        for attributes in (self._exported, self._failed):  # series exist from the start, at 0
+            counter.add(0, attributes)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        try:
+            result = self.exporter.export(batch)
+        except Exception:
+            self._counter.add(len(batch), self._failed)
+            raise  # the SDK's batch processor reports it (on its own logger, which capture never exports)
+        self._counter.add(len(batch), self._exported if result is LogRecordExportResult.SUCCESS else self._failed)
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+class MeteredBatchLogRecordProcessor(BatchLogRecordProcessor):
+    """A ``BatchLogRecordProcessor`` whose exports and failures are counted, and the records its full queue drops."""
+
+    def __init__(self, exporter: LogRecordExporter, name: str, counter: Any, **kwargs: Any) -> None:
+        super().__init__(MeteredLogRecordExporter(exporter, name, counter), **kwargs)
+        self._counter = counter
+        self._dropped = {"exporter": name, "outcome": "dropped"}
+        counter.add(0, self._dropped)
+        # The SDK's queue, looked up once (None if a future SDK moves it: drops then go uncounted).
+        batch = getattr(self, "_batch_processor", None)
+        self._queue = getattr(batch, "_queue", None)
+        self._limit = getattr(batch, "_max_queue_size", None)
+        if self._queue is None or self._limit is None:
+            log.warning("cannot see the batch log record processor's queue: dropped log records are not counted")
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        queue, limit = self._queue, self._limit
+        if queue is not None and limit is not None and len(queue) >= limit:
+            self._counter.add(1, self._dropped)
+        super().on_emit(log_record)

@@ -1,4 +1,4 @@
-"""One app's telemetry: tracer and meter providers, instruments, the redacting sink pipeline, metrics hub.
+"""One app's telemetry: tracer, meter and logger providers, instruments, the redacting sink pipelines, metrics hub.
 
 Providers come from, in order: what the caller injects; an SDK provider the
 process already installed globally (used, never replaced); or new SDK
@@ -15,6 +15,12 @@ would drop, so errors and slow traces can still be kept.
 
 Every metrics output (``/metrics``, OTLP pushes) reads from one
 :class:`~nexus_otel.telemetry.metrics_hub.MetricsHub`.
+
+Logs are the third signal: a logger provider (injected, the process's global SDK
+one, or built here when ``OTEL_LOGS_EXPORTER`` names a sink) whose sinks sit
+behind one :class:`~nexus_otel.processors.log_redaction.RedactingLogRecordProcessor`,
+as spans' do. While the app runs, its users' own ``logging`` records come in
+through :class:`~nexus_otel.logs.capture.LogCapture` (``NEXUS_OTEL_CAPTURE_LOGS``).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from opentelemetry import _logs as logs_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
@@ -41,6 +49,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from .._version import __version__
 from ..deadline import call_within
 from ..errors import ConfigurationError
+from ..logs.capture import LogCapture
+from ..processors.log_redaction import RedactingLogRecordProcessor
 from ..processors.metered import spans_counter
 from ..processors.span_redaction import RedactingSpanProcessor
 from ..processors.tail_sampling import RecordingSampler, TailSampling, TailSamplingProcessor
@@ -50,13 +60,15 @@ from .bound import BoundMetrics
 from .config import TelemetryConfig
 from .instruments import Instruments
 from .metrics_hub import MetricsHub
-from .sinks import metric_exporters, separate_reader, span_processors
+from .sinks import log_processors, log_records_counter, metric_exporters, separate_reader, span_processors
 from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("nexus_otel.telemetry")
 P = TypeVar("P")
 EXIT_TIMEOUT = 5.0
 """Seconds an app that was never stopped gets to flush its telemetry when the interpreter exits."""
+LOG_ATTRIBUTE_COUNT = 128
+"""Attributes a log record keeps when no ``OTEL_*ATTRIBUTE_COUNT_LIMIT`` says otherwise (the SDK's default)."""
 
 
 class Telemetry:
@@ -84,6 +96,7 @@ class Telemetry:
         metrics_hub: MetricsHub | None = None,
         prometheus_registry: CollectorRegistry | None = None,
         tail_sampling: TailSampling | None = None,
+        logger_provider: logs_api.LoggerProvider | None = None,
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env(environ)
         """The one parsed configuration: every sink, output and plugin reads its settings here."""
@@ -100,7 +113,14 @@ class Telemetry:
         self.span_outcomes: Any = None
         self.worker_metrics: WorkerMetrics | None = None
         """With ``serve --workers``: this worker's part in answering ``/metrics`` for all workers."""
-        self._owned: list[TracerProvider | MeterProvider] = []
+        self.log_sinks = RedactingLogRecordProcessor(
+            self.redactor, max_length=self.config.logrecord_attribute_value_length_limit)
+        """Every log sink sits behind it (:meth:`add_log_record_processor`)."""
+        self.logger_provider: LoggerProvider | None = None
+        """The SDK logger provider log records go to; None when logs are not exported or telemetry is disabled."""
+        self.log_capture: LogCapture | None = None
+        """While started with capture on: this app's hold on the process's ``logging`` handler."""
+        self._owned: list[TracerProvider | MeterProvider | LoggerProvider] = []
         """The providers built here: :meth:`shutdown` shuts them down (borrowed ones are only flushed)."""
         self._started = False
         self._start_lock = threading.Lock()
@@ -129,6 +149,7 @@ class Telemetry:
             self.tracer_provider = tracer_provider
             if isinstance(self.tracer_provider, TracerProvider):
                 self.tracer_provider.add_span_processor(self.sinks)
+            self._set_logger_provider(logger_provider)
             if self.config.workers_dir is not None:
                 self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry,
                                                     hub=self.metrics_hub)
@@ -160,6 +181,39 @@ class Telemetry:
             exporters.add(processor)
         return provider
 
+    def _set_logger_provider(self, given: logs_api.LoggerProvider | None) -> None:
+        """The injected provider, else the process's global SDK one, else one built here when a logs exporter is
+        configured; the redacting log sinks are added to whichever it is."""
+        if given is not None and not isinstance(given, LoggerProvider):
+            raise ConfigurationError("logger_provider", type(given).__name__,
+                                     "an opentelemetry.sdk._logs.LoggerProvider or None")
+        provider = given or _global(logs_api.get_logger_provider(), LoggerProvider)
+        if provider is None and self.config.logs_exporters:
+            count = self.config.logrecord_attribute_count_limit
+            count = LOG_ATTRIBUTE_COUNT if count is None else count
+            # Values are cut by the redacting processor after its scan (the SDK would cut a secret in two first);
+            # every limit is given, so the SDK reads none from the process environment.
+            limits = LogRecordLimits(max_attributes=count, max_attribute_length=LogRecordLimits.UNSET,
+                                     max_log_record_attributes=count,
+                                     max_log_record_attribute_length=LogRecordLimits.UNSET)
+            provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False, log_record_limits=limits,
+                                      meter_provider=self.meter_provider)
+            counter = log_records_counter(self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__))
+            for processor in log_processors(self.config, counter):
+                self.log_sinks.add(processor)
+            self._owned.append(provider)
+        if provider is not None:
+            provider.add_log_record_processor(self.log_sinks)
+        self.logger_provider = provider
+
+    @property
+    def captures_logs(self) -> bool:
+        """Whether :meth:`start` brings the app's ``logging`` records in: ``NEXUS_OTEL_CAPTURE_LOGS``, by default
+        whenever there is a logger provider."""
+        if self.logger_provider is None:
+            return False
+        return self.config.capture_logs is not False
+
     def start(self) -> Telemetry:
         """Start the background work: metric pushes, and with ``serve --workers`` this worker's part in
         ``/metrics``. Again: nothing more. ``Nexus.start`` calls it, and so does an app's first execution
@@ -172,6 +226,9 @@ class Telemetry:
             self.metrics_hub.start()
         if self.worker_metrics is not None:
             self.worker_metrics.start()
+        if self.logger_provider is not None and self.captures_logs:
+            self.log_capture = LogCapture(self.logger_provider)
+            self.log_capture.start()
         return self
 
     # -- public ------------------------------------------------------------
@@ -188,6 +245,21 @@ class Telemetry:
                 "an opentelemetry.sdk.trace.TracerProvider to add span processors to",
             )
         (self.tail_sampler if self.tail_sampler is not None else self.sinks).add(processor)
+
+    def add_log_record_processor(self, processor: LogRecordProcessor) -> None:
+        """Add a log record processor (a sink) behind redaction: it only ever sees scrubbed log records.
+
+        With no logger provider (logs not exported) it is kept but gets no record.
+        """
+        if self.enabled:
+            self.log_sinks.add(processor)
+
+    def remove_log_record_processor(self, processor: LogRecordProcessor) -> bool:
+        """Flush, shut down and detach a processor added with :meth:`add_log_record_processor`."""
+        if self.log_sinks.remove(processor):
+            return True
+        processor.shutdown()
+        return False
 
     def batch_processor(self, exporter: Any, name: str, **kwargs: Any) -> SpanProcessor:
         """A batching processor for ``exporter`` whose exports, failures and drops are counted."""
@@ -236,9 +308,9 @@ class Telemetry:
         return generate_latest(self.exposition), CONTENT_TYPE_LATEST
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Push out buffered spans and metrics; true when every provider finished in time."""
+        """Push out buffered spans, log records and metrics; true when every provider finished in time."""
         ok = True
-        for provider in (self.tracer_provider, self.meter_provider):
+        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             flush = getattr(provider, "force_flush", None)
             if flush is not None:
                 ok = bool(flush(timeout_millis)) and ok
@@ -256,13 +328,17 @@ class Telemetry:
         if not self.enabled:
             return
         atexit.unregister(self._shutdown_at_exit)
+        if self.log_capture is not None:  # no more of the process's records come here
+            self.log_capture.stop()
         self.force_flush()
         if self.tracer_provider not in self._owned:
             # A borrowed tracer provider stays up; our sinks on it end with the app.
             self.sinks.shutdown()
+        if self.logger_provider is not None and self.logger_provider not in self._owned:
+            self.log_sinks.shutdown()
         if self.worker_metrics is not None:  # after the flush, while the meter provider still reads
             self.worker_metrics.close()
-        for provider in reversed(self._owned):  # spans first, then the metrics that count them
+        for provider in reversed(self._owned):  # log records and spans first, then the metrics that count them
             provider.shutdown()
         self._owned.clear()
 

@@ -1,0 +1,145 @@
+"""Users' own ``logging`` records as OpenTelemetry log records, with the trace context they were written in.
+
+A workflow, hook or plugin that calls ``logging.getLogger("shop").info(...)``
+inside an execution gets that line exported beside the request log, carrying the
+trace id and span id of the span that was current (also when the trace was not
+sampled: the ids are valid all the same). The handler that does it is
+OpenTelemetry's own (``opentelemetry.instrumentation.logging``'s
+``LoggingHandler``) on the root logger, at level ``NOTSET``: each logger's own
+level decides what is written, as with any handler (Python's root logger is at
+``WARNING`` until the application sets a level).
+
+Logging is process-wide, an app is not: :class:`LogCapture` is one app's hold on
+the one handler of the process, counted. The first hold installs it, the last
+release removes it, so several apps in one process (as in tests) never write a
+record twice; while more than one holds it, records go to the logger provider of
+the app that took its hold most recently (when it lets go, to the one before).
+
+Two kinds of record are never brought in: nexus-otel's own request-log lines
+(``record.nexus_request_log``: the request log exports them as log records of
+its own) and records of the ``opentelemetry`` loggers (an exporter reporting a
+failed export would otherwise feed the pipeline that is failing). And when the
+root logger already has an OpenTelemetry ``LoggingHandler`` (the user's own, from
+the SDK or the instrumentation package), none is added: that handler already
+exports every record, and a second one would duplicate each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from opentelemetry._logs import Logger as APILogger
+from opentelemetry._logs import LoggerProvider as APILoggerProvider
+from opentelemetry._logs import NoOpLogger
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+log = logging.getLogger("nexus_otel.logs")
+
+SKIP_ATTRIBUTE = "nexus_request_log"
+"""A ``logging`` record with this attribute set (``extra={"nexus_request_log": True}``) is not captured."""
+
+
+class LogCapture:
+    """One app's hold on the process's capture handler: :meth:`start` takes it, :meth:`stop` lets it go."""
+
+    def __init__(self, logger_provider: APILoggerProvider) -> None:
+        self.logger_provider = logger_provider
+        self._holding = False
+
+    def start(self) -> bool:
+        """Take a hold (again: nothing more). False when the root logger has the user's own OpenTelemetry
+        handler: no handler is added, and records go where theirs sends them."""
+        if self._holding:
+            return True
+        self._holding = _PROCESS.acquire(self)
+        return self._holding
+
+    def stop(self) -> None:
+        """Let go; the last hold removes the handler from the root logger."""
+        if self._holding:
+            self._holding = False
+            _PROCESS.release(self)
+
+    @property
+    def active(self) -> bool:
+        """Whether this app holds the handler (records may come here)."""
+        return self._holding
+
+    @staticmethod
+    def handler() -> logging.Handler | None:
+        """The handler installed on the root logger for this process, or None."""
+        return _PROCESS.handler
+
+
+class _SkipOwn(logging.Filter):
+    """Keeps out the request log's own lines and the OpenTelemetry SDK's (feedback loops on export failures)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            return False
+        return not getattr(record, SKIP_ATTRIBUTE, False)
+
+
+class _LatestProvider(APILoggerProvider):
+    """The logger provider of the latest hold: what the one handler asks for loggers."""
+
+    def __init__(self, process: _ProcessCapture) -> None:
+        self._process = process
+
+    def get_logger(self, name: str, version: str | None = None, schema_url: str | None = None,
+                   attributes: Any = None) -> APILogger:
+        holders = self._process.holders  # replaced whole under the lock, read without it
+        if not holders:
+            return NoOpLogger(name, version=version, schema_url=schema_url, attributes=attributes)
+        return holders[-1].logger_provider.get_logger(name, version, schema_url, attributes)
+
+
+def _otel_handler_classes() -> tuple[type, ...]:
+    classes: list[type] = [LoggingHandler]
+    try:
+        from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
+
+        classes.append(SdkLoggingHandler)
+    except ImportError:  # a future SDK without its deprecated handler
+        pass
+    return tuple(classes)
+
+
+class _ProcessCapture:
+    """The one root handler of the process and the holds on it (logging's root logger is process-wide)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.holders: tuple[LogCapture, ...] = ()
+        """The holds, oldest first (the latest one's provider gets the records)."""
+        self.handler: LoggingHandler | None = None
+
+    def acquire(self, capture: LogCapture) -> bool:
+        with self._lock:
+            root = logging.getLogger()
+            if self.handler is None:
+                theirs = [h for h in root.handlers if isinstance(h, _otel_handler_classes())]
+                if theirs:
+                    log.info("the root logger already has an OpenTelemetry LoggingHandler (%s): nexus-otel adds "
+                             "none, so logging records are exported once, by that handler",
+                             type(theirs[0]).__name__)
+                    return False
+                handler = LoggingHandler(level=logging.NOTSET, logger_provider=_LatestProvider(self))
+                handler.addFilter(_SkipOwn())
+                root.addHandler(handler)
+                self.handler = handler
+            self.holders = (*self.holders, capture)
+            return True
+
+    def release(self, capture: LogCapture) -> None:
+        with self._lock:
+            self.holders = tuple(h for h in self.holders if h is not capture)
+            if not self.holders and self.handler is not None:
+                logging.getLogger().removeHandler(self.handler)
+                self.handler = None
+
+
+_PROCESS = _ProcessCapture()
