@@ -14,6 +14,7 @@ Built on the request log's worker thread, never on a workflow's.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -38,6 +39,7 @@ _BASE_SEVERITIES = (
 )
 
 
+@functools.lru_cache(maxsize=64)  # a request log has one or two levels; the enum lookups cost more than the rest
 def severity(level: int) -> tuple[SeverityNumber, str]:
     """The OTel severity number and text (``"INFO"``, ``"WARN"``) of a Python ``logging`` level.
 
