@@ -18,12 +18,15 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, Readable
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from nexus_otel import ExecutionRecord, RecordProcessor
-from nexus_otel.errors import RateLimitExceeded
+from nexus_otel import ExecutionRecord, Nexus, RecordProcessor
+from nexus_otel.errors import PluginSetupError, RateLimitExceeded
 from nexus_otel.logs import JsonFormatter
+from nexus_otel.plugins import RequestLoggerPlugin
 from nexus_otel.processors.request_log import RequestLogProcessor
 from nexus_otel.telemetry import contract
 from nexus_otel.testing import CapturedTelemetry
+
+from .otlp_receivers import HTTPReceiver
 
 WORKER = "nexus-otel-request-log"
 
@@ -289,3 +292,110 @@ def test_a_slow_log_pipeline_holds_workflows_back_instead_of_dropping_records():
     request_log.shutdown()
     assert sorted(item.log_record.attributes["nexus.workflow.name"] for item in logs.exported()) == [
         f"w{i}" for i in range(10)]
+
+
+# -- through RequestLoggerPlugin and the app's logs signal -------------------------------------
+@pytest.fixture
+def slow_batches(monkeypatch):
+    """Batch processors wait a minute between exports, however they read the setting: only a flush exports."""
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "60000")
+
+
+def _otlp_app(tmp_path, endpoint: str, **environ: str) -> Nexus:
+    """An app exporting logs over OTLP/HTTP to ``endpoint``, its batch processor waiting a minute unless flushed;
+    traces unsampled (not one is kept), metrics not pushed."""
+    return Nexus("shop", environ={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "always_off", "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_BLRP_SCHEDULE_DELAY": "60000", "NEXUS_OTEL_DATA_DIR": str(tmp_path / "data"), **environ})
+
+
+def _request_log_records(receiver: HTTPReceiver) -> list[Any]:
+    return [r for r in receiver.logs() if r.scope == "nexus_otel.requests"]
+
+
+def test_plugin_sends_the_request_log_to_the_apps_otlp_logs_endpoint(tmp_path, slow_batches):
+    """Over real OTLP/HTTP: 4 records with the executions' (unsampled) trace ids, once each, on flush."""
+    with HTTPReceiver() as receiver:
+        app = _otlp_app(tmp_path, receiver.endpoint)
+        out = io.StringIO()
+        app.register("ok", lambda inputs: {"paid": inputs["amount"]})
+        app.register("bad", lambda inputs: 1 / 0)
+        plugin = RequestLoggerPlugin("json", output=None)  # logging records propagate to the root logger
+        lines = logging.StreamHandler(out)
+        lines.setFormatter(JsonFormatter())
+        requests = logging.getLogger("nexus_otel.requests")
+        requests.addHandler(lines)
+        requests.setLevel(logging.INFO)  # with output=None the level is the logging set-up's
+        try:
+            app.add_plugin(plugin)
+            app.start()
+            app.execute_workflow("ok", {"amount": 5, "password": "hunter2hunter2"}, session_id="s9")
+            with pytest.raises(ZeroDivisionError):
+                app.execute_workflow("bad", {})
+            plugin.flush()  # the batch processor would wait a minute: the plugin's flush exports them
+            assert receiver.wait_for(lambda: len(_request_log_records(receiver)) >= 4, timeout=0.5)
+            logged = [json.loads(line) for line in out.getvalue().splitlines()]
+        finally:
+            requests.removeHandler(lines)
+            requests.setLevel(logging.NOTSET)
+            app.stop()
+    assert app.telemetry.tracer_provider is not None and receiver.spans() == []  # no trace was sampled
+    received = _request_log_records(receiver)
+    # Once each: the root handler that captures logging records skipped the request log's own.
+    assert [r.body for r in receiver.logs()].count("workflow started") == 2
+    assert [r.event_name for r in received] == ["nexus.workflow.started", "nexus.workflow.completed",
+                                                "nexus.workflow.started", "nexus.workflow.failed"]
+    assert [r.trace_id for r in received] == [line["trace_id"] for line in logged]
+    assert [r.span_id for r in received] == [line["span_id"] for line in logged]
+    assert all(len(r.trace_id) == 32 and r.flags & 0x01 == 0 for r in received)  # joined, though unsampled
+    started, _, _, failed = received
+    assert started.resource["service.name"] == "shop" and started.attributes["session.id"] == "s9"
+    assert json.loads(started.attributes["nexus.workflow.inputs"]) == {"amount": 5, "password": "[REDACTED]"}
+    assert (failed.severity_text, failed.severity_number) == ("WARN", 13)
+    assert failed.attributes["exception.type"] == failed.attributes["error.type"] == "ZeroDivisionError"
+    assert failed.attributes["exception.message"] == "division by zero"
+    assert "hunter2hunter2" not in repr(receiver.log_requests)
+
+
+def test_export_logs_false_keeps_the_request_log_to_python_logging(tmp_path):
+    """export_logs=False (keyword or config dict): the logging lines are written, no log record is exported."""
+    for plugin in (RequestLoggerPlugin(output=io.StringIO(), export_logs=False),
+                   RequestLoggerPlugin(output=io.StringIO(), config={"export_logs": False})):
+        with HTTPReceiver() as receiver:
+            app = _otlp_app(tmp_path, receiver.endpoint, OTEL_BLRP_SCHEDULE_DELAY="50")
+            app.register("ok", lambda inputs: {})
+            app.add_plugin(plugin)
+            app.execute_workflow("ok", {})
+            plugin.flush()
+            app.telemetry.force_flush()
+            app.stop()
+            assert plugin.output.getvalue().count("workflow ") == 2
+            assert _request_log_records(receiver) == []
+
+
+def test_unregistering_the_plugin_exports_what_it_queued(tmp_path, slow_batches):
+    """Teardown flushes the app's logger provider (the records arrive at once) without shutting it down."""
+    with HTTPReceiver() as receiver:
+        app = _otlp_app(tmp_path, receiver.endpoint)
+        app.register("ok", lambda inputs: {})
+        app.add_plugin(RequestLoggerPlugin(output=io.StringIO()))
+        app.execute_workflow("ok", {})
+        app.plugins.unregister("request_logger")
+        try:
+            assert receiver.wait_for(lambda: len(_request_log_records(receiver)) == 2, timeout=0.5)
+            # The provider is the app's: it still exports (the next plugin's records arrive too).
+            again = RequestLoggerPlugin(output=io.StringIO())
+            app.add_plugin(again)
+            app.execute_workflow("ok", {})
+            again.flush()
+            assert receiver.wait_for(lambda: len(_request_log_records(receiver)) == 4, timeout=0.5)
+        finally:
+            app.stop()
+
+
+def test_bad_export_logs_fails_at_setup_naming_it():
+    """export_logs must be True or False: the error names the setting and the value."""
+    capture = CapturedTelemetry()
+    with pytest.raises(PluginSetupError, match=r"RequestLoggerPlugin.export_logs='yes'.*True or False"):
+        capture.app().add_plugin(RequestLoggerPlugin(output=io.StringIO(), export_logs="yes"))
