@@ -109,6 +109,20 @@ def test_every_field_round_trips(store):
     assert store.exporter.exported == 3 and store.exporter.failed == 0
 
 
+def test_a_batch_from_two_resources_keeps_each_service(tmp_path):
+    """One batch holding records of two providers (one processor shared) reads back with each record's service."""
+    from opentelemetry._logs import LogRecord
+    from opentelemetry.sdk._logs import ReadWriteLogRecord
+
+    exporter = LocalLogExporter(tmp_path)
+    batch = [ReadWriteLogRecord(LogRecord(body=name), resource=Resource.create({"service.name": name}))
+             for name in ("shop", "billing", "shop")]
+    exporter.export(batch)
+    assert [(line.body, line.service) for line in read_logs(tmp_path)] == [
+        ("shop", "shop"), ("billing", "billing"), ("shop", "shop")]
+    assert len((tmp_path / "logs.jsonl").read_text().splitlines()) == 1
+
+
 def test_store_is_bounded_by_rotation(tmp_path):
     """Past max_bytes the file rotates; at most max_files files remain, the newest records kept."""
     s = Store(tmp_path, max_bytes=4000, max_files=3)

@@ -20,20 +20,16 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 
 from . import logfile
 from .logfile import LogLine
-from .rotating_store import RotatingStore, Tail, decode_line
+from .rotating_store import StoreExporter, StoreLayout, Tail, decode_line
 
 log = logging.getLogger("nexus_otel.exporters.local_logs")
 
-STEM = "logs"
-CURRENT = f"{STEM}.jsonl"
+CURRENT = "logs.jsonl"
 LOCK = ".logs.lock"
+LAYOUT = StoreLayout("logs", LOCK, log)
 
 
-def _store(directory: str | os.PathLike[str], max_bytes: int = 0, max_files: int = 0) -> RotatingStore:
-    return RotatingStore(directory, STEM, max_bytes=max_bytes, max_files=max_files, lock_name=LOCK, log=log)
-
-
-class LocalLogExporter(LogRecordExporter):
+class LocalLogExporter(StoreExporter, LogRecordExporter):
     """Appends each batch of log records as one line; rotates by size; never raises into the SDK.
 
     ``exported`` and ``failed`` count records, so a store that cannot be written is seen, not silent.
@@ -41,40 +37,21 @@ class LocalLogExporter(LogRecordExporter):
 
     def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = 10 * 1024 * 1024,
                  max_files: int = 5) -> None:
-        self._store = _store(directory, max_bytes, max_files)
-        self.directory = self._store.directory
-        self._shutdown = False
-
-    @property
-    def exported(self) -> int:
-        return self._store.written
-
-    @property
-    def failed(self) -> int:
-        return self._store.failed
+        super().__init__(LAYOUT, directory, max_bytes, max_files)
 
     def export(self, batch: Sequence[ReadableLogRecord | ReadWriteLogRecord]) -> LogRecordExportResult:
-        if self._shutdown:
-            return LogRecordExportResult.FAILURE
-        if not batch or self._store.append(lambda: logfile.encode_lines(batch), len(batch), "log records"):
-            return LogRecordExportResult.SUCCESS
-        return LogRecordExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True  # every export is written before it returns
-
-    def shutdown(self) -> None:
-        self._shutdown = True
+        ok = self._write(batch, logfile.encode_lines, "log records")
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
 
 def log_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The log store's files, oldest first."""
-    return _store(directory).files()
+    return LAYOUT.open(directory).files()
 
 
 def read_logs(directory: str | os.PathLike[str]) -> Iterator[LogLine]:
     """Every log record in the store, oldest file first; a damaged line is skipped and logged."""
-    return _store(directory).read(logfile.decode)
+    return LAYOUT.open(directory).read(logfile.decode)
 
 
 class LogFollower:
@@ -85,7 +62,7 @@ class LogFollower:
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self._store = _store(directory)
+        self._store = LAYOUT.open(directory)
         self._tail: Tail = self._store.tail()
         self._first = self._tail.read()
 

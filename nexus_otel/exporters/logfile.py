@@ -1,11 +1,12 @@
-"""The local log store's line format: one JSON object per resource in an exported batch, cheap to write.
+"""The local log store's line format: one JSON object per exported batch, cheap to write.
 
 Like :mod:`.spanfile` for spans: the resource once per line, then one flat
 object per log record with short keys, a key left out when it has no value::
 
     {"v": 1, "resource": {"service.name": "shop", ...},
      "logs": [{"ts": time_ns, "sn": severity_number, "st": severity_text, "b": body,
-               "t": trace_id, "s": span_id, "ev": event_name, "sc": scope, "a": {attributes}}, ...]}
+               "t": trace_id, "s": span_id, "ev": event_name, "sc": scope, "a": {attributes},
+               "r": {resource, only when not the line's}}, ...]}
 
 Ids are lowercase hex (a trace id of 0, a record outside any trace, has none).
 The time is the record's own timestamp, else when the SDK observed it. A body
@@ -53,7 +54,11 @@ def body_text(body: Any) -> str:
         return _dumps(body)
 
 
-def _item(record: ReadableLogRecord | ReadWriteLogRecord) -> dict[str, Any]:
+def _resource_attributes(resource: Any) -> dict[str, Any]:
+    return dict(resource.attributes) if resource is not None else {}
+
+
+def _item(record: ReadableLogRecord | ReadWriteLogRecord, resource: Any) -> dict[str, Any]:
     lr = record.log_record
     number: Any = lr.severity_number  # a SeverityNumber, or a plain int given to Logger.emit
     attributes = lr.attributes
@@ -76,30 +81,28 @@ def _item(record: ReadableLogRecord | ReadWriteLogRecord) -> dict[str, Any]:
     scope = record.instrumentation_scope
     if scope is not None and scope.name:
         item["sc"] = scope.name
+    if record.resource is not resource and record.resource != resource:
+        item["r"] = _resource_attributes(record.resource)  # a batch from more than one provider
     return item
 
 
 def encode_lines(batch: Sequence[ReadableLogRecord | ReadWriteLogRecord]) -> bytes:
-    """One line per resource in the batch (usually one), each ending in a newline, as UTF-8.
+    """The batch as one line ending in a newline, UTF-8: the first record's resource for all of them.
 
-    Written by orjson; a line orjson refuses (an int beyond 64 bits, text that is not
-    valid UTF-8) is written by the standard library encoder instead, as in :mod:`.spanfile`.
+    A record from another resource (one processor shared by two providers) carries its
+    own under ``"r"``. Written by orjson; a line orjson refuses (an int beyond 64 bits,
+    text that is not valid UTF-8) is written by the standard library encoder instead,
+    as in :mod:`.spanfile`.
     """
-    groups: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
-    for record in batch:
-        resource = record.resource
-        group = groups.get(id(resource))
-        if group is None:
-            group = groups[id(resource)] = (resource, [])
-        group[1].append(_item(record))
-    out = []
-    for resource, items in groups.values():
-        line = {"v": VERSION, "resource": dict(resource.attributes) if resource is not None else {}, "logs": items}
-        try:
-            out.append(_orjson_dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
-        except orjson.JSONEncodeError:
-            out.append((_dumps(line) + "\n").encode("utf-8", "backslashreplace"))
-    return b"".join(out)
+    if not batch:
+        return b""
+    resource = batch[0].resource
+    line = {"v": VERSION, "resource": _resource_attributes(resource),
+            "logs": [_item(record, resource) for record in batch]}
+    try:
+        return _orjson_dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return (_dumps(line) + "\n").encode("utf-8", "backslashreplace")
 
 
 @dataclass(slots=True)
@@ -128,16 +131,17 @@ def decode(line: str) -> list[LogLine]:
     batch = orjson.loads(line)
     if batch.get("v") != VERSION:
         raise ValueError(f"unknown log file version {batch.get('v')!r}")
-    service = str(batch.get("resource", {}).get("service.name", ""))
-    records = []
-    for item in batch["logs"]:
-        attributes = item.get("a", {})
-        if not isinstance(attributes, dict):
-            raise TypeError(f"attributes are a {type(attributes).__name__}, not an object")
-        records.append(LogLine(
-            time_ns=int(item["ts"]), severity_number=int(item.get("sn", 0)),
-            severity_text=str(item.get("st", "")), body=str(item.get("b", "")),
-            trace_id=item.get("t"), span_id=item.get("s"), event_name=item.get("ev"),
-            scope=str(item.get("sc", "")), service=service, attributes=attributes,
-        ))
-    return records
+    resource = batch.get("resource", {})
+    return [_log_line(item, item.get("r", resource)) for item in batch["logs"]]
+
+
+def _log_line(item: dict[str, Any], resource: dict[str, Any]) -> LogLine:
+    attributes = item.get("a", {})
+    if not isinstance(attributes, dict):
+        raise TypeError(f"attributes are a {type(attributes).__name__}, not an object")
+    return LogLine(
+        time_ns=int(item["ts"]), severity_number=int(item.get("sn", 0)),
+        severity_text=str(item.get("st", "")), body=str(item.get("b", "")),
+        trace_id=item.get("t"), span_id=item.get("s"), event_name=item.get("ev"),
+        scope=str(item.get("sc", "")), service=str(resource.get("service.name", "")), attributes=attributes,
+    )

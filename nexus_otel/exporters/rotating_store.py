@@ -17,9 +17,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 T = TypeVar("T")
 
@@ -112,6 +113,57 @@ class RotatingStore:
     def tail(self) -> Tail:
         """A reader of the current file that follows it across rotations (``nexus-otel logs --follow``)."""
         return Tail(self.current)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLayout:
+    """Where one kind of record lives in a data directory: its files' stem and its lock file."""
+
+    stem: str
+    lock_name: str
+    log: logging.Logger
+
+    def open(self, directory: str | os.PathLike[str], max_bytes: int = 0, max_files: int = 0) -> RotatingStore:
+        """The store of this kind in ``directory`` (the limits matter only to a writer)."""
+        return RotatingStore(directory, self.stem, max_bytes=max_bytes, max_files=max_files,
+                             lock_name=self.lock_name, log=self.log)
+
+
+class StoreExporter:
+    """What the local span and log exporters share, mixed in before the SDK's exporter base class.
+
+    Each batch is encoded and appended as it is exported (so ``force_flush`` has nothing
+    to wait for); ``exported`` and ``failed`` count items, so a store that cannot be
+    written is seen, not silent; after ``shutdown`` every export fails.
+    """
+
+    def __init__(self, layout: StoreLayout, directory: str | os.PathLike[str], max_bytes: int,
+                 max_files: int) -> None:
+        self._store = layout.open(directory, max_bytes, max_files)
+        self.directory = self._store.directory
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self._shutdown = False
+
+    @property
+    def exported(self) -> int:
+        return self._store.written
+
+    @property
+    def failed(self) -> int:
+        return self._store.failed
+
+    def _write(self, items: Sequence[Any], encode: Callable[[Sequence[Any]], bytes], what: str) -> bool:
+        """True if ``items`` are in the store (none to write counts); never raises."""
+        if self._shutdown:
+            return False
+        return not items or self._store.append(lambda: encode(items), len(items), what)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._shutdown = True
 
 
 def decode_line(decode: Callable[[str], Iterable[T]], line: str, where: str, log: logging.Logger) -> Iterable[T]:
