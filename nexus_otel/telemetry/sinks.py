@@ -179,7 +179,9 @@ def log_processors(config: TelemetryConfig, counter: Any = None) -> list[LogReco
     processors: list[LogRecordProcessor] = []
     for name in config.logs_exporters:
         if name == "otlp":
-            processors.append(_batch(otlp_log_exporter(config), "otlp", counter))
+            # The configuration's delay, so an app given ``environ=`` waits what it says (the SDK reads os.environ).
+            given = {"schedule_delay_millis": config.blrp_schedule_delay_ms} if config.blrp_schedule_delay_ms else {}
+            processors.append(_batch(otlp_log_exporter(config), "otlp", counter, **given))
         elif name == "local":
             from ..exporters.local_logs import LocalLogExporter
 
