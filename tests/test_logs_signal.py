@@ -304,3 +304,53 @@ def test_a_global_sdk_logger_provider_is_used_not_replaced():
     # The user's own processor sees the record as emitted (their pipeline, their rules): nexus-otel's redaction
     # guards the sinks it adds, and changes nothing in place.
     assert out.stdout.strip() == "['password=hunter2 in the workflow', 'after stop']"
+
+
+def log_outcomes(app: Nexus) -> dict[str, float]:
+    """``nexus_telemetry_log_records_total`` by outcome, from the app's own /metrics text."""
+    text, _ = app.telemetry.prometheus_exposition()
+    out: dict[str, float] = {}
+    for line in text.decode().splitlines():
+        if line.startswith("nexus_telemetry_log_records_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = out.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_exported_and_failed_log_records_are_counted(receiver, tmp_path, shop_logger):
+    """Each sink counts what it exported and what it failed to export (a receiver that is not there)."""
+    good = Nexus("good", environ=env_for(receiver, tmp_path / "good")).start()
+    try:
+        shop_logger.info("one")
+        shop_logger.info("two")
+        assert good.telemetry.force_flush(5_000)
+        assert log_outcomes(good) == {"exported": 2.0, "failed": 0.0, "dropped": 0.0}
+    finally:
+        good.stop()
+    with HTTPReceiver() as gone:
+        dead = gone.endpoint
+    bad = Nexus("bad", environ={"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"{dead}/v1/logs", "OTEL_LOGS_EXPORTER": "otlp",
+                                "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "300", "OTEL_TRACES_EXPORTER": "none",
+                                "OTEL_METRICS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path / "bad")})
+    bad.start()
+    try:
+        shop_logger.info("lost")
+        bad.telemetry.force_flush(5_000)
+        assert log_outcomes(bad)["failed"] == 1.0
+    finally:
+        bad.stop()
+
+
+def test_a_processor_added_by_the_user_sees_scrubbed_records_only(tmp_path, shop_logger):
+    """add_log_record_processor puts a sink behind redaction: a structured body's sensitive key is masked too."""
+    sink = InMemoryLogRecordExporter()
+    app = Nexus("added", environ={"OTEL_LOGS_EXPORTER": "local", "OTEL_TRACES_EXPORTER": "none",
+                                  "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+    app.telemetry.add_log_record_processor(SimpleLogRecordProcessor(sink))
+    assert app.telemetry.logger_provider is not None
+    app.telemetry.logger_provider.get_logger("mine").emit(
+        body={"user": "ada", "password": "hunter2"}, attributes={"dsn": "postgres://u:hunter2@h/db"})
+    app.stop()
+    (record,) = sink.get_finished_logs()
+    assert record.log_record.body == {"user": "ada", "password": "[REDACTED]"}
+    assert "hunter2" not in record.log_record.attributes["dsn"]
