@@ -111,7 +111,7 @@ def find_trace_records(directory: str | os.PathLike[str], trace_id: str) -> Trac
     wanted = trace_id.lower().strip()
     spans = group_traces(s for s in read_spans(directory) if s.trace_id.startswith(wanted))
     logs: dict[str, list[LogLine]] = {}
-    for line in read_logs(directory):
+    for line in read_logs(directory, trace_prefix=wanted):
         if line.trace_id is not None and line.trace_id.startswith(wanted):
             logs.setdefault(line.trace_id, []).append(line)
     found = set(spans) | set(logs)
@@ -229,9 +229,9 @@ class LogFilter:
     level: str | None = None
     trace_prefix: str | None = None
     pending_seconds: float = 10.0
-    _traces: set[str] = field(default_factory=set)
-    _pending: list[tuple[float, LogLine]] = field(default_factory=list)
-    _min_severity: int = 0
+    _traces: set[str] = field(default_factory=set, init=False)
+    _pending: list[tuple[float, LogLine]] = field(default_factory=list, init=False)
+    _min_severity: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.level is not None:

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from nexus_otel.cli import main as cli
 from nexus_otel.exporters.local import LocalSpanExporter
-from nexus_otel.exporters.local_logs import LocalLogExporter, log_files, read_logs
+from nexus_otel.exporters.local_logs import LocalLogExporter, LogFollower, log_files, read_logs
 from nexus_otel.traceview import LogFilter
 
 from .served import cli_env
@@ -244,6 +244,24 @@ def test_follow_waits_for_the_workflow_record_of_a_line_in_its_trace():
     started = line("workflow started", "a" * 32, **{"nexus.workflow.name": "greet"})
     assert selection.follow([started], now=1.0) == [user, started]
     assert selection.follow([line("late", "b" * 32)], now=20.0) == []
+
+
+def test_following_reads_across_rotations_once(tmp_path):
+    """A follower sees every record written after it started once, in order, through several rotations."""
+    s = Store(tmp_path, max_bytes=3000, max_files=50)
+    s.python_logger.info("old")
+    follower = LogFollower(tmp_path)
+    seen = []
+    for round_ in range(3):
+        for i in range(15):
+            s.python_logger.info("r%d-%d %s", round_, i, "x" * 200)
+        if round_ == 0:  # the store rotated after the follower began: those records are new, not history
+            assert [line.body for line in follower.history()] == ["old"]
+        seen += [line.body.split()[0] for line in follower.new()]
+    follower.close()
+    s.close()
+    assert len(log_files(tmp_path)) > 4
+    assert seen == [f"r{r}-{i}" for r in range(3) for i in range(15)]
 
 
 def _read_until(proc: subprocess.Popen, text: str, stream, timeout: float = 10) -> str:

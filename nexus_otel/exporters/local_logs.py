@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 
 from . import logfile
 from .logfile import LogLine
-from .rotating_store import StoreExporter, StoreLayout, Tail, decode_line
+from .rotating_store import StoreExporter, StoreLayout, Tail, decode_line, rotation_time
 
 log = logging.getLogger("nexus_otel.exporters.local_logs")
 
@@ -49,16 +49,20 @@ def log_files(directory: str | os.PathLike[str]) -> list[Path]:
     return LAYOUT.open(directory).files()
 
 
-def read_logs(directory: str | os.PathLike[str]) -> Iterator[LogLine]:
-    """Every log record in the store, oldest file first; a damaged line is skipped and logged."""
-    return LAYOUT.open(directory).read(logfile.decode)
+def read_logs(directory: str | os.PathLike[str], *, trace_prefix: str | None = None) -> Iterator[LogLine]:
+    """Every log record in the store, oldest file first; a damaged line is skipped and logged.
+
+    ``trace_prefix`` (lowercase hex) skips the lines (batches) with no record of such a trace
+    without parsing them; the caller still picks the records out of those read.
+    """
+    return LAYOUT.open(directory).read(logfile.decode, logfile.trace_needle(trace_prefix) if trace_prefix else None)
 
 
 class LogFollower:
     """The store's log records as they are written: :meth:`history` once, then :meth:`new` as often as wanted.
 
-    The current file is read first, then the rotated ones; one that is the file already
-    read (rotated in between) is skipped, so a record is neither lost nor shown twice.
+    The current file is read first, then the files rotated before that moment; files
+    rotated later are :meth:`new`'s to read, so a record is neither lost nor shown twice.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -68,9 +72,12 @@ class LogFollower:
 
     def history(self) -> Iterator[LogLine]:
         """The records already in the store, oldest first."""
+        began = self._tail.since_ns or 0
         for file in self._store.rotated_files():
+            if rotation_time(file, self._store.stem) > began:
+                continue
             try:
-                if os.stat(file).st_ino == self._tail.inode:
+                if os.stat(file).st_ino == self._tail.inode:  # rotated as it was read
                     continue
             except FileNotFoundError:
                 continue

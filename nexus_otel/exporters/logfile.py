@@ -54,6 +54,14 @@ def body_text(body: Any) -> str:
         return _dumps(body)
 
 
+def trace_needle(trace_prefix: str) -> str:
+    """Text that every line holding a record of a trace whose id starts with ``trace_prefix`` contains.
+
+    Both encoders write ``"t":"<hex>`` with no space (orjson, and the fallback's separators).
+    """
+    return f'"t":"{trace_prefix}'
+
+
 def _resource_attributes(resource: Any) -> dict[str, Any]:
     return dict(resource.attributes) if resource is not None else {}
 

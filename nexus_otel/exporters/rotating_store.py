@@ -95,24 +95,29 @@ class RotatingStore:
             files.append(self.current)
         return files
 
-    def read(self, decode: Callable[[str], Iterable[T]]) -> Iterator[T]:
-        """What ``decode`` makes of each line, oldest file first; a damaged line is skipped and logged."""
-        for file in self.files():
-            yield from self.read_file(file, decode)
+    def read(self, decode: Callable[[str], Iterable[T]], needle: str | None = None) -> Iterator[T]:
+        """What ``decode`` makes of each line, oldest file first; a damaged line is skipped and logged.
 
-    def read_file(self, file: Path, decode: Callable[[str], Iterable[T]]) -> Iterator[T]:
-        """What ``decode`` makes of each line of one of the store's files (none if it was deleted meanwhile)."""
+        With ``needle``, only lines holding that text are decoded: finding one trace's
+        records in a full store is then a text search, not a parse of every line.
+        """
+        for file in self.files():
+            yield from self.read_file(file, decode, needle)
+
+    def read_file(self, file: Path, decode: Callable[[str], Iterable[T]], needle: str | None = None) -> Iterator[T]:
+        """:meth:`read` for one of the store's files (nothing if it was deleted meanwhile)."""
         try:
             handle = open(file, encoding="utf-8", errors="replace")
         except FileNotFoundError:  # rotated away meanwhile
             return
         with handle:
             for n, line in enumerate(handle, 1):
-                yield from decode_line(decode, line, f"{file}:{n}", self._log)
+                if needle is None or needle in line:
+                    yield from decode_line(decode, line, f"{file}:{n}", self._log)
 
     def tail(self) -> Tail:
         """A reader of the current file that follows it across rotations (``nexus-otel logs --follow``)."""
-        return Tail(self.current)
+        return Tail(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,20 +183,36 @@ def decode_line(decode: Callable[[str], Iterable[T]], line: str, where: str, log
 
 
 class Tail:
-    """Whole lines appended to one path since the last :meth:`read`, across renames of that path.
+    """Whole lines appended to a store since the last :meth:`read`, across its rotations.
 
-    A rotation renames the file and a writer starts a new one under the old name; the
-    rest of the renamed file is read first (no write reaches it after the rename), then
-    the new file from its start. A line without its newline yet waits for the next read.
+    A rotation renames the current file and a writer starts a new one under the old
+    name. On the next read the rest of the renamed file is read first (no write reaches
+    it after the rename), then the files rotated after it (when the store rotated more
+    than once between two reads), then the new current file from its start. Rotated
+    files are told apart by the time in their names and by inode. A line without its
+    newline yet waits for the next read.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, store: RotatingStore) -> None:
+        self.store = store
+        self.path = store.current
         self._handle: BinaryIO | None = None
         self._partial = b""
+        self._since: int | None = None
+        self._old_inode: int | None = None
+
+    @property
+    def since_ns(self) -> int | None:
+        """Files rotated up to this time (the names say) were rotated before this tail began, or are read."""
+        return self._since
+
+    @property
+    def inode(self) -> int | None:
+        """The inode of the file being read (None before it exists), to tell it apart from a rotated one."""
+        return self.inode_of(self._handle)
 
     def read(self) -> list[str]:
-        """The whole lines written since the last call (the first call: all of the file)."""
+        """The whole lines written since the last call (the first call: all of the current file)."""
         lines: list[str] = []
         handle = self._handle
         if handle is not None:
@@ -202,18 +223,40 @@ class Tail:
             lines += self._drain(handle)
             if not replaced:
                 return lines
+            self._old_inode = os.fstat(handle.fileno()).st_ino
             handle.close()
             self._handle, self._partial = None, b""
         try:
-            self._handle = handle = open(self.path, "rb")
+            new: BinaryIO | None = open(self.path, "rb")
         except FileNotFoundError:
+            new = None
+        now = time.time_ns()
+        if self._since is not None:
+            lines += self._rotated_between(self._since, now, skip={self._old_inode, self.inode_of(new)})
+        self._since = now
+        if new is None:
             return lines
-        return lines + self._drain(handle)
+        self._handle = new
+        return lines + self._drain(new)
 
-    @property
-    def inode(self) -> int | None:
-        """The inode of the file being read (None before it exists), to tell it apart from a rotated one."""
-        return os.fstat(self._handle.fileno()).st_ino if self._handle is not None else None
+    def _rotated_between(self, after: int, until: int, skip: set[int | None]) -> list[str]:
+        lines: list[str] = []
+        for file in self.store.rotated_files():
+            rotated = rotation_time(file, self.store.stem)
+            if not after < rotated <= until:
+                continue
+            try:
+                with open(file, "rb") as f:
+                    if os.fstat(f.fileno()).st_ino in skip:
+                        continue
+                    lines += [line.decode("utf-8", "replace") for line in f.read().splitlines()]
+            except FileNotFoundError:  # deleted by a later rotation: gone for every reader
+                continue
+        return lines
+
+    @staticmethod
+    def inode_of(handle: BinaryIO | None) -> int | None:
+        return os.fstat(handle.fileno()).st_ino if handle is not None else None
 
     def _drain(self, handle: BinaryIO) -> list[str]:
         data = self._partial + handle.read()
@@ -224,3 +267,11 @@ class Tail:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def rotation_time(file: Path, stem: str) -> int:
+    """When ``<stem>-<time_ns>.jsonl`` was rotated (0 for a name that does not say)."""
+    try:
+        return int(file.name[len(stem) + 1:-len(".jsonl")])
+    except ValueError:
+        return 0
