@@ -4,15 +4,21 @@
     python grafana/generate.py            # (re)write workflows.json, plugins.json, pipeline.json
     python grafana/generate.py --check    # exit 1 if the committed JSON differs from what this generates
 
-The dashboards are built with grafana-foundation-sdk's builders (types for Grafana 11.4, the
-version deploy/compose.yaml runs) and written reproducibly: sorted keys, 2-space indent, a
-trailing newline, fixed uids and panel ids. Every query reads the Prometheus datasource by uid
-``prometheus`` (grafana/provisioning/datasources/datasources.yaml) and filters on the template
-variable ``$service``, and on ``$workflow`` / ``$channel`` (or ``$plugin`` / ``$event``) wherever
-the metric carries that label. Latency panels ask for exemplars: a point links to its trace in
-Jaeger through the datasource's ``exemplarTraceIdDestinations``.
+The dashboards are built with grafana-foundation-sdk's builders (types for Grafana 11.4; the
+Grafana deploy/compose.yaml runs, GRAFANA_VERSION in deploy/versions.env, reads them) and written
+reproducibly: sorted keys, 2-space indent, a trailing newline, fixed uids and panel ids. Every
+metrics query reads the Prometheus datasource by uid ``prometheus``
+(grafana/provisioning/datasources/datasources.yaml) and filters on the template variable
+``$service``, and on ``$workflow`` / ``$channel`` (or ``$plugin`` / ``$event``) wherever the metric
+carries that label. Latency panels ask for exemplars: a point links to its trace in Jaeger through
+the datasource's ``exemplarTraceIdDestinations``.
 
-Metric names and labels are the telemetry contract's (nexus_otel/telemetry/contract.py, README).
+The Workflows dashboard also reads the request log's log records from VictoriaLogs (datasource uid
+``victorialogs``, LogsQL), filtered by the same variables; a record's ``trace_id`` links to its
+trace in Jaeger (the datasource's derived field), and a trace in Jaeger to its records.
+
+Metric names and labels are the telemetry contract's (nexus_otel/telemetry/contract.py, README);
+log record fields are the request log's (docs/logs.md).
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import dashboard as dashboard_builder
+from grafana_foundation_sdk.builders import logs as logs_builder
 from grafana_foundation_sdk.builders import prometheus as prometheus_builder
 from grafana_foundation_sdk.builders import stat as stat_builder
 from grafana_foundation_sdk.builders import timeseries as timeseries_builder
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.runtime import UnknownDataquery
 from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
@@ -38,10 +48,14 @@ DASHBOARDS_DIR = HERE / "dashboards"
 
 PROMETHEUS_UID = "prometheus"
 JAEGER_UID = "jaeger"
+VICTORIALOGS_UID = "victorialogs"
+VICTORIALOGS_TYPE = "victoriametrics-logs-datasource"
+REQUEST_LOG_SCOPE = "nexus_otel.requests"  # the request log's instrumentation scope (docs/logs.md)
 TAG = "nexus-otel"
 ALL_REGEX = ".*"
 
 DATASOURCE = dashboard_model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
+LOGS_DATASOURCE = dashboard_model.DataSourceRef(type_val=VICTORIALOGS_TYPE, uid=VICTORIALOGS_UID)
 
 # Thresholds: (value, color) steps above a green base.
 ERROR_RATIO_STEPS = ((0.01, "orange"), (0.05, "red"))          # 1 % / 5 % of executions failing
@@ -84,6 +98,35 @@ def ratio(part: str, whole: str) -> str:
     ``part`` and ``whole`` must be aggregated by the same labels.
     """
     return f"({part} or 0 * {whole}) / {whole}"
+
+
+# --- LogsQL ---------------------------------------------------------------------------------------
+
+def logs_filter(**fields: str) -> str:
+    """The request log's records of ``$service``, each ``field=variable`` a regexp on the variable's values.
+
+    A multi-value variable becomes ``(a|b)`` inside ``:~"..."`` (the VictoriaLogs datasource's
+    interpolation), and "All" is ``.*``; the anchors make a value match whole.
+    """
+    filters = [f'scope.name:="{REQUEST_LOG_SCOPE}"', 'service.name:~"^$service$"']
+    filters += [f'{field}:~"^${variable}$"' for field, variable in fields.items()]
+    return " AND ".join(filters)
+
+
+class LogsQuery(cogbuilder.Builder[cogvariants.Dataquery]):
+    """A VictoriaLogs datasource target (LogsQL). grafana-foundation-sdk has no type for this plugin's
+    queries, so the target is the plain object the plugin stores: ``expr``, ``queryType`` (``instant``:
+    log lines from /select/logsql/query; ``statsRange``: series from /select/logsql/stats_query_range)."""
+
+    def __init__(self, ref_id: str, expr: str, query_type: str, legend: str = "") -> None:
+        self.target: dict[str, Any] = {"refId": ref_id, "datasource": {"type": VICTORIALOGS_TYPE,
+                                                                        "uid": VICTORIALOGS_UID},
+                                       "editorMode": "code", "expr": expr, "queryType": query_type}
+        if legend:
+            self.target["legendFormat"] = legend
+
+    def build(self) -> cogvariants.Dataquery:
+        return UnknownDataquery(dict(self.target))
 
 
 # --- Panels ---------------------------------------------------------------------------------------
@@ -151,6 +194,31 @@ def stat(title: str, description: str, unit: str, queries: Sequence[Query], *,
     return panel.thresholds(thresholds(steps or ()))
 
 
+def logs_panel(title: str, description: str, expr: str, *, width: int = 24, height: int = 12) -> logs_builder.Panel:
+    """Log lines, newest first, each expandable to its fields (its trace_id links to Jaeger)."""
+    return (logs_builder.Panel().title(title).description(description).datasource(LOGS_DATASOURCE)
+            .span(width).height(height).targets([LogsQuery("A", expr, "instant")])
+            .show_time(True).wrap_log_message(True).enable_log_details(True).show_common_labels(False)
+            .show_labels(False).prettify_log_message(False)
+            .sort_order(common_model.LogsSortOrder.DESCENDING)
+            .dedup_strategy(common_model.LogsDedupStrategy.NONE))
+
+
+def logs_timeseries(title: str, description: str, expr: str, legend: str, *, width: int = 24,
+                    height: int = 8) -> timeseries_builder.Panel:
+    """Counts from log records per interval (a LogsQL ``stats`` query), as bars stacked by series."""
+    return (timeseries_builder.Panel().title(title).description(description).datasource(LOGS_DATASOURCE)
+            .unit("short").span(width).height(height).min(0)
+            .targets([LogsQuery("A", expr, "statsRange", legend)])
+            .draw_style(common_model.GraphDrawStyle.BARS).fill_opacity(80).line_width(1)
+            .stacking(common_builder.StackingConfig().mode(common_model.StackingMode.NORMAL))
+            .legend(common_builder.VizLegendOptions().show_legend(True)
+                    .display_mode(common_model.LegendDisplayMode.TABLE)
+                    .placement(common_model.LegendPlacement.BOTTOM).calcs(["sum"]))
+            .tooltip(common_builder.VizTooltipOptions().mode(common_model.TooltipDisplayMode.MULTI)
+                     .sort(common_model.SortOrder.DESCENDING)))
+
+
 # --- Dashboards -----------------------------------------------------------------------------------
 
 def variable(name: str, label: str, query: str) -> dashboard_builder.QueryVariable:
@@ -196,6 +264,7 @@ def workflows() -> dashboard_model.Dashboard:
     http_bucket = selector("http_server_request_duration_seconds_bucket")
     by_wc = ["workflow", "channel"]
     wc_legend = "{{workflow}} ({{channel}})"
+    request_log = logs_filter(**{"nexus.workflow.name": "workflow", "nexus.channel": "channel"})
 
     panels = [
         stat("Executions", "Finished workflow executions in the time range, by status.", "short",
@@ -230,8 +299,18 @@ def workflows() -> dashboard_model.Dashboard:
                    "link to the request's trace in Jaeger.", "s",
                    [Query(quantile(0.95, http_bucket, ["http_route"]), "p95 {{http_route}}", exemplar=True)],
                    steps=LATENCY_STEPS),
+        logs_timeseries("Request log records by workflow and status",
+                        "The request log's end records (completed, failed, rejected) per interval, from "
+                        "VictoriaLogs: every execution, whatever its trace's sampling.",
+                        f"{request_log} AND nexus.workflow.status:* "
+                        "| stats by (nexus.workflow.name, nexus.workflow.status) count() records",
+                        "{{nexus.workflow.name}} {{nexus.workflow.status}}"),
+        logs_panel("Request log",
+                   "The request log's records (started, completed, failed, rejected) from VictoriaLogs, newest "
+                   "first. Open a line for its fields (status, duration, exception.type, ...); its trace_id "
+                   "links to the trace in Jaeger.", request_log),
     ]
-    for panel in (panels[0], panels[7]):
+    for panel in (panels[0], panels[7], panels[11]):
         color_override(color_override(color_override(panel, ".*completed.*", "green"), ".*failed.*", "red"),
                        ".*rejected.*", "orange")
     return dashboard("nexus-workflows", "Workflows",

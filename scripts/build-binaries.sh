@@ -87,7 +87,9 @@ victorialogs_modules() {
     && go get -tool "$VICTORIALOGS_MODULE/app/victoria-logs@v$VICTORIALOGS_VERSION" > build.log 2>&1)
 }
 victorialogs_build() {
-  (cd "$work" && go build -trimpath -o victoria-logs.bin "$VICTORIALOGS_MODULE/app/victoria-logs" >> build.log 2>&1)
+  (cd "$work" && go build -trimpath -o victoria-logs.bin \
+    -ldflags "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-v$VICTORIALOGS_VERSION" \
+    "$VICTORIALOGS_MODULE/app/victoria-logs" >> build.log 2>&1)
 }
 
 if [ ! -x "$OTELCOL" ]; then

@@ -16,7 +16,8 @@ from .deploy_servers import DEPLOY, run_binary
 COLLECTOR_CONFIGS = ("otel-collector.yaml", "otel-collector-gateway.yaml", "otel-collector-sampler.yaml")
 SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions")
 LOOPBACK_ENV = {"OTELCOL_LISTEN_HOST": "127.0.0.1", "JAEGER_OTLP_ENDPOINT": "127.0.0.1:14317",
-                "SAMPLERS_HOSTNAME": "localhost", "SAMPLERS_PORT": "24317"}
+                "SAMPLERS_HOSTNAME": "localhost", "SAMPLERS_PORT": "24317",
+                "VICTORIALOGS_ENDPOINT": "http://127.0.0.1:19428/insert/opentelemetry"}
 
 
 def _types_used() -> dict[str, set[str]]:
@@ -48,6 +49,25 @@ def test_the_distribution_holds_exactly_the_components_the_configs_use():
     listed = yaml.safe_load(result.stdout)
     have = {section: {c["name"] for c in listed.get(section) or []} for section in SECTIONS}
     assert have == _types_used()
+
+
+@pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
+def test_every_component_of_a_pipeline_handles_its_signal(name):
+    """Each receiver, processor and exporter in a pipeline supports that pipeline's signal in our distribution
+    (`components` lists a stability for it): the redaction and attributes processors process log records."""
+    listed = yaml.safe_load(run_binary("otelcol", "components").stdout)
+    stability = {(section, c["name"]): c.get("stability") or {} for section in SECTIONS
+                 for c in listed.get(section) or []}
+    config = yaml.safe_load((DEPLOY / name).read_text())
+    connectors = set(config.get("connectors") or {})
+    for pid, pipeline in config["service"]["pipelines"].items():
+        signal = pid.split("/", 1)[0]
+        for role in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(role) or []:
+                if component in connectors:
+                    continue  # a connector's signal pair is the Collector's own check (validate)
+                level = stability[(role, component.split("/", 1)[0])].get(signal, "Undefined")
+                assert level != "Undefined", f"{name}: pipeline {pid}: {component} does not handle {signal}"
 
 
 @pytest.mark.parametrize("env", [{}, {"JAEGER_LISTEN_HOST": "127.0.0.1"}], ids=["as-shipped", "loopback"])

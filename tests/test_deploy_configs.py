@@ -30,10 +30,13 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 
 COLLECTOR_CONFIGS = ("otel-collector.yaml", "otel-collector-gateway.yaml", "otel-collector-sampler.yaml")
-K8S_MANIFESTS = ("namespace.yaml", "app.yaml", "otel-gateway.yaml", "otel-sampler.yaml")
+K8S_MANIFESTS = ("namespace.yaml", "app.yaml", "otel-gateway.yaml", "otel-sampler.yaml", "victorialogs.yaml")
 NAMESPACE = "observability"
 COMPOSE_COLLECTOR_SERVICE = "otel-collector"
 COMPOSE_APP_SERVICE = "app"
+COMPOSE_LOGS_SERVICE = "victorialogs"
+VICTORIALOGS_PORT = 9428
+VICTORIALOGS_OTLP_PATH = "/insert/opentelemetry"  # the otlp_http exporter appends /v1/logs
 K8S_VERSION = "1.34.0"  # a recent release whose schemas kubernetes-validate ships
 # Which Deployment runs which collector config (the ConfigMap must hold it verbatim).
 # The app's StatefulSet (app.yaml) has checks of its own in tests/test_deploy_app_manifest.py.
@@ -185,9 +188,12 @@ def compose_port_problems(compose_path: Path, collector_path: Path) -> list[str]
     except ConfigurationError as exc:
         return problems + [f"app environment fails nexus-otel's validation: {exc}"]
     signals = [("TRACES", cfg.traces_exporters, cfg.traces_protocol),
-               ("METRICS", cfg.metrics_exporters, cfg.metrics_protocol)]
+               ("METRICS", cfg.metrics_exporters, cfg.metrics_protocol),
+               ("LOGS", cfg.logs_exporters, cfg.logs_protocol)]
     if not any("otlp" in exporters for _, exporters, _ in signals):
         problems.append("the app exports nothing over OTLP (OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER)")
+    if "otlp" not in cfg.logs_exporters:
+        problems.append("the app does not export its log records over OTLP (OTEL_LOGS_EXPORTER)")
     for signal, exporters, protocol in signals:
         if "otlp" not in exporters:
             continue
@@ -208,6 +214,36 @@ def compose_port_problems(compose_path: Path, collector_path: Path) -> list[str]
         elif url.port != ports[receiver_proto]:
             problems.append(f"{var}={endpoint} with protocol {protocol}: port should be "
                             f"{ports[receiver_proto]} (the collector's OTLP {receiver_proto} port)")
+    return problems
+
+
+def logs_destination_problems(config: dict, host: str) -> list[str]:
+    """The config's logs pipelines end in VictoriaLogs' OTLP endpoint on ``host`` (or route on to samplers that do).
+
+    A pipeline's exporters are an otlp_http exporter whose endpoint is VictoriaLogs' OTLP base URL, or the
+    load_balancing exporter (the gateway, whose samplers export); no logs pipeline sees a tail sampler.
+    """
+    problems: list[str] = []
+    exporters = config.get("exporters") or {}
+    pipelines = {pid: p or {} for pid, p in ((config.get("service") or {}).get("pipelines") or {}).items()
+                 if component_type(pid) == "logs"}
+    if not pipelines:
+        return ["no logs pipeline"]
+    for pid, pipeline in pipelines.items():
+        if any(component_type(p) == "tail_sampling" for p in pipeline.get("processors") or []):
+            problems.append(f"pipeline {pid!r} samples log records (tail_sampling)")
+        for name in pipeline.get("exporters") or []:
+            kind = component_type(name)
+            if kind == "load_balancing":
+                continue
+            if kind != "otlp_http":
+                problems.append(f"pipeline {pid!r}: exporter {name!r} is not an otlp_http exporter to VictoriaLogs")
+                continue
+            url = urlsplit(str((exporters.get(name) or {}).get("endpoint", "")))
+            if (url.scheme, url.hostname, url.port, url.path) != ("http", host, VICTORIALOGS_PORT,
+                                                                    VICTORIALOGS_OTLP_PATH):
+                problems.append(f"pipeline {pid!r}: exporter {name!r} sends to {url.geturl()!r}, not "
+                                f"http://{host}:{VICTORIALOGS_PORT}{VICTORIALOGS_OTLP_PATH}")
     return problems
 
 
@@ -438,6 +474,37 @@ def test_compose_app_environment_passes_nexus_otel_validation():
     assert cfg.service_name and "otlp" in cfg.traces_exporters
 
 
+@pytest.mark.parametrize(("name", "host"), [
+    ("otel-collector.yaml", COMPOSE_LOGS_SERVICE),
+    ("otel-collector-sampler.yaml", f"victorialogs.{NAMESPACE}.svc.cluster.local"),
+    ("otel-collector-gateway.yaml", ""),
+])
+def test_collector_logs_pipelines_end_in_victorialogs(name, host):
+    """Each config has an unsampled logs pipeline to VictoriaLogs' OTLP endpoint (the gateway's via the samplers)."""
+    config = load_yaml(DEPLOY / name)
+    assert logs_destination_problems(config, host) == []
+    if name == "otel-collector-gateway.yaml":
+        (logs,) = [p for pid, p in config["service"]["pipelines"].items() if component_type(pid) == "logs"]
+        assert logs["exporters"] == ["load_balancing"]
+        assert config["exporters"]["load_balancing"]["routing_key"] == "traceID"
+
+
+def test_compose_runs_victorialogs_where_the_collector_sends_log_records():
+    """Compose runs VictoriaLogs on its port with a volume for its data; the Collector names it and starts after it."""
+    services = load_yaml(DEPLOY / "compose.yaml")["services"]
+    logs = services[COMPOSE_LOGS_SERVICE]
+    data_dir = next(a.split("=", 1)[1] for a in logs["command"] if a.startswith("-storageDataPath="))
+    assert any(v.endswith(f":{data_dir}") and not v.startswith((".", "/")) for v in logs["volumes"]), logs["volumes"]
+    assert f"-httpListenAddr=:{VICTORIALOGS_PORT}" in logs["command"]
+    assert VICTORIALOGS_PORT in published_container_ports(logs)
+    collector = services[COMPOSE_COLLECTOR_SERVICE]
+    assert COMPOSE_LOGS_SERVICE in collector["depends_on"]
+    endpoint = compose_environment(collector)["VICTORIALOGS_ENDPOINT"]
+    config = load_yaml(DEPLOY / "otel-collector.yaml")
+    config["exporters"]["otlp_http/victorialogs"]["endpoint"] = endpoint
+    assert logs_destination_problems(config, COMPOSE_LOGS_SERVICE) == []
+
+
 def test_compose_mounts_the_collector_config_it_runs():
     """The collector service mounts deploy/otel-collector.yaml where its --config argument points."""
     svc = load_yaml(DEPLOY / "compose.yaml")["services"][COMPOSE_COLLECTOR_SERVICE]
@@ -480,6 +547,23 @@ def test_kubernetes_shape():
     assert headless["clusterIP"] == "None" and [p["port"] for p in headless["ports"]] == [4317]
 
 
+def test_kubernetes_samplers_send_log_records_to_the_victorialogs_service():
+    """The sampler's default VictoriaLogs host is the headless Service of the VictoriaLogs StatefulSet, on its port."""
+    objects = _index([d for n in K8S_MANIFESTS for d in load_docs(K8S / n)])
+    sampler = load_yaml(DEPLOY / "otel-collector-sampler.yaml")
+    url = urlsplit(sampler["exporters"]["otlp_http/victorialogs"]["endpoint"])
+    svc_name, ns = url.hostname.split(".")[:2]
+    service = objects[("Service", ns, svc_name)]
+    workload = objects[("StatefulSet", NAMESPACE, "victorialogs")]
+    assert workload["spec"]["serviceName"] == svc_name and service["spec"]["clusterIP"] == "None"
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+    assert _container_port(workload, port["targetPort"]) == VICTORIALOGS_PORT
+    container = _pod_spec(workload)["containers"][0]
+    data_dir = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("-storageDataPath="))
+    assert [m["name"] for m in container["volumeMounts"] if m["mountPath"] == data_dir] == [
+        t["metadata"]["name"] for t in workload["spec"]["volumeClaimTemplates"]]
+
+
 def test_kustomization_lists_the_manifests_and_documents_the_endpoint():
     """kustomization.yaml lists every manifest, and its documented app endpoint reaches the gateway's OTLP/HTTP port."""
     kustomization = load_yaml(K8S / "kustomization.yaml")
@@ -500,12 +584,12 @@ def test_kustomization_lists_the_manifests_and_documents_the_endpoint():
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kustomize_renders_every_resource_in_the_namespace():
-    """`kubectl kustomize` (offline) renders all ten resources, each in the observability namespace."""
+    """`kubectl kustomize` (offline) renders all twelve resources, each in the observability namespace."""
     result = subprocess.run(["kubectl", "kustomize", str(K8S)],
                             check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert len(docs) == 10
+    assert len(docs) == 12
     assert all(d["metadata"].get("namespace") == NAMESPACE for d in docs if d["kind"] != "Namespace")
 
 
@@ -530,7 +614,23 @@ def test_pipeline_check_catches_a_broken_copy(tmp_path, old, new, expected):
     assert any(expected in p for p in problems), problems
 
 
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("processors: [memory_limiter, attributes/redact, redaction, batch]\n      exporters: [otlp_http",
+     "processors: [memory_limiter, attributes/redact, redaction, tail_sampling, batch]\n      exporters: [otlp_http",
+     "samples log records"),
+    ("victorialogs:9428/insert/opentelemetry}", "victorialogs:9428/insert/jsonline}", "not http://victorialogs:9428"),
+    ("exporters: [otlp_http/victorialogs]", "exporters: [otlp_grpc/jaeger]", "is not an otlp_http exporter"),
+])
+def test_logs_check_catches_a_broken_copy(tmp_path, old, new, expected):
+    """A copy of otel-collector.yaml whose logs go through tail sampling or elsewhere than VictoriaLogs is reported."""
+    copy = _copy_deploy(tmp_path) / "otel-collector.yaml"
+    _edit(copy, old, new, once=True)
+    problems = logs_destination_problems(load_yaml(copy), COMPOSE_LOGS_SERVICE)
+    assert any(expected in p for p in problems), problems
+
+
 @pytest.mark.parametrize(("file", "old", "new", "expected"), [
+    ("compose.yaml", "OTEL_LOGS_EXPORTER: otlp", "OTEL_LOGS_EXPORTER: console", "does not export its log records"),
     ("compose.yaml", "http://otel-collector:4318", "http://otel-collector:4317", "port should be 4318"),
     ("compose.yaml", "OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL: grpc",
      "port should be 4317"),
@@ -563,6 +663,9 @@ def test_port_check_catches_a_broken_copy(tmp_path, file, old, new, expected):
      "port 4318 goes to container port 8889"),
     ("kubernetes/app.yaml", "serviceName: nexus-demo-headless", "serviceName: nexus-demo",
      "serviceName nexus-demo must be headless"),
+    ("kubernetes/victorialogs.yaml", "      targetPort: http\n      protocol: TCP\n      appProtocol: http",
+     "      targetPort: 9429\n      protocol: TCP\n      appProtocol: http",
+     "service victorialogs port 9428 goes to 9429, not a container port of victorialogs"),
     ("kubernetes/app.yaml", "serviceName: nexus-demo-headless", "serviceName: nexus-demo-pods",
      "serviceName 'nexus-demo-pods' is not a Service"),
     ("kubernetes/app.yaml", "  type: ClusterIP\n  selector:\n    app.kubernetes.io/name: nexus-demo\n  ports:\n"

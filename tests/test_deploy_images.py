@@ -1,14 +1,15 @@
 """Every image tag under deploy/ is a version the test suite runs.
 
-The Collector and Jaeger images match the binaries built from
+The Collector, Jaeger and VictoriaLogs images match the binaries built from
 deploy/versions.env and deploy/collector/builder-config.yaml (the tests run
 those); Prometheus matches the Debian prometheus the tests run; Python matches
 the interpreter; Go (the collector image's build stage) matches the toolchain
 that builds the binary here. The app's image (deploy/Dockerfile, run by
 deploy/kubernetes/app.yaml) is tagged with the version of nexus-otel the
-tests run. Grafana is not run by the tests: its tag matches
-the Grafana release whose dashboard schema (grafana-foundation-sdk) the
-dashboards are validated against.
+tests run. Grafana is not run by the tests: its tag is GRAFANA_VERSION, no
+older than the Grafana release whose dashboard schema (grafana-foundation-sdk)
+the dashboards are validated against, nor than the first release that follows
+the provisioned trace-to-logs link to VictoriaLogs.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from importlib import metadata
 import pytest
 import yaml
 
-from .deploy_servers import DEPLOY, run_binary, versions
+from .deploy_servers import DEPLOY, REPO, require_binary, run_binary, versions
 
 COLLECTOR_IMAGES = ("otel/opentelemetry-collector-contrib", "otelcol-nexus")
 APP_IMAGE = "nexus-otel-demo"  # what deploy/Dockerfile builds
+VICTORIALOGS_IMAGE = "victoriametrics/victoria-logs"
+DATASOURCES = REPO / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
+# Grafana's Jaeger (and Tempo) data source links a span to VictoriaLogs (tracesToLogsV2) from this release on.
+GRAFANA_TRACES_TO_VICTORIALOGS = (12, 2, 0)
 
 
 def image_references() -> list[tuple[str, str]]:
@@ -69,6 +74,8 @@ def test_every_image_is_pinned_to_a_version_the_tests_ran():
             assert tag == v["COLLECTOR_VERSION"], (where, image)
         elif name == "jaegertracing/jaeger":
             assert tag == v["JAEGER_VERSION"], (where, image)
+        elif name == VICTORIALOGS_IMAGE:
+            assert tag == "v" + v["VICTORIALOGS_VERSION"], (where, image)
         elif name == "prom/prometheus":
             assert tag == "v" + _debian_prometheus_version(), (where, image)
         elif name == "python":
@@ -79,11 +86,29 @@ def test_every_image_is_pinned_to_a_version_the_tests_ran():
             project = metadata.version("nexus-otel")
             assert tag == project, (where, image, f"deploy/Dockerfile builds nexus-otel {project}")
         elif name == "grafana/grafana":
-            sdk = metadata.version("grafana-foundation-sdk").split("!")[-1]
-            assert tag == sdk, (where, image, f"dashboards are validated against Grafana {sdk}")
+            assert tag == v["GRAFANA_VERSION"], (where, image)
         else:
             pytest.fail(f"{where}: {image}: no test runs this image's version; add one or drop the image")
-    assert {"otel/opentelemetry-collector-contrib", "jaegertracing/jaeger"} <= seen
+    assert {"otel/opentelemetry-collector-contrib", "jaegertracing/jaeger", VICTORIALOGS_IMAGE} <= seen
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def test_grafana_is_new_enough_for_the_dashboards_and_the_trace_to_logs_link():
+    """GRAFANA_VERSION reads the dashboards' schema and follows the provisioned Jaeger -> VictoriaLogs link."""
+    grafana = _release(versions()["GRAFANA_VERSION"])
+    sdk = metadata.version("grafana-foundation-sdk").split("!")[-1]
+    assert grafana >= _release(sdk), f"dashboards are validated against Grafana {sdk}"
+    datasources = {ds["uid"]: ds for ds in yaml.safe_load(DATASOURCES.read_text())["datasources"]}
+    links = [ds for ds in datasources.values() if (ds.get("jsonData") or {}).get("tracesToLogsV2")]
+    assert links, "no data source links traces to logs"
+    for ds in links:
+        target = datasources[ds["jsonData"]["tracesToLogsV2"]["datasourceUid"]]
+        if target["type"] == "victoriametrics-logs-datasource":
+            assert grafana >= GRAFANA_TRACES_TO_VICTORIALOGS, (
+                f"{ds['name']} links traces to VictoriaLogs, which Grafana follows from 12.2.0 on")
 
 
 def _debian_prometheus_version() -> str:
@@ -106,6 +131,12 @@ def test_the_built_binaries_are_the_versions_the_images_carry():
     assert collector.returncode == 0 and v["COLLECTOR_VERSION"] in collector.stdout, collector
     jaeger = run_binary("jaeger", "version")
     assert jaeger.returncode == 0 and f'"gitVersion":"v{v["JAEGER_VERSION"]}"' in jaeger.stdout, jaeger
+    victorialogs = run_binary("victorialogs", "-version")
+    assert victorialogs.returncode == 0 and victorialogs.stdout.strip() == f"victoria-logs-v{v['VICTORIALOGS_VERSION']}"
+    if shutil.which("go"):  # the module the binary was built from, as Go recorded it
+        built = subprocess.run(["go", "version", "-m", str(require_binary("victorialogs"))], capture_output=True,
+                               text=True, timeout=30).stdout
+        assert f"mod\t{v['VICTORIALOGS_MODULE']}\tv{v['VICTORIALOGS_VERSION']}\t" in built, built
 
 
 def test_the_manifest_pins_every_module_at_one_release():

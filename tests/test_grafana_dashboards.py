@@ -1,10 +1,14 @@
 """The Grafana dashboards: generated reproducibly, valid for Grafana's dashboard schema, wired to the
-provisioned datasources, and every panel's PromQL answered by a real Prometheus scraping a served app.
+provisioned datasources, every panel's PromQL answered by a real Prometheus scraping a served app, and
+every panel's LogsQL answered by a real VictoriaLogs holding an app's request log.
 
 The end-to-end part serves ``tests/apps/kit.py`` with the real CLI (``nexus-otel serve``) in a
 subprocess, has Debian's ``prometheus`` scrape it every second (with exemplar storage on), sends a
 mix of passing and failing requests, then runs every panel's expression through ``/api/v1/query``
-with the template variables filled in as Grafana would.
+with the template variables filled in as Grafana would. The logs part runs an app with
+``RequestLoggerPlugin`` exporting its log records over OTLP to VictoriaLogs (built by
+scripts/build-binaries.sh), then runs every LogsQL target through VictoriaLogs' query API with the
+variables filled in as the VictoriaLogs datasource plugin does.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import logging
 import math
 import re
 import shutil
@@ -32,17 +37,24 @@ if sys.version_info < (3, 11):  # grafana-foundation-sdk (and so grafana/generat
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.cog.runtime import UnknownDataquery
 from grafana_foundation_sdk.models import dashboard as dashboard_model
+from grafana_foundation_sdk.models import logs as logs_model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 from grafana_foundation_sdk.models import stat as stat_model
 from grafana_foundation_sdk.models import timeseries as timeseries_model
 
+from nexus_otel import Nexus
+from nexus_otel.plugins import RequestLoggerPlugin
+
 try:  # tests/ may or may not become a package
+    from .deploy_servers import VictoriaLogs, require_binary
     from .prometheus_server import PrometheusServer, poll, prometheus_binary
     from .promql import fill_variables
     from .served import REPO, Served, cli_env
     from .webhook_receiver import WebhookReceiver
 except ImportError:
+    from deploy_servers import VictoriaLogs, require_binary
     from prometheus_server import PrometheusServer, poll, prometheus_binary
     from promql import fill_variables
     from served import REPO, Served, cli_env
@@ -54,6 +66,8 @@ DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yaml"
 COMPOSE = REPO / "deploy" / "compose.yaml"
+VICTORIALOGS_TYPE = "victoriametrics-logs-datasource"
+REQUEST_LOG_SCOPE = "nexus_otel.requests"
 
 TITLES = {"workflows.json": "Workflows", "plugins.json": "Plugins", "pipeline.json": "Telemetry pipeline"}
 UNITS = {"s", "reqps", "ops", "percentunit", "short"}
@@ -106,12 +120,17 @@ def _panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield panel
 
 
-def _targets() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(dashboard file, panel, target) for every target of every panel."""
+def _targets(datasource_type: str = "prometheus") -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(dashboard file, panel, target) for every target of every panel that reads that kind of datasource."""
     for name, dashboard in _dashboards().items():
         for panel in _panels(dashboard):
             for target in panel.get("targets", []):
-                yield name, panel, target
+                if target["datasource"]["type"] == datasource_type:
+                    yield name, panel, target
+
+
+def _is_logs(panel: dict[str, Any]) -> bool:
+    return panel["datasource"]["type"] == VICTORIALOGS_TYPE
 
 
 def _variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -172,9 +191,14 @@ def test_dashboard_loads_with_the_grafana_schema(name: str) -> None:
     assert len(set(ids)) == len(ids) and None not in ids, f"panel ids not unique: {ids}"
     for panel in model.panels:
         assert isinstance(panel, dashboard_model.Panel)
-        assert panel.type_val in ("timeseries", "stat")
-        assert isinstance(panel.options, (timeseries_model.Options, stat_model.Options)), panel.title
-        assert panel.targets and all(isinstance(t, prometheus_model.Dataquery) for t in panel.targets), panel.title
+        assert panel.type_val in ("timeseries", "stat", "logs")
+        assert isinstance(panel.options, (timeseries_model.Options, stat_model.Options, logs_model.Options)), (
+            panel.title)
+        assert panel.targets, panel.title
+        for target in panel.targets:
+            # The VictoriaLogs plugin's queries have no type in the SDK: they decode as a plain bag.
+            logs = isinstance(target, UnknownDataquery) and target.data["datasource"]["type"] == VICTORIALOGS_TYPE
+            assert isinstance(target, prometheus_model.Dataquery) or logs, (panel.title, target)
     for variable in model.templating.list_val or []:
         assert variable.type_val == dashboard_model.VariableType.QUERY
 
@@ -200,6 +224,27 @@ def test_every_datasource_reference_is_provisioned() -> None:
         {"name": "trace_id", "datasourceUid": jaeger[0]["uid"]}]
 
 
+def test_traces_and_logs_link_both_ways() -> None:
+    """Jaeger links a span to its trace's records in VictoriaLogs; a record's trace_id links to the trace in Jaeger."""
+    datasources = {ds["uid"]: ds for ds in _datasources()}
+    (logs,) = [ds for ds in datasources.values() if ds["type"] == VICTORIALOGS_TYPE]
+    services = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
+    assert logs["url"] == "http://victorialogs:9428" and "victorialogs" in services
+    assert "-httpListenAddr=:9428" in services["victorialogs"]["command"]
+    assert VICTORIALOGS_TYPE in services["grafana"]["environment"]["GF_PLUGINS_PREINSTALL"].split(",")
+
+    to_logs = datasources["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert to_logs["datasourceUid"] == logs["uid"] and to_logs["customQuery"] is True
+    # $$ is how a provisioning file writes a literal $ (one $ would read an environment variable).
+    assert to_logs["query"] == 'trace_id:="$${__span.traceId}"'
+    assert to_logs["spanStartTimeShift"].startswith("-") and not to_logs["spanEndTimeShift"].startswith("-")
+
+    (to_trace,) = logs["jsonData"]["derivedFields"]
+    assert to_trace == {"name": "trace_id", "matcherType": "label", "matcherRegex": "trace_id",
+                        "url": "$${__value.raw}", "urlDisplayLabel": to_trace["urlDisplayLabel"],
+                        "datasourceUid": "jaeger"}
+
+
 def test_dashboard_provider_reads_the_folder_compose_mounts() -> None:
     """The file provider loads /var/lib/grafana/dashboards, where compose mounts grafana/dashboards."""
     providers = yaml.safe_load(PROVIDERS.read_text(encoding="utf-8"))["providers"]
@@ -221,6 +266,14 @@ def test_queries_use_the_template_variables() -> None:
         for panel in _panels(dashboard):
             for target in panel["targets"]:
                 expr = target["expr"]
+                if _is_logs(panel):
+                    assert expr.startswith(f'scope.name:="{REQUEST_LOG_SCOPE}" AND service.name:~"^$service$"'), (
+                        f"{name}: {panel['title']}: {expr}")
+                    for label, field in (("workflow", "nexus.workflow.name"), ("channel", "nexus.channel")):
+                        if label in variables:
+                            assert f'{field}:~"^${label}$"' in expr, f"{name}: {panel['title']} ignores ${label}"
+                    used.update(re.findall(r"\$([a-z_]+)", expr))
+                    continue
                 selectors = SELECTOR.findall(expr)
                 assert selectors or COLLECTOR_OWN.search(expr), f"{name}: {panel['title']}: no selector in {expr}"
                 bare = METRIC_NAME.findall(re.sub(r"\bby \([^)]*\)", "", SELECTOR.sub("", expr)))
@@ -241,6 +294,8 @@ def test_panels_have_units_thresholds_and_exemplars() -> None:
     """Units on every panel; thresholds on error-ratio and latency panels; exemplars on exactly the latency queries."""
     for name, dashboard in _dashboards().items():
         for panel in _panels(dashboard):
+            if panel["type"] == "logs":
+                continue  # log lines: no unit, no thresholds
             defaults = panel["fieldConfig"]["defaults"]
             where = f"{name}: {panel['title']}"
             assert defaults.get("unit") in UNITS, where
@@ -409,3 +464,103 @@ def test_latency_panels_have_trace_exemplars(prometheus: PrometheusServer, traff
         assert got, f"{where}: no exemplars for {expr}"
         for exemplar in got:
             assert re.fullmatch(r"[0-9a-f]{32}", exemplar["labels"].get(destination, "")), (where, exemplar)
+
+
+# --- (d) a real VictoriaLogs answers every LogsQL query ----------------------------------------------
+
+LOGS_SERVICE = "kit-logs"  # the request log below comes from its own app, so its $service has only records
+ALL_VALUE = ".*"  # every variable's allValue
+
+
+def _fill_logsql(expr: str, service: str = LOGS_SERVICE, **values: list[str]) -> str:
+    """The LogsQL as the VictoriaLogs plugin sends it: a variable inside ``:~"..."`` becomes ``(a|b)``, "All"
+    (these variables' ``allValue``) ``(.*)``; ``$service`` is ``service`` unless given."""
+    chosen = {"service": [service], **values}
+    return re.sub(r"\$([a-z_]+)", lambda m: "(" + "|".join(chosen.get(m.group(1), [ALL_VALUE])) + ")", expr)
+
+
+
+@pytest.fixture(scope="module")
+def request_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaLogs]:
+    """VictoriaLogs holding the request log of an app that ran greet 4 times and explode twice over OTLP."""
+    require_binary("victorialogs")
+    workdir = tmp_path_factory.mktemp("request-log")
+    with VictoriaLogs(workdir) as store:
+        app = Nexus(LOGS_SERVICE, environ={
+            "OTEL_SERVICE_NAME": LOGS_SERVICE, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"{store.otlp_endpoint}/v1/logs",
+            "OTEL_BLRP_SCHEDULE_DELAY": "100", "NEXUS_OTEL_DATA_DIR": str(workdir / "data")})
+
+        @app.workflow("greet")
+        def greet(inputs: dict) -> dict:
+            return {"hello": inputs.get("name")}
+
+        @app.workflow("explode")
+        def explode(inputs: dict) -> dict:
+            raise ValueError("boom")
+
+        requests_logger = logging.getLogger("nexus_otel.requests")
+        level = requests_logger.level
+        requests_logger.setLevel(logging.INFO)  # the started/completed records are INFO
+        try:
+            app.add_plugin(RequestLoggerPlugin(output=None))
+            for index in range(4):
+                app.execute_workflow("greet", {"name": f"user{index}"}, channel="api")
+            for _ in range(2):
+                with pytest.raises(ValueError):
+                    app.execute_workflow("explode", {}, channel="api")
+            app.stop()
+        finally:
+            requests_logger.setLevel(level)
+        poll(lambda: store.query(f'service.name:="{LOGS_SERVICE}"'), until=lambda r: len(r) >= 12, timeout=QUERY_WAIT)
+        yield store
+
+
+def _stats_range(store: VictoriaLogs, expr: str) -> httpx.Response:
+    now = time.time()
+    return store.client.post("/select/logsql/stats_query_range", data={
+        "query": expr, "start": str(int(now - 600)), "end": str(int(now + 60)), "step": "60s"})
+
+
+def test_every_logs_query_is_answered_by_victorialogs(request_log: VictoriaLogs) -> None:
+    """Each LogsQL target, variables filled in as the plugin does, is accepted by VictoriaLogs and returns records."""
+    targets = list(_targets(VICTORIALOGS_TYPE))
+    assert {t["queryType"] for _, _, t in targets} == {"instant", "statsRange"}
+    for name, panel, target in targets:
+        where = f"{name}: {panel['title']} {target['refId']}"
+        expr = _fill_logsql(target["expr"])
+        if target["queryType"] == "instant":
+            response = request_log.query_response(expr, limit="1000")
+            assert response.status_code == 200, f"{where}: {expr}: {response.text}"
+            records = [json.loads(line) for line in response.text.splitlines()]
+            assert len(records) == 12, f"{where}: {records}"  # started + an end record per execution
+            for record in records:  # the derived field's label: the link to Jaeger
+                assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]), (where, record)
+        else:
+            response = _stats_range(request_log, expr)
+            assert response.status_code == 200, f"{where}: {expr}: {response.text}"
+            series = {(s["metric"]["nexus.workflow.name"], s["metric"]["nexus.workflow.status"]):
+                      sum(int(v) for _, v in s["values"]) for s in response.json()["data"]["result"]}
+            assert series == {("greet", "completed"): 4, ("explode", "failed"): 2}, f"{where}: {series}"
+
+
+def test_logs_queries_follow_the_variables(request_log: VictoriaLogs) -> None:
+    """$workflow=explode keeps its failed records only; another $service or $channel sees none; bad LogsQL is a 400."""
+    expr = next(t["expr"] for name, panel, t in _targets(VICTORIALOGS_TYPE) if panel["title"] == "Request log")
+    explode = request_log.query(_fill_logsql(expr, workflow=["explode"]))
+    assert sorted(r["event_name"] for r in explode) == ["nexus.workflow.failed"] * 2 + ["nexus.workflow.started"] * 2
+    assert all(r.get("exception.type") == "ValueError" for r in explode if r["event_name"].endswith("failed"))
+    both = request_log.query(_fill_logsql(expr, workflow=["explode", "greet"]))
+    assert len(both) == 12
+    assert request_log.query(_fill_logsql(expr, service="no-such-service")) == []
+    assert request_log.query(_fill_logsql(expr, channel=["cli"])) == []
+    assert request_log.query_response(_fill_logsql(expr).replace(" AND ", " AND (", 1)).status_code == 400
+
+
+def test_the_trace_to_logs_query_finds_a_traces_records(request_log: VictoriaLogs) -> None:
+    """Jaeger's link (tracesToLogsV2), with a trace id put in as Grafana does, selects that execution's two records."""
+    jaeger = next(ds for ds in _datasources() if ds["uid"] == "jaeger")
+    template = jaeger["jsonData"]["tracesToLogsV2"]["query"].replace("$$", "$")  # what Grafana reads
+    trace_id = request_log.query(f'service.name:="{LOGS_SERVICE}" AND nexus.workflow.name:="explode"')[0]["trace_id"]
+    records = request_log.query(template.replace("${__span.traceId}", trace_id))
+    assert sorted(r["event_name"] for r in records) == ["nexus.workflow.failed", "nexus.workflow.started"]
