@@ -354,3 +354,32 @@ def test_a_processor_added_by_the_user_sees_scrubbed_records_only(tmp_path, shop
     (record,) = sink.get_finished_logs()
     assert record.log_record.body == {"user": "ada", "password": "[REDACTED]"}
     assert "hunter2" not in record.log_record.attributes["dsn"]
+
+
+def test_logging_configured_after_the_app_started_still_takes_effect():
+    """basicConfig after start (in a fresh process: pytest's own root handlers would make it a no-op anyway) is not
+    skipped for the capture handler: the level and the user's handler are set, and lines go to both."""
+    code = textwrap.dedent(
+        """
+        import io, logging, tempfile
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+        from nexus_otel import Nexus
+
+        stream = io.StringIO()
+        app = Nexus("late", environ={"OTEL_TRACES_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": tempfile.mkdtemp()})
+        sink = InMemoryLogRecordExporter()
+        app.telemetry.add_log_record_processor(SimpleLogRecordProcessor(sink))
+        app.start()
+        logging.basicConfig(level=logging.INFO, stream=stream)
+        root = logging.getLogger()
+        print(logging.getLevelName(root.level), sorted(type(h).__name__ for h in root.handlers))
+        logging.getLogger("late").info("configured late")
+        app.stop()
+        print(root.handlers == [h for h in root.handlers if type(h).__name__ == "StreamHandler"])
+        print("configured late" in stream.getvalue(), [r.log_record.body for r in sink.get_finished_logs()])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "INFO ['LoggingHandler', 'StreamHandler']", "True", "True ['configured late']"]

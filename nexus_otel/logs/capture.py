@@ -22,12 +22,23 @@ failed export would otherwise feed the pipeline that is failing). And when the
 root logger already has an OpenTelemetry ``LoggingHandler`` (the user's own, from
 the SDK or the instrumentation package), none is added: that handler already
 exports every record, and a second one would duplicate each.
+
+``logging.basicConfig`` does nothing when the root logger has a handler, and
+``basicConfig(force=True)``, ``dictConfig`` and ``fileConfig`` remove the root's
+handlers: so, as OpenTelemetry's logging instrumentation does, the first
+installation wraps those three functions to take the capture handler out while
+they run and put it back after. An application that configures logging after
+its app started gets the configuration it asked for, and its records are still
+exported. The wrappers stay (they do nothing while no handler is installed).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import logging.config
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry._logs import Logger as APILogger
@@ -116,6 +127,7 @@ class _ProcessCapture:
         self.holders: tuple[LogCapture, ...] = ()
         """The holds, oldest first (the latest one's provider gets the records)."""
         self.handler: LoggingHandler | None = None
+        self._guarded = False
 
     def acquire(self, capture: LogCapture) -> bool:
         with self._lock:
@@ -131,6 +143,9 @@ class _ProcessCapture:
                 handler.addFilter(_SkipOwn())
                 root.addHandler(handler)
                 self.handler = handler
+                if not self._guarded:
+                    self._guarded = True
+                    self._guard_configuration()
             self.holders = (*self.holders, capture)
             return True
 
@@ -140,6 +155,29 @@ class _ProcessCapture:
             if not self.holders and self.handler is not None:
                 logging.getLogger().removeHandler(self.handler)
                 self.handler = None
+
+
+    def _guard_configuration(self) -> None:
+        """Wrap the functions that configure logging so they neither skip nor remove the capture handler."""
+        logging.basicConfig = self._outside(logging.basicConfig)
+        logging.config.dictConfig = self._outside(logging.config.dictConfig)
+        logging.config.fileConfig = self._outside(logging.config.fileConfig)
+
+    def _outside(self, configure: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(configure)
+        def configure_without_capture(*args: Any, **kwargs: Any) -> Any:
+            handler = self.handler
+            root = logging.getLogger()
+            if handler is None or handler not in root.handlers:
+                return configure(*args, **kwargs)
+            root.removeHandler(handler)
+            try:
+                return configure(*args, **kwargs)
+            finally:
+                if self.handler is handler:  # not released meanwhile
+                    root.addHandler(handler)
+
+        return configure_without_capture
 
 
 _PROCESS = _ProcessCapture()
