@@ -383,3 +383,21 @@ def test_logging_configured_after_the_app_started_still_takes_effect():
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         "INFO ['LoggingHandler', 'StreamHandler']", "True", "True ['configured late']"]
+
+
+def test_log_records_go_over_grpc_when_the_protocol_says_so(tmp_path, shop_logger):
+    """OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=grpc: the line reaches a real OTLP/gRPC receiver."""
+    from .otlp_receivers import GRPCReceiver
+
+    with GRPCReceiver() as grpc_receiver:
+        app = Nexus("grpc-logs", environ={
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": grpc_receiver.endpoint, "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc",
+            "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+        assert app.telemetry.config.logs_exporters == ("otlp",)
+        app.start()
+        shop_logger.error("card declined")
+        app.stop()
+        assert grpc_receiver.wait_for(lambda: shop_logs(grpc_receiver))
+        (record,) = shop_logs(grpc_receiver)
+        assert (record.body, record.severity_text, record.resource["service.name"]) == (
+            "card declined", "ERROR", "grpc-logs")
