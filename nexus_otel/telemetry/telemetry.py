@@ -215,8 +215,9 @@ class Telemetry:
         return self.config.capture_logs is not False
 
     def start(self) -> Telemetry:
-        """Start the background work: metric pushes, and with ``serve --workers`` this worker's part in
-        ``/metrics``. Again: nothing more. ``Nexus.start`` calls it, and so does an app's first execution
+        """Start the background work: metric pushes, with ``serve --workers`` this worker's part in
+        ``/metrics``, and the capture of the process's ``logging`` records (:attr:`captures_logs`).
+        Again: nothing more. ``Nexus.start`` calls it, and so does an app's first execution
         when it was never started; :meth:`shutdown` stops it."""
         with self._start_lock:
             if self._started or not self.enabled:
