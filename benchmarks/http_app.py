@@ -45,6 +45,10 @@ def build_app(async_workflow: bool, work_ms: float = 0.0, hooks: int = HOOKS, sl
 
     app = Nexus("bench-http")
     app.add_plugin(BenchPlugin())
+    if os.environ.get("BENCH_REQUEST_LOG") == "1":  # benchmarks/logs_cost.py: two request-log records per request
+        from nexus_otel.plugins import RequestLoggerPlugin
+
+        app.add_plugin(RequestLoggerPlugin(output=None))
     if async_workflow:
         import asyncio
 

@@ -53,7 +53,7 @@ def test_demo_runs_and_its_summary_matches_what_it_sent(tmp_path):
 
 
 def test_demo_checks_its_telemetry_when_it_goes_by_otlp_under_another_service_name(tmp_path):
-    """README tour step 4: OTLP only, OTEL_SERVICE_NAME=orders: latencies from its own metrics, a match, exit 0."""
+    """README tour step 5: OTLP only, OTEL_SERVICE_NAME=orders: latencies from its own metrics, a match, exit 0."""
     from .otlp_receivers import HTTPReceiver
 
     with HTTPReceiver() as receiver:

@@ -63,3 +63,38 @@ def test_built_in_plugins_example_runs_as_written_offline(tmp_path, monkeypatch)
     app.stop(timeout=2)
     assert {"auth", "rate_limit", "webhook", "database", "caching"} <= set(names), names
     assert not attempts, f"setting up tried the network: {attempts}"
+
+
+def test_tour_step_3_shows_the_demos_logs_as_written(tmp_path):
+    """The tour's "see the logs" commands, run as written after the demo (the example trace id swapped for a
+    real one), list the newest records, the failed checkouts with the workflow's own warning, and one trace's."""
+    import os
+
+    from nexus_otel.exporters.local_logs import read_logs
+
+    from .served import REPO, cli_env, nexus_otel
+
+    section = README[README.index("**3. See the logs.**"):README.index("**4. See metrics.**")]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    env = cli_env(tmp_path / ".nexus-otel")
+    env.pop("NEXUS_OTEL_DATA_DIR")  # the tour's default: .nexus-otel in the working directory
+    demo = nexus_otel("demo", "--requests", "60", "--plugins-dir", str(REPO / "plugins"), env=env, cwd=tmp_path,
+                      timeout=120)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    failed = next(line.trace_id for line in read_logs(tmp_path / ".nexus-otel")
+                  if line.event_name == "nexus.workflow.failed" and line.attributes.get("nexus.workflow.name") == "checkout")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    os.symlink(REPO / ".venv" / "bin" / "nexus-otel", tmp_path / ".venv" / "bin" / "nexus-otel")
+    outputs = []
+    for command in block.strip().splitlines():
+        command = command.split("#", 1)[0].strip().replace("6aed8872", failed[:8])
+        out = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, command + "\n" + out.stderr
+        outputs.append(out.stdout.splitlines())
+    newest, warnings, one_trace = outputs
+    assert len(newest) == 5 and all("trace=" in line for line in newest), newest
+    assert any("nexus_otel.demo" in line and "out of stock" in line for line in warnings), warnings
+    assert any("nexus_otel.requests" in line and "workflow failed" in line for line in warnings), warnings
+    assert all(" WARN " in line for line in warnings if "trace=" in line), warnings
+    assert any("workflow started" in line for line in one_trace) and any("exception.type" in line
+                                                                          for line in one_trace), one_trace

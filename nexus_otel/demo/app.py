@@ -14,6 +14,7 @@ from ..telemetry.config import TelemetryConfig
 from ..telemetry.telemetry import Telemetry
 
 log = logging.getLogger("nexus_otel.demo")
+log.addHandler(logging.NullHandler())  # a library's logger: the app's logging set-up (or the logs signal) decides
 
 
 class OutOfStock(Exception):
@@ -37,6 +38,7 @@ def create_app(name: str = "nexus-demo", config: TelemetryConfig | None = None) 
         time.sleep(0.001 * len(items))  # a little work per item
         for item in items:
             if item.get("stock", 1) <= 0:
+                log.warning("checkout refused: %s is out of stock", item.get("sku", "?"))
                 raise OutOfStock(f"{item.get('sku', '?')} is out of stock")
         total = sum(float(i.get("price", 0)) * int(i.get("qty", 1)) for i in items)
         return {"items": len(items), "total": round(total, 2)}

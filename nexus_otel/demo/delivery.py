@@ -35,10 +35,11 @@ _PROBLEM_OUTCOMES = {"failed": "could not be exported to", "dropped": "were drop
 def with_demo_timeouts(config: TelemetryConfig) -> TelemetryConfig:
     """``config`` with the demo's OTLP export timeout for each signal whose timeout is not set."""
     timeout = DEMO_EXPORT_TIMEOUT_MS / 1000
-    traces, metrics = config.otlp_traces, config.otlp_metrics
+    traces, metrics, logs = config.otlp_traces, config.otlp_metrics, config.otlp_logs
     return replace(config,
                    otlp_traces=replace(traces, timeout=timeout) if traces.timeout is None else traces,
-                   otlp_metrics=replace(metrics, timeout=timeout) if metrics.timeout is None else metrics)
+                   otlp_metrics=replace(metrics, timeout=timeout) if metrics.timeout is None else metrics,
+                   otlp_logs=replace(logs, timeout=timeout) if logs.timeout is None else logs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ false, and the command exits 1, naming the endpoint or the check, when not.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import secrets
@@ -31,11 +32,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..exporters.local import read_spans
+from ..plugins.request_logger import RequestLoggerPlugin
 from ..serving import BackgroundServer
 from ..telemetry import contract as c
 from ..telemetry.config import TelemetryConfig
 from ..terminal import inert_markup
-from ..traceview import find_trace, render_tree
+from ..traceview import find_trace_records, render_tree
 from ..urls import mask_url
 from . import delivery as dl
 from .app import create_app
@@ -187,6 +189,8 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
     tail_sampling = app.telemetry.tail_sampler is not None
     records = RecordCounter()
     app.records.add(records)
+    # The request log's records go to the logs signal (nexus-otel logs, or the OTLP endpoint), not the terminal.
+    app.add_plugin(RequestLoggerPlugin(output=logging.NullHandler()))
     if plugins_dir and Path(plugins_dir).is_dir():
         found = app.load_plugins(plugins_dir)
         for error in found.errors:
@@ -283,11 +287,11 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
         console.print(f"[green]✓ telemetry matches what was sent[/]: {summary}")
 
     if sent.sample_trace and local:
-        found_trace = find_trace(data_dir, sent.sample_trace)
-        if found_trace:
+        found_trace = find_trace_records(data_dir, sent.sample_trace)
+        if found_trace and found_trace.spans:
             console.print(f"\n[bold]One trace[/] (a caller sent traceparent; the caller's own span is not here): "
                           f"{sent.sample_trace}")
-            for line in render_tree(found_trace[1], header=True):
+            for line in render_tree(found_trace.spans, header=True, logs=found_trace.logs):
                 console.print(line, highlight=False, markup=False)
 
     _say_where_next(console, config, command, service, local)
@@ -327,6 +331,12 @@ def _say_where_next(console: Console, config: TelemetryConfig, command: str, ser
         hint("traces", f"sent by OTLP to {endpoint}: in Jaeger, service {service}")
         if not local:
             hint("", "(add OTEL_TRACES_EXPORTER=otlp,local to keep them on this machine too)")
+    if "local" in config.logs_exporters:
+        hint("logs", f"{command} logs                  the request log and the workflows' own log lines")
+        hint("", f"{command} logs --workflow checkout --level WARN")
+    if "otlp" in config.logs_exporters:
+        endpoint = mask_url(config.otlp_logs.endpoint or "") or "the exporter's default, localhost:4318"
+        hint("logs", f"sent by OTLP to {endpoint}")
     hint("metrics", f"{command} serve nexus_otel.demo.app:create_app --plugins-dir plugins")
     hint("", "then open http://127.0.0.1:8000/metrics")
     if "otlp" not in config.traces_exporters:
