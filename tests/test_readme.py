@@ -82,7 +82,8 @@ def test_tour_step_3_shows_the_demos_logs_as_written(tmp_path):
                       timeout=120)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     failed = next(line.trace_id for line in read_logs(tmp_path / ".nexus-otel")
-                  if line.event_name == "nexus.workflow.failed" and line.attributes.get("nexus.workflow.name") == "checkout")
+                  if line.event_name == "nexus.workflow.failed"
+                  and line.attributes.get("nexus.workflow.name") == "checkout")
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     os.symlink(REPO / ".venv" / "bin" / "nexus-otel", tmp_path / ".venv" / "bin" / "nexus-otel")
     outputs = []
