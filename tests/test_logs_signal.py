@@ -258,14 +258,15 @@ def test_two_apps_share_one_handler_and_the_last_stop_removes_it(receiver, tmp_p
 
 
 def test_request_log_lines_and_sdk_lines_are_not_captured(shop_logger):
-    """Records marked ``nexus_request_log`` and records of ``opentelemetry`` loggers stay out (no duplicates, no
-    feedback loop on export failures); a user's line with a secret is captured, masked, in CapturedTelemetry."""
+    """Records marked ``nexus_request_log`` and records of the log pipeline's loggers (``opentelemetry``, the local
+    log store) stay out (no duplicates, no feedback loop on export failures); a user's line with a secret is captured, masked, in CapturedTelemetry."""
     capture = CapturedTelemetry(capture_logs=True)
     app = capture.app("captured")
     app.start()
     try:
         shop_logger.info("request done", extra={"nexus_request_log": True})
         logging.getLogger("opentelemetry.exporter.test").error("export failed")
+        logging.getLogger("nexus_otel.exporters.local_logs").error("cannot write 3 log records")
         shop_logger.info("token=abc123secret kept out")
     finally:
         app.stop()

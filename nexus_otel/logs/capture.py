@@ -17,8 +17,9 @@ the app that took its hold most recently (when it lets go, to the one before).
 
 Two kinds of record are never brought in: nexus-otel's own request-log lines
 (``record.nexus_request_log``: the request log exports them as log records of
-its own) and records of the ``opentelemetry`` loggers (an exporter reporting a
-failed export would otherwise feed the pipeline that is failing). And when the
+its own) and records of the log pipeline's own loggers, ``opentelemetry`` and the
+local log store's (an exporter reporting a failed export would otherwise feed the
+pipeline that is failing). And when the
 root logger already has an OpenTelemetry ``LoggingHandler`` (the user's own, from
 the SDK or the instrumentation package), none is added: that handler already
 exports every record, and a second one would duplicate each.
@@ -84,13 +85,18 @@ class LogCapture:
         return _PROCESS.handler
 
 
+_PIPELINE_LOGGERS = ("opentelemetry", "nexus_otel.exporters.local_logs")
+"""Loggers of the log pipeline itself: a sink reporting that it cannot write would feed the sink that fails."""
+
+
 class _SkipOwn(logging.Filter):
-    """Keeps out the request log's own lines and the OpenTelemetry SDK's (feedback loops on export failures)."""
+    """Keeps out the request log's own lines and the log pipeline's (feedback loops on export failures)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
-        if name == "opentelemetry" or name.startswith("opentelemetry."):
-            return False
+        for pipeline in _PIPELINE_LOGGERS:
+            if name == pipeline or name.startswith(pipeline + "."):
+                return False
         return not getattr(record, SKIP_ATTRIBUTE, False)
 
 
