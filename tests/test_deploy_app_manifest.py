@@ -290,7 +290,7 @@ def test_docs_show_how_to_build_and_apply_the_app():
     sts = _index(load_docs(K8S / APP_MANIFEST))[("StatefulSet", NAMESPACE, APP)]
     image = _pod_spec(sts)["containers"][0]["image"]
     build = f"docker build -f deploy/Dockerfile -t {image} ."
-    section = _section((ROOT / "docs" / "deploy.md").read_text(), "## 6. Scale out")
+    section = _section((ROOT / "docs" / "deploy.md").read_text(), "## 7. Scale out")
     for needed in (build, "kubectl apply -k deploy/kubernetes", "--workers",
                    "kubectl -n observability rollout restart statefulset/nexus-demo"):
         assert needed in section, needed

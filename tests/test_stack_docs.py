@@ -1,8 +1,9 @@
-"""The README's tour step 4 and docs/deploy.md's "from nothing to a trace in Jaeger" run as written.
+"""The README's tour step 5 and docs/deploy.md's "from nothing to a trace in Jaeger" and "a log record
+through the stack" run as written.
 
 Each test takes the text's ``bash`` blocks verbatim and runs them in one shell
-from the repository root, against ``scripts/stack.sh`` (our Collector, Jaeger
-and Prometheus on their documented loopback ports). The only additions are
+from the repository root, against ``scripts/stack.sh`` (our Collector, Jaeger,
+VictoriaLogs and Prometheus on their documented loopback ports). The only additions are
 where state goes (``NEXUS_OTEL_STACK_DIR``, ``NEXUS_OTEL_DATA_DIR`` in a
 temporary directory) and the clean-up afterwards. The ports are the
 documented ones, so a port in use fails the test with stack.sh's message.
@@ -10,6 +11,7 @@ documented ones, so a port in use fails the test with stack.sh's message.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -64,15 +66,32 @@ def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(tmp_path)
     result = _run_literally("\n".join(blocks), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Jaeger UI        http://127.0.0.1:16686" in result.stdout
+    assert "VictoriaLogs     http://127.0.0.1:9428/select/vmui" in result.stdout
     # The last command lists the operations of the traces Jaeger has for the service.
     operations = set(re.findall(r'"operationName":"([^"]*)"', result.stdout))
     assert {"POST /workflows/{name}", "workflow checkout"} <= operations, result.stdout[-3000:]
 
 
-def test_readme_tour_step_4_sends_the_demo_to_jaeger(tmp_path):
+def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(tmp_path):
+    """The docs' curl sends a log record to the stack's Collector; VictoriaLogs returns it by trace id, masked."""
+    require_binary("otelcol")
+    require_binary("victorialogs")
+    section = _section((REPO / "docs" / "deploy.md").read_text(), "### A log record through the stack, by hand")
+    (block,) = _bash_blocks(section)
+    result = _run_literally(f"bash scripts/stack.sh up\n{block}", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    record = json.loads(line)
+    assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]), record
+    assert record["_msg"] == "charge retried with ****", record
+    assert (record["service.name"], record["scope.name"], record["severity_text"]) == ("by-hand", "docs", "WARN")
+    assert "db.password" not in record, record
+
+
+def test_readme_tour_step_5_sends_the_demo_to_jaeger(tmp_path):
     require_binary("otelcol")
     require_binary("jaeger")
-    section = _section((REPO / "README.md").read_text(), "**4. Point it at an OTLP endpoint.**")
+    section = _section((REPO / "README.md").read_text(), "**5. Point it at an OTLP endpoint.**")
     section = section[:section.index("## ")] if "## " in section else section
     (block,) = _bash_blocks(section)
     assert "bash scripts/stack.sh up" in section
