@@ -26,7 +26,9 @@ baseline and candidate ``Side``s, a target ratio or None (reported only), an opt
     with the telemetry code removed (``BareHost`` below), on a workflow that
     busy-waits 100 microseconds (of the measuring clock). Target <= 1.05.
 (c) full pipeline: the host with core telemetry (as (a)'s candidate) plus
-    RequestLoggerPlugin (JSON, to a handler that writes to /dev/null),
+    RequestLoggerPlugin (JSON, to a handler that writes to /dev/null, and each record
+    exported as an OTel log record: every host has a LoggerProvider whose batch
+    processor feeds a discarding exporter, as with ``OTEL_LOGS_EXPORTER`` set),
     MetricsPlugin, WebhookPlugin (signed, posting to a receiver on 127.0.0.1 that
     answers 200 at once, run as a subprocess) and DatabasePlugin (SQLite audit
     table), all four record processors (every execution, never sampled), over the
@@ -102,6 +104,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk import version as otel_sdk_version
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -155,14 +159,34 @@ class DiscardingExporter(SpanExporter):
         pass
 
 
+class DiscardingLogExporter(LogRecordExporter):
+    """Drops log records, counting them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        self.count += len(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
 @dataclass
 class Providers:
-    """A fresh TracerProvider (SimpleSpanProcessor -> discard) and MeterProvider (in-memory reader)."""
+    """A fresh TracerProvider (SimpleSpanProcessor -> discard), MeterProvider (in-memory reader) and
+    LoggerProvider (a batch processor -> discard: log records are exported, as with OTEL_LOGS_EXPORTER set)."""
 
     exporter: DiscardingExporter
     tracer_provider: TracerProvider
     reader: InMemoryMetricReader
     meter_provider: MeterProvider
+    log_exporter: DiscardingLogExporter
+    logger_provider: LoggerProvider
 
     @classmethod
     def fresh(cls) -> Providers:
@@ -172,11 +196,15 @@ class Providers:
         tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         reader = InMemoryMetricReader()
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-        return cls(exporter, tracer_provider, reader, meter_provider)
+        log_exporter = DiscardingLogExporter()
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+        return cls(exporter, tracer_provider, reader, meter_provider, log_exporter, logger_provider)
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+        self.logger_provider.shutdown()
 
 
 # The hooks: trivial, shared by every side of every case.
@@ -400,7 +428,8 @@ def build_telemetry_case() -> tuple[Side, Side]:
 def core_host(plugins: Sequence[NexusPlugin] = ()) -> tuple[Nexus, Providers, Callable[[], None]]:
     """The host with core telemetry (fresh SDK providers, as in (a)), the 3-hook plugin, ``plugins``."""
     providers = Providers.fresh()
-    app = Nexus("bench", tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider)
+    app = Nexus("bench", tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
+                logger_provider=providers.logger_provider)
     app.add_plugin(BenchPlugin())
     for plugin in plugins:
         app.add_plugin(plugin)
@@ -721,11 +750,16 @@ def _pipeline_problems(candidate: Side) -> list[str]:
         problems.append(f"MetricsPlugin counted {stats['requests_total']} for {executions} executions")
     if records != 2 * executions:
         problems.append(f"request log wrote {records} records for {executions} executions (expected 2 each)")
+    exported = st["providers"].log_exporter.count
+    if exported != 2 * executions:
+        problems.append(f"request log exported {exported} OTel log records for {executions} executions "
+                        "(expected 2 each)")
     st["notes"] = [(
         f"destinations: {executions} executions -> webhook receiver {got['received']} payloads "
         f"({got['valid']} valid signatures, {got['unique_ids']} distinct ids; "
         f"{hook_stats.get('retried', 0)} retries), audit table {rows[0]} rows, "
-        f"{records} request-log records, MetricsPlugin total {stats['requests_total']}"
+        f"{records} request-log records ({exported} exported as OTel log records), "
+        f"MetricsPlugin total {stats['requests_total']}"
     )]
     return problems
 

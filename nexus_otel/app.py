@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from opentelemetry import _logs as logs_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind
@@ -46,8 +47,8 @@ class Nexus:
 
     ``name`` becomes ``service.name`` unless ``OTEL_SERVICE_NAME`` or
     ``OTEL_RESOURCE_ATTRIBUTES`` set one. Pass ``tracer_provider`` /
-    ``meter_provider`` to use your own; otherwise an SDK provider already
-    installed globally is used, or new ones are built from ``OTEL_*``.
+    ``meter_provider`` / ``logger_provider`` to use your own; otherwise an SDK
+    provider already installed globally is used, or new ones are built from ``OTEL_*``.
     Bad ``OTEL_*`` values raise :class:`~nexus_otel.errors.ConfigurationError` here.
 
     Every execution gives one record to each of ``app.records``' processors
@@ -61,6 +62,7 @@ class Nexus:
         *,
         tracer_provider: trace_api.TracerProvider | None = None,
         meter_provider: metrics_api.MeterProvider | None = None,
+        logger_provider: logs_api.LoggerProvider | None = None,
         telemetry: Telemetry | None = None,
         record_inputs: bool = True,
         redactor: Redactor | None = None,
@@ -72,7 +74,8 @@ class Nexus:
             raise ConfigurationError("tail_sampling", tail_sampling,
                                      "None when telemetry= is given (pass it to that Telemetry instead)")
         self.telemetry = telemetry or Telemetry(
-            name, tracer_provider=tracer_provider, meter_provider=meter_provider, environ=environ,
+            name, tracer_provider=tracer_provider, meter_provider=meter_provider, logger_provider=logger_provider,
+            environ=environ,
             redactor=redactor, tail_sampling=tail_sampling,
         )
         self.redactor = redactor or self.telemetry.redactor

@@ -259,7 +259,8 @@ def test_two_apps_share_one_handler_and_the_last_stop_removes_it(receiver, tmp_p
 
 def test_request_log_lines_and_sdk_lines_are_not_captured(shop_logger):
     """Records marked ``nexus_request_log`` and records of the log pipeline's loggers (``opentelemetry``, the local
-    log store) stay out (no duplicates, no feedback loop on export failures); a user's line with a secret is captured, masked, in CapturedTelemetry."""
+    log store) stay out (no duplicates, no feedback loop on export failures); a user's line with a secret is
+    captured, masked, in CapturedTelemetry."""
     capture = CapturedTelemetry(capture_logs=True)
     app = capture.app("captured")
     app.start()
@@ -402,3 +403,22 @@ def test_log_records_go_over_grpc_when_the_protocol_says_so(tmp_path, shop_logge
         (record,) = shop_logs(grpc_receiver)
         assert (record.body, record.severity_text, record.resource["service.name"]) == (
             "card declined", "ERROR", "grpc-logs")
+
+
+def test_a_logger_provider_passed_to_the_app_is_used_and_not_shut_down(tmp_path, shop_logger):
+    """``Nexus(logger_provider=...)`` (as ``tracer_provider=``): the app's log lines go there (to the caller's own
+    processors as written, as spans do: their provider, their sinks), nothing to the local store, and the provider
+    is the caller's to shut down."""
+    provider = LoggerProvider()
+    exporter = InMemoryLogRecordExporter()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    app = Nexus("given", logger_provider=provider, environ={"OTEL_TRACES_EXPORTER": "none",
+                                                             "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+    app.register("work", lambda inputs: shop_logger.info("paid with password=%s", inputs["password"]))
+    app.execute_workflow("work", {"password": "hunter2hunter2"})
+    app.stop()
+    shop_logger.info("after the app stopped")  # no handler of the app's any more: not exported
+    provider.get_logger("still-open").emit(body="the provider still takes records")
+    bodies = [r.log_record.body for r in exporter.get_finished_logs()]
+    assert bodies == ["paid with password=hunter2hunter2", "the provider still takes records"], bodies
+    assert not list(tmp_path.glob("logs*.jsonl"))
