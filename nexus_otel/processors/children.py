@@ -9,22 +9,33 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
 
 from opentelemetry.sdk.trace import SpanProcessor
 
 
-class Children:
-    """A copy-on-write tuple of span processors (``items``), for processors that wrap others."""
+class _Processor(Protocol):
+    def force_flush(self, timeout_millis: int = ...) -> bool: ...
 
-    def __init__(self, processors: Iterable[SpanProcessor] = ()) -> None:
-        self.items: tuple[SpanProcessor, ...] = tuple(processors)
+    def shutdown(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Processor)
+
+
+class Children(Generic[P]):
+    """A copy-on-write tuple of processors (``items``: span or log record processors), for processors that
+    wrap others."""
+
+    def __init__(self, processors: Iterable[P] = ()) -> None:
+        self.items: tuple[P, ...] = tuple(processors)
         self._lock = threading.Lock()
 
-    def add(self, processor: SpanProcessor) -> None:
+    def add(self, processor: P) -> None:
         with self._lock:
             self.items = (*self.items, processor)
 
-    def remove(self, processor: SpanProcessor) -> bool:
+    def remove(self, processor: P) -> bool:
         """Take ``processor`` out, flush it and shut it down; false if it was not here."""
         with self._lock:
             if processor not in self.items:
@@ -58,7 +69,7 @@ class WrappingSpanProcessor(SpanProcessor):
     """A span processor in front of others (its ``children``), which it passes what it lets through."""
 
     def __init__(self, children: Iterable[SpanProcessor] = ()) -> None:
-        self._children = Children(children)
+        self._children: Children[SpanProcessor] = Children(children)
 
     @property
     def children(self) -> tuple[SpanProcessor, ...]:

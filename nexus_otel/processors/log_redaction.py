@@ -24,8 +24,6 @@ children get a copy when something needed changing, the record itself otherwise.
 from __future__ import annotations
 
 import copy
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,15 +32,9 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from ..redaction import KEY_ALLOWED, KEY_AWS, KEY_MASKED, MASK, Redactor
 from ..secret_patterns import card_number
+from .children import Children
+from .span_redaction import OWN_ATTRIBUTES, PRE_REDACTED
 
-# Already redacted before it became an attribute (the request log's inputs); only the callback and the limit apply.
-_PRE_REDACTED = frozenset({"nexus.workflow.inputs"})
-# Attributes nexus-otel sets from names it knows (never from user data): not scanned.
-_OWN = frozenset({
-    "nexus.workflow.name", "nexus.workflow.id", "nexus.channel", "nexus.hook.event", "nexus.plugin.name",
-    "nexus.plugin.version", "nexus.workflow.status", "http.request.method", "http.route", "error.type",
-    "exception.type",
-})
 # Free text (as a span's exception event): bounded like a body, not like a short attribute.
 _TEXT = frozenset({"exception.message", "exception.stacktrace"})
 BODY = "body"
@@ -59,33 +51,25 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
                  *, max_length: int | None = None) -> None:
         self.redactor = redactor or Redactor()
         self.max_length = max_length
-        self._children: tuple[LogRecordProcessor, ...] = tuple(children)
-        self._lock = threading.Lock()
+        self._children: Children[LogRecordProcessor] = Children(children)
         self._shutdown = False
 
     # -- children (copy on write: read on every record without a lock) ----------------------
     @property
     def children(self) -> tuple[LogRecordProcessor, ...]:
-        return self._children
+        return self._children.items
 
     def add(self, processor: LogRecordProcessor) -> None:
         """Add a processor behind this one: it sees the records this one passes on, scrubbed."""
-        with self._lock:
-            self._children = (*self._children, processor)
+        self._children.add(processor)
 
     def remove(self, processor: LogRecordProcessor) -> bool:
         """Take a processor out, flush it and shut it down; false if it was not here."""
-        with self._lock:
-            if processor not in self._children:
-                return False
-            self._children = tuple(p for p in self._children if p is not processor)
-        processor.force_flush()
-        processor.shutdown()
-        return True
+        return self._children.remove(processor)
 
     # -- LogRecordProcessor ------------------------------------------------------------------
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        children = self._children
+        children = self._children.items
         if not children or self._shutdown:
             return
         clean = self.redact(log_record)
@@ -94,26 +78,17 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
 
     def enabled(self, **_: Any) -> bool:
         """Whether a record would reach a sink here: a logger may skip building one otherwise."""
-        return bool(self._children) and not self._shutdown
+        return bool(self._children.items) and not self._shutdown
 
     def shutdown(self) -> None:
         if self._shutdown:
             return
         self._shutdown = True
-        for child in self._children:
-            child.shutdown()
+        self._children.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Flush every child within one shared deadline; a failing or late child does not stop the others."""
-        deadline = time.monotonic() + timeout_millis / 1000
-        ok = True
-        for child in self._children:
-            left = max(0, int((deadline - time.monotonic()) * 1000))
-            try:
-                ok = bool(child.force_flush(left)) and ok
-            except Exception:
-                ok = False
-        return ok
+        return self._children.force_flush(timeout_millis)
 
     # -- redaction ---------------------------------------------------------------------------
     def redact(self, record: ReadWriteLogRecord) -> ReadWriteLogRecord:
@@ -161,7 +136,7 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
         for key in attrs:
             value = attrs[key]
             limit = configured or (r.max_attribute_length if key in _TEXT else r.max_value_length)
-            if key in _PRE_REDACTED or key in _OWN:
+            if key in PRE_REDACTED or key in OWN_ATTRIBUTES:
                 if type(value) is not str:
                     continue
                 new = cut(r.scrub_text(key, value) if callback else value)

@@ -25,14 +25,14 @@ from ..redaction import KEY_ALLOWED, KEY_AWS, KEY_MASKED, MASK, Redactor
 from ..secret_patterns import card_number
 from .children import WrappingSpanProcessor
 
-# Already redacted by the host before it became an attribute; only the callback applies again.
-_PRE_REDACTED = frozenset({"nexus.workflow.inputs"})
-# Attributes whose values nexus-otel sets from names it knows (never from user data): not scanned.
-_OWN = frozenset({
+PRE_REDACTED = frozenset({"nexus.workflow.inputs"})
+"""Already redacted by the host before it became an attribute: only the callback (and a limit) applies again."""
+OWN_ATTRIBUTES = frozenset({
     "nexus.workflow.name", "nexus.workflow.id", "nexus.channel", "nexus.hook.event", "nexus.plugin.name",
     "nexus.plugin.version", "nexus.workflow.status", "http.request.method", "http.route", "error.type",
     "exception.type",
 })
+"""Attributes whose values nexus-otel sets from names it knows (never from user data): not scanned."""
 
 
 class RedactingSpanProcessor(WrappingSpanProcessor):
@@ -98,7 +98,7 @@ class RedactingSpanProcessor(WrappingSpanProcessor):
         new: Any
         for key in attrs:
             value = attrs[key]
-            if key in _PRE_REDACTED or key in _OWN:
+            if key in PRE_REDACTED or key in OWN_ATTRIBUTES:
                 if not (callback and isinstance(value, str)):
                     continue
                 new = r.scrub_text(key, value)

@@ -22,15 +22,13 @@ in ``nexus.telemetry.log_records{exporter, outcome}``, as spans are in
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
     ConsoleLogRecordExporter,
     LogRecordExporter,
-    LogRecordExportResult,
     SimpleLogRecordProcessor,
 )
 from opentelemetry.sdk.metrics.export import (
@@ -47,13 +45,13 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from ..errors import ConfigurationError
+from ..processors.metered import MeteredBatchLogRecordProcessor
 from .config import OTLP_ENCODER, OTLP_ENCODERS, OtlpTarget, TelemetryConfig
 
 log = logging.getLogger("nexus_otel.telemetry")
 
 LOCAL_SCHEDULE_DELAY_MS = 500
 """How long spans wait in the local store's batch queue at most: `nexus-otel traces` sees them within a second."""
-LOG_RECORDS_METRIC = "nexus.telemetry.log_records"
 
 
 def _compression(protocol: str, name: str) -> Any:
@@ -167,12 +165,6 @@ def otlp_log_exporter(config: TelemetryConfig) -> LogRecordExporter:
     return HttpLogExporter(**options)
 
 
-def log_records_counter(meter: Any) -> Any:
-    return meter.create_counter(
-        LOG_RECORDS_METRIC, unit="1",
-        description="Log records handled by each sink, by outcome: exported, failed, dropped.")
-
-
 def log_processors(config: TelemetryConfig, counter: Any = None) -> list[LogRecordProcessor]:
     """One processor per configured logs exporter: batching (and counted, given ``counter``) for I/O, simple for
     the console. The local store waits ``OTEL_BLRP_SCHEDULE_DELAY`` if set, else half a second (as spans do)."""
@@ -198,52 +190,3 @@ def _batch(exporter: LogRecordExporter, name: str, counter: Any, **kwargs: Any) 
     if counter is None:
         return BatchLogRecordProcessor(exporter, **kwargs)
     return MeteredBatchLogRecordProcessor(exporter, name, counter, **kwargs)
-
-
-class MeteredLogRecordExporter(LogRecordExporter):
-    """Wraps a log exporter and counts what it exported and what it failed to (it said so, or raised)."""
-
-    def __init__(self, exporter: LogRecordExporter, name: str, counter: Any) -> None:
-        self.exporter = exporter
-        self._counter = counter
-        self._exported = {"exporter": name, "outcome": "exported"}
-        self._failed = {"exporter": name, "outcome": "failed"}
-        for attributes in (self._exported, self._failed):  # series exist from the start, at 0
-            counter.add(0, attributes)
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        try:
-            result = self.exporter.export(batch)
-        except Exception:
-            self._counter.add(len(batch), self._failed)
-            raise  # the SDK's batch processor reports it (on its own logger, which capture never exports)
-        self._counter.add(len(batch), self._exported if result is LogRecordExportResult.SUCCESS else self._failed)
-        return result
-
-    def shutdown(self) -> None:
-        self.exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.exporter.force_flush(timeout_millis)
-
-
-class MeteredBatchLogRecordProcessor(BatchLogRecordProcessor):
-    """A ``BatchLogRecordProcessor`` whose exports and failures are counted, and the records its full queue drops."""
-
-    def __init__(self, exporter: LogRecordExporter, name: str, counter: Any, **kwargs: Any) -> None:
-        super().__init__(MeteredLogRecordExporter(exporter, name, counter), **kwargs)
-        self._counter = counter
-        self._dropped = {"exporter": name, "outcome": "dropped"}
-        counter.add(0, self._dropped)
-        # The SDK's queue, looked up once (None if a future SDK moves it: drops then go uncounted).
-        batch = getattr(self, "_batch_processor", None)
-        self._queue = getattr(batch, "_queue", None)
-        self._limit = getattr(batch, "_max_queue_size", None)
-        if self._queue is None or self._limit is None:
-            log.warning("cannot see the batch log record processor's queue: dropped log records are not counted")
-
-    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        queue, limit = self._queue, self._limit
-        if queue is not None and limit is not None and len(queue) >= limit:
-            self._counter.add(1, self._dropped)
-        super().on_emit(log_record)

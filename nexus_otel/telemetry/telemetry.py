@@ -51,7 +51,7 @@ from ..deadline import call_within
 from ..errors import ConfigurationError
 from ..logs.capture import LogCapture
 from ..processors.log_redaction import RedactingLogRecordProcessor
-from ..processors.metered import spans_counter
+from ..processors.metered import log_records_counter, spans_counter
 from ..processors.span_redaction import RedactingSpanProcessor
 from ..processors.tail_sampling import RecordingSampler, TailSampling, TailSamplingProcessor
 from ..redaction import Redactor
@@ -60,7 +60,7 @@ from .bound import BoundMetrics
 from .config import TelemetryConfig
 from .instruments import Instruments
 from .metrics_hub import MetricsHub
-from .sinks import log_processors, log_records_counter, metric_exporters, separate_reader, span_processors
+from .sinks import log_processors, metric_exporters, separate_reader, span_processors
 from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("nexus_otel.telemetry")
