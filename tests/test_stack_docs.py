@@ -72,6 +72,23 @@ def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(tmp_path)
     assert {"POST /workflows/{name}", "workflow checkout"} <= operations, result.stdout[-3000:]
 
 
+def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(tmp_path):
+    """Section 1's stack and app, then section 3's block: the workflow's logging record, found by its trace id."""
+    require_binary("otelcol")
+    require_binary("victorialogs")
+    text = (REPO / "docs" / "deploy.md").read_text()
+    start = _bash_blocks(_section(text, "### Without Docker, from nothing to a trace in Jaeger"))[0]
+    query = _bash_blocks(_section(text, "## 3. Log records in VictoriaLogs"))[0]
+    result = _run_literally(f"{start}\n{query}", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Section 1's curls print their answers without a newline: the record is the end of a line.
+    (record,) = [json.loads(found) for found in re.findall(r'\{"_msg".*$', result.stdout, re.M)]
+    assert record["_msg"] == "checkout refused: B2 is out of stock", record
+    assert (record["service.name"], record["severity_text"], record["scope.name"]) == (
+        "nexus-demo", "WARN", "nexus_otel.demo"), record
+    assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]) and re.fullmatch(r"[0-9a-f]{16}", record["span_id"])
+
+
 def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(tmp_path):
     """The docs' curl sends a log record to the stack's Collector; VictoriaLogs returns it by trace id, masked."""
     require_binary("otelcol")
