@@ -1,8 +1,9 @@
-"""The deploy kit on the real servers: the served example app -> our Collector -> Jaeger v2 -> its query API.
+"""The deploy kit on the real servers: the served example app -> our Collector -> Jaeger v2 -> its query API
+(and its log records -> VictoriaLogs).
 
 The Collector runs ``deploy/otel-collector.yaml`` exactly as shipped (only the
-listening addresses and Jaeger's address come from the environment variables the
-file reads); Jaeger runs ``deploy/jaeger.yaml``; a real Prometheus scrapes the
+listening addresses and Jaeger's and VictoriaLogs' addresses come from the environment
+variables the file reads); Jaeger runs ``deploy/jaeger.yaml``; a real Prometheus scrapes the
 Collector. One module-scoped kit is shared: the traffic is sent once, then the
 tests wait out the tail sampler's ``decision_wait`` (10 s) together.
 
@@ -10,7 +11,8 @@ What ``docs/deploy.md`` promises of the Collector is checked here: traces in
 Jaeger as a correct tree with the contract's attributes and the caller's trace
 continued, secret-looking attributes masked, every error trace kept and the OK
 ones thinned to about 10 %, span metrics and the Collector's own metrics in
-Prometheus under the names the alerts and dashboards use.
+Prometheus under the names the alerts and dashboards use, the app's log records
+in VictoriaLogs under their traces' ids.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from nexus_otel.exporters.local import read_spans
 
-from .deploy_servers import REPO, Collector, Jaeger, parent_of, require_binary, tags_of
+from .deploy_servers import REPO, Collector, Jaeger, VictoriaLogs, parent_of, require_binary, tags_of
 from .prometheus_server import PrometheusServer, wait_until
 from .promql import fill_variables, metric_names
 from .served import Served, cli_env
@@ -94,14 +96,16 @@ def _every_kept_trace_in_jaeger(collector: Collector, jaeger: Jaeger) -> bool:
 def kit(tmp_path_factory):
     require_binary("otelcol")
     require_binary("jaeger")
+    require_binary("victorialogs")
     work = tmp_path_factory.mktemp("kit")
     no_otlp = grpc.server(futures.ThreadPoolExecutor(max_workers=2))  # a gRPC server without the OTLP service
     no_otlp_port = no_otlp.add_insecure_port("127.0.0.1:0")
     no_otlp.start()
-    with Jaeger(work) as jaeger, \
-            Collector(work, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint) as collector, \
+    with Jaeger(work) as jaeger, VictoriaLogs(work) as logs, \
+            Collector(work, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint,
+                      victorialogs_endpoint=logs.otlp_endpoint) as collector, \
             Collector(work, "otel-collector.yaml", jaeger_endpoint=f"127.0.0.1:{no_otlp_port}",
-                      name="misdirected") as misdirected, \
+                      victorialogs_endpoint=logs.otlp_endpoint, name="misdirected") as misdirected, \
             PrometheusServer(work / "prometheus",
                              [f"127.0.0.1:{collector.metrics_port}", f"127.0.0.1:{collector.prometheus_port}",
                               f"127.0.0.1:{misdirected.metrics_port}"],
@@ -140,7 +144,7 @@ def kit(tmp_path_factory):
             wait_until(lambda: _every_kept_trace_in_jaeger(collector, jaeger), 30,
                        what="every trace the Collector received decided, and each one it kept in Jaeger")
             yield {"jaeger": jaeger, "collector": collector, "misdirected": misdirected, "prom": prom, "app": app,
-                   "data_dir": data_dir, "sent": sent, "secret_trace": secret_trace}
+                   "data_dir": data_dir, "sent": sent, "secret_trace": secret_trace, "logs": logs}
         finally:
             app.stop()
             again.join()
@@ -320,5 +324,25 @@ def test_the_queue_filling_alert_reads_each_collectors_export_queue(kit):
     ratio = rule["expr"].strip().rsplit(">", 1)[0].strip()
     series = prom.wait_until(lambda: prom.query(ratio), timeout=30, what=ratio)
     instances = {(s["metric"]["instance"], s["metric"]["exporter"]) for s in series}
-    assert instances == {(f"127.0.0.1:{c.metrics_port}", "otlp_grpc/jaeger") for c in (collector, misdirected)}
+    assert instances == {(f"127.0.0.1:{c.metrics_port}", exporter) for c in (collector, misdirected)
+                         for exporter in ("otlp_grpc/jaeger", "otlp_http/victorialogs")}
     assert all(0.0 <= float(s["value"][1]) <= 1.0 for s in series)
+
+
+def test_the_apps_log_records_reach_victorialogs_with_their_traces(kit):
+    """Every failing checkout's logging.warning, sampled or not, is in VictoriaLogs under its trace and span ids."""
+    logs, jaeger = kit["logs"], kit["jaeger"]
+    failing = {trace_id for trace_id, _ in kit["sent"]["failing"]}
+    query = f'service.name:="{SERVICE}" AND _msg:="checkout refused: B2 is out of stock"'
+
+    def arrived() -> list[dict]:
+        found = [r for r in logs.query(query, limit="1000") if r["trace_id"] in failing]
+        return found if len(found) >= len(failing) else []
+
+    records = wait_until(arrived, 30, what="a log record per failing checkout", interval=0.5)
+    assert {r["trace_id"] for r in records} == failing and len(records) == len(failing)
+    trace_id = kit["sent"]["failing"][0][0]
+    (record,) = [r for r in records if r["trace_id"] == trace_id]
+    workflow = next(s for s in jaeger.trace(trace_id)["spans"] if s["operationName"] == "workflow checkout")
+    assert record["span_id"] == workflow["spanID"], "written inside the workflow span"
+    assert record["severity_text"] == "WARN"
