@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 
 from nexus_otel import ExecutionRecord, Nexus, RecordProcessor
 from nexus_otel.errors import PluginSetupError, RateLimitExceeded
-from nexus_otel.logs import JsonFormatter
+from nexus_otel.logs import JsonFormatter, LogCapture
 from nexus_otel.plugins import RequestLoggerPlugin
 from nexus_otel.processors.request_log import RequestLogProcessor
 from nexus_otel.telemetry import contract
@@ -236,6 +236,50 @@ def test_logging_records_are_marked_and_still_written():
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 8 and not [line for line in lines if "nexus_request_log" in line]
     assert [line["level"] for line in lines][2:4] == ["INFO", "WARNING"]
+
+
+def test_no_logging_records_are_made_when_only_the_capture_handler_would_get_them(tmp_path):
+    """With output=None and nothing but the logs signal's capture handler on the way (which leaves request-log
+    lines out), the worker makes no ``logging`` records: the log records alone; a handler added later gets lines."""
+    made: list[str] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if record.name == "nexus_otel.requests":
+            made.append(record.getMessage())
+        return record
+
+    capture = CapturedTelemetry("shop", capture_logs=True)
+    app = capture.app("shop")
+    app.register("ok", lambda inputs: {"paid": inputs.get("amount")})
+    plugin = RequestLoggerPlugin(output=None)
+    app.add_plugin(plugin)
+    requests = logging.getLogger("nexus_otel.requests")
+    root = logging.getLogger()
+    others = list(root.handlers)  # pytest's own capturing handlers: an application without any
+    logging.setLogRecordFactory(counting)
+    late = _Lines()
+    try:
+        for handler in others:
+            root.removeHandler(handler)
+        app.start()
+        assert root.handlers == [LogCapture.handler()]
+        app.execute_workflow("ok", {"amount": 1})
+        plugin.flush()
+        assert made == [] and len(capture.logs_named(contract.LOG_WORKFLOW_COMPLETED)) == 1
+        requests.addHandler(late)  # someone listens now: the lines are made again
+        app.execute_workflow("ok", {"amount": 2})
+        plugin.flush()
+    finally:
+        requests.removeHandler(late)
+        logging.setLogRecordFactory(factory)
+        app.stop()
+        capture.shutdown()
+        for handler in others:
+            root.addHandler(handler)
+    assert made == ["workflow started", "workflow completed"] == [r.getMessage() for r in late.records]
+    assert len(capture.logs_named(contract.LOG_WORKFLOW_COMPLETED)) == 2
 
 
 def test_one_level_rule_for_both_outputs():

@@ -30,10 +30,31 @@ from typing import Any
 
 from opentelemetry._logs import Logger
 
+from ..logs.capture import LogCapture
 from ..logs.execution_logs import execution_log_record
 from ..records import ExecutionRecord, RecordProcessor
 
 _STOP = object()
+
+
+def _reaches_a_handler(logger: logging.Logger) -> bool:
+    """Whether a ``logging`` record of ``logger`` would reach a handler that writes it somewhere.
+
+    With ``output=None`` the records propagate; when the only handler on their way is the logs
+    signal's capture handler (which leaves them out: they are exported as log records of their
+    own), making them is wasted work on the worker's thread, so the worker skips it. Without any
+    handler, ``logging``'s last resort prints failures to stderr, as it always did: they are made.
+    """
+    capture = LogCapture.handler()
+    seen = False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if handler is not capture:
+                return True
+            seen = True
+        current = current.parent if current.propagate else None
+    return not seen
 
 
 class _RequestLogRecord(logging.LogRecord):
@@ -103,14 +124,16 @@ class RequestLogProcessor(RecordProcessor):
                     batch.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
+            lines = self.otel_logger is None or _reaches_a_handler(self.logger)
             for item in batch:
                 if item is _STOP:
                     return
                 level = self._level(item)
-                try:
-                    self._emit(item, level)
-                except Exception:  # a broken handler must not stop request logging
-                    logging.getLogger("nexus_otel.requests.worker").exception("request log record failed")
+                if lines:
+                    try:
+                        self._emit(item, level)
+                    except Exception:  # a broken handler must not stop request logging
+                        logging.getLogger("nexus_otel.requests.worker").exception("request log record failed")
                 if self.otel_logger is not None:
                     try:
                         self.otel_logger.emit(execution_log_record(item, level, include_inputs=self.include_inputs))
