@@ -427,6 +427,9 @@ def collector_panels() -> list[Any]:
     queue = ratio(sum_by(["exporter"], "otelcol_exporter_queue_size"),
                   sum_by(["exporter"], "otelcol_exporter_queue_capacity"))
     sampled = sum_by(["decision"], rate("otelcol_processor_tail_sampling_global_count_traces_sampled"))
+    logs_accepted = sum_by(["receiver"], rate("otelcol_receiver_accepted_log_records"))
+    logs_refused = sum_by(["receiver"], rate("otelcol_receiver_refused_log_records"))
+    logs_sent = sum_by(["exporter"], rate("otelcol_exporter_sent_log_records"))
     calls = selector("traces_span_metrics_calls_total", extra=['span_name=~"workflow .*"',
                                                                'nexus_workflow_name=~"$workflow"'])
     return [
@@ -437,8 +440,15 @@ def collector_panels() -> list[Any]:
                        [Query(accepted, "accepted {{receiver}}"), Query(refused, "refused {{receiver}}"),
                         Query(sent, "sent {{exporter}}")]),
             "refused.*", "red"),
+        color_override(
+            timeseries("Collector: log records in and out", "Log records the Collector accepted and refused "
+                       "(memory_limiter pushing back) per receiver, and sent per exporter (VictoriaLogs), per "
+                       "second. Log records are never sampled: what is accepted is sent.", "ops",
+                       [Query(logs_accepted, "accepted {{receiver}}"), Query(logs_refused, "refused {{receiver}}"),
+                        Query(logs_sent, "sent {{exporter}}")]),
+            "refused.*", "red"),
         timeseries("Collector: export queue", "How full each exporter's sending queue is: it fills while the "
-                   "destination (Jaeger) is slow or down.", "percentunit",
+                   "destination (Jaeger, VictoriaLogs) is slow or down.", "percentunit",
                    [Query(queue, "{{exporter}}")], steps=((0.5, "orange"), (0.9, "red")), max_val=1),
         timeseries("Collector: tail sampling", "Traces the Collector's tail sampler kept (sampled) and dropped "
                    "per second, after decision_wait.", "ops", [Query(sampled, "{{decision}}")]),
