@@ -256,6 +256,8 @@ def test_no_logging_records_are_made_when_only_the_capture_handler_would_get_the
     plugin = RequestLoggerPlugin(output=None)
     app.add_plugin(plugin)
     requests = logging.getLogger("nexus_otel.requests")
+    level = requests.level
+    requests.setLevel(logging.INFO)  # the lines are wanted at INFO: only the handler decides here
     root = logging.getLogger()
     others = list(root.handlers)  # pytest's own capturing handlers: an application without any
     logging.setLogRecordFactory(counting)
@@ -273,6 +275,7 @@ def test_no_logging_records_are_made_when_only_the_capture_handler_would_get_the
         plugin.flush()
     finally:
         requests.removeHandler(late)
+        requests.setLevel(level)
         logging.setLogRecordFactory(factory)
         app.stop()
         capture.shutdown()
@@ -292,6 +295,23 @@ def test_one_level_rule_for_both_outputs():
     off = _Logs(logging.CRITICAL + 1)
     _run_every_outcome(off)
     assert off.exported() == [] and off.lines.records == []
+
+
+def test_an_inherited_level_governs_the_lines_alone():
+    """A request logger without a level of its own under a root at WARNING: every log record (the plugin's INFO),
+    but only the failure and the rejection as logging lines."""
+    logs = _Logs(logging.NOTSET)
+    logs.logger.propagate = True
+    parent = logs.logger.parent
+    assert parent is not None
+    before = parent.level
+    parent.setLevel(logging.WARNING)
+    try:
+        _run_every_outcome(logs)
+    finally:
+        parent.setLevel(before)
+    assert len(logs.exported()) == 8
+    assert sorted(r.getMessage() for r in logs.lines.records) == ["workflow failed", "workflow rejected"]
 
 
 def test_severity_follows_the_plugins_level():

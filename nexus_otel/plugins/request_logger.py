@@ -78,10 +78,8 @@ class RequestLoggerPlugin(NexusPlugin):
             # The processor's worker thread calls the handler: no formatting or I/O on a workflow's thread.
             logger.addHandler(handler)
             logger.propagate = False
-        # The plugin's level is the request log's, whatever the output (with output=None too: the records
-        # then reach your handlers and the logs signal at that level); a level you set on the logger stays.
-        if logger.level == logging.NOTSET or (handler is not None and logger.level > level):
-            logger.setLevel(level)
+            if logger.level == logging.NOTSET or logger.level > level:
+                logger.setLevel(level)
         self.handler = handler
         self.logger = logger
         if self.correlate_all_logs:

@@ -94,7 +94,7 @@ class RequestLogProcessor(RecordProcessor):
 
     # -- on the workflow's thread: queue the record, nothing more ----------------------------
     def on_start(self, record: ExecutionRecord) -> None:
-        if self._stopped or not self.logger.isEnabledFor(self.level):
+        if self._stopped or not (self._exports(self.level) or self.logger.isEnabledFor(self.level)):
             return
         self._put(record)
 
@@ -102,9 +102,18 @@ class RequestLogProcessor(RecordProcessor):
         if self._stopped:
             return
         level = logging.WARNING if record.failed and self.level < logging.WARNING else self.level
-        if not self.logger.isEnabledFor(level):
+        if not (self._exports(level) or self.logger.isEnabledFor(level)):
             return
         self._put(record)
+
+    def _exports(self, level: int) -> bool:
+        """Whether a record at ``level`` becomes an OTel log record: at the processor's level or above, unless the
+        request log's own logger has a level of its own that is higher (that quiets both outputs). A level the
+        logger only inherits (the root's ``WARNING``) governs the ``logging`` lines alone."""
+        if self.otel_logger is None or level < self.level:
+            return False
+        own = self.logger.level
+        return own == logging.NOTSET or level >= own
 
     def _put(self, item: ExecutionRecord) -> None:
         with self._idle:
@@ -129,12 +138,12 @@ class RequestLogProcessor(RecordProcessor):
                 if item is _STOP:
                     return
                 level = self._level(item)
-                if lines:
+                if lines and self.logger.isEnabledFor(level):
                     try:
                         self._emit(item, level)
                     except Exception:  # a broken handler must not stop request logging
                         logging.getLogger("nexus_otel.requests.worker").exception("request log record failed")
-                if self.otel_logger is not None:
+                if self.otel_logger is not None and self._exports(level):
                     try:
                         self.otel_logger.emit(execution_log_record(item, level, include_inputs=self.include_inputs))
                     except Exception:  # nor a broken log record processor
