@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import logging
 import math
 import re
 import shutil
@@ -499,19 +498,13 @@ def request_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaLo
         def explode(inputs: dict) -> dict:
             raise ValueError("boom")
 
-        requests_logger = logging.getLogger("nexus_otel.requests")
-        level = requests_logger.level
-        requests_logger.setLevel(logging.INFO)  # the started/completed records are INFO
-        try:
-            app.add_plugin(RequestLoggerPlugin(output=None))
-            for index in range(4):
-                app.execute_workflow("greet", {"name": f"user{index}"}, channel="api")
-            for _ in range(2):
-                with pytest.raises(ValueError):
-                    app.execute_workflow("explode", {}, channel="api")
-            app.stop()
-        finally:
-            requests_logger.setLevel(level)
+        app.add_plugin(RequestLoggerPlugin(output=None))
+        for index in range(4):
+            app.execute_workflow("greet", {"name": f"user{index}"}, channel="api")
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                app.execute_workflow("explode", {}, channel="api")
+        app.stop()
         poll(lambda: store.query(f'service.name:="{LOGS_SERVICE}"'), until=lambda r: len(r) >= 12, timeout=QUERY_WAIT)
         yield store
 
