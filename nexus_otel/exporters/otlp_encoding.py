@@ -1,23 +1,31 @@
-"""OTLP span batches written straight to protobuf wire bytes.
+"""OTLP span and log record batches written straight to protobuf wire bytes.
 
-The SDK's OTLP exporters build one protobuf message object per span, per
-attribute and per value, then serialize the tree; for a batch of small spans
-that costs far more CPU than the bytes themselves. :class:`SpanEncoder` writes
-the same ``ExportTraceServiceRequest`` (``opentelemetry.proto.collector.trace.v1``)
-directly: varints, length-delimited fields and fixed64 timestamps, field by field
-in field-number order. What never changes is encoded once: a Resource's and an
+The SDK's OTLP exporters build one protobuf message object per span or log
+record, per attribute and per value, then serialize the tree; for a batch of
+small items that costs far more CPU than the bytes themselves. :class:`SpanEncoder`
+writes the same ``ExportTraceServiceRequest`` (``opentelemetry.proto.collector.trace.v1``)
+and :class:`LogEncoder` the same ``ExportLogsServiceRequest``
+(``opentelemetry.proto.collector.logs.v1``) directly: varints, length-delimited
+fields and fixed64 timestamps, field by field in field-number order. The two
+requests have one shape (resource, then scope, then items), so both encoders
+share one base: what never changes is encoded once there: a Resource's and an
 InstrumentationScope's bytes are kept, keyed by the object's identity (both are
-immutable in the SDK), and so are the bytes of span names, statuses, attribute
-keys and attribute key/value pairs whose value is a ``str`` or an ``int`` (a key
-whose values turn out to be all different, such as an id, stops keeping values).
+immutable in the SDK), and so are the bytes of attribute keys and attribute
+key/value pairs whose value is a ``str`` or an ``int`` (a key whose values turn
+out to be all different, such as an id, stops keeping values); each encoder
+also keeps its own repeating strings (span names and statuses; severities and
+event names).
 
-The result decodes to a message equal to the SDK encoder's
-(``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans``),
-including its choices: spans are grouped by resource, then by scope, in order
-of first appearance; ``flags`` carries only the "has is-remote" and "is remote"
-bits of the parent's (or a link's) context; a link's trace state is not sent;
-an attribute value that cannot be encoded (an unknown type, an int outside
-int64, text that is not UTF-8) drops that attribute alone, with a log line.
+The result decodes to a message equal to the SDK encoders'
+(``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans`` and
+``..._log_encoder.encode_logs``), including their choices: items are grouped by
+resource, then by scope, in order of first appearance; a span's ``flags`` carry
+only the "has is-remote" and "is remote" bits of the parent's (or a link's)
+context; a link's trace state is not sent; an attribute value that cannot be
+encoded (an unknown type, an int outside int64, text that is not UTF-8) drops
+that attribute alone, with a log line; a log record's body is always sent (an
+empty ``AnyValue`` for None), its trace and span ids only when not zero, its
+severity number only when it is a ``SeverityNumber``.
 
 The OTLP exporters that send these bytes are in :mod:`.otlp_exporters`.
 """
@@ -29,11 +37,13 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-__all__ = ["SpanEncoder", "encode_spans"]
+__all__ = ["LogEncoder", "SpanEncoder", "encode_logs", "encode_spans"]
 
 _logger = logging.getLogger(__name__)
 
@@ -108,6 +118,16 @@ _LINK_ATTRIBUTE = b"\x22"  # Span.Link.attributes (4)
 _RESOURCE_ATTRIBUTE = b"\x0a"  # Resource.attributes (1)
 _SCOPE_ATTRIBUTE = b"\x1a"  # InstrumentationScope.attributes (3)
 
+# LogRecord: severity_number (2, varint) per SeverityNumber member, keyed by the member's identity (members
+# live as long as their enum, and an Enum hashes in Python); UNSPECIFIED (0) is left out, as protobuf does.
+_SEVERITY_NUMBERS = {id(member): bytes((0x10, member.value)) if member.value else b"" for member in SeverityNumber}
+_LOG_FLAGS = tuple(b"\x45" + bytes((n, 0, 0, 0)) for n in range(256))  # flags (8, fixed32): the trace flags
+_FIXED32 = struct.Struct("<I")
+_LOG_ATTRIBUTE = b"\x32"  # LogRecord.attributes (6)
+_EMPTY_BODY = b"\x2a\x00"  # LogRecord.body (5): an empty AnyValue, sent for a None body as the SDK does
+_BODY_STRINGS = tuple(bytes((0x2A, n + 2, 0x0A, n)) for n in range(126))
+"""``LogRecord.body`` (5) holding an ``AnyValue.string_value`` (1) of n bytes, up to the lengths of one-byte varints."""
+
 _STRING_VALUES = tuple(bytes((0x12, n + 2, 0x0A, n)) for n in range(126))
 """``KeyValue.value`` (2) holding an ``AnyValue.string_value`` (1) of n bytes, up to the lengths of one-byte varints."""
 _N_STRING_VALUES = len(_STRING_VALUES)
@@ -159,14 +179,16 @@ def _key_value(key: Any, value: Any) -> bytes:
     return head + _field(b"\x12", _any_value(value))
 
 
-class SpanEncoder:
-    """Encodes span batches to ``ExportTraceServiceRequest`` bytes, keeping what repeats between batches.
+class _BatchEncoder:
+    """What :class:`SpanEncoder` and :class:`LogEncoder` share: grouping, resources, scopes and attributes.
 
-    Keep one per exporter: the kept bytes are what make it fast. Everything kept is
-    bounded: ``max_kept`` resources, scopes, statuses and span names (each table is
-    emptied when full), ``max_keys`` attribute keys with at most ``max_values_per_key``
-    values each. Safe to share between threads: every change to a table is one dict
-    operation, and a race costs at most an encoding done twice.
+    Both requests are ``repeated Resource{Items}`` (field 1) of ``resource`` (1),
+    ``repeated Scope{Items}`` (2) of ``scope`` (1), the items (2) and ``schema_url``
+    (3), and the resource's ``schema_url`` (3). Everything kept is bounded:
+    ``max_kept`` entries per table (a table is emptied when full), ``max_keys``
+    attribute keys with at most ``max_values_per_key`` values each. Safe to share
+    between threads: every change to a table is one dict operation, and a race
+    costs at most an encoding done twice.
     """
 
     def __init__(self, *, max_kept: int = 256, max_keys: int = 256, max_values_per_key: int = 64) -> None:
@@ -176,23 +198,21 @@ class SpanEncoder:
         self._max_values = max_values_per_key
         self._resources: dict[int, tuple[Any, bytes]] = {}
         self._scopes: dict[int, tuple[Any, bytes, bytes]] = {}
-        self._names: dict[Any, bytes] = {}
-        self._statuses: dict[int, tuple[Any, bytes]] = {}
         self._keys: dict[Any, list[Any]] = {}
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
-        """The serialized ``ExportTraceServiceRequest`` for ``spans``, grouped by resource, then scope."""
-        # resource -> scope -> encoded span fields, by equality (as the SDK encoder groups); the
+    def _encode_batch(self, items: Sequence[Any], encode_item: Callable[[Any, dict[int, bytes]], bytes]) -> bytes:
+        """The request for ``items``, grouped by resource, then scope; ``encode_item(item, trace_ids)`` gives
+        one item's field (tag 2, length, body); ``trace_ids`` is its per-batch table of encoded trace ids."""
+        # resource -> scope -> encoded items, by equality (as the SDK encoders group); the
         # identity pair -> list map skips the hashing (a Resource hashes its attributes as JSON).
         groups: dict[Any, dict[Any, list[bytes]]] = {}
         by_identity: dict[tuple[int, int], list[bytes]] = {}
         last_resource = last_scope = None
         target: list[bytes] = []
-        encode_span = self._span
         trace_ids: dict[int, bytes] = {}
-        for span in spans:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
+        for item in items:
+            resource = item.resource
+            scope = item.instrumentation_scope or None
             if resource is not last_resource or scope is not last_scope:
                 key = (id(resource), id(scope))
                 found = by_identity.get(key)
@@ -205,22 +225,22 @@ class SpanEncoder:
                         found = scopes[scope] = []
                     by_identity[key] = found
                 target, last_resource, last_scope = found, resource, scope
-            target.append(encode_span(span, trace_ids))
+            target.append(encode_item(item, trace_ids))
 
         out: list[bytes] = []
         for resource, scopes in groups.items():
             body = [self._resource(resource)]
             for scope, encoded in scopes.items():
                 head, tail = self._scope(scope)
-                body.append(_field(b"\x12", b"".join([head, *encoded, tail])))  # ResourceSpans.scope_spans (2)
+                body.append(_field(b"\x12", b"".join([head, *encoded, tail])))  # Resource{Items}.scope_{items} (2)
             schema_url = resource.schema_url
             if schema_url:
-                body.append(_field(b"\x1a", _utf8(schema_url)))  # ResourceSpans.schema_url (3)
-            out.append(_field(b"\x0a", b"".join(body)))  # ExportTraceServiceRequest.resource_spans (1)
+                body.append(_field(b"\x1a", _utf8(schema_url)))  # Resource{Items}.schema_url (3)
+            out.append(_field(b"\x0a", b"".join(body)))  # Export{Signal}ServiceRequest.resource_{items} (1)
         return b"".join(out)
 
     def _resource(self, resource: Any) -> bytes:
-        """``ResourceSpans.resource`` (field 1), kept by identity."""
+        """``ResourceSpans.resource`` / ``ResourceLogs.resource`` (field 1), kept by identity."""
         kept = self._resources.get(id(resource))
         if kept is not None and kept[0] is resource:
             return kept[1]
@@ -231,7 +251,7 @@ class SpanEncoder:
         return encoded
 
     def _scope(self, scope: Any) -> tuple[bytes, bytes]:
-        """``ScopeSpans.scope`` (field 1) and ``ScopeSpans.schema_url`` (field 3), kept by identity."""
+        """``Scope{Spans,Logs}.scope`` (field 1) and ``.schema_url`` (field 3), kept by identity."""
         if scope is None:
             return _EMPTY_SUBMESSAGE, b""
         kept = self._scopes.get(id(scope))
@@ -253,6 +273,81 @@ class SpanEncoder:
         if len(table) >= self._max_kept:
             table.clear()
         table[key] = value
+
+    def _attributes(self, add: Callable[[bytes], None], attributes: Any, tag: bytes) -> None:
+        """Add ``tag`` + length + ``KeyValue`` per attribute; one that cannot be encoded is logged and left out.
+
+        Per key, the key's own bytes are kept, and so are the length-prefixed ``KeyValue``
+        bytes of values that are exactly a ``str`` or an ``int`` (not bools or floats:
+        ``True == 1`` and ``0.0 == -0.0`` would collide as dict keys). A key that reaches
+        ``max_values_per_key`` different values keeps no more values.
+        """
+        keys = self._keys
+        # ``for key in`` + ``[key]`` rather than ``.items()``: the SDK's attributes are a Mapping
+        # written in Python, whose ItemsView costs twice as much per span.
+        for key in attributes:
+            try:
+                value = attributes[key]
+                state = keys.get(key)
+                if state is None:
+                    state = self._key_state(key)
+                cls = value.__class__
+                values = state[1]
+                if values is not None and (cls is str or cls is int):
+                    encoded = values.get(value)
+                    if encoded is not None:
+                        add(tag)
+                        add(encoded)
+                        continue
+                else:
+                    values = None
+                if cls is str:
+                    value_bytes = value.encode("utf-8")
+                    n = len(value_bytes)
+                    body = state[0] + (_STRING_VALUES[n] + value_bytes if n < _N_STRING_VALUES
+                                       else _field(b"\x12", _field(b"\x0a", value_bytes)))
+                else:
+                    body = state[0] + _field(b"\x12", _any_value(value))
+            except Exception as error:
+                _logger.exception("Failed to encode key %s: %s", key, error)
+                continue
+            n = len(body)
+            encoded = (_SMALL_VARINTS[n] if n < _N_SMALL else _varint_slow(n)) + body
+            add(tag)
+            add(encoded)
+            if values is not None:
+                if len(values) < self._max_values:
+                    values[value] = encoded
+                else:
+                    state[1] = None  # too many different values: keep none more for this key
+
+    def _key_state(self, key: Any) -> list[Any]:
+        """``[KeyValue.key field bytes, kept values or None]`` for ``key``, kept while under ``max_keys``."""
+        key_bytes = _utf8(key)
+        head = _field(b"\x0a", key_bytes) if key_bytes else b""
+        if len(self._keys) >= self._max_keys:
+            return [head, None]
+        state = self._keys[key] = [head, {}]
+        return state
+
+
+class SpanEncoder(_BatchEncoder):
+    """Encodes span batches to ``ExportTraceServiceRequest`` bytes, keeping what repeats between batches.
+
+    Keep one per exporter: the kept bytes are what make it fast. Besides what
+    :class:`_BatchEncoder` keeps, at most ``max_kept`` span names and statuses.
+    Safe to share between threads.
+    """
+
+    def __init__(self, *, max_kept: int = 256, max_keys: int = 256, max_values_per_key: int = 64) -> None:
+        """Bound what is kept between batches."""
+        super().__init__(max_kept=max_kept, max_keys=max_keys, max_values_per_key=max_values_per_key)
+        self._names: dict[Any, bytes] = {}
+        self._statuses: dict[int, tuple[Any, bytes]] = {}
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        """The serialized ``ExportTraceServiceRequest`` for ``spans``, grouped by resource, then scope."""
+        return self._encode_batch(spans, self._span)
 
     def _span(self, span: ReadableSpan, trace_ids: dict[int, bytes]) -> bytes:
         """``ScopeSpans.spans`` (field 2) for one span, its fields in field-number order.
@@ -348,62 +443,6 @@ class SpanEncoder:
         parts.append(_LINK_FLAGS_REMOTE if context.is_remote else _LINK_FLAGS_LOCAL)  # flags (6)
         return _field(b"\x6a", b"".join(parts))
 
-    def _attributes(self, add: Callable[[bytes], None], attributes: Any, tag: bytes) -> None:
-        """Add ``tag`` + length + ``KeyValue`` per attribute; one that cannot be encoded is logged and left out.
-
-        Per key, the key's own bytes are kept, and so are the length-prefixed ``KeyValue``
-        bytes of values that are exactly a ``str`` or an ``int`` (not bools or floats:
-        ``True == 1`` and ``0.0 == -0.0`` would collide as dict keys). A key that reaches
-        ``max_values_per_key`` different values keeps no more values.
-        """
-        keys = self._keys
-        # ``for key in`` + ``[key]`` rather than ``.items()``: the SDK's attributes are a Mapping
-        # written in Python, whose ItemsView costs twice as much per span.
-        for key in attributes:
-            try:
-                value = attributes[key]
-                state = keys.get(key)
-                if state is None:
-                    state = self._key_state(key)
-                cls = value.__class__
-                values = state[1]
-                if values is not None and (cls is str or cls is int):
-                    encoded = values.get(value)
-                    if encoded is not None:
-                        add(tag)
-                        add(encoded)
-                        continue
-                else:
-                    values = None
-                if cls is str:
-                    value_bytes = value.encode("utf-8")
-                    n = len(value_bytes)
-                    body = state[0] + (_STRING_VALUES[n] + value_bytes if n < _N_STRING_VALUES
-                                       else _field(b"\x12", _field(b"\x0a", value_bytes)))
-                else:
-                    body = state[0] + _field(b"\x12", _any_value(value))
-            except Exception as error:
-                _logger.exception("Failed to encode key %s: %s", key, error)
-                continue
-            n = len(body)
-            encoded = (_SMALL_VARINTS[n] if n < _N_SMALL else _varint_slow(n)) + body
-            add(tag)
-            add(encoded)
-            if values is not None:
-                if len(values) < self._max_values:
-                    values[value] = encoded
-                else:
-                    state[1] = None  # too many different values: keep none more for this key
-
-    def _key_state(self, key: Any) -> list[Any]:
-        """``[KeyValue.key field bytes, kept values or None]`` for ``key``, kept while under ``max_keys``."""
-        key_bytes = _utf8(key)
-        head = _field(b"\x0a", key_bytes) if key_bytes else b""
-        if len(self._keys) >= self._max_keys:
-            return [head, None]
-        state = self._keys[key] = [head, {}]
-        return state
-
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` for ``spans``, with a fresh :class:`SpanEncoder`.
@@ -411,3 +450,100 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     Nothing is kept between calls; an exporter should own a :class:`SpanEncoder` instead.
     """
     return SpanEncoder().encode(spans)
+
+
+class LogEncoder(_BatchEncoder):
+    """Encodes log record batches to ``ExportLogsServiceRequest`` bytes, keeping what repeats between batches.
+
+    Takes what the SDK hands a log record exporter (``ReadableLogRecord`` or
+    ``ReadWriteLogRecord``). Keep one per exporter. Besides what the base keeps, at
+    most ``max_kept`` severity texts and event names. Safe to share between threads.
+    """
+
+    def __init__(self, *, max_kept: int = 256, max_keys: int = 256, max_values_per_key: int = 64) -> None:
+        """Bound what is kept between batches."""
+        super().__init__(max_kept=max_kept, max_keys=max_keys, max_values_per_key=max_values_per_key)
+        self._texts: dict[Any, bytes] = {}
+        self._event_names: dict[Any, bytes] = {}
+
+    def encode(self, batch: Sequence[ReadableLogRecord]) -> bytes:
+        """The serialized ``ExportLogsServiceRequest`` for ``batch``, grouped by resource, then scope.
+
+        Raises what the SDK's encoder raises on a body it cannot encode (an unknown type, an
+        int outside int64): the whole batch fails, as it does with the SDK's exporter.
+        """
+        return self._encode_batch(batch, self._log_record)
+
+    def _log_record(self, readable: ReadableLogRecord, trace_ids: dict[int, bytes]) -> bytes:
+        """``ScopeLogs.log_records`` (field 2) for one record, its fields in field-number order.
+
+        ``trace_ids`` holds this batch's encoded trace ids. A trace or span id of 0 (or None)
+        is left out; the SDK's encoder leaves out 0 and fails on None.
+        """
+        record = readable.log_record
+        parts: list[bytes] = []
+        add = parts.append
+        timestamp = record.timestamp
+        if timestamp:  # time_unix_nano (1)
+            add(b"\x09" + _FIXED64.pack(timestamp))
+        number = record.severity_number
+        encoded = _SEVERITY_NUMBERS.get(id(number))
+        if encoded is None:  # severity_number (2): not a SeverityNumber; the SDK sends its ``.value`` if any
+            value = getattr(number, "value", None)
+            encoded = b"\x10" + _varint(value & _UINT64_MASK) if value else b""
+        add(encoded)
+        text = record.severity_text
+        if text:  # severity_text (3)
+            encoded = self._texts.get(text)
+            if encoded is None:
+                encoded = _field(b"\x1a", _utf8(text))
+                self._keep(self._texts, text, encoded)
+            add(encoded)
+        body = record.body
+        if body.__class__ is str:  # body (5), always present
+            body_bytes = body.encode("utf-8")
+            n = len(body_bytes)
+            add(_BODY_STRINGS[n] + body_bytes if n < _N_STRING_VALUES else _field(b"\x2a", _field(b"\x0a", body_bytes)))
+        elif body is None:
+            add(_EMPTY_BODY)
+        else:
+            add(_field(b"\x2a", _any_value(body)))
+        attributes = record.attributes
+        if attributes:  # attributes (6)
+            self._attributes(add, attributes, _LOG_ATTRIBUTE)
+        dropped = readable.dropped_attributes
+        if dropped:  # dropped_attributes_count (7)
+            add(b"\x38" + _varint(dropped))
+        flags = record.trace_flags
+        if flags:  # flags (8)
+            add(_LOG_FLAGS[flags] if 0 < flags < 256 else b"\x45" + _FIXED32.pack(flags))
+        trace_id = record.trace_id
+        if trace_id:  # trace_id (9)
+            encoded = trace_ids.get(trace_id)
+            if encoded is None:
+                encoded = trace_ids[trace_id] = b"\x4a\x10" + trace_id.to_bytes(16, "big")
+            add(encoded)
+        span_id = record.span_id
+        if span_id:  # span_id (10)
+            add(b"\x52\x08" + span_id.to_bytes(8, "big"))
+        observed = record.observed_timestamp
+        if observed:  # observed_time_unix_nano (11)
+            add(b"\x59" + _FIXED64.pack(observed))
+        name = record.event_name
+        if name:  # event_name (12)
+            encoded = self._event_names.get(name)
+            if encoded is None:
+                encoded = _field(b"\x62", _utf8(name))
+                self._keep(self._event_names, name, encoded)
+            add(encoded)
+        data = b"".join(parts)
+        n = len(data)
+        return b"\x12" + (_SMALL_VARINTS[n] if n < _N_SMALL else _varint_slow(n)) + data
+
+
+def encode_logs(batch: Sequence[ReadableLogRecord]) -> bytes:
+    """The serialized ``ExportLogsServiceRequest`` for ``batch``, with a fresh :class:`LogEncoder`.
+
+    Nothing is kept between calls; an exporter should own a :class:`LogEncoder` instead.
+    """
+    return LogEncoder().encode(batch)

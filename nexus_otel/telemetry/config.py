@@ -25,8 +25,8 @@ and ``NEXUS_OTEL_LOCAL_MAX_FILES`` files (default 5).
 (:class:`~nexus_otel.processors.tail_sampling.TailSampling`); setting either is
 enough (the ratio defaults to 1, the threshold to none).
 
-``NEXUS_OTEL_OTLP_ENCODER`` chooses how the OTLP span exporter (either protocol)
-serializes a batch: ``fast`` (the default) writes the protobuf bytes directly
+``NEXUS_OTEL_OTLP_ENCODER`` chooses how the OTLP span and log record exporters (either
+protocol) serialize a batch: ``fast`` (the default) writes the protobuf bytes directly
 (:mod:`nexus_otel.exporters.otlp_encoding`), ``stock`` uses the SDK's exporter
 unchanged.
 

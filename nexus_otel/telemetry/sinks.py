@@ -8,10 +8,10 @@ headers and compression passed in from its :class:`~nexus_otel.telemetry.config.
 so an app given an ``environ`` mapping and one reading the process environment
 behave the same.
 
-The OTLP span exporter writes its requests with nexus-otel's own encoder
-(:mod:`nexus_otel.exporters.otlp_encoding`, several times cheaper than the SDK's
-message objects) unless ``NEXUS_OTEL_OTLP_ENCODER=stock`` asks for the SDK's
-exporter as it is; sending and retries are the SDK's either way.
+The OTLP span and log record exporters write their requests with nexus-otel's own
+encoders (:mod:`nexus_otel.exporters.otlp_encoding`, several times cheaper than the
+SDK's message objects) unless ``NEXUS_OTEL_OTLP_ENCODER=stock`` asks for the SDK's
+exporters as they are; sending and retries are the SDK's either way.
 
 Log records go through the SDK's own batch processor and OTLP log exporter; what
 each log sink exported, failed to export or dropped (its queue full) is counted
@@ -153,9 +153,24 @@ def separate_reader(exporter: MetricExporter) -> MetricReader:
     return PeriodicExportingMetricReader(exporter)
 
 
-def otlp_log_exporter(config: TelemetryConfig) -> LogRecordExporter:
-    """The real OTLP log exporter ``config`` asks for (``grpc`` or ``http/protobuf``, its endpoint and options)."""
+def otlp_log_exporter(config: TelemetryConfig, encoder: str | None = None) -> LogRecordExporter:
+    """The real OTLP log exporter ``config`` asks for (``grpc`` or ``http/protobuf``, its endpoint and options).
+
+    ``encoder`` is ``fast`` (our bytes, the SDK's sending) or ``stock`` (the SDK's exporter);
+    None takes the configuration's (``NEXUS_OTEL_OTLP_ENCODER``).
+    """
     options = otlp_options(config.otlp_logs, config.logs_protocol)
+    if encoder is None:
+        encoder = config.otlp_encoder
+    elif encoder not in OTLP_ENCODERS:
+        raise ConfigurationError(OTLP_ENCODER, encoder, "one of " + ", ".join(OTLP_ENCODERS))
+    if encoder == "fast":
+        from ..exporters.otlp_exporters import OTLPGrpcLogExporter, OTLPHttpLogExporter, UnsupportedExporterVersion
+
+        try:
+            return (OTLPGrpcLogExporter if config.logs_protocol == "grpc" else OTLPHttpLogExporter)(**options)
+        except UnsupportedExporterVersion as exc:  # an SDK release moved what the fast path uses
+            log.warning("%s; sending log records with the SDK's OTLP exporter as it is", exc)
     if config.logs_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 
