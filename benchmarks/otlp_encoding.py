@@ -1,10 +1,10 @@
-"""CPU time per span of encoding an OTLP span batch: the SDK's encoder against nexus-otel's, in one process.
+"""CPU time per span (and per log record) of encoding an OTLP batch: the SDK's encoders against nexus-otel's.
 
 Run::
 
-    python benchmarks/otlp_encoding.py            # full run (about 30 s)
-    python benchmarks/otlp_encoding.py --quick    # shorter, noisier run (about 8 s)
-    python benchmarks/otlp_encoding.py --profile  # also a cProfile of our encoder (top functions)
+    python benchmarks/otlp_encoding.py            # full run (about 50 s)
+    python benchmarks/otlp_encoding.py --quick    # shorter, noisier run (about 12 s)
+    python benchmarks/otlp_encoding.py --profile  # also a cProfile of our span encoder (top functions)
 
 The batch is what this project's batch span processor hands the OTLP exporter:
 512 spans from one resource and the ``nexus_otel`` scope, made with the real SDK,
@@ -31,6 +31,17 @@ field an encoder reads from each span (context, parent, name, kind, times,
 status, events, links, dropped counts) and iterate its attributes, building
 nothing. It shows how much of our time is the reading itself.
 
+**Logs**, the same way: 8 batches of 512 log records as this project's batch log
+record processor hands them to the OTLP log exporter: per request the request
+log's ``nexus.workflow.started`` and ``nexus.workflow.completed`` (or ``failed``)
+records (workflow name and id, channel, session, redacted inputs as JSON,
+status, duration; ``exception.*`` on failure) and, every other request, a user's
+``logging`` record as the contrib handler makes it (formatted message,
+``code.*`` attributes), all in the request's trace. **stock** is
+``encode_logs(batch).SerializeToString()``
+(``opentelemetry.exporter.otlp.proto.common._log_encoder``), **ours**
+``LogEncoder.encode(batch)``; every batch must decode equal first; µs per record.
+
 The script always exits 0: it reports, it does not gate.
 """
 
@@ -50,16 +61,22 @@ from typing import Any
 
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
+from opentelemetry import trace as trace_api
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk import version as otel_sdk_version
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 import nexus_otel
-from nexus_otel.exporters.otlp_encoding import SpanEncoder
+from nexus_otel.exporters.otlp_encoding import LogEncoder, SpanEncoder
 from nexus_otel.telemetry import contract as c
 
 BATCH_SIZE = 512
@@ -121,6 +138,50 @@ def make_batches(seed: int = 1) -> list[tuple[ReadableSpan, ...]]:
     return [tuple(spans[i * BATCH_SIZE:(i + 1) * BATCH_SIZE]) for i in range(BATCHES)]
 
 
+def make_log_batches(seed: int = 1) -> list[tuple[ReadableLogRecord, ...]]:
+    """``BATCHES`` batches of ``BATCH_SIZE`` project-shaped log records, from one provider (one resource)."""
+    rng = random.Random(seed)
+    memory = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource.create({
+        c.SERVICE_NAME: "bench-service", "service.version": "1.4.2", "deployment.environment.name": "production",
+        "host.name": "worker-3"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+    requests = provider.get_logger("nexus_otel.requests", nexus_otel.__version__)
+    user = provider.get_logger("orders.workflows")
+    n = 0
+    while n < BATCH_SIZE * BATCHES:
+        workflow = rng.choice(WORKFLOWS)
+        context = trace_api.set_span_in_context(NonRecordingSpan(SpanContext(
+            rng.getrandbits(128), rng.getrandbits(64), False, trace_flags=TraceFlags(rng.random() < 0.9))))
+        start = time.time_ns()
+        attributes = {c.WORKFLOW_NAME: workflow, c.WORKFLOW_ID: uuid.UUID(int=rng.getrandbits(128)).hex,
+                      c.CHANNEL: "http", c.SESSION_ID: f"session-{rng.randrange(100_000)}"}
+        requests.emit(timestamp=start, context=context, severity_number=SeverityNumber.INFO, severity_text="INFO",
+                      body="workflow started", event_name=c.LOG_WORKFLOW_STARTED, attributes={
+                          **attributes, c.WORKFLOW_INPUTS: f'{{"name": "user-{rng.randrange(10**6)}", '
+                                                          f'"password": "***", "items": {rng.randrange(9)}}}'})
+        n += 1
+        if n % 2:
+            user.emit(timestamp=start + 1000, context=context, severity_number=SeverityNumber.WARN,
+                      severity_text="WARN", body=f"order {rng.randrange(10**6)} is waiting for stock", attributes={
+                          "code.file.path": "/srv/app/orders/workflows.py", "code.function.name": workflow,
+                          "code.line.number": 42})
+            n += 1
+        failed = rng.random() < 0.05
+        end = {**attributes, c.WORKFLOW_STATUS: "failed" if failed else "completed",
+               c.WORKFLOW_DURATION_ATTR: rng.uniform(0.001, 0.2)}
+        if failed:
+            end.update({c.EXCEPTION_TYPE: "ValueError", c.EXCEPTION_MESSAGE: "no stock for item"})
+        requests.emit(timestamp=start + 2_000_000, context=context,
+                      severity_number=SeverityNumber.ERROR if failed else SeverityNumber.INFO,
+                      severity_text="ERROR" if failed else "INFO", body=f"workflow {end[c.WORKFLOW_STATUS]}",
+                      event_name=c.LOG_WORKFLOW_FAILED if failed else c.LOG_WORKFLOW_COMPLETED, attributes=end)
+        n += 1
+    provider.shutdown()
+    records = memory.get_finished_logs()
+    return [tuple(records[i * BATCH_SIZE:(i + 1) * BATCH_SIZE]) for i in range(BATCHES)]
+
+
 def floor(batch: Sequence[ReadableSpan]) -> int:
     """Read what an encoder must read from every span, and build nothing."""
     n = 0
@@ -141,9 +202,8 @@ def floor(batch: Sequence[ReadableSpan]) -> int:
     return n
 
 
-def time_side(run: Callable[[Sequence[ReadableSpan]], Any], batches: list[tuple[ReadableSpan, ...]],
-              reps: int) -> float:
-    """CPU seconds per span for ``reps`` passes over ``batches``, the garbage collector paused."""
+def time_side(run: Callable[[Sequence[Any]], Any], batches: Sequence[Sequence[Any]], reps: int) -> float:
+    """CPU seconds per item for ``reps`` passes over ``batches``, the garbage collector paused."""
     gc.collect()
     gc.disable()
     try:
@@ -211,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{med['ours'] / med['stock']:.3f}; rounds {min(ratios):.3f}..{max(ratios):.3f}); "
           f"target <= {TARGET}: {'PASS' if ratio <= TARGET else 'FAIL'}")
 
+    logs_main(rounds, reps)
+
     if args.profile:
         import cProfile
         import pstats
@@ -223,6 +285,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
     return 0
+
+
+def logs_main(rounds: int, reps: int) -> None:
+    """The logs line: stock ``encode_logs`` against ``LogEncoder``, after an equality check of every batch."""
+    batches = make_log_batches()
+    encoder = LogEncoder()
+    identical = 0
+    for batch in batches:
+        stock_message = encode_logs(batch)
+        ours_bytes = encoder.encode(batch)
+        if ExportLogsServiceRequest.FromString(ours_bytes) != stock_message:
+            print("FAIL: our log encoding differs from the stock encoder's")
+            return
+        identical += ours_bytes == stock_message.SerializeToString()
+    attributes = sum(len(r.log_record.attributes or ()) for b in batches for r in b) / (BATCH_SIZE * BATCHES)
+    print(f"logs: {BATCHES} batches of {BATCH_SIZE} log records ({attributes:.1f} attributes per record); "
+          f"decoded equal to stock: {BATCHES}/{BATCHES}, byte-identical: {identical}/{BATCHES}")
+
+    def stock(batch: Sequence[ReadableLogRecord]) -> bytes:
+        return encode_logs(batch).SerializeToString()
+
+    ours = encoder.encode
+    for side in (stock, ours):  # warm-up
+        time_side(side, batches, 1)
+    figures: dict[str, list[float]] = {"stock": [], "ours": []}
+    ratios: list[float] = []
+    sides = [("stock", stock), ("ours", ours)]
+    for round_no in range(rounds):
+        order = sides if round_no % 2 == 0 else sides[::-1]
+        got = {label: time_side(run, batches, reps) for label, run in order}
+        for label, value in got.items():
+            figures[label].append(value)
+        ratios.append(got["ours"] / got["stock"])
+    med = {label: statistics.median(values) * 1e6 for label, values in figures.items()}
+    ratio = statistics.median(ratios)
+    print(f"  stock  encode_logs().SerializeToString()   {med['stock']:7.2f} µs/record")
+    print(f"  ours   LogEncoder.encode()                 {med['ours']:7.2f} µs/record")
+    print(f"  logs ratio ours/stock: {ratio:.3f} (median of rounds; ratio of medians "
+          f"{med['ours'] / med['stock']:.3f}; rounds {min(ratios):.3f}..{max(ratios):.3f}); "
+          f"target <= {TARGET}: {'PASS' if ratio <= TARGET else 'FAIL'}")
 
 
 if __name__ == "__main__":
