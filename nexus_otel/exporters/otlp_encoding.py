@@ -127,6 +127,7 @@ _LOG_ATTRIBUTE = b"\x32"  # LogRecord.attributes (6)
 _EMPTY_BODY = b"\x2a\x00"  # LogRecord.body (5): an empty AnyValue, sent for a None body as the SDK does
 _BODY_STRINGS = tuple(bytes((0x2A, n + 2, 0x0A, n)) for n in range(126))
 """``LogRecord.body`` (5) holding an ``AnyValue.string_value`` (1) of n bytes, up to the lengths of one-byte varints."""
+_N_BODY_STRINGS = len(_BODY_STRINGS)
 
 _STRING_VALUES = tuple(bytes((0x12, n + 2, 0x0A, n)) for n in range(126))
 """``KeyValue.value`` (2) holding an ``AnyValue.string_value`` (1) of n bytes, up to the lengths of one-byte varints."""
@@ -477,8 +478,8 @@ class LogEncoder(_BatchEncoder):
     def _log_record(self, readable: ReadableLogRecord, trace_ids: dict[int, bytes]) -> bytes:
         """``ScopeLogs.log_records`` (field 2) for one record, its fields in field-number order.
 
-        ``trace_ids`` holds this batch's encoded trace ids. A trace or span id of 0 (or None)
-        is left out; the SDK's encoder leaves out 0 and fails on None.
+        ``trace_ids`` holds this batch's encoded trace ids. A trace or span id or trace flags of 0
+        (or None) are left out; the SDK's encoder leaves out 0 and fails the batch on None.
         """
         record = readable.log_record
         parts: list[bytes] = []
@@ -503,7 +504,7 @@ class LogEncoder(_BatchEncoder):
         if body.__class__ is str:  # body (5), always present
             body_bytes = body.encode("utf-8")
             n = len(body_bytes)
-            add(_BODY_STRINGS[n] + body_bytes if n < _N_STRING_VALUES else _field(b"\x2a", _field(b"\x0a", body_bytes)))
+            add(_BODY_STRINGS[n] + body_bytes if n < _N_BODY_STRINGS else _field(b"\x2a", _field(b"\x0a", body_bytes)))
         elif body is None:
             add(_EMPTY_BODY)
         else:
