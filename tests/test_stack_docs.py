@@ -73,7 +73,8 @@ def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(tmp_path)
 
 
 def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(tmp_path):
-    """Section 1's stack and app, then section 3's block: the workflow's logging record, found by its trace id."""
+    """Section 1's stack and app, then section 3's block: the request log's two records and the workflow's own
+    logging record, found by the trace id."""
     require_binary("otelcol")
     require_binary("victorialogs")
     text = (REPO / "docs" / "deploy.md").read_text()
@@ -82,11 +83,16 @@ def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(tmp_path
     result = _run_literally(f"{start}\n{query}", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # Section 1's curls print their answers without a newline: the record is the end of a line.
-    (record,) = [json.loads(found) for found in re.findall(r'\{"_msg".*$', result.stdout, re.M)]
-    assert record["_msg"] == "checkout refused: B2 is out of stock", record
+    records = {r["_msg"]: r for r in (json.loads(found) for found in re.findall(r'\{"_msg".*$', result.stdout, re.M))}
+    assert set(records) == {"workflow started", "workflow failed", "checkout refused: B2 is out of stock"}, records
+    record = records["checkout refused: B2 is out of stock"]
     assert (record["service.name"], record["severity_text"], record["scope.name"]) == (
         "nexus-demo", "WARN", "nexus_otel.demo"), record
     assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]) and re.fullmatch(r"[0-9a-f]{16}", record["span_id"])
+    assert len({r["trace_id"] for r in records.values()}) == 1
+    failed = records["workflow failed"]
+    assert failed["nexus.workflow.status"] == "failed" and failed["exception.type"].endswith("OutOfStock"), failed
+    assert failed["span_id"] == record["span_id"]  # the request log names the workflow span too
 
 
 def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(tmp_path):

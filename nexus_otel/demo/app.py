@@ -1,4 +1,4 @@
-"""An example app with a few workflows of different shapes: quick, CPU-bound, async, failing.
+"""An example app with a few workflows of different shapes: quick, CPU-bound, async, failing; and a request log.
 
 Serve it with ``nexus-otel serve nexus_otel.demo.app:create_app``.
 """
@@ -10,6 +10,7 @@ import logging
 import time
 
 from ..app import Nexus
+from ..plugins.request_logger import RequestLoggerPlugin
 from ..telemetry.config import TelemetryConfig
 from ..telemetry.telemetry import Telemetry
 
@@ -25,6 +26,9 @@ def create_app(name: str = "nexus-demo", config: TelemetryConfig | None = None) 
     """The demo app, unstarted, with telemetry configured by ``config`` (default: from the ``OTEL_*`` variables;
     local traces when no endpoint is set)."""
     app = Nexus(name, telemetry=Telemetry(name, config=config) if config is not None else None)
+    # A record as each workflow starts and ends, to the logs signal (nexus-otel logs, or the OTLP endpoint and
+    # the kit's VictoriaLogs), not to the terminal.
+    app.add_plugin(RequestLoggerPlugin(output=logging.NullHandler()))
 
     @app.workflow("greet")
     def greet(inputs: dict) -> dict:

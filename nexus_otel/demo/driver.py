@@ -13,7 +13,6 @@ false, and the command exits 1, naming the endpoint or the check, when not.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import secrets
@@ -32,7 +31,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..exporters.local import read_spans
-from ..plugins.request_logger import RequestLoggerPlugin
 from ..serving import BackgroundServer
 from ..telemetry import contract as c
 from ..telemetry.config import TelemetryConfig
@@ -189,8 +187,6 @@ def run_demo(requests: int = 300, plugins_dir: str | None = "plugins", seed: int
     tail_sampling = app.telemetry.tail_sampler is not None
     records = RecordCounter()
     app.records.add(records)
-    # The request log's records go to the logs signal (nexus-otel logs, or the OTLP endpoint), not the terminal.
-    app.add_plugin(RequestLoggerPlugin(output=logging.NullHandler()))
     if plugins_dir and Path(plugins_dir).is_dir():
         found = app.load_plugins(plugins_dir)
         for error in found.errors:
