@@ -62,6 +62,7 @@ ERROR_RATIO_STEPS = ((0.01, "orange"), (0.05, "red"))          # 1 % / 5 % of ex
 LATENCY_STEPS = ((0.5, "orange"), (1.0, "red"))                # workflows: 500 ms / 1 s
 HOOK_LATENCY_STEPS = ((0.01, "orange"), (0.1, "red"))          # hooks should be fast: 10 ms / 100 ms
 SPAN_LOSS_STEPS = ((0.001, "orange"), (0.01, "red"))           # spans failed, dropped or overflowed
+LOG_LOSS_STEPS = ((0.001, "orange"), (0.01, "red"))            # log records failed or dropped
 OUTBOX_STEPS = ((100.0, "orange"), (1000.0, "red"))             # payloads waiting
 
 
@@ -354,6 +355,8 @@ def plugins() -> dashboard_model.Dashboard:
 def pipeline() -> dashboard_model.Dashboard:
     spans = selector("nexus_telemetry_spans_total")
     lost = selector("nexus_telemetry_spans_total", extra=['outcome=~"failed|dropped|overflow"'])
+    log_records = selector("nexus_telemetry_log_records_total")
+    log_records_lost = selector("nexus_telemetry_log_records_total", extra=['outcome=~"failed|dropped"'])
     deliveries = selector("nexus_webhook_deliveries_total")
     outbox = selector("nexus_webhook_outbox")
     limit = selector("nexus_webhook_concurrency_limit")
@@ -376,6 +379,19 @@ def pipeline() -> dashboard_model.Dashboard:
                    "percentunit",
                    [Query(ratio(sum_by(["exporter"], rate(lost)), sum_by(["exporter"], rate(spans))),
                           "{{exporter}}")], steps=SPAN_LOSS_STEPS, max_val=1),
+        color_override(
+            timeseries("Log records by exporter and outcome", "Log records (the request log's and captured "
+                       "`logging` records) handed to each exporter per second: exported, failed (the exporter "
+                       "failed), dropped (its queue was full).", "ops",
+                       [Query(sum_by(["exporter", "outcome"], rate(log_records)), "{{exporter}} {{outcome}}")]),
+            ".*(failed|dropped).*", "red"),
+        timeseries("Log record loss by exporter", "Failed and dropped log records / all log records, per "
+                   "exporter (otlp, local): failed, the exporter failed (for otlp: the Collector is down or "
+                   "refuses); dropped, its queue was full (the app logs faster than it exports). Lost records "
+                   "are missing from VictoriaLogs or `nexus-otel logs`; TelemetryLogRecordsLost fires after 5 "
+                   "minutes.", "percentunit",
+                   [Query(ratio(sum_by(["exporter"], rate(log_records_lost)), sum_by(["exporter"], rate(log_records))),
+                          "{{exporter}}")], steps=LOG_LOSS_STEPS, max_val=1),
         color_override(
             timeseries("Webhook deliveries by outcome", "Webhook payloads queued, delivered, retried and "
                        "failed (dead-lettered) per second.", "ops",
@@ -409,8 +425,9 @@ def pipeline() -> dashboard_model.Dashboard:
                    [Query(hits, "hits {{workflow}}"), Query(misses, "misses {{workflow}}")]),
     ]
     return dashboard("nexus-pipeline", "Telemetry pipeline",
-                     "nexus-otel's own pipeline: span exporters, webhook deliveries, destinations and outbox, "
-                     "audit rows, cache; then the OpenTelemetry Collector the spans go through.",
+                     "nexus-otel's own pipeline: span and log record exporters, webhook deliveries, destinations "
+                     "and outbox, audit rows, cache; then the OpenTelemetry Collector the spans and log records go "
+                     "through.",
                      [SERVICE_VAR, WORKFLOW_VAR], panels + collector_panels())
 
 
@@ -443,7 +460,8 @@ def collector_panels() -> list[Any]:
         color_override(
             timeseries("Collector: log records in and out", "Log records the Collector accepted and refused "
                        "(memory_limiter pushing back) per receiver, and sent per exporter (VictoriaLogs), per "
-                       "second. Log records are never sampled: what is accepted is sent.", "ops",
+                       "second. Log records are never sampled: what is accepted is sent; export failures fire "
+                       "the CollectorLogExportFailing alert.", "ops",
                        [Query(logs_accepted, "accepted {{receiver}}"), Query(logs_refused, "refused {{receiver}}"),
                         Query(logs_sent, "sent {{exporter}}")]),
             "refused.*", "red"),

@@ -19,9 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from nexus_otel.plugins import CachingPlugin, DatabasePlugin, NexusPlugin, WebhookPlugin
+from nexus_otel.processors.metered import MeteredBatchLogRecordProcessor, log_records_counter
+from nexus_otel.telemetry.contract import INSTRUMENTATION_NAME
 from nexus_otel.testing import CapturedTelemetry
 
 from .deploy_servers import with_env_defaults
@@ -292,6 +295,10 @@ def test_alert_metrics_are_exposed_by_the_app(tmp_path: Path) -> None:
             app = capture.app("deploy-check")
             # A served app always has a trace exporter (local store or OTLP): its outcomes are counted.
             app.telemetry.add_span_processor(app.telemetry.batch_processor(InMemorySpanExporter(), "memory"))
+            # And a logs exporter (local store or OTLP, OTEL_LOGS_EXPORTER), counted the same way.
+            log_counter = log_records_counter(capture.meter_provider.get_meter(INSTRUMENTATION_NAME))
+            app.telemetry.add_log_record_processor(
+                MeteredBatchLogRecordProcessor(InMemoryLogRecordExporter(), "memory", log_counter))
             app.add_plugin(WebhookPlugin(receiver.url, outbox_path=tmp_path / "webhook-outbox.sqlite"))
             app.add_plugin(DatabasePlugin(f"sqlite:///{tmp_path / 'audit.sqlite'}",
                                           spool_path=str(tmp_path / "audit-spool.sqlite")))
