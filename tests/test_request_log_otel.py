@@ -241,21 +241,22 @@ def test_logging_records_are_marked_and_still_written():
 def test_no_logging_records_are_made_when_only_the_capture_handler_would_get_them(tmp_path):
     """With output=None and nothing but the logs signal's capture handler on the way (which leaves request-log
     lines out), the worker makes no ``logging`` records: the log records alone; a handler added later gets lines."""
+    name = f"test.requests.{secrets.token_hex(4)}"  # no handler left on it by another test
     made: list[str] = []
     factory = logging.getLogRecordFactory()
 
     def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = factory(*args, **kwargs)
-        if record.name == "nexus_otel.requests":
+        if record.name == name:
             made.append(record.getMessage())
         return record
 
     capture = CapturedTelemetry("shop", capture_logs=True)
     app = capture.app("shop")
     app.register("ok", lambda inputs: {"paid": inputs.get("amount")})
-    plugin = RequestLoggerPlugin(output=None)
+    plugin = RequestLoggerPlugin(output=None, logger=name)
     app.add_plugin(plugin)
-    requests = logging.getLogger("nexus_otel.requests")
+    requests = logging.getLogger(name)
     level = requests.level
     requests.setLevel(logging.INFO)  # the lines are wanted at INFO: only the handler decides here
     root = logging.getLogger()
