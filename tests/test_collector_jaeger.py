@@ -29,7 +29,10 @@ import grpc
 import httpx
 import pytest
 import yaml
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -73,6 +76,19 @@ def _send_unredacted_span(endpoint: str) -> str:
     return trace_id
 
 
+def _send_log_record(endpoint: str) -> None:
+    """One log record through the Collector's OTLP/HTTP receiver, by the SDK's OTLP log exporter."""
+    provider = LoggerProvider(resource=Resource.create({"service.name": SECRET_SERVICE}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{endpoint}/v1/logs")))
+    provider.get_logger("e2e").emit(body="card declined")
+    provider.shutdown()
+
+
+def _send_span_and_log_record(endpoint: str) -> None:
+    _send_unredacted_span(endpoint)
+    _send_log_record(endpoint)
+
+
 def _every_kept_trace_in_jaeger(collector: Collector, jaeger: Jaeger) -> bool:
     """Whether the tail sampler has decided every trace the Collector received and Jaeger holds each it kept.
 
@@ -105,16 +121,17 @@ def kit(tmp_path_factory):
             Collector(work, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint,
                       victorialogs_endpoint=logs.otlp_endpoint) as collector, \
             Collector(work, "otel-collector.yaml", jaeger_endpoint=f"127.0.0.1:{no_otlp_port}",
-                      victorialogs_endpoint=logs.otlp_endpoint, name="misdirected") as misdirected, \
+                      victorialogs_endpoint=f"{logs.url}/no-otlp-here", name="misdirected") as misdirected, \
             PrometheusServer(work / "prometheus",
                              [f"127.0.0.1:{collector.metrics_port}", f"127.0.0.1:{collector.prometheus_port}",
                               f"127.0.0.1:{misdirected.metrics_port}"],
                              job="otel-collector") as prom:
-        # An error trace to the Collector whose Jaeger address is wrong: its export fails. A second one
-        # some seconds later fails in a later batch, so Prometheus has seen the failure count rise (the
-        # alert's rate) by the time the tests run.
-        _send_unredacted_span(misdirected.otlp_http_url)
-        again = threading.Timer(MISDIRECTED_GAP, _send_unredacted_span, [misdirected.otlp_http_url])
+        # An error trace and a log record to the Collector whose Jaeger and VictoriaLogs addresses are wrong:
+        # their exports fail (at once: a gRPC server without OTLP and an HTTP 400 are not retried). A second
+        # pair some seconds later fails in later batches, so Prometheus has seen the failure counts rise (the
+        # alerts' rates) by the time the tests run.
+        _send_span_and_log_record(misdirected.otlp_http_url)
+        again = threading.Timer(MISDIRECTED_GAP, _send_span_and_log_record, [misdirected.otlp_http_url])
         again.start()
         data_dir = work / "app-data"
         env = cli_env(data_dir, OTEL_SERVICE_NAME=SERVICE, OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_url,
@@ -284,8 +301,8 @@ def test_every_collector_metric_the_alerts_and_dashboard_use_exists_on_the_runni
     exprs = [r["expr"] for r in _alert_rules()] + _collector_queries()
     used = set().union(*(_collector_metric_names(expr) for expr in exprs))
     assert len(used) >= 5, used
-    # Counters appear once they count something: the misdirected Collector's failed export brings
-    # otelcol_exporter_send_failed_spans.
+    # Counters appear once they count something: the misdirected Collector's failed exports bring
+    # otelcol_exporter_send_failed_spans and otelcol_exporter_send_failed_log_records.
     exposed = prom.wait_until(
         lambda: used <= (names := {re.sub(r"_(bucket|count|sum)$", "", n)
                                    for n in prom._api("/api/v1/label/__name__/values")}) and names,
@@ -304,6 +321,20 @@ def test_the_export_failing_alert_expression_finds_the_misdirected_collector_onl
     firing = prom.wait_until(still_failing, timeout=60, what=rule["expr"])
     assert {s["metric"]["instance"] for s in firing} == {f"127.0.0.1:{misdirected.metrics_port}"}
     assert {s["metric"]["exporter"] for s in firing} == {"otlp_grpc/jaeger"}
+
+
+def test_the_log_export_failing_alert_expression_finds_the_misdirected_collector_only(kit):
+    """CollectorLogExportFailing's expression names the misdirected Collector's logs exporter, and nothing else."""
+    prom, misdirected = kit["prom"], kit["misdirected"]
+    rule = _alert_rule("CollectorLogExportFailing")
+
+    def still_failing() -> list:  # a Collector keeps failing while its traffic goes on
+        _send_log_record(misdirected.otlp_http_url)
+        return prom.query(rule["expr"])
+
+    firing = prom.wait_until(still_failing, timeout=60, what=rule["expr"])
+    assert {s["metric"]["instance"] for s in firing} == {f"127.0.0.1:{misdirected.metrics_port}"}
+    assert {s["metric"]["exporter"] for s in firing} == {"otlp_http/victorialogs"}
 
 
 def test_the_pipeline_dashboards_collector_panels_return_data(kit):
