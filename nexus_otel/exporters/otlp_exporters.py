@@ -66,40 +66,49 @@ def _require(kind: str, missing: list[str]) -> None:
 
 
 _HTTP_INTERNALS = ("_shutdown", "_metrics", "_max_request_size", "_client")
-"""What :func:`_export_http` uses of the SDK's http/protobuf exporters."""
+"""What :class:`_EncodedHttpExport` uses of the SDK's http/protobuf exporters."""
 
 
-def _export_http(exporter: Any, encode: Callable[[Any], bytes], batch: Sequence[Any], what: str) -> bool:
-    """The SDK http/protobuf exporters' ``export`` with our bytes (``what`` names the batch in its log lines, as
-    the SDK's do); its HTTP client compresses, sends and retries. True when the receiver took the batch."""
-    if exporter._shutdown:
-        _logger.warning("Exporter already shutdown, ignoring batch")
-        return False
-    with exporter._metrics.export_operation(len(batch)) as result:
-        try:
-            body = encode(batch)
-        except Exception as error:
-            _logger.error("Failed to encode %s batch: %s", what, error)
-            result.error = error
+class _EncodedHttpExport:
+    """What the SDK's http/protobuf span and log exporters do in ``export``, with our bytes: mixed in before the
+    SDK class, whose internals (:data:`_HTTP_INTERNALS`) it uses as its own."""
+
+    _shutdown: bool
+    _metrics: Any
+    _max_request_size: int
+    _client: Any
+
+    def _export_encoded(self, encode: Callable[[Any], bytes], batch: Sequence[Any], what: str) -> bool:
+        """The SDK's ``export`` with ``encode``'s bytes (``what`` names the batch in its log lines, as the SDK's
+        do); its HTTP client compresses, sends and retries. True when the receiver took the batch."""
+        if self._shutdown:
+            _logger.warning("Exporter already shutdown, ignoring batch")
             return False
-        limit = exporter._max_request_size
-        if 0 < limit < len(body):
-            _logger.warning(
-                "Dropping %s batch: serialized size %d bytes exceeds max_request_size %d bytes.",
-                what, len(body), limit)
-            result.error = RequestPayloadTooLargeError(
-                f"Serialized {what} request size {len(body)} bytes exceeds max_request_size {limit} bytes.")
-            return False
-        sent = exporter._client.export(body)
-        if not sent.success:
-            result.error = sent.error
-            result.error_attrs = (
-                {HTTP_RESPONSE_STATUS_CODE: sent.status_code} if sent.status_code is not None else None)
-            return False
-    return True
+        with self._metrics.export_operation(len(batch)) as result:
+            try:
+                body = encode(batch)
+            except Exception as error:
+                _logger.error("Failed to encode %s batch: %s", what, error)
+                result.error = error
+                return False
+            limit = self._max_request_size
+            if 0 < limit < len(body):
+                _logger.warning(
+                    "Dropping %s batch: serialized size %d bytes exceeds max_request_size %d bytes.",
+                    what, len(body), limit)
+                result.error = RequestPayloadTooLargeError(
+                    f"Serialized {what} request size {len(body)} bytes exceeds max_request_size {limit} bytes.")
+                return False
+            sent = self._client.export(body)
+            if not sent.success:
+                result.error = sent.error
+                result.error_attrs = (
+                    {HTTP_RESPONSE_STATUS_CODE: sent.status_code} if sent.status_code is not None else None)
+                return False
+        return True
 
 
-class OTLPHttpSpanExporter(_SdkHttpSpanExporter):
+class OTLPHttpSpanExporter(_EncodedHttpExport, _SdkHttpSpanExporter):
     """The SDK's OTLP http/protobuf span exporter, its request bodies written by a :class:`SpanEncoder`.
 
     Takes the SDK exporter's arguments, plus ``encoder`` (default: a new one).
@@ -113,12 +122,12 @@ class OTLPHttpSpanExporter(_SdkHttpSpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """The SDK's ``export`` with our bytes; its HTTP client compresses, sends and retries."""
-        if _export_http(self, self._encoder.encode, spans, "span"):
+        if self._export_encoded(self._encoder.encode, spans, "span"):
             return SpanExportResult.SUCCESS
         return SpanExportResult.FAILURE
 
 
-class OTLPHttpLogExporter(_SdkHttpLogExporter):
+class OTLPHttpLogExporter(_EncodedHttpExport, _SdkHttpLogExporter):
     """The SDK's OTLP http/protobuf log record exporter, its request bodies written by a :class:`LogEncoder`.
 
     Takes the SDK exporter's arguments, plus ``encoder`` (default: a new one).
@@ -132,7 +141,7 @@ class OTLPHttpLogExporter(_SdkHttpLogExporter):
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         """The SDK's ``export`` with our bytes; its HTTP client compresses, sends and retries."""
-        if _export_http(self, self._encoder.encode, batch, "logs"):
+        if self._export_encoded(self._encoder.encode, batch, "logs"):
             return LogRecordExportResult.SUCCESS
         return LogRecordExportResult.FAILURE
 
