@@ -202,10 +202,14 @@ def test_a_bad_logs_setting_fails_at_start_naming_it(variable, value):
 
 
 def test_the_logs_endpoint_alone_turns_otlp_logs_on():
-    """OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is used as it is, and is an endpoint like the general one."""
+    """OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is used as it is and sends log records over OTLP by default; it sends
+    nothing else there (spans stay local, metrics off), and the traces' endpoint alone keeps logs local."""
     config = TelemetryConfig.from_env({"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://127.0.0.1:4318/custom/logs",
                                        "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "team=core"})
     assert config.logs_exporters == ("otlp",)
+    assert (config.traces_exporters, config.metrics_exporters) == (("local",), ())
+    traces_only = TelemetryConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
+    assert (traces_only.traces_exporters, traces_only.logs_exporters) == (("otlp",), ("local",))
     assert config.otlp_logs.endpoint == "http://127.0.0.1:4318/custom/logs"
     assert config.otlp_logs.headers == (("team", "core"),)
     general = TelemetryConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})

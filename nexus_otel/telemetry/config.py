@@ -190,11 +190,15 @@ class TelemetryConfig:
             _check_non_negative_int(var, env.get(var))
         for prefix in ("OTEL_BSP", "OTEL_BLRP"):
             _check_batching(env, prefix)
-        has_endpoint = any(env.get(v, "").strip() for v in _ENDPOINT_VARS)
-        # With no endpoint, traces stay on this machine (``nexus-otel traces``).
+        # A signal goes to OTLP by default once the general endpoint or its own is set: a logs endpoint alone
+        # sends log records there, not spans to an exporter's default of localhost:4318 (traces and metrics
+        # keep their older rule, where either one's endpoint sends both). With no endpoint, traces and logs
+        # stay on this machine (``nexus-otel traces``, ``nexus-otel logs``).
+        has_endpoint = any(env.get(v, "").strip() for v in _ENDPOINT_VARS[:3])
+        has_logs_endpoint = any(env.get(v, "").strip() for v in (_ENDPOINT_VARS[0], _ENDPOINT_VARS[3]))
         traces_default = "otlp" if has_endpoint else "local"
         metrics_default = "otlp" if has_endpoint else "none"
-        logs_default = "otlp" if has_endpoint else "local"
+        logs_default = "otlp" if has_logs_endpoint else "local"
         general_protocol = _choice(
             "OTEL_EXPORTER_OTLP_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
             PROTOCOLS, "http/protobuf",
