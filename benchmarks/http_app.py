@@ -45,10 +45,20 @@ def build_app(async_workflow: bool, work_ms: float = 0.0, hooks: int = HOOKS, sl
 
     app = Nexus("bench-http")
     app.add_plugin(BenchPlugin())
-    if os.environ.get("BENCH_REQUEST_LOG") == "1":  # benchmarks/logs_cost.py: two request-log records per request
+    request_log = os.environ.get("BENCH_REQUEST_LOG")  # benchmarks/logs_cost.py: two request-log records a request
+    if request_log in ("lines", "none"):
+        import logging
+        import sys
+
         from nexus_otel.plugins import RequestLoggerPlugin
 
-        app.add_plugin(RequestLoggerPlugin(output=None))
+        app.add_plugin(RequestLoggerPlugin(output=sys.stderr if request_log == "lines" else None))
+        if request_log == "none":
+            logging.getLogger("nexus_otel.requests").setLevel(logging.INFO)  # made whether or not lines are written
+    elif request_log == "sdk-floor":
+        from sdk_log_floor import SdkLogFloor
+
+        app.records.add(SdkLogFloor(os.environ["BENCH_SDK_LOG_ENDPOINT"]))
     if async_workflow:
         import asyncio
 
