@@ -13,7 +13,7 @@ import pytest
 
 from nexus_otel import Nexus
 from nexus_otel.exporters.outbox import WEBHOOK_SCOPE, Outbox, destination_scope
-from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
+from nexus_otel.plugins import DatabasePlugin, RequestLoggerPlugin, WebhookPlugin
 
 from .faults import LockedSQLite, SilentServer, closed_port_url
 from .served import Served, cli_env, nexus_otel
@@ -52,12 +52,14 @@ def _ids(receiver: WebhookReceiver) -> Counter:
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_stop_returns_within_its_timeout(tmp_path, fault):
-    """``app.stop(timeout=3)`` returns within 4 s; undelivered payloads stay queued; none is sent twice."""
+    """``app.stop(timeout=3)`` returns within 4 s; undelivered payloads stay queued; none is sent twice. The
+    request log's records go to the same OTLP endpoint (logs follow the general endpoint)."""
     with _destinations(fault, tmp_path) as (receiver, webhook_url, endpoint, lock):
         app = Nexus("faulty", environ=_environ(tmp_path, endpoint))
         webhook = WebhookPlugin(webhook_url, max_attempts=1000)
         app.add_plugin(webhook)
         app.add_plugin(DatabasePlugin())
+        app.add_plugin(RequestLoggerPlugin(output=None))
         app.register("ship", lambda inputs: {"shipped": inputs["n"]})
         if lock:
             lock()
@@ -78,11 +80,13 @@ def test_stop_returns_within_its_timeout(tmp_path, fault):
 
 
 def test_default_stop_is_bounded_with_everything_down(tmp_path, caplog):
-    """Receiver silent, audit DB locked, OTLP silent at once: the default ``stop()`` returns within 11 s."""
+    """Receiver silent, audit DB locked, OTLP silent (spans, metrics and the request log's records) at once: the
+    default ``stop()`` returns within 11 s."""
     with WebhookReceiver(hang=60) as receiver, SilentServer() as otlp:
         app = Nexus("down", environ=_environ(tmp_path, otlp.url))
         app.add_plugin(WebhookPlugin(receiver.url, max_attempts=1000))
         app.add_plugin(DatabasePlugin())
+        app.add_plugin(RequestLoggerPlugin(output=None))
         app.register("ship", lambda inputs: {"shipped": inputs["n"]})
         held = LockedSQLite(tmp_path / "data" / "audit.sqlite")
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import settings
 from .._version import __version__
+from ..deadline import call_within
 from ..errors import ConfigurationError
 from ..logs.correlation import LogCorrelation
 from ..logs.formatters import JsonFormatter, PlainFormatter
@@ -118,8 +119,11 @@ class RequestLoggerPlugin(NexusPlugin):
         self._flush_logs()
 
     def _flush_logs(self, timeout: float = 30.0) -> None:
-        if self.logger_provider is not None and timeout > 0:
-            self.logger_provider.force_flush(int(timeout * 1000))
+        """Export the log records made so far, for at most ``timeout`` seconds: the SDK's batch processor
+        exports on the caller's thread and retries a silent endpoint well past the timeout it is given."""
+        provider = self.logger_provider
+        if provider is not None and timeout > 0:
+            call_within(lambda: provider.force_flush(int(timeout * 1000)), timeout, "request log export")
 
     def teardown(self) -> None:
         if self.processor is not None:
