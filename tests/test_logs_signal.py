@@ -388,7 +388,7 @@ def test_logging_configured_after_the_app_started_still_takes_effect():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
-        "INFO ['LoggingHandler', 'StreamHandler']", "True", "True ['configured late']"]
+        "INFO ['StreamHandler', '_CaptureHandler']", "True", "True ['configured late']"]
 
 
 def test_log_records_go_over_grpc_when_the_protocol_says_so(tmp_path, shop_logger):
@@ -426,3 +426,39 @@ def test_a_logger_provider_passed_to_the_app_is_used_and_not_shut_down(tmp_path,
     bodies = [r.log_record.body for r in exporter.get_finished_logs()]
     assert bodies == ["paid with password=hunter2hunter2", "the provider still takes records"], bodies
     assert not list(tmp_path.glob("logs*.jsonl"))
+
+
+def test_log_correlations_ids_are_not_repeated_as_attributes(shop_logger):
+    """With LogCorrelation on (``trace_id``/``span_id`` on every record), a captured record carries its ids as its
+    context only, not again as attributes (a backend would let them shadow its fields); the record the user's own
+    handlers format keeps them."""
+    from nexus_otel.logs import LogCorrelation
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    shop_logger.addHandler(keep)
+    capture = CapturedTelemetry(capture_logs=True)
+    app = capture.app("captured")
+    app.register("work", lambda inputs: shop_logger.info("inside"))
+    LogCorrelation.acquire()
+    try:
+        app.start()
+        app.execute_workflow("work", {})
+        shop_logger.info("outside")  # no span: the extras are None, and are not sent either
+    finally:
+        LogCorrelation.release()
+        shop_logger.removeHandler(keep)
+        app.stop()
+        capture.shutdown()
+    (inside,) = [r for r in capture.logs if r.log_record.body == "inside"]
+    (outside,) = [r for r in capture.logs if r.log_record.body == "outside"]
+    (span,) = [s for s in capture.spans if s.name == "workflow work"]
+    assert inside.log_record.span_id == span.context.span_id and inside.log_record.trace_id == span.context.trace_id
+    for record in (inside, outside):
+        assert "trace_id" not in record.log_record.attributes and "span_id" not in record.log_record.attributes
+    assert seen[0].span_id == f"{span.context.span_id:016x}"  # the user's handlers still see them

@@ -35,6 +35,7 @@ exported. The wrappers stay (they do nothing while no handler is installed).
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import logging.config
@@ -46,6 +47,7 @@ from opentelemetry._logs import Logger as APILogger
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import NoOpLogger
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.trace import get_current_span
 
 log = logging.getLogger("nexus_otel.logs")
 
@@ -100,6 +102,33 @@ class _SkipOwn(logging.Filter):
         return not getattr(record, SKIP_ATTRIBUTE, False)
 
 
+class _CaptureHandler(LoggingHandler):
+    """OpenTelemetry's handler, minus the ``trace_id`` / ``span_id`` extras of :class:`~nexus_otel.logs.LogCorrelation`.
+
+    The handler turns every extra field of a record into an attribute. Those two repeat the
+    context the record already carries (its trace and span ids), and a backend that files
+    attributes beside the record's own fields (VictoriaLogs does) lets the attribute shadow the
+    field; a Collector masking card-number-shaped values then masks an all-digit span id. So a
+    record whose extras repeat its context is handed over as a copy without them (the record
+    itself, which the application's other handlers format, keeps them).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        trace_id = getattr(record, "trace_id", _ABSENT)
+        span_id = getattr(record, "span_id", _ABSENT)
+        if trace_id is not _ABSENT or span_id is not _ABSENT:
+            ctx = get_current_span().get_span_context()
+            current = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") if ctx.is_valid else (None, None)
+            if (trace_id, span_id) == current:
+                record = copy.copy(record)
+                for name in ("trace_id", "span_id"):
+                    record.__dict__.pop(name, None)
+        super().emit(record)
+
+
+_ABSENT = object()
+
+
 class _LatestProvider(APILoggerProvider):
     """The logger provider of the latest hold: what the one handler asks for loggers."""
 
@@ -145,7 +174,7 @@ class _ProcessCapture:
                              "none, so logging records are exported once, by that handler",
                              type(theirs[0]).__name__)
                     return False
-                handler = LoggingHandler(level=logging.NOTSET, logger_provider=_LatestProvider(self))
+                handler = _CaptureHandler(level=logging.NOTSET, logger_provider=_LatestProvider(self))
                 handler.addFilter(_SkipOwn())
                 root.addHandler(handler)
                 self.handler = handler
