@@ -19,6 +19,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .deploy_servers import REPO, require_binary
 
 JAEGER_UI = "http://127.0.0.1:16686"
@@ -56,34 +58,47 @@ def _run_literally(script: str, tmp_path: Path, timeout: float = 300) -> subproc
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(tmp_path):
+FAILED_CHECKOUT = "=== docs/deploy.md section 3: a failed checkout"
+BY_HAND = "=== docs/deploy.md: a log record by hand"
+
+
+@pytest.fixture(scope="module")
+def deploy_docs_run(tmp_path_factory):
+    """docs/deploy.md's blocks on one stack, in the order a reader runs them: section 1 (from nothing to a trace in
+    Jaeger), section 3's failed checkout read back from VictoriaLogs, and the log record sent by hand. One stack
+    start for the three (each start is the Collector, Jaeger, VictoriaLogs and Prometheus)."""
     require_binary("otelcol")
     require_binary("jaeger")
-    section = _section((REPO / "docs" / "deploy.md").read_text(),
-                       "### Without Docker, from nothing to a trace in Jaeger")
-    blocks = _bash_blocks(section)
-    assert len(blocks) == 2 and blocks[0].startswith("bash scripts/stack.sh up"), blocks
-    result = _run_literally("\n".join(blocks), tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Jaeger UI        http://127.0.0.1:16686" in result.stdout
-    assert "VictoriaLogs     http://127.0.0.1:9428/select/vmui" in result.stdout
-    # The last command lists the operations of the traces Jaeger has for the service.
-    operations = set(re.findall(r'"operationName":"([^"]*)"', result.stdout))
-    assert {"POST /workflows/{name}", "workflow checkout"} <= operations, result.stdout[-3000:]
-
-
-def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(tmp_path):
-    """Section 1's stack and app, then section 3's block: the request log's two records and the workflow's own
-    logging record, found by the trace id."""
-    require_binary("otelcol")
     require_binary("victorialogs")
     text = (REPO / "docs" / "deploy.md").read_text()
-    start = _bash_blocks(_section(text, "### Without Docker, from nothing to a trace in Jaeger"))[0]
-    query = _bash_blocks(_section(text, "## 3. Log records in VictoriaLogs"))[0]
-    result = _run_literally(f"{start}\n{query}", tmp_path)
+    first = _bash_blocks(_section(text, "### Without Docker, from nothing to a trace in Jaeger"))
+    assert len(first) == 2 and first[0].startswith("bash scripts/stack.sh up"), first
+    (query,) = _bash_blocks(_section(text, "## 3. Log records in VictoriaLogs"))[:1]
+    (by_hand,) = _bash_blocks(_section(text, "### A log record through the stack, by hand"))
+    script = "\n".join([*first, f"echo '{FAILED_CHECKOUT}'", query, f"echo '{BY_HAND}'", by_hand])
+    result = _run_literally(script, tmp_path_factory.mktemp("deploy-docs"))
     assert result.returncode == 0, result.stderr[-3000:]
+    before, rest = result.stdout.split(FAILED_CHECKOUT, 1)
+    checkout, hand = rest.split(BY_HAND, 1)
+    return {"section 1": before, "failed checkout": checkout, "by hand": hand}
+
+
+def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(deploy_docs_run):
+    """Section 1 starts the stack and the demo app and lists the operations of the traces Jaeger has."""
+    out = deploy_docs_run["section 1"]
+    assert "Jaeger UI        http://127.0.0.1:16686" in out
+    assert "VictoriaLogs     http://127.0.0.1:9428/select/vmui" in out
+    # The last command lists the operations of the traces Jaeger has for the service.
+    operations = set(re.findall(r'"operationName":"([^"]*)"', out))
+    assert {"POST /workflows/{name}", "workflow checkout"} <= operations, out[-3000:]
+
+
+def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(deploy_docs_run):
+    """Section 3's block, with section 1's stack and app: the request log's two records and the workflow's own
+    logging record, found by the trace id."""
+    out = deploy_docs_run["failed checkout"]
     # Section 1's curls print their answers without a newline: the record is the end of a line.
-    records = {r["_msg"]: r for r in (json.loads(found) for found in re.findall(r'\{"_msg".*$', result.stdout, re.M))}
+    records = {r["_msg"]: r for r in (json.loads(found) for found in re.findall(r'\{"_msg".*$', out, re.M))}
     assert set(records) == {"workflow started", "workflow failed", "checkout refused: B2 is out of stock"}, records
     record = records["checkout refused: B2 is out of stock"]
     assert (record["service.name"], record["severity_text"], record["scope.name"]) == (
@@ -95,15 +110,9 @@ def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(tmp_path
     assert failed["span_id"] == record["span_id"]  # the request log names the workflow span too
 
 
-def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(tmp_path):
+def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(deploy_docs_run):
     """The docs' curl sends a log record to the stack's Collector; VictoriaLogs returns it by trace id, masked."""
-    require_binary("otelcol")
-    require_binary("victorialogs")
-    section = _section((REPO / "docs" / "deploy.md").read_text(), "### A log record through the stack, by hand")
-    (block,) = _bash_blocks(section)
-    result = _run_literally(f"bash scripts/stack.sh up\n{block}", tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    (line,) = [line for line in deploy_docs_run["by hand"].splitlines() if line.startswith("{")]
     record = json.loads(line)
     assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]), record
     assert record["_msg"] == "charge retried with ****", record
