@@ -319,3 +319,50 @@ def test_healthz_json_is_ok_while_the_outbox_is_writable(tmp_path):
     with BackgroundServer(app) as url:
         response = httpx.get(f"{url}/healthz", timeout=10)
     assert response.status_code == 200 and json.loads(response.text)["status"] == "ok"
+
+
+def _log_outcomes(app: Nexus) -> dict[str, float]:
+    """``nexus_telemetry_log_records_total{exporter="local"}`` by outcome, from the app's own /metrics text."""
+    text = app.telemetry.prometheus_exposition()[0].decode()
+    found = re.findall(r'nexus_telemetry_log_records_total\{[^}]*exporter="local"[^}]*outcome="(\w+)"[^}]*\} (\S+)',
+                       text)
+    return {outcome: float(value) for outcome, value in found}
+
+
+def test_a_full_disk_under_the_local_log_store_costs_workflows_nothing_and_is_counted(small_disk, caplog):
+    """The local log store on a full disk: every execution completes, the lost records are counted as failed (the
+    store's own error lines are not captured back into it), and records are written again once space returns."""
+    from nexus_otel.exporters.local_logs import read_logs
+    from nexus_otel.plugins import RequestLoggerPlugin
+
+    data = small_disk / "data"
+    app = Nexus("full-logs", environ={"NEXUS_OTEL_DATA_DIR": str(data), "OTEL_TRACES_EXPORTER": "none",
+                                      "OTEL_LOGS_EXPORTER": "local", "OTEL_BLRP_SCHEDULE_DELAY": "50"})
+    plugin = RequestLoggerPlugin(output=None)
+    app.add_plugin(plugin)
+    shop = logging.getLogger("shop.full-disk")
+    shop.setLevel(logging.INFO)
+    app.register("ship", lambda inputs: shop.info("shipping %s", inputs["n"]) or inputs["n"])
+    app.start()
+    try:
+        ballast = small_disk_tools.fill(small_disk)
+        for n in range(50):
+            assert app.execute_workflow("ship", {"n": n}) == n
+        plugin.flush()
+        app.telemetry.force_flush()
+        full = _log_outcomes(app)
+        errors = [r for r in caplog.records if r.name == "nexus_otel.exporters.local_logs"]
+        ballast.unlink()
+        for n in range(50, 60):
+            app.execute_workflow("ship", {"n": n})
+        plugin.flush()
+        app.telemetry.force_flush()
+        after = _log_outcomes(app)
+    finally:
+        app.stop()
+    assert full["failed"] >= 150 and full.get("exported", 0) == 0, full  # 3 records an execution, none written
+    assert 0 < len(errors) <= full["failed"], "one error line per failed batch at most"
+    assert after["exported"] >= 30, after
+    stored = [line.body for line in read_logs(data)]
+    assert "shipping 59" in stored and "shipping 10" not in stored
+    assert not [line for line in stored if "cannot write" in line], "the store's own errors went into the store"
