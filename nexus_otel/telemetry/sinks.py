@@ -75,6 +75,15 @@ def otlp_options(target: OtlpTarget, protocol: str) -> dict[str, Any]:
     return options
 
 
+def _encoder(config: TelemetryConfig, encoder: str | None) -> str:
+    """``encoder`` checked (``fast`` or ``stock``), or the configuration's when None."""
+    if encoder is None:
+        return config.otlp_encoder
+    if encoder not in OTLP_ENCODERS:
+        raise ConfigurationError(OTLP_ENCODER, encoder, "one of " + ", ".join(OTLP_ENCODERS))
+    return encoder
+
+
 def otlp_span_exporter(config: TelemetryConfig, encoder: str | None = None) -> SpanExporter:
     """The real OTLP span exporter ``config`` asks for (``grpc`` or ``http/protobuf``, its endpoint and options).
 
@@ -83,11 +92,7 @@ def otlp_span_exporter(config: TelemetryConfig, encoder: str | None = None) -> S
     """
     protocol = config.traces_protocol
     options = otlp_options(config.otlp_traces, protocol)
-    if encoder is None:
-        encoder = config.otlp_encoder
-    elif encoder not in OTLP_ENCODERS:
-        raise ConfigurationError(OTLP_ENCODER, encoder, "one of " + ", ".join(OTLP_ENCODERS))
-    if encoder == "fast":
+    if _encoder(config, encoder) == "fast":
         from ..exporters.otlp_exporters import OTLPGrpcSpanExporter, OTLPHttpSpanExporter, UnsupportedExporterVersion
 
         try:
@@ -160,11 +165,7 @@ def otlp_log_exporter(config: TelemetryConfig, encoder: str | None = None) -> Lo
     None takes the configuration's (``NEXUS_OTEL_OTLP_ENCODER``).
     """
     options = otlp_options(config.otlp_logs, config.logs_protocol)
-    if encoder is None:
-        encoder = config.otlp_encoder
-    elif encoder not in OTLP_ENCODERS:
-        raise ConfigurationError(OTLP_ENCODER, encoder, "one of " + ", ".join(OTLP_ENCODERS))
-    if encoder == "fast":
+    if _encoder(config, encoder) == "fast":
         from ..exporters.otlp_exporters import OTLPGrpcLogExporter, OTLPHttpLogExporter, UnsupportedExporterVersion
 
         try:
