@@ -87,12 +87,14 @@ _SIGNAL_PATH = re.compile(r"/v1/(traces|metrics|logs)/?$")
 _DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = ("true",)
 _FALSE = ("false", "")
-_ENDPOINT_VARS = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+_GENERAL_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+_TRACES_METRICS_ENDPOINTS = (
+    _GENERAL_ENDPOINT, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
 )
+"""Any of these sends traces and metrics over OTLP by default."""
+_LOGS_ENDPOINTS = (_GENERAL_ENDPOINT, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+"""Either of these sends log records over OTLP by default."""
+_ENDPOINT_VARS = (*_TRACES_METRICS_ENDPOINTS, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
 _NON_NEGATIVE_INT_VARS = (
     "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT",
     "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
@@ -194,8 +196,8 @@ class TelemetryConfig:
         # sends log records there, not spans to an exporter's default of localhost:4318 (traces and metrics
         # keep their older rule, where either one's endpoint sends both). With no endpoint, traces and logs
         # stay on this machine (``nexus-otel traces``, ``nexus-otel logs``).
-        has_endpoint = any(env.get(v, "").strip() for v in _ENDPOINT_VARS[:3])
-        has_logs_endpoint = any(env.get(v, "").strip() for v in (_ENDPOINT_VARS[0], _ENDPOINT_VARS[3]))
+        has_endpoint = any(env.get(v, "").strip() for v in _TRACES_METRICS_ENDPOINTS)
+        has_logs_endpoint = any(env.get(v, "").strip() for v in _LOGS_ENDPOINTS)
         traces_default = "otlp" if has_endpoint else "local"
         metrics_default = "otlp" if has_endpoint else "none"
         logs_default = "otlp" if has_logs_endpoint else "local"
