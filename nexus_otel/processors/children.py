@@ -1,7 +1,8 @@
-"""The span processors a processor passes spans on to: read on every span without a lock, changed under one.
+"""The processors a processor passes spans or log records on to: read on every item without a lock, changed under one.
 
-:class:`Children` holds them; :class:`WrappingSpanProcessor` is the base of a
-processor that passes spans on to its children (redaction, tail sampling).
+:class:`Children` holds them; :class:`Wrapping` is the base of a processor that
+passes spans or log records on to its children (:class:`WrappingSpanProcessor`:
+span redaction, tail sampling; log redaction).
 """
 
 from __future__ import annotations
@@ -65,20 +66,24 @@ class Children(Generic[P]):
             child.shutdown()
 
 
-class WrappingSpanProcessor(SpanProcessor):
-    """A span processor in front of others (its ``children``), which it passes what it lets through."""
+class Wrapping(Generic[P]):
+    """What a processor in front of others has: its ``children``, to which it passes what it lets through."""
 
-    def __init__(self, children: Iterable[SpanProcessor] = ()) -> None:
-        self._children: Children[SpanProcessor] = Children(children)
+    def __init__(self, children: Iterable[P] = ()) -> None:
+        self._children: Children[P] = Children(children)
 
     @property
-    def children(self) -> tuple[SpanProcessor, ...]:
+    def children(self) -> tuple[P, ...]:
         return self._children.items
 
-    def add(self, processor: SpanProcessor) -> None:
-        """Add a processor behind this one: it sees the spans this one passes on."""
+    def add(self, processor: P) -> None:
+        """Add a processor behind this one: it sees what this one passes on."""
         self._children.add(processor)
 
-    def remove(self, processor: SpanProcessor) -> bool:
+    def remove(self, processor: P) -> bool:
         """Take a processor out (it is flushed and shut down); false if it was not here."""
         return self._children.remove(processor)
+
+
+class WrappingSpanProcessor(Wrapping[SpanProcessor], SpanProcessor):
+    """A span processor in front of others (its ``children``), which it passes the spans it lets through."""

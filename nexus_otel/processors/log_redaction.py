@@ -32,7 +32,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 from ..redaction import KEY_ALLOWED, KEY_AWS, KEY_MASKED, MASK, Redactor
 from ..secret_patterns import card_number
-from .children import Children
+from .children import Wrapping
 from .span_redaction import OWN_ATTRIBUTES, PRE_REDACTED
 
 # Free text (as a span's exception event): bounded like a body, not like a short attribute.
@@ -41,7 +41,7 @@ BODY = "body"
 """The path the redactor's callback sees for a record's body."""
 
 
-class RedactingLogRecordProcessor(LogRecordProcessor):
+class RedactingLogRecordProcessor(Wrapping[LogRecordProcessor], LogRecordProcessor):
     """Wraps the sink processors: ``RedactingLogRecordProcessor(redactor, [BatchLogRecordProcessor(exporter)])``.
 
     ``max_length`` is the configured value length limit (None: the redactor's own bounds).
@@ -49,23 +49,10 @@ class RedactingLogRecordProcessor(LogRecordProcessor):
 
     def __init__(self, redactor: Redactor | None = None, children: Iterable[LogRecordProcessor] = (),
                  *, max_length: int | None = None) -> None:
+        super().__init__(children)
         self.redactor = redactor or Redactor()
         self.max_length = max_length
-        self._children: Children[LogRecordProcessor] = Children(children)
         self._shutdown = False
-
-    # -- children (copy on write: read on every record without a lock) ----------------------
-    @property
-    def children(self) -> tuple[LogRecordProcessor, ...]:
-        return self._children.items
-
-    def add(self, processor: LogRecordProcessor) -> None:
-        """Add a processor behind this one: it sees the records this one passes on, scrubbed."""
-        self._children.add(processor)
-
-    def remove(self, processor: LogRecordProcessor) -> bool:
-        """Take a processor out, flush it and shut it down; false if it was not here."""
-        return self._children.remove(processor)
 
     # -- LogRecordProcessor ------------------------------------------------------------------
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
