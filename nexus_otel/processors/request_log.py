@@ -13,10 +13,13 @@ in batches (``linger``, 50 ms), so it does not wake for every record. The queue
 is bounded (``max_queued``): when handlers fall behind, workflows wait for room
 (back-pressure) rather than records being dropped.
 
-One level rule for both outputs: the ``logging`` logger's level. Each
-``logging`` record carries ``nexus_request_log = True``, so a handler that
-brings ``logging`` records into the logs signal skips it (the log record is
-already there) and no record is exported twice.
+Which records are made: the processor's ``level`` decides what becomes an
+OpenTelemetry log record, a level set on the ``logging`` logger itself quiets
+both outputs, and a level the logger only inherits governs the ``logging``
+lines alone (see ``docs/logs.md``). Each ``logging`` record carries
+``nexus_request_log = True``, so a handler that brings ``logging`` records
+into the logs signal skips it (the log record is already there) and no record
+is exported twice.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ class RequestLogProcessor(RecordProcessor):
     def on_end(self, record: ExecutionRecord) -> None:
         if self._stopped:
             return
-        level = logging.WARNING if record.failed and self.level < logging.WARNING else self.level
+        level = self._level(record)
         if not (self._exports(level) or self.logger.isEnabledFor(level)):
             return
         self._put(record)
