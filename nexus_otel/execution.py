@@ -104,6 +104,7 @@ class Executor:
         self._runner = runner
         self._redactor = redactor
         self._record_inputs = record_inputs
+        self._gen_ai = telemetry.config.gen_ai_semconv  # the GenAI conventions' invoke_workflow span, opted in
         self._sync_chain: Next = _sync_terminal
         self._async_chain: AsyncNext = _async_terminal
         # Workflow ids need to be unique, not secret: a seeded PRNG, no system call per execution.
@@ -183,7 +184,12 @@ class Executor:
         inputs_attr = self._inputs_attr(inputs)
         if inputs_attr is not None:
             attributes[c.WORKFLOW_INPUTS] = inputs_attr
-        span = self._tracer.start_span(workflow.span_name, kind=kind, attributes=attributes)
+        span_name = workflow.span_name
+        if self._gen_ai:
+            attributes[c.GEN_AI_OPERATION_NAME] = c.GEN_AI_INVOKE_WORKFLOW
+            attributes[c.GEN_AI_WORKFLOW_NAME] = workflow.name
+            span_name = c.GEN_AI_WORKFLOW_SPAN.format(workflow=workflow.name)
+        span = self._tracer.start_span(span_name, kind=kind, attributes=attributes)
         token = context_api.attach(trace_api.set_span_in_context(span))
         ctx: SpanContext | None = span.get_span_context()
         sampled = False

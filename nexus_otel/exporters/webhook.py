@@ -33,6 +33,7 @@ from opentelemetry.metrics import Meter
 from standardwebhooks.webhooks import Webhook
 
 from .. import fastjson
+from ..baggage import header_value
 from ..records import ExecutionRecord
 from .delivery import NOT_ATTEMPTED, OK, Outcome, RetryPolicy
 from .destination_metrics import observe_destinations
@@ -60,8 +61,11 @@ ATTEMPT_RESULTS = ("delivered", "rejected", "overloaded", "server_error", "conne
 
 
 def payload_of(record: ExecutionRecord) -> dict[str, Any]:
-    """The JSON body: Kailash Nexus's plugin API's fields (workflow, status, duration, timestamp) and more."""
-    return {
+    """The JSON body: Kailash Nexus's plugin API's fields (workflow, status, duration, timestamp) and more.
+
+    ``baggage`` (the listed keys of the baggage the execution came with) is there when it had any.
+    """
+    payload: dict[str, Any] = {
         "type": f"workflow.{record.status}",
         "workflow": record.workflow,
         "status": record.status,
@@ -74,6 +78,9 @@ def payload_of(record: ExecutionRecord) -> dict[str, Any]:
         "session_id": record.session_id,
         "channel": record.channel,
     }
+    if record.baggage:
+        payload["baggage"] = record.baggage
+    return payload
 
 
 def body_of(stored: Any) -> dict[str, Any]:
@@ -217,13 +224,19 @@ class WebhookExporter(OutboxExporter):
 
     def _request(self, message: Message, deadline: float | None) -> Post:
         """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``."""
-        body = fastjson.dumpb(body_of(message.payload))
+        payload = body_of(message.payload)
+        body = fastjson.dumpb(payload)
         now = _dt.datetime.now(_dt.timezone.utc)
         headers = {
             **self._headers,
             "webhook-id": message.message_id,
             "webhook-timestamp": str(int(now.timestamp())),
         }
+        baggage = payload.get("baggage")
+        if baggage:  # the listed keys only (NEXUS_OTEL_BAGGAGE_KEYS), as the record holds them
+            value = header_value(baggage)
+            if value:
+                headers["baggage"] = value
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(message.message_id, now, body.decode("utf-8"))
         return Post(message.destination, body, headers, self.timeout, not_after=deadline)

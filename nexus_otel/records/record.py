@@ -48,6 +48,8 @@ class ExecutionRecord:
     inputs: str | None = None
     """The inputs as redacted JSON, when the app records inputs."""
     cache_hit: bool | None = None
+    baggage: dict[str, str] | None = None
+    """The listed keys of the W3C baggage the execution came with (``NEXUS_OTEL_BAGGAGE_KEYS``), redacted."""
 
     @property
     def failed(self) -> bool:
@@ -99,6 +101,8 @@ class ExecutionRecord:
         }
         if self.cache_hit is not None:
             out["cache_hit"] = self.cache_hit
+        if self.baggage:
+            out["baggage"] = self.baggage
         return out
 
 

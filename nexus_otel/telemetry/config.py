@@ -53,7 +53,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -81,6 +81,17 @@ OTLP_ENCODER = "NEXUS_OTEL_OTLP_ENCODER"
 OTLP_ENCODERS = ("fast", "stock")
 WORKERS = "NEXUS_OTEL_WORKERS"
 WORKERS_DIR = "NEXUS_OTEL_WORKERS_DIR"
+BAGGAGE_KEYS = "NEXUS_OTEL_BAGGAGE_KEYS"
+BAGGAGE_METRIC_KEYS = "NEXUS_OTEL_BAGGAGE_METRIC_KEYS"
+DELIVERY_SPANS = "NEXUS_OTEL_DELIVERY_SPANS"
+UNTRACED_HOOKS = "NEXUS_OTEL_UNTRACED_HOOKS"
+WORKFLOW_SAMPLING = "NEXUS_OTEL_WORKFLOW_SAMPLING"
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+GEN_AI_OPT_IN = "gen_ai_latest_experimental"
+"""The ``OTEL_SEMCONV_STABILITY_OPT_IN`` value that adds the GenAI conventions to workflow spans."""
+DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
+_BAGGAGE_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A W3C baggage key: an RFC 7230 token."""
 TEMPORALITIES = ("cumulative", "delta", "lowmemory")
 COMPRESSIONS = ("gzip", "deflate", "none")
 _SIGNAL_PATH = re.compile(r"/v1/(traces|metrics|logs)/?$")
@@ -179,6 +190,23 @@ class TelemetryConfig:
     """``OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (else ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``): bodies and
     string attributes are cut to it after redaction; None: the redactor's own bounds."""
     blrp_schedule_delay_ms: int | None = None
+    propagators: tuple[str, ...] = DEFAULT_PROPAGATORS
+    """``OTEL_PROPAGATORS``: the propagators' names, in order (default ``tracecontext,baggage``; ``none``: ())."""
+    baggage_keys: tuple[str, ...] = ()
+    """``NEXUS_OTEL_BAGGAGE_KEYS``: baggage copied onto the workflow span, its record and logs, and sent on."""
+    baggage_metric_keys: tuple[str, ...] = ()
+    """``NEXUS_OTEL_BAGGAGE_METRIC_KEYS``: those of ``baggage_keys`` also put on the workflow metrics."""
+    delivery_spans: bool = True
+    """``NEXUS_OTEL_DELIVERY_SPANS``: a span per webhook attempt and audit batch, linked to its executions."""
+    untraced_hooks: tuple[str, ...] = ()
+    """``NEXUS_OTEL_UNTRACED_HOOKS``: ``plugin`` or ``plugin:event`` entries (``*`` for any) whose hooks get
+    no span (their timing metrics stay)."""
+    workflow_sampling: tuple[tuple[str, float], ...] = ()
+    """``NEXUS_OTEL_WORKFLOW_SAMPLING``: ``workflow=ratio`` pairs, the head sampling ratio of that workflow's
+    new traces."""
+    gen_ai_semconv: bool = False
+    """``OTEL_SEMCONV_STABILITY_OPT_IN`` holds ``gen_ai_latest_experimental``: workflow spans carry the GenAI
+    conventions' ``invoke_workflow`` attributes."""
     """``OTEL_BLRP_SCHEDULE_DELAY`` if set: the local store's log batches wait that long (else half a second)."""
 
     @classmethod
@@ -212,6 +240,9 @@ class TelemetryConfig:
                                    env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), PROTOCOLS, general_protocol)
         logs_protocol = _choice("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"),
                                 PROTOCOLS, general_protocol)
+        baggage_keys = baggage_key_list(BAGGAGE_KEYS, env.get(BAGGAGE_KEYS))
+        metric_keys = baggage_key_list(BAGGAGE_METRIC_KEYS, env.get(BAGGAGE_METRIC_KEYS))
+        check_metric_keys(BAGGAGE_METRIC_KEYS, metric_keys, baggage_keys)
         return cls(
             sdk_disabled=_bool("OTEL_SDK_DISABLED", env.get("OTEL_SDK_DISABLED")),
             service_name=service_name,
@@ -253,6 +284,13 @@ class TelemetryConfig:
             logrecord_attribute_value_length_limit=_limit(
                 env, "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
             blrp_schedule_delay_ms=_positive_int(env, "OTEL_BLRP_SCHEDULE_DELAY", 0) or None,
+            propagators=_propagators(env.get("OTEL_PROPAGATORS")),
+            baggage_keys=baggage_keys,
+            baggage_metric_keys=metric_keys,
+            delivery_spans=_bool(DELIVERY_SPANS, env.get(DELIVERY_SPANS) or "true"),
+            untraced_hooks=untraced_hooks(UNTRACED_HOOKS, env.get(UNTRACED_HOOKS)),
+            workflow_sampling=workflow_sampling(WORKFLOW_SAMPLING, env.get(WORKFLOW_SAMPLING)),
+            gen_ai_semconv=GEN_AI_OPT_IN in _names(env.get(SEMCONV_OPT_IN)),
         )
 
 
@@ -300,6 +338,79 @@ def _otlp_target(env: Mapping[str, str], signal: str, protocol: str) -> OtlpTarg
         headers=headers,
         compression=compression[1].lower() if compression is not None else None,
     )
+
+
+def _names(raw: str | None) -> list[str]:
+    """A comma-separated list, each name stripped, empty ones dropped."""
+    return [n.strip() for n in (raw or "").split(",") if n.strip()]
+
+
+def _propagators(raw: str | None) -> tuple[str, ...]:
+    """``OTEL_PROPAGATORS``: names in order, ``none`` alone for none; unset or empty is the default.
+
+    The names are checked against the installed propagators where the providers are built.
+    """
+    names = [n.lower() for n in _names(raw)]
+    if not names:
+        return DEFAULT_PROPAGATORS
+    if "none" in names:
+        if len(names) > 1:
+            raise ConfigurationError("OTEL_PROPAGATORS", raw, '"none" alone, or a list without it')
+        return ()
+    return tuple(dict.fromkeys(names))
+
+
+def baggage_key_list(setting: str, raw: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Baggage keys from a comma-separated string (or a list of keys); each must be a W3C baggage key."""
+    names = _names(raw) if isinstance(raw, str) or raw is None else [str(k).strip() for k in raw]
+    for name in names:
+        if not _BAGGAGE_KEY.fullmatch(name):
+            raise ConfigurationError(setting, raw, f"baggage keys (W3C tokens: letters, digits, !#$%&'*+-.^_`|~); "
+                                                   f"{name!r} is not one")
+    return tuple(dict.fromkeys(names))
+
+
+def check_metric_keys(setting: str, metric_keys: tuple[str, ...], keys: tuple[str, ...]) -> None:
+    """Keys put on metrics must be among the baggage keys copied at all (a metric label is a copy too)."""
+    missing = [k for k in metric_keys if k not in keys]
+    if missing:
+        raise ConfigurationError(setting, ",".join(metric_keys),
+                                 f"keys also listed as baggage keys ({', '.join(missing)} is not)")
+
+
+def untraced_hooks(setting: str, raw: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``plugin`` or ``plugin:event`` entries; ``*`` stands for any plugin or any event."""
+    entries = _names(raw) if isinstance(raw, str) or raw is None else [str(e).strip() for e in raw]
+    for entry in entries:
+        plugin, _, event = entry.partition(":")
+        if not plugin.strip() or (":" in entry and not event.strip()):
+            raise ConfigurationError(setting, raw, f'"plugin" or "plugin:event" entries ({entry!r} is neither)')
+    return tuple(dict.fromkeys(entries))
+
+
+def workflow_sampling(setting: str, raw: str | Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
+    """``workflow=ratio`` pairs (or a mapping), each ratio from 0 to 1."""
+    if raw is None:
+        return ()
+    pairs: list[tuple[str, object]] = []
+    if isinstance(raw, str):
+        for item in _names(raw):
+            name, eq, text = item.rpartition("=")
+            if not eq or not name.strip():
+                raise ConfigurationError(setting, raw, f'"workflow=ratio" pairs ({item!r} is not one)')
+            pairs.append((name.strip(), text.strip()))
+    else:
+        pairs = list(raw.items())
+    out: dict[str, float] = {}
+    for name, ratio in pairs:
+        try:
+            value = float(ratio)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if not 0.0 <= value <= 1.0:
+            raise ConfigurationError(setting, raw, f"ratios from 0 to 1 ({name}={ratio!r} is not)")
+        out[str(name)] = value
+    return tuple(out.items())
 
 
 def _bool(var: str, raw: str | None) -> bool:

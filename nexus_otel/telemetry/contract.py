@@ -20,6 +20,9 @@ APP_START_SPAN = "nexus start"
 APP_STOP_SPAN = "nexus stop"
 NODE_SPAN = "node {node}"
 """A Kailash node's execution inside a workflow span (``nexus_otel.kailash``)."""
+GEN_AI_WORKFLOW_SPAN = "invoke_workflow {workflow}"
+"""The workflow span's name under ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`` (the GenAI
+conventions' "invoke workflow" span)."""
 
 # Span attributes.
 WORKFLOW_NAME = "nexus.workflow.name"
@@ -38,6 +41,10 @@ NODE_TYPE = "nexus.node.type"
 NODE_STATUS = "nexus.node.status"
 """``completed`` or ``failed``."""
 KAILASH_RUN_ID = "kailash.run_id"
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_INVOKE_WORKFLOW = "invoke_workflow"
+GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
+"""On the workflow span with the GenAI opt-in (``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``)."""
 
 # Log records (the request log as OpenTelemetry log records: ``docs/logs.md``).
 REQUEST_LOG_SCOPE = "nexus_otel.requests"
