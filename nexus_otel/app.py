@@ -54,6 +54,11 @@ class Nexus:
     Every execution gives one record to each of ``app.records``' processors
     (audit, webhooks, request log, ``MetricsPlugin``), whatever the trace
     sampling; traces are sampled, in-process with ``tail_sampling=TailSampling(...)``.
+
+    ``baggage_keys``, ``baggage_metric_keys``, ``untraced_hooks``, ``workflow_sampling`` and
+    ``delivery_spans`` are the app's own values of ``NEXUS_OTEL_BAGGAGE_KEYS``,
+    ``NEXUS_OTEL_BAGGAGE_METRIC_KEYS``, ``NEXUS_OTEL_UNTRACED_HOOKS``, ``NEXUS_OTEL_WORKFLOW_SAMPLING`` and
+    ``NEXUS_OTEL_DELIVERY_SPANS``; given, they win over the variable (see the README's configuration).
     """
 
     def __init__(
@@ -68,15 +73,25 @@ class Nexus:
         redactor: Redactor | None = None,
         environ: Mapping[str, str] | None = None,
         tail_sampling: TailSampling | None = None,
+        baggage_keys: list[str] | None = None,
+        baggage_metric_keys: list[str] | None = None,
+        untraced_hooks: list[str] | None = None,
+        workflow_sampling: Mapping[str, float] | None = None,
+        delivery_spans: bool | None = None,
     ) -> None:
         self.name = name
-        if telemetry is not None and tail_sampling is not None:
-            raise ConfigurationError("tail_sampling", tail_sampling,
-                                     "None when telemetry= is given (pass it to that Telemetry instead)")
+        settings = {"baggage_keys": baggage_keys, "baggage_metric_keys": baggage_metric_keys,
+                    "untraced_hooks": untraced_hooks, "workflow_sampling": workflow_sampling,
+                    "delivery_spans": delivery_spans}
+        if telemetry is not None:
+            for setting, value in (("tail_sampling", tail_sampling), *settings.items()):
+                if value is not None:
+                    raise ConfigurationError(setting, value,
+                                             "None when telemetry= is given (pass it to that Telemetry instead)")
         self.telemetry = telemetry or Telemetry(
             name, tracer_provider=tracer_provider, meter_provider=meter_provider, logger_provider=logger_provider,
             environ=environ,
-            redactor=redactor, tail_sampling=tail_sampling,
+            redactor=redactor, tail_sampling=tail_sampling, settings=settings,
         )
         self.redactor = redactor or self.telemetry.redactor
         self.hooks = HookRegistry()

@@ -49,12 +49,14 @@ the server) in every worker's environment: each worker then gets its own
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from opentelemetry.sdk.trace import sampling
@@ -209,6 +211,10 @@ class TelemetryConfig:
     conventions' ``invoke_workflow`` attributes."""
     """``OTEL_BLRP_SCHEDULE_DELAY`` if set: the local store's log batches wait that long (else half a second)."""
 
+    def with_settings(self, settings: Mapping[str, Any]) -> TelemetryConfig:
+        """This configuration with an app's own settings (``APP_SETTINGS``; None values keep the variable's)."""
+        return _with_settings(self, settings)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
         """Parse and check ``environ`` (default: ``os.environ``)."""
@@ -292,6 +298,47 @@ class TelemetryConfig:
             workflow_sampling=workflow_sampling(WORKFLOW_SAMPLING, env.get(WORKFLOW_SAMPLING)),
             gen_ai_semconv=GEN_AI_OPT_IN in _names(env.get(SEMCONV_OPT_IN)),
         )
+
+
+APP_SETTINGS = ("baggage_keys", "baggage_metric_keys", "untraced_hooks", "workflow_sampling", "delivery_spans")
+"""The settings an app may give itself (``Nexus(baggage_keys=...)``), winning over their variables."""
+
+
+def _with_settings(config: TelemetryConfig, settings: Mapping[str, Any]) -> TelemetryConfig:
+    """``config`` with the app's own ``settings`` (None values ignored), checked as their variables are."""
+    unknown = sorted(set(settings) - set(APP_SETTINGS))
+    if unknown:
+        raise ConfigurationError("settings", unknown, "some of " + ", ".join(APP_SETTINGS))
+    given = {name: value for name, value in settings.items() if value is not None}
+    changes: dict[str, Any] = {}
+    if "baggage_keys" in given:
+        changes["baggage_keys"] = baggage_key_list("baggage_keys", _listed("baggage_keys", given["baggage_keys"]))
+    if "baggage_metric_keys" in given:
+        changes["baggage_metric_keys"] = baggage_key_list(
+            "baggage_metric_keys", _listed("baggage_metric_keys", given["baggage_metric_keys"]))
+    if "untraced_hooks" in given:
+        changes["untraced_hooks"] = untraced_hooks("untraced_hooks", _listed("untraced_hooks",
+                                                                              given["untraced_hooks"]))
+    if "workflow_sampling" in given:
+        value = given["workflow_sampling"]
+        if not isinstance(value, Mapping):
+            raise ConfigurationError("workflow_sampling", value, "a mapping of workflow names to ratios (0 to 1)")
+        changes["workflow_sampling"] = workflow_sampling("workflow_sampling", value)
+    if "delivery_spans" in given:
+        if not isinstance(given["delivery_spans"], bool):
+            raise ConfigurationError("delivery_spans", given["delivery_spans"], "True or False")
+        changes["delivery_spans"] = given["delivery_spans"]
+    config = dataclasses.replace(config, **changes)
+    check_metric_keys("baggage_metric_keys", config.baggage_metric_keys, config.baggage_keys)
+    return config
+
+
+def _listed(setting: str, value: Any) -> Sequence[str]:
+    """A list of names given as a list, tuple or set of strings (a plain string is a mistake worth naming)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)) \
+            or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(setting, value, "a list of strings")
+    return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
 
 
 def otlp_encoder(environ: Mapping[str, str]) -> str:

@@ -74,6 +74,10 @@ LOG_ATTRIBUTE_COUNT = 128
 class Telemetry:
     """Tracer, meter, instruments, sinks and metrics outputs for one app.
 
+    ``settings`` are the app's own values for settings that also have a variable (``baggage_keys``,
+    ``baggage_metric_keys``, ``untraced_hooks``, ``workflow_sampling``, ``delivery_spans``): given
+    (not None), they win over it (:meth:`TelemetryConfig.with_settings`).
+
     ``enabled`` is false under ``OTEL_SDK_DISABLED=true``; the app then skips
     every telemetry call on its hot path instead of calling no-op objects.
 
@@ -97,8 +101,10 @@ class Telemetry:
         prometheus_registry: CollectorRegistry | None = None,
         tail_sampling: TailSampling | None = None,
         logger_provider: logs_api.LoggerProvider | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config = config if config is not None else TelemetryConfig.from_env(environ)
+        config = config if config is not None else TelemetryConfig.from_env(environ)
+        self.config = config.with_settings(settings) if settings else config
         """The one parsed configuration: every sink, output and plugin reads its settings here."""
         if tail_sampling is not None and not isinstance(tail_sampling, TailSampling):
             raise ConfigurationError("tail_sampling", tail_sampling, "a TailSampling or None")
