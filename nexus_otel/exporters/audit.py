@@ -1,8 +1,10 @@
 """The audit trail as a record processor: one row per workflow execution in a SQL database.
 
 Kailash Nexus's plugin API's ``workflow_executions`` table (workflow_id, workflow_name,
-session_id, channel, started_at, completed_at, duration, status) plus error
-and trace_id, created if missing. Rows are upserted on ``workflow_id`` so a
+session_id, channel, started_at, completed_at, duration, status) plus error,
+trace_id and baggage (the listed W3C baggage keys the execution came with, as a
+JSON object; ``docs/baggage.md``), created if missing; a table made before the
+baggage column existed gets it added. Rows are upserted on ``workflow_id`` so a
 repeat is harmless. ``on_end`` only spools rows into a local outbox file; a
 worker writes them in batches, so a database that is down delays rows but
 neither loses them nor slows a workflow. The spool write happens before the
@@ -22,18 +24,25 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
 
+from .. import fastjson
 from ..errors import ConfigurationError
 from ..records import ExecutionRecord
+from ..telemetry import contract as c
+from .audit_spans import AuditBatchSpans
 from .delivery import OK, Outcome, RetryPolicy
 from .outbox import Message, Outbox, OutboxView, destination_scope
 from .outbox_exporter import OutboxExporter
+from .span_links import execution_link
 from .writable import read_only
 
 log = logging.getLogger("nexus_otel.audit")
 
 COLUMNS = ("workflow_id", "workflow_name", "session_id", "channel", "started_at", "completed_at",
-           "duration", "status", "error", "trace_id")
+           "duration", "status", "error", "trace_id", "baggage")
+ADDED_COLUMNS = ("baggage",)
+"""Columns a table made by an earlier version lacks: added (as ``TEXT``) when a store opens it."""
 _CREATE = """
 CREATE TABLE IF NOT EXISTS {table} (
     workflow_id   TEXT PRIMARY KEY,
@@ -45,12 +54,19 @@ CREATE TABLE IF NOT EXISTS {table} (
     duration      DOUBLE PRECISION,
     status        TEXT NOT NULL,
     error         TEXT,
-    trace_id      TEXT
+    trace_id      TEXT,
+    baggage       TEXT
 )"""
 
 
 class AuditStore(Protocol):
-    """Where audit rows end up; ``write`` upserts a batch or raises."""
+    """Where audit rows end up; ``write`` upserts a batch or raises.
+
+    ``db_attributes``: where, in OpenTelemetry's database conventions (``db.system.name``,
+    ``db.collection.name``, ``server.address``...), for the spans of the batches written.
+    """
+
+    db_attributes: dict[str, Any]
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
@@ -85,6 +101,7 @@ class SQLiteAuditStore:
                                      f"a SQLite file nexus-otel can write ({why})") from exc
         self._sql = _upsert_sql(table, "?")
         self._lock = threading.Lock()
+        self.db_attributes: dict[str, Any] = {c.DB_SYSTEM_NAME: "sqlite", c.DB_COLLECTION_NAME: table}
 
     def _prepare(self, table: str, deadline: float) -> None:
         """WAL mode and the table. Workers of ``serve --workers`` start together on one file: switching
@@ -94,6 +111,7 @@ class SQLiteAuditStore:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(_CREATE.format(table=table, ts="TEXT"))
+                self._add_columns(table)
                 self._db.commit()
                 return
             except sqlite3.OperationalError as exc:
@@ -101,9 +119,21 @@ class SQLiteAuditStore:
                     raise
                 time.sleep(0.05)
 
+    def _add_columns(self, table: str) -> None:
+        """The columns of :data:`ADDED_COLUMNS` a table made by an earlier version lacks (SQLite has no
+        ``ADD COLUMN IF NOT EXISTS``; a peer worker adding one at the same time is no error)."""
+        present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        for column in ADDED_COLUMNS:
+            if column not in present:
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
+
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock, self._db:
-            self._db.executemany(self._sql, [tuple(r[c] for c in COLUMNS) for r in rows])
+            self._db.executemany(self._sql, [tuple(r.get(c) for c in COLUMNS) for r in rows])
 
     def close(self) -> None:
         self._db.close()
@@ -124,6 +154,7 @@ class PostgresAuditStore:
         self._timeout = connect_timeout
         self._conn: Any = None
         self._sql = _upsert_sql(table, "%s")
+        self.db_attributes = _postgres_attributes(dsn, table)
 
     def _connection(self) -> Any:
         import psycopg
@@ -132,13 +163,15 @@ class PostgresAuditStore:
             self._conn = psycopg.connect(self._dsn, connect_timeout=int(max(1, self._timeout)))
             with self._conn.transaction():
                 self._conn.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
+                for column in ADDED_COLUMNS:  # a table made by an earlier version
+                    self._conn.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
         return self._conn
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(self._sql, [tuple(r[c] for c in COLUMNS) for r in rows])
+                cur.executemany(self._sql, [tuple(r.get(c) for c in COLUMNS) for r in rows])
         except Exception:
             if self._conn is not None:
                 try:
@@ -152,6 +185,23 @@ class PostgresAuditStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _postgres_attributes(dsn: str, table: str) -> dict[str, Any]:
+    """The database conventions' description of a ``postgresql://`` DSN's table (no user, no password)."""
+    attributes: dict[str, Any] = {c.DB_SYSTEM_NAME: "postgresql", c.DB_COLLECTION_NAME: table}
+    parts = urlsplit(dsn)
+    database = parts.path.lstrip("/")
+    if database:
+        attributes[c.DB_NAMESPACE] = database
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number: psycopg says so when it connects
+        host, port = parts.hostname, None
+    if host:  # none: a Unix socket
+        attributes[c.SERVER_ADDRESS] = host
+        attributes[c.SERVER_PORT] = port or 5432
+    return attributes
 
 
 def _safe(dsn: str) -> str:
@@ -183,7 +233,8 @@ def open_store(dsn: str, table: str = "workflow_executions") -> AuditStore:
 
 
 def row_of(record: ExecutionRecord) -> dict[str, Any]:
-    """The audit row of a finished execution: Kailash Nexus's plugin API's columns plus error and trace_id."""
+    """The audit row of a finished execution: Kailash Nexus's plugin API's columns plus error, trace_id and
+    baggage (JSON text, or None when the execution came with none of the listed keys)."""
     error = None
     if record.failed:
         error = record.error_type or "error"
@@ -195,7 +246,13 @@ def row_of(record: ExecutionRecord) -> dict[str, Any]:
         "started_at": record.started_at_iso, "completed_at": record.completed_at,
         "duration": record.duration, "status": record.status, "error": error,
         "trace_id": record.trace_id,
+        "baggage": fastjson.dumps(record.baggage) if record.baggage else None,
     }
+
+
+def _record(stored: Any) -> ExecutionRecord | None:
+    """The record of a spooled payload, or None for a finished row (as spooled before 0.2)."""
+    return ExecutionRecord.from_json(stored) if isinstance(stored, list) else None
 
 
 def _row(stored: Any) -> dict[str, Any]:
@@ -210,14 +267,17 @@ class AuditExporter(OutboxExporter):
 
     ``on_unavailable`` (``"fail"`` or ``"drop"``): what happens to an execution whose row cannot be
     spooled (see :class:`~nexus_otel.exporters.outbox_exporter.OutboxExporter`).
+    With a ``tracer``, each batch written is a span of its own, linked to its executions' workflow spans
+    (:mod:`~nexus_otel.exporters.audit_spans`).
     """
 
     log = log
 
     def __init__(self, store: AuditStore, spool: Outbox | OutboxView, *, policy: RetryPolicy | None = None,
                  batch_size: int = 200, meter: Meter | None = None, destination: str = "audit",
-                 on_unavailable: str = "fail") -> None:
+                 on_unavailable: str = "fail", tracer: Tracer | None = None) -> None:
         self.store = store
+        self._spans = AuditBatchSpans(tracer, store.db_attributes) if tracer is not None else None
         self.destination = destination
         super().__init__(
             # The spool file may be shared with other sinks: this exporter sees its own rows only.
@@ -238,7 +298,15 @@ class AuditExporter(OutboxExporter):
 
     def _write(self, batch: list[Message], deadline: float | None = None) -> list[Outcome]:
         try:
-            self.store.write([_row(m.payload) for m in batch])
+            if self._spans is None:
+                self.store.write([_row(m.payload) for m in batch])
+            else:
+                records = [_record(m.payload) for m in batch]
+                rows = [row_of(r) if r is not None else m.payload for r, m in zip(records, batch)]
+                links = [None if r is None else execution_link(r.trace_id, r.span_id, r.trace_sampled)
+                         for r in records]
+                with self._spans.batch(links):
+                    self.store.write(rows)
         except Exception as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
             return [Outcome(False, f"{type(exc).__name__}: {first_line}")] * len(batch)

@@ -6,6 +6,12 @@ spool before the caller gets the result, whatever the trace sampling, and a
 worker writes it to the database. Kailash Nexus's
 ``DatabasePlugin("postgresql://localhost/nexus")`` works as written; with no
 DSN the rows go to SQLite in the data directory.
+
+With telemetry on and delivery spans on (``NEXUS_OTEL_DELIVERY_SPANS``, the
+default), each batch written is a CLIENT span of its own (scope
+``nexus_otel.audit``) linked to the workflow spans of its executions: it goes
+through the app's sampling, redaction and exporters, and is made on the
+writer's thread, never a workflow's.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
+from .._version import __version__
 from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
 from ..plugin_base import NexusPlugin
+from ..telemetry import contract as c
 
 LEGACY_SPOOL = "audit-spool.sqlite"
 """The data directory's audit spool before the built-in sinks shared ``outbox.sqlite``."""
@@ -48,8 +56,11 @@ class DatabasePlugin(NexusPlugin):
         spool = nexus_app.records.outbox(
             Path(self.spool_path) if self.spool_path else default_outbox_path(data_dir, LEGACY_SPOOL))
         telemetry = nexus_app.telemetry
+        tracer = None
+        if telemetry.enabled and telemetry.config.delivery_spans:
+            tracer = telemetry.tracer_provider.get_tracer(c.AUDIT_TRACER, __version__)
         self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None,
-                                      on_unavailable=on_unavailable)
+                                      on_unavailable=on_unavailable, tracer=tracer)
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
 
