@@ -30,6 +30,7 @@ from .records import RecordPipeline
 from .redaction import Redactor
 from .telemetry import contract as c
 from .telemetry.telemetry import Telemetry
+from .telemetry.workflow_sampler import warn_unregistered
 from .workflows import Workflow, WorkflowRegistry, check_inputs
 
 log = logging.getLogger("nexus_otel")
@@ -94,7 +95,7 @@ class Nexus:
             redactor=redactor, tail_sampling=tail_sampling, settings=settings,
         )
         self.redactor = redactor or self.telemetry.redactor
-        self.hooks = HookRegistry()
+        self.hooks = HookRegistry(self.telemetry.config.untraced_hooks)
         self.workflows = WorkflowRegistry()
         self.plugin_host = _NexusPluginHost(self)
         """What the app's :class:`~nexus_otel.plugin_manager.PluginManager` (and ``PluginManager(app)``) uses of it."""
@@ -263,6 +264,7 @@ class Nexus:
             if self._state == _STOPPED:
                 raise AppStateError(f"app {self.name!r} was stopped; create a new app to start again")
             self._start_background()
+            warn_unregistered(self.telemetry.config.workflow_sampling, self.workflows.names())
             with self.telemetry.tracer.start_as_current_span(c.APP_START_SPAN):
                 self._hook_runner.run(self.hooks.get(c.STARTUP), ())
             self._state = _STARTED
@@ -345,9 +347,10 @@ class _NexusPluginHost:
         return self._app.hooks
 
     def observed(self, span_name: str, attributes: dict[str, str], plugin: str, event: str,
-                 metric_attributes: dict[str, str], *, reraise: bool = False) -> AbstractContextManager[Any]:
+                 metric_attributes: dict[str, str], *, reraise: bool = False,
+                 traced: bool = True) -> AbstractContextManager[Any]:
         return self._app._hook_runner.observed(span_name, attributes, plugin, event, metric_attributes,
-                                               reraise=reraise)
+                                               reraise=reraise, traced=traced)
 
     def plugin_added(self, plugin: str) -> None:
         """A plugin added after start gets its startup hooks at once."""

@@ -1,9 +1,15 @@
-"""Hook registration and dispatch: every hook run is a span, and a failing hook never fails anything.
+"""Hook registration and dispatch: each hook run is timed and, unless turned off, a span; a failing hook never
+fails anything.
 
 Each hook knows the plugin that registered it (hooks added while a plugin's
 ``setup`` runs belong to that plugin; others to ``"app"``), so its span is
 ``hook <event> <plugin>``, its metrics carry the plugin's name, and removing a
 plugin removes exactly its hooks.
+
+Whether a hook is a span is decided once, when it is registered (:class:`SpanPolicy`: the plugin's
+``trace_hooks``, then the app's ``untraced_hooks``), so running it costs one bool test more. A hook
+without a span keeps everything else: its duration metric (without an exemplar: there is no span
+to point at), its error count and its one log line per failure.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +28,8 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import Span, Status, StatusCode
 
 from ._aio import block_on
-from .errors import PluginValidationError
+from .errors import ConfigurationError, PluginValidationError
+from .plugin_base import PLUGIN_EVENTS
 from .telemetry import contract as c
 from .telemetry.instruments import SeriesCache
 from .telemetry.telemetry import Telemetry
@@ -34,7 +41,7 @@ HOOK_EVENTS = c.WORKFLOW_EVENTS + c.LIFECYCLE_EVENTS
 
 @dataclass(frozen=True, slots=True)
 class Hook:
-    """One registered hook, with its span name and attributes built once."""
+    """One registered hook, with its span name and attributes built once, and whether it is a span at all."""
 
     event: str
     fn: Callable[..., Any]
@@ -44,6 +51,40 @@ class Hook:
     span_name: str
     span_attributes: dict[str, str]
     metric_attributes: dict[str, str]
+    traced: bool = True
+
+
+ANY = "*"
+
+
+class SpanPolicy:
+    """Which plugin calls are spans: those the plugin's ``trace_hooks`` lists, less the app's ``untraced_hooks``.
+
+    ``untraced`` entries are ``plugin``, ``plugin:event``, ``*`` (every call) or ``*:event`` (that event of
+    every plugin; ``app`` is the plugin of hooks registered outside any plugin). An entry naming an event
+    that does not exist is a :class:`ConfigurationError`: a typo would otherwise silently keep the spans.
+    """
+
+    def __init__(self, untraced: Sequence[str] = ()) -> None:
+        off: set[tuple[str, str]] = set()
+        for entry in untraced:
+            plugin, _, event = entry.partition(":")
+            plugin, event = plugin.strip(), event.strip() or ANY
+            if event != ANY and event not in PLUGIN_EVENTS:
+                raise ConfigurationError(
+                    "NEXUS_OTEL_UNTRACED_HOOKS (untraced_hooks)", entry,
+                    f"plugin or plugin:event entries, the event among {', '.join(PLUGIN_EVENTS)} or *")
+            off.add((plugin, event))
+        self._off = frozenset(off)
+
+    def traced(self, plugin: str, event: str, plugin_events: frozenset[str] | None = None) -> bool:
+        """Whether ``plugin``'s calls for ``event`` are spans; ``plugin_events`` are those its ``trace_hooks``
+        allows (None: all)."""
+        if plugin_events is not None and event not in plugin_events:
+            return False
+        off = self._off
+        return not off or not ((plugin, event) in off or (plugin, ANY) in off or (ANY, event) in off
+                               or (ANY, ANY) in off)
 
 
 def _check_signature(event: str, fn: Callable[..., Any], plugin: str) -> None:
@@ -63,18 +104,23 @@ def _check_signature(event: str, fn: Callable[..., Any], plugin: str) -> None:
 
 
 class HookRegistry:
-    """The hooks of one app, by event, in registration order."""
+    """The hooks of one app, by event, in registration order.
 
-    def __init__(self) -> None:
+    ``untraced`` is the app's ``untraced_hooks`` (see :class:`SpanPolicy`, kept as :attr:`policy`).
+    """
+
+    def __init__(self, untraced: Sequence[str] = ()) -> None:
         self._hooks: dict[str, tuple[Hook, ...]] = {e: () for e in HOOK_EVENTS}
         self._lock = threading.RLock()
-        self._owner: tuple[str, str] = (c.APP_PLUGIN_NAME, "")
+        self._owner: tuple[str, str, frozenset[str] | None] = (c.APP_PLUGIN_NAME, "", None)
+        self.policy = SpanPolicy(untraced)
 
     @contextmanager
-    def owned_by(self, plugin: str, version: str) -> Iterator[None]:
-        """Hooks registered inside this block belong to ``plugin``."""
+    def owned_by(self, plugin: str, version: str, traced_events: frozenset[str] | None = None) -> Iterator[None]:
+        """Hooks registered inside this block belong to ``plugin``; only those of ``traced_events`` (None: all)
+        may be spans."""
         with self._lock:
-            previous, self._owner = self._owner, (plugin, version)
+            previous, self._owner = self._owner, (plugin, version, traced_events)
             try:
                 yield
             finally:
@@ -86,7 +132,7 @@ class HookRegistry:
         if not callable(fn):
             raise TypeError(f"a {event} hook must be callable, got {fn!r}")
         with self._lock:
-            plugin, version = self._owner
+            plugin, version, traced_events = self._owner
             _check_signature(event, fn, plugin)
             hook = Hook(
                 event=event, fn=fn, plugin=plugin, plugin_version=version,
@@ -94,6 +140,7 @@ class HookRegistry:
                 span_name=c.HOOK_SPAN.format(event=event, plugin=plugin),
                 span_attributes={c.PLUGIN_NAME: plugin, c.PLUGIN_VERSION: version, c.HOOK_EVENT: event},
                 metric_attributes={c.M_PLUGIN: plugin, c.M_EVENT: event},
+                traced=self.policy.traced(plugin, event, traced_events),
             )
             self._hooks[event] = self._hooks[event] + (hook,)
         return hook
@@ -116,7 +163,7 @@ class HookRegistry:
 
 
 class HookRunner:
-    """Runs hooks in order, each in a child span, isolating their failures."""
+    """Runs hooks in order, each timed and (if traced) in a child span, isolating their failures."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
@@ -139,8 +186,9 @@ class HookRunner:
 
     @contextmanager
     def observed(self, span_name: str, span_attributes: dict[str, str], plugin: str, event: str,
-                 metric_attributes: dict[str, str], *, reraise: bool = False) -> Iterator[None]:
-        """One plugin call in its own span, timed; a failure is recorded and, unless ``reraise``, contained."""
+                 metric_attributes: dict[str, str], *, reraise: bool = False, traced: bool = True) -> Iterator[None]:
+        """One plugin call timed and, if ``traced``, in its own span; a failure is recorded and, unless
+        ``reraise``, contained."""
         if not self._telemetry.enabled:
             try:
                 yield
@@ -150,6 +198,17 @@ class HookRunner:
                     raise
             return
         series = self._durations.get((plugin, event), dict, metric_attributes)
+        if not traced:
+            start = time.perf_counter()
+            try:
+                yield
+            except Exception as exc:
+                self.record_failure(None, plugin, event, exc)
+                if reraise:
+                    raise
+            finally:
+                series.record(time.perf_counter() - start, None)
+            return
         span, token, start = self._open(span_name, span_attributes)
         try:
             yield
@@ -164,9 +223,13 @@ class HookRunner:
         """Run ``hooks`` with ``args``; async hooks are driven to completion here."""
         enabled = self._telemetry.enabled
         for hook in hooks:
+            span: Span | None = None
             if enabled:  # what observed() does, inline: this loop runs for every hook of every execution
                 series = self._durations.get((hook.plugin, hook.event), dict, hook.metric_attributes)
-                span, token, start = self._open(hook.span_name, hook.span_attributes)
+                if hook.traced:
+                    span, token, start = self._open(hook.span_name, hook.span_attributes)
+                else:
+                    start = time.perf_counter()
             try:
                 result = hook.fn(*args)
                 if hook.is_async or inspect.isawaitable(result):
@@ -177,23 +240,26 @@ class HookRunner:
                 else:
                     log.error("plugin %r failed in %s: %s: %s", hook.plugin, hook.event, c.error_type(exc), exc)
             finally:
-                if enabled:
+                if span is not None:
                     self._close(span, token, start, series)
+                elif enabled:  # untraced: timed, without an exemplar
+                    series.record(time.perf_counter() - start, None)
 
     async def arun(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
         """Like :meth:`run`, awaiting async hooks on the running loop."""
         for hook in hooks:
             with self.observed(hook.span_name, hook.span_attributes, hook.plugin, hook.event,
-                               hook.metric_attributes):
+                               hook.metric_attributes, traced=hook.traced):
                 result = hook.fn(*args)
                 if hook.is_async or inspect.isawaitable(result):
                     await result
 
-    def record_failure(self, span: Span, plugin: str, event: str, exc: BaseException) -> None:
-        """An error span, a counted error and one log line naming the plugin and the event."""
+    def record_failure(self, span: Span | None, plugin: str, event: str, exc: BaseException) -> None:
+        """An error span (if the call has one), a counted error and one log line naming the plugin and the event."""
         error_type = c.error_type(exc)
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
-        span.set_attribute(c.ERROR_TYPE, error_type)
+        if span is not None:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
+            span.set_attribute(c.ERROR_TYPE, error_type)
         self._errors.bind({c.M_PLUGIN: plugin, c.M_EVENT: event}).add(1)
         log.error("plugin %r failed in %s: %s: %s", plugin, event, error_type, exc)

@@ -3,15 +3,18 @@
 Kailash Nexus's plugin API's plugins subclass ``NexusPlugin`` (a ``name``, a
 ``setup(app)``, optionally ``version``, ``description`` and ``teardown``); any
 object with that shape is a :class:`Plugin`. :func:`plugin_identity` checks the
-shape and says what is wrong. The :mod:`~nexus_otel.plugin_manager` registers them.
+shape and says what is wrong; :func:`traced_events` reads which of a plugin's
+calls get spans (``trace_hooks``). The :mod:`~nexus_otel.plugin_manager` registers them.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import PluginValidationError
+from .telemetry import contract as c
 
 if TYPE_CHECKING:
     from .app import Nexus
@@ -31,7 +34,16 @@ class NexusPlugin:
     """Base class for plugins. Give it a ``name``; override what you need.
 
     Subclasses need not call ``super().__init__()``: the base keeps no state.
+
+    ``trace_hooks`` says which of the plugin's calls are spans: ``True`` (the default) all of them,
+    ``False`` none, or a collection of event names (``{"workflow_failed"}``) only those. The events are
+    the hooks' (``workflow_started``, ``workflow_completed``, ``workflow_failed``, ``startup``,
+    ``shutdown``) and the plugin's own ``setup`` and ``teardown``. A call without a span is still
+    timed (``nexus.plugin.hook.duration``) and its failures still counted and logged: turn spans off
+    for a trivial hook on a hot workflow, whose span would only make every trace bigger.
     """
+
+    trace_hooks: bool | Collection[str] = True
 
     @property
     def name(self) -> str:
@@ -88,3 +100,27 @@ def plugin_identity(plugin: Any) -> tuple[str, str]:
     if not isinstance(version, str):
         raise PluginValidationError(name, f"version must be a string, got {version!r}")
     return name, version
+
+
+PLUGIN_EVENTS = (*c.WORKFLOW_EVENTS, *c.LIFECYCLE_EVENTS, c.SETUP, c.TEARDOWN)
+"""The events of a plugin's calls: its hooks', and its own ``setup`` and ``teardown``."""
+
+
+def traced_events(plugin: Any, name: str) -> frozenset[str]:
+    """The events whose calls of ``plugin`` get a span, from its ``trace_hooks`` (objects without one: all).
+
+    Read once, at registration; a value that is neither a bool nor a collection of known event names is a
+    :class:`PluginValidationError` naming the plugin (a plain string too: ``{"workflow_failed"}`` was meant).
+    """
+    value = getattr(plugin, "trace_hooks", True)
+    if value is True:
+        return frozenset(PLUGIN_EVENTS)
+    if value is False:
+        return frozenset()
+    expected = f"True, False or a collection of event names among {', '.join(PLUGIN_EVENTS)}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        raise PluginValidationError(name, f"trace_hooks must be {expected}, got {value!r}")
+    unknown = [e for e in value if e not in PLUGIN_EVENTS]
+    if unknown:
+        raise PluginValidationError(name, f"trace_hooks must be {expected}; {unknown[0]!r} is no event")
+    return frozenset(value)

@@ -1,7 +1,10 @@
 """The :class:`PluginManager`: registers, sets up, tears down and finds the plugins of one app.
 
 A plugin is registered, validated, and set up inside a ``plugin setup <name>``
-span; hooks it registers during ``setup`` belong to it. If ``setup`` raises,
+span; hooks it registers during ``setup`` belong to it. Its ``trace_hooks`` (and
+the app's ``untraced_hooks``) say which of its calls are spans: its hooks', and
+its ``setup`` and ``teardown`` too (events ``setup`` and ``teardown``; a plugin
+with ``trace_hooks = False`` adds no span at all, only its timings and errors). If ``setup`` raises,
 its hooks are removed again and :class:`~nexus_otel.errors.PluginSetupError`
 names it: the app is never left half-configured. ``teardown`` runs when the
 app stops or the plugin is unregistered, in a ``plugin teardown`` span, and a
@@ -25,7 +28,7 @@ from typing import Any, Protocol
 from .discovery import Discovered, load_entry_points, load_folder
 from .errors import DuplicatePluginError, PluginError, PluginSetupError
 from .hooks import HookRegistry
-from .plugin_base import Plugin, plugin_identity
+from .plugin_base import Plugin, plugin_identity, traced_events
 from .telemetry import contract as c
 
 log = logging.getLogger("nexus_otel.plugins")
@@ -40,8 +43,9 @@ class PluginHost(Protocol):
         ...
 
     def observed(self, span_name: str, attributes: dict[str, str], plugin: str, event: str,
-                 metric_attributes: dict[str, str], *, reraise: bool = False) -> AbstractContextManager[Any]:
-        """A span and the hook metrics around a plugin's setup or teardown."""
+                 metric_attributes: dict[str, str], *, reraise: bool = False,
+                 traced: bool = True) -> AbstractContextManager[Any]:
+        """The hook metrics, and if ``traced`` a span, around a plugin's setup or teardown."""
         ...
 
     def middleware_owned_by(self, plugin: str) -> AbstractContextManager[None]:
@@ -70,16 +74,24 @@ class PluginManager:
         self.app = nexus_app
         self.host: PluginHost = host
         self.plugins: dict[str, Plugin] = {}
+        self._traced: dict[str, frozenset[str]] = {}
+        """By plugin: the events whose calls its ``trace_hooks`` makes spans, read once at registration."""
         self._lock = threading.RLock()
 
     # -- Kailash Nexus's plugin API ------------------------------------------------------
     def register(self, plugin: Plugin) -> Plugin:
         """Validate and set up ``plugin``; a duplicate name raises ``ValueError``."""
         name, version = plugin_identity(plugin)
+        events = traced_events(plugin, name)
         with self._lock:
             if name in self.plugins:
                 raise DuplicatePluginError(name, "already registered")
-            self._setup(plugin, name, version)
+            self._traced[name] = events
+            try:
+                self._setup(plugin, name, version)
+            except BaseException:
+                del self._traced[name]
+                raise
             self.plugins[name] = plugin
         log.info("plugin registered: %s v%s", name, version)
         self.host.plugin_added(name)
@@ -91,7 +103,10 @@ class PluginManager:
             plugin = self.plugins.pop(plugin_name, None)
             if plugin is None:
                 return None
-            self.teardown_one(plugin_name, plugin)
+            try:
+                self.teardown_one(plugin_name, plugin)
+            finally:
+                self._traced.pop(plugin_name, None)
         log.info("plugin unregistered: %s", plugin_name)
         return plugin
 
@@ -136,14 +151,15 @@ class PluginManager:
                   ) -> AbstractContextManager[Any]:
         span_name = (c.PLUGIN_SETUP_SPAN if event == c.SETUP else c.PLUGIN_TEARDOWN_SPAN).format(plugin=name)
         attributes = {c.PLUGIN_NAME: name, c.PLUGIN_VERSION: version, c.HOOK_EVENT: event}
+        traced = self.host.hooks.policy.traced(name, event, self._traced.get(name))
         return self.host.observed(span_name, attributes, name, event, {c.M_PLUGIN: name, c.M_EVENT: event},
-                                  reraise=reraise)
+                                  reraise=reraise, traced=traced)
 
     def _setup(self, plugin: Plugin, name: str, version: str) -> None:
         hooks = self.host.hooks
         try:
             with self._observed(name, version, c.SETUP, reraise=True):
-                with hooks.owned_by(name, version), self.host.middleware_owned_by(name):
+                with hooks.owned_by(name, version, self._traced.get(name)), self.host.middleware_owned_by(name):
                     plugin.setup(self.app)
         except Exception as exc:
             hooks.remove_plugin(name)
