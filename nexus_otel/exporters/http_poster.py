@@ -22,28 +22,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .gate import OVERLOAD_STATUSES, Gate, Held
 from .http1 import AnswerTimeout, ConnectTimeout, HttpError, Pool
 from .retry_after import retry_after_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Post:
-    """One request: where, what, which headers, how long it may take (seconds) once it starts.
-
-    ``not_after`` (a ``time.monotonic()`` value, or None) is when it must be over:
-    a request still waiting for its turn then is not started (:class:`NotStarted`),
-    and one that starts gets only the time left.
-    """
-
-    url: str
-    body: bytes
-    headers: dict[str, str]
-    timeout: float
-    not_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +37,40 @@ class Reply:
 
     status: int
     retry_after: str | None = None
+
+
+class SendObserver(Protocol):
+    """Told of one request as it really goes (its gate let it, its deadline left it time) and as it ends.
+
+    A request held back or never started is not observed at all: what observes it (a delivery
+    attempt's span) starts only for a request that was sent. Both calls run on the poster's loop,
+    on the thread that called :meth:`ConcurrentPoster.post_all`.
+    """
+
+    def sending(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """Right before the request goes: the headers to send (``headers``, or a copy with more)."""
+
+    def answered(self, reply: Reply | Exception) -> None:
+        """As soon as the request has its answer, or failed: the same value :meth:`ConcurrentPoster.post_all`
+        returns for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """One request: where, what, which headers, how long it may take (seconds) once it starts.
+
+    ``not_after`` (a ``time.monotonic()`` value, or None) is when it must be over:
+    a request still waiting for its turn then is not started (:class:`NotStarted`),
+    and one that starts gets only the time left. ``observer`` (or None: nothing to tell,
+    nothing spent) is told as the request goes and as it ends (:class:`SendObserver`).
+    """
+
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    timeout: float
+    not_after: float | None = None
+    observer: SendObserver | None = None
 
 
 class PostTimeout(Exception):
@@ -151,10 +170,25 @@ class ConcurrentPoster:
                 gate.done(None)
                 return NotStarted("its deadline came while it waited for its turn")
             seconds, connect_timeout = min(seconds, left), min(connect_timeout, left)
+        observer = post.observer
+        if observer is None:
+            return await self._send(post, post.headers, gate, started, connect_timeout, seconds)
+        try:
+            headers = observer.sending(post.headers)
+        except BaseException:
+            gate.done(None)
+            raise
+        reply = await self._send(post, headers, gate, started, connect_timeout, seconds)
+        observer.answered(reply)
+        return reply
+
+    async def _send(self, post: Post, headers: Mapping[str, str], gate: Gate, started: float,
+                    connect_timeout: float, seconds: float) -> Reply | Exception:
+        """Send ``post`` (its gate entered) with ``headers``: its reply, or the failure to get one."""
         overloaded = True
         answered: float | None = None
         try:  # the connect and the answer have timeouts of their own: no timer around the whole
-            status, retry_after = await self._pool.post(post.url, post.body, post.headers, connect_timeout,
+            status, retry_after = await self._pool.post(post.url, post.body, headers, connect_timeout,
                                                         seconds, gate.connected, gate.connect_turn)
             overloaded = status in OVERLOAD_STATUSES
             if overloaded and retry_after:
@@ -169,7 +203,9 @@ class ConcurrentPoster:
         except (AnswerTimeout, asyncio.TimeoutError) as exc:
             return PostTimeout(str(exc) or type(exc).__name__)
         except (HttpError, OSError, ValueError) as exc:
-            return PostFailed(f"{type(exc).__name__}: {exc}")
+            failed = PostFailed(f"{type(exc).__name__}: {exc}")
+            failed.__cause__ = exc  # what it was (``error.type`` of an attempt's span): returned, never raised
+            return failed
         finally:
             gate.done(answered, overloaded=overloaded)
 

@@ -16,6 +16,9 @@ new URL) and exhausted retries go to the dead letters. A retry keeps its ``webho
 receivers can drop duplicates; its timestamp and signature are fresh. Payloads
 of one batch are in flight together, so they may arrive in any order (Standard
 Webhooks promises none); each is delivered once its receiver answers 2xx.
+
+With a ``tracer`` each attempt sent is a span of its own, linked to the execution's
+workflow span, and the request carries its ``traceparent`` (:mod:`.delivery_spans`).
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from typing import Any
 from urllib.parse import quote
 
 from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
 from standardwebhooks.webhooks import Webhook
 
 from .. import fastjson
 from ..baggage import header_value
 from ..records import ExecutionRecord
+from ..redaction import Redactor
 from .delivery import NOT_ATTEMPTED, OK, Outcome, RetryPolicy
+from .delivery_spans import TRACE_HEADERS, Attempt, DeliverySpans
 from .destination_metrics import observe_destinations
 from .destination_snapshots import DestinationSnapshots, snapshots_dir
 from .destinations import DestinationState
@@ -116,6 +122,11 @@ class WebhookExporter(OutboxExporter):
     as the exporter is added to a started app); until then payloads are only queued.
     ``on_unavailable`` (``"fail"`` or ``"drop"``): what happens to an execution whose payload cannot be
     written to the outbox (see :class:`~nexus_otel.exporters.outbox_exporter.OutboxExporter`).
+
+    ``tracer`` (None: no spans): each attempt sent is a CLIENT span of its own made with it, linked to the
+    execution's workflow span (:mod:`.delivery_spans`); ``propagate`` sends that span's ``traceparent``
+    with the request, so ``traceparent`` and ``tracestate`` are then not among the ``headers`` one may
+    set. ``redactor`` (the app's) masks ``url.full``'s secret query values with its extra keys too.
     """
 
     log = log
@@ -126,10 +137,12 @@ class WebhookExporter(OutboxExporter):
                  max_in_flight: int = 128, on_unavailable: str = "fail", connect_timeout: float = 5.0,
                  max_rate: float | None = None, proxy: str | bool | ProxyRoutes | None = None,
                  ca_file: str | None = None, client_cert: str | None = None, client_key: str | None = None,
-                 tls: ssl.SSLContext | None = None, headers: Mapping[str, str] | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, headers: Mapping[str, str] | None = None,
+                 tracer: Tracer | None = None, propagate: bool = True, redactor: Redactor | None = None) -> None:
         self.urls = tuple(urls)
         # Checked as h11 and RFC 9110 say (a bad one is a ConfigurationError now, not a failed delivery later).
-        self._headers = _fixed_headers(check_headers("WebhookExporter.headers", headers, reserved=SIGNATURE_HEADERS))
+        self._headers = _fixed_headers(check_headers("WebhookExporter.headers", headers,
+                                                     reserved=reserved_headers(tracer is not None)))
         self.workflows = workflows
         self.statuses = statuses
         self.timeout = timeout
@@ -163,6 +176,9 @@ class WebhookExporter(OutboxExporter):
             on_tick=self.publish_destinations,
             # Requests start in the lease's first half and last at most `timeout`.
             lease=max(DEFAULT_LEASE, 4 * timeout))
+        self.spans = None if tracer is None else DeliverySpans(tracer, max_attempts=policy.max_attempts,
+                                                               propagate=propagate, redactor=redactor)
+        """The attempts' spans (None: off)."""
         self.snapshots = DestinationSnapshots(snapshots_dir(self.outbox.path))
         """This process's destinations, published for ``nexus-otel webhooks status`` (:meth:`publish_destinations`)."""
         if meter is not None:
@@ -216,13 +232,24 @@ class WebhookExporter(OutboxExporter):
         """Post the batch concurrently; a message whose deadline leaves no time is not attempted."""
         if deadline is not None and deadline - time.monotonic() < MIN_ATTEMPT:
             return [NOT_ATTEMPTED] * len(batch)
-        replies = self._poster.post_all([self._request(m, deadline) for m in batch])
+        spans = self.spans
+        if spans is None:
+            return self._settle(self._poster.post_all([self._request(m, deadline) for m in batch]))
+        attempts = [spans.attempt(m) for m in batch]  # each span starts as its request is sent
+        outcomes = self._settle(self._poster.post_all([self._request(m, deadline, a)
+                                                       for m, a in zip(batch, attempts)]))
+        for attempt, outcome in zip(attempts, outcomes):
+            attempt.end(outcome)
+        return outcomes
+
+    def _settle(self, replies: list[Reply | Exception]) -> list[Outcome]:
+        """Count the attempts by result; each reply's outcome."""
         for result, n in Counter(map(attempt_result, replies)).items():
             if result is not None:
                 self.attempts.add(result, n)
         return [_outcome(reply) for reply in replies]
 
-    def _request(self, message: Message, deadline: float | None) -> Post:
+    def _request(self, message: Message, deadline: float | None, observer: Attempt | None = None) -> Post:
         """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``."""
         payload = body_of(message.payload)
         body = fastjson.dumpb(payload)
@@ -239,7 +266,13 @@ class WebhookExporter(OutboxExporter):
                 headers["baggage"] = value
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(message.message_id, now, body.decode("utf-8"))
-        return Post(message.destination, body, headers, self.timeout, not_after=deadline)
+        return Post(message.destination, body, headers, self.timeout, not_after=deadline, observer=observer)
+
+
+def reserved_headers(spans: bool) -> frozenset[str]:
+    """The header names nexus-otel writes itself, so not configurable: the signature's, and with delivery spans
+    on the trace context's (``traceparent``, ``tracestate``)."""
+    return SIGNATURE_HEADERS | TRACE_HEADERS if spans else SIGNATURE_HEADERS
 
 
 def _outcome(reply: Reply | Exception) -> Outcome:

@@ -18,6 +18,13 @@ overrides that: :mod:`nexus_otel.exporters.proxies`); ``ca_file=`` and
 ``client_cert=`` / ``client_key=`` set the CA bundle and the client certificate
 for ``https`` receivers (:mod:`nexus_otel.exporters.tls`; ``docs/records.md``,
 "Proxies and TLS").
+
+Each attempt sent is a span of its own (``POST``, a CLIENT span in a trace of
+its own, linked to the execution's workflow span; the request carries its
+``traceparent``) made through the app's tracer provider, so its sampling,
+redaction and exporters apply: ``NEXUS_OTEL_DELIVERY_SPANS=false`` (or
+``Nexus(delivery_spans=False)``) turns them off (:mod:`nexus_otel.exporters.delivery_spans`,
+``docs/records.md``, "Delivery spans").
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
+from .._version import __version__
 from ..errors import ConfigurationError
 from ..exporters.delivery import RetryPolicy
 from ..exporters.gate import MIN_RATE
@@ -37,8 +45,9 @@ from ..exporters.outbox_exporter import ON_UNAVAILABLE
 from ..exporters.proxies import ProxyRoutes
 from ..exporters.request_head import check_headers, check_url
 from ..exporters.tls import client_context
-from ..exporters.webhook import SIGNATURE_HEADERS, WebhookExporter
+from ..exporters.webhook import WebhookExporter, reserved_headers
 from ..plugin_base import NexusPlugin
+from ..telemetry import contract
 
 log = logging.getLogger("nexus_otel.webhooks")
 STATUSES = ("completed", "failed", "rejected")
@@ -67,7 +76,8 @@ class WebhookPlugin(NexusPlugin):
     Checked at setup as h11 and RFC 9110 say (token names; visible-ASCII values without line
     breaks, control characters or whitespace at either end; each name once); ``Host``,
     ``Content-Length``, ``Transfer-Encoding`` and the signature's ``webhook-id``,
-    ``webhook-timestamp``, ``webhook-signature`` are refused (nexus-otel writes those). A
+    ``webhook-timestamp``, ``webhook-signature`` are refused (nexus-otel writes those), and so are
+    ``traceparent`` and ``tracestate`` while delivery spans are on (each attempt sends its own). A
     ``Content-Type``, ``User-Agent``, ``Accept`` or ``Authorization`` replaces the default (an
     ``Authorization`` the URL's credentials would give, too). Errors name a header, never show its value.
     """
@@ -120,7 +130,11 @@ class WebhookPlugin(NexusPlugin):
         if not urls:
             raise ConfigurationError("WebhookPlugin.webhook_url", self.webhook_url, "a URL or a list of URLs")
         urls = [_check_url("WebhookPlugin.webhook_url", u) for u in urls]
-        headers = check_headers("WebhookPlugin.headers", self.headers, reserved=SIGNATURE_HEADERS)
+        telemetry = nexus_app.telemetry
+        # Each attempt's span, through the app's provider (its sampling, redaction and exporters): on by default.
+        tracer = (telemetry.tracer_provider.get_tracer(contract.DELIVERY_TRACER, __version__)
+                  if telemetry.enabled and telemetry.config.delivery_spans else None)
+        headers = check_headers("WebhookPlugin.headers", self.headers, reserved=reserved_headers(tracer is not None))
         statuses = self.statuses
         if isinstance(statuses, str) or not statuses:
             raise ConfigurationError("WebhookPlugin.statuses", statuses,
@@ -161,7 +175,6 @@ class WebhookPlugin(NexusPlugin):
         path = Path(self.outbox_path) if self.outbox_path else default_outbox_path(
             nexus_app.telemetry.config.data_dir, LEGACY_OUTBOX)
         self._outbox_file = path
-        telemetry = nexus_app.telemetry
         self.exporter = WebhookExporter(
             urls, nexus_app.records.outbox(path), secret=self.secret,
             workflows=settings.names("WebhookPlugin.workflows", self.workflows),
@@ -169,6 +182,7 @@ class WebhookPlugin(NexusPlugin):
             meter=telemetry.meter if telemetry.enabled else None, max_in_flight=max_in_flight,
             on_unavailable=on_unavailable, connect_timeout=connect_timeout, max_rate=max_rate,
             proxy=routes, tls=tls, headers=headers,  # built and checked above: not built again
+            tracer=tracer, propagate="tracecontext" in telemetry.config.propagators, redactor=telemetry.redactor,
         )
         self._app = nexus_app
         nexus_app.records.add(self.exporter)

@@ -1,0 +1,229 @@
+"""The spans of webhook attempts: one CLIENT span per request sent, linked to the execution it delivers.
+
+A payload is delivered by the webhook worker long after its execution
+returned, perhaps on the fourth attempt an hour later. Each attempt that is
+really sent (its destination's gate let it go) is a CLIENT span named ``POST``
+with OpenTelemetry's HTTP client attributes (``http.request.method``,
+``url.full`` with credentials and secret query values ``REDACTED``,
+``server.address``, ``server.port``, ``http.response.status_code``,
+``error.type``) and ``nexus.webhook.id`` / ``nexus.webhook.attempt``. It is a
+root span, in a trace of its own: retries an hour apart must not stretch the
+execution's trace (its duration, its p95, the alerts on it). A span link names
+the execution's workflow span instead, as OpenTelemetry's messaging conventions
+link a consumer to its producer. The request carries the attempt span's W3C
+``traceparent`` (when ``OTEL_PROPAGATORS`` has ``tracecontext``), so an
+instrumented receiver continues the attempt's trace.
+
+The attempt after which a payload is given up (dead-lettered) has the event
+``nexus.webhook.dead_letter``; the first attempt after a replay has
+``nexus.webhook.replayed``. Both carry the error (``nexus.webhook.error``).
+
+Everything here runs on the webhook worker's thread (the poster's loop runs
+there): nothing on the workflow's. A request held back (a ``Retry-After``,
+``max_rate``) or never started has no span. With delivery spans off the
+exporter makes no :class:`Attempt` at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from ..records import ExecutionRecord
+from ..redaction import Redactor
+from ..telemetry import contract as c
+from ..urls import REDACTED, mask_url
+from .delivery import Outcome
+from .http_poster import ConnectTimedOut, PostTimeout, Reply
+from .outbox import Message
+from .span_links import execution_link
+
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+"""Headers an attempt's trace context owns while delivery spans are on: a configured one would contradict it."""
+TIMEOUT = "timeout"
+"""``error.type`` of an attempt whose connection or answer did not come in time (the conventions' value)."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_DESTINATIONS = 1024
+"""Destinations whose span attributes are kept worked out (a few URLs are configured; replays may bring old ones)."""
+_ROOT = Context()
+"""No current span: each attempt is a root, whatever context the worker's thread has."""
+
+
+def url_full(url: str, redactor: Redactor | None = None) -> str:
+    """``url`` as ``url.full`` shows it: user and password both ``REDACTED`` (as the HTTP conventions ask), and
+    secret query values ``REDACTED`` (:func:`~nexus_otel.urls.mask_url`)."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            host = authority.rpartition("@")[2]
+            url = f"{scheme}://{REDACTED}:{REDACTED}@{host}{slash}{path}"
+    return mask_url(url, redactor)
+
+
+def destination_attributes(url: str, redactor: Redactor | None = None) -> dict[str, AttributeValue]:
+    """The attributes every attempt to ``url`` has: method, ``url.full``, ``server.address``, ``server.port``."""
+    attributes: dict[str, AttributeValue] = {c.HTTP_REQUEST_METHOD: "POST", c.URL_FULL: url_full(url, redactor)}
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # not a URL the poster could send to: its attempt fails, its span says how
+        return attributes
+    if parts.hostname:
+        attributes[c.SERVER_ADDRESS] = parts.hostname
+    if port:
+        attributes[c.SERVER_PORT] = port
+    return attributes
+
+
+def failure_type(reply: Reply | Exception) -> str | None:
+    """The ``error.type`` of an attempt: the status code of a non-2xx answer (a 3xx too: redirects are not
+    followed, the payload is not delivered), ``timeout``, or the qualified name of the exception at the root of
+    the failure (``ConnectionRefusedError``, ``ssl.SSLCertVerificationError``); None if 2xx."""
+    if isinstance(reply, Reply):
+        return None if 200 <= reply.status < 300 else str(reply.status)
+    if isinstance(reply, (ConnectTimedOut, PostTimeout)):
+        return TIMEOUT
+    for _ in range(8):  # what was underneath: a refused connection is ConnectionRefusedError, not our wrapper
+        cause = reply.__cause__
+        if not isinstance(cause, Exception):
+            break
+        reply = cause
+    return c.error_type(reply)
+
+
+def traceparent(span: Span) -> str:
+    """The W3C ``traceparent`` naming ``span`` (formatted here: the propagator API costs more per request)."""
+    context = span.get_span_context()
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+class DeliverySpans:
+    """Makes the span of each webhook attempt with ``tracer`` (the app's provider: its sampling, redaction and
+    exporters apply).
+
+    ``propagate``: send each attempt's ``traceparent`` (and ``tracestate``, if any) to the receiver.
+    ``max_attempts``: the delivery's retry limit, to tell the attempt after which a payload is given up.
+    ``redactor``: the app's, so its extra sensitive keys count in ``url.full``'s query too.
+    """
+
+    def __init__(self, tracer: Tracer, *, max_attempts: int, propagate: bool = True,
+                 redactor: Redactor | None = None) -> None:
+        self.tracer = tracer
+        self.max_attempts = max_attempts
+        self.propagate = propagate
+        self.redactor = redactor
+        self._destinations: dict[str, dict[str, AttributeValue]] = {}
+
+    def attempt(self, message: Message) -> Attempt:
+        """The observer of ``message``'s request (:class:`~.http_poster.SendObserver`): nothing starts until it
+        is sent."""
+        return Attempt(self, message)
+
+    def destination(self, url: str) -> dict[str, AttributeValue]:
+        """:func:`destination_attributes` of ``url``, worked out once."""
+        attributes = self._destinations.get(url)
+        if attributes is None:
+            if len(self._destinations) >= _MAX_DESTINATIONS:
+                self._destinations.clear()
+            attributes = self._destinations[url] = destination_attributes(url, self.redactor)
+        return attributes
+
+
+class Attempt:
+    """One message's request: its span starts as the request is sent and ends with its answer's time, once
+    the delivery knows the outcome (:meth:`end`, which adds the dead letter event)."""
+
+    __slots__ = ("_spans", "message", "span", "_reply", "_ended_at")
+
+    def __init__(self, spans: DeliverySpans, message: Message) -> None:
+        self._spans = spans
+        self.message = message
+        self.span: Span | None = None
+        self._reply: Reply | Exception | None = None
+        self._ended_at: int | None = None
+
+    # -- SendObserver (on the poster's loop) ------------------------------------------------------
+    def sending(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        spans, message = self._spans, self.message
+        attributes = {**spans.destination(message.destination), c.WEBHOOK_ID: message.message_id,
+                      c.WEBHOOK_ATTEMPT: message.attempts + 1}
+        links = []
+        execution = _execution(message.payload)
+        if execution is not None:
+            workflow, workflow_id, link = execution
+            attributes[c.WORKFLOW_NAME] = workflow  # the workflow's own sampling rules apply to its deliveries
+            attributes[c.WORKFLOW_ID] = workflow_id  # and Jaeger finds them by it (links are not searchable)
+            if link is not None:
+                links.append(link)
+        span = self.span = spans.tracer.start_span(
+            c.WEBHOOK_SPAN, context=_ROOT, kind=SpanKind.CLIENT, attributes=attributes, links=links,
+            record_exception=False, set_status_on_exception=False)
+        if message.attempts == 0 and message.last_error is not None and span.is_recording():
+            # Only a replay sets a message's attempts back to 0; it keeps the error it was given up with.
+            span.add_event(c.WEBHOOK_REPLAYED_EVENT, {c.WEBHOOK_ERROR: message.last_error})
+        if not spans.propagate:
+            return headers
+        extra = {**headers, "traceparent": traceparent(span)}
+        state = span.get_span_context().trace_state
+        if state:
+            extra["tracestate"] = state.to_header()
+        return extra
+
+    def answered(self, reply: Reply | Exception) -> None:
+        self._ended_at = time.time_ns()
+        self._reply = reply
+
+    # -- after the batch ----------------------------------------------------------------------------
+    def end(self, outcome: Outcome) -> None:
+        """End the span (if the request was sent) with the answer's status, and the dead letter event if
+        ``outcome`` gives the payload up."""
+        span = self.span
+        if span is None:
+            return
+        ended_at = self._ended_at if self._ended_at is not None else time.time_ns()
+        reply = self._reply
+        if span.is_recording():
+            error_type: str | None
+            if reply is None:  # the request never finished (its loop was cut short)
+                error_type = "_OTHER"
+            else:
+                error_type = failure_type(reply)
+                if isinstance(reply, Reply):
+                    span.set_attribute(c.HTTP_RESPONSE_STATUS_CODE, reply.status)
+            if error_type is not None:
+                span.set_attribute(c.ERROR_TYPE, error_type)
+                # A status code says why by itself (the conventions leave the description empty then).
+                span.set_status(Status(StatusCode.ERROR, None if isinstance(reply, Reply) else outcome.error))
+            if gives_up(self.message, outcome, self._spans.max_attempts):
+                attributes: dict[str, Any] = {c.WEBHOOK_ERROR: outcome.error}
+                if error_type is not None:
+                    attributes[c.ERROR_TYPE] = error_type
+                span.add_event(c.WEBHOOK_DEAD_LETTER_EVENT, attributes, timestamp=ended_at)
+        span.end(ended_at)
+
+
+def gives_up(message: Message, outcome: Outcome, max_attempts: int) -> bool:
+    """Whether the delivery worker dead-letters ``message`` after ``outcome``: a final failure (a 3xx or 4xx),
+    or a retryable one on its last attempt (the rule of :class:`~.delivery.OutboxWorker`)."""
+    if outcome.ok or not outcome.attempted:
+        return False
+    return not outcome.retry or message.attempts + 1 >= max_attempts
+
+
+def _execution(payload: Any) -> tuple[str, str, Any] | None:
+    """``(workflow, workflow id, link to its workflow span or None)`` of a stored payload: a record's fields
+    (:meth:`ExecutionRecord.to_json` decoded), or a finished payload as queued before 0.2 (no span id: no link)."""
+    if isinstance(payload, list):
+        record = ExecutionRecord.from_json(payload)
+        return (record.workflow, record.workflow_id,
+                execution_link(record.trace_id, record.span_id, record.trace_sampled))
+    if isinstance(payload, dict) and isinstance(payload.get("workflow"), str):
+        return payload["workflow"], str(payload.get("workflow_id", "")), None
+    return None
