@@ -242,3 +242,39 @@ def test_traceparent_is_reserved_while_delivery_spans_are_on(capture, tmp_path, 
     (request,) = receiver.wait_for_count(1)
     off.stop()
     assert request.headers["traceparent"] == "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+
+
+def test_the_tail_sampler_keeps_failed_attempts_and_applies_the_workflows_own_ratio(tmp_path, receiver):
+    """Tail sampling at ratio 0 keeps the failed attempts (reason error) and drops the delivered one; the workflow's
+    own per_workflow ratio (the attempt carries nexus.workflow.name) keeps it."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from nexus_otel.processors.tail_sampling import TailSampling
+
+    kept = {}
+    for label, policy in (("none", TailSampling(ratio=0.0)),
+                          ("order", TailSampling(ratio=0.0, per_workflow={"order": TailSampling(ratio=1.0)}))):
+        capture = CapturedTelemetry()
+        exported = kept[label] = InMemorySpanExporter()
+        try:
+            telemetry = capture.telemetry("shop", tail_sampling=policy)
+            telemetry.add_span_processor(SimpleSpanProcessor(exported))  # behind the tail sampler
+            app = Nexus("shop", telemetry=telemetry)
+            app.register("order", lambda inputs: {"ok": True})
+            app.add_plugin(WebhookPlugin(receiver.url, outbox_path=tmp_path / f"{label}.sqlite", **FAST))
+            receiver.clear()
+            receiver.set_status_sequence([500, 500])
+            app.execute_workflow("order", {})
+            receiver.wait_for_count(3)
+            _wait_for_spans(capture, 3)
+            app.stop()
+        finally:
+            capture.shutdown()
+    dropped = [(s.attributes["http.response.status_code"], s.attributes["nexus.sampling.reason"])
+               for s in kept["none"].get_finished_spans() if s.name == "POST"]
+    assert sorted(dropped) == [(500, "error"), (500, "error")]
+    assert not [s for s in kept["none"].get_finished_spans() if s.name == "workflow order"]
+    by_workflow = [(s.attributes["http.response.status_code"], s.attributes["nexus.sampling.reason"])
+                   for s in kept["order"].get_finished_spans() if s.name == "POST"]
+    assert sorted(by_workflow) == [(200, "ratio"), (500, "error"), (500, "error")]
