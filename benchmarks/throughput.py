@@ -16,7 +16,14 @@ the POSTs). Every payload must arrive once (distinct ``webhook-id``s counted
 by the receiver); a round that loses or doubles one is reported broken.
 
 Targets: >= 1,000 deliveries per second with a 50 ms receiver; median CPU per
-delivered payload <= 150 us. The same run measures the CPU of one synchronous
+delivered payload <= 150 us, with delivery spans off and on. Each round runs twice,
+delivery spans off (``tracer=None``) then on: a real SDK ``TracerProvider`` with a
+``BatchSpanProcessor`` (the SDK's defaults) and the OTLP http/protobuf span exporter an
+app uses (the SDK's, with nexus-otel's encoder) sending to a loopback receiver in
+another process (as the full-pipeline side below). With spans on, the
+figure is the worker thread's CPU plus the span export thread's (encoding and
+sending the attempt spans) plus the final flush's, per delivered payload; every
+attempt span must reach the exporter. The same run measures the CPU of one synchronous
 ``httpx`` POST to the same receiver (the client the worker used before), so the
 CPU figure can be read as a ratio on a machine slower or faster than the one
 the target was set on.
@@ -62,9 +69,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from loopback_receiver import Receiver
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from proc_cpu import process_cpu  # before loopback_receiver, which takes this folder off sys.path
 
 from nexus_otel import Nexus
+from nexus_otel.exporters.otlp_exporters import OTLPHttpSpanExporter
 from nexus_otel.exporters.outbox import Outbox
 from nexus_otel.exporters.webhook import WebhookExporter
 from nexus_otel.records import ExecutionRecord
@@ -100,13 +111,61 @@ def _thread_cpu(name: str) -> float:
     raise RuntimeError(f"no thread {name}")
 
 
+class _CountingExporter(OTLPHttpSpanExporter):
+    """The app's OTLP http/protobuf span exporter (the SDK's, its bodies written by nexus-otel's encoder, as an app
+    sends with ``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``), counting the spans it exported."""
+
+    exported = 0
+
+    def export(self, spans: Any) -> SpanExportResult:
+        result = super().export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+        return result
+
+
+class DeliveryTracing:
+    """Delivery spans as an app exports them: a real SDK ``TracerProvider``, a ``BatchSpanProcessor`` (the SDK's
+    defaults) and the app's OTLP http/protobuf span exporter to ``otlp_base`` (a loopback receiver, another
+    process)."""
+
+    def __init__(self, otlp_base: str) -> None:
+        before = set(threading.enumerate())
+        self.exporter = _CountingExporter(endpoint=f"{otlp_base}/v1/traces")
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "throughput"}),
+                                       shutdown_on_exit=False)
+        self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        self.threads = [t for t in threading.enumerate() if t not in before]  # the span export thread
+        self.tracer = self.provider.get_tracer("nexus_otel.webhooks")
+
+    def cpu(self) -> float:
+        """CPU seconds the span export thread has used so far."""
+        return sum(_cpu_of(t) or 0.0 for t in self.threads)
+
+    def flush(self) -> float:
+        """Export what is queued; the CPU seconds that took on this thread (the SDK exports on the caller's)."""
+        t0 = time.thread_time()
+        self.provider.force_flush()
+        return time.thread_time() - t0
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
 def webhook_round(receiver: Receiver, n: int, timeout: float = 120.0,
-                  max_in_flight: int | None = None) -> dict[str, float]:
-    """Queue ``n`` payloads, start the worker, wait for an empty outbox: rate, CPU per payload, checks."""
+                  max_in_flight: int | None = None, tracing: DeliveryTracing | None = None) -> dict[str, float]:
+    """Queue ``n`` payloads, start the worker, wait for an empty outbox: rate, CPU per payload, checks.
+
+    With ``tracing``, every attempt is a delivery span: the span export thread's CPU (and the final flush's)
+    is counted too (``span_cpu_us``), and ``spans`` is how many reached the OTLP exporter.
+    """
     before = receiver.count()
     with tempfile.TemporaryDirectory() as tmp:
         outbox = Outbox(os.path.join(tmp, "outbox.sqlite"))
-        options = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
+        options: dict[str, Any] = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
+        if tracing is not None:
+            options["tracer"] = tracing.tracer
+            spans0, span_cpu0 = tracing.exporter.exported, tracing.cpu()
         exporter = WebhookExporter([receiver.url], outbox, secret=SECRET, **options)
         for _ in range(n):
             exporter.on_end(_record())
@@ -121,9 +180,14 @@ def webhook_round(receiver: Receiver, n: int, timeout: float = 120.0,
         pending = exporter.outbox.counts().get("pending", 0)
         exporter.shutdown(5.0)
     after = receiver.count()
-    return {"rate": n / wall, "cpu_us": cpu / n * 1e6, "pending": pending,
-            "received": after["received"] - before["received"],
-            "unique": after["unique_ids"] - before["unique_ids"]}
+    out = {"rate": n / wall, "cpu_us": cpu / n * 1e6, "pending": pending,
+           "received": after["received"] - before["received"],
+           "unique": after["unique_ids"] - before["unique_ids"]}
+    if tracing is not None:
+        flush_cpu = tracing.flush()
+        out["span_cpu_us"] = (tracing.cpu() - span_cpu0 + flush_cpu) / n * 1e6
+        out["spans"] = tracing.exporter.exported - spans0
+    return out
 
 
 def httpx_post_cpu(url: str, n: int = 200) -> float:
@@ -346,9 +410,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             receiver.stop()
         return 0 if ok else 2
+    otlp = Receiver(0)
+    tracing = DeliveryTracing(otlp.base)
     try:
         webhook_round(receiver, 100)  # warm-up
-        results = [webhook_round(receiver, n) for _ in range(rounds)]
+        webhook_round(receiver, 100, tracing=tracing)
+        results, traced = [], []
+        for _ in range(rounds):  # off and on in turn: a machine that slows down slows both
+            results.append(webhook_round(receiver, n))
+            traced.append(webhook_round(receiver, n, tracing=tracing))
         # Why the default max_in_flight: a receiver answering in 50 ms allows 20 requests a second per
         # connection, so the rate follows the requests in flight (Little's law) until the CPU limits it.
         by_in_flight = {k: webhook_round(receiver, n, max_in_flight=k)["rate"] for k in IN_FLIGHT_SWEEP}
@@ -359,7 +429,10 @@ def main(argv: list[str] | None = None) -> int:
             fast.stop()
     finally:
         receiver.stop()
-    broken = [r for r in results if r["pending"] or r["unique"] != n or r["received"] != n]
+        tracing.shutdown()
+        otlp.stop()
+    broken = [r for r in results + traced if r["pending"] or r["unique"] != n or r["received"] != n]
+    lost_spans = [r for r in traced if r["spans"] != r["received"]]
     rate = statistics.median(r["rate"] for r in results)
     cpu = statistics.median(r["cpu_us"] for r in results)
     print(f"webhook delivery: {rounds} rounds of {n} queued payloads to a receiver answering in "
@@ -374,10 +447,22 @@ def main(argv: list[str] | None = None) -> int:
           f"here, so the worker's whole cost per payload is {cpu / httpx_cpu:.2f}x one httpx POST")
     sweep = ", ".join(f"{k}: {rate:.0f}/s" for k, rate in by_in_flight.items())
     print(f"  one round each by max_in_flight (the default is {DEFAULT_IN_FLIGHT}): {sweep}")
-    if broken:
-        print(f"  BROKEN: {len(broken)} rounds lost or doubled payloads")
+    print("  with delivery spans on (SDK TracerProvider + BatchSpanProcessor + OTLP http/protobuf to a loopback "
+          "receiver, another process), the same rounds:")
+    for i, r in enumerate(traced, 1):
+        print(f"  round {i}: {r['rate']:.0f} deliveries/s, {r['cpu_us']:.0f} us worker thread + "
+              f"{r['span_cpu_us']:.0f} us span export = {r['cpu_us'] + r['span_cpu_us']:.0f} us CPU per payload, "
+              f"{r['spans']} spans exported for {r['received']} requests")
+    traced_rate = statistics.median(r["rate"] for r in traced)
+    traced_cpu = statistics.median(r["cpu_us"] + r["span_cpu_us"] for r in traced)
+    print(f"  median with delivery spans on: {traced_rate:.0f} deliveries/s, {traced_cpu:.0f} us CPU per delivered "
+          f"payload (target <= {TARGET_CPU_US:.0f}) {'PASS' if traced_cpu <= TARGET_CPU_US else 'FAIL'}; "
+          f"off: {cpu:.0f} us; the spans cost {traced_cpu - cpu:.0f} us per payload")
+    if broken or lost_spans:
+        print(f"  BROKEN: {len(broken)} rounds lost or doubled payloads, {len(lost_spans)} rounds lost attempt spans")
         return 1
-    return 0 if rate >= TARGET_RATE and cpu <= TARGET_CPU_US else 2
+    ok = rate >= TARGET_RATE and cpu <= TARGET_CPU_US and traced_cpu <= TARGET_CPU_US
+    return 0 if ok else 2
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_each_attempt_is_a_client_span_of_its_own_linked_to_the_workflow_span(ca
         assert attrs["nexus.webhook.id"] == request.headers["webhook-id"]
         assert attrs["nexus.webhook.attempt"] == attempt
         assert attrs["nexus.workflow.name"] == "order"
-        assert attrs["nexus.workflow.id"] == workflow.attributes["nexus.workflow.id"]
+        assert attrs["nexus.webhook.id"] == f"msg_{workflow.attributes['nexus.workflow.id']}"
         assert request.headers["traceparent"] == _traceparent(span)
         assert "tracestate" not in request.headers
     assert [s.attributes.get("error.type") for s in spans] == ["500", "500", None]

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from ..records import ExecutionRecord
@@ -157,9 +157,10 @@ class Attempt:
         links = []
         execution = _execution(message.payload)
         if execution is not None:
-            workflow, workflow_id, link = execution
-            attributes[c.WORKFLOW_NAME] = workflow  # the workflow's own sampling rules apply to its deliveries
-            attributes[c.WORKFLOW_ID] = workflow_id  # and Jaeger finds them by it (links are not searchable)
+            workflow, link = execution
+            # The workflow's own sampling rules apply to its deliveries. (Its id is in nexus.webhook.id already,
+            # "msg_<id>": Jaeger finds an execution's attempts by that tag, as links are not searchable.)
+            attributes[c.WORKFLOW_NAME] = workflow
             if link is not None:
                 links.append(link)
         span = self.span = spans.tracer.start_span(
@@ -217,13 +218,12 @@ def gives_up(message: Message, outcome: Outcome, max_attempts: int) -> bool:
     return not outcome.retry or message.attempts + 1 >= max_attempts
 
 
-def _execution(payload: Any) -> tuple[str, str, Any] | None:
-    """``(workflow, workflow id, link to its workflow span or None)`` of a stored payload: a record's fields
+def _execution(payload: Any) -> tuple[str, Link | None] | None:
+    """``(workflow, link to its workflow span or None)`` of a stored payload: a record's fields
     (:meth:`ExecutionRecord.to_json` decoded), or a finished payload as queued before 0.2 (no span id: no link)."""
     if isinstance(payload, list):
         record = ExecutionRecord.from_json(payload)
-        return (record.workflow, record.workflow_id,
-                execution_link(record.trace_id, record.span_id, record.trace_sampled))
+        return record.workflow, execution_link(record.trace_id, record.span_id, record.trace_sampled)
     if isinstance(payload, dict) and isinstance(payload.get("workflow"), str):
-        return payload["workflow"], str(payload.get("workflow_id", "")), None
+        return payload["workflow"], None
     return None
