@@ -121,10 +121,11 @@ class DeliverySpans:
         self.redactor = redactor
         self._destinations: dict[str, dict[str, AttributeValue]] = {}
 
-    def attempt(self, message: Message) -> Attempt:
+    def attempt(self, message: Message, execution: ExecutionRecord | Mapping[str, Any] | None = None) -> Attempt:
         """The observer of ``message``'s request (:class:`~.http_poster.SendObserver`): nothing starts until it
-        is sent."""
-        return Attempt(self, message)
+        is sent. ``execution``: the record its payload was made from (or the payload, as queued before 0.2);
+        None reads it from the message."""
+        return Attempt(self, message, execution)
 
     def destination(self, url: str) -> dict[str, AttributeValue]:
         """:func:`destination_attributes` of ``url``, worked out once."""
@@ -140,11 +141,13 @@ class Attempt:
     """One message's request: its span starts as the request is sent and ends with its answer's time, once
     the delivery knows the outcome (:meth:`end`, which adds the dead letter event)."""
 
-    __slots__ = ("_spans", "message", "span", "_reply", "_ended_at")
+    __slots__ = ("_spans", "message", "_execution", "span", "_reply", "_ended_at")
 
-    def __init__(self, spans: DeliverySpans, message: Message) -> None:
+    def __init__(self, spans: DeliverySpans, message: Message,
+                 execution: ExecutionRecord | Mapping[str, Any] | None = None) -> None:
         self._spans = spans
         self.message = message
+        self._execution = execution if execution is not None else message.payload
         self.span: Span | None = None
         self._reply: Reply | Exception | None = None
         self._ended_at: int | None = None
@@ -155,7 +158,7 @@ class Attempt:
         attributes = {**spans.destination(message.destination), c.WEBHOOK_ID: message.message_id,
                       c.WEBHOOK_ATTEMPT: message.attempts + 1}
         links = []
-        execution = _execution(message.payload)
+        execution = _execution(self._execution)
         if execution is not None:
             workflow, link = execution
             # The workflow's own sampling rules apply to its deliveries. (Its id is in nexus.webhook.id already,
@@ -219,10 +222,11 @@ def gives_up(message: Message, outcome: Outcome, max_attempts: int) -> bool:
 
 
 def _execution(payload: Any) -> tuple[str, Link | None] | None:
-    """``(workflow, link to its workflow span or None)`` of a stored payload: a record's fields
-    (:meth:`ExecutionRecord.to_json` decoded), or a finished payload as queued before 0.2 (no span id: no link)."""
-    if isinstance(payload, list):
-        record = ExecutionRecord.from_json(payload)
+    """``(workflow, link to its workflow span or None)`` of an execution record, of a stored payload (a record's
+    fields: :meth:`ExecutionRecord.to_json` decoded), or of a finished payload as queued before 0.2 (no span id:
+    no link)."""
+    record = ExecutionRecord.from_json(payload) if isinstance(payload, list) else payload
+    if isinstance(record, ExecutionRecord):
         return record.workflow, execution_link(record.trace_id, record.span_id, record.trace_sampled)
     if isinstance(payload, dict) and isinstance(payload.get("workflow"), str):
         return payload["workflow"], None

@@ -235,9 +235,8 @@ class WebhookExporter(OutboxExporter):
         spans = self.spans
         if spans is None:
             return self._settle(self._poster.post_all([self._request(m, deadline) for m in batch]))
-        attempts = [spans.attempt(m) for m in batch]  # each span starts as its request is sent
-        outcomes = self._settle(self._poster.post_all([self._request(m, deadline, a)
-                                                       for m, a in zip(batch, attempts)]))
+        attempts: list[Attempt] = []  # each span starts as its request is sent
+        outcomes = self._settle(self._poster.post_all([self._request(m, deadline, attempts) for m in batch]))
         for attempt, outcome in zip(attempts, outcomes):
             attempt.end(outcome)
         return outcomes
@@ -249,9 +248,14 @@ class WebhookExporter(OutboxExporter):
                 self.attempts.add(result, n)
         return [_outcome(reply) for reply in replies]
 
-    def _request(self, message: Message, deadline: float | None, observer: Attempt | None = None) -> Post:
-        """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``."""
-        payload = body_of(message.payload)
+    def _request(self, message: Message, deadline: float | None, attempts: list[Attempt] | None = None) -> Post:
+        """The signed request for one message: a fresh timestamp and signature, the stable ``webhook-id``.
+
+        With ``attempts`` (delivery spans on) its :class:`~.delivery_spans.Attempt` is appended to it.
+        """
+        stored = message.payload
+        record = ExecutionRecord.from_json(stored) if isinstance(stored, list) else None
+        payload = payload_of(record) if record is not None else stored  # as body_of, the record kept
         body = fastjson.dumpb(payload)
         now = _dt.datetime.now(_dt.timezone.utc)
         headers = {
@@ -266,6 +270,10 @@ class WebhookExporter(OutboxExporter):
                 headers["baggage"] = value
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(message.message_id, now, body.decode("utf-8"))
+        observer = None
+        if attempts is not None and self.spans is not None:
+            observer = self.spans.attempt(message, record if record is not None else payload)
+            attempts.append(observer)
         return Post(message.destination, body, headers, self.timeout, not_after=deadline, observer=observer)
 
 
