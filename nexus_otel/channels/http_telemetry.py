@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..telemetry.instruments import SeriesCache
 from ..telemetry.telemetry import Telemetry
+from ..telemetry.workflow_sampler import with_workflow
 from ..urls import redact_query
 
 Scope = MutableMapping[str, Any]
@@ -65,6 +66,7 @@ class HttpTelemetryMiddleware:
         self._tracer = telemetry.tracer
         self._redactor = telemetry.redactor
         self._durations = SeriesCache(telemetry.instruments.http_server_duration)  # by (method, status, scheme, route)
+        self._by_workflow = telemetry.workflow_sampler is not None  # per-workflow head sampling ratios are set
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self.telemetry.enabled:
@@ -74,6 +76,8 @@ class HttpTelemetryMiddleware:
         root_path = scope.get("root_path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         parent = propagate.extract(headers, getter=_GETTER)
+        if self._by_workflow:  # this span may root a trace: its sampler decides by the workflow the path names
+            parent = with_workflow(parent, scope.get("path", ""))
         method = scope.get("method", "GET")
         server = scope.get("server") or (None, None)
         client = scope.get("client") or (None, None)

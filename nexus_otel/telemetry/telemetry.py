@@ -62,6 +62,8 @@ from .instruments import Instruments
 from .metrics_hub import MetricsHub
 from .sinks import log_processors, metric_exporters, separate_reader, span_processors
 from .worker_metrics import WorkerMetrics
+from .workflow_sampler import SETTING as WORKFLOW_SAMPLING
+from .workflow_sampler import WorkflowSampler
 
 log = logging.getLogger("nexus_otel.telemetry")
 P = TypeVar("P")
@@ -116,6 +118,9 @@ class Telemetry:
         self.sinks = RedactingSpanProcessor(self.redactor)
         self.metrics_hub: MetricsHub | None = metrics_hub
         self.tail_sampler: TailSamplingProcessor | None = None
+        self.workflow_sampler: WorkflowSampler | None = None
+        """The head sampler with per-workflow ratios (``workflow_sampling``); None when none are set, or the
+        tracer provider is borrowed (its sampler is not ours to replace)."""
         self.span_outcomes: Any = None
         self.worker_metrics: WorkerMetrics | None = None
         """With ``serve --workers``: this worker's part in answering ``/metrics`` for all workers."""
@@ -152,6 +157,9 @@ class Telemetry:
             if tracer_provider is None:
                 tracer_provider = self._tracer_provider()
                 self._owned.append(tracer_provider)
+            elif self.config.workflow_sampling:
+                log.warning("%s (workflow_sampling) is ignored: the tracer provider was not built by nexus-otel, "
+                            "so its head sampler decides every trace", WORKFLOW_SAMPLING)
             self.tracer_provider = tracer_provider
             if isinstance(self.tracer_provider, TracerProvider):
                 self.tracer_provider.add_span_processor(self.sinks)
@@ -178,6 +186,8 @@ class Telemetry:
     def _tracer_provider(self) -> TracerProvider:
         """A new SDK provider whose exporters sit behind redaction (and the tail sampler, if any)."""
         sampler = self.config.sampler
+        if self.config.workflow_sampling:  # listed workflows' new traces at their own ratio
+            sampler = self.workflow_sampler = WorkflowSampler(dict(self.config.workflow_sampling), sampler)
         if self.tail_sampler is not None:  # record what the head would drop: the tail may keep it
             sampler = RecordingSampler(sampler)
         # Our own exit handler bounds the flush; the SDK's would wait on a silent endpoint.
