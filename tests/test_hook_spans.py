@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -234,3 +235,35 @@ def test_kailash_nexus_plugin_examples_work_untraced(capture, capsys):
     assert _of_plugin(capture, "metrics") == _of_plugin(capture, "lifecycle_demo") == []
     assert _of_plugin(capture, "request_logger") == ["hook workflow_completed request_logger"]
     assert "hook workflow_started plain" in _of_plugin(capture, "plain")
+
+
+def test_untraced_hooks_on_the_async_path(capture):
+    """aexecute_workflow of an async workflow: untraced async hooks run and are timed, with no span."""
+
+    class AsyncQuiet(NexusPlugin):
+        trace_hooks = False
+        name = "async_quiet"
+
+        def setup(self, nexus_app):
+            async def started(event):
+                await asyncio.sleep(0)
+                raise RuntimeError("async hook broke")
+
+            nexus_app.on_workflow_started(started)
+            nexus_app.on_workflow_completed(lambda event: None)
+
+    app = capture.app()
+    app.add_plugin(AsyncQuiet())
+    app.add_plugin(Quiet(name="loud"))
+
+    @app.workflow("agreet")
+    async def agreet(inputs):
+        return {"ok": True}
+
+    assert asyncio.run(app.aexecute_workflow("agreet", {})) == {"ok": True}
+    assert _of_plugin(capture, "async_quiet") == []
+    assert sorted(_of_plugin(capture, "loud")) == ["hook workflow_completed loud", "hook workflow_started loud",
+                                                   "plugin setup loud"]
+    assert capture.metric_value(HOOK_DURATION, plugin="async_quiet", event="workflow_started") == 1
+    assert capture.metric_value(PLUGIN_ERRORS, plugin="async_quiet", event="workflow_started") == 1
+    assert capture.span("workflow agreet").status.is_ok

@@ -21,6 +21,7 @@ from nexus_otel.errors import ConfigurationError
 from nexus_otel.records import RecordProcessor
 from nexus_otel.serving import BackgroundServer
 from nexus_otel.telemetry import TelemetryConfig
+from nexus_otel.telemetry.workflow_sampler import workflow_in_path
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -187,3 +188,12 @@ def test_bad_variable_values_are_configuration_errors(raw):
     """NEXUS_OTEL_WORKFLOW_SAMPLING that is not workflow=ratio pairs with ratios 0..1: ConfigurationError."""
     with pytest.raises(ConfigurationError, match="NEXUS_OTEL_WORKFLOW_SAMPLING"):
         TelemetryConfig.from_env({"NEXUS_OTEL_WORKFLOW_SAMPLING": raw})
+
+
+@pytest.mark.parametrize(("path", "workflow"), [
+    ("/workflows/checkout", "checkout"), ("/workflows/checkout/execute", "checkout"),
+    ("/api/workflows/checkout", "checkout"), ("/workflows", None), ("/healthz", None), ("/workflows/a/b", None),
+])
+def test_the_workflow_a_request_path_names(path, workflow):
+    """The HTTP channel's /workflows/{name} and Kailash Nexus's /workflows/{name}/execute name a workflow."""
+    assert workflow_in_path(path) == workflow
