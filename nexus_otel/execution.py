@@ -35,6 +35,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode
 
 from ._aio import block_on
+from .baggage import BaggagePicker, MetricBaggage
 from .caller import Caller
 from .errors import AccessError, RateLimitExceeded, RecordsUnavailableError
 from .events import WorkflowEvent
@@ -51,7 +52,7 @@ from .workflows import Workflow
 
 class _Run:
     __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active", "sampled",
-                 "inputs_attr", "error_type", "error_text", "status")
+                 "inputs_attr", "error_type", "error_text", "status", "baggage", "metric_baggage")
 
     def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any,
                  ctx: SpanContext | None = None, active: Any = None) -> None:
@@ -68,6 +69,8 @@ class _Run:
         self.error_type: str | None = None
         self.error_text: str | None = None
         self.status: str | None = None  # set when the workflow ended; metrics are recorded then
+        self.baggage: dict[str, str] | None = None  # the listed baggage keys it came with, redacted and bounded
+        self.metric_baggage: tuple[str | None, ...] | None = None  # those of them its metrics carry
 
 
 def _sync_terminal(call: WorkflowCall) -> Any:
@@ -105,6 +108,10 @@ class Executor:
         self._redactor = redactor
         self._record_inputs = record_inputs
         self._gen_ai = telemetry.config.gen_ai_semconv  # the GenAI conventions' invoke_workflow span, opted in
+        # Baggage keys listed (NEXUS_OTEL_BAGGAGE_KEYS): picked per execution; none listed, nothing is done.
+        config = telemetry.config
+        self._baggage = BaggagePicker(config.baggage_keys, redactor) if config.baggage_keys else None
+        self._metric_baggage = MetricBaggage(config.baggage_metric_keys) if config.baggage_metric_keys else None
         self._sync_chain: Next = _sync_terminal
         self._async_chain: AsyncNext = _async_terminal
         # Workflow ids need to be unique, not secret: a seeded PRNG, no system call per execution.
@@ -168,8 +175,10 @@ class Executor:
             channel=channel, inputs=inputs, timestamp=time.time(),
         )
         records = self._records
+        baggage = self._baggage.pick() if self._baggage is not None else None
         if not self._telemetry.enabled:
             run = _Run(workflow, event, INVALID_SPAN, None)
+            run.baggage = baggage
             if records.wants_start:
                 run.inputs_attr = self._inputs_attr(inputs)
                 records.on_start(self._start_record(run))
@@ -189,6 +198,9 @@ class Executor:
             attributes[c.GEN_AI_OPERATION_NAME] = c.GEN_AI_INVOKE_WORKFLOW
             attributes[c.GEN_AI_WORKFLOW_NAME] = workflow.name
             span_name = c.GEN_AI_WORKFLOW_SPAN.format(workflow=workflow.name)
+        if baggage:
+            for key, value in baggage.items():  # named by the key itself; the contract's attributes win
+                attributes.setdefault(key, value)
         span = self._tracer.start_span(span_name, kind=kind, attributes=attributes)
         token = context_api.attach(trace_api.set_span_in_context(span))
         ctx: SpanContext | None = span.get_span_context()
@@ -204,6 +216,10 @@ class Executor:
         run = _Run(workflow, event, span, token, ctx, active)
         run.sampled = sampled
         run.inputs_attr = inputs_attr
+        if baggage:
+            run.baggage = baggage
+            if self._metric_baggage is not None:
+                run.metric_baggage = self._metric_baggage.values(baggage)
         if records.wants_start:
             records.on_start(self._start_record(run))
         return run
@@ -238,8 +254,22 @@ class Executor:
         if exemplar is not None and tail is not None and not tail.keeps_exemplar(
                 exemplar.trace_id, workflow.name, status != c.STATUS_COMPLETED, duration):
             exemplar = None  # an exemplar only ever names a trace that is kept
+        labels = run.metric_baggage
+        if labels is not None:  # its series carry the metric keys of its baggage
+            labelled = (*key, labels)
+            self._executions.get(labelled, self._baggage_series, workflow, channel, status, labels).add(
+                1, exemplar)
+            self._durations.get(labelled, self._baggage_series, workflow, channel, status, labels).record(
+                duration, exemplar)
+            return
         self._executions.get(key, workflow.metric_attributes, channel, status).add(1, exemplar)
         self._durations.get(key, workflow.metric_attributes, channel, status).record(duration, exemplar)
+
+    def _baggage_series(self, workflow: Workflow, channel: str, status: str,
+                        labels: tuple[str | None, ...]) -> dict[str, str]:
+        """A series' attributes with the metric keys' values; the contract's attributes win over a key."""
+        assert self._metric_baggage is not None
+        return {**self._metric_baggage.attributes(labels), **workflow.metric_attributes(channel, status)}
 
     def _end(self, run: _Run) -> None:
         if run.token is not None:
@@ -264,6 +294,7 @@ class Executor:
         return ExecutionRecord(
             event.workflow_name, event.workflow_id, RUNNING, event.channel, event.session_id, event.timestamp,
             trace_id=event.trace_id, span_id=event.span_id, trace_sampled=run.sampled, inputs=run.inputs_attr,
+            baggage=run.baggage,
         )
 
     def _end_record(self, run: _Run) -> ExecutionRecord:
@@ -276,5 +307,5 @@ class Executor:
             event.trace_id, event.span_id, run.sampled,
             run.error_type,
             self._redactor.scrub_text("status.description", run.error_text) if run.error_text else None,
-            run.inputs_attr, None if cache_hit is None else bool(cache_hit),
+            run.inputs_attr, None if cache_hit is None else bool(cache_hit), run.baggage,
         )

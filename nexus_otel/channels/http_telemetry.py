@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from opentelemetry import context as context_api
-from opentelemetry import propagate
 from opentelemetry import trace as trace_api
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -75,7 +74,7 @@ class HttpTelemetryMiddleware:
         start = time.perf_counter()
         root_path = scope.get("root_path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        parent = propagate.extract(headers, getter=_GETTER)
+        parent = self.telemetry.propagator.extract(headers, getter=_GETTER)
         if self._by_workflow:  # this span may root a trace: its sampler decides by the workflow the path names
             parent = with_workflow(parent, scope.get("path", ""))
         method = scope.get("method", "GET")

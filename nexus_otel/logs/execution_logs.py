@@ -7,7 +7,9 @@ operator can go from any execution's log lines to its trace id, and from a
 kept trace to its log lines. Names and attributes are the telemetry
 contract's (``docs/logs.md``); ``error.type``, ``exception.type``,
 ``exception.message`` and ``session.id`` are OpenTelemetry's semantic
-conventions, ``event_name`` is the logs data model's field.
+conventions, ``event_name`` is the logs data model's field. The listed baggage keys the
+execution came with (``NEXUS_OTEL_BAGGAGE_KEYS``, :mod:`nexus_otel.baggage`) are attributes named
+by the key itself, as on the workflow span.
 
 Built on the request log's worker thread, never on a workflow's.
 """
@@ -67,6 +69,9 @@ def execution_log_record(record: ExecutionRecord, level: int, *, include_inputs:
     }
     if record.session_id is not None:
         attributes[contract.SESSION_ID] = record.session_id
+    if record.baggage:
+        for key, value in record.baggage.items():  # the contract's attributes win over a key of the same name
+            attributes.setdefault(key, value)
     if started:
         when = record.started_at
         if include_inputs and record.inputs is not None:

@@ -26,16 +26,20 @@ through :class:`~nexus_otel.logs.capture.LogCapture` (``NEXUS_OTEL_CAPTURE_LOGS`
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
 from opentelemetry import _logs as logs_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -114,6 +118,9 @@ class Telemetry:
             tail_sampling if tail_sampling is not None else self.config.tail_sampling)
         self.enabled = not self.config.sdk_disabled
         self.redactor = redactor or Redactor()
+        self.propagator: TextMapPropagator = build_propagator(self.config.propagators)
+        """What reads a request's ``traceparent`` and ``baggage`` (``OTEL_PROPAGATORS``): the app's own, built from
+        its configuration, not the process's global one (which reads ``os.environ`` once, at import)."""
         self.prometheus_registry = prometheus_registry or CollectorRegistry(auto_describe=True)
         self.sinks = RedactingSpanProcessor(self.redactor)
         self.metrics_hub: MetricsHub | None = metrics_hub
@@ -383,6 +390,32 @@ def _meter_provider(config: TelemetryConfig, resource: Resource,
             hub.add_push(exporter, config.metric_export_interval, name)
     provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     return provider, hub, separate
+
+
+PROPAGATOR_GROUP = "opentelemetry_propagator"
+"""The entry point group propagators are installed under (as ``opentelemetry.propagate`` reads them)."""
+
+
+@functools.lru_cache(maxsize=1)
+def installed_propagators() -> dict[str, EntryPoint]:
+    """The installed propagators by name, read once per process (scanning the installed packages takes tens of
+    milliseconds; an app is made many times in a test suite)."""
+    return {ep.name: ep for ep in entry_points(group=PROPAGATOR_GROUP)}
+
+
+def build_propagator(names: Sequence[str]) -> TextMapPropagator:
+    """The propagators named, in order, as one composite, built as ``opentelemetry.propagate`` builds the global
+    one (entry points of :data:`PROPAGATOR_GROUP`); none named: one that extracts and injects nothing."""
+    installed = installed_propagators()
+    chosen: list[TextMapPropagator] = []
+    for name in names:
+        entry = installed.get(name)
+        if entry is None:
+            raise ConfigurationError("OTEL_PROPAGATORS", ",".join(names),
+                                     f"installed propagators ({', '.join(sorted(installed))}); "
+                                     f"{name!r} is not installed")
+        chosen.append(entry.load()())
+    return CompositePropagator(chosen)
 
 
 def _resource(config: TelemetryConfig, default_service_name: str) -> Resource:
