@@ -43,7 +43,7 @@ from ..errors import AccessError, RateLimitExceeded, RecordsUnavailableError
 from ..middlewares.auth import AuthMiddleware
 from ..telemetry import contract as c
 from . import DEFAULT_THREADS
-from .http_telemetry import HttpTelemetryMiddleware
+from .http_telemetry import ERROR_TYPE_KEY, HttpTelemetryMiddleware
 
 log = logging.getLogger("nexus_otel.http")
 
@@ -189,8 +189,10 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
             response.headers["retry-after"] = str(exc.retry_after)
             return response
         except Exception as exc:
-            log.debug("workflow %r failed: %s", name, c.error_type(exc))
-            return _error(500, "workflow failed", workflow=name, error_type=c.error_type(exc))
+            error_type = c.error_type(exc)
+            log.debug("workflow %r failed: %s", name, error_type)
+            request.scope[ERROR_TYPE_KEY] = error_type  # the server span's error.type: the workflow's
+            return _error(500, "workflow failed", workflow=name, error_type=error_type)
         response = _JSON({"result": result, "workflow": name, "trace_id": _trace_id()})
         response.headers.update(caller.response_headers)
         return response

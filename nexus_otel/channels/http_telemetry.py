@@ -5,6 +5,12 @@ It continues the caller's trace from W3C ``traceparent`` (and takes its
 values ``REDACTED``: :mod:`nexus_otel.urls`), records
 ``http.server.request.duration``, and returns the trace id on every response
 (``traceresponse`` and ``X-Trace-Id``) so a user can find the trace.
+
+A 5xx answer's ``error.type`` (on the span and the metric) is the status code,
+as the HTTP conventions say, unless the app says which failure it answered
+with (``scope[ERROR_TYPE_KEY]``: the HTTP channel puts the failed workflow's
+``error.type`` there) or an exception went through: then it is that type, the
+same ``error.type`` as on the workflow span and the execution's records.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ..telemetry import contract
 from ..telemetry.instruments import SeriesCache
 from ..telemetry.telemetry import Telemetry
 from ..telemetry.workflow_sampler import with_workflow
@@ -30,17 +37,20 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 # Methods kept as they are; any other becomes "_OTHER" (the original goes on the span), as the
 # HTTP semantic conventions ask, so a client cannot mint new metric series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+ERROR_TYPE_KEY = "nexus_otel.error_type"
+"""The ASGI scope key where an app puts the ``error.type`` of the failure it answers with a 5xx."""
 
 
-def _duration_attributes(method: str, status: int, scheme: str, route: str | None) -> dict[str, Any]:
+def _duration_attributes(method: str, status: int, scheme: str, route: str | None,
+                         error_type: str | None) -> dict[str, Any]:
     """``http.server.request.duration``'s attributes, per the HTTP semantic conventions."""
     attributes: dict[str, Any] = {
         "http.request.method": method, "http.response.status_code": status, "url.scheme": scheme,
     }
     if route:
         attributes["http.route"] = route
-    if status >= 500:
-        attributes["error.type"] = str(status)
+    if error_type is not None:
+        attributes["error.type"] = error_type
     return attributes
 
 
@@ -64,7 +74,7 @@ class HttpTelemetryMiddleware:
         self.telemetry = telemetry
         self._tracer = telemetry.tracer
         self._redactor = telemetry.redactor
-        self._durations = SeriesCache(telemetry.instruments.http_server_duration)  # by (method, status, scheme, route)
+        self._durations = SeriesCache(telemetry.instruments.http_server_duration)  # by the attributes
         self._by_workflow = telemetry.workflow_sampler is not None  # per-workflow head sampling ratios are set
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -109,6 +119,7 @@ class HttpTelemetryMiddleware:
         trace_header = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
         trace_id = f"{ctx.trace_id:032x}".encode()
         status_code = 500
+        raised: str | None = None
 
         async def send_with_trace(message: Message) -> None:
             nonlocal status_code
@@ -123,6 +134,7 @@ class HttpTelemetryMiddleware:
             await self.app(scope, receive, send_with_trace)
         except BaseException as exc:
             span.record_exception(exc)
+            raised = contract.error_type(exc)
             raise
         finally:
             route = scope.get("route")
@@ -135,13 +147,15 @@ class HttpTelemetryMiddleware:
             if template:
                 span.update_name(f"{method} {template}" if method != "_OTHER" else f"HTTP {template}")
                 end_attributes["http.route"] = template
+            error_type = None
             if status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
-                end_attributes["error.type"] = str(status_code)
+                error_type = raised or scope.get(ERROR_TYPE_KEY) or str(status_code)
+                end_attributes["error.type"] = error_type
             span.set_attributes(end_attributes)
             scheme = attributes["url.scheme"]
-            self._durations.get((method, status_code, scheme, template), _duration_attributes,
-                                method, status_code, scheme, template).record(
+            self._durations.get((method, status_code, scheme, template, error_type), _duration_attributes,
+                                method, status_code, scheme, template, error_type).record(
                 time.perf_counter() - start, ctx if ctx.is_valid else None)
             context_api.detach(token)
             span.end()
