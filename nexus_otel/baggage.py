@@ -51,6 +51,9 @@ def _members(values: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
 def bounded(values: Mapping[str, str]) -> dict[str, str]:
     """``values`` without the members that would pass 64 members or 8,192 bytes (as :func:`header_value`
     counts them), in the order given."""
+    # A character is at most 4 bytes of UTF-8, each sent as %XX: when even that fits, nothing need be encoded.
+    if len(values) <= MAX_MEMBERS and sum(len(k) + 12 * len(str(v)) + 2 for k, v in values.items()) <= MAX_BYTES:
+        return dict(values)
     return {key: value for key, value, _ in _members(values)}
 
 

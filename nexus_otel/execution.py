@@ -17,6 +17,9 @@ is refused before it starts while an outbox its records need is known
 unwritable, and one whose records could not be written after it ran raises
 :class:`~nexus_otel.errors.RecordsUnavailableError` instead of returning (a
 workflow's own exception still comes back unchanged, with a note).
+The listed W3C baggage keys the execution came with (:mod:`~nexus_otel.baggage`) go
+on its span, its records and, for the metric keys, its executions and duration series;
+with none listed nothing is done.
 The sync and async paths share every step but how hooks and the chain are
 called. With telemetry disabled the same steps run with no telemetry calls
 (records still flow).

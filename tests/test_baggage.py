@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from nexus_otel import Nexus
-from nexus_otel.baggage import MAX_BYTES, MAX_MEMBERS, BaggagePicker, MetricBaggage, OTHER, header_value
+from nexus_otel.baggage import MAX_BYTES, MAX_MEMBERS, OTHER, BaggagePicker, MetricBaggage, header_value
 from nexus_otel.errors import ConfigurationError
 from nexus_otel.plugins import DatabasePlugin, RequestLoggerPlugin, WebhookPlugin
 from nexus_otel.records.processor import RecordProcessor
 from nexus_otel.redaction import MASK, Redactor
-from nexus_otel.serving import BackgroundServer
+from nexus_otel.serving import BackgroundServer, free_port
 from nexus_otel.telemetry.config import TelemetryConfig
 
 from .webhook_receiver import WebhookReceiver
@@ -306,3 +306,22 @@ def test_an_existing_postgres_audit_table_gets_the_baggage_column(capture, tmp_p
     with connect() as conn:
         conn.execute("DROP TABLE IF EXISTS workflow_executions")
     _old_table_gets_the_column(capture, tmp_path, dsn, connect, "TIMESTAMPTZ")
+
+
+def test_a_kailash_nexus_request_carries_its_baggage_the_same_way(tmp_path):
+    """Kailash Nexus's HTTP API: the request's listed baggage reaches its execution's records; unlisted stops."""
+    from .test_kailash import KailashNexus, NexusOtel, two_node  # imported there as Kailash Nexus wants
+
+    plugin = NexusOtel(environ={"NEXUS_OTEL_BAGGAGE_KEYS": "tenant", "OTEL_TRACES_EXPORTER": "none",
+                                "OTEL_METRICS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+    records = Records()
+    plugin.app.records.add(records)
+    app = KailashNexus(api_port=free_port(), enable_durability=False)
+    app.add_plugin(plugin)
+    app.register("double_then_add", two_node())
+    with BackgroundServer(app.fastapi_app) as url:
+        response = httpx.post(f"{url}/workflows/double_then_add/execute", json={"inputs": {"x": 1}},
+                              headers={"baggage": "tenant=acme,secret=x"}, timeout=30)
+        assert response.status_code == 200, response.text
+    plugin.app.stop()
+    assert [r.baggage for r in (*records.started, *records.ended)] == [{"tenant": "acme"}] * 2
