@@ -46,6 +46,10 @@ from .span_links import execution_link
 
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 """Headers an attempt's trace context owns while delivery spans are on: a configured one would contradict it."""
+SCRUBBED = frozenset({c.URL_FULL, c.SERVER_ADDRESS, c.SERVER_PORT, c.WEBHOOK_ID, c.WEBHOOK_ATTEMPT,
+                      c.HTTP_RESPONSE_STATUS_CODE})
+"""Attributes of an attempt span made from scrubbed text (:func:`destination_attributes`) or from numbers and ids
+nexus-otel makes: the span pipeline need not scan them again (:meth:`Telemetry.delivery_tracer`)."""
 TIMEOUT = "timeout"
 """``error.type`` of an attempt whose connection or answer did not come in time (the conventions' value)."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -68,15 +72,18 @@ def url_full(url: str, redactor: Redactor | None = None) -> str:
 
 
 def destination_attributes(url: str, redactor: Redactor | None = None) -> dict[str, AttributeValue]:
-    """The attributes every attempt to ``url`` has: method, ``url.full``, ``server.address``, ``server.port``."""
-    attributes: dict[str, AttributeValue] = {c.HTTP_REQUEST_METHOD: "POST", c.URL_FULL: url_full(url, redactor)}
+    """The attributes every attempt to ``url`` has: method, ``url.full``, ``server.address``, ``server.port``;
+    the text scrubbed by ``redactor`` (a secret pattern in a path, say), so its spans need no second scan."""
+    redactor = redactor or Redactor()
+    attributes: dict[str, AttributeValue] = {
+        c.HTTP_REQUEST_METHOD: "POST", c.URL_FULL: redactor.scrub_text(c.URL_FULL, url_full(url, redactor))}
     try:
         parts = urlsplit(url)
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
     except ValueError:  # not a URL the poster could send to: its attempt fails, its span says how
         return attributes
     if parts.hostname:
-        attributes[c.SERVER_ADDRESS] = parts.hostname
+        attributes[c.SERVER_ADDRESS] = redactor.scrub_text(c.SERVER_ADDRESS, parts.hostname)
     if port:
         attributes[c.SERVER_PORT] = port
     return attributes

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from .._version import __version__
 from ..exporters.audit import AuditExporter, open_store
 from ..exporters.outbox import default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
@@ -56,9 +55,7 @@ class DatabasePlugin(NexusPlugin):
         spool = nexus_app.records.outbox(
             Path(self.spool_path) if self.spool_path else default_outbox_path(data_dir, LEGACY_SPOOL))
         telemetry = nexus_app.telemetry
-        tracer = None
-        if telemetry.enabled and telemetry.config.delivery_spans:
-            tracer = telemetry.tracer_provider.get_tracer(c.AUDIT_TRACER, __version__)
+        tracer = telemetry.delivery_tracer(c.AUDIT_TRACER)  # None when delivery spans are off
         self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None,
                                       on_unavailable=on_unavailable, tracer=tracer)
         self._app = nexus_app

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from .._version import __version__
 from ..errors import ConfigurationError
 from ..exporters.delivery import RetryPolicy
+from ..exporters.delivery_spans import SCRUBBED
 from ..exporters.gate import MIN_RATE
 from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
@@ -132,8 +132,7 @@ class WebhookPlugin(NexusPlugin):
         urls = [_check_url("WebhookPlugin.webhook_url", u) for u in urls]
         telemetry = nexus_app.telemetry
         # Each attempt's span, through the app's provider (its sampling, redaction and exporters): on by default.
-        tracer = (telemetry.tracer_provider.get_tracer(contract.DELIVERY_TRACER, __version__)
-                  if telemetry.enabled and telemetry.config.delivery_spans else None)
+        tracer = telemetry.delivery_tracer(contract.DELIVERY_TRACER, scrubbed=SCRUBBED)
         headers = check_headers("WebhookPlugin.headers", self.headers, reserved=reserved_headers(tracer is not None))
         statuses = self.statuses
         if isinstance(statuses, str) or not statuses:

@@ -38,6 +38,9 @@ OWN_ATTRIBUTES = frozenset({
 class RedactingSpanProcessor(WrappingSpanProcessor):
     """Wraps the sink processors: ``RedactingSpanProcessor(redactor, [BatchSpanProcessor(exporter)])``."""
 
+    unscanned = PRE_REDACTED | OWN_ATTRIBUTES
+    """Attribute keys whose values are not scanned (unless the redactor has a callback)."""
+
     def __init__(self, redactor: Redactor | None = None, children: Iterable[SpanProcessor] = ()) -> None:
         super().__init__(children)
         self.redactor = redactor or Redactor()
@@ -54,6 +57,19 @@ class RedactingSpanProcessor(WrappingSpanProcessor):
         clean = self.redact(span)
         for child in children:
             child.on_end(clean)
+
+    def on_end_scrubbed(self, span: ReadableSpan) -> None:
+        """:meth:`on_end` for a span whose attribute values its maker already scrubbed with :attr:`redactor`
+        (a delivery span's ``url.full``, worked out once per destination): they are not scanned again unless
+        the redactor has a callback; events and a status description still are."""
+        if self.redactor.has_callback or span.events or span.status.description:
+            self.on_end(span)
+            return
+        children = self._children.items
+        if not children or self._shutdown:
+            return
+        for child in children:
+            child.on_end(span)
 
     def redact(self, span: ReadableSpan) -> ReadableSpan:
         """The span as sinks may see it (the same object when nothing needed changing)."""

@@ -63,6 +63,7 @@ from . import contract
 from .bound import BoundMetrics
 from .config import TelemetryConfig
 from .instruments import Instruments
+from .lean_tracer import LeanTracer
 from .metrics_hub import MetricsHub
 from .sinks import log_processors, metric_exporters, separate_reader, span_processors
 from .worker_metrics import WorkerMetrics
@@ -256,6 +257,22 @@ class Telemetry:
         return self
 
     # -- public ------------------------------------------------------------
+    def delivery_tracer(self, name: str, *, scrubbed: frozenset[str] = frozenset()) -> trace_api.Tracer | None:
+        """The tracer of the spans of work done after an execution returned (webhook attempts, audit batches):
+        None when telemetry is disabled or delivery spans are off (``NEXUS_OTEL_DELIVERY_SPANS``).
+
+        On a tracer provider built here it is a :class:`~nexus_otel.telemetry.lean_tracer.LeanTracer` (the
+        provider's sampler, ids and resource, this app's span pipeline, a fraction of the SDK's cost per span);
+        ``scrubbed`` names the attributes whose values the caller made from text :attr:`redactor` scrubbed.
+        On a borrowed provider, its own tracer.
+        """
+        if not self.enabled or not self.config.delivery_spans:
+            return None
+        provider = self.tracer_provider
+        if isinstance(provider, TracerProvider) and provider in self._owned:
+            return LeanTracer(provider, self.sinks, InstrumentationScope(name, __version__), scrubbed=scrubbed)
+        return provider.get_tracer(name, __version__)
+
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
 
