@@ -61,9 +61,9 @@ def _traceparent(span) -> str:
     return f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-{span.context.trace_flags:02x}"
 
 
-def test_each_attempt_is_a_client_span_of_its_own_linked_to_the_workflow_span(capture, tmp_path, receiver):
-    """500, 500, 200: three POST spans with those statuses, each a root linking the workflow span, none in its trace,
-    and the receiver saw each one's traceparent."""
+def test_each_attempt_is_a_client_span_linked_to_the_workflow_span_in_one_trace(capture, tmp_path, receiver):
+    """500, 500, 200: three POST spans with those statuses in one trace (the first the root, the retries its
+    children), each linking the workflow span, none in its trace, and the receiver saw each one's traceparent."""
     receiver.set_status_sequence([500, 500])
     app, plugin = _app(capture, tmp_path, receiver.url)
     app.execute_workflow("order", {})
@@ -76,7 +76,10 @@ def test_each_attempt_is_a_client_span_of_its_own_linked_to_the_workflow_span(ca
     assert [r.status for r in received] == [500, 500, 200]
     for attempt, (span, request) in enumerate(zip(spans, received), 1):
         assert span.name == "POST" and span.kind is SpanKind.CLIENT
-        assert span.parent is None, "a root: never a child of whatever was current"
+        if attempt == 1:
+            assert span.parent is None, "a root: never a child of whatever was current"
+        else:
+            assert span.parent.span_id == spans[0].context.span_id, "a retry is a child of the first attempt"
         assert span.context.trace_id != workflow.context.trace_id
         (link,) = span.links
         assert (link.context.trace_id, link.context.span_id) == (workflow.context.trace_id,
@@ -93,7 +96,7 @@ def test_each_attempt_is_a_client_span_of_its_own_linked_to_the_workflow_span(ca
         assert "tracestate" not in request.headers
     assert [s.attributes.get("error.type") for s in spans] == ["500", "500", None]
     assert [s.status.status_code for s in spans] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
-    assert len({s.context.trace_id for s in spans}) == 3, "each attempt in a trace of its own"
+    assert len({s.context.trace_id for s in spans}) == 1, "a payload's attempts in one trace of their own"
     assert not any(e.name.startswith("nexus.webhook.") for s in spans for e in s.events)
     assert plugin.stats()["delivered"] == 1
 
@@ -244,17 +247,19 @@ def test_traceparent_is_reserved_while_delivery_spans_are_on(capture, tmp_path, 
     assert request.headers["traceparent"] == "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
 
 
-def test_the_tail_sampler_keeps_failed_attempts_and_applies_the_workflows_own_ratio(tmp_path, receiver):
-    """Tail sampling at ratio 0 keeps the failed attempts (reason error) and drops the delivered one; the workflow's
-    own per_workflow ratio (the attempt carries nexus.workflow.name) keeps it."""
+def test_the_tail_sampler_keeps_a_failed_delivery_whole_and_applies_the_workflows_own_ratio(tmp_path, receiver):
+    """Tail sampling at ratio 0: a delivery whose first attempt failed is kept whole (its root for the error, the
+    retries with it); one delivered at once is dropped, unless the workflow's own per_workflow ratio keeps it (the
+    attempt carries nexus.workflow.name)."""
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from nexus_otel.processors.tail_sampling import TailSampling
 
     kept = {}
-    for label, policy in (("none", TailSampling(ratio=0.0)),
-                          ("order", TailSampling(ratio=0.0, per_workflow={"order": TailSampling(ratio=1.0)}))):
+    cases = (("failing", TailSampling(ratio=0.0), [500, 500]), ("ok", TailSampling(ratio=0.0), []),
+             ("order", TailSampling(ratio=0.0, per_workflow={"order": TailSampling(ratio=1.0)}), []))
+    for label, policy, statuses in cases:
         capture = CapturedTelemetry()
         exported = kept[label] = InMemorySpanExporter()
         try:
@@ -264,17 +269,19 @@ def test_the_tail_sampler_keeps_failed_attempts_and_applies_the_workflows_own_ra
             app.register("order", lambda inputs: {"ok": True})
             app.add_plugin(WebhookPlugin(receiver.url, outbox_path=tmp_path / f"{label}.sqlite", **FAST))
             receiver.clear()
-            receiver.set_status_sequence([500, 500])
+            receiver.set_status_sequence(statuses)
             app.execute_workflow("order", {})
-            receiver.wait_for_count(3)
-            _wait_for_spans(capture, 3)
+            receiver.wait_for_count(len(statuses) + 1)
+            _wait_for_spans(capture, len(statuses) + 1)
             app.stop()
         finally:
             capture.shutdown()
-    dropped = [(s.attributes["http.response.status_code"], s.attributes["nexus.sampling.reason"])
-               for s in kept["none"].get_finished_spans() if s.name == "POST"]
-    assert sorted(dropped) == [(500, "error"), (500, "error")]
-    assert not [s for s in kept["none"].get_finished_spans() if s.name == "workflow order"]
-    by_workflow = [(s.attributes["http.response.status_code"], s.attributes["nexus.sampling.reason"])
-                   for s in kept["order"].get_finished_spans() if s.name == "POST"]
-    assert sorted(by_workflow) == [(200, "ratio"), (500, "error"), (500, "error")]
+
+    def posts(label: str) -> list[tuple[int, str | None]]:
+        return [(s.attributes["http.response.status_code"], s.attributes.get("nexus.sampling.reason"))
+                for s in kept[label].get_finished_spans() if s.name == "POST"]
+
+    assert sorted(posts("failing"), key=str) == sorted([(500, "error"), (500, None), (200, None)], key=str)
+    assert not [s for s in kept["failing"].get_finished_spans() if s.name == "workflow order"]
+    assert posts("ok") == []
+    assert posts("order") == [(200, "ratio")]

@@ -1,9 +1,10 @@
 """Delivery spans on the deploy kit's real stack: the app -> our Collector (deploy/otel-collector.yaml) -> Jaeger v2.
 
 A workflow fails (so the Collector's tail sampler keeps its trace: keep-errors); its webhook receiver answers
-500, 500, then 200 after a little over a second (so the Collector keeps the delivered attempt too: keep-slow;
-the failed ones are errors). Jaeger's query API must then show three attempt spans, each the root of its own
-trace with a reference to the workflow span, statuses 500, 500, 200; the receiver saw each one's traceparent;
+500, 500, then 200 after a little over a second (errors and a slow span: the Collector keeps the delivery's
+trace). Jaeger's query API must then show three attempt spans in one trace of their own (the first the root,
+the retries its children), each with a reference to the workflow span, statuses 500, 500, 200; the receiver saw
+each one's traceparent;
 and the workflow's own trace holds no attempt span and ends long before the retries did. The Collector
 decides a trace 10 s (decision_wait) after its first span, then batches for 2 s: most of this test's time.
 """
@@ -89,10 +90,10 @@ def stack(tmp_path) -> Iterator[tuple[Jaeger, Collector]]:
         jaeger.stop()
 
 
-def test_three_attempts_in_jaeger_each_referencing_the_workflow_span_none_in_its_trace(stack, tmp_path,
-                                                                                         monkeypatch):
-    """500, 500, 200: three POST spans in Jaeger, each a root whose reference names the workflow span; the receiver
-    saw each one's traceparent; the workflow's trace has no attempt span and is shorter than the retries took."""
+def test_three_attempts_in_one_jaeger_trace_each_referencing_the_workflow_span(stack, tmp_path, monkeypatch):
+    """500, 500, 200: three POST spans in one Jaeger trace, each with a reference naming the workflow span; the
+    receiver saw each one's traceparent; the workflow's trace has no attempt span and is shorter than the retries
+    took."""
     jaeger, collector = stack
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     receiver = FailsTwiceReceiver()
@@ -130,17 +131,20 @@ def test_three_attempts_in_jaeger_each_referencing_the_workflow_span_none_in_its
     workflow = next(s for s in workflow_trace["spans"] if s["operationName"] == "workflow checkout")
 
     assert [tags_of(span)["http.response.status_code"] for span, _ in attempts] == [500, 500, 200]
-    for (span, trace), (headers, _) in zip(attempts, receiver.requests):
-        assert parent_of(span) is None and len(trace["spans"]) == 1, "each attempt is the root of its own trace"
+    first = attempts[0][0]
+    assert len({span["traceID"] for span, _ in attempts}) == 1, "a payload's attempts in one trace"
+    assert len(attempts[0][1]["spans"]) == 3, "nothing else in the delivery's trace"
+    for i, ((span, _trace), (headers, _)) in enumerate(zip(attempts, receiver.requests)):
+        assert parent_of(span) == (None if i == 0 else first["spanID"]), "the first attempt, then its retries"
         assert span["traceID"] != workflow["traceID"]
-        assert [(r["traceID"], r["spanID"]) for r in span["references"]] == [(workflow["traceID"],
-                                                                              workflow["spanID"])]
+        links = [(r["traceID"], r["spanID"]) for r in span["references"] if r["refType"] == "FOLLOWS_FROM"]
+        assert links == [(workflow["traceID"], workflow["spanID"])]
         assert tags_of(span)["span.kind"] == "client"
         assert headers["traceparent"].split("-")[1:3] == [span["traceID"], span["spanID"]]
 
     assert all(s["operationName"] != "POST" for s in workflow_trace["spans"])
     workflow_duration = (max(s["startTime"] + s["duration"] for s in workflow_trace["spans"])
                          - min(s["startTime"] for s in workflow_trace["spans"]))
-    first, last = attempts[0][0], attempts[-1][0]
+    last = attempts[-1][0]
     retries_took = last["startTime"] + last["duration"] - first["startTime"]
     assert workflow_duration < retries_took, (workflow_duration, retries_took)

@@ -48,7 +48,8 @@ def _attempt(tracer: Any, status: int, *, event: bool = False, description: str 
 
 def _shape(span: ReadableSpan) -> tuple[Any, ...]:
     """What an exporter sends of a span, but its ids and times."""
-    return (span.name, span.kind, dict(span.attributes or {}), [(e.name, dict(e.attributes or {})) for e in span.events],
+    return (span.name, span.kind, dict(span.attributes or {}),
+            [(e.name, dict(e.attributes or {})) for e in span.events],
             [(link.context, dict(link.attributes or {})) for link in span.links], span.status.status_code,
             span.status.description, span.parent, span.resource, span.instrumentation_scope.name,
             span.context.trace_flags, span.context.is_remote)

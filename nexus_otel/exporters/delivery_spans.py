@@ -6,11 +6,13 @@ really sent (its destination's gate let it go) is a CLIENT span named ``POST``
 with OpenTelemetry's HTTP client attributes (``http.request.method``,
 ``url.full`` with credentials and secret query values ``REDACTED``,
 ``server.address``, ``server.port``, ``http.response.status_code``,
-``error.type``) and ``nexus.webhook.id`` / ``nexus.webhook.attempt``. It is a
-root span, in a trace of its own: retries an hour apart must not stretch the
-execution's trace (its duration, its p95, the alerts on it). A span link names
-the execution's workflow span instead, as OpenTelemetry's messaging conventions
-link a consumer to its producer. The request carries the attempt span's W3C
+``error.type``) and ``nexus.webhook.id`` / ``nexus.webhook.attempt``. A
+payload's attempts are a trace of their own, apart from the execution's:
+retries an hour apart must not stretch the execution's trace (its duration,
+its p95, the alerts on it). The first attempt is the root; the retries this
+process makes are its children, so the delivery's whole story is one trace.
+Each attempt has a span link to the execution's workflow span instead, as
+OpenTelemetry's messaging conventions link a consumer to its producer. The request carries the attempt span's W3C
 ``traceparent`` (when ``OTEL_PROPAGATORS`` has ``tracecontext``), so an
 instrumented receiver continues the attempt's trace.
 
@@ -27,10 +29,12 @@ exporter makes no :class:`Attempt` at all.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
@@ -56,7 +60,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_DESTINATIONS = 1024
 """Destinations whose span attributes are kept worked out (a few URLs are configured; replays may bring old ones)."""
 _ROOT = Context()
-"""No current span: each attempt is a root, whatever context the worker's thread has."""
+"""No current span: a payload's first attempt is a root, whatever context the worker's thread has."""
+_MAX_RETRYING = 65536
+"""Payloads whose first attempt's span is remembered while they are retried (the oldest are forgotten first)."""
 
 
 def url_full(url: str, redactor: Redactor | None = None) -> str:
@@ -127,6 +133,28 @@ class DeliverySpans:
         self.propagate = propagate
         self.redactor = redactor
         self._destinations: dict[str, dict[str, AttributeValue]] = {}
+        self._first: OrderedDict[tuple[str, str], Context] = OrderedDict()
+        """The first attempt's span (as a parent context) of each payload being retried, by (id, destination)."""
+
+    def parent_of(self, message: Message) -> Context:
+        """Where ``message``'s attempt goes: under its first attempt's span if this process made that one and the
+        payload is being retried, else a new trace (a first attempt, the first after a replay, a retry of another
+        process's or an earlier run's attempt)."""
+        if message.attempts == 0:
+            return _ROOT
+        return self._first.get((message.message_id, message.destination), _ROOT)
+
+    def first_attempt(self, message: Message, span: Span) -> None:
+        """``span`` is ``message``'s first attempt in this trace: its retries become its children."""
+        first = self._first
+        first[(message.message_id, message.destination)] = trace_api.set_span_in_context(
+            trace_api.NonRecordingSpan(span.get_span_context()), _ROOT)
+        if len(first) > _MAX_RETRYING:
+            first.popitem(last=False)
+
+    def settled(self, message: Message) -> None:
+        """``message`` is delivered or given up: its attempts' trace is complete."""
+        self._first.pop((message.message_id, message.destination), None)
 
     def attempt(self, message: Message, execution: ExecutionRecord | Mapping[str, Any] | None = None) -> Attempt:
         """The observer of ``message``'s request (:class:`~.http_poster.SendObserver`): nothing starts until it
@@ -173,9 +201,12 @@ class Attempt:
             attributes[c.WORKFLOW_NAME] = workflow
             if link is not None:
                 links.append(link)
+        parent = spans.parent_of(message)
         span = self.span = spans.tracer.start_span(
-            c.WEBHOOK_SPAN, context=_ROOT, kind=SpanKind.CLIENT, attributes=attributes, links=links,
+            c.WEBHOOK_SPAN, context=parent, kind=SpanKind.CLIENT, attributes=attributes, links=links,
             record_exception=False, set_status_on_exception=False)
+        if parent is _ROOT:
+            spans.first_attempt(message, span)
         if message.attempts == 0 and message.last_error is not None and span.is_recording():
             # Only a replay sets a message's attempts back to 0; it keeps the error it was given up with.
             span.add_event(c.WEBHOOK_REPLAYED_EVENT, {c.WEBHOOK_ERROR: message.last_error})
@@ -200,6 +231,9 @@ class Attempt:
             return
         ended_at = self._ended_at if self._ended_at is not None else time.time_ns()
         reply = self._reply
+        given_up = gives_up(self.message, outcome, self._spans.max_attempts)
+        if outcome.ok or given_up:
+            self._spans.settled(self.message)
         if span.is_recording():
             error_type: str | None
             if reply is None:  # the request never finished (its loop was cut short)
@@ -212,7 +246,7 @@ class Attempt:
                 span.set_attribute(c.ERROR_TYPE, error_type)
                 # A status code says why by itself (the conventions leave the description empty then).
                 span.set_status(Status(StatusCode.ERROR, None if isinstance(reply, Reply) else outcome.error))
-            if gives_up(self.message, outcome, self._spans.max_attempts):
+            if given_up:
                 attributes: dict[str, Any] = {c.WEBHOOK_ERROR: outcome.error}
                 if error_type is not None:
                     attributes[c.ERROR_TYPE] = error_type
