@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from ..records import ExecutionRecord
@@ -133,8 +133,8 @@ class DeliverySpans:
         self.propagate = propagate
         self.redactor = redactor
         self._destinations: dict[str, dict[str, AttributeValue]] = {}
-        self._first: OrderedDict[tuple[str, str], Context] = OrderedDict()
-        """The first attempt's span (as a parent context) of each payload being retried, by (id, destination)."""
+        self._first: OrderedDict[tuple[str, str], SpanContext] = OrderedDict()
+        """The first attempt's span of each payload being retried, by (id, destination)."""
 
     def parent_of(self, message: Message) -> Context:
         """Where ``message``'s attempt goes: under its first attempt's span if this process made that one and the
@@ -142,13 +142,15 @@ class DeliverySpans:
         process's or an earlier run's attempt)."""
         if message.attempts == 0:
             return _ROOT
-        return self._first.get((message.message_id, message.destination), _ROOT)
+        first = self._first.get((message.message_id, message.destination))
+        if first is None:
+            return _ROOT
+        return trace_api.set_span_in_context(trace_api.NonRecordingSpan(first), _ROOT)
 
     def first_attempt(self, message: Message, span: Span) -> None:
         """``span`` is ``message``'s first attempt in this trace: its retries become its children."""
         first = self._first
-        first[(message.message_id, message.destination)] = trace_api.set_span_in_context(
-            trace_api.NonRecordingSpan(span.get_span_context()), _ROOT)
+        first[(message.message_id, message.destination)] = span.get_span_context()
         if len(first) > _MAX_RETRYING:
             first.popitem(last=False)
 
