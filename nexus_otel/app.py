@@ -28,6 +28,7 @@ from .plugin_manager import PluginManager
 from .processors.tail_sampling import TailSampling
 from .records import RecordPipeline
 from .redaction import Redactor
+from .running import RunningExecution, RunningRegistry
 from .telemetry import contract as c
 from .telemetry.telemetry import Telemetry
 from .telemetry.workflow_sampler import warn_unregistered
@@ -102,10 +103,13 @@ class Nexus:
         self.plugins = PluginManager(self, self.plugin_host)
         self.records = RecordPipeline(self.telemetry.meter if self.telemetry.enabled else None)
         """The record processors: each gets every execution's record, never sampled."""
-        self._hook_runner = HookRunner(self.telemetry)
+        self.running_executions = RunningRegistry(
+            redact=self.redactor.to_attribute if record_inputs else None)
+        """The in-flight executions (:meth:`running` lists them)."""
+        self._hook_runner = HookRunner(self.telemetry, running=self.running_executions)
         self._executor = Executor(
             self.telemetry, self.hooks, self._hook_runner, redactor=self.redactor, record_inputs=record_inputs,
-            records=self.records,
+            records=self.records, running=self.running_executions,
         )
         self._middleware: list[tuple[str | None, Middleware]] = []
         self._middleware_owner: str | None = None
@@ -188,6 +192,11 @@ class Nexus:
                 self._executor.execute, workflow, inputs, session_id, channel, span_kind, caller,
             )
         return await self._executor.aexecute(workflow, inputs, session_id, channel, span_kind, caller)
+
+    def running(self) -> list[RunningExecution]:
+        """Every execution in flight now, longest running first: workflow, channel, session, start, elapsed,
+        trace id, and the hook or Kailash node it is in (``GET /executions`` serves the same)."""
+        return self.running_executions.snapshot()
 
     # -- hooks -------------------------------------------------------------------
     def on_workflow_started(self, fn: F) -> F:

@@ -47,6 +47,7 @@ from .hooks import HookRegistry, HookRunner
 from .records import ExecutionRecord, RecordPipeline
 from .records.record import RUNNING
 from .redaction import Redactor
+from .running import Entry, RunningRegistry
 from .telemetry import contract as c
 from .telemetry.instruments import SeriesCache
 from .telemetry.telemetry import Telemetry
@@ -55,7 +56,7 @@ from .workflows import Workflow
 
 class _Run:
     __slots__ = ("workflow", "event", "span", "token", "start", "channel", "ctx", "active", "sampled",
-                 "inputs_attr", "error_type", "error_text", "status", "baggage", "metric_baggage")
+                 "inputs_attr", "error_type", "error_text", "status", "baggage", "metric_baggage", "running")
 
     def __init__(self, workflow: Workflow, event: WorkflowEvent, span: Span, token: Any,
                  ctx: SpanContext | None = None, active: Any = None) -> None:
@@ -74,6 +75,7 @@ class _Run:
         self.status: str | None = None  # set when the workflow ended; metrics are recorded then
         self.baggage: dict[str, str] | None = None  # the listed baggage keys it came with, redacted and bounded
         self.metric_baggage: tuple[str | None, ...] | None = None  # those of them its metrics carry
+        self.running: Entry | None = None  # its entry among the app's running executions
 
 
 def _sync_terminal(call: WorkflowCall) -> Any:
@@ -101,8 +103,10 @@ class Executor:
         redactor: Redactor,
         record_inputs: bool,
         records: RecordPipeline | None = None,
+        running: RunningRegistry | None = None,
     ) -> None:
         self._telemetry = telemetry
+        self._running = running if running is not None else RunningRegistry()
         self._records = records if records is not None else RecordPipeline()
         self._tracer = telemetry.tracer
         self._instruments = telemetry.instruments
@@ -185,6 +189,9 @@ class Executor:
             if records.wants_start:
                 run.inputs_attr = self._inputs_attr(inputs)
                 records.on_start(self._start_record(run))
+            run.running = self._running.add(
+                workflow.name, event.workflow_id, channel, session_id, event.timestamp, None,
+                inputs=run.inputs_attr, raw_inputs=inputs, stuck_after=workflow.stuck_after)
             return run
         attributes: dict[str, Any] = {
             c.WORKFLOW_NAME: workflow.name,
@@ -225,6 +232,9 @@ class Executor:
                 run.metric_baggage = self._metric_baggage.values(baggage)
         if records.wants_start:
             records.on_start(self._start_record(run))
+        run.running = self._running.add(
+            workflow.name, event.workflow_id, channel, session_id, event.timestamp, event.trace_id,
+            inputs=inputs_attr, raw_inputs=inputs, span=span, stuck_after=workflow.stuck_after)
         return run
 
     def _inputs_attr(self, inputs: Mapping[str, Any]) -> str | None:
@@ -275,6 +285,8 @@ class Executor:
         return {**self._metric_baggage.attributes(labels), **workflow.metric_attributes(channel, status)}
 
     def _end(self, run: _Run) -> None:
+        if run.running is not None:
+            self._running.remove(run.running)
         if run.token is not None:
             run.active.add(-1)
             context_api.detach(run.token)

@@ -30,6 +30,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from ._aio import block_on
 from .errors import ConfigurationError, PluginValidationError
 from .plugin_base import PLUGIN_EVENTS
+from .running import RunningRegistry
 from .telemetry import contract as c
 from .telemetry.instruments import SeriesCache
 from .telemetry.telemetry import Telemetry
@@ -165,8 +166,9 @@ class HookRegistry:
 class HookRunner:
     """Runs hooks in order, each timed and (if traced) in a child span, isolating their failures."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, running: RunningRegistry | None = None) -> None:
         self._telemetry = telemetry
+        self._running = running if running is not None else RunningRegistry()  # each hook run is its place
         self._tracer = telemetry.tracer
         self._errors = telemetry.instruments.plugin_errors
         self._durations = SeriesCache(telemetry.instruments.hook_duration)  # by (plugin, event)
@@ -222,8 +224,10 @@ class HookRunner:
     def run(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
         """Run ``hooks`` with ``args``; async hooks are driven to completion here."""
         enabled = self._telemetry.enabled
+        running = self._running
         for hook in hooks:
             span: Span | None = None
+            place = running.enter(hook.span_name, hook.plugin)
             if enabled:  # what observed() does, inline: this loop runs for every hook of every execution
                 series = self._durations.get((hook.plugin, hook.event), dict, hook.metric_attributes)
                 if hook.traced:
@@ -240,6 +244,7 @@ class HookRunner:
                 else:
                     log.error("plugin %r failed in %s: %s: %s", hook.plugin, hook.event, c.error_type(exc), exc)
             finally:
+                running.leave(place)
                 if span is not None:
                     self._close(span, token, start, series)
                 elif enabled:  # untraced: timed, without an exemplar
@@ -247,12 +252,17 @@ class HookRunner:
 
     async def arun(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
         """Like :meth:`run`, awaiting async hooks on the running loop."""
+        running = self._running
         for hook in hooks:
-            with self.observed(hook.span_name, hook.span_attributes, hook.plugin, hook.event,
-                               hook.metric_attributes, traced=hook.traced):
-                result = hook.fn(*args)
-                if hook.is_async or inspect.isawaitable(result):
-                    await result
+            place = running.enter(hook.span_name, hook.plugin)
+            try:
+                with self.observed(hook.span_name, hook.span_attributes, hook.plugin, hook.event,
+                                   hook.metric_attributes, traced=hook.traced):
+                    result = hook.fn(*args)
+                    if hook.is_async or inspect.isawaitable(result):
+                        await result
+            finally:
+                running.leave(place)
 
     def record_failure(self, span: Span | None, plugin: str, event: str, exc: BaseException) -> None:
         """An error span (if the call has one), a counted error and one log line naming the plugin and the event."""

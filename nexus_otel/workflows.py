@@ -32,6 +32,8 @@ class Workflow:
     is_async: bool = False
     span_name: str = ""
     active_attributes: dict[str, str] = field(default_factory=dict)
+    stuck_after: float | None = None
+    """Seconds after which an execution is reported stuck (None: the app's default; 0: never)."""
 
     def metric_attributes(self, channel: str, status: str) -> dict[str, str]:
         """``{workflow, channel, status}`` (the executor keeps the series they bind)."""

@@ -100,6 +100,16 @@ WEBHOOK_DEAD_LETTER_EVENT = "nexus.webhook.dead_letter"
 WEBHOOK_REPLAYED_EVENT = "nexus.webhook.replayed"
 """Event on the span of the first attempt after ``nexus-otel webhooks replay`` (or ``WebhookPlugin.replay()``)."""
 
+# Stuck executions (``nexus_otel.running``): an execution running past its workflow's ``stuck_after``.
+WORKFLOW_STUCK_EVENT = "nexus.workflow.stuck"
+"""Event on the workflow span (when it is recording) of an execution found running past its ``stuck_after``."""
+STUCK_ELAPSED = "nexus.workflow.elapsed"
+"""On the stuck event: seconds (a float) the execution had been running."""
+STUCK_AFTER = "nexus.workflow.stuck_after"
+"""On the stuck event: the workflow's ``stuck_after`` seconds."""
+STUCK_PLACE = "nexus.workflow.place"
+"""On the stuck event: what it was in (``hook <event> <plugin>``, ``node <node id>``), if not its own code."""
+
 # Hook events (the value of ``nexus.hook.event`` and of the metrics' ``event``).
 WORKFLOW_STARTED = "workflow_started"
 WORKFLOW_COMPLETED = "workflow_completed"
