@@ -393,5 +393,36 @@ def demo(requests: int, plugins_dir: str, seed: int) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.argument("url")
+@click.option("--once", is_flag=True,
+              help="Print one table and exit, for scripts (plain text when the output is not a terminal).")
+@click.option("--slow", default=10.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Mark executions running longer than this.")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05), metavar="SECONDS",
+              help="Seconds between refreshes; with --once, between the two reads of /metrics its rates come from.")
+@click.option("--token", envvar="NEXUS_OTEL_TOKEN", default=None,
+              help="Bearer token when the app's auth is on (or $NEXUS_OTEL_TOKEN).")
+@click.option("--api-key", envvar="NEXUS_OTEL_API_KEY", default=None,
+              help="API key when the app's auth is on (or $NEXUS_OTEL_API_KEY).")
+def top(url: str, once: bool, slow: float, interval: float, token: str | None, api_key: str | None) -> None:
+    """What the app served at URL is running now, longest first, refreshed until q or Ctrl-C.
+
+    Reads URL/executions (workflow, elapsed, the hook or node it is in, trace id) and URL/metrics
+    (a line per workflow: in flight, finished per second, p95). Exits 1 when URL cannot be read.
+    """
+    from .top import TopError, run_live, run_once
+
+    try:
+        if once:
+            run_once(url, slow=slow, interval=interval, token=token, api_key=api_key)
+        else:
+            run_live(url, slow=slow, interval=interval, token=token, api_key=api_key)
+    except TopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:  # one way the live view ends
+        return
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
