@@ -48,6 +48,8 @@ PLAIN_WIDTH = 1000
 """Columns for output that is not a terminal (``--once`` into a pipe or file): rows are never wrapped."""
 FIXED_LINES = 7
 """Lines of a live frame that are not execution rows (header, table headings and rules, the "more" line)."""
+MIN_WIDTHS = {"WORKFLOW": 10, "PLACE": 12, "TRACE ID": 10}
+"""Columns a narrow terminal must not squeeze below these widths."""
 DURATION_BUCKET = c.WORKFLOW_DURATION.prometheus_name + "_bucket"
 EXECUTIONS_TOTAL = c.WORKFLOW_EXECUTIONS.prometheus_name
 ACTIVE = c.WORKFLOW_ACTIVE.prometheus_name
@@ -274,8 +276,9 @@ def format_seconds(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def _cell(value: object) -> str:
-    return "-" if value is None or value == "" else inert_markup(value)
+def _cell(value: object) -> Text:
+    """A value on one line, cut with an ellipsis when its column is narrowed to fit the terminal."""
+    return Text("-" if value is None or value == "" else inert_line(value), no_wrap=True, overflow="ellipsis")
 
 
 def render(frame: Frame, *, url: str, slow: float, max_rows: int | None = None,
@@ -299,7 +302,7 @@ def render(frame: Frame, *, url: str, slow: float, max_rows: int | None = None,
     workflows.add_column("RATE", justify="right")
     workflows.add_column("P95", justify="right")
     for line in frame.workflows:
-        workflows.add_row(inert_markup(line.workflow), str(line.in_flight),
+        workflows.add_row(_cell(line.workflow), str(line.in_flight),
                           "-" if line.rate is None else f"{line.rate:.2f}/s",
                           "-" if line.p95 is None else format_seconds(line.p95))
 
@@ -307,8 +310,10 @@ def render(frame: Frame, *, url: str, slow: float, max_rows: int | None = None,
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("", width=1)
     for name in ("WORKFLOW", "ELAPSED", "PLACE", "PLUGIN", "TRACE ID", "CHANNEL", "SESSION"):
-        table.add_column(name, justify="right" if name == "ELAPSED" else "left",
-                         no_wrap=name in ("ELAPSED", "TRACE ID"))
+        # In a narrow terminal the widest columns give way first, their cells cut short on one line (a
+        # trace id's first digits still find it: `nexus-otel traces PREFIX`); the elapsed time is kept whole.
+        table.add_column(name, justify="right" if name == "ELAPSED" else "left", no_wrap=name == "ELAPSED",
+                         min_width=MIN_WIDTHS.get(name), overflow="ellipsis")
     for run in shown:
         is_slow = run.elapsed > slow
         table.add_row("!" if is_slow else "", _cell(run.workflow), format_seconds(run.elapsed), _cell(run.place),
