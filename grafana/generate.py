@@ -64,6 +64,8 @@ HOOK_LATENCY_STEPS = ((0.01, "orange"), (0.1, "red"))          # hooks should be
 SPAN_LOSS_STEPS = ((0.001, "orange"), (0.01, "red"))           # spans failed, dropped or overflowed
 LOG_LOSS_STEPS = ((0.001, "orange"), (0.01, "red"))            # log records failed or dropped
 OUTBOX_STEPS = ((100.0, "orange"), (1000.0, "red"))             # payloads waiting
+STUCK_AFTER = 300.0  # seconds in flight: the WorkflowExecutionStuck alert's threshold (deploy/alerts.yml)
+STUCK_STEPS = ((STUCK_AFTER, "red"),)
 
 
 # --- PromQL ---------------------------------------------------------------------------------------
@@ -261,6 +263,7 @@ def workflows() -> dashboard_model.Dashboard:
     failed = selector("nexus_workflow_executions_total", "workflow", "channel", status="failed")
     duration = selector("nexus_workflow_duration_seconds_bucket", "workflow", "channel")
     active = selector("nexus_workflow_active", "workflow")
+    oldest = selector("nexus_workflow_oldest_active_seconds", "workflow")
     http_count = selector("http_server_request_duration_seconds_count")
     http_bucket = selector("http_server_request_duration_seconds_bucket")
     by_wc = ["workflow", "channel"]
@@ -293,6 +296,14 @@ def workflows() -> dashboard_model.Dashboard:
                           "{{workflow}} {{status}}")], stacked=True),
         timeseries("Active executions", "Workflow executions in progress, by workflow.", "short",
                    [Query(sum_by(["workflow"], active), "{{workflow}}")]),
+        timeseries("Oldest execution in flight",
+                   "How long each workflow's oldest execution still in flight has been running, the longest "
+                   "over the app's instances; 0 with nothing in flight. The dashed line is the "
+                   f"WorkflowExecutionStuck alert's threshold ({STUCK_AFTER:g} s; it fires after 5 more "
+                   "minutes above it). `nexus-otel top URL` or GET /executions on the instance lists the "
+                   "executions with their trace ids and where they wait.", "s",
+                   [Query(f"max by (workflow) ({oldest}) or 0 * {sum_by(['workflow'], active)}", "{{workflow}}")],
+                   steps=STUCK_STEPS, width=24),
         timeseries("HTTP requests by route and status", "Requests to the HTTP channel per second.", "reqps",
                    [Query(sum_by(["http_route", "http_response_status_code"], rate(http_count)),
                           "{{http_route}} {{http_response_status_code}}")]),
@@ -311,7 +322,7 @@ def workflows() -> dashboard_model.Dashboard:
                    "first. Open a line for its fields (status, duration, exception.type, ...); its trace_id "
                    "links to the trace in Jaeger.", request_log),
     ]
-    for panel in (panels[0], panels[7], panels[11]):
+    for panel in (panels[0], panels[7], panels[12]):
         color_override(color_override(color_override(panel, ".*completed.*", "green"), ".*failed.*", "red"),
                        ".*rejected.*", "orange")
     return dashboard("nexus-workflows", "Workflows",

@@ -76,6 +76,7 @@ FILTER_LABELS = {
     "nexus_workflow_duration_seconds": {"workflow", "channel"},
     "nexus_workflow_executions_total": {"workflow", "channel"},
     "nexus_workflow_active": {"workflow"},
+    "nexus_workflow_oldest_active_seconds": {"workflow"},
     "nexus_cache_hits_total": {"workflow"},
     "nexus_cache_misses_total": {"workflow"},
     "nexus_plugin_hook_duration_seconds": {"plugin", "event"},
