@@ -28,7 +28,7 @@ from .plugin_manager import PluginManager
 from .processors.tail_sampling import TailSampling
 from .records import RecordPipeline
 from .redaction import Redactor
-from .running import RunningExecution, RunningRegistry
+from .running import RunningExecution, RunningRegistry, StuckWatcher
 from .telemetry import contract as c
 from .telemetry.telemetry import Telemetry
 from .telemetry.workflow_sampler import warn_unregistered
@@ -57,10 +57,11 @@ class Nexus:
     (audit, webhooks, request log, ``MetricsPlugin``), whatever the trace
     sampling; traces are sampled, in-process with ``tail_sampling=TailSampling(...)``.
 
-    ``baggage_keys``, ``baggage_metric_keys``, ``untraced_hooks``, ``workflow_sampling`` and
-    ``delivery_spans`` are the app's own values of ``NEXUS_OTEL_BAGGAGE_KEYS``,
-    ``NEXUS_OTEL_BAGGAGE_METRIC_KEYS``, ``NEXUS_OTEL_UNTRACED_HOOKS``, ``NEXUS_OTEL_WORKFLOW_SAMPLING`` and
-    ``NEXUS_OTEL_DELIVERY_SPANS``; given, they win over the variable (see the README's configuration).
+    ``baggage_keys``, ``baggage_metric_keys``, ``untraced_hooks``, ``workflow_sampling``,
+    ``delivery_spans`` and ``stuck_after`` are the app's own values of ``NEXUS_OTEL_BAGGAGE_KEYS``,
+    ``NEXUS_OTEL_BAGGAGE_METRIC_KEYS``, ``NEXUS_OTEL_UNTRACED_HOOKS``, ``NEXUS_OTEL_WORKFLOW_SAMPLING``,
+    ``NEXUS_OTEL_DELIVERY_SPANS`` and ``NEXUS_OTEL_STUCK_AFTER``; given, they win over the variable (see the
+    README's configuration).
     """
 
     def __init__(
@@ -80,11 +81,12 @@ class Nexus:
         untraced_hooks: list[str] | None = None,
         workflow_sampling: Mapping[str, float] | None = None,
         delivery_spans: bool | None = None,
+        stuck_after: float | None = None,
     ) -> None:
         self.name = name
         settings = {"baggage_keys": baggage_keys, "baggage_metric_keys": baggage_metric_keys,
                     "untraced_hooks": untraced_hooks, "workflow_sampling": workflow_sampling,
-                    "delivery_spans": delivery_spans}
+                    "delivery_spans": delivery_spans, "stuck_after": stuck_after}
         if telemetry is not None:
             for setting, value in (("tail_sampling", tail_sampling), *settings.items()):
                 if value is not None:
@@ -104,8 +106,11 @@ class Nexus:
         self.records = RecordPipeline(self.telemetry.meter if self.telemetry.enabled else None)
         """The record processors: each gets every execution's record, never sampled."""
         self.running_executions = RunningRegistry(
-            redact=self.redactor.to_attribute if record_inputs else None)
+            stuck_after=self.telemetry.config.stuck_after, redact=self.redactor.to_attribute if record_inputs else None)
         """The in-flight executions (:meth:`running` lists them)."""
+        spec = c.WORKFLOW_OLDEST_ACTIVE
+        self.telemetry.meter.create_observable_gauge(
+            spec.name, callbacks=[self.running_executions.observe], unit=spec.unit, description=spec.description)
         self._hook_runner = HookRunner(self.telemetry, running=self.running_executions)
         self._executor = Executor(
             self.telemetry, self.hooks, self._hook_runner, redactor=self.redactor, record_inputs=record_inputs,
@@ -117,29 +122,37 @@ class Nexus:
         self._state_lock = threading.RLock()
         self._background = False
         """Whether the background work (telemetry's pushes, the record sinks' workers) was started."""
+        self._stuck_watcher: StuckWatcher | None = None
 
     # -- workflows -------------------------------------------------------------
     @overload
     def workflow(self, name: F) -> F: ...
     @overload
-    def workflow(self, name: str | None = None, *, replace: bool = False) -> Callable[[F], F]: ...
+    def workflow(self, name: str | None = None, *, replace: bool = False,
+                 stuck_after: float | None = None) -> Callable[[F], F]: ...
 
-    def workflow(self, name: Any = None, *, replace: bool = False) -> Any:
-        """Decorator registering a workflow: ``@app.workflow("greet")`` or bare ``@app.workflow``."""
+    def workflow(self, name: Any = None, *, replace: bool = False, stuck_after: float | None = None) -> Any:
+        """Decorator registering a workflow: ``@app.workflow("greet")`` or bare ``@app.workflow``
+        (``stuck_after``: see :meth:`register`)."""
         if callable(name) and not isinstance(name, str):
             fn = name
             self.register(fn.__name__, fn)
             return fn
 
         def decorator(fn: F) -> F:
-            self.register(name or getattr(fn, "__name__", ""), fn, replace=replace)
+            self.register(name or getattr(fn, "__name__", ""), fn, replace=replace, stuck_after=stuck_after)
             return fn
 
         return decorator
 
-    def register(self, name: str, fn: Callable[[dict[str, Any]], Any], *, replace: bool = False) -> Workflow:
-        """Register ``fn`` (sync or async, taking the inputs dict) under ``name``."""
-        return self.workflows.register(name, fn, replace=replace)
+    def register(self, name: str, fn: Callable[[dict[str, Any]], Any], *, replace: bool = False,
+                 stuck_after: float | None = None) -> Workflow:
+        """Register ``fn`` (sync or async, taking the inputs dict) under ``name``.
+
+        An execution still running ``stuck_after`` seconds after it began logs one warning with its trace id
+        (and a ``nexus.workflow.stuck`` event on its span); None takes the app's ``stuck_after``
+        (``NEXUS_OTEL_STUCK_AFTER``), 0 never warns."""
+        return self.workflows.register(name, fn, replace=replace, stuck_after=stuck_after)
 
     def execute_workflow(
         self,
@@ -273,6 +286,7 @@ class Nexus:
             if self._state == _STOPPED:
                 raise AppStateError(f"app {self.name!r} was stopped; create a new app to start again")
             self._start_background()
+            self._stuck_watcher = StuckWatcher(self.running_executions, self.name).start()
             warn_unregistered(self.telemetry.config.workflow_sampling, self.workflows.names())
             with self.telemetry.tracer.start_as_current_span(c.APP_START_SPAN):
                 self._hook_runner.run(self.hooks.get(c.STARTUP), ())
@@ -297,6 +311,8 @@ class Nexus:
                 return
             was_started = self._state == _STARTED
             self._state = _STOPPED
+            if self._stuck_watcher is not None:  # asked to end, not waited for: it may be between two looks
+                self._stuck_watcher.stop(0.0)
             self.records.deadline = started + timeout * _RECORDS_SHARE
             with self.telemetry.tracer.start_as_current_span(c.APP_STOP_SPAN):
                 if was_started:

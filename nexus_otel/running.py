@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from opentelemetry.metrics import CallbackOptions, Observation
+
 from .telemetry import contract as c
 
 log = logging.getLogger("nexus_otel.running")
@@ -193,6 +195,10 @@ class RunningRegistry:
             if elapsed > out.get(entry.workflow, -1.0):
                 out[entry.workflow] = elapsed
         return out
+
+    def observe(self, options: CallbackOptions | None = None) -> list[Observation]:
+        """The ``nexus.workflow.oldest_active`` gauge's readings: one per workflow with an execution in flight."""
+        return [Observation(elapsed, {c.M_WORKFLOW: workflow}) for workflow, elapsed in self.oldest().items()]
 
     def newly_stuck(self) -> list[tuple[Entry, RunningExecution]]:
         """The executions past their ``stuck_after`` not reported before (each is reported once)."""

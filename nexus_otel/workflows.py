@@ -15,6 +15,7 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowRegistrationError,
 )
+from .settings import number
 from .telemetry import contract as c
 
 WorkflowFn = Callable[[Any], Any]
@@ -47,7 +48,9 @@ class WorkflowRegistry:
         self._workflows: dict[str, Workflow] = {}
         self._lock = threading.Lock()
 
-    def register(self, name: str, fn: Any, *, replace: bool = False) -> Workflow:
+    def register(self, name: str, fn: Any, *, replace: bool = False, stuck_after: float | None = None) -> Workflow:
+        """Register ``fn`` under ``name``; ``stuck_after`` seconds (0: never; None: the app's default) after
+        which an execution of it is reported stuck."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise WorkflowRegistrationError(
                 str(name), "a workflow name is 1 to 128 letters, digits, or _ . : - "
@@ -55,6 +58,8 @@ class WorkflowRegistry:
             )
         if isinstance(fn, type) or not callable(fn):
             raise WorkflowRegistrationError(name, f"expected a function taking the inputs dict, got {fn!r}")
+        if stuck_after is not None:
+            stuck_after = float(number(f"stuck_after (workflow {name!r})", stuck_after, minimum=0))
         doc = inspect.getdoc(fn) or ""
         workflow = Workflow(
             name=name, fn=fn, description=doc.splitlines()[0] if doc else "",
@@ -63,6 +68,7 @@ class WorkflowRegistry:
             ),
             span_name=c.WORKFLOW_SPAN.format(workflow=name),
             active_attributes={c.M_WORKFLOW: name},
+            stuck_after=stuck_after,
         )
         with self._lock:
             if name in self._workflows and not replace:

@@ -205,7 +205,18 @@ class NexusOtel:
 
     @contextmanager
     def node_span(self, ref: NodeRef) -> Iterator[None]:
-        """A ``node <id>`` span around one node's execution: its type, and how it ended."""
+        """A ``node <id>`` span around one node's execution: its type, and how it ended; the execution's place
+        (``app.running()``) is the node meanwhile."""
+        running = self.app.running_executions
+        place = running.enter(c.NODE_SPAN.format(node=ref.label))
+        try:
+            with self._node_span(ref):
+                yield
+        finally:
+            running.leave(place)
+
+    @contextmanager
+    def _node_span(self, ref: NodeRef) -> Iterator[None]:
         with self.app.telemetry.tracer.start_as_current_span(
             c.NODE_SPAN.format(node=ref.label), record_exception=False, set_status_on_exception=False,
             attributes={c.NODE_ID: ref.label, c.NODE_TYPE: ref.type_name},

@@ -88,6 +88,7 @@ BAGGAGE_METRIC_KEYS = "NEXUS_OTEL_BAGGAGE_METRIC_KEYS"
 DELIVERY_SPANS = "NEXUS_OTEL_DELIVERY_SPANS"
 UNTRACED_HOOKS = "NEXUS_OTEL_UNTRACED_HOOKS"
 WORKFLOW_SAMPLING = "NEXUS_OTEL_WORKFLOW_SAMPLING"
+STUCK_AFTER = "NEXUS_OTEL_STUCK_AFTER"
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 GEN_AI_OPT_IN = "gen_ai_latest_experimental"
 """The ``OTEL_SEMCONV_STABILITY_OPT_IN`` value that adds the GenAI conventions to workflow spans."""
@@ -206,6 +207,9 @@ class TelemetryConfig:
     workflow_sampling: tuple[tuple[str, float], ...] = ()
     """``NEXUS_OTEL_WORKFLOW_SAMPLING``: ``workflow=ratio`` pairs, the head sampling ratio of that workflow's
     new traces."""
+    stuck_after: float | None = None
+    """``NEXUS_OTEL_STUCK_AFTER``: seconds after which an execution is reported stuck, for workflows without a
+    ``stuck_after`` of their own (None: never)."""
     gen_ai_semconv: bool = False
     """``OTEL_SEMCONV_STABILITY_OPT_IN`` holds ``gen_ai_latest_experimental``: workflow spans carry the GenAI
     conventions' ``invoke_workflow`` attributes."""
@@ -296,11 +300,13 @@ class TelemetryConfig:
             delivery_spans=_bool(DELIVERY_SPANS, env.get(DELIVERY_SPANS) or "true"),
             untraced_hooks=untraced_hooks(UNTRACED_HOOKS, env.get(UNTRACED_HOOKS)),
             workflow_sampling=workflow_sampling(WORKFLOW_SAMPLING, env.get(WORKFLOW_SAMPLING)),
+            stuck_after=stuck_after(STUCK_AFTER, env.get(STUCK_AFTER)),
             gen_ai_semconv=GEN_AI_OPT_IN in _names(env.get(SEMCONV_OPT_IN)),
         )
 
 
-APP_SETTINGS = ("baggage_keys", "baggage_metric_keys", "untraced_hooks", "workflow_sampling", "delivery_spans")
+APP_SETTINGS = ("baggage_keys", "baggage_metric_keys", "untraced_hooks", "workflow_sampling", "delivery_spans",
+                "stuck_after")
 """The settings an app may give itself (``Nexus(baggage_keys=...)``), winning over their variables."""
 
 
@@ -328,6 +334,10 @@ def _with_settings(config: TelemetryConfig, settings: Mapping[str, Any]) -> Tele
         if not isinstance(given["delivery_spans"], bool):
             raise ConfigurationError("delivery_spans", given["delivery_spans"], "True or False")
         changes["delivery_spans"] = given["delivery_spans"]
+    if "stuck_after" in given:
+        if isinstance(given["stuck_after"], str):
+            raise ConfigurationError("stuck_after", given["stuck_after"], STUCK_AFTER_EXPECTED)
+        changes["stuck_after"] = stuck_after("stuck_after", given["stuck_after"])
     config = dataclasses.replace(config, **changes)
     check_metric_keys("baggage_metric_keys", config.baggage_metric_keys, config.baggage_keys)
     return config
@@ -458,6 +468,25 @@ def workflow_sampling(setting: str, raw: str | Mapping[str, float] | None) -> tu
             raise ConfigurationError(setting, raw, f"ratios from 0 to 1 ({name}={ratio!r} is not)")
         out[str(name)] = value
     return tuple(out.items())
+
+
+STUCK_AFTER_EXPECTED = "a number of seconds, zero or more (0: never)"
+
+
+def stuck_after(setting: str, raw: str | float | None) -> float | None:
+    """Seconds after which an execution is stuck: a number from a variable (unset or empty: None) or an
+    app's or workflow's own (an int or float); 0 means never (None)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if not raw.strip():
+            return None
+        value = _decimal(setting, raw, STUCK_AFTER_EXPECTED)
+    elif isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw < math.inf:
+        raise ConfigurationError(setting, raw, STUCK_AFTER_EXPECTED)
+    else:
+        value = float(raw)
+    return value or None
 
 
 def _bool(var: str, raw: str | None) -> bool:

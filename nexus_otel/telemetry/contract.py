@@ -178,6 +178,13 @@ PLUGIN_ERRORS = MetricSpec(
     "nexus_plugin_errors_total",
 )
 METRICS = (WORKFLOW_DURATION, WORKFLOW_EXECUTIONS, WORKFLOW_ACTIVE, HOOK_DURATION, PLUGIN_ERRORS)
+WORKFLOW_OLDEST_ACTIVE = MetricSpec(
+    "nexus.workflow.oldest_active", "s",
+    "Seconds the oldest in-flight execution of each workflow has been running (no series while none runs).",
+    "nexus_workflow_oldest_active_seconds",
+)
+"""An observable gauge read from the app's running executions (``nexus_otel.running``), with a ``workflow``
+attribute; ``serve --workers`` merges it by maximum, so the stuck alert sees the oldest of all workers'."""
 
 
 def error_type(exc: BaseException) -> str:
