@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -310,19 +311,28 @@ def test_alert_metrics_are_exposed_by_the_app(tmp_path: Path) -> None:
                 raise ValueError("fails on purpose")
 
             app.register("broken", broken)
+            # One execution in flight while scraping: nexus_workflow_oldest_active_seconds exists only then.
+            release = threading.Event()
+            app.register("hang", lambda inputs: {"released": release.wait(30)})
             with app:
                 for i in range(3):
                     app.execute_workflow("greet", {"name": f"n{i % 2}"}, channel="api")
                     with pytest.raises(ValueError):
                         app.execute_workflow("broken", {}, channel="api")
+                hanging = threading.Thread(target=app.execute_workflow, args=("hang", {}), daemon=True)
+                hanging.start()
                 receiver.wait_for_count(1, timeout=10)
                 # Exports and observable gauges settle asynchronously: scrape until all are there.
                 deadline = time.monotonic() + 10
-                while True:
-                    exposed = sample_names(capture.prometheus_text())
-                    if wanted <= exposed or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.2)
+                try:
+                    while True:
+                        exposed = sample_names(capture.prometheus_text())
+                        if wanted <= exposed or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.2)
+                finally:
+                    release.set()
+                    hanging.join(10)
     finally:
         capture.shutdown()
     missing = sorted(wanted - exposed)
