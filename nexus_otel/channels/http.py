@@ -4,6 +4,8 @@ Routes::
 
     POST /workflows/{name}   body: JSON object of inputs -> {"result", "trace_id", "workflow_id"}
     GET  /workflows          registered workflows
+    GET  /executions         executions in flight now, longest running first (``?inputs=1``: with their
+                             redacted inputs); every worker's under ``serve --workers``; ``no-store``
     GET  /healthz            liveness
     GET  /metrics            Prometheus text, or OpenMetrics when the scraper asks
 
@@ -14,6 +16,8 @@ auth 401 (with ``WWW-Authenticate``) or 403, over the rate limit 429 (with
 (with ``Retry-After``; ``ran`` says whether the workflow ran), a workflow
 exception 500 (its type only: no message, no traceback). ``/healthz`` answers
 503 while an outbox of the app's records cannot be written (a full disk).
+``/executions`` is behind the same auth as the workflows (401 / 403 alike; see
+:mod:`nexus_otel.channels.executions`); an ``inputs`` other than ``1`` is a 400.
 Credentials come from ``Authorization: Bearer`` or ``X-API-Key`` and go
 nowhere but the auth middleware. The session id comes from the
 ``X-Session-Id`` header, else a string ``session_id`` field of the body.
@@ -25,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,7 +46,7 @@ from ..caller import Caller
 from ..errors import AccessError, RateLimitExceeded, RecordsUnavailableError
 from ..middlewares.auth import AuthMiddleware
 from ..telemetry import contract as c
-from . import DEFAULT_THREADS
+from . import DEFAULT_THREADS, executions
 from .http_telemetry import ERROR_TYPE_KEY, HttpTelemetryMiddleware
 
 log = logging.getLogger("nexus_otel.http")
@@ -113,6 +117,44 @@ def _www_authenticate(exc: AccessError) -> str:
     return f'Bearer realm="nexus-otel", error="{error}", error_description="{description}"'
 
 
+def _access_denied(exc: AccessError, **extra: Any) -> Response:
+    """A caller turned away by auth: 401 / 403 with a challenge, or 503 (the identity provider is down)."""
+    response = _error(exc.status, str(exc), **extra, reason=exc.reason)
+    if exc.status in (401, 403):  # a 503 (the identity provider is down) is no challenge
+        response.headers["www-authenticate"] = _www_authenticate(exc)
+    else:
+        response.headers["retry-after"] = "5"
+    return response
+
+
+def executions_endpoint(nexus: Nexus, channel: str = CHANNEL) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /executions`` for ``nexus`` (a Starlette endpoint; what it lists and to whom:
+    :mod:`nexus_otel.channels.executions`). Also lets the server's other workers ask this one."""
+    executions.answer_peers(nexus)
+
+    async def list_executions(request: Request) -> Response:
+        values = request.query_params.getlist("inputs")
+        if values and values != ["1"]:
+            response = _error(400, "inputs must be 1 (with redacted inputs) or left out, got "
+                              + ", ".join(repr(_clip(v)) for v in values))
+        else:
+            try:
+                may_see = await executions.authorize(nexus, _caller(request), channel)
+            except AccessError as exc:
+                response = _access_denied(exc)
+            else:
+                if executions.asks_peers(nexus):  # waits for the other workers: off the event loop
+                    body = await asyncio.to_thread(executions.gather, nexus, inputs=bool(values))
+                else:
+                    body = executions.gather(nexus, inputs=bool(values))
+                body["executions"] = [e for e in body["executions"] if may_see(str(e.get("workflow")))]
+                response = _JSON(body)
+        response.headers["cache-control"] = "no-store"
+        return response
+
+    return list_executions
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -172,12 +214,7 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
                 name, inputs, session_id=session_id, channel=CHANNEL, caller=caller,
             )
         except AccessError as exc:
-            response = _error(exc.status, str(exc), workflow=name, reason=exc.reason)
-            if exc.status in (401, 403):  # a 503 (the identity provider is down) is no challenge
-                response.headers["www-authenticate"] = _www_authenticate(exc)
-            else:
-                response.headers["retry-after"] = "5"
-            return response
+            return _access_denied(exc, workflow=name)
         except RateLimitExceeded as exc:
             response = _error(429, str(exc), workflow=name, retry_after=exc.retry_after)
             response.headers.update(caller.response_headers)
@@ -243,6 +280,7 @@ def create_http_app(nexus: Nexus, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         routes=[
             Route("/workflows/{name}", run_workflow, methods=["POST"]),
             Route("/workflows", list_workflows, methods=["GET"]),
+            Route(executions.ENDPOINT, executions_endpoint(nexus), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],

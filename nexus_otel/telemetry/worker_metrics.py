@@ -24,17 +24,30 @@ it answered a scrape with. Its other counters (telemetry about telemetry, an
 app's own instruments) are in ``<pid>.json``, written as it stops and every
 few seconds while it runs: a worker killed outright loses at most those
 seconds of them. The totals keep a gone worker's counters, not its gauges.
+
+The same socket answers other questions a request needs every worker for (``GET /executions``:
+the executions each one has in flight). The protocol, one question per connection:
+
+- the asker sends one line, a JSON object ``{"ask": TOPIC, ...}``, and reads to the end;
+- ``{"ask": "metrics"}`` is answered with the samples, as above;
+- another topic is answered with ``{"pid": PID, "answer": VALUE}`` (what the worker registered
+  for it with :meth:`WorkerMetrics.answer`), or ``{"pid": PID, "error": ...}`` if it has none;
+- a connection that sends no line within :data:`REQUEST_WAIT` seconds (a worker from before
+  questions, which only ever asked for samples) gets the samples. A worker from before
+  questions answers every question with its samples; an asker that expected an object
+  leaves that worker out, as it does a worker that does not answer within its timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import selectors
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +67,15 @@ REFRESH_SECONDS = 5.0
 counters that are not in its ``.counts`` file)."""
 PEER_TIMEOUT = 3.0
 """Seconds a scrape waits for one peer's samples before using its file instead."""
+REQUEST_WAIT = 0.25
+"""Seconds a worker waits for a peer's question before taking the connection for a scrape from a worker
+that asks none (an older version, during a rolling restart) and answering with its samples."""
+ASK_TIMEOUT = 1.0
+"""Seconds :meth:`WorkerMetrics.ask` waits for all peers' answers (asked at once); later ones are left out."""
+REQUEST_MAX = 4096
+"""Bytes of a question a worker reads at most."""
+METRICS = "metrics"
+"""The topic of the samples (what a connection without a question gets too)."""
 INSTANCE_LABEL = "service_instance_id"
 _SUM, _MAX, _INFO = "sum", "max", "info"
 _CUMULATIVE = ("counter", "histogram", "summary", "gaugehistogram")
@@ -64,6 +86,11 @@ WORKERS_DIR_MAX = _SOCKET_PATH_MAX - len("/4194304.sock")
 
 class Collectable(Protocol):
     def collect(self) -> Iterable[Metric]: ...
+
+
+Answer = Callable[[dict[str, Any]], Any]
+"""What a worker answers a peer's question with: called with the question (its ``ask`` and arguments),
+returns a JSON-serialisable value. Runs on the thread that answers peers: keep it quick."""
 
 
 def encode(families: Iterable[Metric]) -> bytes:
@@ -181,6 +208,7 @@ class WorkerMetrics:
         if hub is not None and not hub.share_counts(self.counts):
             log.warning("worker metrics: the metrics hub's instruments were made before this worker's counts "
                         "file: a kill loses up to %s s of this worker's counts", refresh)
+        self._answers: dict[str, Answer] = {}
         self._server: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -236,10 +264,94 @@ class WorkerMetrics:
                 break
             with conn:
                 try:
+                    question = _read_question(conn)
                     conn.settimeout(self.peer_timeout)
-                    conn.sendall(self._samples())
+                    conn.sendall(self._reply(question))
                 except Exception as exc:  # a peer that went away, or a collection that failed
                     log.debug("worker metrics: could not answer a peer: %s", exc)
+
+    def answer(self, topic: str, fn: Answer) -> None:
+        """Answer peers that :meth:`ask` about ``topic`` with ``fn(question)`` (replacing any earlier one)."""
+        if topic == METRICS:
+            raise ValueError(f"the topic {METRICS!r} is the samples: pick another name")
+        self._answers[topic] = fn
+
+    def _reply(self, question: dict[str, Any] | None) -> bytes:
+        """The bytes that answer one peer's question (None: the samples; see the module docstring)."""
+        topic = METRICS if question is None else question.get("ask")
+        if topic == METRICS:
+            return self._samples()
+        fn = self._answers.get(topic) if isinstance(topic, str) else None
+        if fn is None:
+            return orjson.dumps({"pid": self.pid, "error": f"unknown question {str(topic)[:100]!r}"})
+        try:
+            return orjson.dumps({"pid": self.pid, "answer": fn(question or {})}, default=str)
+        except Exception as exc:
+            log.warning("worker metrics: cannot answer a peer's %r: %s", topic, exc)
+            return orjson.dumps({"pid": self.pid, "error": type(exc).__name__})
+
+    def peers(self) -> list[int]:
+        """The process ids of the other workers that listen now (a socket in the shared directory)."""
+        pids = {int(p.stem) for p in self.directory.glob("*.sock") if p.stem.isdigit()}
+        pids.discard(self.pid)
+        return sorted(pids)
+
+    def ask(self, topic: str, timeout: float = ASK_TIMEOUT, **arguments: Any) -> tuple[dict[int, Any], list[int]]:
+        """Ask every other live worker about ``topic``, all at once: their answers by process id, and the ids
+        of the workers that did not answer within ``timeout`` seconds (or could not: an older version, a
+        worker without an answer for ``topic``). Blocks up to ``timeout``: call it off an event loop."""
+        if topic == METRICS:
+            raise ValueError(f"ask for {METRICS!r} with collect()")
+        question = orjson.dumps({**arguments, "ask": topic}) + b"\n"
+        deadline = time.monotonic() + timeout
+        answers: dict[int, Any] = {}
+        missing: list[int] = []
+        reading: dict[socket.socket, tuple[int, list[bytes]]] = {}
+        with selectors.DefaultSelector() as selector:
+            for pid in self.peers():
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    conn.settimeout(max(0.001, deadline - time.monotonic()))
+                    conn.connect(str(self.directory / f"{pid}.sock"))
+                    conn.sendall(question)
+                    conn.setblocking(False)
+                except (ConnectionRefusedError, FileNotFoundError):  # a worker gone: nobody to ask
+                    conn.close()
+                    continue
+                except OSError as exc:  # a full backlog, say
+                    log.debug("worker metrics: cannot ask worker %s: %s", pid, exc)
+                    conn.close()
+                    missing.append(pid)
+                    continue
+                reading[conn] = (pid, [])
+                selector.register(conn, selectors.EVENT_READ)
+            while reading and (left := deadline - time.monotonic()) > 0:
+                for key, _ in selector.select(left):
+                    conn = key.fileobj  # type: ignore[assignment]
+                    pid, chunks = reading[conn]
+                    try:
+                        chunk = conn.recv(1 << 16)
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # reset: an older worker that closed without reading the question
+                        chunk = b""
+                    if chunk:
+                        chunks.append(chunk)
+                        continue
+                    selector.unregister(conn)
+                    conn.close()
+                    del reading[conn]
+                    value = _answer_of(b"".join(chunks))
+                    if value is _NO_ANSWER:
+                        missing.append(pid)
+                    else:
+                        answers[pid] = value
+            for conn, (pid, _) in reading.items():
+                if pid not in answers:
+                    log.warning("worker metrics: worker %s did not answer %r within %s s", pid, topic, timeout)
+                missing.append(pid)
+                conn.close()
+        return answers, sorted(missing)
 
     def _write_file(self) -> None:
         try:
@@ -258,8 +370,17 @@ class WorkerMetrics:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                     conn.settimeout(self.peer_timeout)
                     conn.connect(str(path))
-                    chunks = []
-                    while chunk := conn.recv(1 << 16):
+                    conn.sendall(_METRICS_QUESTION)
+                    chunks: list[bytes] = []
+                    while True:
+                        try:
+                            chunk = conn.recv(1 << 16)
+                        except ConnectionResetError:  # an older worker closes without reading the question
+                            if not chunks:
+                                raise
+                            break
+                        if not chunk:
+                            break
                         chunks.append(chunk)
                 return decode(b"".join(chunks))
             except (ConnectionRefusedError, FileNotFoundError):
@@ -313,3 +434,44 @@ class WorkerMetrics:
             self.socket_path.unlink(missing_ok=True)
         if self._thread is not None:
             self._thread.join(2.0)
+
+
+_METRICS_QUESTION = orjson.dumps({"ask": METRICS}) + b"\n"
+_NO_ANSWER = object()
+
+
+def _read_question(conn: socket.socket) -> dict[str, Any] | None:
+    """A peer's question (None: it sent none within :data:`REQUEST_WAIT`, or not a JSON object)."""
+    deadline = time.monotonic() + REQUEST_WAIT
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < REQUEST_MAX:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            conn.settimeout(left)
+            chunk = conn.recv(REQUEST_MAX - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pass
+    line = data.split(b"\n", 1)[0].strip()
+    if not line:
+        return None
+    try:
+        question = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return question if isinstance(question, dict) else None
+
+
+def _answer_of(data: bytes) -> Any:
+    """The value in a peer's answer to a question, or ``_NO_ANSWER`` (an error, or an older worker's samples)."""
+    try:
+        reply = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _NO_ANSWER
+    if not isinstance(reply, dict) or "answer" not in reply:
+        return _NO_ANSWER
+    return reply["answer"]
