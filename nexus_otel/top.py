@@ -48,6 +48,7 @@ PLAIN_WIDTH = 1000
 """Columns for output that is not a terminal (``--once`` into a pipe or file): rows are never wrapped."""
 FIXED_LINES = 7
 """Lines of a live frame that are not execution rows (header, table headings and rules, the "more" line)."""
+COLUMNS = ("WORKFLOW", "ELAPSED", "PLACE", "PLUGIN", "TRACE ID", "CHANNEL", "SESSION")
 MIN_WIDTHS = {"WORKFLOW": 10, "PLACE": 12, "TRACE ID": 10}
 """Columns a narrow terminal must not squeeze below these widths."""
 DURATION_BUCKET = c.WORKFLOW_DURATION.prometheus_name + "_bucket"
@@ -71,6 +72,8 @@ class InFlight:
     trace_id: str | None
     place: str | None
     plugin: str | None
+    worker: str | None = None
+    """The process id of the worker running it (listed by a server with ``--workers``, else None)."""
 
     @classmethod
     def from_json(cls, item: Mapping[str, Any]) -> InFlight:
@@ -81,7 +84,7 @@ class InFlight:
         return cls(workflow=str(item["workflow"]), workflow_id=str(item.get("workflow_id", "")),
                    channel=str(item.get("channel", "")), session_id=text("session_id"),
                    elapsed=float(item["elapsed_seconds"]), trace_id=text("trace_id"),
-                   place=text("place"), plugin=text("plugin"))
+                   place=text("place"), plugin=text("plugin"), worker=text("worker"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,16 @@ class Frame:
     """Seconds between the two reads of /metrics the rates come from; None on a first read."""
     error: str | None = None
     """Why this refresh has no data (the app stopped answering); the view keeps trying."""
+    unanswered: tuple[str, ...] = ()
+    """Workers of a ``--workers`` server that did not answer in time: their executions are missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What ``GET /executions`` answered: the executions (longest first) and the workers that did not answer."""
+
+    executions: list[InFlight]
+    unanswered: tuple[str, ...] = ()
 
 
 class AppReader:
@@ -225,15 +238,17 @@ class AppReader:
             raise TopError(f"{where} answered {response.status_code} {response.reason_phrase}{hint}")
         return response
 
-    def executions(self) -> list[InFlight]:
+    def executions(self) -> Listing:
         """The executions in flight, longest first."""
+        response = self._get("/executions")
         try:
-            items = self._get("/executions").json()["executions"]
-            running = [InFlight.from_json(item) for item in items]
-        except (ValueError, KeyError, TypeError) as exc:
+            body = response.json()
+            running = [InFlight.from_json(item) for item in body["executions"]]
+            unanswered = tuple(str(pid) for pid in body.get("unanswered") or ())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TopError(f"{self.shown_url.rstrip('/')}/executions did not answer with the executions JSON "
                            f"({type(exc).__name__}: {exc})") from None
-        return sorted(running, key=lambda r: r.elapsed, reverse=True)
+        return Listing(sorted(running, key=lambda r: r.elapsed, reverse=True), unanswered)
 
     def metrics(self) -> MetricsRead:
         """The workflow series of ``/metrics`` now."""
@@ -258,11 +273,12 @@ class Refresher:
 
     def frame(self) -> Frame:
         """Both endpoints read now; :class:`TopError` if the app cannot be read."""
-        running = self.reader.executions()
+        listing = self.reader.executions()
         current = self.reader.metrics()
         previous, self._previous = self._previous, current
         window = current.at - previous.at if previous is not None else None
-        return Frame(running, workflow_lines(current, previous, running), window)
+        return Frame(listing.executions, workflow_lines(current, previous, listing.executions), window,
+                     unanswered=listing.unanswered)
 
 
 def format_seconds(seconds: float) -> str:
@@ -309,17 +325,24 @@ def render(frame: Frame, *, url: str, slow: float, max_rows: int | None = None,
     shown = frame.executions if max_rows is None else frame.executions[:max(max_rows, 1)]
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("", width=1)
-    for name in ("WORKFLOW", "ELAPSED", "PLACE", "PLUGIN", "TRACE ID", "CHANNEL", "SESSION"):
+    workers = any(run.worker is not None for run in shown)  # a server with --workers: which process runs it
+    for name in COLUMNS + (("WORKER",) if workers else ()):
         # In a narrow terminal the widest columns give way first, their cells cut short on one line (a
         # trace id's first digits still find it: `nexus-otel traces PREFIX`); the elapsed time is kept whole.
         table.add_column(name, justify="right" if name == "ELAPSED" else "left", no_wrap=name == "ELAPSED",
                          min_width=MIN_WIDTHS.get(name), overflow="ellipsis")
     for run in shown:
         is_slow = run.elapsed > slow
-        table.add_row("!" if is_slow else "", _cell(run.workflow), format_seconds(run.elapsed), _cell(run.place),
-                      _cell(run.plugin), _cell(run.trace_id), _cell(run.channel), _cell(run.session_id),
+        cells: list[RenderableType] = [_cell(run.workflow), format_seconds(run.elapsed), _cell(run.place),
+                                       _cell(run.plugin), _cell(run.trace_id), _cell(run.channel),
+                                       _cell(run.session_id), *([_cell(run.worker)] if workers else [])]
+        table.add_row("!" if is_slow else "", *cells,
                       style="bold red" if is_slow else None)
-    parts: list[RenderableType] = [header, summary, workflows, Text(""), table]
+    parts: list[RenderableType] = [header, summary]
+    if frame.unanswered:
+        parts.append(Text(f"workers {inert_line(', '.join(frame.unanswered))} did not answer in time: "
+                          f"their executions are not listed", style="bold yellow"))
+    parts += [workflows, Text(""), table]
     if len(shown) < len(frame.executions):
         parts.append(Text(f"... and {len(frame.executions) - len(shown)} more"))
     if not frame.executions:

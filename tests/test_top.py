@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from nexus_otel.cli import main as cli
 from nexus_otel.serving import free_port
 
 from .served import cli_env, nexus_otel
@@ -88,8 +90,10 @@ class FakeApp:
     """A served app's /executions and /metrics on loopback: each /metrics read answers the next body (the last
     one again once they run out); ``status`` answers every request with that code instead."""
 
-    def __init__(self, executions: list[dict[str, object]], metrics: list[str], status: int = 200) -> None:
+    def __init__(self, executions: list[dict[str, object]], metrics: list[str], status: int = 200,
+                 extra: dict[str, object] | None = None) -> None:
         self.executions, self.metrics, self.status = executions, list(metrics), status
+        self.extra = extra or {}
         self.metric_reads = 0
         app = self
 
@@ -98,7 +102,7 @@ class FakeApp:
                 if app.status != 200:
                     body, kind = b"unavailable", "text/plain"
                 elif self.path == "/executions":
-                    body, kind = json.dumps({"executions": app.executions}).encode(), "application/json"
+                    body, kind = json.dumps({"executions": app.executions, **app.extra}).encode(), "application/json"
                 elif self.path == "/metrics":
                     body = app.metrics[min(app.metric_reads, len(app.metrics) - 1)].encode()
                     app.metric_reads += 1
@@ -117,7 +121,7 @@ class FakeApp:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -166,11 +170,16 @@ def test_once_prints_executions_longest_first_and_per_workflow_rates(served: Fak
     assert float(report[2].removesuffix("/s")) == pytest.approx(4 / window, rel=0.01)
 
 
-def test_slow_threshold_is_the_option(served: FakeApp, tmp_path: Path) -> None:
+def top_once(url: str, *args: str) -> str:
+    """What `nexus-otel top URL --once ARGS` prints, run in this process (not a terminal)."""
+    result = CliRunner().invoke(cli, ["top", url, "--once", "--interval", "0.05", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_slow_threshold_is_the_option(served: FakeApp) -> None:
     """--slow 1 marks every execution running longer than one second, and only those."""
-    result = nexus_otel("top", served.url, "--once", "--interval", "0.05", "--slow", "1",
-                        env=cli_env(tmp_path), cwd=tmp_path)
-    lines = result.stdout.splitlines()
+    lines = top_once(served.url, "--slow", "1").splitlines()
     assert [row(lines, t).startswith("!") for t in (TRACE, "b" * 32, "c" * 32)] == [True, True, False]
 
 
@@ -182,27 +191,44 @@ def test_unreachable_or_failing_url_exits_1_naming_it(tmp_path: Path) -> None:
     assert f"cannot reach {down}/metrics" in result.stderr and "Traceback" not in result.stderr
     failing = FakeApp([], [""], status=503)
     try:
-        result = nexus_otel("top", failing.url, "--once", env=cli_env(tmp_path), cwd=tmp_path)
+        answered = CliRunner().invoke(cli, ["top", failing.url, "--once"])
     finally:
         failing.close()
-    assert result.returncode == 1
-    assert f"{failing.url}/metrics answered 503" in result.stderr and "Traceback" not in result.stderr
+    assert answered.exit_code == 1 and answered.exception is not None and answered.exc_info[0] is SystemExit
+    assert f"Error: {failing.url}/metrics answered 503 Service Unavailable" in answered.output
 
 
-def test_hostile_strings_are_shown_inert(tmp_path: Path) -> None:
+def test_hostile_strings_are_shown_inert() -> None:
     """Escape sequences and markup in a workflow name, place, plugin and session are printed as text, not obeyed."""
     running = [execution(EVIL, 20.0, place=f"hook workflow_started {EVIL}", plugin=EVIL, session_id=EVIL,
                          trace_id=TRACE)]
     metrics = exposition({EVIL: {("api", "completed"): (1, 1, 1, 1, 1)}}, {EVIL: 1})
     app = FakeApp(running, [metrics])
     try:
-        result = nexus_otel("top", app.url, "--once", "--interval", "0.05", env=cli_env(tmp_path), cwd=tmp_path)
+        output = top_once(app.url)
     finally:
         app.close()
-    assert result.returncode == 0, result.stderr
-    assert ACTING.findall(result.stdout) == []
+    assert ACTING.findall(output) == []
     shown = "A\\x1b[2J\\x1b]0;owned\\x07B\\x9b31m\\u202e[bold]C[/bold]"
-    assert result.stdout.count(shown) == 5  # in the workflow line; the row's workflow, place, plugin and session
+    assert output.count(shown) == 5  # in the workflow line; the row's workflow, place, plugin and session
+
+
+def test_a_server_with_workers_shows_each_executions_worker_and_the_workers_missing() -> None:
+    """Under --workers: a WORKER column (the process running each), and a line naming workers that did not answer."""
+    body = [{**entry, "worker": pid} for entry, pid in zip(RUNNING, (4101, 4102, 4101))]
+    app = FakeApp(body, [exposition(SECOND, ACTIVE)], extra={"workers": [4101, 4102], "unanswered": [4103]})
+    try:
+        lines = top_once(app.url).splitlines()
+    finally:
+        app.close()
+    assert row(lines, "TRACE ID").split()[-1] == "WORKER"
+    assert [row(lines, t).split()[-1] for t in (TRACE, "b" * 32, "c" * 32)] == ["4102", "4101", "4101"]
+    assert "workers 4103 did not answer in time: their executions are not listed" in lines
+
+
+def test_without_workers_there_is_no_worker_column(served: FakeApp) -> None:
+    """A single process lists no worker: the table has no WORKER column."""
+    assert "WORKER" not in top_once(served.url)
 
 
 def _read_until(fd: int, text: str, timeout: float = 8) -> str:
