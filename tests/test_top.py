@@ -18,11 +18,14 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from nexus_otel import Nexus, NexusPlugin
 from nexus_otel.cli import main as cli
-from nexus_otel.serving import free_port
+from nexus_otel.events import WorkflowEvent
+from nexus_otel.serving import BackgroundServer, free_port
 
 from .served import cli_env, nexus_otel
 
@@ -279,3 +282,64 @@ def test_live_view_in_a_terminal_ends_on_q_or_ctrl_c_and_restores_it(served: Fak
             proc.wait()
         os.close(master)
         os.close(slave)
+
+
+class Gate(NexusPlugin):
+    """Holds executions of ``hooked`` in its ``workflow_started`` hook until released."""
+
+    name = "gate"
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def setup(self, nexus_app: Nexus) -> None:
+        def started(event: WorkflowEvent) -> None:
+            if event.workflow_name == "hooked":
+                self.release.wait(10)
+
+        nexus_app.on_workflow_started(started)
+
+
+def test_once_against_a_served_app_lists_its_executions_in_flight(tmp_path: Path) -> None:
+    """A real app with one execution blocked in its own code and one in a plugin's hook: top lists both, longest
+    first, with their place, plugin and trace id, and the workflow lines count them in flight."""
+    release = threading.Event()
+    app = Nexus("shop", environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path / "data")})
+    app.add_plugin(Gate(release))
+    app.register("hold", lambda inputs: release.wait(10) and {"held": True})
+    app.register("hooked", lambda inputs: {"hooked": True})
+    traces = {"hold": "1" * 32, "hooked": "2" * 32}
+    with BackgroundServer(app) as url:
+        def post(workflow: str) -> threading.Thread:
+            headers = {"traceparent": f"00-{traces[workflow]}-{'3' * 16}-01"}
+            thread = threading.Thread(target=httpx.post, args=(f"{url}/workflows/{workflow}",),
+                                      kwargs={"json": {}, "headers": headers, "timeout": 10})
+            thread.start()
+            return thread
+
+        def running(count: int) -> None:
+            deadline = time.monotonic() + 5
+            while len(app.running()) < count:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+        threads = [post("hold")]
+        running(1)
+        time.sleep(0.1)  # the first is the longest running
+        threads.append(post("hooked"))
+        running(2)
+        try:
+            result = nexus_otel("top", url, "--once", "--interval", "0.1", env=cli_env(tmp_path), cwd=tmp_path)
+        finally:
+            release.set()
+            for thread in threads:
+                thread.join(10)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line.split() for line in lines if re.search(r"[0-9a-f]{32}", line)]
+    assert [r[-3] for r in rows] == [traces["hold"], traces["hooked"]]
+    assert rows[0][:1] == ["hold"] and rows[0][3:5] == ["-", "-"]  # in its own code
+    assert rows[1][:1] == ["hooked"] and rows[1][3:7] == ["hook", "workflow_started", "gate", "gate"]
+    in_flight = {line.split()[0]: line.split()[1] for line in lines if "/s" in line}
+    assert in_flight == {"hold": "1", "hooked": "1"}
+    assert "2 in flight" in result.stdout, result.stdout
