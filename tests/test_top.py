@@ -255,10 +255,11 @@ def _wait_draining(proc: subprocess.Popen, fd: int, timeout: float = 8) -> int:
     return proc.returncode
 
 
-@pytest.mark.parametrize("ending", ["q", "ctrl-c"])
+@pytest.mark.parametrize("ending", ["q", "ctrl-c", "app stops, then q"])
 def test_live_view_in_a_terminal_ends_on_q_or_ctrl_c_and_restores_it(served: FakeApp, tmp_path: Path,
                                                                      ending: str) -> None:
-    """In a pseudo-terminal: a frame with a row is drawn in cbreak mode; q (or SIGINT) exits 0, the mode restored."""
+    """In a pseudo-terminal: a frame with a row is drawn in cbreak mode; q (or SIGINT) exits 0, the mode restored.
+    An app that stops answering meanwhile is said so on the screen, and the view goes on."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 180, 0, 0))
     before = termios.tcgetattr(slave)
@@ -270,7 +271,12 @@ def test_live_view_in_a_terminal_ends_on_q_or_ctrl_c_and_restores_it(served: Fak
         assert "hook workflow_started audit" in screen and "q quits" in screen
         assert termios.tcgetattr(slave)[3] & (termios.ICANON | termios.ECHO) == 0  # cbreak while it runs
         _read_until(master, "over the last")  # a second frame, with rates
-        if ending == "q":
+        if ending == "app stops, then q":
+            served.close()
+            _read_until(master, f"cannot reach {served.url}/executions")
+            _read_until(master, "trying again")
+            assert proc.poll() is None
+        if ending != "ctrl-c":
             os.write(master, b"q")
         else:
             proc.send_signal(signal.SIGINT)
