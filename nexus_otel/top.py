@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import os
 import select
+import signal
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -353,16 +355,23 @@ def render(frame: Frame, *, url: str, slow: float, max_rows: int | None = None,
 class Keys:
     """Keys pressed in the terminal ``stream`` is, read without Enter and unechoed (cbreak mode).
 
-    The terminal's mode is put back on exit, however the view ends (``q``, Ctrl-C, an error).
-    Ctrl-C still interrupts: cbreak mode keeps the terminal's signal keys. When ``stream`` is
-    not a terminal no key is read, and waiting is sleeping.
+    The terminal's mode is put back on exit, however the view ends (``q``, Ctrl-C, an error, or
+    SIGTERM / SIGHUP, which then end the process with status 128 + the signal's number, as a shell
+    reports a process killed by it). Ctrl-C still interrupts: cbreak mode keeps the terminal's
+    signal keys. When ``stream`` is not a terminal no key is read, and waiting is sleeping.
     """
+
+    ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, stream: IO[Any]) -> None:
         self._fd = stream.fileno() if stream.isatty() else None
         self._saved: list[Any] | None = None
+        self._handlers: dict[int, Any] = {}
 
     def __enter__(self) -> Keys:
+        if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
+            for signum in self.ENDING_SIGNALS:
+                self._handlers[signum] = signal.signal(signum, self._end)
         if self._fd is not None:
             import termios
             import tty
@@ -376,6 +385,12 @@ class Keys:
             import termios
 
             termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+
+    @staticmethod
+    def _end(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the live view and __exit__: the terminal restored
 
     def quit_within(self, seconds: float) -> bool:
         """Wait ``seconds``; True as soon as ``q`` is pressed."""
