@@ -212,6 +212,10 @@ class AppReader:
     def __init__(self, url: str, *, token: str | None = None, api_key: str | None = None,
                  timeout: httpx.Timeout = TIMEOUT) -> None:
         self.url = url if "://" in url else f"http://{url}"
+        try:
+            httpx.URL(self.url)
+        except httpx.InvalidURL as exc:
+            raise TopError(f"{mask_url(url)} is not a URL: {exc}") from None
         self.shown_url = mask_url(self.url)
         headers = {}
         if token:
@@ -223,10 +227,18 @@ class AppReader:
     def close(self) -> None:
         self._client.close()
 
+    def where(self, path: str) -> str:
+        """The URL of ``path`` under the app's (which may have a path prefix, behind a proxy), masked."""
+        return mask_url(str(self._endpoint(path)))
+
+    def _endpoint(self, path: str) -> httpx.URL:
+        base = httpx.URL(self.url)
+        return base.copy_with(path=base.path.rstrip("/") + path)
+
     def _get(self, path: str) -> httpx.Response:
-        where = f"{self.shown_url.rstrip('/')}{path}"
+        where = self.where(path)
         try:
-            response = self._client.get(f"{self.url.rstrip('/')}{path}")
+            response = self._client.get(self._endpoint(path))
         except httpx.TimeoutException:
             raise TopError(f"cannot read {where}: no answer within {TIMEOUT.read:g} s") from None
         except httpx.HTTPError as exc:
@@ -248,7 +260,7 @@ class AppReader:
             running = [InFlight.from_json(item) for item in body["executions"]]
             unanswered = tuple(str(pid) for pid in body.get("unanswered") or ())
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TopError(f"{self.shown_url.rstrip('/')}/executions did not answer with the executions JSON "
+            raise TopError(f"{self.where('/executions')} did not answer with the executions JSON "
                            f"({type(exc).__name__}: {exc})") from None
         return Listing(sorted(running, key=lambda r: r.elapsed, reverse=True), unanswered)
 
@@ -259,7 +271,7 @@ class AppReader:
         try:
             return parse_metrics(text, at)
         except ValueError as exc:
-            raise TopError(f"{self.shown_url.rstrip('/')}/metrics is not Prometheus text: {exc}") from None
+            raise TopError(f"{self.where('/metrics')} is not Prometheus text: {exc}") from None
 
 
 class Refresher:
