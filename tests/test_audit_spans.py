@@ -180,3 +180,24 @@ def test_delivery_spans_off_gives_none(capture, tmp_path, config):
     """NEXUS_OTEL_DELIVERY_SPANS=false (or the app's delivery_spans=False): rows written, no audit span."""
     _plugin_app(capture, tmp_path, config)
     assert capture.spans_named("workflow order") and not _audit_spans(capture)
+
+
+class _BrokenTracer:
+    """A tracer whose spans cannot be made (a broken SDK or processor): the audit writes must not notice."""
+
+    def start_span(self, *args, **kwargs):
+        raise RuntimeError("tracer broken")
+
+
+def test_a_broken_tracer_changes_no_write(capture, tmp_path, caplog):
+    """Span code that raises is logged; every row is written once, none retried."""
+    records = _records(capture, 3)
+    exporter = AuditExporter(open_store(f"sqlite:///{tmp_path / 'audit.sqlite'}"), Outbox(tmp_path / "spool.sqlite"),
+                             tracer=_BrokenTracer())
+    for record in records:
+        exporter.on_end(record)
+    exporter.start()
+    assert _wait(lambda: exporter.counts["written"] == 3)
+    exporter.shutdown(5.0)
+    assert exporter.counts.get("retried", 0) == 0
+    assert any("audit batch spans failed" in r.getMessage() for r in caplog.records)

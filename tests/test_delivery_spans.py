@@ -281,7 +281,104 @@ def test_the_tail_sampler_keeps_a_failed_delivery_whole_and_applies_the_workflow
         return [(s.attributes["http.response.status_code"], s.attributes.get("nexus.sampling.reason"))
                 for s in kept[label].get_finished_spans() if s.name == "POST"]
 
-    assert sorted(posts("failing"), key=str) == sorted([(500, "error"), (500, None), (200, None)], key=str)
+    assert sorted(status for status, _ in posts("failing")) == [200, 500, 500]  # kept whole
+    assert posts("failing")[0] == (500, "error")
     assert not [s for s in kept["failing"].get_finished_spans() if s.name == "workflow order"]
     assert posts("ok") == []
     assert posts("order") == [(200, "ratio")]
+
+
+class _Raising:
+    """A span processor that raises on every span it is handed (a user's broken processor)."""
+
+    def on_start(self, span, parent_context=None):
+        raise RuntimeError("processor broken at start")
+
+    def on_end(self, span):
+        raise RuntimeError("processor broken at end")
+
+    def shutdown(self):
+        pass
+
+    def force_flush(self, timeout_millis=30_000):
+        return True
+
+
+def _own_app(tmp_path, url: str, *processors, redactor=None) -> tuple[Nexus, WebhookPlugin]:
+    """An app whose tracer provider it built itself (so delivery spans come from its lean tracer)."""
+    app = Nexus("shop", redactor=redactor, environ={
+        "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+        "NEXUS_OTEL_DATA_DIR": str(tmp_path / "data")})
+    for processor in processors:
+        app.telemetry.add_span_processor(processor)
+    app.register("order", lambda inputs: {"ok": True})
+    plugin = WebhookPlugin(url, outbox_path=tmp_path / "outbox.sqlite", **FAST)
+    app.add_plugin(plugin)
+    return app, plugin
+
+
+def test_the_lean_tracer_makes_the_same_delivery_trace(tmp_path, receiver):
+    """On a provider the app built (the lean tracer): 500, 500, 200 in one trace, the retries children of the
+    first attempt, each linked to the workflow span, each request carrying its span's traceparent."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    receiver.set_status_sequence([500, 500])
+    app, plugin = _own_app(tmp_path, receiver.url, SimpleSpanProcessor(exported))
+    app.execute_workflow("order", {})
+    received = receiver.wait_for_count(3)
+    deadline = time.monotonic() + 10
+    while len([s for s in exported.get_finished_spans() if s.name == "POST"]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    app.stop()
+    spans = exported.get_finished_spans()
+    workflow = next(s for s in spans if s.name == "workflow order")
+    posts = sorted((s for s in spans if s.name == "POST"), key=lambda s: s.start_time)
+    assert [s.attributes["http.response.status_code"] for s in posts] == [500, 500, 200]
+    assert posts[0].parent is None and all(s.parent.span_id == posts[0].context.span_id for s in posts[1:])
+    assert len({s.context.trace_id for s in posts}) == 1 != workflow.context.trace_id
+    for span, request in zip(posts, received):
+        assert [(link.context.trace_id, link.context.span_id) for link in span.links] == [
+            (workflow.context.trace_id, workflow.context.span_id)]
+        assert request.headers["traceparent"] == _traceparent(span)
+    assert plugin.stats()["delivered"] == 1
+
+
+def test_a_failing_span_processor_or_redaction_callback_changes_no_delivery(tmp_path, receiver, caplog):
+    """Span code that raises (a processor at start and end, a redaction callback on url.full) is logged once; the
+    payload is still sent once, delivered, with no retry, and the request goes without a traceparent if the span
+    could not start."""
+    from nexus_otel.redaction import Redactor
+
+    def callback(key: str, value: str) -> str:
+        if key == "url.full":
+            raise RuntimeError("callback broken")
+        return value
+
+    for label, processors, redactor in (("processor", (_Raising(),), None),
+                                        ("callback", (), Redactor(callback=callback))):
+        receiver.clear()
+        app, plugin = _own_app(tmp_path / label, receiver.url, *processors, redactor=redactor)
+        app.execute_workflow("order", {})
+        (request,) = receiver.wait_for_count(1)
+        deadline = time.monotonic() + 5
+        while plugin.stats().get("delivered") != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stats = plugin.stats()
+        app.stop()
+        assert stats["delivered"] == 1 and stats.get("retried", 0) == 0, (label, stats)
+        assert len(receiver.requests()) == 1, label
+        if label == "callback":
+            assert "traceparent" not in request.headers
+    assert any("webhook attempt spans failed" in r.getMessage() for r in caplog.records)
+
+
+def test_url_full_masks_token_shaped_path_segments_and_reads_the_host_right():
+    """Slack's and Discord's secrets in the path are REDACTED; a '@' in the query is not taken for credentials."""
+    assert url_full("https://hooks.slack.com/services/T0123ABCD/B0456EFGH/abcDEF123ghiJKL456mnoPQR") == (
+        "https://hooks.slack.com/services/T0123ABCD/B0456EFGH/REDACTED")
+    assert url_full("https://discord.com/api/webhooks/123456789012345678/abcdefGHIJKLmnop1234567890") == (
+        "https://discord.com/api/webhooks/123456789012345678/REDACTED")
+    assert url_full("http://h?x=a@b") == "http://h?x=a@b"
+    assert url_full("http://127.0.0.1:8080/orders/webhook-receiver") == "http://127.0.0.1:8080/orders/webhook-receiver"

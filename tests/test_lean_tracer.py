@@ -167,3 +167,20 @@ def test_an_ended_lean_span_takes_no_more_changes_and_ends_once() -> None:
     assert made.status.status_code is StatusCode.OK and "late" not in made.attributes and not made.events
     assert not span.is_recording()
     telemetry.shutdown()
+
+
+def test_a_scrubbed_key_the_redactor_masks_is_masked_all_the_same() -> None:
+    """A key declared scrubbed but sensitive to the app's redactor (its own sensitive keys) goes through redaction."""
+    from nexus_otel.redaction import DEFAULT_SENSITIVE_KEYS
+
+    redactor = Redactor(sensitive_keys=(*DEFAULT_SENSITIVE_KEYS, "url", "server"))
+    telemetry, exported = _telemetry(redactor=redactor)
+    lean, _ = _both(telemetry, scrubbed=frozenset({"url.full", "server.address", "server.port"}))
+    span = lean.start_span("POST", context=Context(), attributes={"url.full": "http://127.0.0.1:9/hook",
+                                                                   "server.address": "127.0.0.1",
+                                                                   "server.port": 9})
+    span.end()
+    (made,) = exported.get_finished_spans()
+    assert made.attributes["url.full"] != "http://127.0.0.1:9/hook"
+    assert made.attributes["server.address"] != "127.0.0.1"
+    telemetry.shutdown()

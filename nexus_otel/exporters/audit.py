@@ -277,7 +277,9 @@ class AuditExporter(OutboxExporter):
                  batch_size: int = 200, meter: Meter | None = None, destination: str = "audit",
                  on_unavailable: str = "fail", tracer: Tracer | None = None) -> None:
         self.store = store
-        self._spans = AuditBatchSpans(tracer, store.db_attributes) if tracer is not None else None
+        # A store of the user's own may say nothing of its database: its spans then carry only their operation.
+        self._spans = (AuditBatchSpans(tracer, getattr(store, "db_attributes", {})) if tracer is not None
+                       else None)
         self.destination = destination
         super().__init__(
             # The spool file may be shared with other sinks: this exporter sees its own rows only.

@@ -20,15 +20,19 @@ and so no link.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import SpanLimits
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from ..telemetry import contract as c
+from .span_links import SpanFailures
+
+log = logging.getLogger("nexus_otel.audit")
 
 OPERATION = "INSERT"
 """What the audit store runs for each row (an upsert: ``INSERT ... ON CONFLICT DO UPDATE``)."""
@@ -47,6 +51,8 @@ class AuditBatchSpans:
         self._tracer = tracer
         self._attributes = dict(db_attributes)
         self._collection = str(self._attributes.get(c.DB_COLLECTION_NAME, ""))
+        self.failures = SpanFailures(log, "audit batch spans")
+        """What the span code raised (a failing processor, say), kept away from the writes."""
         self.max_links = link_limit() if max_links is None else max_links
         """Executions linked per batch at most: the SDK would drop any beyond its limit."""
 
@@ -63,22 +69,38 @@ class AuditBatchSpans:
             attributes[c.DB_OPERATION_BATCH_SIZE] = size
         kept = [link for link in links if link is not None][:self.max_links]
         name = f"{operation} {self._collection}" if self._collection else operation
-        # Context(): a root, whatever context the calling thread has.
-        span = self._tracer.start_span(name, context=Context(), kind=SpanKind.CLIENT, attributes=attributes,
-                                       links=kept, record_exception=False, set_status_on_exception=False)
+        span: Span | None = None
+        try:  # Context(): a root, whatever context the calling thread has
+            span = self._tracer.start_span(name, context=Context(), kind=SpanKind.CLIENT, attributes=attributes,
+                                           links=kept, record_exception=False, set_status_on_exception=False)
+        except Exception as exc:  # the write goes on without its span
+            self.failures.failed(exc)
         try:
             yield
         except Exception as exc:
-            error_type = c.error_type(exc)
-            lines = str(exc).splitlines()
-            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {lines[0]}" if lines else error_type))
-            span.set_attribute(c.ERROR_TYPE, error_type)
-            code = _response_code(exc)
-            if code is not None:
-                span.set_attribute(c.DB_RESPONSE_STATUS_CODE, code)
+            if span is not None:
+                try:
+                    _mark_failed(span, exc)
+                except Exception as failure:
+                    self.failures.failed(failure)
             raise
         finally:
-            span.end()
+            if span is not None:
+                try:
+                    span.end()
+                except Exception as exc:
+                    self.failures.failed(exc)
+
+
+def _mark_failed(span: Span, exc: BaseException) -> None:
+    """``error.type``, status ERROR with the error's first line, and the database's own code, if any."""
+    error_type = c.error_type(exc)
+    lines = str(exc).splitlines()
+    span.set_status(Status(StatusCode.ERROR, f"{error_type}: {lines[0]}" if lines else error_type))
+    span.set_attribute(c.ERROR_TYPE, error_type)
+    code = _response_code(exc)
+    if code is not None:
+        span.set_attribute(c.DB_RESPONSE_STATUS_CODE, code)
 
 
 def _response_code(exc: BaseException) -> str | None:

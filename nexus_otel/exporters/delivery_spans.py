@@ -28,11 +28,13 @@ exporter makes no :class:`Attempt` at all.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
@@ -46,8 +48,9 @@ from ..urls import REDACTED, mask_url
 from .delivery import Outcome
 from .http_poster import ConnectTimedOut, PostTimeout, Reply
 from .outbox import Message
-from .span_links import execution_link
+from .span_links import SpanFailures, execution_link
 
+log = logging.getLogger("nexus_otel.webhooks")
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 """Headers an attempt's trace context owns while delivery spans are on: a configured one would contradict it."""
 SCRUBBED = frozenset({c.URL_FULL, c.SERVER_ADDRESS, c.SERVER_PORT, c.WEBHOOK_ID, c.WEBHOOK_ATTEMPT,
@@ -61,20 +64,31 @@ _MAX_DESTINATIONS = 1024
 """Destinations whose span attributes are kept worked out (a few URLs are configured; replays may bring old ones)."""
 _ROOT = Context()
 """No current span: a payload's first attempt is a root, whatever context the worker's thread has."""
+_TOKEN_SEGMENT = re.compile(r"[A-Za-z0-9_-]{16,}")
 _MAX_RETRYING = 65536
 """Payloads whose first attempt's span is remembered while they are retried (the oldest are forgotten first)."""
 
 
 def url_full(url: str, redactor: Redactor | None = None) -> str:
-    """``url`` as ``url.full`` shows it: user and password both ``REDACTED`` (as the HTTP conventions ask), and
-    secret query values ``REDACTED`` (:func:`~nexus_otel.urls.mask_url`)."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        authority, slash, path = rest.partition("/")
-        if "@" in authority:
-            host = authority.rpartition("@")[2]
-            url = f"{scheme}://{REDACTED}:{REDACTED}@{host}{slash}{path}"
-    return mask_url(url, redactor)
+    """``url`` as ``url.full`` shows it: user and password both ``REDACTED`` (as the HTTP conventions ask),
+    path segments that look like a token ``REDACTED`` (Slack's and Discord's webhook URLs carry their secret in
+    the path: a segment of 16 or more letters, digits, ``-`` and ``_`` with both letters and digits), and secret
+    query values ``REDACTED`` (:func:`~nexus_otel.urls.mask_url`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL the poster could send to: shown with its query's secrets masked only
+        return mask_url(url, redactor)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}:{REDACTED}@{netloc.rpartition('@')[2]}"
+    path = "/".join(REDACTED if _looks_secret(segment) else segment for segment in parts.path.split("/"))
+    return mask_url(urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment)), redactor)
+
+
+def _looks_secret(segment: str) -> bool:
+    """A path segment shaped like a token: 16 or more of ``[A-Za-z0-9_-]``, with letters and digits both."""
+    return (_TOKEN_SEGMENT.fullmatch(segment) is not None and any(ch.isdigit() for ch in segment)
+            and any(ch.isalpha() for ch in segment))
 
 
 def destination_attributes(url: str, redactor: Redactor | None = None) -> dict[str, AttributeValue]:
@@ -133,6 +147,8 @@ class DeliverySpans:
         self.propagate = propagate
         self.redactor = redactor
         self._destinations: dict[str, dict[str, AttributeValue]] = {}
+        self.failures = SpanFailures(log, "webhook attempt spans")
+        """What the span code raised (a failing processor or redaction callback), kept away from deliveries."""
         self._first: OrderedDict[tuple[str, str], SpanContext] = OrderedDict()
         """The first attempt's span of each payload being retried, by (id, destination)."""
 
@@ -145,7 +161,11 @@ class DeliverySpans:
         first = self._first.get((message.message_id, message.destination))
         if first is None:
             return _ROOT
-        return trace_api.set_span_in_context(trace_api.NonRecordingSpan(first), _ROOT)
+        # As a remote parent: each retry is decided on its own by the tail samplers (in-process and the
+        # Collector's), minutes after its first attempt's trace was decided, yet shown as its child.
+        remote = SpanContext(first.trace_id, first.span_id, is_remote=True, trace_flags=first.trace_flags,
+                             trace_state=first.trace_state)
+        return trace_api.set_span_in_context(trace_api.NonRecordingSpan(remote), _ROOT)
 
     def first_attempt(self, message: Message, span: Span) -> None:
         """``span`` is ``message``'s first attempt in this trace: its retries become its children."""
@@ -191,6 +211,16 @@ class Attempt:
 
     # -- SendObserver (on the poster's loop) ------------------------------------------------------
     def sending(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """Start the attempt's span; the headers to send (with its ``traceparent``). Whatever the span code
+        raises (a processor, a redaction callback) is logged and counted, and the request goes as it was."""
+        try:
+            return self._start(headers)
+        except Exception as exc:
+            self.span = None
+            self._spans.failures.failed(exc)
+            return headers
+
+    def _start(self, headers: Mapping[str, str]) -> Mapping[str, str]:
         spans, message = self._spans, self.message
         attributes = {**spans.destination(message.destination), c.WEBHOOK_ID: message.message_id,
                       c.WEBHOOK_ATTEMPT: message.attempts + 1}
@@ -227,7 +257,13 @@ class Attempt:
     # -- after the batch ----------------------------------------------------------------------------
     def end(self, outcome: Outcome) -> None:
         """End the span (if the request was sent) with the answer's status, and the dead letter event if
-        ``outcome`` gives the payload up."""
+        ``outcome`` gives the payload up. Never raises: the outcome stands whatever the span code does."""
+        try:
+            self._end(outcome)
+        except Exception as exc:
+            self._spans.failures.failed(exc)
+
+    def _end(self, outcome: Outcome) -> None:
         span = self.span
         if span is None:
             return

@@ -7,12 +7,16 @@ span redaction, tail sampling; log redaction).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
 from typing import Generic, Protocol, TypeVar
 
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+log = logging.getLogger("nexus_otel.telemetry")
 
 
 class _Processor(Protocol):
@@ -71,6 +75,16 @@ class Wrapping(Generic[P]):
 
     def __init__(self, children: Iterable[P] = ()) -> None:
         self._children: Children[P] = Children(children)
+        self._failures: dict[int, int] = {}
+
+    def child_failed(self, child: P, method: str, exc: BaseException) -> None:
+        """A child raised: logged (its first failure, then every 1,000th) and counted; the others, and whatever
+        made the span or record (a workflow, a delivery), go on."""
+        key = id(child)
+        count = self._failures[key] = self._failures.get(key, 0) + 1
+        if count == 1 or count % 1000 == 0:
+            log.error("%s.%s failed (%d times so far; the other processors go on): %s: %s",
+                      type(child).__name__, method, count, type(exc).__name__, exc)
 
     @property
     def children(self) -> tuple[P, ...]:
@@ -86,4 +100,22 @@ class Wrapping(Generic[P]):
 
 
 class WrappingSpanProcessor(Wrapping[SpanProcessor], SpanProcessor):
-    """A span processor in front of others (its ``children``), which it passes the spans it lets through."""
+    """A span processor in front of others (its ``children``), which it passes the spans it lets through.
+
+    A child that raises does not stop the others, nor reach the code that made the span (:meth:`start_children`,
+    :meth:`end_children`): a broken processor of a user's must not fail a workflow or a delivery.
+    """
+
+    def start_children(self, span: Span, parent_context: Context | None = None) -> None:
+        for child in self._children.items:
+            try:
+                child.on_start(span, parent_context=parent_context)
+            except Exception as exc:
+                self.child_failed(child, "on_start", exc)
+
+    def end_children(self, span: ReadableSpan, children: tuple[SpanProcessor, ...] | None = None) -> None:
+        for child in self._children.items if children is None else children:
+            try:
+                child.on_end(span)
+            except Exception as exc:
+                self.child_failed(child, "on_end", exc)

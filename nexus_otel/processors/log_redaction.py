@@ -61,7 +61,10 @@ class RedactingLogRecordProcessor(Wrapping[LogRecordProcessor], LogRecordProcess
             return
         clean = self.redact(log_record)
         for child in children:
-            child.on_emit(clean)
+            try:
+                child.on_emit(clean)
+            except Exception as exc:  # a broken sink of a user's must not fail the code that logged
+                self.child_failed(child, "on_emit", exc)
 
     def enabled(self, **_: Any) -> bool:
         """Whether a record would reach a sink here: a logger may skip building one otherwise."""

@@ -47,16 +47,13 @@ class RedactingSpanProcessor(WrappingSpanProcessor):
         self._shutdown = False
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for child in self._children.items:
-            child.on_start(span, parent_context=parent_context)
+        self.start_children(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         children = self._children.items
         if not children or self._shutdown:
             return
-        clean = self.redact(span)
-        for child in children:
-            child.on_end(clean)
+        self.end_children(self.redact(span), children)
 
     def on_end_scrubbed(self, span: ReadableSpan) -> None:
         """:meth:`on_end` for a span whose attribute values its maker already scrubbed with :attr:`redactor`
@@ -68,8 +65,7 @@ class RedactingSpanProcessor(WrappingSpanProcessor):
         children = self._children.items
         if not children or self._shutdown:
             return
-        for child in children:
-            child.on_end(span)
+        self.end_children(span, children)
 
     def redact(self, span: ReadableSpan) -> ReadableSpan:
         """The span as sinks may see it (the same object when nothing needed changing)."""

@@ -225,8 +225,7 @@ class TailSamplingProcessor(WrappingSpanProcessor):
                     self._unsampled_callers[context.trace_id] = None
                     if len(self._unsampled_callers) > self._remember:
                         self._unsampled_callers.popitem(last=False)
-        for child in self._children.items:
-            child.on_start(span, parent_context=parent_context)
+        self.start_children(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
@@ -277,9 +276,8 @@ class TailSamplingProcessor(WrappingSpanProcessor):
         if forward:
             children = self._children.items
             kept = [_kept_copy(s, reason) for s in forward]
-            for child in children:
-                for s in kept:
-                    child.on_end(s)
+            for s in kept:
+                self.end_children(s, children)
             if counter is not None:
                 counter.add(len(kept), self._outcomes[KEPT])
         if counter is not None:

@@ -39,6 +39,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from ..processors.span_redaction import RedactingSpanProcessor
+from ..redaction import KEY_ALLOWED, KEY_PLAIN
 from .contract import error_type
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -139,7 +140,9 @@ class LeanTracer(trace_api.Tracer):
         self.resource = provider.resource
         self.pipeline = pipeline
         self.scope = scope
-        self.scrubbed = scrubbed | pipeline.unscanned
+        # A key the app's redactor masks (its sensitive keys) is never taken as scrubbed: the pipeline masks it.
+        kind = pipeline.redactor.key_kind
+        self.scrubbed = frozenset(k for k in scrubbed if kind(k) in (KEY_PLAIN, KEY_ALLOWED)) | pipeline.unscanned
         random_ids = getattr(self.ids, "is_trace_id_random", None)
         self._root_flags = _RANDOM if random_ids is not None and random_ids() else 0
 
