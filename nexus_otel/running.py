@@ -78,12 +78,15 @@ def iso_utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_NOWHERE: tuple[str | None, str | None] = (None, None)
+
+
 class Entry:
     """One execution in the registry (mutable: its place changes as it runs). Only the registry's users
     that run the execution (executor, hook runner, Kailash nodes) touch it."""
 
     __slots__ = ("workflow", "workflow_id", "channel", "session_id", "started_at", "start", "trace_id",
-                 "place", "plugin", "inputs", "raw_inputs", "span", "stuck_after", "stuck", "token")
+                 "where", "inputs", "raw_inputs", "span", "stuck_after", "stuck", "token")
 
     def __init__(self, workflow: str, workflow_id: str, channel: str, session_id: str | None, started_at: float,
                  trace_id: str | None, inputs: str | None, raw_inputs: Mapping[str, Any] | None, span: Any,
@@ -95,8 +98,7 @@ class Entry:
         self.started_at = started_at
         self.start = time.monotonic()
         self.trace_id = trace_id
-        self.place: str | None = None
-        self.plugin: str | None = None
+        self.where: tuple[str | None, str | None] = _NOWHERE  # (place, plugin), replaced whole: read whole
         self.inputs = inputs
         self.raw_inputs = raw_inputs  # redacted only if a snapshot asks and ``inputs`` was not made
         self.span = span
@@ -151,17 +153,14 @@ class RunningRegistry:
         entry = self._current.get()
         if entry is None:
             return None
-        token = (entry, entry.place, entry.plugin)
-        entry.place = place
-        entry.plugin = plugin
+        token = (entry, entry.where)
+        entry.where = (place, plugin)
         return token
 
     def leave(self, token: Any) -> None:
         """Back where the execution was before :meth:`enter` gave ``token``."""
         if token is not None:
-            entry = token[0]
-            entry.place = token[1]
-            entry.plugin = token[2]
+            token[0].where = token[1]
 
     # -- readers -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -182,9 +181,10 @@ class RunningRegistry:
         inputs = entry.inputs
         if inputs is None and self._redact is not None and entry.raw_inputs is not None:
             inputs = self._redact(entry.raw_inputs)
+        place, plugin = entry.where
         return RunningExecution(entry.workflow, entry.workflow_id, entry.channel, entry.session_id,
-                                entry.started_at, max(0.0, now - entry.start), entry.trace_id, entry.place,
-                                entry.plugin, inputs)
+                                entry.started_at, max(0.0, now - entry.start), entry.trace_id, place, plugin,
+                                inputs)
 
     def oldest(self) -> dict[str, float]:
         """Per workflow with an execution in flight, the elapsed seconds of its oldest (the gauge's values)."""
