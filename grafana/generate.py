@@ -458,7 +458,7 @@ def collector_panels() -> list[Any]:
     logs_accepted = sum_by(["receiver"], rate("otelcol_receiver_accepted_log_records"))
     logs_refused = sum_by(["receiver"], rate("otelcol_receiver_refused_log_records"))
     logs_sent = sum_by(["exporter"], rate("otelcol_exporter_sent_log_records"))
-    calls = selector("traces_span_metrics_calls_total", extra=['span_name=~"workflow .*"',
+    calls = selector("traces_span_metrics_calls_total", extra=['span_name=~"(invoke_)?workflow .*"',
                                                                'nexus_workflow_name=~"$workflow"'])
     return [
         color_override(

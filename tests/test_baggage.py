@@ -325,3 +325,19 @@ def test_a_kailash_nexus_request_carries_its_baggage_the_same_way(tmp_path):
         assert response.status_code == 200, response.text
     plugin.app.stop()
     assert [r.baggage for r in (*records.started, *records.ended)] == [{"tenant": "acme"}] * 2
+
+
+def test_settings_combine_across_the_app_and_its_variables_and_contract_names_are_refused() -> None:
+    """Metric keys from the variable with baggage keys from the app start; a key naming a span attribute the
+    contract or the conventions use (error.type, session.id, nexus.*) is a clear error; True is no ratio."""
+    from nexus_otel import Nexus
+
+    app = Nexus("x", baggage_keys=["tenant"], environ={"NEXUS_OTEL_BAGGAGE_METRIC_KEYS": "tenant"})
+    assert app.telemetry.config.baggage_metric_keys == ("tenant",)
+    for key in ("error.type", "session.id", "nexus.workflow.name", "enduser.id"):
+        with pytest.raises(ConfigurationError, match="outside the names spans already use"):
+            Nexus("x", baggage_keys=[key], environ={})
+    with pytest.raises(ConfigurationError, match="NEXUS_OTEL_BAGGAGE_KEYS"):
+        Nexus("x", environ={"NEXUS_OTEL_BAGGAGE_KEYS": "tenant,error.type"})
+    with pytest.raises(ConfigurationError, match="workflow_sampling"):
+        Nexus("x", workflow_sampling={"checkout": True}, environ={})

@@ -163,8 +163,14 @@ class PostgresAuditStore:
             self._conn = psycopg.connect(self._dsn, connect_timeout=int(max(1, self._timeout)))
             with self._conn.transaction():
                 self._conn.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
-                for column in ADDED_COLUMNS:  # a table made by an earlier version
-                    self._conn.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
+                # A table made by an earlier version gets the columns it lacks. Looked up first: ALTER TABLE takes
+                # the table's exclusive lock even when the column exists, and would queue behind a long report.
+                present = {row[0] for row in self._conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
+                    " AND NOT attisdropped", (self._table,))}
+                for column in ADDED_COLUMNS:
+                    if column not in present:
+                        self._conn.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
         return self._conn
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:

@@ -93,6 +93,10 @@ SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 GEN_AI_OPT_IN = "gen_ai_latest_experimental"
 """The ``OTEL_SEMCONV_STABILITY_OPT_IN`` value that adds the GenAI conventions to workflow spans."""
 DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
+RESERVED_ATTRIBUTE_PREFIXES = ("nexus.", "error.", "exception.", "enduser.", "session.", "http.", "url.", "server.",
+                               "client.", "network.", "user_agent.", "gen_ai.", "db.", "service.", "otel.",
+                               "telemetry.", "code.")
+"""Attribute names the workflow span and its records may carry already: no baggage key may take one."""
 _BAGGAGE_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """A W3C baggage key: an RFC 7230 token."""
 TEMPORALITIES = ("cumulative", "delta", "lowmemory")
@@ -193,6 +197,7 @@ class TelemetryConfig:
     """``OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (else ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``): bodies and
     string attributes are cut to it after redaction; None: the redactor's own bounds."""
     blrp_schedule_delay_ms: int | None = None
+    """``OTEL_BLRP_SCHEDULE_DELAY`` if set: the local store's log batches wait that long (else half a second)."""
     propagators: tuple[str, ...] = DEFAULT_PROPAGATORS
     """``OTEL_PROPAGATORS``: the propagators' names, in order (default ``tracecontext,baggage``; ``none``: ())."""
     baggage_keys: tuple[str, ...] = ()
@@ -213,7 +218,6 @@ class TelemetryConfig:
     gen_ai_semconv: bool = False
     """``OTEL_SEMCONV_STABILITY_OPT_IN`` holds ``gen_ai_latest_experimental``: workflow spans carry the GenAI
     conventions' ``invoke_workflow`` attributes."""
-    """``OTEL_BLRP_SCHEDULE_DELAY`` if set: the local store's log batches wait that long (else half a second)."""
 
     def with_settings(self, settings: Mapping[str, Any]) -> TelemetryConfig:
         """This configuration with an app's own settings (``APP_SETTINGS``; None values keep the variable's)."""
@@ -252,7 +256,6 @@ class TelemetryConfig:
                                 PROTOCOLS, general_protocol)
         baggage_keys = baggage_key_list(BAGGAGE_KEYS, env.get(BAGGAGE_KEYS))
         metric_keys = baggage_key_list(BAGGAGE_METRIC_KEYS, env.get(BAGGAGE_METRIC_KEYS))
-        check_metric_keys(BAGGAGE_METRIC_KEYS, metric_keys, baggage_keys)
         return cls(
             sdk_disabled=_bool("OTEL_SDK_DISABLED", env.get("OTEL_SDK_DISABLED")),
             service_name=service_name,
@@ -339,7 +342,8 @@ def _with_settings(config: TelemetryConfig, settings: Mapping[str, Any]) -> Tele
             raise ConfigurationError("stuck_after", given["stuck_after"], STUCK_AFTER_EXPECTED)
         changes["stuck_after"] = stuck_after("stuck_after", given["stuck_after"])
     config = dataclasses.replace(config, **changes)
-    check_metric_keys("baggage_metric_keys", config.baggage_metric_keys, config.baggage_keys)
+    check_metric_keys(f"{BAGGAGE_METRIC_KEYS} (baggage_metric_keys)", config.baggage_metric_keys,
+                      config.baggage_keys)
     return config
 
 
@@ -418,12 +422,18 @@ def _propagators(raw: str | None) -> tuple[str, ...]:
 
 
 def baggage_key_list(setting: str, raw: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Baggage keys from a comma-separated string (or a list of keys); each must be a W3C baggage key."""
+    """Baggage keys from a comma-separated string (or a list of keys); each must be a W3C baggage key, and none
+    may take a name the telemetry contract or OpenTelemetry's conventions give the workflow span (a caller's
+    baggage must not pass for ``error.type``, ``enduser.id`` or ``nexus.workflow.name``)."""
     names = _names(raw) if isinstance(raw, str) or raw is None else [str(k).strip() for k in raw]
     for name in names:
         if not _BAGGAGE_KEY.fullmatch(name):
             raise ConfigurationError(setting, raw, f"baggage keys (W3C tokens: letters, digits, !#$%&'*+-.^_`|~); "
                                                    f"{name!r} is not one")
+        if name.lower().startswith(RESERVED_ATTRIBUTE_PREFIXES):
+            raise ConfigurationError(setting, raw, f"baggage keys outside the names spans already use "
+                                                   f"({', '.join(p + '*' for p in RESERVED_ATTRIBUTE_PREFIXES)}); "
+                                                   f"{name!r} is one")
     return tuple(dict.fromkeys(names))
 
 
@@ -460,6 +470,8 @@ def workflow_sampling(setting: str, raw: str | Mapping[str, float] | None) -> tu
         pairs = list(raw.items())
     out: dict[str, float] = {}
     for name, ratio in pairs:
+        if isinstance(ratio, bool):  # True is a number to Python, not a ratio to anyone writing it
+            raise ConfigurationError(setting, raw, f"ratios from 0 to 1 ({name}={ratio!r} is not)")
         try:
             value = float(ratio)  # type: ignore[arg-type]
         except (TypeError, ValueError):

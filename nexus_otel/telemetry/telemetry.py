@@ -111,7 +111,9 @@ class Telemetry:
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         config = config if config is not None else TelemetryConfig.from_env(environ)
-        self.config = config.with_settings(settings) if settings else config
+        # Always through with_settings, also with none: checks across settings (metric baggage keys among the
+        # baggage keys) run once the app's own values are in, whichever of the two gave each.
+        self.config = config.with_settings(settings or {})
         """The one parsed configuration: every sink, output and plugin reads its settings here."""
         if tail_sampling is not None and not isinstance(tail_sampling, TailSampling):
             raise ConfigurationError("tail_sampling", tail_sampling, "a TailSampling or None")
@@ -431,7 +433,11 @@ def build_propagator(names: Sequence[str]) -> TextMapPropagator:
             raise ConfigurationError("OTEL_PROPAGATORS", ",".join(names),
                                      f"installed propagators ({', '.join(sorted(installed))}); "
                                      f"{name!r} is not installed")
-        chosen.append(entry.load()())
+        try:
+            chosen.append(entry.load()())
+        except Exception as exc:  # an installed package whose propagator cannot be loaded or made
+            raise ConfigurationError("OTEL_PROPAGATORS", ",".join(names),
+                                     f"propagators that load ({name!r} failed: {type(exc).__name__}: {exc})") from exc
     return CompositePropagator(chosen)
 
 
