@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from .telemetry import contract as c
@@ -243,12 +245,18 @@ class StuckWatcher:
         """Report the newly stuck executions now; returns how many."""
         stuck = self._registry.newly_stuck()
         for entry, now in stuck:
-            log.warning(
-                "workflow %r execution %s is stuck: running for %.1f s (stuck_after %g s), in %s, trace_id %s",
-                now.workflow, now.workflow_id, now.elapsed, entry.stuck_after, now.place or "the workflow",
-                now.trace_id or "none",
-            )
             span = entry.span
+            # Logged in its workflow span's context: an exported log record carries the execution's trace id.
+            token = context_api.attach(trace_api.set_span_in_context(span)) if span is not None else None
+            try:
+                log.warning(
+                    "workflow %r execution %s is stuck: running for %.1f s (stuck_after %g s), in %s, trace_id %s",
+                    now.workflow, now.workflow_id, now.elapsed, entry.stuck_after, now.place or "the workflow",
+                    now.trace_id or "none",
+                )
+            finally:
+                if token is not None:
+                    context_api.detach(token)
             if span is not None and span.is_recording():
                 attributes: dict[str, Any] = {c.STUCK_ELAPSED: now.elapsed, c.STUCK_AFTER: entry.stuck_after}
                 if now.place is not None:

@@ -213,8 +213,9 @@ def test_the_oldest_active_gauge_reads_per_workflow_on_metrics_and_merges_across
 def test_an_execution_past_stuck_after_warns_once_with_its_trace_id_and_gets_a_span_event(caplog):
     """Past its workflow's ``stuck_after`` an execution logs one warning naming workflow, id, trace id, elapsed
     and place, once however long it stays, and its recording workflow span gets a ``nexus.workflow.stuck``
-    event; a workflow with ``stuck_after=0`` and one under the app's default that ends in time never warn."""
-    capture = CapturedTelemetry()
+    event (and the exported warning its trace id); a workflow with ``stuck_after=0`` and one under the app's
+    default that ends in time never warn."""
+    capture = CapturedTelemetry(capture_logs=True)
     release = threading.Event()
     app = Nexus("stuck", telemetry=capture.telemetry("stuck", config=TelemetryConfig(stuck_after=30)))
     app.add_plugin(Gate(release))
@@ -249,6 +250,8 @@ def test_an_execution_past_stuck_after_warns_once_with_its_trace_id_and_gets_a_s
     assert event.attributes[c.STUCK_PLACE] == "hook workflow_started gate"
     (patient_span,) = capture.spans_named("workflow patient")
     assert not patient_span.events
+    (record,) = [r.log_record for r in capture.logs if "is stuck" in str(r.log_record.body)]
+    assert format(record.trace_id, "032x") == hangs.trace_id
 
 
 def test_stuck_after_is_read_from_the_variable_and_the_app_and_bad_values_are_refused():
