@@ -15,6 +15,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ import orjson
 
 from nexus_otel import NexusPlugin
 from nexus_otel.plugins import AuthPlugin
-from nexus_otel.serving import BackgroundServer
+from nexus_otel.serving import BackgroundServer, free_port
 from nexus_otel.telemetry.worker_metrics import WorkerMetrics
 
 from .served import REPO, Served, cli_env
@@ -89,11 +90,13 @@ def executions(url, params=None, headers=None):
     return r
 
 
-def wait_for_count(url, count, **kwargs):
+def wait_for_count(url, count, *, places=None, **kwargs):
+    """The body of ``/executions`` once it lists ``count`` executions (in ``places``, if given)."""
     deadline = time.monotonic() + TIMEOUT
     while True:
         body = executions(url, **kwargs).json()
-        if len(body["executions"]) == count:
+        if len(body["executions"]) == count and (
+                places is None or sorted(map(str, (e["place"] for e in body["executions"]))) == sorted(places)):
             return body
         assert time.monotonic() < deadline, f"{count} executions expected, listed: {body}"
         time.sleep(0.02)
@@ -107,7 +110,7 @@ def test_lists_in_flight_executions_with_workflow_place_trace_and_elapsed_then_n
         wait_for_count(url, 1)
         calls = [first, start(url, "hooked"), start(url, "hold")]
         try:
-            body = wait_for_count(url, 3)
+            body = wait_for_count(url, 3, places=["None", "None", "hook workflow_started gate"])
             response = executions(url)
         finally:
             open_all()
@@ -265,3 +268,57 @@ def test_serve_workers_lists_the_union_of_every_workers_executions(tmp_path):
     assert elapsed == sorted(elapsed, reverse=True)
     assert after["executions"] == [] and sorted(after["workers"]) == sorted(pids)
 
+
+
+def test_a_kailash_nexus_app_serves_executions_too(tmp_path):
+    """On a Kailash Nexus app with NexusOtel, ``/executions`` on its own server lists an HTTP execution blocked
+    in a node (``node waiter``), then none."""
+    import logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    from kailash.nodes.code import PythonCodeNode
+    from kailash.workflow.builder import WorkflowBuilder
+    from nexus import Nexus as KailashNexus
+
+    root.setLevel(saved[0])  # importing nexus configures the root logger at INFO
+    root.handlers[:] = saved[1]
+    from nexus_otel.kailash import NexusOtel
+
+    release = threading.Event()
+
+    def waits(x: int) -> dict:
+        release.wait(TIMEOUT)
+        return {"value": x}
+
+    plugin = NexusOtel(environ={"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                                "OTEL_LOGS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+    kailash_app = KailashNexus(api_port=free_port(), enable_durability=False)
+    kailash_app.add_plugin(plugin)
+    builder = WorkflowBuilder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Kailash prefers node type names; a function node is an instance
+        builder.add_node(PythonCodeNode.from_function(waits, name="waits"), "waiter")
+    kailash_app.register("slow", builder.build(name="slow"))
+    try:
+        with BackgroundServer(kailash_app.fastapi_app) as url:
+            trace_id = secrets.token_hex(16)
+            thread = threading.Thread(target=lambda: httpx.post(
+                f"{url}/workflows/slow/execute", json={"inputs": {"waiter": {"x": 1}}}, timeout=TIMEOUT,
+                headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}))
+            thread.start()
+            try:
+                body = wait_for_count(url, 1, places=["node waiter"])  # listed as it starts, then in its node
+                response = executions(url)
+            finally:
+                release.set()
+                thread.join(TIMEOUT)
+            after = executions(url).json()
+    finally:
+        release.set()
+        plugin.on_shutdown()
+    (entry,) = body["executions"]
+    assert (entry["workflow"], entry["place"], entry["channel"], entry["trace_id"]) == (
+        "slow", "node waiter", "api", trace_id)
+    assert response.headers["cache-control"] == "no-store"
+    assert after == {"executions": []}

@@ -1,11 +1,17 @@
-"""The HTTP side of a Kailash Nexus app: its server spans and HTTP metrics, and which channel ran a workflow."""
+"""The HTTP side of a Kailash Nexus app: its server spans and HTTP metrics, which channel ran a workflow, and
+``GET /executions`` (what is running now)."""
 
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..channels.executions import ENDPOINT
+from ..channels.http import executions_endpoint
 from ..channels.http_telemetry import HttpTelemetryMiddleware
+
+if TYPE_CHECKING:
+    from ..app import Nexus
 
 API_CHANNEL = "api"
 PYTHON_CHANNEL = "python"
@@ -30,3 +36,16 @@ class KailashHttpMiddleware(HttpTelemetryMiddleware):
             await super().__call__(scope, receive, send)
         finally:
             _CHANNEL.reset(token)
+
+
+def add_executions_endpoint(kailash_app: Any, nexus: Nexus) -> bool:
+    """``GET /executions`` on a Kailash Nexus app's FastAPI app: the executions ``nexus`` (the nexus-otel app
+    that records them) has in flight, as on nexus-otel's own HTTP channel
+    (:mod:`nexus_otel.channels.executions`). A plain route of that app, so Kailash Nexus's own middleware (its
+    auth included) runs for it as for its workflows, and so do nexus-otel's auth plugins. False when the app
+    has no FastAPI app yet."""
+    fastapi_app = getattr(kailash_app, "fastapi_app", None)
+    if fastapi_app is None:
+        return False
+    fastapi_app.add_route(ENDPOINT, executions_endpoint(nexus, API_CHANNEL), methods=["GET"])
+    return True

@@ -12,7 +12,8 @@ node that runs is a ``node <node id>`` span under it.
 
 Over HTTP, :class:`~nexus_otel.kailash.http.KailashHttpMiddleware` makes the
 server span (continuing a caller's ``traceparent``) and the HTTP metrics, and
-marks executions as channel ``api``; others are channel ``python``. The
+marks executions as channel ``api``; others are channel ``python``;
+``GET /executions`` lists the executions in flight, as on nexus-otel's own server. The
 metrics join Nexus's own ``/metrics`` (they are registered with
 prometheus_client's default registry, which that endpoint renders) and go
 over OTLP by the standard ``OTEL_*`` variables; spans go to OTLP or the local
@@ -36,7 +37,7 @@ from .._aio import on_helper_thread
 from ..app import DEFAULT_STOP_TIMEOUT, Nexus
 from ..errors import ConfigurationError, IntegrationError
 from ..telemetry import contract as c
-from .http import KailashHttpMiddleware, current_channel
+from .http import KailashHttpMiddleware, add_executions_endpoint, current_channel
 from .runtime import INSTRUMENTATION, SUPPORTED, NodeRef, check_points
 
 REGISTERED = "_workflows"
@@ -135,6 +136,7 @@ class NexusOtel:
                                    f"that names each execution; nexus-otel supports {SUPPORTED}")
         self.kailash_app = app
         app.add_middleware(KailashHttpMiddleware, telemetry=self.app.telemetry)
+        add_executions_endpoint(app, self.app)  # GET /executions: what is running now
         from prometheus_client import REGISTRY
 
         REGISTRY.register(self._metrics)  # what Nexus's /metrics renders
