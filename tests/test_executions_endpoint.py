@@ -22,11 +22,12 @@ from pathlib import Path
 
 import httpx
 import orjson
+from prometheus_client import CollectorRegistry
 
 from nexus_otel import NexusPlugin
 from nexus_otel.plugins import AuthPlugin
 from nexus_otel.serving import BackgroundServer, free_port
-from nexus_otel.telemetry.worker_metrics import WorkerMetrics
+from nexus_otel.telemetry.worker_metrics import WorkerMetrics, encode
 
 from .served import REPO, Served, cli_env
 
@@ -222,6 +223,35 @@ def test_a_peer_that_does_not_answer_in_time_is_left_out(tmp_path):
     assert unanswered == [12]
     assert took < 2, f"asking took {took:.2f} s with a 0.5 s timeout"
     assert orjson.loads(legacy) == []  # the samples (none here), as before questions
+
+
+def test_a_worker_from_before_questions_is_still_merged_into_metrics_and_left_out_of_questions(tmp_path):
+    """An older worker (it sends its samples to every connection at once and reads nothing) still counts in a
+    scrape's totals, and a question to it is left out, not mistaken for an answer."""
+    from prometheus_client.core import CounterMetricFamily
+
+    samples = encode([CounterMetricFamily("demo_jobs", "Jobs.", value=5)])
+    older = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    older.bind(str(tmp_path / "21.sock"))
+    older.listen(4)
+
+    def serve_older() -> None:
+        for _ in range(2):
+            conn, _ = older.accept()
+            with conn:
+                conn.sendall(samples)
+
+    thread = threading.Thread(target=serve_older, daemon=True)
+    thread.start()
+    me = WorkerMetrics(tmp_path, CollectorRegistry())
+    try:
+        merged = {s.name: s.value for family in me.collect() for s in family.samples}
+        answers, unanswered = me.ask("executions", timeout=2)
+    finally:
+        thread.join(5)
+        older.close()
+    assert merged.get("demo_jobs_total") == 5
+    assert answers == {} and unanswered == [21]
 
 
 def test_serve_workers_lists_the_union_of_every_workers_executions(tmp_path):

@@ -370,7 +370,10 @@ class WorkerMetrics:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                     conn.settimeout(self.peer_timeout)
                     conn.connect(str(path))
-                    conn.sendall(_METRICS_QUESTION)
+                    try:
+                        conn.sendall(_METRICS_QUESTION)
+                    except BrokenPipeError:  # an older worker that sent its samples and closed already
+                        pass
                     chunks: list[bytes] = []
                     while True:
                         try:
