@@ -227,13 +227,13 @@ class HookRunner:
         running = self._running
         for hook in hooks:
             span: Span | None = None
-            place = running.enter(hook.span_name, hook.plugin)
             if enabled:  # what observed() does, inline: this loop runs for every hook of every execution
                 series = self._durations.get((hook.plugin, hook.event), dict, hook.metric_attributes)
                 if hook.traced:
                     span, token, start = self._open(hook.span_name, hook.span_attributes)
                 else:
                     start = time.perf_counter()
+            place = running.enter(hook.span_name, hook.plugin)  # the execution is in this hook (app.running())
             try:
                 result = hook.fn(*args)
                 if hook.is_async or inspect.isawaitable(result):
