@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..app import Nexus
 from ..channels.executions import ENDPOINT
 from ..channels.http import executions_endpoint
 from ..channels.http_telemetry import HttpTelemetryMiddleware
-
-if TYPE_CHECKING:
-    from ..app import Nexus
 
 API_CHANNEL = "api"
 PYTHON_CHANNEL = "python"
