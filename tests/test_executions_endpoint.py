@@ -352,3 +352,80 @@ def test_a_kailash_nexus_app_serves_executions_too(tmp_path):
         "slow", "node waiter", "api", trace_id)
     assert response.headers["cache-control"] == "no-store"
     assert after == {"executions": []}
+
+
+def test_five_blocked_executions_two_in_a_hook_one_in_a_kailash_node_then_none(tmp_path):
+    """Over HTTP on a Kailash Nexus app: five executions blocked (two in a plugin's hook, one in a Kailash node,
+    two in their own code, on the app's Python channel): /executions lists all five with their workflow, place
+    and trace id, then none once they end."""
+    import logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    from kailash.nodes.code import PythonCodeNode
+    from kailash.workflow.builder import WorkflowBuilder
+    from nexus import Nexus as KailashNexus
+
+    root.setLevel(saved[0])  # importing nexus configures the root logger at INFO
+    root.handlers[:] = saved[1]
+    from nexus_otel.kailash import NexusOtel
+
+    release = threading.Event()
+    gate = Gate()
+
+    def waits(x: int) -> dict:
+        release.wait(TIMEOUT)
+        return {"value": x}
+
+    plugin = NexusOtel([gate], environ={"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                                        "OTEL_LOGS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
+    kailash_app = KailashNexus(api_port=free_port(), enable_durability=False)
+    kailash_app.add_plugin(plugin)
+    builder = WorkflowBuilder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Kailash prefers node type names; a function node is an instance
+        builder.add_node(PythonCodeNode.from_function(waits, name="waits"), "waiter")
+    kailash_app.register("slow", builder.build(name="slow"))
+    app = plugin.app  # the nexus-otel app behind the Kailash Nexus one: its Python channel too
+    app.register("hooked", lambda inputs: {"hooked": True})
+    app.register("hold", lambda inputs: release.wait(TIMEOUT) and {"held": True})
+    threads, sent = [], {}
+    try:
+        with BackgroundServer(kailash_app.fastapi_app) as url:
+            trace_id = secrets.token_hex(16)
+            threads.append(threading.Thread(target=lambda: httpx.post(
+                f"{url}/workflows/slow/execute", json={"inputs": {"waiter": {"x": 1}}}, timeout=TIMEOUT,
+                headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})))
+            sent[trace_id] = ("slow", "node waiter")
+            for workflow in ("hooked", "hooked", "hold", "hold"):
+                context_trace = secrets.token_hex(16)
+
+                def run(workflow=workflow, context_trace=context_trace) -> None:
+                    from opentelemetry import context, trace
+                    parent = trace.SpanContext(int(context_trace, 16), int(secrets.token_hex(8), 16), True,
+                                               trace.TraceFlags(1))
+                    token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+                    try:
+                        app.execute_workflow(workflow, {})
+                    finally:
+                        context.detach(token)
+
+                threads.append(threading.Thread(target=run))
+                sent[context_trace] = (workflow, "hook workflow_started gate" if workflow == "hooked" else "None")
+            for thread in threads:
+                thread.start()
+            try:
+                body = wait_for_count(url, 5, places=[place for _, place in sent.values()])
+            finally:
+                release.set()
+                gate.release.set()
+                for thread in threads:
+                    thread.join(TIMEOUT)
+            after = executions(url).json()
+    finally:
+        release.set()
+        gate.release.set()
+        plugin.on_shutdown()
+    listed = {e["trace_id"]: (e["workflow"], str(e["place"])) for e in body["executions"]}
+    assert listed == sent
+    assert after == {"executions": []}
