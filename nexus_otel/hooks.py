@@ -200,18 +200,11 @@ class HookRunner:
                     raise
             return
         series = self._durations.get((plugin, event), dict, metric_attributes)
-        if not traced:
+        span: Span | None = None
+        if traced:
+            span, token, start = self._open(span_name, span_attributes)
+        else:
             start = time.perf_counter()
-            try:
-                yield
-            except Exception as exc:
-                self.record_failure(None, plugin, event, exc)
-                if reraise:
-                    raise
-            finally:
-                series.record(time.perf_counter() - start, None)
-            return
-        span, token, start = self._open(span_name, span_attributes)
         try:
             yield
         except Exception as exc:
@@ -219,7 +212,10 @@ class HookRunner:
             if reraise:
                 raise
         finally:
-            self._close(span, token, start, series)
+            if span is not None:
+                self._close(span, token, start, series)
+            else:  # untraced: timed, without an exemplar
+                series.record(time.perf_counter() - start, None)
 
     def run(self, hooks: tuple[Hook, ...], args: tuple[Any, ...]) -> None:
         """Run ``hooks`` with ``args``; async hooks are driven to completion here."""

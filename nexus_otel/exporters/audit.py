@@ -256,16 +256,10 @@ def row_of(record: ExecutionRecord) -> dict[str, Any]:
     }
 
 
-def _record(stored: Any) -> ExecutionRecord | None:
-    """The record of a spooled payload, or None for a finished row (as spooled before 0.2)."""
-    return ExecutionRecord.from_json(stored) if isinstance(stored, list) else None
-
-
 def _row(stored: Any) -> dict[str, Any]:
     """The row for a spooled payload: a record's fields (or a finished row, as spooled before 0.2)."""
-    if isinstance(stored, list):
-        return row_of(ExecutionRecord.from_json(stored))
-    return stored
+    record = ExecutionRecord.stored(stored)
+    return row_of(record) if record is not None else stored
 
 
 class AuditExporter(OutboxExporter):
@@ -309,7 +303,7 @@ class AuditExporter(OutboxExporter):
             if self._spans is None:
                 self.store.write([_row(m.payload) for m in batch])
             else:
-                records = [_record(m.payload) for m in batch]
+                records = [ExecutionRecord.stored(m.payload) for m in batch]
                 rows = [row_of(r) if r is not None else m.payload for r, m in zip(records, batch)]
                 links = [None if r is None else execution_link(r.trace_id, r.span_id, r.trace_sampled)
                          for r in records]

@@ -304,7 +304,7 @@ def _execution(payload: Any) -> tuple[str, Link | None] | None:
     """``(workflow, link to its workflow span or None)`` of an execution record, of a stored payload (a record's
     fields: :meth:`ExecutionRecord.to_json` decoded), or of a finished payload as queued before 0.2 (no span id:
     no link)."""
-    record = ExecutionRecord.from_json(payload) if isinstance(payload, list) else payload
+    record = payload if isinstance(payload, ExecutionRecord) else ExecutionRecord.stored(payload)
     if isinstance(record, ExecutionRecord):
         return record.workflow, execution_link(record.trace_id, record.span_id, record.trace_sampled)
     if isinstance(payload, dict) and isinstance(payload.get("workflow"), str):

@@ -91,9 +91,8 @@ def payload_of(record: ExecutionRecord) -> dict[str, Any]:
 
 def body_of(stored: Any) -> dict[str, Any]:
     """The JSON body for a stored payload: a record's fields (or a finished payload, as queued before 0.2)."""
-    if isinstance(stored, list):
-        return payload_of(ExecutionRecord.from_json(stored))
-    return stored
+    record = ExecutionRecord.stored(stored)
+    return payload_of(record) if record is not None else stored
 
 
 def message_id_of(workflow_id: str) -> str:
@@ -254,7 +253,7 @@ class WebhookExporter(OutboxExporter):
         With ``attempts`` (delivery spans on) its :class:`~.delivery_spans.Attempt` is appended to it.
         """
         stored = message.payload
-        record = ExecutionRecord.from_json(stored) if isinstance(stored, list) else None
+        record = ExecutionRecord.stored(stored)
         payload = payload_of(record) if record is not None else stored  # as body_of, the record kept
         body = fastjson.dumpb(payload)
         now = _dt.datetime.now(_dt.timezone.utc)

@@ -73,6 +73,12 @@ class ExecutionRecord:
         values = fastjson.loads(text) if isinstance(text, str) else text
         return cls(*values[:len(_FIELDS)])  # a newer version's extra fields are not this one's
 
+    @classmethod
+    def stored(cls, payload: Any) -> ExecutionRecord | None:
+        """The record a durable sink stored (:meth:`to_json` decoded: a list), or None for a payload stored
+        already finished (a dict, as sinks queued before 0.2)."""
+        return cls.from_json(payload) if isinstance(payload, list) else None
+
     @property
     def started_at_iso(self) -> str:
         """``started_at`` in ISO 8601 (UTC, microseconds)."""
