@@ -15,7 +15,6 @@ import socket
 import tempfile
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from nexus_otel.plugins import AuthPlugin
 from nexus_otel.serving import BackgroundServer, free_port
 from nexus_otel.telemetry.worker_metrics import WorkerMetrics, encode
 
+from .kailash_apps import blocking_workflow, import_kailash
 from .served import REPO, Served, cli_env
 
 TIMEOUT = 10
@@ -303,33 +303,16 @@ def test_serve_workers_lists_the_union_of_every_workers_executions(tmp_path):
 def test_a_kailash_nexus_app_serves_executions_too(tmp_path):
     """On a Kailash Nexus app with NexusOtel, ``/executions`` on its own server lists an HTTP execution blocked
     in a node (``node waiter``), then none."""
-    import logging
-
-    root = logging.getLogger()
-    saved = (root.level, list(root.handlers))
-    from kailash.nodes.code import PythonCodeNode
-    from kailash.workflow.builder import WorkflowBuilder
-    from nexus import Nexus as KailashNexus
-
-    root.setLevel(saved[0])  # importing nexus configures the root logger at INFO
-    root.handlers[:] = saved[1]
     from nexus_otel.kailash import NexusOtel
 
+    kailash = import_kailash()
+
     release = threading.Event()
-
-    def waits(x: int) -> dict:
-        release.wait(TIMEOUT)
-        return {"value": x}
-
     plugin = NexusOtel(environ={"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
                                 "OTEL_LOGS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
-    kailash_app = KailashNexus(api_port=free_port(), enable_durability=False)
+    kailash_app = kailash.Nexus(api_port=free_port(), enable_durability=False)
     kailash_app.add_plugin(plugin)
-    builder = WorkflowBuilder()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Kailash prefers node type names; a function node is an instance
-        builder.add_node(PythonCodeNode.from_function(waits, name="waits"), "waiter")
-    kailash_app.register("slow", builder.build(name="slow"))
+    kailash_app.register("slow", blocking_workflow(kailash, release, TIMEOUT))
     try:
         with BackgroundServer(kailash_app.fastapi_app) as url:
             trace_id = secrets.token_hex(16)
@@ -358,34 +341,17 @@ def test_five_blocked_executions_two_in_a_hook_one_in_a_kailash_node_then_none(t
     """Over HTTP on a Kailash Nexus app: five executions blocked (two in a plugin's hook, one in a Kailash node,
     two in their own code, on the app's Python channel): /executions lists all five with their workflow, place
     and trace id, then none once they end."""
-    import logging
-
-    root = logging.getLogger()
-    saved = (root.level, list(root.handlers))
-    from kailash.nodes.code import PythonCodeNode
-    from kailash.workflow.builder import WorkflowBuilder
-    from nexus import Nexus as KailashNexus
-
-    root.setLevel(saved[0])  # importing nexus configures the root logger at INFO
-    root.handlers[:] = saved[1]
     from nexus_otel.kailash import NexusOtel
+
+    kailash = import_kailash()
 
     release = threading.Event()
     gate = Gate()
-
-    def waits(x: int) -> dict:
-        release.wait(TIMEOUT)
-        return {"value": x}
-
     plugin = NexusOtel([gate], environ={"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
                                         "OTEL_LOGS_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path)})
-    kailash_app = KailashNexus(api_port=free_port(), enable_durability=False)
+    kailash_app = kailash.Nexus(api_port=free_port(), enable_durability=False)
     kailash_app.add_plugin(plugin)
-    builder = WorkflowBuilder()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Kailash prefers node type names; a function node is an instance
-        builder.add_node(PythonCodeNode.from_function(waits, name="waits"), "waiter")
-    kailash_app.register("slow", builder.build(name="slow"))
+    kailash_app.register("slow", blocking_workflow(kailash, release, TIMEOUT))
     app = plugin.app  # the nexus-otel app behind the Kailash Nexus one: its Python channel too
     app.register("hooked", lambda inputs: {"hooked": True})
     app.register("hold", lambda inputs: release.wait(TIMEOUT) and {"held": True})

@@ -24,6 +24,8 @@ from nexus_otel.telemetry.config import TelemetryConfig
 from nexus_otel.telemetry.worker_metrics import decode, encode, merge
 from nexus_otel.testing import CapturedTelemetry
 
+from .kailash_apps import import_kailash
+
 QUIET = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
 GAUGE = "nexus_workflow_oldest_active_seconds"
 
@@ -278,15 +280,7 @@ def test_stuck_after_is_read_from_the_variable_and_the_app_and_bad_values_are_re
 def test_an_execution_blocked_inside_a_kailash_node_is_in_that_node():
     """A Kailash workflow whose node blocks is listed in ``node <node id>`` by the NexusOtel plugin's app."""
     pytest.importorskip("kailash")
-    _root = logging.getLogger()
-    saved = (_root.level, list(_root.handlers))
-    from kailash.nodes.code import PythonCodeNode
-    from kailash.runtime.local import LocalRuntime
-    from kailash.workflow.builder import WorkflowBuilder
-    from nexus import Nexus as KailashNexus
-
-    _root.setLevel(saved[0])  # importing nexus configures the root logger at INFO
-    _root.handlers[:] = saved[1]
+    kailash = import_kailash()
     from nexus_otel.kailash import NexusOtel
     from nexus_otel.serving import free_port
 
@@ -297,15 +291,15 @@ def test_an_execution_blocked_inside_a_kailash_node_is_in_that_node():
         return {"value": x}
 
     plugin = NexusOtel(environ=QUIET)
-    kailash_app = KailashNexus(api_port=free_port(), enable_durability=False)
+    kailash_app = kailash.Nexus(api_port=free_port(), enable_durability=False)
     kailash_app.add_plugin(plugin)
-    builder = WorkflowBuilder()
+    builder = kailash.WorkflowBuilder()
     with pytest.warns(UserWarning):  # Kailash prefers node type names; a function node is an instance
-        builder.add_node(PythonCodeNode.from_function(waits, name="waits"), "waiter")
+        builder.add_node(kailash.PythonCodeNode.from_function(waits, name="waits"), "waiter")
     workflow = builder.build(name="slow")
 
     def run() -> None:
-        with LocalRuntime(enable_monitoring=False) as runtime:
+        with kailash.LocalRuntime(enable_monitoring=False) as runtime:
             runtime.execute(workflow, parameters={"waiter": {"x": 1}})
 
     try:
