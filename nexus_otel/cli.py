@@ -93,15 +93,19 @@ def main(log_level: str) -> None:
               help="Proxies (IP addresses or networks, comma-separated, or *) whose X-Forwarded-For names the "
                    "client; default none, not even 127.0.0.1: the client is the connection's address "
                    "(or $NEXUS_OTEL_FORWARDED_ALLOW_IPS; uvicorn's FORWARDED_ALLOW_IPS is not read).")
+@click.option("--http", default="auto", show_default=True, type=click.Choice(["auto", "httptools", "h11"]),
+              help="HTTP/1.1 parser: httptools (C, fast) or h11 (pure Python); auto is httptools when installed.")
 @click.pass_context
 def serve(ctx: click.Context, target: str, host: str, port: int, plugins_dir: str | None, workers: int,
-          threads: int, forwarded_allow_ips: str | None) -> None:
+          threads: int, forwarded_allow_ips: str | None, http: str) -> None:
     """Serve MODULE:APP over HTTP (POST /workflows/NAME, /metrics, /healthz)."""
+    from .http_protocols import protocol_class
     from .serving import bind, trusted_proxies
     from .serving import serve as run_server
 
     try:
         trusted_proxies(forwarded_allow_ips)
+        protocol_class(http)  # httptools asked for where it cannot be imported
     except ConfigurationError as exc:
         raise SettingError(exc) from exc
 
@@ -118,7 +122,8 @@ def serve(ctx: click.Context, target: str, host: str, port: int, plugins_dir: st
         click.echo(f"serving {target} on http://{host}:{port} with {workers} workers (supervisor pid "
                    f"{os.getpid()}: SIGHUP replaces the workers, SIGTERM stops them)", err=True)
         status = run_server(target, host=host, port=port, sock=sock, workers=workers, threads=threads,
-                            plugins_dir=plugins_dir, log_level=log_level, forwarded_allow_ips=forwarded_allow_ips)
+                            plugins_dir=plugins_dir, log_level=log_level, forwarded_allow_ips=forwarded_allow_ips,
+                            http=http)
         if status:
             raise click.ClickException("a worker could not start the app (its error is above)")
         return
@@ -126,7 +131,7 @@ def serve(ctx: click.Context, target: str, host: str, port: int, plugins_dir: st
     names = inert_line(", ".join(app.workflows.names()))
     click.echo(f"serving {app.name!r} on http://{host}:{port}  (workflows: {names})", err=True)
     run_server(app, host=host, port=port, sock=sock, threads=threads, log_level=log_level,
-               forwarded_allow_ips=forwarded_allow_ips)
+               forwarded_allow_ips=forwarded_allow_ips, http=http)
 
 
 @main.command()

@@ -21,6 +21,12 @@ proxies named in ``forwarded_allow_ips`` (``serve --forwarded-allow-ips``);
 by default from nobody, not even loopback (uvicorn's own default trusts
 127.0.0.1), so a caller cannot pick the client address that rate limits and
 the request log see.
+
+HTTP/1.1 is parsed by uvicorn's httptools protocol (llhttp, in C) wherever
+httptools is installed, else by its pure-Python h11 one (``http="h11"`` /
+``serve --http h11`` chooses it). Both drain alike when a server stops
+(:mod:`nexus_otel.http_protocols`): requests in flight finish, and a
+connection accepted but not read yet still gets its request answered.
 """
 
 from __future__ import annotations
@@ -40,49 +46,21 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE  # a worker's exit code that stops its supervisor instead of a restart
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import settings
 from .app import Nexus
 from .channels import DEFAULT_THREADS
 from .channels.http import create_http_app
 from .errors import ConfigurationError, NexusOtelError
+from .http_protocols import FRESH_GRACE as FRESH_GRACE  # re-exported: where they were first defined
+from .http_protocols import DrainingH11Protocol as DrainingH11Protocol
+from .http_protocols import protocol_class
 from .telemetry.config import WORKERS, WORKERS_DIR, TelemetryConfig
 from .telemetry.worker_metrics import WORKERS_DIR_MAX
 from .terminal import InertFormatter
 
 DRAIN_TIMEOUT = 10
 """Seconds a stopping server gives requests in flight to finish before they are cancelled."""
-FRESH_GRACE = 0.5
-"""Seconds a stopping server gives a connection it accepted, but has not read from yet, to send its request."""
-
-
-class DrainingH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, but a stopping server answers the requests it already accepted.
-
-    When a server stops (SIGTERM, or its worker replaced on SIGHUP), uvicorn closes every
-    connection without a request in progress, including one it accepted a moment ago whose
-    request is sent but not read yet: that client gets no answer though it reached a
-    worker that was accepting. Here such a connection gets :data:`FRESH_GRACE` seconds for
-    its request, which is answered with ``Connection: close``. Idle keep-alive connections
-    that already served requests close as before (HTTP clients retry those).
-    """
-
-    _read_any = False
-
-    def data_received(self, data: bytes) -> None:
-        self._read_any = True
-        super().data_received(data)
-
-    def shutdown(self) -> None:
-        if not self._read_any and self.cycle is None:
-            self.loop.call_later(FRESH_GRACE, self._shutdown_late)
-            return
-        super().shutdown()
-
-    def _shutdown_late(self) -> None:
-        if not self.transport.is_closing():  # the client may have gone meanwhile
-            super().shutdown()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -137,16 +115,19 @@ def trusted_proxies(value: str | None) -> list[str]:
 
 
 def uvicorn_config(app: Nexus | Any, host: str, port: int, *, threads: int = DEFAULT_THREADS,
-                   forwarded_allow_ips: str | None = None, **kwargs: object) -> uvicorn.Config:
+                   forwarded_allow_ips: str | None = None, http: str = "auto", **kwargs: object) -> uvicorn.Config:
     """How a :class:`Nexus` (through :func:`create_http_app`), or any ASGI app or factory given as is, is served.
 
     ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-For`` is believed (see the module doc); none by default.
+    ``http``: the HTTP/1.1 protocol, ``"auto"``, ``"httptools"`` or ``"h11"``
+    (:func:`~nexus_otel.http_protocols.protocol_class`).
     """
-    asgi = create_http_app(app, threads=threads) if isinstance(app, Nexus) else app
+    protocol = protocol_class(http)  # a bad value fails before the app is built
     proxies = trusted_proxies(forwarded_allow_ips)
+    asgi = create_http_app(app, threads=threads) if isinstance(app, Nexus) else app
     return uvicorn.Config(
         asgi, host=host, port=port, lifespan="on", proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-        log_level=str(kwargs.pop("log_level", "warning")), access_log=False, http=DrainingH11Protocol,
+        log_level=str(kwargs.pop("log_level", "warning")), access_log=False, http=protocol,
         timeout_graceful_shutdown=kwargs.pop("timeout_graceful_shutdown", DRAIN_TIMEOUT),  # type: ignore[arg-type]
         **kwargs,  # type: ignore[arg-type]
     )
@@ -171,12 +152,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(app: Nexus | str, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None,
           workers: int = 1, threads: int = DEFAULT_THREADS, plugins_dir: str | None = None,
-          log_level: str = "warning", forwarded_allow_ips: str | None = None) -> int:
+          log_level: str = "warning", forwarded_allow_ips: str | None = None, http: str = "auto") -> int:
     """Serve until interrupted (on ``sock`` if given, from :func:`bind`); the app starts and stops with the server.
 
     ``app`` is a :class:`Nexus` or its ``"MODULE:APP"``; ``workers > 1`` needs the string (each
     worker process imports it). ``threads`` run sync workflows, per worker. ``forwarded_allow_ips``
-    names the proxies trusted for ``X-Forwarded-For`` (none by default). Returns the exit
+    names the proxies trusted for ``X-Forwarded-For`` (none by default); ``http`` the HTTP/1.1
+    protocol (``"auto"``: httptools when installed, else h11). Returns the exit
     status: 0, or :data:`STARTUP_FAILURE` when a worker could not start the app.
     """
     settings.number("workers", workers, minimum=1, maximum=1024, integer=True)
@@ -186,11 +168,12 @@ def serve(app: Nexus | str, host: str = "127.0.0.1", port: int = 8000, *, sock: 
             raise ConfigurationError("workers", workers, "1 when serving an app object: pass its \"MODULE:APP\" "
                                      "string instead, which each worker process imports")
         return serve_workers(app, workers, host, port, sock=sock, threads=threads, plugins_dir=plugins_dir,
-                             log_level=log_level, forwarded_allow_ips=forwarded_allow_ips)
+                             log_level=log_level, forwarded_allow_ips=forwarded_allow_ips, http=http)
     trusted_proxies(forwarded_allow_ips)  # a bad value fails before the app is loaded
+    protocol_class(http)
     nexus = WorkerApp(app, plugins_dir).load() if isinstance(app, str) else app
     server = uvicorn.Server(uvicorn_config(nexus, host, port, threads=threads, log_level=log_level,
-                                           forwarded_allow_ips=forwarded_allow_ips))
+                                           forwarded_allow_ips=forwarded_allow_ips, http=http))
     server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started else STARTUP_FAILURE
 
@@ -237,12 +220,13 @@ class WorkerApp:
 
 def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int = 8000, *,
                   sock: socket.socket | None = None, threads: int = DEFAULT_THREADS, plugins_dir: str | None = None,
-                  log_level: str = "warning", forwarded_allow_ips: str | None = None) -> int:
+                  log_level: str = "warning", forwarded_allow_ips: str | None = None, http: str = "auto") -> int:
     """Run ``workers`` processes serving ``target`` on one port until ``SIGTERM``/``SIGINT``; see the module doc."""
     from uvicorn.supervisors import Multiprocess
 
     TelemetryConfig.from_env()  # a bad variable: one error here, not one per worker
     trusted_proxies(forwarded_allow_ips)
+    protocol_class(http)
     sock = sock if sock is not None else bind(host, port)
     directory = tempfile.mkdtemp(prefix="nexus-otel-workers-")
     if len(directory) > WORKERS_DIR_MAX:  # each worker's Unix socket is named after it
@@ -255,7 +239,8 @@ def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int 
     os.environ.update(settings)  # each worker is a new process that inherits the environment
     try:
         config = uvicorn_config(WorkerApp(target, plugins_dir, threads, log_level), host, port, factory=True,
-                                workers=workers, log_level=log_level, forwarded_allow_ips=forwarded_allow_ips)
+                                workers=workers, log_level=log_level, forwarded_allow_ips=forwarded_allow_ips,
+                                http=http)
         supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
         failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
@@ -272,15 +257,16 @@ def serve_workers(target: str, workers: int, host: str = "127.0.0.1", port: int 
 class BackgroundServer:
     """A uvicorn server on a thread, for demos and tests: ``with BackgroundServer(app) as url: ...``.
 
-    ``app`` is a :class:`Nexus`, or any ASGI app (a Kailash Nexus app's ``fastapi_app``, say).
+    ``app`` is a :class:`Nexus`, or any ASGI app (a Kailash Nexus app's ``fastapi_app``, say);
+    ``http`` the HTTP/1.1 protocol, as :func:`uvicorn_config` takes it.
     """
 
     def __init__(self, app: Nexus | Any, host: str = "127.0.0.1", port: int | None = None, *,
-                 forwarded_allow_ips: str | None = None) -> None:
+                 forwarded_allow_ips: str | None = None, http: str = "auto") -> None:
         self.host = host
         self.port = port or free_port(host)
         self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port,
-                                                    forwarded_allow_ips=forwarded_allow_ips))
+                                                    forwarded_allow_ips=forwarded_allow_ips, http=http))
         self.thread = threading.Thread(target=self.server.run, name="nexus-otel-http", daemon=True)
 
     @property

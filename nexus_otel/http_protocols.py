@@ -1,0 +1,117 @@
+"""The HTTP/1.1 protocols a stopping server drains with: uvicorn's httptools (fast) or h11 (pure Python).
+
+uvicorn closes every connection without a request in progress when its server
+stops, including one it accepted a moment ago whose request is sent but not
+read yet: that client gets no answer though it reached a server that was
+accepting (a worker retired on SIGHUP, say). Both protocols here give such a
+connection :data:`FRESH_GRACE` seconds for its request, answer it with
+``Connection: close`` and close. Everything else drains as in uvicorn: requests
+in flight finish, idle keep-alive connections that already served requests are
+closed (HTTP clients retry those on a new connection).
+
+``"auto"`` (:func:`protocol_class`) serves with httptools wherever it can be
+imported, else with h11. The two differ at their limits: h11 refuses a request
+head over uvicorn's ``h11_max_incomplete_event_size`` (16 KiB by default),
+httptools (llhttp) sets no such limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .errors import ConfigurationError
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed: "auto" serves with h11
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+FRESH_GRACE = 0.5
+"""Seconds a stopping server gives a connection it accepted, but has not read from yet, to send its request."""
+
+HTTP_PROTOCOLS = ("auto", "httptools", "h11")
+"""The names :func:`protocol_class` takes (``serve --http``)."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CLOSE = (b"connection", b"close")
+
+
+def answered_with_close(app: ASGIApp) -> ASGIApp:
+    """``app``, but every HTTP response it starts says ``Connection: close``.
+
+    Both protocols honour an app's ``Connection: close``: the header goes out and the
+    connection closes once the response is sent (h11 would not add it for a
+    ``keep_alive`` turned off on its request; this way both answer alike).
+    """
+
+    async def closing(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
+                    message = {**message, "headers": [*headers, CLOSE]}
+            await send(message)
+
+        await app(scope, receive, send_closing)
+
+    return closing
+
+
+class _FreshGrace(asyncio.Protocol):
+    """What both protocols add: the grace for a connection not read from yet when the server stops.
+
+    Mixed in before the uvicorn protocol, whose ``shutdown`` and ``data_received`` it extends.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    app: Any
+    cycle: Any
+    _read_any = False
+
+    def data_received(self, data: bytes) -> None:
+        self._read_any = True
+        super().data_received(data)
+
+    def shutdown(self) -> None:
+        if not self._read_any and self.cycle is None:
+            self.app = answered_with_close(self.app)  # the request the grace lets in is the last
+            self.loop.call_later(FRESH_GRACE, self._shutdown_late)
+            return
+        super().shutdown()  # type: ignore[misc]  # the uvicorn protocol's, after this class in the MRO
+
+    def _shutdown_late(self) -> None:
+        if not self.transport.is_closing():  # answered and closed meanwhile, or the client went
+            super().shutdown()  # type: ignore[misc]
+
+
+class DrainingH11Protocol(_FreshGrace, H11Protocol):
+    """uvicorn's h11 protocol (pure Python), draining as the module doc says."""
+
+
+if HttpToolsProtocol is not None:
+
+    class DrainingHttpToolsProtocol(_FreshGrace, HttpToolsProtocol):
+        """uvicorn's httptools protocol (llhttp, in C), draining as the module doc says."""
+
+
+def protocol_class(name: str) -> type[asyncio.Protocol]:
+    """The draining protocol ``name`` (one of :data:`HTTP_PROTOCOLS`) serves with; ``ConfigurationError`` if none."""
+    if name not in HTTP_PROTOCOLS:
+        raise ConfigurationError("http", name, "one of " + ", ".join(HTTP_PROTOCOLS)
+                                 + " (auto: httptools when it is installed, else h11)")
+    if name == "h11" or (name == "auto" and HttpToolsProtocol is None):
+        return DrainingH11Protocol
+    if HttpToolsProtocol is None:
+        raise ConfigurationError("http", name, "h11 or auto: httptools cannot be imported here "
+                                 "(pip install httptools)")
+    return DrainingHttpToolsProtocol
