@@ -49,6 +49,26 @@ event loop, workflow worker threads, span export) and prints the top
 functions when the run ends (profiling slows that server: its figures are
 then not comparable; use it to see where time goes, not for the ratio).
 
+``--peers`` measures nexus-otel beside its peers instead, the method being one
+machine, one keep-alive connection (requests one after another: ``--connections``,
+default 1 here), telemetry exported over OTLP/HTTP (protobuf) to a loopback sink in
+its own process (``otlp_sink.py``). Five servers, each a uvicorn process with one
+worker on a free 127.0.0.1 port, all started at once, serve the same endpoint and
+workflow with ``--hooks`` (default 2 here: SERVER, workflow and two hook spans, 4 a
+request): ``nexus-full`` (``nexus_otel.serving.serve``, ``OTEL_EXPORTER_OTLP_ENDPOINT``
+the sink), ``nexus-disabled`` (the same with ``OTEL_SDK_DISABLED=true``), and the
+FastAPI peers of ``http_peers.py``: ``fastapi-bare``, ``fastapi-native`` (FastAPI's own
+telemetry plus the same spans by hand) and ``fastapi-contrib`` (the contrib
+instrumentor plus the same spans). Rounds rotate the order (A B C D E, B C D E A,
+...). It prints per server the median req/s, the CPU its process used per request,
+the spans the sink got and the HTTP protocol and event loop uvicorn picked, then the
+ratios: nexus-full / fastapi-native (target >= 1.5), nexus-disabled / fastapi-bare
+(>= 1.2), nexus-full / nexus-disabled (>= 0.75), and for information
+nexus-full / fastapi-contrib and fastapi-native / fastapi-bare. Checks: every
+response 200; each telemetry server's spans reached the sink (spans a request x
+requests, plus a few for start, stop and health check) in as many traces as
+requests; nexus-disabled and fastapi-bare sent nothing.
+
 The script exits 0 whatever the ratio: it reports, it does not gate. It exits
 1 only when it could not measure (a server that does not start, say).
 """
@@ -77,6 +97,8 @@ from pathlib import Path
 from typing import Any
 
 from http_app import HOOKS, WORKFLOW, build_app, hook_events
+from http_peers import PEERS, announce_protocol, spans_per_request
+from otlp_sink import Sink
 from proc_cpu import tree_cpu
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,6 +109,16 @@ BODY = b'{"name":"ada","count":3,"tags":["x","y"]}'
 TARGET = 0.7
 VARIANTS = ("full", "disabled")
 FLOOR = "sdk-floor"  # telemetry disabled + the raw SDK making the same five spans (see sdk_floor_app)
+DISABLED = ("disabled", "nexus-disabled", FLOOR)  # variants served with OTEL_SDK_DISABLED=true
+NEXUS_PEERS = ("nexus-full", "nexus-disabled")  # --peers: nexus-otel's two servers, beside http_peers.PEERS
+PEER_RATIOS = (  # --peers: (numerator, denominator, target or None for information)
+    ("nexus-full", "fastapi-native", 1.5),
+    ("nexus-disabled", "fastapi-bare", 1.2),
+    ("nexus-full", "nexus-disabled", 0.75),
+    ("nexus-full", "fastapi-contrib", None),
+    ("fastapi-native", "fastapi-bare", None),
+)
+PEER_HOOKS = 2  # --peers' default --hooks: 4 spans a request (SERVER, workflow, two hooks)
 START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
 STOP_TIMEOUT = 15.0
 APP_TARGET = "benchmarks.http_app:create"  # what --workers servers import (the repository is on PYTHONPATH)
@@ -170,6 +202,7 @@ def serve_main(port: int, async_workflow: bool, work_ms: float, profile_out: str
                sdk_floor: bool = False, hooks: int = HOOKS, workers: int = 0, threads: int = 0) -> int:
     from nexus_otel.serving import serve
 
+    announce_protocol()
     if workers:  # nexus-otel serve --workers: each worker imports the app (its workload in BENCH_* variables)
         return serve(APP_TARGET, host=HOST, port=port, workers=workers, **({"threads": threads} if threads else {}))
 
@@ -287,6 +320,7 @@ class Server:
     rates: list[float] = field(default_factory=list)
     cores: list[float] = field(default_factory=list)  # CPU of its process tree per round, in cores (--workers)
     client_cores: list[float] = field(default_factory=list)  # the load generator's, in the same rounds
+    cpu_us: list[float] = field(default_factory=list)  # CPU µs of its process tree per request, per round
     errors: int = 0
     work_ms: float = 0.0
     log_path: Path | None = None
@@ -317,7 +351,7 @@ def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: flo
     data_dir.mkdir()
     env = _clean_env()
     env["NEXUS_OTEL_DATA_DIR"] = str(data_dir)
-    if variant in ("disabled", FLOOR):
+    if variant in DISABLED:
         env["OTEL_SDK_DISABLED"] = "true"
     env.update(extra_env or {})
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--port", str(port)]
@@ -338,11 +372,26 @@ def start_server(variant: str, workdir: Path, async_workflow: bool, work_ms: flo
     profile_out = str(workdir / f"{tag}.prof") if profile else None
     if profile_out:
         cmd += ["--profile-out", profile_out]
-    log_path = workdir / f"{tag}.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    proc, log_path = _launch(cmd, env, workdir, tag)
     return Server(variant, port, proc, data_dir, profile_out, work_ms=work_ms, log_path=log_path)
+
+
+def _launch(cmd: list[str], env: dict[str, str], workdir: Path, tag: str) -> tuple[subprocess.Popen, Path]:
+    """A server's process, its output in ``<tag>.log``."""
+    log_path = workdir / f"{tag}.log"
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT), log_path
+
+
+def start_peer(peer: str, workdir: Path, sink: Sink, work_ms: float, hooks: int) -> Server:
+    """A peer server (``http_peers.py``): one uvicorn worker on a free port, exporting to ``sink``."""
+    port = free_port()
+    data_dir = workdir / f"data-{peer}"
+    data_dir.mkdir()
+    cmd = [sys.executable, os.path.join(_HERE, "http_peers.py"), "--peer", peer, "--port", str(port),
+           "--sink", sink.url, "--hooks", str(hooks), "--work-ms", str(work_ms)]
+    proc, log_path = _launch(cmd, _clean_env(), workdir, peer)
+    return Server(peer, port, proc, data_dir, work_ms=work_ms, log_path=log_path)
 
 
 def wait_ready(server: Server) -> None:
@@ -375,7 +424,7 @@ def check_server(server: Server) -> list[str]:
     if status != 200 or body.get("result") != {"greeting": "Hello, ada!"}:
         problems.append(f"{server.name}: unexpected response {status} {body}")
     has_trace = bool(body.get("trace_id")) and "x-trace-id" in headers
-    traced = server.variant not in ("disabled", FLOOR)
+    traced = server.variant not in DISABLED
     if has_trace != traced:
         problems.append(f"{server.name}: trace id present={has_trace}, expected {traced}")
     return problems
@@ -415,6 +464,7 @@ class Load:
     def __init__(self, kind: str, connections: int, workdir: Path) -> None:
         self.kind = kind
         self.connections = connections
+        self.requests: dict[int, int] = {}  # by server port: requests answered 200, over every run so far
         if kind == "wrk":
             self.script = workdir / "post.lua"
             self.script.write_text(WRK_SCRIPT.format(body=BODY.decode()))
@@ -445,7 +495,12 @@ class Load:
         sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
         if sock:
             errors += sum(int(g) for g in sock.groups())
+        total = re.search(r"(\d+) requests in", out)
+        self._count(server, (int(total.group(1)) if total else 0) - (int(non2xx.group(1)) if non2xx else 0))
         return float(rate.group(1)), errors
+
+    def _count(self, server: Server, answered: int) -> None:
+        self.requests[server.port] = self.requests.get(server.port, 0) + answered
 
     def _client(self, server: Server, seconds: float) -> tuple[float, int]:
         cmd = [sys.executable, os.path.abspath(__file__), "--client", "--port", str(server.port),
@@ -455,6 +510,7 @@ class Load:
             result = json.loads(out.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise RuntimeError(f"client failed:\n{out.stdout}\n{out.stderr}") from None
+        self._count(server, result["requests"])
         return result["requests"] / result["elapsed"], result["errors"]
 
 
@@ -462,7 +518,8 @@ def _versions() -> str:
     from importlib.metadata import version
 
     parts = []
-    for dist in ("nexus-otel", "opentelemetry-sdk", "uvicorn", "starlette", "h11"):
+    for dist in ("nexus-otel", "opentelemetry-sdk", "uvicorn", "starlette", "h11", "httptools", "uvloop", "fastapi",
+                 "opentelemetry-instrumentation-fastapi"):
         try:
             parts.append(f"{dist} {version(dist)}")
         except Exception:
@@ -530,8 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--hooks", type=int, default=HOOKS,
-                        help=f"trivial hooks of the bench plugin, each a span (default {HOOKS}, the acceptance case)")
+    parser.add_argument("--hooks", type=int, default=None,
+                        help=f"trivial hooks of the bench plugin, each a span (default {HOOKS}, the acceptance case; "
+                             f"{PEER_HOOKS} with --peers)")
     parser.add_argument("--no-sdk-floor", dest="sdk_floor", action="store_false",
                         help="skip the sdk-floor server (the raw SDK making the same spans; see the docstring)")
     parser.add_argument("--serve-sdk-floor", action="store_true", help=argparse.SUPPRESS)
@@ -546,13 +604,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "that blocks --sleep-ms (I/O), to choose the default of serve --threads")
     parser.add_argument("--sleep-ms", type=float, default=20.0,
                         help="with --threads-sweep: the blocking workflow's sleep (default 20)")
+    parser.add_argument("--peers", action="store_true",
+                        help="instead: nexus-otel (full telemetry over OTLP/HTTP, and disabled) beside FastAPI "
+                             "bare, FastAPI's native telemetry and the contrib instrumentor, one connection")
     args = parser.parse_args(argv)
+    if args.hooks is None:
+        args.hooks = PEER_HOOKS if args.peers else HOOKS
     if args.hooks < 0:
         parser.error("--hooks must be 0 or more")
     if args.workers < 0 or args.threads < 0:
         parser.error("--workers and --threads must be 0 or more")
+    if args.peers and (args.workers or args.threads_sweep or args.async_workflow or args.profile):
+        parser.error("--peers serves the sync workflow on one worker: no --workers, --threads-sweep, "
+                     "--async-workflow or --profile")
     if args.connections is None:
-        args.connections = 64 if args.workers or args.threads_sweep else 16
+        args.connections = 1 if args.peers else 64 if args.workers or args.threads_sweep else 16
 
     if args.serve:
         return serve_main(args.port, args.async_workflow, args.work_ms, args.profile_out, args.serve_sdk_floor,
@@ -567,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kind = args.client_kind
     full_env = dict(item.split("=", 1) for item in args.full_env if "=" in item)
     if kind == "auto":
-        kind = "wrk" if shutil.which("wrk") else "asyncio"
+        kind = "wrk" if shutil.which("wrk") and not args.peers else "asyncio"
     elif kind == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not on PATH")
 
@@ -575,6 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  {_versions()}")
     workdir = Path(tempfile.mkdtemp(prefix="nexus-otel-http-bench-"))
     try:
+        if args.peers:
+            return measure_peers(args, kind, rounds, seconds, warmup, workdir)
         if args.workers or args.threads_sweep:
             return measure_servers(args, kind, rounds, seconds, warmup, workdir)
         return measure(args, kind, full_env, rounds, seconds, warmup, workdir)
@@ -589,11 +657,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"total elapsed: {time.monotonic() - t0:.1f} s")
 
 
-def _ratio(value: float) -> str:
-    """Three decimals, or four when three would round across the target (0.69996 is not 0.700)."""
+def _ratio(value: float, target: float = TARGET) -> str:
+    """Three decimals, or more when three would round across the target (0.69996 is not 0.700)."""
     for places in range(3, 7):
         text = f"{value:.{places}f}"
-        if (float(text) >= TARGET) == (value >= TARGET):
+        if (float(text) >= target) == (value >= target):
             break
     return text
 
@@ -618,11 +686,11 @@ class Line:
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.full.rates) / statistics.median(self.disabled.rates)
+        return ratio_of(self.full, self.disabled)[0]
 
     @property
     def paired(self) -> float:
-        return statistics.median(f / d for f, d in zip(self.full.rates, self.disabled.rates))
+        return ratio_of(self.full, self.disabled)[1]
 
     @property
     def servers(self) -> list[Server]:
@@ -667,11 +735,8 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         # turns going first (A B C, B C A, ...), so drift and other jobs' load hit all alike.
         for r in range(rounds):
             for line in lines:
-                order = line.servers[r % len(line.servers):] + line.servers[:r % len(line.servers)]
-                for server in order:
-                    rate, errors = load.run(server, seconds)
-                    server.rates.append(rate)
-                    server.errors += errors
+                for server in rotated(line.servers, r):
+                    measure_once(load, server, seconds)
             print(f"  round {r + 1}/{rounds}: " + "   ".join(
                 f"[{line.label}] " + ", ".join(f"{s.variant} {s.rates[-1]:6.0f} req/s" for s in line.servers)
                 for line in lines), flush=True)
@@ -751,6 +816,33 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def rotated(servers: Sequence[Server], r: int) -> list[Server]:
+    """Round ``r``'s order: the servers take turns going first (A B C, B C A, ...), so drift hits all alike."""
+    k = r % len(servers)
+    return [*servers[k:], *servers[:k]]
+
+
+def measure_once(load: Load, server: Server, seconds: float) -> None:
+    """One timed run against ``server``: its req/s and errors, and the CPU its process tree (and the load
+    generator) used meanwhile, in cores and per request answered."""
+    answered = load.requests.get(server.port, 0)
+    cpu, client, started = tree_cpu(server.proc.pid), children_cpu(), time.monotonic()
+    rate, errors = load.run(server, seconds)
+    took = time.monotonic() - started
+    used = tree_cpu(server.proc.pid) - cpu
+    server.cores.append(used / took)
+    server.client_cores.append((children_cpu() - client) / took)
+    server.cpu_us.append(1e6 * used / max(1, load.requests.get(server.port, 0) - answered))
+    server.rates.append(rate)
+    server.errors += errors
+
+
+def ratio_of(a: Server, b: Server) -> tuple[float, float]:
+    """``a``'s median req/s over ``b``'s, and the median of the per-round ratios (each round's pair)."""
+    return (statistics.median(a.rates) / statistics.median(b.rates),
+            statistics.median(x / y for x, y in zip(a.rates, b.rates)))
+
+
 def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
                     workdir: Path) -> int:
     """``--workers N``: 1 worker against N; ``--threads-sweep``: one server per thread count. Full telemetry."""
@@ -788,14 +880,8 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
             load.run(server, warmup)
         for r in range(rounds):
             for _label, line in lines:
-                for server in line[r % len(line):] + line[:r % len(line)]:
-                    cpu, client, started = tree_cpu(server.proc.pid), children_cpu(), time.monotonic()
-                    rate, errors = load.run(server, seconds)
-                    took = time.monotonic() - started
-                    server.cores.append((tree_cpu(server.proc.pid) - cpu) / took)
-                    server.client_cores.append((children_cpu() - client) / took)
-                    server.rates.append(rate)
-                    server.errors += errors
+                for server in rotated(line, r):
+                    measure_once(load, server, seconds)
             print(f"  round {r + 1}/{rounds}: " + "   ".join(
                 f"[{label}] " + ", ".join(f"{s.variant} {s.rates[-1]:6.0f}" for s in line) for label, line in lines),
                 flush=True)
@@ -832,6 +918,135 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
               f"one worker uses = {spare / statistics.median(one.cores):.3f}; the {args.workers} workers used "
               f"{statistics.median(many.cores):.2f} cores, {1e6 * many_per_request:.0f} µs of CPU a request "
               f"(one worker: {1e6 * per_request:.0f} µs)")
+    for p in problems:
+        print(f"CHECK FAILED: {p}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# --peers: nexus-otel beside the FastAPI peers (http_peers.py), telemetry to an OTLP/HTTP sink
+# --------------------------------------------------------------------------------------
+def start_peer_servers(args: argparse.Namespace, workdir: Path, sink: Sink, servers: list[Server]) -> None:
+    """nexus-full, nexus-disabled and the peers, all started at once (appended to ``servers`` as they start)."""
+    for variant in NEXUS_PEERS:  # both with the sink's endpoint: the disabled one must send nothing to it
+        otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_SERVICE_NAME": variant}
+        servers.append(start_server(variant, workdir, False, args.work_ms, False, otlp, args.hooks))
+    for peer in PEERS:
+        servers.append(start_peer(peer, workdir, sink, args.work_ms, args.hooks))
+
+
+def peer_spans(server: Server, hooks: int) -> int:
+    """Spans a request to ``server`` makes (0 without telemetry)."""
+    if server.variant in NEXUS_PEERS:
+        return 0 if server.variant in DISABLED else 2 + hooks
+    return spans_per_request(server.variant, hooks)
+
+
+def check_peer(server: Server, traced: bool) -> list[str]:
+    """One request: 200 and the same answer from every server, with a trace id exactly when it makes spans."""
+    status, body, _headers = post_once(server)
+    problems = []
+    if status != 200 or body.get("result") != {"greeting": "Hello, ada!"} or body.get("workflow") != WORKFLOW:
+        problems.append(f"{server.variant}: unexpected response {status} {body}")
+    if bool(body.get("trace_id")) != traced:
+        problems.append(f"{server.variant}: trace id {body.get('trace_id')!r}, expected one: {traced}")
+    return problems
+
+
+def protocol_of(server: Server) -> str:
+    """The HTTP protocol class and event loop the server's log says uvicorn picked (``announce_protocol``)."""
+    assert server.log_path is not None
+    found = re.search(r"HTTP protocol: (\S+); event loop: (\S+)", server.log_path.read_text(errors="replace"))
+    return f"{found.group(1)} on {found.group(2)}" if found else "(not announced)"
+
+
+def check_sink(servers: list[Server], counts: dict[str, Any], answered: dict[int, int], hooks: int) -> list[str]:
+    """Each telemetry server's spans reached the sink, about spans-a-request x requests (its start, stop and
+    health check make a few more); the others sent nothing."""
+    problems = []
+    services = counts["services"]
+    for server in servers:
+        per_request, got = peer_spans(server, hooks), services.get(server.variant)
+        requests = answered.get(server.port, 0) + 1  # the check request too
+        if not per_request:
+            if got:
+                problems.append(f"{server.variant}: sent telemetry to the sink: {got}")
+            continue
+        spans, traces = (got or {}).get("spans", 0), (got or {}).get("traces", 0)
+        if not per_request * requests <= spans <= per_request * requests + 20:
+            problems.append(f"{server.variant}: {spans} spans at the sink, expected {per_request} x {requests} "
+                            f"requests = {per_request * requests} (+ a few for start, stop, health check)")
+        if traces < requests:
+            problems.append(f"{server.variant}: {traces} traces at the sink for {requests} requests")
+    names = {s.variant for s in servers}
+    for service in set(services) - names:
+        problems.append(f"the sink received telemetry from an unexpected service {service!r}")
+    if counts["undecoded"]:
+        problems.append(f"the sink could not decode {counts['undecoded']} exports")
+    return problems
+
+
+def print_peers(servers: list[Server], protocols: dict[str, str], counts: dict[str, Any], hooks: int) -> None:
+    """The table (medians over the rounds) and the ratios with their targets."""
+    header = (f"{'server':<16} {'median req/s':>12} {'min':>7} {'max':>7} {'CPU µs/req':>10} {'errors':>6} "
+              f"{'spans at sink':>13}  HTTP protocol, event loop")
+    print(header)
+    print("-" * len(header))
+    for server in servers:
+        spans = counts["services"].get(server.variant, {}).get("spans", 0)
+        print(f"{server.variant:<16} {statistics.median(server.rates):>12.0f} {min(server.rates):>7.0f} "
+              f"{max(server.rates):>7.0f} {statistics.median(server.cpu_us):>10.0f} {server.errors:>6} "
+              f"{spans:>13}  {protocols[server.variant]}")
+    print(f"(spans a request: {', '.join(f'{s.variant} {peer_spans(s, hooks)}' for s in servers)}; "
+          f"exports at the sink by signal: " + "; ".join(
+              f"{name} {got['exports']}" for name, got in counts["services"].items()) + ")")
+    print()
+    by_name = {server.variant: server for server in servers}
+    for a, b, target in PEER_RATIOS:
+        ratio, paired = ratio_of(by_name[a], by_name[b])
+        verdict = (f"target >= {target}  {'PASS' if ratio >= target else 'FAIL'}" if target is not None
+                   else "[for information]")
+        shown = _ratio(ratio, target) if target is not None else f"{ratio:.3f}"
+        print(f"ratio {a + ' / ' + b + ':':<34} {shown}  (paired, median of per-round ratios: {paired:.3f})  "
+              f"{verdict}")
+
+
+def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
+                  workdir: Path) -> int:
+    """``--peers``: every server started at once, measured in rotating rounds; the table, ratios and checks."""
+    load = Load(kind, args.connections, workdir)
+    work = "trivial" if not args.work_ms else f"{args.work_ms:g} ms of CPU work"
+    print(f"  load: {load.describe()}; POST {PATH} (sync workflow: {work}; {args.hooks} hooks); {rounds} rounds "
+          f"x {seconds:g} s per server, rotating, after {warmup:g} s warm-up; telemetry over OTLP/HTTP "
+          f"(protobuf) to a loopback sink (its own process)")
+    sink = Sink()
+    servers: list[Server] = []
+    problems: list[str] = []
+    try:
+        try:
+            start_peer_servers(args, workdir, sink, servers)
+            for server in servers:
+                wait_ready(server)
+                problems += check_peer(server, peer_spans(server, args.hooks) > 0)
+            protocols = {server.variant: protocol_of(server) for server in servers}
+            for server in servers:
+                load.run(server, warmup)  # warm-up: discarded (its requests are counted for the sink's check)
+            for r in range(rounds):
+                for server in rotated(servers, r):
+                    measure_once(load, server, seconds)
+                print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{s.variant} {s.rates[-1]:.0f}" for s in servers),
+                      flush=True)
+        finally:
+            for server in servers:
+                stop_server(server)  # SIGTERM: each flushes its telemetry to the sink
+        counts = sink.counts()
+    finally:
+        sink.stop()
+    print()
+    print_peers(servers, protocols, counts, args.hooks)
+    problems += [f"{s.variant}: {s.errors} non-200 responses or socket errors" for s in servers if s.errors]
+    problems += check_sink(servers, counts, load.requests, args.hooks)
     for p in problems:
         print(f"CHECK FAILED: {p}")
     return 0
