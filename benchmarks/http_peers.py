@@ -196,7 +196,12 @@ def shutting_down(owned: list[Any]) -> Callable[[Any], Any]:
 
 def build_peer(peer: str, sink: str, hooks: int, work_ms: float) -> Any:
     """The peer's ASGI app; its providers, if any, shut down with it."""
-    from fastapi import Body, FastAPI, HTTPException
+    try:
+        from fastapi import Body, FastAPI, HTTPException
+        from fastapi.telemetry import TelemetryConfig  # noqa: F401 (FastAPI with native telemetry)
+    except ImportError as exc:
+        raise SystemExit(f"{peer}: needs FastAPI with native telemetry (fastapi.telemetry; 0.165 was measured), "
+                         f"which the kailash extra brings: pip install -e '.[dev,kailash]' ({exc})") from None
 
     workflow = bench(work_ms)
     bare = {"tracing": False, "metrics": False, "logs": False}
