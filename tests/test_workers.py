@@ -43,9 +43,9 @@ def run_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def serve_workers(tmp_path: Path, run_dir: Path, n: int = 2, **env: str) -> Served:
-    """``serve APP --workers n`` with its own temporary directory; returns once all n workers answer peers."""
-    served = Served(APP, cli_env(tmp_path / "data", TMPDIR=str(run_dir), **env), REPO, "--workers", str(n))
+def serve_workers(tmp_path: Path, run_dir: Path, n: int = 2, extra: tuple[str, ...] = (), **env: str) -> Served:
+    """``serve APP --workers n [extra]`` with its own temporary directory; returns once all n workers answer peers."""
+    served = Served(APP, cli_env(tmp_path / "data", TMPDIR=str(run_dir), **env), REPO, "--workers", str(n), *extra)
     deadline = time.monotonic() + 30
     while len(list(run_dir.glob("nexus-otel-workers-*/*.sock"))) < n:
         assert time.monotonic() < deadline, f"{n} workers did not start: {served.stop()}"
@@ -216,8 +216,9 @@ def test_memory_rate_limits_refuse_to_start_with_several_workers(tmp_path, run_d
     assert result.stderr.count("Traceback") == 0
 
 
-def test_sigterm_lets_every_worker_finish_its_requests_in_flight(tmp_path, run_dir):
-    served = serve_workers(tmp_path, run_dir)
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_sigterm_lets_every_worker_finish_its_requests_in_flight(tmp_path, run_dir, http):
+    served = serve_workers(tmp_path, run_dir, extra=("--http", http))
     results: list[object] = []
 
     def slow() -> None:
@@ -243,8 +244,9 @@ def test_sigterm_lets_every_worker_finish_its_requests_in_flight(tmp_path, run_d
     assert took < 15, f"stopped in {took:.1f} s"
 
 
-def test_sighup_replaces_the_workers_without_dropping_a_request(tmp_path, run_dir):
-    served = serve_workers(tmp_path, run_dir)
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_sighup_replaces_the_workers_without_dropping_a_request(tmp_path, run_dir, http):
+    served = serve_workers(tmp_path, run_dir, extra=("--http", http))
     stop = threading.Event()
     outcomes: collections.Counter = collections.Counter()
     pids: set[int] = set()
