@@ -10,9 +10,11 @@ in flight finish, idle keep-alive connections that already served requests are
 closed (HTTP clients retry those on a new connection).
 
 ``"auto"`` (:func:`protocol_class`) serves with httptools wherever it can be
-imported, else with h11. The two differ at their limits: h11 refuses a request
-head over uvicorn's ``h11_max_incomplete_event_size`` (16 KiB by default),
-httptools (llhttp) sets no such limit.
+imported, else with h11. The two differ at their edges: h11 answers 400 to a
+request head that reaches uvicorn's ``h11_max_incomplete_event_size`` (16 KiB by
+default) before it is complete, httptools (llhttp) sets no limit on a head's
+size; llhttp answers 400 to a method it does not know, before the app, where
+h11 passes any token on.
 """
 
 from __future__ import annotations
