@@ -52,7 +52,7 @@ from .app import Nexus
 from .channels import DEFAULT_THREADS
 from .channels.http import create_http_app
 from .errors import ConfigurationError, NexusOtelError
-from .http_protocols import FRESH_GRACE as FRESH_GRACE  # re-exported: where they were first defined
+from .http_protocols import FRESH_GRACE as FRESH_GRACE  # both still importable from here, as before
 from .http_protocols import DrainingH11Protocol as DrainingH11Protocol
 from .http_protocols import protocol_class
 from .telemetry.config import WORKERS, WORKERS_DIR, TelemetryConfig
