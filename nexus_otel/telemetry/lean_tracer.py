@@ -1,65 +1,117 @@
-"""A tracer for the spans of work done after an execution returned: webhook attempts, audit batches.
+"""The tracer of every span an app makes on a tracer provider it built: the SDK's spans, for less.
 
-Those spans are made by a delivery worker, one per request or batch, and a
-payload's CPU is what the worker spends on it (``benchmarks/throughput.py``).
-The SDK's tracer spends about as much on a span's bookkeeping (attributes
-cleaned and bounded one by one, a lock per change, a link's own bounded
-attributes) as the worker spends on the request itself. :class:`LeanTracer`
-makes the same spans with the same parts of the app's own provider, and little
-else:
+The SDK's tracer spends, per span, about as much on bookkeeping (each attribute
+cleaned and bounded one by one under a lock, a bounded dict, list and link
+attributes made whether used or not) as an HTTP request of a trivial workflow
+spends on everything else (``benchmarks/http_throughput.py --peers``).
+:class:`LeanTracer` makes the same spans, read by the same processors, with
+the same parts of the app's own provider:
 
 - the provider's sampler decides (``OTEL_TRACES_SAMPLER``, per-workflow ratios,
   the tail sampler's recording): a dropped span is a ``NonRecordingSpan`` whose
-  context (ids, unsampled flag) still goes to the receiver;
-- the provider's id generator and resource, and the span's own instrumentation scope;
-- the app's span pipeline (:attr:`Telemetry.sinks`: redaction, the tail sampler,
-  every exporter and every processor added with ``Telemetry.add_span_processor``).
+  context (ids, unsampled flag) still propagates;
+- the provider's id generator, resource and span limits (``OTEL_SPAN_*_LIMIT``,
+  read as the SDK reads them: the oldest attribute goes first when a span is full,
+  and what was dropped is counted), and the span's own instrumentation scope;
+- every processor of the provider (:class:`SpanProcessors`, given to the provider
+  when it is built): each sees ``on_start`` with the live span and ``on_end`` with
+  a ``ReadableSpan``, as from the SDK.
 
-Attributes whose values the caller made from redacted text (``scrubbed``: a
-destination's ``url.full``, worked out once) are not scanned again, unless the
-redactor has a callback; events and status descriptions always are. What it
-leaves out: processors added to the SDK provider directly (``provider.add_span_processor``)
-do not see these spans, and the SDK's attribute value length limit is not applied
-(redaction cuts long values). A tracer provider the app borrowed gets the SDK's own
-tracer instead (:meth:`Telemetry.delivery_tracer`).
+Attribute values are kept as given when they are valid scalars (the common case),
+and cleaned by the SDK's own ``BoundedAttributes`` otherwise (sequences made tuples,
+invalid values dropped with the SDK's warning, strings cut at the length limit);
+events and links use the SDK's bounded types. Attributes whose values the caller
+made from redacted text (``scrubbed``: a webhook destination's ``url.full``) are
+not scanned by redaction again, unless the redactor has a callback. What differs:
+the SDK's own span metrics (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``) count
+none of these spans. A
+tracer provider the app borrowed gets the SDK's tracer instead
+(:attr:`Telemetry.tracer`, :meth:`Telemetry.delivery_tracer`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.util.types import Attributes, AttributeValue
+from opentelemetry.util.types import Attributes
 
 from ..processors.span_redaction import RedactingSpanProcessor
 from ..redaction import KEY_ALLOWED, KEY_PLAIN
-from .contract import error_type
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 """W3C Trace Context level 2's flag for a random trace id (set by the SDK's tracer since 1.39)."""
 _UNSET = Status(StatusCode.UNSET)
+_SCALARS = frozenset({str, bool, int, float})
+
+
+class SpanProcessors:
+    """A tracer provider's active span processor: every processor added to the provider, called in order.
+
+    Given to the SDK's ``TracerProvider`` when the app builds one, so that a :class:`LeanTracer` hands its
+    spans to exactly the processors the SDK's tracer would (``provider.add_span_processor`` adds here).
+    Like the SDK's synchronous multi-processor, an exception in one is not caught here.
+    """
+
+    def __init__(self) -> None:
+        self.items: tuple[SpanProcessor, ...] = ()
+        self._lock = threading.Lock()
+
+    def add_span_processor(self, processor: SpanProcessor) -> None:
+        with self._lock:
+            self.items = (*self.items, processor)
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        for processor in self.items:
+            processor.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Any) -> None:
+        """The SDK's hook, under its own name, for a span that is ending (spec: ``OnEnding``)."""
+        for processor in self.items:
+            on_ending = getattr(processor, "_on_ending", None)
+            if on_ending is not None:
+                on_ending(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self.items:
+            processor.on_end(span)
+
+    def shutdown(self) -> None:
+        for processor in self.items:
+            processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        for processor in self.items:
+            left = int((deadline - time.monotonic()) * 1000)
+            if left <= 0 or not processor.force_flush(left):
+                return False
+        return True
 
 
 class LeanSpan(trace_api.Span):
-    """A recording span of a :class:`LeanTracer`: values kept as given until :meth:`end` hands it on.
-
-    Used from one thread (the worker that made it), as delivery spans are.
-    """
+    """A recording span of a :class:`LeanTracer`: valid values kept as given until :meth:`end` hands it on."""
 
     __slots__ = ("_tracer", "_name", "_context", "_parent", "_kind", "_attributes", "_links", "_events",
-                 "_status", "_start", "_ended")
+                 "_status", "_start", "_ended", "_lock", "_record_exception", "_set_status_on_exception")
 
     def __init__(self, tracer: LeanTracer, name: str, context: SpanContext, parent: SpanContext | None,
-                 kind: SpanKind, attributes: dict[str, Any], links: tuple[Link, ...], start: int) -> None:
+                 kind: SpanKind, attributes: dict[str, Any] | BoundedAttributes, links: BoundedList | tuple[Link, ...],
+                 start: int, record_exception: bool = True, set_status_on_exception: bool = True) -> None:
         self._tracer = tracer
         self._name = name
         self._context = context
@@ -71,6 +123,34 @@ class LeanSpan(trace_api.Span):
         self._status = _UNSET
         self._start = start
         self._ended = False
+        self._lock = threading.Lock()
+        self._record_exception = record_exception
+        self._set_status_on_exception = set_status_on_exception
+
+    # What a processor's on_start reads of a live span, as of the SDK's.
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def context(self) -> SpanContext:
+        return self._context
+
+    @property
+    def parent(self) -> SpanContext | None:
+        return self._parent
+
+    @property
+    def kind(self) -> SpanKind:
+        return self._kind
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return self._attributes
+
+    @property
+    def start_time(self) -> int:
+        return self._start
 
     def get_span_context(self) -> SpanContext:
         return self._context
@@ -79,20 +159,49 @@ class LeanSpan(trace_api.Span):
         return not self._ended
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if not self._ended:
-            self._attributes[key] = value
+        with self._lock:
+            if not self._ended:
+                self._put(key, value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        if not self._ended:
-            self._attributes.update(attributes)
+        with self._lock:
+            if not self._ended:
+                for key, value in attributes.items():
+                    self._put(key, value)
+
+    def _put(self, key: str, value: Any) -> None:
+        """Set one attribute (the lock held): an invalid value is cleaned or dropped, and a full span drops its
+        oldest attribute, as the SDK's bounded attributes do."""
+        values = self._attributes
+        if isinstance(values, dict):
+            tracer = self._tracer
+            if (type(key) is str and key and tracer.valid(value)
+                    and (tracer.max_attributes is None or key in values or len(values) < tracer.max_attributes)):
+                values[key] = value
+                return
+            values = self._attributes = BoundedAttributes(tracer.max_attributes, values, immutable=False,
+                                                          max_value_len=tracer.max_length)
+        values[key] = value
 
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
-        if not self._ended:
-            self._events.append(Event(name, dict(attributes or {}), timestamp or time.time_ns()))
+        limits = self._tracer.limits
+        event = Event(name, BoundedAttributes(limits.max_event_attributes, attributes,
+                                              max_value_len=limits.max_attribute_length, immutable=True),
+                      timestamp or time.time_ns())
+        with self._lock:
+            if not self._ended:
+                self._events.append(event)
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
-        if not self._ended and context.is_valid:
-            self._links = (*self._links, Link(context, attributes))
+        if not (context.is_valid or attributes or context.trace_state):
+            return
+        link = self._tracer.link(Link(context, attributes))
+        with self._lock:
+            if not self._ended:
+                links = self._links
+                if not isinstance(links, BoundedList):
+                    links = self._links = BoundedList.from_seq(self._tracer.limits.max_links, links)
+                links.append(link)
 
     def update_name(self, name: str) -> None:
         if not self._ended:
@@ -109,37 +218,64 @@ class LeanSpan(trace_api.Span):
 
     def record_exception(self, exception: BaseException, attributes: Attributes = None,
                          timestamp: int | None = None, escaped: bool = False) -> None:
-        """An ``exception`` event with the conventions' type and message (no stack trace: delivery failures
-        are known errors, not crashes)."""
-        event: dict[str, AttributeValue] = {"exception.type": error_type(exception),
-                                            "exception.message": str(exception)}
+        """An ``exception`` event as the SDK's (type, message, stack trace, escaped); a tracer made without
+        stack traces (delivery spans: their failures are known errors, not crashes) leaves out the last two."""
+        cls = type(exception)
+        module = cls.__module__
+        event: dict[str, Any] = {"exception.type": f"{module}.{cls.__qualname__}" if module and module != "builtins"
+                                 else cls.__qualname__, "exception.message": str(exception)}
+        if self._tracer.stack_traces:
+            event["exception.stacktrace"] = "".join(traceback.format_exception(exception))
+            event["exception.escaped"] = str(escaped)
         event.update(attributes or {})
         self.add_event("exception", event, timestamp)
 
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
+                 exc_tb: TracebackType | None) -> None:
+        """As the SDK's: an exception leaving ``with span:`` is recorded and sets the ERROR status."""
+        if exc_val is not None and self.is_recording():
+            if self._record_exception:
+                self.record_exception(exc_val, escaped=True)
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
         tracer = self._tracer
+        if tracer.processors is not None:
+            tracer.processors._on_ending(self)  # the SDK's name for this hook, called as the SDK does
+        events = self._events
         tracer.finish(self._attributes.keys() <= tracer.scrubbed, ReadableSpan(
-            name=self._name, context=self._context, parent=self._parent, resource=self._tracer.resource,
-            attributes=self._attributes, events=tuple(self._events), links=self._links, kind=self._kind,
-            status=self._status, start_time=self._start, end_time=end_time or time.time_ns(),
-            instrumentation_scope=self._tracer.scope))
+            name=self._name, context=self._context, parent=self._parent, resource=tracer.resource,
+            attributes=self._attributes,
+            events=tracer.bounded_events(events),
+            links=self._links, kind=self._kind, status=self._status, start_time=self._start,
+            end_time=end_time or time.time_ns(), instrumentation_scope=tracer.scope))
 
 
 class LeanTracer(trace_api.Tracer):
-    """Makes :class:`LeanSpan` s with ``provider``'s sampler, ids and resource, and hands each finished one to
-    ``pipeline`` (the app's redacting span pipeline). ``scrubbed``: attribute keys whose values the caller
-    made from text its redactor already scrubbed (not scanned again without a redaction callback)."""
+    """Makes :class:`LeanSpan` s with ``provider``'s sampler, ids, resource and limits, and hands each one to
+    ``processors`` (the provider's, when given; else only ``pipeline``, the app's redacting span pipeline, on
+    end). ``scrubbed``: attribute keys whose values the caller made from text its redactor already scrubbed
+    (not scanned again without a redaction callback). ``stack_traces``: whether exception events carry one."""
 
     def __init__(self, provider: TracerProvider, pipeline: RedactingSpanProcessor, scope: InstrumentationScope,
-                 *, scrubbed: frozenset[str] = frozenset()) -> None:
+                 *, scrubbed: frozenset[str] = frozenset(), processors: SpanProcessors | None = None,
+                 limits: SpanLimits | None = None, stack_traces: bool = True) -> None:
         self.sampler = provider.sampler
         self.ids = provider.id_generator
         self.resource = provider.resource
         self.pipeline = pipeline
+        self.processors = processors
         self.scope = scope
+        self.stack_traces = stack_traces
+        self.limits = limits or SpanLimits()  # the provider's (OTEL_SPAN_*_LIMIT), read from the environment
+        self.max_attributes = self.limits.max_span_attributes
+        self.max_length = self.limits.max_span_attribute_length
         # A key the app's redactor masks (its sensitive keys) is never taken as scrubbed: the pipeline masks it.
         kind = pipeline.redactor.key_kind
         self.scrubbed = frozenset(k for k in scrubbed if kind(k) in (KEY_PLAIN, KEY_ALLOWED)) | pipeline.unscanned
@@ -153,7 +289,7 @@ class LeanTracer(trace_api.Tracer):
         parent = trace_api.get_current_span(context).get_span_context()
         parent_context = parent if parent.is_valid else None
         trace_id = parent.trace_id if parent_context is not None else self.ids.generate_trace_id()
-        links = tuple(link for link in links or () if link.context.is_valid)
+        links = tuple(links) if links else ()
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         flags = _SAMPLED if result.decision.is_sampled() else _UNSAMPLED
         random_id = self._root_flags if parent_context is None else parent_context.trace_flags & _RANDOM
@@ -163,9 +299,12 @@ class LeanTracer(trace_api.Tracer):
                                    trace_state=result.trace_state)
         if not result.decision.is_recording():
             return trace_api.NonRecordingSpan(span_context)
-        values = dict(result.attributes) if result.attributes else dict(attributes or {})
-        return LeanSpan(self, name, span_context, parent_context, kind, values, links,
-                        start_time or time.time_ns())
+        span = LeanSpan(self, name, span_context, parent_context, kind, self.initial_attributes(result.attributes),
+                        self.initial_links(links), start_time or time.time_ns(), record_exception,
+                        set_status_on_exception)
+        if self.processors is not None:
+            self.processors.on_start(span, parent_context=context)
+        return span
 
     @contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API's own decorator for this is private
@@ -173,14 +312,54 @@ class LeanTracer(trace_api.Tracer):
             attributes: Attributes = None, links: Sequence[Link] | None = None, start_time: int | None = None,
             record_exception: bool = True, set_status_on_exception: bool = True,
             end_on_exit: bool = True) -> Iterator[trace_api.Span]:
-        span = self.start_span(name, context, kind, attributes, links, start_time)
+        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
+                               set_status_on_exception)
         with trace_api.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
                                 set_status_on_exception=set_status_on_exception) as current:
             yield current
 
+    # -- what a span's values become, as the SDK's bounded types would make them -------------------------
+    def valid(self, value: Any) -> bool:
+        """Whether ``value`` is kept as it is: a str, bool, int or float (a str within the length limit)."""
+        return type(value) in _SCALARS and (self.max_length is None or type(value) is not str
+                                            or len(value) <= self.max_length)
+
+    def initial_attributes(self, given: Attributes) -> dict[str, Any] | BoundedAttributes:
+        """A new span's attributes: as given when every value is :meth:`valid` and they are within the limit."""
+        if not given:
+            return {}
+        valid = self.valid
+        if (self.max_attributes is None or len(given) <= self.max_attributes) and all(
+                type(k) is str and k and valid(v) for k, v in given.items()):
+            return dict(given)
+        return BoundedAttributes(self.max_attributes, given, immutable=False, max_value_len=self.max_length)
+
+    def initial_links(self, given: tuple[Link, ...]) -> tuple[Link, ...] | BoundedList:
+        """A new span's links: the valid ones (as the SDK judges them), their attributes bounded as the SDK's."""
+        if not given:
+            return ()
+        valid = [self.link(link) for link in given
+                 if link and (link.context.is_valid or link.attributes or link.context.trace_state)]
+        if self.limits.max_links is None or len(valid) <= self.limits.max_links:
+            return tuple(valid)
+        return BoundedList.from_seq(self.limits.max_links, valid)
+
+    def link(self, link: Link) -> Link:
+        return Link(link.context, BoundedAttributes(self.limits.max_link_attributes, link.attributes,
+                                                    max_value_len=self.limits.max_attribute_length,
+                                                    immutable=True))
+
+    def bounded_events(self, events: list[Event]) -> list[Event] | BoundedList:
+        """A span's events as it ends: as they are within the limit, else the newest, with the rest counted."""
+        maximum = self.limits.max_events
+        return events if maximum is None or len(events) <= maximum else BoundedList.from_seq(maximum, events)
+
     def finish(self, scrubbed: bool, span: ReadableSpan) -> None:
-        """Hand a finished span to the pipeline; if all its attributes are ``scrubbed``, not scanned again."""
-        if scrubbed:
-            self.pipeline.on_end_scrubbed(span)
-        else:
-            self.pipeline.on_end(span)
+        """Hand a finished span to the processors; if all its attributes are ``scrubbed``, the redacting
+        pipeline does not scan them again."""
+        processors = self.processors.items if self.processors is not None else (self.pipeline,)
+        for processor in processors:
+            if processor is self.pipeline and scrubbed:
+                self.pipeline.on_end_scrubbed(span)
+            else:
+                processor.on_end(span)

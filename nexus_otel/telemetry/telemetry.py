@@ -44,7 +44,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordPr
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -63,7 +63,7 @@ from . import contract
 from .bound import BoundMetrics
 from .config import TelemetryConfig
 from .instruments import Instruments
-from .lean_tracer import LeanTracer
+from .lean_tracer import LeanTracer, SpanProcessors
 from .metrics_hub import MetricsHub
 from .sinks import log_processors, metric_exporters, separate_reader, span_processors
 from .worker_metrics import WorkerMetrics
@@ -142,6 +142,10 @@ class Telemetry:
         self.log_capture: LogCapture | None = None
         """While started with capture on: this app's hold on the process's ``logging`` handler."""
         self._owned: list[TracerProvider | MeterProvider | LoggerProvider] = []
+        self.span_processors = SpanProcessors()
+        """Every span processor of a tracer provider built here, which its lean tracers call as the SDK's would."""
+        self.span_limits = SpanLimits()
+        """The ``OTEL_SPAN_*_LIMIT`` limits of a tracer provider built here (read from the process environment)."""
         """The providers built here: :meth:`shutdown` shuts them down (borrowed ones are only flushed)."""
         self._started = False
         self._start_lock = threading.Lock()
@@ -178,7 +182,8 @@ class Telemetry:
                 self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry,
                                                     hub=self.metrics_hub)
         self.service_name = str(self.resource.attributes.get(contract.SERVICE_NAME, service_name))
-        self.tracer = self.tracer_provider.get_tracer(contract.INSTRUMENTATION_NAME, __version__)
+        self.tracer: trace_api.Tracer = self._tracer(contract.INSTRUMENTATION_NAME)
+        """The tracer of every span the app makes (lean on a provider built here: see :meth:`delivery_tracer`)."""
         self.meter = self.meter_provider.get_meter(contract.INSTRUMENTATION_NAME, __version__)
         # Hot-path instruments are pre-aggregated when every metrics output reads the hub.
         self.bound_metrics: BoundMetrics | None = None
@@ -201,7 +206,9 @@ class Telemetry:
         if self.tail_sampler is not None:  # record what the head would drop: the tail may keep it
             sampler = RecordingSampler(sampler)
         # Our own exit handler bounds the flush; the SDK's would wait on a silent endpoint.
-        provider = TracerProvider(resource=self.resource, sampler=sampler, shutdown_on_exit=False)
+        provider = TracerProvider(resource=self.resource, sampler=sampler, shutdown_on_exit=False,
+                                  active_span_processor=self.span_processors,  # type: ignore[arg-type]
+                                  span_limits=self.span_limits)
         exporters = self.tail_sampler if self.tail_sampler is not None else self.sinks
         for processor in span_processors(self.config, self.span_outcomes):
             exporters.add(processor)
@@ -270,9 +277,15 @@ class Telemetry:
         """
         if not self.enabled or not self.config.delivery_spans:
             return None
+        return self._tracer(name, scrubbed=scrubbed, stack_traces=False)
+
+    def _tracer(self, name: str, *, scrubbed: frozenset[str] = frozenset(), stack_traces: bool = True,
+                ) -> trace_api.Tracer:
+        """A :class:`~nexus_otel.telemetry.lean_tracer.LeanTracer` on a provider built here, else the provider's."""
         provider = self.tracer_provider
         if isinstance(provider, TracerProvider) and provider in self._owned:
-            return LeanTracer(provider, self.sinks, InstrumentationScope(name, __version__), scrubbed=scrubbed)
+            return LeanTracer(provider, self.sinks, InstrumentationScope(name, __version__), scrubbed=scrubbed,
+                              processors=self.span_processors, limits=self.span_limits, stack_traces=stack_traces)
         return provider.get_tracer(name, __version__)
 
     def add_span_processor(self, processor: SpanProcessor) -> None:

@@ -1,0 +1,201 @@
+"""An app on a tracer provider it built makes its spans with the lean tracer: the same spans, bytes and processors
+as the SDK's tracer gives an app on a provider it was handed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from nexus_otel import Nexus, NexusPlugin
+from nexus_otel.serving import BackgroundServer
+from nexus_otel.telemetry.lean_tracer import LeanSpan, LeanTracer
+from nexus_otel.telemetry.telemetry import Telemetry
+
+ENV = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+
+
+class Hooks(NexusPlugin):
+    name = "shape"  # type: ignore[assignment]
+    version = "1.0.0"  # type: ignore[assignment]
+
+    def setup(self, nexus_app: Nexus) -> None:
+        nexus_app.on_workflow_started(lambda event: None)
+        nexus_app.on_workflow_completed(lambda event: None)
+        nexus_app.on_workflow_failed(lambda event: None)
+
+
+def _work(inputs: dict) -> dict:
+    """Sets what user code sets on the current span: valid, cleaned, invalid and too many values."""
+    span = trace.get_current_span()
+    span.set_attribute("user.text", "x" * 40)
+    span.set_attribute("user.numbers", [1, 2, 3])
+    span.set_attribute("user.mapping", {"a": [1, "two"]})  # an AnyValue the SDK keeps as it is
+    span.set_attribute("user.object", object())  # not a valid value: None, with the SDK's warning
+    span.set_attributes({f"user.n{i}": i for i in range(inputs.get("many", 0))})
+    for i in range(inputs.get("events", 0)):
+        span.add_event(f"step {i}", {"i": i, "list": ("a", "b")})
+    if inputs.get("fail"):
+        raise ValueError("bad input")
+    return {"ok": True}
+
+
+def _app(name: str, provider: TracerProvider | None) -> tuple[Nexus, InMemorySpanExporter]:
+    telemetry = Telemetry(name, tracer_provider=provider, environ=ENV)
+    exported = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exported))
+    app = Nexus(name, telemetry=telemetry)
+    app.add_plugin(Hooks())
+    app.register("work", _work)
+    return app, exported
+
+
+def _normalized(spans: tuple[ReadableSpan, ...]) -> list[bytes]:
+    """Each span's OTLP bytes as the SDK's encoder writes them, with ids, times and the port made equal."""
+    request = encode_spans(spans)
+    out = []
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.trace_id = span.span_id = span.parent_span_id = b""
+                span.start_time_unix_nano = span.end_time_unix_nano = 0
+                for event in span.events:
+                    event.time_unix_nano = 0
+                for kv in span.attributes:
+                    if kv.key in ("server.port", "nexus.workflow.id"):
+                        kv.value.Clear()
+                out.append(scope_spans.scope.SerializeToString() + span.SerializeToString())
+    return sorted(out)
+
+
+def _requests(url: str) -> list[int]:
+    bodies = [{}, {"fail": True}, {"many": 140}, {"events": 140}, {"events": 3, "fail": True}]
+    with httpx.Client(timeout=30) as client:
+        return [client.post(f"{url}/workflows/work", json=body).status_code for body in bodies]
+
+
+@pytest.mark.parametrize("limits", [{}, {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "9", "OTEL_SPAN_EVENT_COUNT_LIMIT": "2",
+                                         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "12",
+                                         "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1"}])
+def test_served_requests_give_the_bytes_the_sdks_tracer_gives(monkeypatch, caplog, limits: dict[str, str]) -> None:
+    """Server, workflow and hook spans, user attributes (cleaned, dropped, over the limits), events and exception
+    events: encoded as OTLP, the lean spans are the SDK's spans byte for byte, ids and times aside."""
+    for name, value in limits.items():
+        monkeypatch.setenv(name, value)
+    lean_app, lean_spans = _app("shape", None)
+    assert isinstance(lean_app.telemetry.tracer, LeanTracer)
+    sdk_app, sdk_spans = _app("shape", TracerProvider(resource=lean_app.telemetry.resource))
+    assert not isinstance(sdk_app.telemetry.tracer, LeanTracer)
+    with caplog.at_level(logging.WARNING, logger="opentelemetry.attributes"):
+        with BackgroundServer(lean_app) as url:
+            lean_codes = _requests(url)
+        lean_warnings = sorted(r.getMessage() for r in caplog.records)
+        caplog.clear()
+        with BackgroundServer(sdk_app) as url:
+            sdk_codes = _requests(url)
+        sdk_warnings = sorted(r.getMessage() for r in caplog.records)
+    assert lean_codes == sdk_codes == [200, 500, 200, 200, 500]
+    made = lean_spans.get_finished_spans()
+    assert len(made) == len(sdk_spans.get_finished_spans()) == 5 * 4 + 4  # and start, setup, teardown, stop
+    assert _normalized(made) == _normalized(sdk_spans.get_finished_spans())
+    assert lean_warnings == sdk_warnings and lean_warnings, "invalid values are dropped with the SDK's warnings"
+    workflow = [s for s in made if s.name == "workflow work"]
+    assert workflow[0].attributes.get("user.object") is None and workflow[0].attributes["user.numbers"] == (1, 2, 3)
+    assert workflow[0].attributes["user.mapping"] == {"a": (1, "two")}
+    failed = [e for s in workflow for e in s.events if e.name == "exception"]
+    assert failed
+    if not limits:
+        assert all("Traceback" in e.attributes["exception.stacktrace"] for e in failed)
+    else:
+        assert max(s.dropped_attributes for s in workflow) > 0 and max(s.dropped_events for s in workflow) > 0
+    lean_app.stop()
+    sdk_app.stop()
+
+
+class Seen(SpanProcessor):
+    """Records what a processor added to the provider itself is given."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, Any, bool]] = []
+        self.ending: list[str] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append((span.name, span.parent, span.is_recording()))
+        span.set_attribute("added.on_start", "yes")
+
+    def _on_ending(self, span: Any) -> None:
+        self.ending.append(span.name)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+def test_a_processor_added_to_the_provider_itself_sees_every_lean_span_start_and_end() -> None:
+    """provider.add_span_processor: on_start with the live span (parent, recording, writable), the SDK's
+    _on_ending, and on_end, for the server, workflow and hook spans alike."""
+    app, exported = _app("direct", None)
+    seen = Seen()
+    app.telemetry.tracer_provider.add_span_processor(seen)  # type: ignore[attr-defined]
+    with BackgroundServer(app) as url:
+        assert httpx.post(f"{url}/workflows/work", json={}, timeout=30).status_code == 200
+    app.stop()
+    names = ["POST", "workflow work", "hook workflow_started shape", "hook workflow_completed shape"]
+    lifecycle = ["nexus start", "plugin teardown shape", "nexus stop"]  # set up before ``seen`` was added
+    assert sorted(n for n, _, _ in seen.started) == sorted(names + lifecycle)
+    assert all(recording for _, _, recording in seen.started)
+    assert sorted(seen.ending) == sorted(s.name for s in seen.ended)
+    assert [s.attributes["added.on_start"] for s in seen.ended] == ["yes"] * 7
+    request = [s for s in seen.ended if s.name not in lifecycle]
+    server = next(s for s in request if s.name.startswith("POST"))
+    assert len(request) == 4 and server.parent is None
+    assert all(s.parent is not None and s.context.trace_id == server.context.trace_id
+               for s in request if s is not server)
+    assert {s.context.span_id for s in seen.ended} == {s.context.span_id for s in exported.get_finished_spans()
+                                                       if s.name != "plugin setup shape"}
+
+
+def test_a_span_ended_from_two_threads_at_once_is_exported_once() -> None:
+    """end() races: one ReadableSpan reaches the processors, as with the SDK's lock."""
+    telemetry = Telemetry("race", environ=ENV)
+    exported = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exported))
+    for _ in range(200):
+        span = telemetry.tracer.start_span("raced")
+        assert isinstance(span, LeanSpan)
+        barrier = threading.Barrier(2)
+
+        def end(span: Any = span, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            span.end()
+
+        threads = [threading.Thread(target=end) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(exported.get_finished_spans()) == 200
+    telemetry.shutdown()
+
+
+def test_with_span_as_a_context_manager_records_what_escapes_it_as_the_sdk() -> None:
+    """``with tracer.start_span(...)``: the escaping exception is an event with a stack trace and an ERROR status."""
+    telemetry = Telemetry("ctx", environ=ENV)
+    exported = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exported))
+    sdk = telemetry.tracer_provider.get_tracer("ctx")  # type: ignore[attr-defined]
+    for tracer in (telemetry.tracer, sdk):
+        with pytest.raises(KeyError), tracer.start_span("step"):
+            raise KeyError("missing")
+    lean_made, sdk_made = exported.get_finished_spans()
+    assert _normalized((lean_made,))[0].split(b"step")[1] == _normalized((sdk_made,))[0].split(b"step")[1]
+    assert lean_made.status.description == "KeyError: 'missing'" and lean_made.events[0].name == "exception"
+    telemetry.shutdown()
