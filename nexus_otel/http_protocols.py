@@ -12,8 +12,9 @@ closed (HTTP clients retry those on a new connection).
 ``"auto"`` (:func:`protocol_class`) serves with httptools wherever it can be
 imported, else with h11. The two differ at their edges: h11 answers 400 to a
 request head that reaches uvicorn's ``h11_max_incomplete_event_size`` (16 KiB by
-default) before it is complete, httptools (llhttp) sets no limit on a head's
-size; llhttp answers 400 to a method it does not know, before the app, where
+default) before it is complete; on httptools, whose parser sets no limit of its
+own, a head over :data:`MAX_HEAD_BYTES` (64 KiB) is answered 400. llhttp answers
+400 to a method it does not know, before the app, where
 h11 passes any token on.
 """
 
@@ -34,6 +35,10 @@ except ImportError:  # httptools is not installed: "auto" serves with h11
 
 FRESH_GRACE = 0.5
 """Seconds a stopping server gives a connection it accepted, but has not read from yet, to send its request."""
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Bytes of request target and header fields a request head may have on httptools (h11's bound is uvicorn's
+``h11_max_incomplete_event_size``, 16 KiB of a head not complete yet)."""
 
 HTTP_PROTOCOLS = ("auto", "httptools", "h11")
 """The names :func:`protocol_class` takes (``serve --http``)."""
@@ -100,10 +105,35 @@ class DrainingH11Protocol(_FreshGrace, H11Protocol):
     """uvicorn's h11 protocol (pure Python), draining as the module doc says."""
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: llhttp stops, and uvicorn answers 400 and closes the connection."""
+
+
 if HttpToolsProtocol is not None:
 
     class DrainingHttpToolsProtocol(_FreshGrace, HttpToolsProtocol):
-        """uvicorn's httptools protocol (llhttp, in C), draining as the module doc says."""
+        """uvicorn's httptools protocol (llhttp, in C), draining as the module doc says, and with a bound on a
+        request head: over :data:`MAX_HEAD_BYTES` of target and header fields it is answered 400 and the
+        connection closed (llhttp has no bound of its own, and uvicorn keeps every byte of a head in memory)."""
+
+        _head_bytes = 0
+
+        def on_message_begin(self) -> None:
+            self._head_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._grow(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._grow(len(name) + len(value))
+            super().on_header(name, value)
+
+        def _grow(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise _HeadTooLarge
 
 
 def protocol_class(name: str) -> type[asyncio.Protocol]:

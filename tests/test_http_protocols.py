@@ -173,6 +173,30 @@ def test_a_request_in_flight_when_the_server_stops_gets_its_answer(served):
         assert closed(conn)
 
 
+def test_a_request_head_over_the_bound_is_refused_on_httptools():
+    """httptools: a head just under MAX_HEAD_BYTES is answered; one over it (in one header, or in many, or in the
+    target) gets 400 and the connection closes, however it arrives: the server keeps no unbounded head."""
+    from nexus_otel.http_protocols import MAX_HEAD_BYTES
+
+    app = App()
+    with BackgroundServer(app, http="httptools") as url:
+        host, port = url.removeprefix("http://").split(":")
+        under = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES - 100) + b"\r\n\r\n"
+        many = b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(80))
+        target = b"GET /" + b"c" * (MAX_HEAD_BYTES + 10) + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+        for head, answered in ((under, 200), (many + b"\r\n", 400), (target, 400)):
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                for at in range(0, len(head), 4096):  # in pieces, as a slow client sends it
+                    try:
+                        conn.sendall(head[at:at + 4096])
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+                status, _, _ = read_response(conn)
+                assert status == answered, (len(head), status)
+                if answered == 400:
+                    assert closed(conn)
+
+
 def test_protocol_names():
     """auto is httptools here; h11 is h11; other names are a ConfigurationError naming the setting and the choices."""
     assert HTTP_PROTOCOLS == ("auto", "httptools", "h11")
