@@ -305,13 +305,39 @@ def gateway_config_with_static_samplers(dest: Path, samplers: list[str]) -> Path
     return dest
 
 
+# The only changes tests make to a shipped Collector config's timing, each asked for by name (``short_waits``,
+# ``quick_span_metrics``); every other test runs the file as shipped. The shipped waits are sized for production
+# traffic, not for a test that sends its traffic at once and then has nothing to do but wait:
+SHORT_WAITS = (
+    # The tail sampler decides a trace decision_wait (shipped: 10 s) after its first span, ticking every second,
+    # so a trace is decided 2 to 3 s after its first span: still longer than any test here takes to send one
+    # trace's spans (a few hundred ms), and spans arriving after the decision follow it (the shipped
+    # decision_cache), so traces stay whole.
+    ("tail_sampling", "--set=processors::tail_sampling::decision_wait=3s"),
+    # The batch processor holds spans and records for up to 2 s (1 s at the gateway) before it exports them.
+    ("batch", "--set=processors::batch::timeout=200ms"),
+)
+QUICK_SPAN_METRICS = (
+    # The span_metrics connector exports every metrics_flush_interval (shipped: 15 s), and its first export after
+    # the Collector starts reads 0 for every series: with the shipped interval the counts reach the Prometheus
+    # exporter 30 s after start.
+    ("span_metrics", "--set=connectors::span_metrics::metrics_flush_interval=1s"),
+)
+
+
 class Collector(_Server):
-    """Our Collector distribution running a shipped config from ``deploy/`` on free loopback ports."""
+    """Our Collector distribution running a shipped config from ``deploy/`` on free loopback ports.
+
+    ``short_waits`` and ``quick_span_metrics`` shorten the timings named in :data:`SHORT_WAITS` and
+    :data:`QUICK_SPAN_METRICS` (those the config defines), through the Collector's ``--set``; for tests whose
+    subject is not the shipped timing.
+    """
 
     binary = "otelcol"
 
     def __init__(self, workdir: Path, config: str, *, jaeger_endpoint: str = "", victorialogs_endpoint: str = "",
-                 name: str = "otelcol", **extra_env: str) -> None:
+                 name: str = "otelcol", short_waits: bool = False, quick_span_metrics: bool = False,
+                 **extra_env: str) -> None:
         self.otlp_grpc_port = free_port()
         self.otlp_http_port = free_port()
         self.metrics_port = free_port()
@@ -328,6 +354,13 @@ class Collector(_Server):
             **extra_env,
         }
         super().__init__(workdir, DEPLOY / config, env, int(env["OTELCOL_HEALTH_PORT"]), name)
+        overrides = (SHORT_WAITS if short_waits else ()) + (QUICK_SPAN_METRICS if quick_span_metrics else ())
+        components = _component_names(self.config)
+        # Only for components the config defines: --set would otherwise add one (a gateway has no tail sampler).
+        self.overrides = [flag for component, flag in overrides if component in components]
+
+    def arguments(self) -> list[str]:
+        return [*super().arguments(), *self.overrides]
 
     @property
     def otlp_http_url(self) -> str:
@@ -336,3 +369,9 @@ class Collector(_Server):
     @property
     def otlp_grpc_endpoint(self) -> str:
         return f"{LOOPBACK}:{self.otlp_grpc_port}"
+
+
+def _component_names(config: Path) -> set[str]:
+    """The processors and connectors a Collector config defines (``batch``, ``tail_sampling``, ``span_metrics``)."""
+    parsed = yaml.safe_load(Path(config).read_text())
+    return {name for section in ("processors", "connectors") for name in (parsed.get(section) or {})}

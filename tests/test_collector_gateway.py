@@ -7,7 +7,10 @@ Service (DNS), and two samplers on one machine cannot share a name and port, so
 the test lists them with the load_balancing exporter's ``static`` resolver. The
 rest of the file (pipelines, processors, routing key) runs as shipped. Each
 sampler sends what it keeps to its own OTLP/gRPC receiver standing in the
-place of Jaeger, so the test sees which sampler each span went through.
+place of Jaeger, so the test sees which sampler each span went through. All
+three run with ``short_waits`` (tests/deploy_servers.py): the samplers decide a
+trace 2 to 3 s after its first span, not 10 s, still well after its last span
+arrived (the test sends every span within a second), and the batches wait 200 ms.
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ def test_gateway_sends_each_trace_to_one_sampler_which_decides_on_whole_traces(t
     with GRPCReceiver() as sink_a, GRPCReceiver() as sink_b:
         samplers = [
             Collector(tmp_path, "otel-collector-sampler.yaml", name=f"sampler-{n}",
-                      jaeger_endpoint=sink.endpoint.removeprefix("http://"))
+                      jaeger_endpoint=sink.endpoint.removeprefix("http://"), short_waits=True)
             for n, sink in (("a", sink_a), ("b", sink_b))
         ]
         config = gateway_config_with_static_samplers(tmp_path / "gateway.yaml",
                                                      [s.otlp_grpc_endpoint for s in samplers])
-        with samplers[0], samplers[1], Collector(tmp_path, str(config), name="gateway") as gateway:
+        with samplers[0], samplers[1], \
+                Collector(tmp_path, str(config), name="gateway", short_waits=True) as gateway:
             traces = {secrets.token_bytes(16): i < ERROR_TRACES for i in range(ERROR_TRACES + OK_TRACES)}
             with httpx.Client(timeout=10) as client:
                 for index in range(SPANS_PER_TRACE):  # every trace's spans arrive in separate requests

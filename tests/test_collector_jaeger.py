@@ -1,9 +1,12 @@
 """The deploy kit on the real servers: the served example app -> our Collector -> Jaeger v2 -> its query API
 (and its log records -> VictoriaLogs).
 
-The Collector runs ``deploy/otel-collector.yaml`` exactly as shipped (only the
+The Collector runs ``deploy/otel-collector.yaml`` as shipped (only the
 listening addresses and Jaeger's and VictoriaLogs' addresses come from the environment
-variables the file reads); Jaeger runs ``deploy/jaeger.yaml``; a real Prometheus scrapes the
+variables the file reads), its tail sampler's timing too, with one change: ``quick_span_metrics``
+(tests/deploy_servers.py), the span metrics exported every second instead of every 15 s (the first
+export reads 0, so the shipped interval would hold the span metrics test for 30 s after the start);
+Jaeger runs ``deploy/jaeger.yaml``; a real Prometheus scrapes the
 Collector. One module-scoped kit is shared: the traffic is sent once, then the
 tests wait out the tail sampler's ``decision_wait`` (10 s) together.
 
@@ -119,7 +122,7 @@ def kit(tmp_path_factory):
     no_otlp.start()
     with Jaeger(work) as jaeger, VictoriaLogs(work) as logs, \
             Collector(work, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint,
-                      victorialogs_endpoint=logs.otlp_endpoint) as collector, \
+                      victorialogs_endpoint=logs.otlp_endpoint, quick_span_metrics=True) as collector, \
             Collector(work, "otel-collector.yaml", jaeger_endpoint=f"127.0.0.1:{no_otlp_port}",
                       victorialogs_endpoint=f"{logs.url}/no-otlp-here", name="misdirected") as misdirected, \
             PrometheusServer(work / "prometheus",

@@ -7,7 +7,8 @@ its records (webhooks, audit rows) lose nothing, the spans it could not export
 are counted in ``nexus_telemetry_spans_total``, and after the restart its traces
 reach Jaeger again. The outage is five times the exporter's timeout the test sets
 (``OTEL_EXPORTER_OTLP_TIMEOUT``, 1 s, retries included) and 25 times its batch
-delay (200 ms): batch after batch gives up while it lasts, so spans are really lost.
+delay (200 ms): batch after batch gives up while it lasts, so spans are really lost. The Collector runs with
+``short_waits`` (tests/deploy_servers.py): the traces after the restart are decided in seconds, not 10 s.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def test_a_collector_down_for_five_seconds_loses_no_record_and_counts_the_lost_s
     require_binary("otelcol")
     require_binary("jaeger")
     with WebhookReceiver() as webhook, Jaeger(tmp_path) as jaeger, \
-            Collector(tmp_path, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint) as collector:
+            Collector(tmp_path, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint,
+                      short_waits=True) as collector:
         audit = tmp_path / "audit.sqlite"
         env = cli_env(tmp_path / "data", OTEL_SERVICE_NAME=SERVICE, KIT_WEBHOOK_URL=webhook.url,
                       KIT_AUDIT_DSN=f"sqlite:///{audit}", OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_url,

@@ -5,8 +5,9 @@ A workflow fails (so the Collector's tail sampler keeps its trace: keep-errors);
 trace). Jaeger's query API must then show three attempt spans in one trace of their own (the first the root,
 the retries its children), each with a reference to the workflow span, statuses 500, 500, 200; the receiver saw
 each one's traceparent;
-and the workflow's own trace holds no attempt span and ends long before the retries did. The Collector
-decides a trace 10 s (decision_wait) after its first span, then batches for 2 s: most of this test's time.
+and the workflow's own trace holds no attempt span and ends long before the retries did. The Collector runs with
+``short_waits`` (tests/deploy_servers.py): it decides a trace 2 to 3 s after its first span, not the shipped 10 s,
+and the retries' spans arriving after their trace's decision follow it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def stack(tmp_path) -> Iterator[tuple[Jaeger, Collector]]:
     require_binary("otelcol")
     require_binary("jaeger")
     jaeger = Jaeger(tmp_path)
-    collector = Collector(tmp_path, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint)
+    collector = Collector(tmp_path, "otel-collector.yaml", jaeger_endpoint=jaeger.otlp_grpc_endpoint,
+                          short_waits=True)
     errors: list[BaseException] = []
 
     def start(server: Any) -> None:

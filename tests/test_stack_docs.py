@@ -1,11 +1,13 @@
 """The README's tour step 5 and docs/deploy.md's "from nothing to a trace in Jaeger" and "a log record
 through the stack" run as written.
 
-Each test takes the text's ``bash`` blocks verbatim and runs them in one shell
-from the repository root, against ``scripts/stack.sh`` (our Collector, Jaeger,
-VictoriaLogs and Prometheus on their documented loopback ports). The only additions are
-where state goes (``NEXUS_OTEL_STACK_DIR``, ``NEXUS_OTEL_DATA_DIR`` in a
-temporary directory) and the clean-up afterwards. The ports are the
+The texts' ``bash`` blocks are taken verbatim and run in one shell from the
+repository root, against one ``scripts/stack.sh`` (our Collector, Jaeger,
+VictoriaLogs and Prometheus on their documented loopback ports, the Collector
+on ``deploy/otel-collector.yaml`` exactly as shipped, its timing too); each test
+reads its part of the output. The only additions are where state goes
+(``NEXUS_OTEL_STACK_DIR``, ``NEXUS_OTEL_DATA_DIR`` in a temporary directory), the
+markers between the blocks' outputs, and the clean-up afterwards. The ports are the
 documented ones, so a port in use fails the test with stack.sh's message.
 """
 
@@ -58,15 +60,31 @@ def _run_literally(script: str, tmp_path: Path, timeout: float = 300) -> subproc
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+README_DEMO = "=== README tour step 5"
+SECTION_1_JAEGER = "=== docs/deploy.md section 1: the traces in Jaeger"
 FAILED_CHECKOUT = "=== docs/deploy.md section 3: a failed checkout"
 BY_HAND = "=== docs/deploy.md: a log record by hand"
+README_JAEGER = "=== README tour step 5: the service orders in Jaeger"
+
+
+def _readme_step_5() -> tuple[str, str]:
+    """The README tour's step 5 (its text up to the next heading) and its one bash block."""
+    section = _section((REPO / "README.md").read_text(), "**5. Point it at an OTLP endpoint.**")
+    section = section[:section.index("## ")] if "## " in section else section
+    (block,) = _bash_blocks(section)
+    return section, block
 
 
 @pytest.fixture(scope="module")
-def deploy_docs_run(tmp_path_factory):
-    """docs/deploy.md's blocks on one stack, in the order a reader runs them: section 1 (from nothing to a trace in
-    Jaeger), section 3's failed checkout read back from VictoriaLogs, and the log record sent by hand. One stack
-    start for the three (each start is the Collector, Jaeger, VictoriaLogs and Prometheus)."""
+def stack_docs_run(tmp_path_factory):
+    """The README tour's step 5 and docs/deploy.md's blocks on one stack, in the order a reader runs them: the
+    stack and the demo app of section 1, the README's ``nexus-otel demo`` as service ``orders`` (in a subshell: its
+    exports stay in it), section 1's look at Jaeger, section 3's failed checkout read back from VictoriaLogs, the
+    log record sent by hand, and last the README's service in Jaeger.
+
+    One stack start for all (each start is the Collector, Jaeger, VictoriaLogs and Prometheus), and the Collector's
+    tail sampler decides on the README's traces while section 1 waits for its own (10 s after a trace's first span,
+    as shipped): the two waits overlap."""
     require_binary("otelcol")
     require_binary("jaeger")
     require_binary("victorialogs")
@@ -75,17 +93,32 @@ def deploy_docs_run(tmp_path_factory):
     assert len(first) == 2 and first[0].startswith("bash scripts/stack.sh up"), first
     (query,) = _bash_blocks(_section(text, "## 3. Log records in VictoriaLogs"))[:1]
     (by_hand,) = _bash_blocks(_section(text, "### A log record through the stack, by hand"))
-    script = "\n".join([*first, f"echo '{FAILED_CHECKOUT}'", query, f"echo '{BY_HAND}'", by_hand])
-    result = _run_literally(script, tmp_path_factory.mktemp("deploy-docs"))
+    _, readme = _readme_step_5()
+    # Before the clean-up stops the stack: Jaeger has the service the README names and its workflow spans. The
+    # service shows with the first spans stored; the Collector may still be batching the rest, so the traces are
+    # read until the workflow's span is there (or a minute has passed).
+    readme_in_jaeger = (
+        f"for i in $(seq 300); do curl -s {JAEGER_UI}/api/services | grep -q '\"orders\"' && break; sleep 0.2; done\n"
+        f"for i in $(seq 300); do out=$(curl -s '{JAEGER_UI}/api/traces?service=orders&limit=500'); "
+        f"case \"$out\" in *'\"operationName\":\"workflow checkout\"'*) break;; esac; sleep 0.2; done\n"
+        f"printf '%s\\n' \"$out\"\n")
+    script = "\n".join([first[0], f"echo '{README_DEMO}'", f"(\n{readme}\n)", f"echo '{SECTION_1_JAEGER}'",
+                        first[1], f"echo '{FAILED_CHECKOUT}'", query, f"echo '{BY_HAND}'", by_hand,
+                        f"echo '{README_JAEGER}'", readme_in_jaeger])
+    result = _run_literally(script, tmp_path_factory.mktemp("stack-docs"))
     assert result.returncode == 0, result.stderr[-3000:]
-    before, rest = result.stdout.split(FAILED_CHECKOUT, 1)
-    checkout, hand = rest.split(BY_HAND, 1)
-    return {"section 1": before, "failed checkout": checkout, "by hand": hand}
+    up, rest = result.stdout.split(README_DEMO, 1)
+    demo, rest = rest.split(SECTION_1_JAEGER, 1)
+    jaeger, rest = rest.split(FAILED_CHECKOUT, 1)
+    checkout, rest = rest.split(BY_HAND, 1)
+    hand, readme_jaeger = rest.split(README_JAEGER, 1)
+    return {"section 1": up + jaeger, "failed checkout": checkout, "by hand": hand, "readme demo": demo,
+            "readme jaeger": readme_jaeger, "stderr": result.stderr}
 
 
-def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(deploy_docs_run):
+def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(stack_docs_run):
     """Section 1 starts the stack and the demo app and lists the operations of the traces Jaeger has."""
-    out = deploy_docs_run["section 1"]
+    out = stack_docs_run["section 1"]
     assert "Jaeger UI        http://127.0.0.1:16686" in out
     assert "VictoriaLogs     http://127.0.0.1:9428/select/vmui" in out
     # The last command lists the operations of the traces Jaeger has for the service.
@@ -93,10 +126,10 @@ def test_deploy_docs_from_nothing_to_a_trace_in_jaeger_runs_as_written(deploy_do
     assert {"POST /workflows/{name}", "workflow checkout"} <= operations, out[-3000:]
 
 
-def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(deploy_docs_run):
+def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(stack_docs_run):
     """Section 3's block, with section 1's stack and app: the request log's two records and the workflow's own
     logging record, found by the trace id."""
-    out = deploy_docs_run["failed checkout"]
+    out = stack_docs_run["failed checkout"]
     # Section 1's curls print their answers without a newline: the record is the end of a line.
     records = {r["_msg"]: r for r in (json.loads(found) for found in re.findall(r'\{"_msg".*$', out, re.M))}
     assert set(records) == {"workflow started", "workflow failed", "checkout refused: B2 is out of stock"}, records
@@ -110,9 +143,9 @@ def test_deploy_docs_a_failed_checkouts_log_records_are_in_victorialogs(deploy_d
     assert failed["span_id"] == record["span_id"]  # the request log names the workflow span too
 
 
-def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(deploy_docs_run):
+def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(stack_docs_run):
     """The docs' curl sends a log record to the stack's Collector; VictoriaLogs returns it by trace id, masked."""
-    (line,) = [line for line in deploy_docs_run["by hand"].splitlines() if line.startswith("{")]
+    (line,) = [line for line in stack_docs_run["by hand"].splitlines() if line.startswith("{")]
     record = json.loads(line)
     assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]), record
     assert record["_msg"] == "charge retried with ****", record
@@ -120,27 +153,16 @@ def test_deploy_docs_log_record_by_hand_arrives_masked_in_victorialogs(deploy_do
     assert "db.password" not in record, record
 
 
-def test_readme_tour_step_5_sends_the_demo_to_jaeger(tmp_path):
-    require_binary("otelcol")
-    require_binary("jaeger")
-    section = _section((REPO / "README.md").read_text(), "**5. Point it at an OTLP endpoint.**")
-    section = section[:section.index("## ")] if "## " in section else section
-    (block,) = _bash_blocks(section)
+def test_readme_tour_step_5_sends_the_demo_to_jaeger(stack_docs_run):
+    """The README's block, on the stack the README says to start, puts the demo's traces in Jaeger as ``orders``."""
+    section, block = _readme_step_5()
     assert "bash scripts/stack.sh up" in section
-    script = f"bash scripts/stack.sh up\n{block}\n" + (
-        # Before the clean-up stops the stack: Jaeger has the service the text names and its workflow
-        # spans. The service shows with the first spans stored; the Collector may still be batching the
-        # rest, so the traces are read until the workflow's span is there (or a minute has passed).
-        f"for i in $(seq 300); do curl -s {JAEGER_UI}/api/services | grep -q '\"orders\"' && break; sleep 0.2; done\n"
-        f"for i in $(seq 300); do out=$(curl -s '{JAEGER_UI}/api/traces?service=orders&limit=500'); "
-        f"case \"$out\" in *'\"operationName\":\"workflow checkout\"'*) break;; esac; sleep 0.2; done\n"
-        f"printf '%s\\n' \"$out\"\n")
-    result = _run_literally(script, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "orders" in block and "nexus-otel demo" in block
-    traces = re.findall(r'"traceID":"([0-9a-f]+)"', result.stdout)
-    assert traces, f"no traces for service orders in Jaeger:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
-    assert '"operationName":"workflow checkout"' in result.stdout
+    out = stack_docs_run["readme jaeger"]
+    traces = re.findall(r'"traceID":"([0-9a-f]+)"', out)
+    assert traces, (f"no traces for service orders in Jaeger:\n{out[-3000:]}\n"
+                    f"{stack_docs_run['readme demo'][-2000:]}\n{stack_docs_run['stderr'][-2000:]}")
+    assert '"operationName":"workflow checkout"' in out
 
 
 def test_the_stack_script_names_a_busy_port_and_its_usage(tmp_path):
