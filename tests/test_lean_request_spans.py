@@ -199,3 +199,54 @@ def test_with_span_as_a_context_manager_records_what_escapes_it_as_the_sdk() -> 
     assert _normalized((lean_made,))[0].split(b"step")[1] == _normalized((sdk_made,))[0].split(b"step")[1]
     assert lean_made.status.description == "KeyError: 'missing'" and lean_made.events[0].name == "exception"
     telemetry.shutdown()
+
+
+def _local_parent(sampled: bool) -> Any:
+    """A context whose current span is a local span, sampled or not, with a trace state."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    parent = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0x00F067AA0BA902B7, is_remote=False,
+                         trace_flags=flags, trace_state=TraceState([("vendor", "v1")]))
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+@pytest.mark.parametrize("env", [
+    {}, {"OTEL_TRACES_SAMPLER": "parentbased_always_off"},
+    {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+    {"OTEL_TRACES_SAMPLER": "always_on"}, {"OTEL_TRACES_SAMPLER": "always_off"},
+    {"NEXUS_OTEL_WORKFLOW_SAMPLING": "work=0.5"}, {"NEXUS_OTEL_TAIL_SAMPLING_RATIO": "0"},
+    {"NEXUS_OTEL_TAIL_SAMPLING_RATIO": "0", "OTEL_TRACES_SAMPLER": "always_off"},
+])
+def test_a_local_parents_children_are_decided_as_the_providers_sampler_decides(env: dict[str, str]) -> None:
+    """Under a sampled and an unsampled local parent: the same flags, recording, trace state and attributes as the
+    SDK's tracer asking the sampler, for every sampler setting (some are answered without asking it)."""
+    telemetry = Telemetry("decide", environ={**ENV, **env})
+    sdk = telemetry.tracer_provider.get_tracer("decide")  # type: ignore[attr-defined]
+    for sampled in (True, False):
+        made = []
+        for tracer in (telemetry.tracer, sdk):
+            span = tracer.start_span("child", context=_local_parent(sampled), attributes={"a": 1})
+            ctx = span.get_span_context()
+            made.append((ctx.trace_flags, span.is_recording(), ctx.trace_state,
+                         dict(span.attributes) if span.is_recording() else None))  # type: ignore[attr-defined]
+            span.end()
+        assert made[0] == made[1], (sampled, made)
+    telemetry.shutdown()
+
+
+def test_a_parent_based_sampler_with_its_own_local_delegates_is_asked() -> None:
+    """A ParentBased sampler given other delegates for local parents decides those children itself."""
+    from dataclasses import replace
+
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    from nexus_otel.telemetry.config import TelemetryConfig
+
+    config = replace(TelemetryConfig.from_env(ENV), sampler=ParentBased(
+        ALWAYS_ON, local_parent_sampled=ALWAYS_OFF, local_parent_not_sampled=ALWAYS_ON))
+    telemetry = Telemetry("decide", config=config)
+    assert isinstance(telemetry.tracer, LeanTracer) and not telemetry.tracer.follows_local_parents
+    assert not telemetry.tracer.start_span("c", context=_local_parent(True)).get_span_context().trace_flags.sampled
+    assert telemetry.tracer.start_span("c", context=_local_parent(False)).get_span_context().trace_flags.sampled
+    telemetry.shutdown()

@@ -43,9 +43,10 @@ from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
 from ..processors.span_redaction import RedactingSpanProcessor
@@ -69,11 +70,14 @@ class SpanProcessors:
 
     def __init__(self) -> None:
         self.items: tuple[SpanProcessor, ...] = ()
+        self._ending: tuple[Any, ...] = ()  # the processors' own _on_ending methods (the base class's does nothing)
         self._lock = threading.Lock()
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         with self._lock:
             self.items = (*self.items, processor)
+            if getattr(type(processor), "_on_ending", None) not in (None, SpanProcessor._on_ending):
+                self._ending = (*self._ending, processor._on_ending)
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         for processor in self.items:
@@ -81,10 +85,8 @@ class SpanProcessors:
 
     def _on_ending(self, span: Any) -> None:
         """The SDK's hook, under its own name, for a span that is ending (spec: ``OnEnding``)."""
-        for processor in self.items:
-            on_ending = getattr(processor, "_on_ending", None)
-            if on_ending is not None:
-                on_ending(span)
+        for on_ending in self._ending:
+            on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         for processor in self.items:
@@ -261,11 +263,14 @@ class LeanTracer(trace_api.Tracer):
     """Makes :class:`LeanSpan` s with ``provider``'s sampler, ids, resource and limits, and hands each one to
     ``processors`` (the provider's, when given; else only ``pipeline``, the app's redacting span pipeline, on
     end). ``scrubbed``: attribute keys whose values the caller made from text its redactor already scrubbed
-    (not scanned again without a redaction callback). ``stack_traces``: whether exception events carry one."""
+    (not scanned again without a redaction callback). ``stack_traces``: whether exception events carry one.
+    ``follows_local_parents`` / ``records_unsampled``: what the provider's sampler is known to do with a local
+    parent's children (see the attribute)."""
 
     def __init__(self, provider: TracerProvider, pipeline: RedactingSpanProcessor, scope: InstrumentationScope,
                  *, scrubbed: frozenset[str] = frozenset(), processors: SpanProcessors | None = None,
-                 limits: SpanLimits | None = None, stack_traces: bool = True) -> None:
+                 limits: SpanLimits | None = None, stack_traces: bool = True, follows_local_parents: bool = False,
+                 records_unsampled: bool = False) -> None:
         self.sampler = provider.sampler
         self.ids = provider.id_generator
         self.resource = provider.resource
@@ -273,6 +278,12 @@ class LeanTracer(trace_api.Tracer):
         self.processors = processors
         self.scope = scope
         self.stack_traces = stack_traces
+        self.follows_local_parents = follows_local_parents
+        """The provider's sampler gives a child of a local span its parent's decision (sampled: kept; else dropped,
+        or recorded unsampled when ``records_unsampled``), with the given attributes and the parent's trace state:
+        then such children are decided here without asking it (ParentBased with its default delegates does
+        just that, and so do per-workflow ratios)."""
+        self.records_unsampled = records_unsampled
         self.limits = limits or SpanLimits()  # the provider's (OTEL_SPAN_*_LIMIT), read from the environment
         self.max_attributes = self.limits.max_span_attributes
         self.max_length = self.limits.max_span_attribute_length
@@ -290,16 +301,24 @@ class LeanTracer(trace_api.Tracer):
         parent_context = parent if parent.is_valid else None
         trace_id = parent.trace_id if parent_context is not None else self.ids.generate_trace_id()
         links = tuple(links) if links else ()
-        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = _SAMPLED if result.decision.is_sampled() else _UNSAMPLED
+        if parent_context is not None and self.follows_local_parents and not parent_context.is_remote:
+            # What the head sampler would answer (see follows_local_parents), without asking it.
+            decision = (Decision.RECORD_AND_SAMPLE if parent_context.trace_flags.sampled
+                        else Decision.RECORD_ONLY if self.records_unsampled else Decision.DROP)
+            given = attributes
+            trace_state: TraceState | None = parent_context.trace_state
+        else:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            decision, given, trace_state = result.decision, result.attributes, result.trace_state
+        flags = _SAMPLED if decision.is_sampled() else _UNSAMPLED
         random_id = self._root_flags if parent_context is None else parent_context.trace_flags & _RANDOM
         if random_id:
             flags = TraceFlags(flags | random_id)
         span_context = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False, trace_flags=flags,
-                                   trace_state=result.trace_state)
-        if not result.decision.is_recording():
+                                   trace_state=trace_state)
+        if not decision.is_recording():
             return trace_api.NonRecordingSpan(span_context)
-        span = LeanSpan(self, name, span_context, parent_context, kind, self.initial_attributes(result.attributes),
+        span = LeanSpan(self, name, span_context, parent_context, kind, self.initial_attributes(given),
                         self.initial_links(links), start_time or time.time_ns(), record_exception,
                         set_status_on_exception)
         if self.processors is not None:
@@ -328,10 +347,15 @@ class LeanTracer(trace_api.Tracer):
         """A new span's attributes: as given when every value is :meth:`valid` and they are within the limit."""
         if not given:
             return {}
-        valid = self.valid
-        if (self.max_attributes is None or len(given) <= self.max_attributes) and all(
-                type(k) is str and k and valid(v) for k, v in given.items()):
-            return dict(given)
+        if self.max_attributes is None or len(given) <= self.max_attributes:
+            length = self.max_length
+            for key, value in given.items():  # a loop, not all() over a generator: this runs for every span
+                cls = type(value)
+                if type(key) is not str or not key or cls not in _SCALARS or (
+                        cls is str and length is not None and len(value) > length):  # type: ignore[arg-type]
+                    break
+            else:
+                return dict(given)
         return BoundedAttributes(self.max_attributes, given, immutable=False, max_value_len=self.max_length)
 
     def initial_links(self, given: tuple[Link, ...]) -> tuple[Link, ...] | BoundedList:

@@ -45,6 +45,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -75,6 +76,8 @@ P = TypeVar("P")
 EXIT_TIMEOUT = 5.0
 """Seconds an app that was never stopped gets to flush its telemetry when the interpreter exits."""
 LOG_ATTRIBUTE_COUNT = 128
+_DEFAULT_DELEGATES = "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
+"""How a ``ParentBased`` sampler's description ends when a local parent's decision is followed (its defaults)."""
 """Attributes a log record keeps when no ``OTEL_*ATTRIBUTE_COUNT_LIMIT`` says otherwise (the SDK's default)."""
 
 
@@ -285,8 +288,19 @@ class Telemetry:
         provider = self.tracer_provider
         if isinstance(provider, TracerProvider) and provider in self._owned:
             return LeanTracer(provider, self.sinks, InstrumentationScope(name, __version__), scrubbed=scrubbed,
-                              processors=self.span_processors, limits=self.span_limits, stack_traces=stack_traces)
+                              processors=self.span_processors, limits=self.span_limits, stack_traces=stack_traces,
+                              follows_local_parents=self._follows_local_parents(),
+                              records_unsampled=self.tail_sampler is not None)
         return provider.get_tracer(name, __version__)
+
+    def _follows_local_parents(self) -> bool:
+        """Whether the head sampler of a provider built here gives a local parent's child the parent's decision:
+        the parent-based samplers with their default delegates (``OTEL_TRACES_SAMPLER``'s ``parentbased_*``, the
+        default) do, per-workflow ratios do (:class:`WorkflowSampler`); a sampler the app was given is asked."""
+        if self.workflow_sampler is not None:
+            return True
+        sampler = self.config.sampler
+        return type(sampler) is ParentBased and sampler.get_description().endswith(_DEFAULT_DELEGATES)
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
