@@ -3,6 +3,8 @@ as the SDK's tracer gives an app on a provider it was handed."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import threading
 from typing import Any
@@ -36,6 +38,9 @@ class Hooks(NexusPlugin):
 def _work(inputs: dict) -> dict:
     """Sets what user code sets on the current span: valid, cleaned, invalid and too many values."""
     span = trace.get_current_span()
+    span.set_attribute("user.first", 1)
+    span.set_attribute("user.second", 2)
+    span.set_attribute("user.first", 3)  # set again: it moves to the end, as in the SDK's bounded attributes
     span.set_attribute("user.text", "x" * 40)
     span.set_attribute("user.numbers", [1, 2, 3])
     span.set_attribute("user.mapping", {"a": [1, "two"]})  # an AnyValue the SDK keeps as it is
@@ -120,20 +125,31 @@ def test_served_requests_give_the_bytes_the_sdks_tracer_gives(monkeypatch, caplo
     sdk_app.stop()
 
 
+READABLE = ("name", "context", "parent", "kind", "attributes", "events", "links", "status", "start_time",
+            "end_time", "resource", "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links")
+"""What a processor may read of a span (the SDK's ReadableSpan properties)."""
+
+
 class Seen(SpanProcessor):
-    """Records what a processor added to the provider itself is given."""
+    """Records what a processor added to the provider itself is given, reading every ReadableSpan property."""
 
     def __init__(self) -> None:
         self.started: list[tuple[str, Any, bool]] = []
         self.ending: list[str] = []
         self.ended: list[ReadableSpan] = []
+        self.read: list[dict[str, Any]] = []
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         self.started.append((span.name, span.parent, span.is_recording()))
+        self.read.append({name: getattr(span, name) for name in READABLE})
+        assert span.end_time is None and span.instrumentation_scope.name == "nexus_otel"
         span.set_attribute("added.on_start", "yes")
+        json.loads(span.to_json())
 
     def _on_ending(self, span: Any) -> None:
         self.ending.append(span.name)
+        self.read.append({name: getattr(span, name) for name in READABLE})
+        assert span.end_time is not None and not span.is_recording()
 
     def on_end(self, span: ReadableSpan) -> None:
         self.ended.append(span)
@@ -161,6 +177,7 @@ def test_a_processor_added_to_the_provider_itself_sees_every_lean_span_start_and
                for s in request if s is not server)
     assert {s.context.span_id for s in seen.ended} == {s.context.span_id for s in exported.get_finished_spans()
                                                        if s.name != "plugin setup shape"}
+    assert len(seen.read) == 14 and all(read["resource"] is app.telemetry.resource for read in seen.read)
 
 
 def test_a_span_ended_from_two_threads_at_once_is_exported_once() -> None:
@@ -239,7 +256,7 @@ def test_a_parent_based_sampler_with_its_own_local_delegates_is_asked() -> None:
     """A ParentBased sampler given other delegates for local parents decides those children itself."""
     from dataclasses import replace
 
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, StaticSampler
 
     from nexus_otel.telemetry.config import TelemetryConfig
 
@@ -249,4 +266,57 @@ def test_a_parent_based_sampler_with_its_own_local_delegates_is_asked() -> None:
     assert isinstance(telemetry.tracer, LeanTracer) and not telemetry.tracer.follows_local_parents
     assert not telemetry.tracer.start_span("c", context=_local_parent(True)).get_span_context().trace_flags.sampled
     assert telemetry.tracer.start_span("c", context=_local_parent(False)).get_span_context().trace_flags.sampled
+    telemetry.shutdown()
+    # A delegate that describes itself as the default one, but records without sampling: still asked.
+    recording = StaticSampler(Decision.RECORD_ONLY)
+    config = replace(config, sampler=ParentBased(ALWAYS_ON, local_parent_sampled=recording))
+    telemetry = Telemetry("decide", config=config)
+    span = telemetry.tracer.start_span("c", context=_local_parent(True))
+    assert span.is_recording() and not span.get_span_context().trace_flags.sampled
+    telemetry.shutdown()
+
+
+def test_start_as_current_span_decorates_coroutine_functions_and_functions_as_the_sdks() -> None:
+    """As a decorator: a coroutine function's span lasts until its coroutine ends and parents what runs in it;
+    each call gets a span of its own; a sync function too."""
+    telemetry = Telemetry("deco", environ=ENV)
+    exported = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = telemetry.tracer
+
+    @tracer.start_as_current_span("outer")
+    async def outer() -> None:
+        await asyncio.sleep(0.05)
+        with tracer.start_as_current_span("inner"):
+            pass
+
+    @tracer.start_as_current_span("plain")
+    def plain() -> int:
+        return trace.get_current_span().get_span_context().span_id
+
+    asyncio.run(outer())
+    asyncio.run(outer())
+    ids = {plain(), plain()}
+    spans = exported.get_finished_spans()
+    outers = [s for s in spans if s.name == "outer"]
+    inners = [s for s in spans if s.name == "inner"]
+    assert len(outers) == len(inners) == 2 and len({s.context.span_id for s in outers}) == 2
+    assert all(s.end_time - s.start_time >= 40_000_000 for s in outers), "the span lasts as long as the coroutine"
+    assert {s.parent.span_id for s in inners} == {s.context.span_id for s in outers}
+    assert ids == {s.context.span_id for s in spans if s.name == "plain"} and len(ids) == 2
+    telemetry.shutdown()
+
+
+def test_events_stay_bounded_while_a_span_is_open() -> None:
+    """20,000 events on an open span: it holds at most the event limit (the newest), and counts the rest."""
+    telemetry = Telemetry("events", environ=ENV)
+    exported = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exported))
+    span = telemetry.tracer.start_span("busy")
+    for i in range(20_000):
+        span.add_event(f"e{i}")
+    assert len(span.events) == 128 and span.dropped_events == 20_000 - 128  # type: ignore[attr-defined]
+    span.end()
+    (made,) = exported.get_finished_spans()
+    assert made.events[-1].name == "e19999" and made.dropped_events == 20_000 - 128
     telemetry.shutdown()

@@ -674,4 +674,16 @@ def _sampler(raw: str | None, raw_arg: str | None) -> sampling.Sampler:
             raise ConfigurationError("OTEL_TRACES_SAMPLER_ARG", raw_arg, "a number from 0 to 1")
     if name == "traceidratio":
         return sampling.TraceIdRatioBased(ratio)
-    return sampling.ParentBased(sampling.TraceIdRatioBased(ratio))
+    return ParentBasedRatio(sampling.TraceIdRatioBased(ratio))
+
+
+class ParentBasedRatio(sampling.ParentBased):
+    """``parentbased_traceidratio`` as the configuration builds it: the SDK's ``ParentBased`` with its default
+    delegates, so a local parent's children get the parent's decision (what :func:`follows_local_parents` tells)."""
+
+
+def follows_local_parents(sampler: sampling.Sampler) -> bool:
+    """Whether ``sampler`` is one the configuration built from a ``parentbased_*`` name (the default among them):
+    a local parent's child then gets the parent's decision, with the given attributes and the parent's trace
+    state. A sampler given otherwise is not judged (its delegates, or a subclass, may decide otherwise)."""
+    return sampler is sampling.DEFAULT_ON or sampler is sampling.DEFAULT_OFF or type(sampler) is ParentBasedRatio

@@ -31,12 +31,14 @@ tracer provider the app borrowed gets the SDK's tracer instead
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from types import TracebackType
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 from opentelemetry import trace as trace_api
@@ -109,7 +111,7 @@ class LeanSpan(trace_api.Span):
     """A recording span of a :class:`LeanTracer`: valid values kept as given until :meth:`end` hands it on."""
 
     __slots__ = ("_tracer", "_name", "_context", "_parent", "_kind", "_attributes", "_links", "_events",
-                 "_status", "_start", "_ended", "_lock", "_record_exception", "_set_status_on_exception")
+                 "_status", "_start", "_end", "_ended", "_lock", "_record_exception", "_set_status_on_exception")
 
     def __init__(self, tracer: LeanTracer, name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind, attributes: dict[str, Any] | BoundedAttributes, links: BoundedList | tuple[Link, ...],
@@ -121,18 +123,61 @@ class LeanSpan(trace_api.Span):
         self._kind = kind
         self._attributes = attributes
         self._links = links
-        self._events: list[Event] = []
+        self._events: list[Event] | BoundedList = []
         self._status = _UNSET
         self._start = start
+        self._end: int | None = None
         self._ended = False
         self._lock = threading.Lock()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
 
-    # What a processor's on_start reads of a live span, as of the SDK's.
+    # What a processor reads of a live span (on_start, _on_ending), as of the SDK's: read-only views.
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def resource(self) -> Any:
+        return self._tracer.resource
+
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope:
+        return self._tracer.scope
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return tuple(self._events)
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        return tuple(self._links)
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def end_time(self) -> int | None:
+        return self._end
+
+    @property
+    def dropped_attributes(self) -> int:
+        values = self._attributes
+        return values.dropped if isinstance(values, BoundedAttributes) else 0
+
+    @property
+    def dropped_events(self) -> int:
+        events = self._events
+        return events.dropped if isinstance(events, BoundedList) else 0
+
+    @property
+    def dropped_links(self) -> int:
+        links = self._links
+        return links.dropped if isinstance(links, BoundedList) else 0
+
+    def to_json(self, indent: int | None = 4) -> str:
+        return self._readable().to_json(indent)
 
     @property
     def context(self) -> SpanContext:
@@ -148,7 +193,7 @@ class LeanSpan(trace_api.Span):
 
     @property
     def attributes(self) -> Mapping[str, Any]:
-        return self._attributes
+        return MappingProxyType(self._attributes)
 
     @property
     def start_time(self) -> int:
@@ -177,10 +222,14 @@ class LeanSpan(trace_api.Span):
         values = self._attributes
         if isinstance(values, dict):
             tracer = self._tracer
-            if (type(key) is str and key and tracer.valid(value)
-                    and (tracer.max_attributes is None or key in values or len(values) < tracer.max_attributes)):
-                values[key] = value
-                return
+            if type(key) is str and key and tracer.valid(value):
+                if key in values:
+                    del values[key]  # set again: it moves to the end, as in the SDK's bounded attributes
+                    values[key] = value
+                    return
+                if tracer.max_attributes is None or len(values) < tracer.max_attributes:
+                    values[key] = value
+                    return
             values = self._attributes = BoundedAttributes(tracer.max_attributes, values, immutable=False,
                                                           max_value_len=tracer.max_length)
         values[key] = value
@@ -192,7 +241,11 @@ class LeanSpan(trace_api.Span):
                       timestamp or time.time_ns())
         with self._lock:
             if not self._ended:
-                self._events.append(event)
+                events = self._events
+                maximum = self._tracer.limits.max_events
+                if maximum is not None and len(events) >= maximum and not isinstance(events, BoundedList):
+                    events = self._events = BoundedList.from_seq(maximum, events)  # the oldest go first from here
+                events.append(event)
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if not (context.is_valid or attributes or context.trace_state):
@@ -247,16 +300,53 @@ class LeanSpan(trace_api.Span):
             if self._ended:
                 return
             self._ended = True
+            self._end = end_time or time.time_ns()
         tracer = self._tracer
         if tracer.processors is not None:
             tracer.processors._on_ending(self)  # the SDK's name for this hook, called as the SDK does
-        events = self._events
-        tracer.finish(self._attributes.keys() <= tracer.scrubbed, ReadableSpan(
+        tracer.finish(self._attributes.keys() <= tracer.scrubbed, self._readable())
+
+    def _readable(self) -> ReadableSpan:
+        """What this span is now, as the SDK's ``ReadableSpan`` (what processors get at its end)."""
+        tracer = self._tracer
+        return ReadableSpan(
             name=self._name, context=self._context, parent=self._parent, resource=tracer.resource,
-            attributes=self._attributes,
-            events=tracer.bounded_events(events),
-            links=self._links, kind=self._kind, status=self._status, start_time=self._start,
-            end_time=end_time or time.time_ns(), instrumentation_scope=tracer.scope))
+            attributes=self._attributes, events=self._events, links=self._links, kind=self._kind,
+            status=self._status, start_time=self._start, end_time=self._end, instrumentation_scope=tracer.scope)
+
+
+class CurrentSpan:
+    """What :meth:`LeanTracer.start_as_current_span` gives: a context manager, and a decorator of sync and async
+    functions alike, each call with a span of its own (as the API's own decorator does)."""
+
+    def __init__(self, open_span: Callable[[], AbstractContextManager[trace_api.Span]]) -> None:
+        self._open = open_span
+        self._opened: AbstractContextManager[trace_api.Span] | None = None
+
+    def __enter__(self) -> trace_api.Span:
+        self._opened = self._open()
+        return self._opened.__enter__()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool | None:
+        assert self._opened is not None
+        return self._opened.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def traced_coroutine(*args: Any, **kwargs: Any) -> Any:
+                with self._open():
+                    return await fn(*args, **kwargs)
+
+            return traced_coroutine
+
+        @functools.wraps(fn)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            with self._open():
+                return fn(*args, **kwargs)
+
+        return traced
 
 
 class LeanTracer(trace_api.Tracer):
@@ -325,12 +415,21 @@ class LeanTracer(trace_api.Tracer):
             self.processors.on_start(span, parent_context=context)
         return span
 
-    @contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API's own decorator for this is private
             self, name: str, context: Context | None = None, kind: SpanKind = SpanKind.INTERNAL,
             attributes: Attributes = None, links: Sequence[Link] | None = None, start_time: int | None = None,
             record_exception: bool = True, set_status_on_exception: bool = True,
-            end_on_exit: bool = True) -> Iterator[trace_api.Span]:
+            end_on_exit: bool = True) -> CurrentSpan:
+        """As the SDK's: ``with tracer.start_as_current_span(...) as span:``, or a decorator of a function or a
+        coroutine function (then its span ends when the coroutine does)."""
+        return CurrentSpan(functools.partial(
+            self._current_span, name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception, end_on_exit))
+
+    @contextmanager
+    def _current_span(self, name: str, context: Context | None, kind: SpanKind, attributes: Attributes,
+                      links: Sequence[Link] | None, start_time: int | None, record_exception: bool,
+                      set_status_on_exception: bool, end_on_exit: bool) -> Iterator[trace_api.Span]:
         span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
                                set_status_on_exception)
         with trace_api.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
@@ -372,11 +471,6 @@ class LeanTracer(trace_api.Tracer):
         return Link(link.context, BoundedAttributes(self.limits.max_link_attributes, link.attributes,
                                                     max_value_len=self.limits.max_attribute_length,
                                                     immutable=True))
-
-    def bounded_events(self, events: list[Event]) -> list[Event] | BoundedList:
-        """A span's events as it ends: as they are within the limit, else the newest, with the rest counted."""
-        maximum = self.limits.max_events
-        return events if maximum is None or len(events) <= maximum else BoundedList.from_seq(maximum, events)
 
     def finish(self, scrubbed: bool, span: ReadableSpan) -> None:
         """Hand a finished span to the processors; if all its attributes are ``scrubbed``, the redacting

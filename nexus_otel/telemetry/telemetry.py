@@ -45,7 +45,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -62,7 +61,7 @@ from ..processors.tail_sampling import RecordingSampler, TailSampling, TailSampl
 from ..redaction import Redactor
 from . import contract
 from .bound import BoundMetrics
-from .config import TelemetryConfig
+from .config import TelemetryConfig, follows_local_parents
 from .instruments import Instruments
 from .lean_tracer import LeanTracer, SpanProcessors
 from .metrics_hub import MetricsHub
@@ -76,8 +75,6 @@ P = TypeVar("P")
 EXIT_TIMEOUT = 5.0
 """Seconds an app that was never stopped gets to flush its telemetry when the interpreter exits."""
 LOG_ATTRIBUTE_COUNT = 128
-_DEFAULT_DELEGATES = "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
-"""How a ``ParentBased`` sampler's description ends when a local parent's decision is followed (its defaults)."""
 """Attributes a log record keeps when no ``OTEL_*ATTRIBUTE_COUNT_LIMIT`` says otherwise (the SDK's default)."""
 
 
@@ -145,11 +142,12 @@ class Telemetry:
         self.log_capture: LogCapture | None = None
         """While started with capture on: this app's hold on the process's ``logging`` handler."""
         self._owned: list[TracerProvider | MeterProvider | LoggerProvider] = []
+        """The providers built here: :meth:`shutdown` shuts them down (borrowed ones are only flushed)."""
         self.span_processors = SpanProcessors()
         """Every span processor of a tracer provider built here, which its lean tracers call as the SDK's would."""
         self.span_limits = SpanLimits()
-        """The ``OTEL_SPAN_*_LIMIT`` limits of a tracer provider built here (read from the process environment)."""
-        """The providers built here: :meth:`shutdown` shuts them down (borrowed ones are only flushed)."""
+        """The ``OTEL_SPAN_*_LIMIT`` limits of a tracer provider built here (read from the process environment, as
+        the SDK reads them, not from ``environ``)."""
         self._started = False
         self._start_lock = threading.Lock()
         separate_reader = False  # an OTLP metrics push with delta temporality reads the provider itself
@@ -295,12 +293,9 @@ class Telemetry:
 
     def _follows_local_parents(self) -> bool:
         """Whether the head sampler of a provider built here gives a local parent's child the parent's decision:
-        the parent-based samplers with their default delegates (``OTEL_TRACES_SAMPLER``'s ``parentbased_*``, the
-        default) do, per-workflow ratios do (:class:`WorkflowSampler`); a sampler the app was given is asked."""
-        if self.workflow_sampler is not None:
-            return True
-        sampler = self.config.sampler
-        return type(sampler) is ParentBased and sampler.get_description().endswith(_DEFAULT_DELEGATES)
+        the ``parentbased_*`` samplers of ``OTEL_TRACES_SAMPLER`` (the default among them) and per-workflow ratios
+        (:class:`WorkflowSampler`) do; a sampler given through the configuration is asked."""
+        return self.workflow_sampler is not None or follows_local_parents(self.config.sampler)
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
