@@ -113,13 +113,37 @@ if HttpToolsProtocol is not None:
 
     class DrainingHttpToolsProtocol(_FreshGrace, HttpToolsProtocol):
         """uvicorn's httptools protocol (llhttp, in C), draining as the module doc says, and with a bound on a
-        request head: over :data:`MAX_HEAD_BYTES` of target and header fields it is answered 400 and the
-        connection closed (llhttp has no bound of its own, and uvicorn keeps every byte of a head in memory)."""
+        request head: over :data:`MAX_HEAD_BYTES` it is answered 400 and the connection closed (llhttp has no
+        bound of its own, and uvicorn keeps every byte of a head in memory).
 
+        The head is measured two ways, as the parser lets it be seen: its complete fields (the target, each
+        header with its framing) as they are parsed, and the bytes read since the last complete field while the
+        head is still open (one header that never ends: the parser holds it unseen until its line ends). A read
+        that ends one request and begins the next (pipelining) is not counted in the second way, as the part
+        that is the new head is not known, so such a head costs at most one read more than the bound.
+        """
+
+        _head_open = False
+        _head_began = False  # in the read being parsed
+        _message_ended = False  # in the read being parsed
         _head_bytes = 0
+        _unparsed = 0
+
+        def data_received(self, data: bytes) -> None:
+            self._head_began = self._message_ended = False
+            super().data_received(data)
+            if self._head_open and not (self._head_began and self._message_ended) and not self.transport.is_closing():
+                self._unparsed += len(data)
+                if self._unparsed > MAX_HEAD_BYTES:
+                    self.send_400_response("Request head too large.")
+
+        def on_message_complete(self) -> None:
+            self._message_ended = True
+            super().on_message_complete()
 
         def on_message_begin(self) -> None:
-            self._head_bytes = 0
+            self._head_open = self._head_began = True
+            self._head_bytes = self._unparsed = 0
             super().on_message_begin()
 
         def on_url(self, url: bytes) -> None:
@@ -127,11 +151,16 @@ if HttpToolsProtocol is not None:
             super().on_url(url)
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._grow(len(name) + len(value))
+            self._grow(len(name) + len(value) + 4)  # ": " and CRLF: a head of many tiny fields is not free
             super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._head_open = False
+            super().on_headers_complete()
 
         def _grow(self, size: int) -> None:
             self._head_bytes += size
+            self._unparsed = 0
             if self._head_bytes > MAX_HEAD_BYTES:
                 raise _HeadTooLarge
 

@@ -174,8 +174,9 @@ def test_a_request_in_flight_when_the_server_stops_gets_its_answer(served):
 
 
 def test_a_request_head_over_the_bound_is_refused_on_httptools():
-    """httptools: a head just under MAX_HEAD_BYTES is answered; one over it (in one header, or in many, or in the
-    target) gets 400 and the connection closes, however it arrives: the server keeps no unbounded head."""
+    """httptools: a head just under MAX_HEAD_BYTES is answered; one over it (in many headers, in the target, in one
+    header whose line never ends, in many empty headers) gets 400 and the connection closes, arriving in pieces
+    as from a slow client: the server keeps no unbounded head."""
     from nexus_otel.http_protocols import MAX_HEAD_BYTES
 
     app = App()
@@ -184,7 +185,10 @@ def test_a_request_head_over_the_bound_is_refused_on_httptools():
         under = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES - 100) + b"\r\n\r\n"
         many = b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(80))
         target = b"GET /" + b"c" * (MAX_HEAD_BYTES + 10) + b" HTTP/1.1\r\nHost: t\r\n\r\n"
-        for head, answered in ((under, 200), (many + b"\r\n", 400), (target, 400)):
+        endless = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"d" * (MAX_HEAD_BYTES + 10)  # its line never ends
+        tiny = b"GET / HTTP/1.1\r\n" + b"a:\r\n" * (MAX_HEAD_BYTES // 3) + b"\r\n"  # a third of the bound unframed
+        cases = ((under, 200), (many + b"\r\n", 400), (target, 400), (endless, 400), (tiny, 400))
+        for head, answered in cases:
             with socket.create_connection((host, int(port)), timeout=5) as conn:
                 for at in range(0, len(head), 4096):  # in pieces, as a slow client sends it
                     try:
