@@ -118,6 +118,10 @@ PEER_RATIOS = (  # --peers: (numerator, denominator, target or None for informat
     ("nexus-full", "fastapi-contrib", None),
     ("fastapi-native", "fastapi-bare", None),
 )
+PARTS = {  # --parts: nexus-otel with a part of its telemetry left out, to show what each part costs
+    "nexus-no-spans": {"OTEL_TRACES_SAMPLER": "always_off"},  # spans started, none recorded: the rest of telemetry
+    "nexus-no-export": {"OTEL_TRACES_EXPORTER": "none"},  # spans recorded and redacted, not encoded nor sent
+}
 PEER_HOOKS = 2  # --peers' default --hooks: 4 spans a request (SERVER, workflow, two hooks)
 START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
 STOP_TIMEOUT = 15.0
@@ -607,6 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--peers", action="store_true",
                         help="instead: nexus-otel (full telemetry over OTLP/HTTP, and disabled) beside FastAPI "
                              "bare, FastAPI's native telemetry and the contrib instrumentor, one connection")
+    parser.add_argument("--parts", action="store_true",
+                        help="with --peers: also nexus-otel without recorded spans and without span export, "
+                             "to show what each part of telemetry costs")
     args = parser.parse_args(argv)
     if args.hooks is None:
         args.hooks = PEER_HOOKS if args.peers else HOOKS
@@ -617,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.peers and (args.workers or args.threads_sweep or args.async_workflow or args.profile):
         parser.error("--peers serves the sync workflow on one worker: no --workers, --threads-sweep, "
                      "--async-workflow or --profile")
+    if args.parts and not args.peers:
+        parser.error("--parts goes with --peers")
     if args.connections is None:
         args.connections = 1 if args.peers else 64 if args.workers or args.threads_sweep else 16
 
@@ -928,9 +937,10 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
 # --------------------------------------------------------------------------------------
 def start_peer_servers(args: argparse.Namespace, workdir: Path, sink: Sink, servers: list[Server]) -> None:
     """nexus-full, nexus-disabled and the peers, all started at once (appended to ``servers`` as they start)."""
-    for variant in NEXUS_PEERS:  # both with the sink's endpoint: the disabled one must send nothing to it
+    parts = list(PARTS) if args.parts else []
+    for variant in [*NEXUS_PEERS, *parts]:  # all with the sink's endpoint: the disabled one must send nothing to it
         otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_SERVICE_NAME": variant}
+                "OTEL_SERVICE_NAME": variant, **PARTS.get(variant, {})}
         servers.append(start_server(variant, workdir, False, args.work_ms, False, otlp, args.hooks))
     for peer in PEERS:
         servers.append(start_peer(peer, workdir, sink, args.work_ms, args.hooks))
@@ -940,7 +950,14 @@ def peer_spans(server: Server, hooks: int) -> int:
     """Spans a request to ``server`` makes (0 without telemetry)."""
     if server.variant in NEXUS_PEERS:
         return 0 if server.variant in DISABLED else 2 + hooks
+    if server.variant in PARTS:
+        return 0
     return spans_per_request(server.variant, hooks)
+
+
+def traced(server: Server, hooks: int) -> bool:
+    """Whether ``server`` answers with a trace id (a --parts server does, though it sends no span)."""
+    return server.variant in PARTS or peer_spans(server, hooks) > 0
 
 
 def check_peer(server: Server, traced: bool) -> list[str]:
@@ -970,7 +987,9 @@ def check_sink(servers: list[Server], counts: dict[str, Any], answered: dict[int
         per_request, got = peer_spans(server, hooks), services.get(server.variant)
         requests = answered.get(server.port, 0) + 1  # the check request too
         if not per_request:
-            if got:
+            if server.variant in PARTS and (got or {}).get("spans", 0):
+                problems.append(f"{server.variant}: sent spans to the sink: {got}")
+            elif server.variant not in PARTS and got:
                 problems.append(f"{server.variant}: sent telemetry to the sink: {got}")
             continue
         spans, traces = (got or {}).get("spans", 0), (got or {}).get("traces", 0)
@@ -1003,7 +1022,8 @@ def print_peers(servers: list[Server], protocols: dict[str, str], counts: dict[s
               f"{name} {got['exports']}" for name, got in counts["services"].items()) + ")")
     print()
     by_name = {server.variant: server for server in servers}
-    for a, b, target in PEER_RATIOS:
+    parts = [(part, "nexus-disabled", None) for part in PARTS if part in by_name]
+    for a, b, target in [*PEER_RATIOS, *parts]:
         ratio, paired = ratio_of(by_name[a], by_name[b])
         verdict = (f"target >= {target}  {'PASS' if ratio >= target else 'FAIL'}" if target is not None
                    else "[for information]")
@@ -1028,7 +1048,7 @@ def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: flo
             start_peer_servers(args, workdir, sink, servers)
             for server in servers:
                 wait_ready(server)
-                problems += check_peer(server, peer_spans(server, args.hooks) > 0)
+                problems += check_peer(server, traced(server, args.hooks))
             protocols = {server.variant: protocol_of(server) for server in servers}
             for server in servers:
                 load.run(server, warmup)  # warm-up: discarded (its requests are counted for the sink's check)
