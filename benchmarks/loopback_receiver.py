@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
-import urllib.request
 
-HOST = "127.0.0.1"
+from loopback_process import LoopbackProcess, serve
 
 
 def receiver_main(delay: float) -> int:
@@ -55,32 +53,17 @@ def receiver_main(delay: float) -> int:
         finally:
             writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(handle, HOST, 0, backlog=1024)
-        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-    return 0
+    return serve(handle)
 
 
-class Receiver:
+class Receiver(LoopbackProcess):
     def __init__(self, delay_ms: float) -> None:
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--delay-ms", str(delay_ms)],
-                                     stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            raise RuntimeError(f"receiver did not start: {line!r}")
-        self.base = f"http://{HOST}:{int(line.split()[1])}"
+        super().__init__(os.path.abspath(__file__), "--delay-ms", str(delay_ms), what="receiver")
         self.url = self.base + "/hook"
 
     def count(self) -> dict[str, int]:
-        with urllib.request.urlopen(self.base + "/count", timeout=10) as response:
-            return json.loads(response.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        counts: dict[str, int] = self.get_json("/count", timeout=10)
+        return counts
 
 
 if __name__ == "__main__":

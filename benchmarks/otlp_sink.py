@@ -20,13 +20,12 @@ import asyncio
 import gzip
 import json
 import os
-import subprocess
 import sys
-import urllib.request
 from collections import defaultdict
 from typing import Any
 
-HOST = "127.0.0.1"
+from loopback_process import LoopbackProcess, serve
+
 SIGNALS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 _OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
 _BAD = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
@@ -137,34 +136,19 @@ def sink_main() -> int:
         finally:
             writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(handle, HOST, 0, backlog=1024)
-        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-    return 0
+    return serve(handle)
 
 
-class Sink:
+class Sink(LoopbackProcess):
     """The sink process: ``url`` is its OTLP/HTTP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.proc.kill()
-            raise RuntimeError(f"OTLP sink did not start: {line!r}")
-        self.url = f"http://{HOST}:{int(line.split()[1])}"
+        super().__init__(os.path.abspath(__file__), what="OTLP sink")
+        self.url = self.base
 
     def counts(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/count", timeout=30) as response:
-            return json.loads(response.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        counts: dict[str, Any] = self.get_json("/count")
+        return counts
 
 
 if __name__ == "__main__":
