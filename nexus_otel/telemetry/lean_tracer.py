@@ -24,9 +24,10 @@ events and links use the SDK's bounded types. Attributes whose values the caller
 made from redacted text (``scrubbed``: a webhook destination's ``url.full``) are
 not scanned by redaction again, unless the redactor has a callback. What differs:
 the SDK's own span metrics (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``) count
-none of these spans. A
-tracer provider the app borrowed gets the SDK's tracer instead
-(:attr:`Telemetry.tracer`, :meth:`Telemetry.delivery_tracer`).
+none of these spans, and an open span is not an instance of the SDK's
+``ReadableSpan`` (it has all of its properties). A tracer provider the app
+borrowed gets the SDK's tracer instead (:attr:`Telemetry.tracer`,
+:meth:`Telemetry.delivery_tracer`).
 """
 
 from __future__ import annotations
