@@ -53,8 +53,9 @@ def _work(inputs: dict) -> dict:
     return {"ok": True}
 
 
-def _app(name: str, provider: TracerProvider | None) -> tuple[Nexus, InMemorySpanExporter]:
-    telemetry = Telemetry(name, tracer_provider=provider, environ=ENV)
+def _app(name: str, provider: TracerProvider | None, env: dict[str, str] | None = None,
+         ) -> tuple[Nexus, InMemorySpanExporter]:
+    telemetry = Telemetry(name, tracer_provider=provider, environ={**ENV, **(env or {})})
     exported = InMemorySpanExporter()
     telemetry.add_span_processor(SimpleSpanProcessor(exported))
     app = Nexus(name, telemetry=telemetry)
@@ -94,8 +95,8 @@ def test_served_requests_give_the_bytes_the_sdks_tracer_gives(monkeypatch, caplo
     """Server, workflow and hook spans, user attributes (cleaned, dropped, over the limits), events and exception
     events: encoded as OTLP, the lean spans are the SDK's spans byte for byte, ids and times aside."""
     for name, value in limits.items():
-        monkeypatch.setenv(name, value)
-    lean_app, lean_spans = _app("shape", None)
+        monkeypatch.setenv(name, value)  # the SDK's provider reads the process environment
+    lean_app, lean_spans = _app("shape", None, limits)  # the app's, its configuration's
     assert isinstance(lean_app.telemetry.tracer, LeanTracer)
     sdk_app, sdk_spans = _app("shape", TracerProvider(resource=lean_app.telemetry.resource))
     assert not isinstance(sdk_app.telemetry.tracer, LeanTracer)
@@ -319,4 +320,36 @@ def test_events_stay_bounded_while_a_span_is_open() -> None:
     span.end()
     (made,) = exported.get_finished_spans()
     assert made.events[-1].name == "e19999" and made.dropped_events == 20_000 - 128
+    telemetry.shutdown()
+
+
+LIMIT_VARS = ("OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+              "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT",
+              "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT")
+
+
+@pytest.mark.parametrize("env", [
+    {}, {"OTEL_ATTRIBUTE_COUNT_LIMIT": "7"}, {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "20"},
+    {"OTEL_ATTRIBUTE_COUNT_LIMIT": "7", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "3", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "0",
+     "OTEL_SPAN_EVENT_COUNT_LIMIT": "5", "OTEL_SPAN_LINK_COUNT_LIMIT": "6", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "9",
+     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "30", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "10"},
+])
+def test_span_limits_come_from_the_configurations_environment_as_the_sdk_reads_them(monkeypatch, env) -> None:
+    """``Telemetry(environ=...)``'s span limits equal what the SDK reads from a process environment holding the
+    same variables, and the process's own variables do not leak in."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    for name in LIMIT_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    expected = SpanLimits()
+    for name in LIMIT_VARS:
+        monkeypatch.setenv(name, "1")  # the process says otherwise: not read
+    telemetry = Telemetry("limits", environ={**ENV, **env})
+    fields = ("max_attributes", "max_events", "max_links", "max_span_attributes", "max_event_attributes",
+              "max_link_attributes", "max_attribute_length", "max_span_attribute_length")
+    assert {f: getattr(telemetry.span_limits, f) for f in fields} == {f: getattr(expected, f) for f in fields}
+    span = telemetry.tracer.start_span("limited", attributes={f"a{i}": "x" * 40 for i in range(12)})
+    span.end()
     telemetry.shutdown()

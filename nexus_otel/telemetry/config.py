@@ -124,6 +124,8 @@ _NON_NEGATIVE_INT_VARS = (
     "NEXUS_OTEL_LOCAL_MAX_BYTES", "NEXUS_OTEL_LOCAL_MAX_FILES", WORKERS,
     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
     "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
 )
 
@@ -198,6 +200,10 @@ class TelemetryConfig:
     string attributes are cut to it after redaction; None: the redactor's own bounds."""
     blrp_schedule_delay_ms: int | None = None
     """``OTEL_BLRP_SCHEDULE_DELAY`` if set: the local store's log batches wait that long (else half a second)."""
+    span_limits: tuple[tuple[str, int], ...] = ()
+    """The ``OTEL_SPAN_*`` / ``OTEL_EVENT_*`` / ``OTEL_LINK_*`` / ``OTEL_ATTRIBUTE_*`` limits as
+    ``SpanLimits`` keyword arguments, each given (``SpanLimits.UNSET``: no limit), so the SDK reads none from
+    the process environment; () leaves them to the SDK (:func:`span_limits`)."""
     propagators: tuple[str, ...] = DEFAULT_PROPAGATORS
     """``OTEL_PROPAGATORS``: the propagators' names, in order (default ``tracecontext,baggage``; ``none``: ())."""
     baggage_keys: tuple[str, ...] = ()
@@ -297,6 +303,7 @@ class TelemetryConfig:
             logrecord_attribute_value_length_limit=_limit(
                 env, "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
             blrp_schedule_delay_ms=_positive_int(env, "OTEL_BLRP_SCHEDULE_DELAY", 0) or None,
+            span_limits=span_limits(env),
             propagators=_propagators(env.get("OTEL_PROPAGATORS")),
             baggage_keys=baggage_keys,
             baggage_metric_keys=metric_keys,
@@ -515,6 +522,41 @@ def _optional_bool(var: str, raw: str | None) -> bool | None:
     if raw is None or not raw.strip():
         return None
     return _bool(var, raw)
+
+
+_SPAN_LIMIT_DEFAULT = 128
+"""The SDK's default for each count limit of a span, its events and links."""
+_UNLIMITED = -1
+"""``SpanLimits.UNSET``: no limit."""
+
+
+def span_limits(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """``SpanLimits``' keyword arguments as the SDK would read them from ``env`` (each variable already checked
+    to be a whole number >= 0): a span's, an event's and a link's own count limits fall back to
+    ``OTEL_ATTRIBUTE_COUNT_LIMIT``, then 128; a span's value length to ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
+    then none."""
+    def get(*names: str) -> int | None:
+        found = _first(env, *names)
+        return int(found[1]) if found is not None else None
+
+    def count(*names: str) -> int:
+        value = get(*names, "OTEL_ATTRIBUTE_COUNT_LIMIT")
+        return _SPAN_LIMIT_DEFAULT if value is None else value
+
+    length = get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+    span_length = get("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+    general = get("OTEL_ATTRIBUTE_COUNT_LIMIT")
+    events, links = get("OTEL_SPAN_EVENT_COUNT_LIMIT"), get("OTEL_SPAN_LINK_COUNT_LIMIT")
+    return (
+        ("max_attributes", _SPAN_LIMIT_DEFAULT if general is None else general),
+        ("max_events", _SPAN_LIMIT_DEFAULT if events is None else events),
+        ("max_links", _SPAN_LIMIT_DEFAULT if links is None else links),
+        ("max_span_attributes", count("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT")),
+        ("max_event_attributes", count("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT")),
+        ("max_link_attributes", count("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT")),
+        ("max_attribute_length", _UNLIMITED if length is None else length),
+        ("max_span_attribute_length", _UNLIMITED if span_length is None else span_length),
+    )
 
 
 def _limit(env: Mapping[str, str], var: str, general: str) -> int | None:

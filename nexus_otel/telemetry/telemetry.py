@@ -145,9 +145,8 @@ class Telemetry:
         """The providers built here: :meth:`shutdown` shuts them down (borrowed ones are only flushed)."""
         self.span_processors = SpanProcessors()
         """Every span processor of a tracer provider built here, which its lean tracers call as the SDK's would."""
-        self.span_limits = SpanLimits()
-        """The ``OTEL_SPAN_*_LIMIT`` limits of a tracer provider built here (read from the process environment, as
-        the SDK reads them, not from ``environ``)."""
+        self.span_limits = SpanLimits(**dict(self.config.span_limits))
+        """The ``OTEL_SPAN_*_LIMIT`` limits of a tracer provider built here, from the configuration's environment."""
         self._started = False
         self._start_lock = threading.Lock()
         separate_reader = False  # an OTLP metrics push with delta temporality reads the provider itself
