@@ -40,6 +40,7 @@ from .processors.log_redaction import RedactingLogRecordProcessor
 from .processors.span_redaction import RedactingSpanProcessor
 from .redaction import Redactor
 from .telemetry.config import TelemetryConfig
+from .telemetry.lean_tracer import SpanProcessors
 from .telemetry.metrics_hub import MetricsHub
 from .telemetry.telemetry import Telemetry
 
@@ -48,7 +49,8 @@ class CapturedTelemetry:
     """SDK providers that keep every span, log record and metric in memory for assertions.
 
     Spans and log records are exported synchronously, so they are visible as soon as a span
-    ends or a record is emitted; metrics are collected on demand.
+    ends or a record is emitted; metrics are collected on demand. The apps made here make their spans
+    as a served app does, with the lean tracer (the tracer provider is built with the processors it calls).
 
     ``capture_logs=True`` lets the apps made here bring the process's ``logging`` records in while
     they run (:class:`~nexus_otel.logs.capture.LogCapture`, one root handler per process); off by
@@ -60,7 +62,10 @@ class CapturedTelemetry:
         self.resource = Resource.create({"service.name": service_name})
         self.redactor = redactor or Redactor()
         self.span_exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider(resource=self.resource)
+        # Built with the processors the apps' lean tracers call, so tests see the spans a served app makes.
+        self.span_processors = SpanProcessors()
+        self.tracer_provider = TracerProvider(resource=self.resource,
+                                              active_span_processor=self.span_processors)  # type: ignore[arg-type]
         # Spans are captured as an exporter would receive them: behind redaction.
         self.tracer_provider.add_span_processor(
             RedactingSpanProcessor(self.redactor, [SimpleSpanProcessor(self.span_exporter)])
@@ -87,7 +92,7 @@ class CapturedTelemetry:
             meter_provider=self.meter_provider, logger_provider=kwargs.pop("logger_provider", self.logger_provider),
             config=config,
             prometheus_registry=self.prometheus_registry, metrics_hub=self.metrics_hub,
-            redactor=kwargs.pop("redactor", self.redactor),
+            redactor=kwargs.pop("redactor", self.redactor), span_processors=self.span_processors,
             **kwargs,
         )
 

@@ -353,3 +353,30 @@ def test_span_limits_come_from_the_configurations_environment_as_the_sdk_reads_t
     span = telemetry.tracer.start_span("limited", attributes={f"a{i}": "x" * 40 for i in range(12)})
     span.end()
     telemetry.shutdown()
+
+
+def test_a_given_provider_built_with_span_processors_gets_lean_spans_and_others_the_sdks() -> None:
+    """A provider built with ``active_span_processor=SpanProcessors()`` and passed with it: lean spans, through
+    its processors, decided by its own sampler; a provider given alone: its own SDK tracer. The testing tools
+    (CapturedTelemetry) are of the first kind, so tests see the spans a served app makes."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from nexus_otel.telemetry.lean_tracer import SpanProcessors
+    from nexus_otel.testing import CapturedTelemetry
+
+    processors = SpanProcessors()
+    provider = TracerProvider(active_span_processor=processors)  # type: ignore[arg-type]
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    telemetry = Telemetry("given", tracer_provider=provider, span_processors=processors, environ=ENV)
+    assert isinstance(telemetry.tracer, LeanTracer) and telemetry.tracer.follows_local_parents
+    with telemetry.tracer.start_as_current_span("outer"), telemetry.tracer.start_as_current_span("inner"):
+        pass
+    assert [s.name for s in exported.get_finished_spans()] == ["inner", "outer"]
+    others = SpanProcessors()
+    off = TracerProvider(sampler=ALWAYS_OFF, active_span_processor=others)  # type: ignore[arg-type]
+    quiet = Telemetry("given", tracer_provider=off, span_processors=others, environ=ENV)
+    assert isinstance(quiet.tracer, LeanTracer) and not quiet.tracer.follows_local_parents
+    assert not quiet.tracer.start_span("x").is_recording()
+    assert not isinstance(Telemetry("given", tracer_provider=TracerProvider(), environ=ENV).tracer, LeanTracer)
+    assert isinstance(CapturedTelemetry().app("captured").telemetry.tracer, LeanTracer)

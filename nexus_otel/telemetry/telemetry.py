@@ -85,6 +85,11 @@ class Telemetry:
     ``baggage_metric_keys``, ``untraced_hooks``, ``workflow_sampling``, ``delivery_spans``): given
     (not None), they win over it (:meth:`TelemetryConfig.with_settings`).
 
+    A tracer provider built here makes spans with the lean tracer
+    (:mod:`nexus_otel.telemetry.lean_tracer`); a given one with its own tracer, unless it was built with
+    ``active_span_processor=SpanProcessors()`` and that object is passed as ``span_processors``: then the
+    lean tracer makes its spans too (with the configuration's span limits: build the provider with the same).
+
     ``enabled`` is false under ``OTEL_SDK_DISABLED=true``; the app then skips
     every telemetry call on its hot path instead of calling no-op objects.
 
@@ -109,6 +114,7 @@ class Telemetry:
         tail_sampling: TailSampling | None = None,
         logger_provider: logs_api.LoggerProvider | None = None,
         settings: Mapping[str, Any] | None = None,
+        span_processors: SpanProcessors | None = None,
     ) -> None:
         config = config if config is not None else TelemetryConfig.from_env(environ)
         # Always through with_settings, also with none: checks across settings (metric baggage keys among the
@@ -143,8 +149,10 @@ class Telemetry:
         """While started with capture on: this app's hold on the process's ``logging`` handler."""
         self._owned: list[TracerProvider | MeterProvider | LoggerProvider] = []
         """The providers built here: :meth:`shutdown` shuts them down (borrowed ones are only flushed)."""
-        self.span_processors = SpanProcessors()
-        """Every span processor of a tracer provider built here, which its lean tracers call as the SDK's would."""
+        self.span_processors = span_processors if span_processors is not None else SpanProcessors()
+        """Every span processor of the tracer provider the lean tracers make spans on (one built here, or one given
+        with the ``span_processors`` it was built with), which they call as the SDK's tracer would."""
+        self._lean_on_given = span_processors is not None
         self.span_limits = SpanLimits(**dict(self.config.span_limits))
         """The ``OTEL_SPAN_*_LIMIT`` limits of a tracer provider built here, from the configuration's environment."""
         self._started = False
@@ -281,20 +289,26 @@ class Telemetry:
 
     def _tracer(self, name: str, *, scrubbed: frozenset[str] = frozenset(), stack_traces: bool = True,
                 ) -> trace_api.Tracer:
-        """A :class:`~nexus_otel.telemetry.lean_tracer.LeanTracer` on a provider built here, else the provider's."""
+        """A :class:`~nexus_otel.telemetry.lean_tracer.LeanTracer` on a provider built here (or given with its
+        ``span_processors``), else the provider's own tracer."""
         provider = self.tracer_provider
-        if isinstance(provider, TracerProvider) and provider in self._owned:
+        if not isinstance(provider, TracerProvider):
+            return provider.get_tracer(name, __version__)
+        owned = provider in self._owned
+        if owned or self._lean_on_given:
             return LeanTracer(provider, self.sinks, InstrumentationScope(name, __version__), scrubbed=scrubbed,
                               processors=self.span_processors, limits=self.span_limits, stack_traces=stack_traces,
-                              follows_local_parents=self._follows_local_parents(),
-                              records_unsampled=self.tail_sampler is not None)
+                              follows_local_parents=self._follows_local_parents(provider, owned),
+                              records_unsampled=owned and self.tail_sampler is not None)
         return provider.get_tracer(name, __version__)
 
-    def _follows_local_parents(self) -> bool:
-        """Whether the head sampler of a provider built here gives a local parent's child the parent's decision:
-        the ``parentbased_*`` samplers of ``OTEL_TRACES_SAMPLER`` (the default among them) and per-workflow ratios
-        (:class:`WorkflowSampler`) do; a sampler given through the configuration is asked."""
-        return self.workflow_sampler is not None or follows_local_parents(self.config.sampler)
+    def _follows_local_parents(self, provider: TracerProvider, owned: bool) -> bool:
+        """Whether ``provider``'s head sampler gives a local parent's child the parent's decision: the
+        ``parentbased_*`` samplers of ``OTEL_TRACES_SAMPLER`` (the default among them) and per-workflow ratios
+        (:class:`WorkflowSampler`) do; any other sampler is asked."""
+        if owned:
+            return self.workflow_sampler is not None or follows_local_parents(self.config.sampler)
+        return follows_local_parents(provider.sampler)
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Add a span processor (a sink) behind redaction: it only ever sees scrubbed spans.
