@@ -352,6 +352,9 @@ def test_span_limits_come_from_the_configurations_environment_as_the_sdk_reads_t
     assert {f: getattr(telemetry.span_limits, f) for f in fields} == {f: getattr(expected, f) for f in fields}
     span = telemetry.tracer.start_span("limited", attributes={f"a{i}": "x" * 40 for i in range(12)})
     span.end()
+    from nexus_otel.exporters.audit_spans import link_limit
+
+    assert link_limit(telemetry.delivery_tracer("audit")) == expected.max_links  # an audit batch links as many
     telemetry.shutdown()
 
 

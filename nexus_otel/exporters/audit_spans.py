@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from ..telemetry import contract as c
+from ..telemetry.lean_tracer import LeanTracer
 from .span_links import SpanFailures
 
 log = logging.getLogger("nexus_otel.audit")
@@ -38,9 +39,10 @@ OPERATION = "INSERT"
 """What the audit store runs for each row (an upsert: ``INSERT ... ON CONFLICT DO UPDATE``)."""
 
 
-def link_limit() -> int:
-    """The SDK's span link limit as ``OTEL_SPAN_LINK_COUNT_LIMIT`` sets it (128 by default)."""
-    limit = SpanLimits().max_links
+def link_limit(tracer: Tracer | None = None) -> int:
+    """The span link limit ``tracer``'s spans have: a lean tracer's own (the app's configuration), else the SDK's
+    as ``OTEL_SPAN_LINK_COUNT_LIMIT`` sets it in the process (128 by default)."""
+    limit = tracer.limits.max_links if isinstance(tracer, LeanTracer) else SpanLimits().max_links
     return 128 if limit is None else limit
 
 
@@ -53,7 +55,7 @@ class AuditBatchSpans:
         self._collection = str(self._attributes.get(c.DB_COLLECTION_NAME, ""))
         self.failures = SpanFailures(log, "audit batch spans")
         """What the span code raised (a failing processor, say), kept away from the writes."""
-        self.max_links = link_limit() if max_links is None else max_links
+        self.max_links = link_limit(tracer) if max_links is None else max_links
         """Executions linked per batch at most: the SDK would drop any beyond its limit."""
 
     @contextmanager
