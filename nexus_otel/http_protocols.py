@@ -113,36 +113,32 @@ if HttpToolsProtocol is not None:
 
     class DrainingHttpToolsProtocol(_FreshGrace, HttpToolsProtocol):
         """uvicorn's httptools protocol (llhttp, in C), draining as the module doc says, and with a bound on a
-        request head: over :data:`MAX_HEAD_BYTES` it is answered 400 and the connection closed (llhttp has no
-        bound of its own, and uvicorn keeps every byte of a head in memory).
+        request head and on its trailers: over :data:`MAX_HEAD_BYTES` it is answered 400 and the connection
+        closed (llhttp has no bound of its own, and uvicorn keeps every byte of a head in memory).
 
-        The head is measured two ways, as the parser lets it be seen: its complete fields (the target, each
-        header with its framing) as they are parsed, and the bytes read since the last complete field while the
-        head is still open (one header that never ends: the parser holds it unseen until its line ends). A read
-        that ends one request and begins the next (pipelining) is not counted in the second way, as the part
-        that is the new head is not known, so such a head costs at most one read more than the bound.
+        Measured two ways, as the parser lets it be seen: the complete fields (the target, each header or
+        trailer with its framing) as they are parsed, and the bytes read since the last complete field while a
+        request is open, but for reads that carry body bytes: one line that never ends, which the parser holds
+        unseen until it does. A read in which a request ends and the next begins (pipelining) is not counted
+        the second way, as the part that is the new head is not known: such a head may cost one read more.
         """
 
-        _head_open = False
-        _head_began = False  # in the read being parsed
-        _message_ended = False  # in the read being parsed
+        _in_message = False
+        _began = _ended = _body_read = False  # in the read being parsed
         _head_bytes = 0
         _unparsed = 0
 
         def data_received(self, data: bytes) -> None:
-            self._head_began = self._message_ended = False
+            self._began = self._ended = self._body_read = False
             super().data_received(data)
-            if self._head_open and not (self._head_began and self._message_ended) and not self.transport.is_closing():
+            if self._in_message and not self._body_read and not (self._began and self._ended) \
+                    and not self.transport.is_closing():
                 self._unparsed += len(data)
                 if self._unparsed > MAX_HEAD_BYTES:
                     self.send_400_response("Request head too large.")
 
-        def on_message_complete(self) -> None:
-            self._message_ended = True
-            super().on_message_complete()
-
         def on_message_begin(self) -> None:
-            self._head_open = self._head_began = True
+            self._in_message = self._began = True
             self._head_bytes = self._unparsed = 0
             super().on_message_begin()
 
@@ -155,8 +151,18 @@ if HttpToolsProtocol is not None:
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
-            self._head_open = False
+            self._head_bytes = self._unparsed = 0  # trailers, if any, have a bound of their own
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self._body_read = True
+            self._unparsed = 0
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._in_message = False
+            self._ended = True
+            super().on_message_complete()
 
         def _grow(self, size: int) -> None:
             self._head_bytes += size

@@ -175,8 +175,9 @@ def test_a_request_in_flight_when_the_server_stops_gets_its_answer(served):
 
 def test_a_request_head_over_the_bound_is_refused_on_httptools():
     """httptools: a head just under MAX_HEAD_BYTES is answered; one over it (in many headers, in the target, in one
-    header whose line never ends, in many empty headers) gets 400 and the connection closes, arriving in pieces
-    as from a slow client: the server keeps no unbounded head."""
+    header whose line never ends, in many empty headers, in a trailer whose line never ends) gets 400 and the
+    connection closes, arriving in pieces as from a slow client: the server keeps no unbounded head. A large
+    body, sized or chunked, in the same pieces, is answered."""
     from nexus_otel.http_protocols import MAX_HEAD_BYTES
 
     app = App()
@@ -187,7 +188,16 @@ def test_a_request_head_over_the_bound_is_refused_on_httptools():
         target = b"GET /" + b"c" * (MAX_HEAD_BYTES + 10) + b" HTTP/1.1\r\nHost: t\r\n\r\n"
         endless = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"d" * (MAX_HEAD_BYTES + 10)  # its line never ends
         tiny = b"GET / HTTP/1.1\r\n" + b"a:\r\n" * (MAX_HEAD_BYTES // 3) + b"\r\n"  # a third of the bound unframed
-        cases = ((under, 200), (many + b"\r\n", 400), (target, 400), (endless, 400), (tiny, 400))
+        trailer = (b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n"
+                   b"X-Trailer: " + b"e" * (MAX_HEAD_BYTES + 300_000))  # never ends: the bound, plus the read
+                   # with the last body bytes (not counted, at most 256 KiB)
+        body = b"f" * (8 * MAX_HEAD_BYTES)  # a large body, in pieces: never taken for a head
+        sized = b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        chunked = (b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"".join(b"1000\r\n" + body[i:i + 4096] + b"\r\n" for i in range(0, len(body), 4096))
+                   + b"0\r\nX-Done: yes\r\n\r\n")
+        cases = ((under, 200), (many + b"\r\n", 400), (target, 400), (endless, 400), (tiny, 400), (trailer, 400),
+                 (sized, 200), (chunked, 200))
         for head, answered in cases:
             with socket.create_connection((host, int(port)), timeout=5) as conn:
                 for at in range(0, len(head), 4096):  # in pieces, as a slow client sends it
