@@ -333,6 +333,10 @@ LIMIT_VARS = ("OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     {"OTEL_ATTRIBUTE_COUNT_LIMIT": "7", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "3", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "0",
      "OTEL_SPAN_EVENT_COUNT_LIMIT": "5", "OTEL_SPAN_LINK_COUNT_LIMIT": "6", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "9",
      "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "30", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "10"},
+    {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": ""},  # set but empty: no limit, as the SDK reads it
+    {"OTEL_ATTRIBUTE_COUNT_LIMIT": "7", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": " "},
+    {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "9", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": ""},
+    {"OTEL_SPAN_EVENT_COUNT_LIMIT": "", "OTEL_ATTRIBUTE_COUNT_LIMIT": ""},
 ])
 def test_span_limits_come_from_the_configurations_environment_as_the_sdk_reads_them(monkeypatch, env) -> None:
     """``Telemetry(environ=...)``'s span limits equal what the SDK reads from a process environment holding the
@@ -383,3 +387,25 @@ def test_a_given_provider_built_with_span_processors_gets_lean_spans_and_others_
     assert not quiet.tracer.start_span("x").is_recording()
     assert not isinstance(Telemetry("given", tracer_provider=TracerProvider(), environ=ENV).tracer, LeanTracer)
     assert isinstance(CapturedTelemetry().app("captured").telemetry.tracer, LeanTracer)
+
+
+def test_a_provider_given_with_other_processors_and_a_current_span_opened_twice_are_refused() -> None:
+    """span_processors that are not the provider's: a ConfigurationError (every span would be lost); one
+    start_as_current_span object entered while open: a RuntimeError (its first span would end early)."""
+    from nexus_otel.errors import ConfigurationError
+    from nexus_otel.telemetry.lean_tracer import SpanProcessors
+
+    with pytest.raises(ConfigurationError, match="span_processors"):
+        Telemetry("given", tracer_provider=TracerProvider(), span_processors=SpanProcessors(), environ=ENV)
+    telemetry = Telemetry("twice", environ=ENV)
+    exported = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exported))
+    current = telemetry.tracer.start_as_current_span("once")
+    with current:
+        with pytest.raises(RuntimeError, match="already open"), current:
+            pass
+        assert trace.get_current_span().is_recording()
+    with current:  # again, once closed: a new span
+        pass
+    assert [s.name for s in exported.get_finished_spans()] == ["once", "once"]
+    telemetry.shutdown()

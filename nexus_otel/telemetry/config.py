@@ -531,32 +531,30 @@ _UNLIMITED = -1
 
 
 def span_limits(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
-    """``SpanLimits``' keyword arguments as the SDK would read them from ``env`` (each variable already checked
-    to be a whole number >= 0): a span's, an event's and a link's own count limits fall back to
-    ``OTEL_ATTRIBUTE_COUNT_LIMIT``, then 128; a span's value length to ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
-    then none."""
-    def get(*names: str) -> int | None:
-        found = _first(env, *names)
-        return int(found[1]) if found is not None else None
+    """``SpanLimits``' keyword arguments as the SDK reads them from a process environment, here from ``env``
+    (each variable already checked to be a whole number >= 0, or empty): a span's, an event's and a link's own
+    count limits fall back to ``OTEL_ATTRIBUTE_COUNT_LIMIT``, then 128; a span's value length to
+    ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``, then none; a variable set but empty means no limit."""
+    def read(name: str, default: int | None) -> int | None:  # the SDK's SpanLimits._from_env_if_absent
+        if name not in env:
+            return default
+        raw = env[name].strip()
+        return None if raw == "" else int(raw)
 
-    def count(*names: str) -> int:
-        value = get(*names, "OTEL_ATTRIBUTE_COUNT_LIMIT")
-        return _SPAN_LIMIT_DEFAULT if value is None else value
-
-    length = get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
-    span_length = get("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
-    general = get("OTEL_ATTRIBUTE_COUNT_LIMIT")
-    events, links = get("OTEL_SPAN_EVENT_COUNT_LIMIT"), get("OTEL_SPAN_LINK_COUNT_LIMIT")
-    return (
-        ("max_attributes", _SPAN_LIMIT_DEFAULT if general is None else general),
-        ("max_events", _SPAN_LIMIT_DEFAULT if events is None else events),
-        ("max_links", _SPAN_LIMIT_DEFAULT if links is None else links),
-        ("max_span_attributes", count("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT")),
-        ("max_event_attributes", count("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT")),
-        ("max_link_attributes", count("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT")),
-        ("max_attribute_length", _UNLIMITED if length is None else length),
-        ("max_span_attribute_length", _UNLIMITED if span_length is None else span_length),
-    )
+    general = read("OTEL_ATTRIBUTE_COUNT_LIMIT", None)
+    counts = _SPAN_LIMIT_DEFAULT if general is None else general
+    length = read("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", None)
+    limits = {
+        "max_attributes": counts,
+        "max_events": read("OTEL_SPAN_EVENT_COUNT_LIMIT", _SPAN_LIMIT_DEFAULT),
+        "max_links": read("OTEL_SPAN_LINK_COUNT_LIMIT", _SPAN_LIMIT_DEFAULT),
+        "max_span_attributes": read("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", counts),
+        "max_event_attributes": read("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", counts),
+        "max_link_attributes": read("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", counts),
+        "max_attribute_length": length,
+        "max_span_attribute_length": read("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", length),
+    }
+    return tuple((name, _UNLIMITED if value is None else value) for name, value in limits.items())
 
 
 def _limit(env: Mapping[str, str], var: str, general: str) -> int | None:

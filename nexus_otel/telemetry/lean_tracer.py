@@ -10,9 +10,10 @@ the same parts of the app's own provider:
 - the provider's sampler decides (``OTEL_TRACES_SAMPLER``, per-workflow ratios,
   the tail sampler's recording): a dropped span is a ``NonRecordingSpan`` whose
   context (ids, unsampled flag) still propagates;
-- the provider's id generator, resource and span limits (``OTEL_SPAN_*_LIMIT``,
-  read as the SDK reads them: the oldest attribute goes first when a span is full,
-  and what was dropped is counted), and the span's own instrumentation scope;
+- the provider's id generator and resource, the app's span limits (``OTEL_SPAN_*_LIMIT``
+  from its configuration, read as the SDK reads them, and given to a provider it builds:
+  the oldest attribute goes first when a span is full, and what was dropped is counted),
+  and the span's own instrumentation scope;
 - every processor of the provider (:class:`SpanProcessors`, given to the provider
   when it is built): each sees ``on_start`` with the live span and ``on_end`` with
   a ``ReadableSpan``, as from the SDK.
@@ -325,13 +326,17 @@ class CurrentSpan:
         self._opened: AbstractContextManager[trace_api.Span] | None = None
 
     def __enter__(self) -> trace_api.Span:
+        if self._opened is not None:  # the API's object refuses a second ``with`` too
+            raise RuntimeError("a start_as_current_span(...) object is already open: call start_as_current_span "
+                               "again for a span nested in it or in another thread")
         self._opened = self._open()
         return self._opened.__enter__()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool | None:
-        assert self._opened is not None
-        return self._opened.__exit__(exc_type, exc, tb)
+        opened, self._opened = self._opened, None
+        assert opened is not None
+        return opened.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(fn):

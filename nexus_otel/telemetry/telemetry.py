@@ -185,6 +185,11 @@ class Telemetry:
             self.tracer_provider = tracer_provider
             if isinstance(self.tracer_provider, TracerProvider):
                 self.tracer_provider.add_span_processor(self.sinks)
+                if span_processors is not None and self.sinks not in span_processors.items:
+                    raise ConfigurationError(
+                        "span_processors", type(span_processors).__name__,
+                        "the SpanProcessors the tracer provider was built with "
+                        "(TracerProvider(active_span_processor=...)): spans would reach none of its processors")
             self._set_logger_provider(logger_provider)
             if self.config.workers_dir is not None:
                 self.worker_metrics = WorkerMetrics(self.config.workers_dir, self.prometheus_registry,
