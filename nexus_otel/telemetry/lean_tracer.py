@@ -304,8 +304,7 @@ class LeanSpan(trace_api.Span):
             self._ended = True
             self._end = end_time or time.time_ns()
         tracer = self._tracer
-        if tracer.processors is not None:
-            tracer.processors._on_ending(self)  # the SDK's name for this hook, called as the SDK does
+        tracer.processors._on_ending(self)  # the SDK's name for this hook, called as the SDK does
         tracer.finish(self._attributes.keys() <= tracer.scrubbed, self._readable())
 
     def _readable(self) -> ReadableSpan:
@@ -356,16 +355,17 @@ class CurrentSpan:
 
 
 class LeanTracer(trace_api.Tracer):
-    """Makes :class:`LeanSpan` s with ``provider``'s sampler, ids, resource and limits, and hands each one to
-    ``processors`` (the provider's, when given; else only ``pipeline``, the app's redacting span pipeline, on
-    end). ``scrubbed``: attribute keys whose values the caller made from text its redactor already scrubbed
-    (not scanned again without a redaction callback). ``stack_traces``: whether exception events carry one.
+    """Makes :class:`LeanSpan` s with ``provider``'s sampler, ids and resource and the span ``limits``, and hands
+    each one to ``processors`` (the provider's active span processor; ``pipeline``, the app's redacting span
+    pipeline, is among them). ``scrubbed``: attribute keys whose values the caller made from text its redactor
+    already scrubbed (not scanned again without a redaction callback). ``stack_traces``: whether exception events
+    carry one.
     ``follows_local_parents`` / ``records_unsampled``: what the provider's sampler is known to do with a local
     parent's children (see the attribute)."""
 
     def __init__(self, provider: TracerProvider, pipeline: RedactingSpanProcessor, scope: InstrumentationScope,
-                 *, scrubbed: frozenset[str] = frozenset(), processors: SpanProcessors | None = None,
-                 limits: SpanLimits | None = None, stack_traces: bool = True, follows_local_parents: bool = False,
+                 processors: SpanProcessors, limits: SpanLimits, *, scrubbed: frozenset[str] = frozenset(),
+                 stack_traces: bool = True, follows_local_parents: bool = False,
                  records_unsampled: bool = False) -> None:
         self.sampler = provider.sampler
         self.ids = provider.id_generator
@@ -380,7 +380,7 @@ class LeanTracer(trace_api.Tracer):
         then such children are decided here without asking it (ParentBased with its default delegates does
         just that, and so do per-workflow ratios)."""
         self.records_unsampled = records_unsampled
-        self.limits = limits or SpanLimits()  # the provider's (OTEL_SPAN_*_LIMIT), read from the environment
+        self.limits = limits
         self.max_attributes = self.limits.max_span_attributes
         self.max_length = self.limits.max_span_attribute_length
         # A key the app's redactor masks (its sensitive keys) is never taken as scrubbed: the pipeline masks it.
@@ -417,8 +417,7 @@ class LeanTracer(trace_api.Tracer):
         span = LeanSpan(self, name, span_context, parent_context, kind, self.initial_attributes(given),
                         self.initial_links(links), start_time or time.time_ns(), record_exception,
                         set_status_on_exception)
-        if self.processors is not None:
-            self.processors.on_start(span, parent_context=context)
+        self.processors.on_start(span, parent_context=context)
         return span
 
     def start_as_current_span(  # type: ignore[override]  # the API's own decorator for this is private
@@ -481,8 +480,7 @@ class LeanTracer(trace_api.Tracer):
     def finish(self, scrubbed: bool, span: ReadableSpan) -> None:
         """Hand a finished span to the processors; if all its attributes are ``scrubbed``, the redacting
         pipeline does not scan them again."""
-        processors = self.processors.items if self.processors is not None else (self.pipeline,)
-        for processor in processors:
+        for processor in self.processors.items:
             if processor is self.pipeline and scrubbed:
                 self.pipeline.on_end_scrubbed(span)
             else:

@@ -301,8 +301,8 @@ class Telemetry:
             return provider.get_tracer(name, __version__)
         owned = provider in self._owned
         if owned or self._lean_on_given:
-            return LeanTracer(provider, self.sinks, InstrumentationScope(name, __version__), scrubbed=scrubbed,
-                              processors=self.span_processors, limits=self.span_limits, stack_traces=stack_traces,
+            return LeanTracer(provider, self.sinks, InstrumentationScope(name, __version__), self.span_processors,
+                              self.span_limits, scrubbed=scrubbed, stack_traces=stack_traces,
                               follows_local_parents=self._follows_local_parents(provider, owned),
                               records_unsampled=owned and self.tail_sampler is not None)
         return provider.get_tracer(name, __version__)
