@@ -18,6 +18,7 @@ masked, secrets inside a value are masked, a long value is cut (``Redactor.max_v
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from opentelemetry import baggage as baggage_api
@@ -64,6 +65,14 @@ def header_value(values: Mapping[str, str]) -> str | None:
     as the W3C spec allows, in the order given.
     """
     return ",".join(member for _, _, member in _members(values)) or None
+
+
+def add_under(attributes: dict[str, Any], values: Mapping[str, str] | None) -> None:
+    """Add the picked ``values`` to ``attributes``, each named by its key; an attribute already there (the
+    contract's, of the same name) wins."""
+    if values:
+        for key, value in values.items():
+            attributes.setdefault(key, value)
 
 
 class BaggagePicker:

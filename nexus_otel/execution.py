@@ -38,7 +38,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode
 
 from ._aio import block_on
-from .baggage import BaggagePicker, MetricBaggage
+from .baggage import BaggagePicker, MetricBaggage, add_under
 from .caller import Caller
 from .errors import AccessError, RateLimitExceeded, RecordsUnavailableError
 from .events import WorkflowEvent
@@ -208,9 +208,7 @@ class Executor:
             attributes[c.GEN_AI_OPERATION_NAME] = c.GEN_AI_INVOKE_WORKFLOW
             attributes[c.GEN_AI_WORKFLOW_NAME] = workflow.name
             span_name = c.GEN_AI_WORKFLOW_SPAN.format(workflow=workflow.name)
-        if baggage:
-            for key, value in baggage.items():  # named by the key itself; the contract's attributes win
-                attributes.setdefault(key, value)
+        add_under(attributes, baggage)
         span = self._tracer.start_span(span_name, kind=kind, attributes=attributes)
         token = context_api.attach(trace_api.set_span_in_context(span))
         ctx: SpanContext | None = span.get_span_context()

@@ -25,6 +25,7 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.util.types import AnyValue
 
+from ..baggage import add_under
 from ..records import ExecutionRecord
 from ..telemetry import contract
 
@@ -69,9 +70,7 @@ def execution_log_record(record: ExecutionRecord, level: int, *, include_inputs:
     }
     if record.session_id is not None:
         attributes[contract.SESSION_ID] = record.session_id
-    if record.baggage:
-        for key, value in record.baggage.items():  # the contract's attributes win over a key of the same name
-            attributes.setdefault(key, value)
+    add_under(attributes, record.baggage)
     if started:
         when = record.started_at
         if include_inputs and record.inputs is not None:
