@@ -120,7 +120,7 @@ import nexus_otel
 from nexus_otel import ExecutionRecord, Nexus, NexusPlugin, RecordProcessor, WorkflowEvent
 from nexus_otel.caller import Caller
 from nexus_otel.errors import AuthenticationError, NexusOtelError
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import Outbox
 from nexus_otel.plugins import (
     AuthPlugin,
     DatabasePlugin,

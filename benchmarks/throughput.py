@@ -75,8 +75,8 @@ from proc_cpu import process_cpu  # before loopback_receiver, which takes this f
 from nexus_otel import Nexus
 from nexus_otel.exporters.delivery_spans import SCRUBBED
 from nexus_otel.exporters.otlp_exporters import OTLPHttpSpanExporter
-from nexus_otel.exporters.outbox import Outbox
 from nexus_otel.exporters.webhook import WebhookExporter
+from nexus_otel.outbox import Outbox
 from nexus_otel.records import ExecutionRecord
 from nexus_otel.telemetry.telemetry import Telemetry
 

@@ -308,7 +308,7 @@ def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
     """The webhook view of the outbox (None if no file exists yet) and its path."""
     from pathlib import Path
 
-    from .exporters.outbox import WEBHOOK_SCOPE, Outbox, default_outbox_path
+    from .outbox import WEBHOOK_SCOPE, Outbox, default_outbox_path
     from .plugins.webhook import LEGACY_OUTBOX
 
     file = Path(path) if path else default_outbox_path(_data_dir(data_dir), LEGACY_OUTBOX)
@@ -359,7 +359,7 @@ def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
         workflow = body_of(m.payload).get("workflow", "?")
         destination = mask_url(m.destination, redactor)
         error = redactor.scrub_credentials_in(m.last_error or "")
-        click.echo(inert_line(f"{m.id:<6} {m.message_id}  {workflow!s:<16} attempts={m.attempts}  "
+        click.echo(inert_line(f"{m.handle!s:<6} {m.message_id}  {workflow!s:<16} attempts={m.attempts}  "
                               f"{destination}  last error: {error}"))
 
 

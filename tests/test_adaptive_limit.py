@@ -13,9 +13,9 @@ import time
 import pytest
 
 from nexus_otel.exporters.adaptive_limit import CUT, INITIAL, AdaptiveLimit
-from nexus_otel.exporters.delivery import CircuitBreaker
 from nexus_otel.exporters.gate import Gate, Held
 from nexus_otel.exporters.retry_after import retry_after_seconds
+from nexus_otel.outbox import CircuitBreaker
 
 RTT = 0.05
 

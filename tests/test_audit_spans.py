@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from nexus_otel.exporters.audit import AuditExporter, open_store
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import Outbox
 from nexus_otel.plugins import DatabasePlugin
 from nexus_otel.records import RecordProcessor
 from nexus_otel.serving import free_port

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from nexus_otel import Nexus
-from nexus_otel.exporters.outbox import WEBHOOK_SCOPE, Outbox, destination_scope
+from nexus_otel.outbox import WEBHOOK_SCOPE, Outbox, destination_scope
 from nexus_otel.plugins import DatabasePlugin, RequestLoggerPlugin, WebhookPlugin
 
 from .faults import LockedSQLite, SilentServer, closed_port_url

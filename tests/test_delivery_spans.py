@@ -14,8 +14,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from nexus_otel import Nexus
 from nexus_otel.errors import ConfigurationError, PluginSetupError
 from nexus_otel.exporters.delivery_spans import url_full
-from nexus_otel.exporters.outbox import Outbox
 from nexus_otel.exporters.webhook import WebhookExporter
+from nexus_otel.outbox import Outbox
 from nexus_otel.plugins import WebhookPlugin
 from nexus_otel.telemetry.config import TelemetryConfig
 from nexus_otel.testing import CapturedTelemetry

@@ -30,9 +30,7 @@ from click.testing import CliRunner
 
 from nexus_otel import Nexus, RecordsUnavailableError, cli
 from nexus_otel.errors import ConfigurationError, PluginSetupError
-from nexus_otel.exporters import journal
-from nexus_otel.exporters.delivery import OutboxWorker
-from nexus_otel.exporters.outbox import ALL, Outbox
+from nexus_otel.outbox import ALL, Outbox, OutboxWorker, journal
 from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
 from nexus_otel.serving import BackgroundServer
 
@@ -152,23 +150,23 @@ def test_a_torn_write_leaves_the_next_put_whole_across_a_crash(tmp_path, caplog)
 import os, resource, signal, sys
 from pathlib import Path
 from nexus_otel import RecordsUnavailableError
-from nexus_otel.exporters import journal
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import journal
+from nexus_otel.outbox import Outbox
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 box = Outbox(sys.argv[1])
-box.put([("first", "audit", {"n": 1})])
+box.enqueue([("first", "audit", {"n": 1})])
 size = sum(os.path.getsize(Path(sys.argv[1]).parent / name) for name in journal.journals(Path(sys.argv[1])))
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (size + 200, hard))  # room for part of the next line only
 try:
-    box.put([("torn", "audit", {"pad": "x" * 2000})])
+    box.enqueue([("torn", "audit", {"pad": "x" * 2000})])
     print("written")
 except RecordsUnavailableError as exc:
     print("raised:", type(exc.__cause__).__name__)
 except OSError as exc:
     print("raised:", type(exc).__name__)
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-box.put([("good", "audit", {"n": 2})])
+box.enqueue([("good", "audit", {"n": 2})])
 os._exit(0)  # a crash: the journal is left as it is
 """
     done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True,
@@ -176,7 +174,7 @@ os._exit(0)  # a crash: the journal is left as it is
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "raised: OSError", (done.stdout, "expected RecordsUnavailableError from OSError")
     with caplog.at_level(logging.ERROR, logger="nexus_otel.outbox"):
-        taken = [m.message_id for m in Outbox(path).claim(10)]
+        taken = [m.message_id for m in Outbox(path).lease(10)]
     assert taken == ["first", "good"]
     assert not [r for r in caplog.records if "checksum" in r.getMessage() or "never finished" in r.getMessage()]
     assert journal.journals(path) == []
@@ -186,9 +184,9 @@ def test_a_close_that_cannot_commit_on_a_full_disk_keeps_every_message(small_dis
     """close() whose COMMIT fails (disk full) keeps the journal and its messages: once space returns, all three go."""
     path = small_disk / "box" / "outbox.sqlite"
     box = Outbox(path)
-    box.put([("m1", "http://127.0.0.1:9/hook", {"n": 1}), ("m2", "http://127.0.0.1:9/hook", {"n": 2})])
+    box.enqueue([("m1", "http://127.0.0.1:9/hook", {"n": 1}), ("m2", "http://127.0.0.1:9/hook", {"n": 2})])
     ballast = small_disk_tools.fill(small_disk)
-    assert box.put([("m3", "http://127.0.0.1:9/hook", {"n": 3})]) == 1, "the journal's last page takes a small put"
+    assert box.enqueue([("m3", "http://127.0.0.1:9/hook", {"n": 3})]) == 1, "the journal's last page takes a small put"
     with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
         box.close()
     assert "disk is full" in caplog.text, "the close was expected to fail on the full disk"
@@ -196,7 +194,7 @@ def test_a_close_that_cannot_commit_on_a_full_disk_keeps_every_message(small_dis
     assert box.counts()["pending"] == 3, "a failed close marked its messages settled in memory"
     ballast.unlink()
     box.close()  # again, now that there is room: what waits goes into the table
-    taken = sorted(m.message_id for m in Outbox(path).claim(10))
+    taken = sorted(m.message_id for m in Outbox(path).lease(10))
     assert taken == ["m1", "m2", "m3"]
 
 
@@ -267,7 +265,7 @@ def test_a_read_only_data_directory_is_named_as_such(tmp_path):
     _mount_tmpfs(data, 1)
     try:
         box = Outbox(data / "outbox.sqlite")
-        box.put([("m1", "http://127.0.0.1:9/hook", {"n": 1})])
+        box.enqueue([("m1", "http://127.0.0.1:9/hook", {"n": 1})])
         box.close()
         remounted = subprocess.run(["mount", "-o", "remount,ro", str(data)], capture_output=True, text=True)
         assert remounted.returncode == 0, remounted.stderr
@@ -286,16 +284,16 @@ def test_the_stop_log_counts_only_what_this_process_leaves(tmp_path, caplog):
     """With another process on the outbox, "N messages left for the next start" counts only this process's."""
     path = tmp_path / "outbox.sqlite"
     earlier = Outbox(path)
-    earlier.put([(f"t{i}", "audit", {"n": i}) for i in range(5)])
+    earlier.enqueue([(f"t{i}", "audit", {"n": i}) for i in range(5)])
     earlier.close()  # five rows in the table, for whoever runs
     other = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; o = Outbox(sys.argv[1]); "
-         "o.put([('theirs', 'audit', {})]); print('put', flush=True); sys.stdin.read()", str(path)],
+        [sys.executable, "-c", "import sys; from nexus_otel.outbox import Outbox; o = Outbox(sys.argv[1]); "
+         "o.enqueue([('theirs', 'audit', {})]); print('put', flush=True); sys.stdin.read()", str(path)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     mine = Outbox(path)
     try:
         assert other.stdout is not None and other.stdout.readline() == "put\n"
-        mine.put([("mine1", "audit", {}), ("mine2", "audit", {})])
+        mine.enqueue([("mine1", "audit", {}), ("mine2", "audit", {})])
         with caplog.at_level(logging.WARNING, logger="nexus_otel.outbox"):
             OutboxWorker(mine.view(ALL), lambda batch, deadline: []).stop(0)
         assert [r.getMessage().split(":")[1].split()[0] for r in caplog.records if "left in" in r.getMessage()] \

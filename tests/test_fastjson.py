@@ -9,7 +9,7 @@ from dataclasses import fields
 import pytest
 
 from nexus_otel import fastjson
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import Outbox
 from nexus_otel.records import ExecutionRecord
 
 VALUES = [

@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from nexus_otel.errors import PluginSetupError
-from nexus_otel.exporters.delivery import RetryPolicy
-from nexus_otel.exporters.outbox import Outbox
 from nexus_otel.exporters.webhook import WebhookExporter
+from nexus_otel.outbox import Outbox, RetryPolicy
 from nexus_otel.plugins import WebhookPlugin
 from nexus_otel.records import ExecutionRecord
 from nexus_otel.serving import BackgroundServer

@@ -7,17 +7,15 @@ import subprocess
 import sys
 import time
 
-from nexus_otel.exporters import claimer
-from nexus_otel.exporters.delivery import OK, OutboxWorker
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import OK, Outbox, OutboxWorker, owners
 
 from .served import REPO
 
 CLAIM_AND_DIE = """
 import os, signal, sys
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import Outbox
 outbox = Outbox(sys.argv[1])
-claimed = outbox.claim(limit=100, lease=600)
+claimed = outbox.lease(limit=100, lease=600)
 print(len(claimed), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -32,27 +30,27 @@ def _killed_claimer(path) -> int:
 
 
 def test_this_process_is_alive_and_an_ended_one_is_not():
-    me = claimer.identity()
-    assert me == claimer.identity(os.getpid()) and not claimer.has_ended(me)
+    me = owners.identity()
+    assert me == owners.identity(os.getpid()) and not owners.has_ended(me)
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone = claimer.identity(child.pid)
+    gone = owners.identity(child.pid)
     child.wait(30)
-    assert claimer.has_ended(gone)
+    assert owners.has_ended(gone)
     host, pid, start = me.split("/")
-    assert not claimer.has_ended(f"another-host/{pid}/{start}")  # cannot tell: wait for the lease
-    assert claimer.has_ended(f"{host}/{pid}/{int(start) + 1}")  # this pid, but not the process that claimed
-    assert not claimer.has_ended("not an identity")
+    assert not owners.has_ended(f"another-host/{pid}/{start}")  # cannot tell: wait for the lease
+    assert owners.has_ended(f"{host}/{pid}/{int(start) + 1}")  # this pid, but not the process that claimed
+    assert not owners.has_ended("not an identity")
 
 
 def test_messages_claimed_by_a_killed_process_are_due_again_for_the_next(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([(f"m{i}", "sink", {"i": i}) for i in range(20)])
+    outbox.enqueue([(f"m{i}", "sink", {"i": i}) for i in range(20)])
     outbox.close()  # from its journal into the table, where another process may claim them
     assert _killed_claimer(path) == 20
-    assert outbox.due() == [] and outbox.claim() == []  # held for the dead process's 10-minute lease
-    outbox.put([("live", "sink", {})])
-    assert [m.message_id for m in outbox.claim(limit=5)] == ["live"]
+    assert outbox.due() == [] and outbox.lease() == []  # held for the dead process's 10-minute lease
+    outbox.enqueue([("live", "sink", {})])
+    assert [m.message_id for m in outbox.lease(limit=5)] == ["live"]
     assert outbox.release_orphans() == 20  # this process's own claim stays
     assert sorted(m.message_id for m in outbox.due()) == sorted(f"m{i}" for i in range(20))
     outbox.close()
@@ -61,7 +59,7 @@ def test_messages_claimed_by_a_killed_process_are_due_again_for_the_next(tmp_pat
 def test_a_starting_worker_delivers_what_a_killed_process_had_claimed(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([(f"m{i}", "sink", {"i": i}) for i in range(30)])
+    outbox.enqueue([(f"m{i}", "sink", {"i": i}) for i in range(30)])
     outbox.close()  # from its journal into the table, where another process may claim them
     assert _killed_claimer(path) == 30
     delivered: list[str] = []
@@ -87,7 +85,7 @@ def test_an_outbox_from_before_claims_named_their_claimer_gets_the_column(tmp_pa
                 VALUES ('old', 'sink', '{"kept": true}', 0, 0);
         """)
     outbox = Outbox(path)
-    (message,) = outbox.claim()
+    (message,) = outbox.lease()
     assert message.message_id == "old" and message.payload == {"kept": True}
     Outbox(path).close()  # a second opener finds the column there
     outbox.close()

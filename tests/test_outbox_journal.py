@@ -14,8 +14,7 @@ import zlib
 
 import pytest
 
-from nexus_otel.exporters import journal
-from nexus_otel.exporters.outbox import Outbox, destination_scope
+from nexus_otel.outbox import LocalHandle, Outbox, RowHandle, destination_scope, journal
 
 from .served import REPO
 
@@ -51,9 +50,9 @@ def test_a_put_needs_no_lock_on_the_shared_file(tmp_path):
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        assert outbox.put([("m1", "audit", {"n": 1}), ("m2", "audit", {"n": 2})]) == 2
+        assert outbox.enqueue([("m1", "audit", {"n": 1}), ("m2", "audit", {"n": 2})]) == 2
         with pytest.raises(sqlite3.OperationalError, match="locked"):
-            outbox.claim(10)  # a claim does wait for the lock (here 0.1 s, then it says so)
+            outbox.lease(10)  # a claim does wait for the lock (here 0.1 s, then it says so)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -63,35 +62,35 @@ def test_a_put_needs_no_lock_on_the_shared_file(tmp_path):
 def _writer(path, code: str) -> subprocess.Popen[str]:
     """Another process with an outbox ``o`` on ``path``, running ``code``; it waits on its stdin where told to."""
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from nexus_otel.exporters.outbox import Outbox; o = Outbox(sys.argv[1]); "
+        [sys.executable, "-c", "import sys; from nexus_otel.outbox import Outbox; o = Outbox(sys.argv[1]); "
          + code, str(path)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def test_a_running_process_delivers_its_own_and_the_next_reader_takes_them_once_it_ends(tmp_path):
     path = tmp_path / "outbox.sqlite"
-    writer = _writer(path, "o.put([('m1', 'audit', {'n': 1})]); print('put', flush=True); sys.stdin.read(); "
-                           "o.put([('m2', 'audit', {'n': 2})])")
+    writer = _writer(path, "o.enqueue([('m1', 'audit', {'n': 1})]); print('put', flush=True); sys.stdin.read(); "
+                           "o.enqueue([('m2', 'audit', {'n': 2})])")
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "put\n"
         first, second = Outbox(path), Outbox(path)
-        assert first.claim(10) == [] and first.counts()["pending"] == 0, "a running process's messages are its own"
+        assert first.lease(10) == [] and first.counts()["pending"] == 0, "a running process's messages are its own"
         assert len(journal.journals(path)) == 1
     finally:
         writer.communicate("", timeout=30)  # it ends without closing its outbox: as a crash would leave it
     assert writer.returncode == 0
-    assert [m.message_id for m in first.claim(10)] == ["m1", "m2"]
-    assert second.claim(10) == [], "taken once, by one reader"
+    assert [m.message_id for m in first.lease(10)] == ["m1", "m2"]
+    assert second.lease(10) == [], "taken once, by one reader"
     assert journal.journals(path) == [], "the journal of a writer that ended goes once it is taken"
     assert _rows(path) == ["m1", "m2"]
 
 
 def test_a_running_process_that_closes_its_outbox_hands_its_messages_to_every_reader(tmp_path):
     path = tmp_path / "outbox.sqlite"
-    writer = _writer(path, "o.put([('m1', 'audit', {'n': 1})]); o.close(); print('closed', flush=True); "
+    writer = _writer(path, "o.enqueue([('m1', 'audit', {'n': 1})]); o.close(); print('closed', flush=True); "
                            "sys.stdin.read()")
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "closed\n"
-        assert [m.message_id for m in Outbox(path).claim(10)] == ["m1"]
+        assert [m.message_id for m in Outbox(path).lease(10)] == ["m1"]
         assert journal.journals(path) == [], "nothing left in its journal: the file went"
     finally:
         writer.communicate("", timeout=30)
@@ -100,12 +99,13 @@ def test_a_running_process_that_closes_its_outbox_hands_its_messages_to_every_re
 def test_own_messages_delivered_at_once_never_touch_the_table(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([(f"m{i}", "audit", {"i": i}) for i in range(50)])
-    claimed = outbox.claim(100)
+    outbox.enqueue([(f"m{i}", "audit", {"i": i}) for i in range(50)])
+    claimed = outbox.lease(100)
     assert [m.message_id for m in claimed] == [f"m{i}" for i in range(50)]
-    assert [m.payload for m in claimed[:2]] == [{"i": 0}, {"i": 1}] and all(m.id < 0 for m in claimed)
-    assert outbox.claim(100) == [], "claimed: not handed out twice"
-    outbox.delivered([m.id for m in claimed])
+    assert [m.payload for m in claimed[:2]] == [{"i": 0}, {"i": 1}]
+    assert all(isinstance(m.handle, LocalHandle) for m in claimed)
+    assert outbox.lease(100) == [], "claimed: not handed out twice"
+    outbox.ack([m.handle for m in claimed])
     assert outbox.counts() == {"pending": 0, "dead": 0}
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
@@ -116,13 +116,13 @@ def test_own_messages_delivered_at_once_never_touch_the_table(tmp_path):
 def test_own_messages_that_fail_or_wait_go_to_the_table_with_their_attempts(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([("retry", "audit", {}), ("dead", "audit", {}), ("back", "audit", {}), ("held", "http://x/h", {})])
-    by_id = {m.message_id: m.id for m in outbox.claim(3, scope=destination_scope("audit"))}
+    outbox.enqueue([("retry", "audit", {}), ("dead", "audit", {}), ("back", "audit", {}), ("held", "http://x/h", {})])
+    by_id = {m.message_id: m.handle for m in outbox.lease(3, scope=destination_scope("audit"))}
     outbox.retry(by_id["retry"], 60.0, "HTTP 503")
-    outbox.dead(by_id["dead"], "HTTP 400")
+    outbox.dead_letter(by_id["dead"], "HTTP 400")
     outbox.release([by_id["back"]])
     assert outbox.hold("http://x/h", time.time() + 60) == 1
-    assert [m.message_id for m in outbox.claim(10)] == ["back"], "released: first in line again; the rest wait"
+    assert [m.message_id for m in outbox.lease(10)] == ["back"], "released: first in line again; the rest wait"
     with sqlite3.connect(path) as db:
         rows = {r[0]: r[1:] for r in db.execute("SELECT message_id, state, attempts, last_error FROM outbox")}
     assert rows == {"retry": ("pending", 1, "HTTP 503"), "dead": ("dead", 1, "HTTP 400"), "held": ("pending", 0, None)}
@@ -132,29 +132,30 @@ def test_own_messages_that_fail_or_wait_go_to_the_table_with_their_attempts(tmp_
 
 def test_what_was_settled_before_a_crash_is_not_sent_again_and_the_rest_is(tmp_path):
     path = tmp_path / "outbox.sqlite"
-    code = ("import os, sys; from nexus_otel.exporters.outbox import Outbox; o = Outbox(sys.argv[1]); "
-            "[o.put([(f'm{i}', 'audit', {})]) for i in range(3)]; c = o.claim(10); o.delivered([c[0].id]); "
-            "o.retry(c[2].id, 0.0, 'HTTP 503'); os._exit(9)")
+    code = ("import os, sys; from nexus_otel.outbox import Outbox; o = Outbox(sys.argv[1]); "
+            "[o.enqueue([(f'm{i}', 'audit', {})]) for i in range(3)]; c = o.lease(10); o.ack([c[0].handle]); "
+            "o.retry(c[2].handle, 0.0, 'HTTP 503'); os._exit(9)")
     assert subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO).returncode == 9
-    got = sorted(m.message_id for m in Outbox(path).claim(10))
+    got = sorted(m.message_id for m in Outbox(path).lease(10))
     assert got == ["m1", "m2"], "m0 delivered and noted: not again; m1 was in flight: again; m2 once (its retry)"
 
 
 def test_own_messages_beyond_what_memory_holds_go_to_the_table(tmp_path, monkeypatch):
-    from nexus_otel.exporters import outbox as outbox_module
+    from nexus_otel.outbox import queue as outbox_module
 
-    monkeypatch.setattr(outbox_module, "_MAX_OWN", 10)
+    monkeypatch.setattr(outbox_module, "_MAX_LOCAL", 10)
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([(f"m{i}", "audit", {}) for i in range(30)])
-    first = outbox.claim(5)
-    assert [m.message_id for m in first] == [f"m{i}" for i in range(5)] and all(m.id > 0 for m in first)
+    outbox.enqueue([(f"m{i}", "audit", {}) for i in range(30)])
+    first = outbox.lease(5)
+    assert [m.message_id for m in first] == [f"m{i}" for i in range(5)]
+    assert all(isinstance(m.handle, RowHandle) for m in first)
     assert len(_rows(path)) == 20, "the oldest 20 went to the table, the newest 10 stay in memory"
     seen = [m.message_id for m in first]
-    outbox.delivered([m.id for m in first])
-    while batch := outbox.claim(7):
+    outbox.ack([m.handle for m in first])
+    while batch := outbox.lease(7):
         seen += [m.message_id for m in batch]
-        outbox.delivered([m.id for m in batch])
+        outbox.ack([m.handle for m in batch])
     assert sorted(seen) == sorted(f"m{i}" for i in range(30)) and len(seen) == 30
 
 
@@ -172,12 +173,12 @@ def test_a_writer_that_died_mid_line_leaves_its_whole_lines_and_an_error(tmp_pat
 def test_close_moves_the_journal_into_the_table_and_removes_it(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([("m1", "audit", {})])
+    outbox.enqueue([("m1", "audit", {})])
     assert len(journal.journals(path)) == 1 and _rows(path) == []
     outbox.close()
     assert journal.journals(path) == [] and _rows(path) == ["m1"]
-    outbox.put([("m2", "audit", {})])  # usable again: a new journal
-    assert [m.message_id for m in outbox.claim(10)] == ["m1", "m2"]
+    outbox.enqueue([("m2", "audit", {})])  # usable again: a new journal
+    assert [m.message_id for m in outbox.lease(10)] == ["m1", "m2"]
 
 
 def test_a_settled_journal_is_replaced_by_a_new_file_and_nothing_is_lost_or_doubled(tmp_path, monkeypatch):
@@ -186,15 +187,15 @@ def test_a_settled_journal_is_replaced_by_a_new_file_and_nothing_is_lost_or_doub
     outbox = Outbox(path)
     names, seen = set(), []
     for i in range(300):
-        outbox.put([(f"m{i}", "audit", {"i": i, "pad": "x" * 40})])
+        outbox.enqueue([(f"m{i}", "audit", {"i": i, "pad": "x" * 40})])
         names.update(journal.journals(path))
         if i % 7 == 0:
-            batch = outbox.claim(100)
+            batch = outbox.lease(100)
             seen += [m.message_id for m in batch]
-            outbox.delivered([m.id for m in batch])
-    batch = outbox.claim(100)
+            outbox.ack([m.handle for m in batch])
+    batch = outbox.lease(100)
     seen += [m.message_id for m in batch]
-    outbox.delivered([m.id for m in batch])
+    outbox.ack([m.handle for m in batch])
     assert len(names) > 5, "the journal started again several times"
     assert len(journal.journals(path)) <= 1, "the files it left were removed once settled"
     assert seen == [f"m{i}" for i in range(300)]
@@ -209,16 +210,16 @@ def test_puts_and_claims_from_many_threads_and_two_outboxes_take_each_message_on
 
     def put(box: Outbox, k: int) -> None:
         for i in range(per_thread):
-            box.put([(f"m{k}-{i}", "audit", {"i": i})])
+            box.enqueue([(f"m{k}-{i}", "audit", {"i": i})])
 
     def claim(k: int) -> None:
         box = boxes[k]
         while True:
             finished = done.is_set()
-            batch = box.claim(40)
+            batch = box.lease(40)
             claimed[k] += [m.message_id for m in batch]
             time.sleep(0.002)  # delivering: the other claimer takes its turn meanwhile
-            box.delivered([m.id for m in batch])
+            box.ack([m.handle for m in batch])
             if finished and not batch:
                 return
 
@@ -240,20 +241,20 @@ def test_puts_and_claims_from_many_threads_and_two_outboxes_take_each_message_on
 def test_a_forked_child_writes_a_journal_of_its_own_and_leaves_its_parents_messages_alone(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([("parent-1", "audit", {})])
+    outbox.enqueue([("parent-1", "audit", {})])
     pid = os.fork()
     if pid == 0:  # the child: its puts go to its own file; the parent's messages are not its to send
         code = 1
         try:
-            code = 0 if outbox.claim(10) == [] else 3
-            outbox.put([("child", "audit", {})])
+            code = 0 if outbox.lease(10) == [] else 3
+            outbox.enqueue([("child", "audit", {})])
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child claimed its parent's message"
-    outbox.put([("parent-2", "audit", {})])
+    outbox.enqueue([("parent-2", "audit", {})])
     assert len(journal.journals(path)) == 2
-    assert [m.message_id for m in outbox.claim(10)] == ["child", "parent-1", "parent-2"]
+    assert [m.message_id for m in outbox.lease(10)] == ["child", "parent-1", "parent-2"]
     assert len(journal.journals(path)) == 1, "the ended child's journal went; the parent's stays"
 
 
@@ -261,7 +262,7 @@ def test_looks_do_not_wait_out_another_processs_lock(tmp_path, caplog):
     """Counts (a scrape, ``webhooks status``) and close (a shutdown) read the table as is if the file stays locked."""
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)  # the default busy_timeout: 5 s
-    outbox.put([("mine", "audit", {})])
+    outbox.enqueue([("mine", "audit", {})])
     name = f"{journal.prefix_of(path)}{socket.gethostname()}+999999999+1+0"  # left by a process that ended
     (tmp_path / name).write_bytes(journal.encode(1.0, [("left", "audit", "{}")]))
     holder = sqlite3.connect(path, isolation_level=None)
@@ -278,25 +279,25 @@ def test_looks_do_not_wait_out_another_processs_lock(tmp_path, caplog):
     assert "left in the journal for the next reader" in caplog.text
     assert outbox.counts() == {"pending": 2, "dead": 0}
     outbox.close()
-    assert sorted(m.message_id for m in Outbox(path).claim(10)) == ["left", "mine"], "closed: every reader sees them"
+    assert sorted(m.message_id for m in Outbox(path).lease(10)) == ["left", "mine"], "closed: every reader sees them"
 
 
 def test_an_outbox_dropped_without_close_hands_its_messages_to_the_table(tmp_path):
     path = tmp_path / "outbox.sqlite"
-    Outbox(path).put([("m1", "audit", {})])  # unreferenced at once
+    Outbox(path).enqueue([("m1", "audit", {})])  # unreferenced at once
     assert _rows(path) == ["m1"] and journal.journals(path) == []
 
 
 def test_messages_in_delivery_at_close_go_to_the_table_claimed_and_are_settled_there(tmp_path):
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([("a", "audit", {}), ("b", "audit", {}), ("c", "audit", {})])
-    a, b, c = outbox.claim(10)
+    outbox.enqueue([("a", "audit", {}), ("b", "audit", {}), ("c", "audit", {})])
+    a, b, c = outbox.lease(10)
     outbox.close()  # a worker that could not finish by its deadline still has them in flight
     other = Outbox(path)
-    assert other.claim(10) == [] and other.counts()["pending"] == 3, "claimed by this process: no one else takes them"
-    outbox.delivered([a.id])
-    outbox.retry(b.id, 0.0, "HTTP 503")
-    outbox.release([c.id])
-    taken = {m.message_id: m.attempts for m in other.claim(10)}
+    assert other.lease(10) == [] and other.counts()["pending"] == 3, "claimed by this process: no one else takes them"
+    outbox.ack([a.handle])
+    outbox.retry(b.handle, 0.0, "HTTP 503")
+    outbox.release([c.handle])
+    taken = {m.message_id: m.attempts for m in other.lease(10)}
     assert taken == {"b": 1, "c": 0}, "a settled there; b retried; c given back"

@@ -80,9 +80,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
 from nexus_otel.cli import main as cli
-from nexus_otel.exporters import claimer, journal
-from nexus_otel.exporters.delivery import CircuitBreaker, OutboxWorker, Outcome, RetryPolicy
-from nexus_otel.exporters.outbox import WEBHOOK_SCOPE, Outbox
+from nexus_otel.outbox import WEBHOOK_SCOPE, CircuitBreaker, Outbox, OutboxWorker, Outcome, RetryPolicy, journal
+from nexus_otel.outbox import owners as claimer
 
 from . import small_disk as small_disk_tools
 

@@ -3,8 +3,7 @@
 import threading
 import time
 
-from nexus_otel.exporters.delivery import OK, OutboxWorker
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import OK, Outbox, OutboxWorker
 
 
 class SlowSink:
@@ -39,7 +38,7 @@ def _steady_load(tmp_path, **worker_options) -> list[int]:
     sink = SlowSink(0.05)
     worker = OutboxWorker(outbox, sink, batch_size=500, name="steady", **worker_options).start()
     for i in range(100):
-        outbox.put([(f"m{i}", "sink", {"i": i})])
+        outbox.enqueue([(f"m{i}", "sink", {"i": i})])
         worker.notify()
         time.sleep(0.01)
     assert _wait_for(lambda: sink.delivered == 100, 10)
@@ -67,7 +66,7 @@ def test_without_refill_what_is_due_goes_at_once(tmp_path):
 def test_a_full_batch_is_followed_at_once_by_the_next(tmp_path):
     """A backlog of 3.5 batches goes out back to back: the wait is only after a batch that was not full."""
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    outbox.put([(f"m{i}", "sink", {"i": i}) for i in range(35)])
+    outbox.enqueue([(f"m{i}", "sink", {"i": i}) for i in range(35)])
     sink = SlowSink(0.0)
     worker = OutboxWorker(outbox, sink, batch_size=10, linger=5.0, refill=5.0, name="backlog").start()
     started = time.monotonic()

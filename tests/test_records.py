@@ -208,7 +208,7 @@ def test_adding_something_else_as_a_record_processor_names_what_is_wrong():
 
 def test_built_in_sinks_share_one_outbox_file_and_commit_once(tmp_path, receiver):
     """Webhooks and audit rows go to DATA_DIR/outbox.sqlite by default, one outbox, one commit per execution."""
-    from nexus_otel.exporters.outbox import Outbox
+    from nexus_otel.outbox import Outbox
 
     app = Nexus("shared", environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_TRACES_EXPORTER": "none"})
     webhook, database = WebhookPlugin(receiver.url), DatabasePlugin()
@@ -218,18 +218,18 @@ def test_built_in_sinks_share_one_outbox_file_and_commit_once(tmp_path, receiver
     shared = webhook.exporter.outbox.outbox
     assert shared is database.exporter.spool.outbox and shared.path == tmp_path / "outbox.sqlite"
     commits = []
-    put = Outbox.put
+    enqueue = Outbox.enqueue
 
-    def counting_put(self, items, **options):
+    def counting_enqueue(self, items, **options):
         commits.append(len(items))
-        return put(self, items, **options)
+        return enqueue(self, items, **options)
 
-    Outbox.put = counting_put  # type: ignore[method-assign]
+    Outbox.enqueue = counting_enqueue  # type: ignore[method-assign]
     try:
         for _ in range(5):
             app.execute_workflow("ship", {})
     finally:
-        Outbox.put = put  # type: ignore[method-assign]
+        Outbox.enqueue = enqueue  # type: ignore[method-assign]
     # Each execution: one put per sink, held, then one commit of both rows.
     assert commits.count(2) == 5
     receiver.wait_for(lambda reqs: len(reqs) == 5, timeout=20)
@@ -239,7 +239,7 @@ def test_built_in_sinks_share_one_outbox_file_and_commit_once(tmp_path, receiver
 
 def test_a_data_dir_from_before_keeps_its_own_outbox_files(tmp_path, receiver):
     """Messages waiting in an earlier version's webhook-outbox.sqlite are still delivered."""
-    from nexus_otel.exporters.outbox import Outbox
+    from nexus_otel.outbox import Outbox
 
     Outbox(tmp_path / "webhook-outbox.sqlite").put([("msg_old", receiver.url, {"type": "workflow.completed",
                                                                               "workflow": "old"})])

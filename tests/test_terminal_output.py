@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from nexus_otel import Nexus
 from nexus_otel.cli import main as cli
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import Outbox
 from nexus_otel.serving import BackgroundServer
 from nexus_otel.terminal import inert, inert_line, inert_markup
 from nexus_otel.traceview import recent_traces
@@ -90,9 +90,9 @@ def test_dead_letters_print_no_acting_characters(tmp_path):
     """`webhooks dead-letters` shows a dead letter whose workflow and last error hold escapes, inert."""
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path)
-    outbox.put([("msg_1", "http://127.0.0.1:9/hook", {"workflow": EVIL})])
-    (message,) = outbox.claim()
-    outbox.dead(message.id, f"HTTP 400: {EVIL}")
+    outbox.enqueue([("msg_1", "http://127.0.0.1:9/hook", {"workflow": EVIL})])
+    (message,) = outbox.lease()
+    outbox.dead_letter(message.handle, f"HTTP 400: {EVIL}")
     outbox.close()
     output = invoke("webhooks", "dead-letters", "--outbox", str(path))
     assert b"msg_1" in output and b"attempts=1" in output

@@ -24,8 +24,8 @@ from nexus_otel.exporters.destination_snapshots import (
     status_lines,
 )
 from nexus_otel.exporters.destinations import DestinationState
-from nexus_otel.exporters.outbox import Outbox
 from nexus_otel.exporters.webhook import WebhookExporter
+from nexus_otel.outbox import Outbox
 from nexus_otel.testing import CapturedTelemetry
 
 SECRET_URL = "https://hooks:PASSWORD-1@receiver.example/in?api_key=KEY-2&team=a"

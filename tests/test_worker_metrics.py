@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from nexus_otel.errors import ConfigurationError
-from nexus_otel.exporters.outbox import Outbox
+from nexus_otel.outbox import Outbox
 from nexus_otel.telemetry.shared_counts import CountsFile, SharedBoundMetrics, read_counts
 from nexus_otel.telemetry.worker_metrics import (
     WORKERS_DIR_MAX,

@@ -1,9 +1,11 @@
 """Exporters: where spans and records leave the process, one job each.
 
 Spans: the OTLP exporters and their encoder (``otlp_exporters``, ``otlp_encoding``),
-the local store (``local``, ``spanfile``). Records: the durable ``outbox``, the
-``delivery`` worker that drains it, and what it delivers to: ``webhook`` (over
-``http_poster`` and ``http1``) and ``audit`` (SQLite, PostgreSQL).
+the local store (``local``, ``spanfile``). Records: the sinks that put their
+messages in the durable outbox (:mod:`nexus_otel.outbox`) and deliver from it,
+over the skeleton they share (``outbox_exporter``): ``webhook`` (over
+``http_poster`` and ``http1``) and ``audit`` (SQLite, PostgreSQL). ``outbox``
+and ``delivery`` here are the outbox's earlier import paths (deprecated).
 """
 
 from .local import LocalSpanExporter

@@ -28,14 +28,13 @@ from opentelemetry.trace import Tracer
 
 from .. import fastjson
 from ..errors import ConfigurationError
+from ..outbox import OK, Message, Outbox, OutboxView, Outcome, RetryPolicy, destination_scope
+from ..outbox.writable import read_only
 from ..records import ExecutionRecord
 from ..telemetry import contract as c
 from .audit_spans import AuditBatchSpans
-from .delivery import OK, Outcome, RetryPolicy
-from .outbox import Message, Outbox, OutboxView, destination_scope
 from .outbox_exporter import OutboxExporter
 from .span_links import execution_link
-from .writable import read_only
 
 log = logging.getLogger("nexus_otel.audit")
 

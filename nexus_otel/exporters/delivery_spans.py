@@ -41,13 +41,12 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from ..outbox import Message, Outcome
 from ..records import ExecutionRecord
 from ..redaction import Redactor
 from ..telemetry import contract as c
 from ..urls import REDACTED, mask_url
-from .delivery import Outcome
 from .http_poster import ConnectTimedOut, PostTimeout, Reply
-from .outbox import Message
 from .span_links import SpanFailures, execution_link
 
 log = logging.getLogger("nexus_otel.webhooks")

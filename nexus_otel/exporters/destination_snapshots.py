@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fastjson
+from ..outbox.owners import has_ended, identity
 from ..urls import mask_url
-from .claimer import has_ended, identity
 from .destinations import DestinationState
 
 log = logging.getLogger("nexus_otel.webhooks")

@@ -1,9 +1,9 @@
 """The skeleton of a durable record sink: queue in the outbox on the workflow's thread, deliver from a worker.
 
 :class:`OutboxExporter` is what the webhook and audit exporters share: the
-records' messages are put in an :class:`~nexus_otel.exporters.outbox.Outbox`
+records' messages are put in an :class:`~nexus_otel.outbox.queue.Outbox`
 (written before the workflow's caller gets its result), a
-:class:`~nexus_otel.exporters.delivery.OutboxWorker` thread delivers them with
+:class:`~nexus_otel.outbox.worker.OutboxWorker` thread delivers them with
 retries, what happened is counted by outcome, and the queue's size is
 observed. A subclass says what to queue for a record (``on_end`` calls
 :meth:`OutboxExporter.queue`) and how to deliver a batch.
@@ -19,9 +19,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .. import settings
 from ..errors import RecordsUnavailableError
+from ..outbox import Deliver, OutboxView, OutboxWorker
 from ..records import RecordProcessor
-from .delivery import Deliver, OutboxWorker
-from .outbox import OutboxView
 from .outcomes import OutcomeCounts
 
 E = TypeVar("E", bound="OutboxExporter")
@@ -37,7 +36,7 @@ class OutboxExporter(RecordProcessor):
     ``failed``); with a ``meter`` they are the counter ``outcomes_metric`` (name, description)
     and the queue is the gauge ``queue_metric`` (name, description), one series per state in
     ``queue_states``, or one without attributes for the pending messages if that is None.
-    Other keyword arguments go to the :class:`~nexus_otel.exporters.delivery.OutboxWorker`.
+    Other keyword arguments go to the :class:`~nexus_otel.outbox.worker.OutboxWorker`.
 
     ``on_unavailable``: when a record cannot be written to the outbox (its disk is full, read-only),
     ``"fail"`` (the default) fails the execution with
@@ -87,7 +86,7 @@ class OutboxExporter(RecordProcessor):
         (the outbox logs it, once a second at most), unless this sink drops its records then.
         """
         try:
-            queued = self.outbox.put(items, required=self.fails_closed)
+            queued = self.outbox.enqueue(items, required=self.fails_closed)
         except RecordsUnavailableError:
             self._count("failed", len(items))
             raise

@@ -38,9 +38,9 @@ from standardwebhooks.webhooks import Webhook
 
 from .. import fastjson
 from ..baggage import header_value
+from ..outbox import DEFAULT_LEASE, NOT_ATTEMPTED, OK, WEBHOOK_SCOPE, Message, Outbox, OutboxView, Outcome, RetryPolicy
 from ..records import ExecutionRecord
 from ..redaction import Redactor
-from .delivery import NOT_ATTEMPTED, OK, Outcome, RetryPolicy
 from .delivery_spans import TRACE_HEADERS, Attempt, DeliverySpans
 from .destination_metrics import observe_destinations
 from .destination_snapshots import DestinationSnapshots, snapshots_dir
@@ -48,7 +48,6 @@ from .destinations import DestinationState
 from .gate import OVERLOAD_STATUSES, Held
 from .http1 import Pool
 from .http_poster import MIN_ATTEMPT, ConcurrentPoster, ConnectTimedOut, NotStarted, Post, PostTimeout, Reply
-from .outbox import DEFAULT_LEASE, WEBHOOK_SCOPE, Message, Outbox, OutboxView
 from .outbox_exporter import OutboxExporter
 from .outcomes import OutcomeCounts
 from .proxies import ProxyRoutes

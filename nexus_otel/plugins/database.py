@@ -21,8 +21,8 @@ from typing import Any
 
 from .. import settings
 from ..exporters.audit import AuditExporter, open_store
-from ..exporters.outbox import default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
+from ..outbox import default_outbox_path
 from ..plugin_base import NexusPlugin
 from ..telemetry import contract as c
 

@@ -37,15 +37,14 @@ from typing import Any
 
 from .. import settings
 from ..errors import ConfigurationError
-from ..exporters.delivery import RetryPolicy
 from ..exporters.delivery_spans import SCRUBBED
 from ..exporters.gate import MIN_RATE
-from ..exporters.outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, default_outbox_path
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
 from ..exporters.proxies import ProxyRoutes
 from ..exporters.request_head import check_headers, check_url
 from ..exporters.tls import client_context
 from ..exporters.webhook import WebhookExporter, reserved_headers
+from ..outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, RetryPolicy, default_outbox_path
 from ..plugin_base import NexusPlugin
 from ..telemetry import contract
 

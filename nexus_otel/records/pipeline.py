@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..errors import ConfigurationError, RecordsUnavailableError
-from ..exporters.outbox import Outbox
+from ..outbox import Outbox
 from .processor import RecordProcessor
 from .record import ExecutionRecord
 

@@ -1,14 +1,14 @@
-"""An outbox's journal: each process appends its puts to a file of its own, one ``write`` per put.
+"""An outbox's journal: each process appends its enqueues to a file of its own, one ``write`` per enqueue.
 
-A put on the workflow's thread is one framed line appended to this process's
+An enqueue on the workflow's thread is one framed line appended to this process's
 journal file, next to the outbox's SQLite file: no lock on the shared file, no
 transaction. On return the line is in the operating system's page cache, as a
 SQLite commit in WAL mode with ``synchronous=NORMAL`` is, so a crash of the
 process after that loses nothing (``docs/records.md`` says what a power cut can
 lose). While its process runs, the journal's messages are that process's to
-deliver (:mod:`.own_journal`); once the process has ended, the next reader of
+deliver (:mod:`.local`); once the process has ended, the next reader of
 the outbox takes the journal's lines into the SQLite table, from the last note
-of how far it was settled (:class:`~nexus_otel.exporters.outbox.Outbox` does, in
+of how far it was done, its checkpoint (:class:`~nexus_otel.outbox.queue.Outbox` does, in
 one transaction), and removes the file.
 
 A line is ``<crc32 in 8 hex digits> <JSON>\\n``; the JSON is ``[created_at,
@@ -17,7 +17,7 @@ text holds no raw line break, so a line ends at its first ``\\n``; a line still
 being written (no ``\\n`` yet) is left for the next reader, and a line whose
 checksum does not match (a torn write after a power cut) is reported and skipped.
 A write that fails or is cut short (the disk filled) is cut back off the file
-before the next put, so the next line starts on a line of its own.
+before the next enqueue, so the next line starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import fastjson
-from . import claimer
+from . import owners
 
 ROTATE_BYTES = 1 << 20
-"""Bytes settled in a journal after which its next put starts a new file (the old one is removed once settled)."""
+"""Bytes checkpointed in a journal after which its next enqueue starts a new file (the old one is removed once done)."""
 
 Entry = tuple[float, list[tuple[str, str, str]]]
-"""One put: when, and its ``(message_id, destination, payload JSON)`` items."""
+"""One enqueue: when, and its ``(message_id, destination, payload JSON)`` items."""
 
 
 def prefix_of(outbox: Path) -> str:
@@ -47,7 +47,7 @@ def prefix_of(outbox: Path) -> str:
 
 
 def owner_of(name: str) -> str:
-    """The claimer identity (``host/pid/start``) of the process that writes journal ``name``."""
+    """The owner identity (``host/pid/start``) of the process that writes journal ``name``."""
     parts = name.rsplit(".journal.", 1)[-1].rsplit("+", 3)
     return "/".join(parts[:3]) if len(parts) == 4 else ""
 
@@ -62,7 +62,7 @@ def journals(outbox: Path) -> list[str]:
 
 
 def encode(created_at: float, items: Sequence[tuple[str, str, str]]) -> bytes:
-    """One framed line for a put."""
+    """One framed line for an enqueue."""
     body = fastjson.dumpb([created_at, items])
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
@@ -95,9 +95,9 @@ def decode(data: bytes) -> Decoded:
 
 
 class JournalWriter:
-    """This process's journal for one outbox: appends, one ``os.write`` of one line per put.
+    """This process's journal for one outbox: appends, one ``os.write`` of one line per enqueue.
 
-    The file is created at the first put, and again after :meth:`retire` or a fork
+    The file is created at the first enqueue, and again after :meth:`retire` or a fork
     (a child writes its own journal, named by its own identity). Only this writer
     appends to its file, so it knows where each line ends.
     """
@@ -108,18 +108,18 @@ class JournalWriter:
         self._fd: int | None = None
         self._pid = 0
         self.name: str | None = None
-        """The file now written (None before the first put and after :meth:`retire`)."""
+        """The file now written (None before the first enqueue and after :meth:`retire`)."""
         self.size = 0
         """Bytes written to it."""
         self._abandoned: list[tuple[str, int]] = []
 
     def append(self, created_at: float, items: Sequence[tuple[str, str, str]]) -> tuple[str, int]:
-        """Append one put, in the page cache on return: the file's name and where the line ends.
+        """Append one enqueue, in the page cache on return: the file's name and where the line ends.
 
         Raises ``OSError`` (the disk is full, the folder gone). A write that failed or was cut
         short leaves no part of its line behind: the file is cut back to its last whole line
-        (or, if it cannot be, left as it is and a new file started at the next put; see
-        :meth:`take_abandoned`), so a torn line never runs into the next put's line.
+        (or, if it cannot be, left as it is and a new file started at the next enqueue; see
+        :meth:`take_abandoned`), so a torn line never runs into the next enqueue's line.
         """
         line = encode(created_at, items)
         with self._lock:
@@ -144,7 +144,7 @@ class JournalWriter:
         assert self._fd is not None
         try:
             os.ftruncate(self._fd, self.size)
-        except OSError:  # cannot cut it: leave it as it is (its torn tail ends it) and write the next put elsewhere
+        except OSError:  # cannot cut it: leave it as it is (its torn tail ends it) and write the next enqueue elsewhere
             if self.name is not None:
                 self._abandoned.append((self.name, self.size))
             os.close(self._fd)
@@ -155,7 +155,7 @@ class JournalWriter:
     def take_abandoned(self) -> list[tuple[str, int]]:
         """Files left after a torn write that could not be cut back: ``(name, size of their whole lines)``.
 
-        The owner treats each as retired at that size (removed once its lines are settled); a reader
+        The owner treats each as retired at that size (removed once its lines are done); a reader
         taking it after this process ended drops its torn tail with a log line.
         """
         with self._lock:
@@ -163,7 +163,7 @@ class JournalWriter:
             return out
 
     def retire(self) -> tuple[str, int] | None:
-        """Stop writing the current file (the next put starts another); its name and size, or None."""
+        """Stop writing the current file (the next enqueue starts another); its name and size, or None."""
         with self._lock:
             name, fd, size = self.name, self._fd, self.size
             self.name = self._fd = None
@@ -176,7 +176,7 @@ class JournalWriter:
         # A forked child leaves its parent's descriptor alone: the parent still writes there.
         self._pid = os.getpid()
         # host+pid+start names the writing process; the last part tells apart this process's files.
-        self.name = f"{prefix_of(self.outbox)}{claimer.identity().replace('/', '+')}+{os.urandom(4).hex()}"
+        self.name = f"{prefix_of(self.outbox)}{owners.identity().replace('/', '+')}+{os.urandom(4).hex()}"
         self._fd = os.open(self.outbox.parent / self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            0o600)
         self.size = 0

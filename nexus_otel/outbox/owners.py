@@ -1,9 +1,9 @@
-"""Who holds an outbox claim: this process's identity, and whether the process behind an identity has ended.
+"""Who holds an outbox lease or writes a journal: this process's identity, and whether a process has ended.
 
 An identity is ``host/pid/start``, where ``start`` is when the process started
 (``/proc/<pid>/stat``'s start time on Linux), so a pid the system has since given
-to another process does not pass for the claimer. A claimer on another host, or
-one this system cannot check, is taken as alive: its claims end with their lease.
+to another process does not pass for the owner. An owner on another host, or
+one this system cannot check, is taken as alive: its leases end when they run out.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def _own(pid: int) -> str:
     return _identity(pid)  # keyed by pid: a forked child reads its own
 
 
-def has_ended(claimer: str) -> bool:
-    """True only if the process behind ``claimer`` is known to have ended (on this host)."""
-    host, pid_text, start = (claimer.split("/") + ["", "", ""])[:3]
+def has_ended(owner: str) -> bool:
+    """True only if the process behind ``owner`` is known to have ended (on this host)."""
+    host, pid_text, start = (owner.split("/") + ["", "", ""])[:3]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False  # another host's process (or not an identity): wait for the lease
     pid = int(pid_text)
