@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import ConfigurationError
 from .gate import OVERLOAD_STATUSES, Gate, Held
 from .http1 import AnswerTimeout, ConnectTimeout, HttpError, Pool
 from .retry_after import retry_after_seconds
@@ -118,7 +119,7 @@ class ConcurrentPoster:
                  user_agent: str = "nexus-otel", pool: Pool | None = None, max_rate: float | None = None,
                  hold_cap: float = 300.0) -> None:
         if per_destination < 1:
-            raise ValueError(f"per_destination must be at least 1, got {per_destination!r}")
+            raise ConfigurationError("per_destination", per_destination, "at least 1")
         self.per_destination = per_destination
         self.connect_timeout = connect_timeout
         """Seconds a new connection may take to be accepted (apart from the answer's ``timeout``)."""
