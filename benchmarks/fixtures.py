@@ -25,6 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from harness import Side
@@ -262,14 +263,21 @@ def span_shape(span: Any) -> tuple[str, tuple[str, ...], str | None]:
 # --------------------------------------------------------------------------------------
 
 
+def send_json(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """Answer ``handler``'s request 200 with the JSON ``body``."""
+    handler.send_response(200)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def receiver_main(secret: str) -> int:
     """``--webhook-receiver`` mode (its own process): answers every POST 200 at once, counts them.
 
     It checks each payload's Standard Webhooks signature and keeps the ids it saw;
     ``GET /count`` returns the tallies as JSON. It runs until it is terminated.
     """
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from standardwebhooks.webhooks import Webhook
 
     verifier = Webhook(secret)
@@ -298,11 +306,7 @@ def receiver_main(secret: str) -> int:
         def do_GET(self) -> None:
             with lock:
                 body = json.dumps({**tally, "unique_ids": len(ids)}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -374,8 +378,6 @@ class JwksIdp:
     """
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         import jwt
         from cryptography.hazmat.primitives.asymmetric import rsa
         from jwt.algorithms import RSAAlgorithm
@@ -397,11 +399,7 @@ class JwksIdp:
                 if path != "/jwks.json":
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

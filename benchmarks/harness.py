@@ -122,20 +122,26 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def thread_cpu(names: Iterable[str]) -> dict[str, float] | None:
-    """CPU seconds so far of this process's threads named in ``names``, summed by name, from each thread's own
-    clock (read from the calling thread); None where thread clocks cannot be read (not Linux, a thread ended)."""
-    if not hasattr(time, "pthread_getcpuclockid"):
+def cpu_of_thread(thread: threading.Thread) -> float | None:
+    """CPU seconds ``thread`` (of this process) has used so far, from its own CPU clock, read from the calling
+    thread; None once it ended, or where thread clocks cannot be read (not Linux)."""
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))  # type: ignore[arg-type]
+    except (OSError, TypeError, AttributeError):
         return None
+
+
+def thread_cpu(names: Iterable[str]) -> dict[str, float] | None:
+    """CPU seconds so far of this process's threads named in ``names``, summed by name; None where a thread
+    clock cannot be read (not Linux, a thread ended meanwhile)."""
     wanted = set(names)
     cpu: dict[str, float] = {}
     for thread in threading.enumerate():
         if thread.name in wanted and thread.ident is not None:
-            try:
-                clock = time.pthread_getcpuclockid(thread.ident)
-                cpu[thread.name] = cpu.get(thread.name, 0.0) + time.clock_gettime(clock)
-            except OSError:
+            seconds = cpu_of_thread(thread)
+            if seconds is None:
                 return None
+            cpu[thread.name] = cpu.get(thread.name, 0.0) + seconds
     return cpu
 
 

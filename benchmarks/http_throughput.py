@@ -96,10 +96,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import format_ratio, paired_ratio, ratio_of_medians, rotated, tree_cpu
 from http_app import HOOKS, WORKFLOW, build_app, hook_events
 from http_peers import PEERS, announce_protocol, spans_per_request
 from otlp_sink import Sink
-from proc_cpu import tree_cpu
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -666,15 +666,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"total elapsed: {time.monotonic() - t0:.1f} s")
 
 
-def _ratio(value: float, target: float = TARGET) -> str:
-    """Three decimals, or more when three would round across the target (0.69996 is not 0.700)."""
-    for places in range(3, 7):
-        text = f"{value:.{places}f}"
-        if (float(text) >= target) == (value >= target):
-            break
-    return text
-
-
 @dataclass
 class Line:
     """One reported line: a workload (the workflow's CPU work) served by a full and a disabled server."""
@@ -795,13 +786,13 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
     for i, line in enumerate(lines):
         passed = line.ratio >= TARGET and not line.problems and not problems
         role = ("acceptance figure" if not line.work_ms else "workload under test") if i == 0 else "for comparison"
-        print(f"ratio full/disabled, {line.label + ':':<20} {_ratio(line.ratio)}  (paired, median of per-round "
-              f"ratios: {_ratio(line.paired)})  target >= {TARGET}  {'PASS' if passed else 'FAIL'}  [{role}]")
+        ratio, paired = (format_ratio(value, TARGET, at_least=True) for value in (line.ratio, line.paired))
+        print(f"ratio full/disabled, {line.label + ':':<20} {ratio}  (paired, median of per-round "
+              f"ratios: {paired})  target >= {TARGET}  {'PASS' if passed else 'FAIL'}  [{role}]")
     for line in lines:
         if line.floor is not None:
-            floor = statistics.median(line.floor.rates) / statistics.median(line.disabled.rates)
-            paired = statistics.median(f / d for f, d in zip(line.floor.rates, line.disabled.rates))
-            print(f"ratio sdk-floor/disabled, {line.label + ':':<15} {_ratio(floor)}  (paired: {_ratio(paired)})  "
+            floor, paired = (format_ratio(v, TARGET, at_least=True) for v in ratio_of(line.floor, line.disabled))
+            print(f"ratio sdk-floor/disabled, {line.label + ':':<15} {floor}  (paired: {paired})  "
                   f"[ceiling: the raw SDK making the same {args.hooks + 2} spans, nothing else "
                   f"({line.floor_spans} spans exported); full telemetry cannot beat it]")
     for line in lines:
@@ -825,12 +816,6 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def rotated(servers: Sequence[Server], r: int) -> list[Server]:
-    """Round ``r``'s order: the servers take turns going first (A B C, B C A, ...), so drift hits all alike."""
-    k = r % len(servers)
-    return [*servers[k:], *servers[:k]]
-
-
 def measure_once(load: Load, server: Server, seconds: float) -> None:
     """One timed run against ``server``: its req/s and errors, and the CPU its process tree (and the load
     generator) used meanwhile, in cores and per request answered."""
@@ -848,8 +833,7 @@ def measure_once(load: Load, server: Server, seconds: float) -> None:
 
 def ratio_of(a: Server, b: Server) -> tuple[float, float]:
     """``a``'s median req/s over ``b``'s, and the median of the per-round ratios (each round's pair)."""
-    return (statistics.median(a.rates) / statistics.median(b.rates),
-            statistics.median(x / y for x, y in zip(a.rates, b.rates)))
+    return ratio_of_medians(a.rates, b.rates), paired_ratio(a.rates, b.rates)
 
 
 def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
@@ -900,12 +884,11 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
             stop_server(server)
     print()
     for label, line in lines:
-        base = statistics.median(line[0].rates)
         for server in line:
             median = statistics.median(server.rates)
-            paired = statistics.median(s / b for s, b in zip(server.rates, line[0].rates))
+            ratio, paired = ratio_of(server, line[0])
             print(f"{label:<24} {server.variant:<12} median {median:7.0f} req/s  (min {min(server.rates):6.0f}, "
-                  f"max {max(server.rates):6.0f})  ratio to {line[0].variant}: {median / base:.3f} "
+                  f"max {max(server.rates):6.0f})  ratio to {line[0].variant}: {ratio:.3f} "
                   f"(paired {paired:.3f})  errors {server.errors}  CPU: server {statistics.median(server.cores):.2f} "
                   f"cores, load generator {statistics.median(server.client_cores):.2f} cores")
             if server.errors:
@@ -914,7 +897,7 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
                 problems.append(f"{server.name}: no nexus_workflow_executions_total on /metrics")
     if args.workers:
         label, line = lines[0]
-        ratio = statistics.median(line[1].rates) / statistics.median(line[0].rates)
+        ratio = ratio_of(line[1], line[0])[0]
         verdict = "PASS" if ratio >= WORKERS_TARGET and not problems else "FAIL"
         print(f"throughput ratio --workers {args.workers} / --workers 1, {label}: {ratio:.3f}  "
               f"target >= {WORKERS_TARGET}  {verdict}  [acceptance figure]")
@@ -1027,7 +1010,7 @@ def print_peers(servers: list[Server], protocols: dict[str, str], counts: dict[s
         ratio, paired = ratio_of(by_name[a], by_name[b])
         verdict = (f"target >= {target}  {'PASS' if ratio >= target else 'FAIL'}" if target is not None
                    else "[for information]")
-        shown = _ratio(ratio, target) if target is not None else f"{ratio:.3f}"
+        shown = format_ratio(ratio, target, at_least=True)
         print(f"ratio {a + ' / ' + b + ':':<34} {shown}  (paired, median of per-round ratios: {paired:.3f})  "
               f"{verdict}")
 

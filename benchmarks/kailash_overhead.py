@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from proc_cpu import process_cpu
+from harness import paired_ratio, process_cpu
 
 HOST = "127.0.0.1"
 WORKFLOW = "double_then_add"
@@ -184,7 +184,7 @@ def report(label: str, data: dict[str, list[tuple[float, float]]], what: tuple[s
     for k, name in enumerate(what):
         plain = statistics.median(v[k] for v in data["plain"])
         inst = statistics.median(v[k] for v in data["instrumented"])
-        paired = statistics.median(i[k] / p[k] for i, p in zip(data["instrumented"], data["plain"]))
+        paired = paired_ratio((i[k] for i in data["instrumented"]), (p[k] for p in data["plain"]))
         print(f"{label:<8} {name:<22} plain {plain:9.0f} µs   instrumented {inst:9.0f} µs   "
               f"cost {inst - plain:+8.0f} µs   ratio {inst / plain:.3f} (paired {paired:.3f})")
 

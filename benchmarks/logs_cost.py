@@ -47,6 +47,7 @@ from pathlib import Path
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 
+from harness import paired_ratio, ratio_of_medians, rotated  # noqa: E402
 from http_throughput import Load, Server, metric_total, start_server, stop_server, wait_ready  # noqa: E402
 from loopback_receiver import Receiver  # noqa: E402
 
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(server)
             load.run(server, 2.0)  # warm-up, discarded
         for r in range(rounds):
-            order = servers[r % len(servers):] + servers[:r % len(servers)]
-            for server in order:
+            for server in rotated(servers, r):
                 rate, errors = load.run(server, seconds)
                 server.rates.append(rate)
                 server.errors += errors
@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def ratio(candidate: str, baseline: str, judged: bool, note: str) -> None:
         c, b = by_name[candidate], by_name[baseline]
-        value = statistics.median(c.rates) / statistics.median(b.rates)
-        paired = statistics.median(x / y for x, y in zip(c.rates, b.rates))
+        value, paired = ratio_of_medians(c.rates, b.rates), paired_ratio(c.rates, b.rates)
         verdict = ("PASS" if value >= TARGET and not problems else "FAIL") if judged else "reported"
         target = f"target >= {TARGET}  " if judged else ""
         print(f"ratio {candidate}/{baseline}: {value:.3f}  (paired {paired:.3f})  {target}{verdict}  [{note}]")

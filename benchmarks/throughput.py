@@ -68,9 +68,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from harness import cpu_of_thread, process_cpu
 from loopback_receiver import Receiver
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
-from proc_cpu import process_cpu  # before loopback_receiver, which takes this folder off sys.path
 
 from nexus_otel import Nexus
 from nexus_otel.exporters.delivery_spans import SCRUBBED
@@ -94,18 +94,10 @@ def _record() -> ExecutionRecord:
                            trace_id=uuid.uuid4().hex, span_id=uuid.uuid4().hex[:16])
 
 
-def _cpu_of(thread: threading.Thread) -> float | None:
-    """CPU seconds ``thread`` has used so far; None once it ended."""
-    try:
-        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))  # type: ignore[arg-type]
-    except (OSError, TypeError):
-        return None
-
-
 def _thread_cpu(name: str) -> float:
     for thread in threading.enumerate():
         if thread.name == name and thread.ident is not None:
-            cpu = _cpu_of(thread)
+            cpu = cpu_of_thread(thread)
             if cpu is not None:
                 return cpu
     raise RuntimeError(f"no thread {name}")
@@ -144,7 +136,7 @@ class DeliveryTracing:
 
     def cpu(self) -> float:
         """CPU seconds the span export thread has used so far."""
-        return sum(_cpu_of(t) or 0.0 for t in self.threads)
+        return sum(cpu_of_thread(t) or 0.0 for t in self.threads)
 
     def flush(self) -> float:
         """Export what is queued; the CPU seconds that took on this thread (the SDK exports on the caller's)."""
@@ -270,12 +262,12 @@ class ThreadCpu:
     """CPU seconds by thread over a run, read each second; a thread that ends keeps what was last read."""
 
     def __init__(self) -> None:
-        self.start = {t: cpu for t in threading.enumerate() if (cpu := _cpu_of(t)) is not None}
+        self.start = {t: cpu for t in threading.enumerate() if (cpu := cpu_of_thread(t)) is not None}
         self.last: dict[threading.Thread, float] = {}
 
     def read(self) -> None:
         for t in threading.enumerate():
-            cpu = _cpu_of(t)
+            cpu = cpu_of_thread(t)
             if cpu is not None:
                 self.last[t] = cpu
 
