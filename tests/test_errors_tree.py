@@ -1,4 +1,4 @@
-"""Every error nexus-otel raises is one of its error tree (``nexus_otel.errors``), refining the built-in callers catch."""
+"""Every error nexus-otel raises is one of its tree (``nexus_otel.errors``), refining the built-in callers catch."""
 
 import ast
 import builtins

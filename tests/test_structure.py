@@ -1,7 +1,9 @@
 """The package's structure: no import cycle, no module reaching into another's private names, the public API whole."""
 
 import ast
+import importlib
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,41 @@ def test_no_constructor_starts_a_thread():
 def test_the_constructor_check_can_fail():
     bad = ast.parse("class A:\n    def __init__(self):\n        self.t = Thread()\n        self.t.start()\n")
     assert _starts_in_constructors(bad) == [4]
+
+
+DOCS = [PACKAGE.parent / "README.md", *sorted((PACKAGE.parent / "docs").glob("*.md"))]
+_CODE = re.compile(r"```[^\n]*\n(.*?)```|`([^`\n]+)`", re.S)
+_FROM_IMPORT = re.compile(r"^[ \t]*(from[ \t]+nexus_otel[\w.]*[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*))", re.M)
+
+
+def _documented_imports(markdown: str) -> set[tuple[str, str]]:
+    """(module, name) of each ``from nexus_otel... import name`` in the page's code blocks and inline code."""
+    found: set[tuple[str, str]] = set()
+    for block, inline in _CODE.findall(markdown):
+        for statement in _FROM_IMPORT.findall(block or inline):
+            node = ast.parse(statement.split("#")[0].strip()).body[0]
+            assert isinstance(node, ast.ImportFrom) and node.module
+            found.update((node.module, a.name) for a in node.names)
+    return found
+
+
+def test_the_docs_import_finder_reads_blocks_and_inline_code():
+    page = ("Use `from nexus_otel import Nexus, TailSampling` here.\n\n```python\nimport os\n"
+            "from nexus_otel.plugins import (AuthPlugin,\n    WebhookPlugin)  # two\nfrom nexus import Nexus\n```\n"
+            "Not code: from nexus_otel.x import Y\n")
+    assert _documented_imports(page) == {("nexus_otel", "Nexus"), ("nexus_otel", "TailSampling"),
+                                         ("nexus_otel.plugins", "AuthPlugin"), ("nexus_otel.plugins", "WebhookPlugin")}
+
+
+def test_every_name_the_docs_import_exists_and_is_in_its_modules_all():
+    """What README.md and docs/*.md tell users to import works, and is public: in ``__all__`` where there is one."""
+    documented = {(doc.name, m, n) for doc in DOCS for m, n in _documented_imports(doc.read_text())}
+    assert len(documented) > 15  # the walk found the docs' imports
+    problems = []
+    for doc, module_name, name in sorted(documented):
+        module = importlib.import_module(module_name)
+        if not hasattr(module, name) and f"{module_name}.{name}" not in MODULES:
+            problems.append(f"{doc}: {module_name} has no {name}")
+        elif hasattr(module, "__all__") and name not in module.__all__:
+            problems.append(f"{doc}: {name} is not in {module_name}.__all__")
+    assert problems == []
