@@ -70,7 +70,8 @@ requests, plus a few for start, stop and health check) in as many traces as
 requests; nexus-disabled and fastapi-bare sent nothing.
 
 The script exits 0 whatever the ratio: it reports, it does not gate. It exits
-1 only when it could not measure (a server that does not start, say).
+1 only when it could not measure (a server that does not start, say), or, with
+``--smoke`` (one short round, figures meaningless), when a check failed.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import format_ratio, paired_ratio, ratio_of_medians, rotated, tree_cpu
+from harness import format_ratio, paired_ratio, ratio_of_medians, rotated, smoke_verdict, tree_cpu
 from http_app import HOOKS, WORKFLOW, build_app, hook_events
 from http_peers import PEERS, announce_protocol, spans_per_request
 from otlp_sink import Sink
@@ -127,6 +128,7 @@ START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
 STOP_TIMEOUT = 15.0
 APP_TARGET = "benchmarks.http_app:create"  # what --workers servers import (the repository is on PYTHONPATH)
 WORKERS_TARGET = 1.6  # --workers 2 over --workers 1 on a 2-core machine
+SMOKE_SECONDS = 0.5  # --smoke's one round per server
 
 
 # --------------------------------------------------------------------------------------
@@ -568,8 +570,12 @@ def print_profile(path: str, top: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per server (default 8, quick 4)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (default 3, quick 2)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run that only shows the mode works: the first line alone, 1 round of 0.5 s, "
+                             "no warm-up, every check on, figures meaningless; exits 1 when a check fails")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per server (default 8, quick 4, smoke 1)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="seconds per round (default 3, quick 2, smoke 0.5)")
     parser.add_argument("--connections", type=int, default=None,
                         help="keep-alive connections (default 16; 64 with --workers, so the kernel spreads them "
                              "over the workers: a burst of a few lands on whichever worker wakes first)")
@@ -636,9 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client_main(args.port, args.connections, args.seconds or 3.0)
 
     t0 = time.monotonic()
-    rounds = max(1, min(args.rounds or (4 if args.quick else 8), 50))
+    rounds = max(1, min(args.rounds or (1 if args.smoke else 4 if args.quick else 8), 50))
     seconds = max(1.0, min(args.seconds or (2.0 if args.quick else 3.0), 30.0))
     warmup = 2.0 if args.quick else 3.0
+    if args.smoke:  # one short round, no warm-up: only that every part works and every check holds
+        seconds, warmup = args.seconds or SMOKE_SECONDS, 0.0
+    if args.smoke:
+        args.extra_work_ms = 0.0  # the first line only
     kind = args.client_kind
     full_env = dict(item.split("=", 1) for item in args.full_env if "=" in item)
     if kind == "auto":
@@ -651,10 +661,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="nexus-otel-http-bench-"))
     try:
         if args.peers:
-            return measure_peers(args, kind, rounds, seconds, warmup, workdir)
-        if args.workers or args.threads_sweep:
-            return measure_servers(args, kind, rounds, seconds, warmup, workdir)
-        return measure(args, kind, full_env, rounds, seconds, warmup, workdir)
+            problems = measure_peers(args, kind, rounds, seconds, warmup, workdir)
+        elif args.workers or args.threads_sweep:
+            problems = measure_servers(args, kind, rounds, seconds, warmup, workdir)
+        else:
+            problems = measure(args, kind, full_env, rounds, seconds, warmup, workdir)
+        return smoke_verdict(problems) if args.smoke else 0
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"benchmark could not run: {exc}")
         for log in sorted(workdir.glob("*.log")):
@@ -698,7 +710,9 @@ class Line:
 
 
 def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], rounds: int, seconds: float,
-            warmup: float, workdir: Path) -> int:
+            warmup: float, workdir: Path) -> list[str]:
+    """The full / disabled lines (and the sdk-floor server) in turning rounds; prints the table, the ratios and
+    the checks, and returns the checks' problems."""
     load = Load(kind, args.connections, workdir)
     workloads = [args.work_ms]
     if args.extra_work_ms > 0 and args.extra_work_ms != args.work_ms:
@@ -729,7 +743,7 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         for server in servers:
             wait_ready(server)
             problems += check_server(server)
-        for server in servers:
+        for server in servers if warmup else ():
             load.run(server, warmup)  # warm-up: discarded
         # Each round measures every server once; within each workload the servers take
         # turns going first (A B C, B C A, ...), so drift and other jobs' load hit all alike.
@@ -799,13 +813,14 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         print(f"full telemetry, {line.label}: {line.executions or 0:.0f} workflow executions counted on /metrics, "
               f"{line.store / 1e6:.1f} MB of spans in the local store (bounded by rotation), "
               f"{line.dropped} spans dropped")
-    for p in problems + [p for line in lines for p in line.problems]:
+    problems += [p for line in lines for p in line.problems]
+    for p in problems:
         print(f"CHECK FAILED: {p}")
     full = lines[0].full
     if args.profile and full.profile_out and os.path.exists(full.profile_out):
         print("(the full server ran under cProfile: its req/s are depressed; do not quote this ratio)")
         print_profile(full.profile_out, 30)
-    return 0
+    return problems
 
 
 def children_cpu() -> float:
@@ -837,7 +852,7 @@ def ratio_of(a: Server, b: Server) -> tuple[float, float]:
 
 
 def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
-                    workdir: Path) -> int:
+                    workdir: Path) -> list[str]:
     """``--workers N``: 1 worker against N; ``--threads-sweep``: one server per thread count. Full telemetry."""
     load = Load(kind, args.connections, workdir)
     if args.workers:
@@ -869,7 +884,7 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
         for server in servers:
             wait_ready(server)
             problems += check_server(server)
-        for server in servers:
+        for server in servers if warmup else ():
             load.run(server, warmup)
         for r in range(rounds):
             for _label, line in lines:
@@ -912,7 +927,7 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
               f"(one worker: {1e6 * per_request:.0f} µs)")
     for p in problems:
         print(f"CHECK FAILED: {p}")
-    return 0
+    return problems
 
 
 # --------------------------------------------------------------------------------------
@@ -1016,7 +1031,7 @@ def print_peers(servers: list[Server], protocols: dict[str, str], counts: dict[s
 
 
 def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
-                  workdir: Path) -> int:
+                  workdir: Path) -> list[str]:
     """``--peers``: every server started at once, measured in rotating rounds; the table, ratios and checks."""
     load = Load(kind, args.connections, workdir)
     work = "trivial" if not args.work_ms else f"{args.work_ms:g} ms of CPU work"
@@ -1033,7 +1048,7 @@ def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: flo
                 wait_ready(server)
                 problems += check_peer(server, traced(server, args.hooks))
             protocols = {server.variant: protocol_of(server) for server in servers}
-            for server in servers:
+            for server in servers if warmup else ():
                 load.run(server, warmup)  # warm-up: discarded (its requests are counted for the sink's check)
             for r in range(rounds):
                 for server in rotated(servers, r):
@@ -1055,7 +1070,7 @@ def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: flo
     if not problems:
         print("checks passed: the same answer from every server, every response a 200, each telemetry server's "
               "spans at the sink (one trace a request), none from nexus-disabled or fastapi-bare")
-    return 0
+    return problems
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness import cpu_of_thread, process_cpu
+from harness import cpu_of_thread, process_cpu, smoke_verdict
 from loopback_receiver import Receiver
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
@@ -305,7 +305,7 @@ def commit_cost(directory: str, n: int = 2000) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[str, Any]:
+def pipeline(rate: float, seconds: float, webhook_receiver: Receiver, commit_n: int = 2000) -> dict[str, Any]:
     otlp = Receiver(0)
     out: dict[str, Any] = {}
     try:
@@ -353,16 +353,52 @@ def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[st
                     result["webhook_ids"] = webhook_receiver.count()["unique_ids"] - before["unique_ids"]
                 app.stop()
                 out[side] = result
-            out["commit_us"] = commit_cost(tmp)
+            out["commit_us"] = commit_cost(tmp, commit_n)
     finally:
         otlp.stop()
     return out
 
 
+def records_lost(full: dict[str, Any]) -> int:
+    """Executions of the full side whose webhook payload did not arrive or whose audit row was not written."""
+    return (full["executions"] - full["webhook_ids"]) + (full["executions"] - full["audit_rows"])
+
+
+def broken_rounds(rounds: list[dict[str, Any]], n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The delivery rounds that lost or doubled a payload (or left one), and those that lost an attempt span."""
+    broken = [r for r in rounds if r["pending"] or r["unique"] != n or r["received"] != n]
+    return broken, [r for r in rounds if "spans" in r and r["spans"] != r["received"]]
+
+
+def smoke(delay_ms: float) -> int:
+    """``--smoke``: a delivery round with spans off and one with them on, then a second of open-loop load, each
+    with its checks (every payload once, every attempt span, no record lost); figures meaningless."""
+    n = 100
+    receiver, otlp = Receiver(delay_ms), Receiver(0)
+    tracing = DeliveryTracing(otlp.base)
+    try:
+        rounds = [webhook_round(receiver, n), webhook_round(receiver, n, tracing=tracing)]
+        res = pipeline(200.0, 1.0, receiver, commit_n=50)
+    finally:
+        receiver.stop()
+        tracing.shutdown()
+        otlp.stop()
+    for r in rounds:
+        print(f"webhook delivery: {r['received']} received, {r['unique']} distinct ids, {r['pending']} left"
+              + (f", {r['spans']} spans exported" if "spans" in r else ""))
+    report_pipeline(res, 200.0, rounds[0]["rate"])
+    broken, lost_spans = broken_rounds(rounds, n)
+    problems = [f"a delivery round lost or doubled payloads: {r}" for r in broken]
+    problems += [f"a delivery round lost attempt spans: {r}" for r in lost_spans]
+    if records_lost(res["full"]):
+        problems.append(f"the open-loop load lost {records_lost(res['full'])} records")
+    return smoke_verdict(problems)
+
+
 def report_pipeline(res: dict[str, Any], rate: float, delivery_rate: float) -> bool:
     core, full = res["core"], res["full"]
     ratio = full["cpu_us"] / core["cpu_us"]
-    lost = (full["executions"] - full["webhook_ids"]) + (full["executions"] - full["audit_rows"])
+    lost = records_lost(full)
     backlog_s = full["end_backlog"] / delivery_rate if delivery_rate else float("inf")
     print(f"open-loop load: {rate:g} executions/s asked for {full['executions'] / rate:g} s")
     for name, side in (("core telemetry", core), ("full pipeline", full)):
@@ -396,7 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", action="store_true", help="only the open-loop pipeline load")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="two delivery rounds of 100 and a second of open-loop load at 200/s, every check on, "
+                             "figures meaningless; exits 1 when a check fails")
     args = parser.parse_args(argv)
+    if args.smoke:
+        return smoke(args.delay_ms)
     rounds, n = (1, 1000) if args.quick else (3, 3000)
     receiver = Receiver(args.delay_ms)
     if args.pipeline:
@@ -432,8 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         tracing.shutdown()
         sdk_tracing.shutdown()
         otlp.stop()
-    broken = [r for r in results + traced + sdk_traced if r["pending"] or r["unique"] != n or r["received"] != n]
-    lost_spans = [r for r in traced + sdk_traced if r["spans"] != r["received"]]
+    broken, lost_spans = broken_rounds(results + traced + sdk_traced, n)
     rate = statistics.median(r["rate"] for r in results)
     cpu = statistics.median(r["cpu_us"] for r in results)
     print(f"webhook delivery: {rounds} rounds of {n} queued payloads to a receiver answering in "
