@@ -9,12 +9,11 @@ requests in flight, at most ``per_destination``; ``Retry-After`` holds;
 ``max_rate``; new connections at a bounded pace).
 
 The requests go through :mod:`nexus_otel.exporters.http1` (prepared bytes on
-pooled connections, responses parsed by httptools): ``benchmarks/http_clients.py``
-measures its floor at about a ninth of aiohttp's CPU per POST, which this poster
-used before, and aiohttp's at a quarter of a synchronous ``httpx.Client``'s; see
-``benchmarks/RESULTS.md``. The loop is uvloop's where it is installed (a
-dependency except on Windows): the same deliveries took about 10 % less CPU
-than on asyncio's own loop in one A/B run.
+pooled connections, responses parsed by httptools): it costs far less CPU per
+POST than aiohttp, which this poster used before, or a synchronous
+``httpx.Client`` (``benchmarks/http_clients.py``). The loop is uvloop's where it
+is installed (a dependency except on Windows): the same deliveries take less CPU
+than on asyncio's own loop. The figures are in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ two places:
 - **Per request**, in :func:`request_bytes`, only the caller's headers: every
   name is a token (the names sent with every request by a set lookup, others
   by a pattern), every value is printable and unpadded (a value with a tab in
-  it by the full pattern), the head is ASCII: a few tenths of a microsecond
-  for a webhook's head (``request_bytes`` as a whole: about 4 µs). Values that vary per
+  it by the full pattern), the head is ASCII: a small part of what
+  ``request_bytes`` costs (``benchmarks/RESULTS.md``). Values that vary per
   request (``webhook-id``, from the workflow id; timestamps, signatures) can
   neither smuggle a header in nor break the head: a request whose head fails is
   an :class:`HttpError` for that request alone (nothing is sent).
