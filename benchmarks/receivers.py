@@ -22,8 +22,8 @@ the sender:
   them; 1,000 executions. Reported: seconds to deliver all, and the share of
   attempts after the first 2 s answered 503. Target: all 1,000, < 5 %.
 
-The figures are counts and a share, not absolute times, except the 12 s the
-issue sets for ``stock-50ms``.
+The figures are counts and a share, not absolute times, except the 12 s
+target of ``stock-50ms``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Run::
     python benchmarks/throughput.py              # 3 rounds of 3,000 payloads
     python benchmarks/throughput.py --quick      # 1 round of 1,000
 
-Webhook delivery (issue 13's figures): a ``WebhookExporter`` (signed payloads,
+Webhook delivery: a ``WebhookExporter`` (signed payloads,
 its SQLite outbox, the concurrent poster with its default ``max_in_flight``)
 delivers ``n`` queued payloads to a receiver in another process (its CPU is not
 counted) that answers each request after 50 ms (``--delay-ms``). Queued first,
