@@ -17,6 +17,7 @@ of this one, ``thread_cpu`` reads each thread's own CPU clock.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import statistics
@@ -83,6 +84,13 @@ def format_ratio(value: float, target: float | None, at_least: bool = False) -> 
         elif (float(text) <= target) == (value <= target):
             break
     return text
+
+
+def add_smoke_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--smoke``: a run that only shows the script works, ``what`` (its tiny numbers), every check on."""
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"a run that only shows the script works: {what}, every check on, figures meaningless; "
+                             "exits 1 when a check fails")
 
 
 def smoke_verdict(problems: Sequence[str]) -> int:

@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from harness import smoke_verdict
+from harness import add_smoke_option, smoke_verdict
 from loopback_receiver import Receiver
 
 BODY = (b'{"type":"workflow.completed","workflow":"checkout","status":"completed","duration":0.0123,'
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--smoke", action="store_true",
-                        help="1 round of 50 POSTs per client, the check on, figures meaningless; exits 1 when it fails")
+    add_smoke_option(parser, "1 round of 50 POSTs per client")
     args = parser.parse_args(argv)
     rounds, n = (1, 50) if args.smoke else (1, 500) if args.quick else (3, 2000)
     receiver = Receiver(args.delay_ms)

@@ -97,7 +97,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import format_ratio, paired_ratio, ratio_of_medians, rotated, smoke_verdict, tree_cpu
+from harness import add_smoke_option, format_ratio, paired_ratio, ratio_of_medians, rotated, smoke_verdict, tree_cpu
 from http_app import HOOKS, WORKFLOW, build_app, hook_events
 from http_peers import PEERS, announce_protocol, spans_per_request
 from otlp_sink import Sink
@@ -570,9 +570,7 @@ def print_profile(path: str, top: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a run that only shows the mode works: the first line alone, 1 round of 0.5 s, "
-                             "no warm-up, every check on, figures meaningless; exits 1 when a check fails")
+    add_smoke_option(parser, "the first line alone (or the mode given), 1 round of 0.5 s, no warm-up")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per server (default 8, quick 4, smoke 1)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds per round (default 3, quick 2, smoke 0.5)")

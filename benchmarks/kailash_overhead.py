@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import paired_ratio, process_cpu, rotated, smoke_verdict
+from harness import add_smoke_option, paired_ratio, process_cpu, rotated, smoke_verdict
 
 HOST = "127.0.0.1"
 WORKFLOW = "double_then_add"
@@ -83,6 +83,15 @@ def make_app(instrumented: bool):
     return app, plugin
 
 
+def check_counted(who: str, exposition: str, expected: int, problems: list[str]) -> None:
+    """Prints how many executions ``who`` counted in ``exposition`` (Prometheus text); a miscount is a problem."""
+    executions = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+                     if line.startswith("nexus_workflow_executions_total{"))
+    print(f"  {who} counted {executions:.0f} executions (expected {expected})")
+    if executions != expected:
+        problems.append(f"{who} counted {executions:.0f} executions, expected {expected}")
+
+
 def measure_runtime(rounds: int, per_round: int, problems: list[str]) -> dict[str, list[tuple[float, float]]]:
     """Per round and variant: (CPU µs, wall µs) per execution of the workflow by the async runtime; a miscount
     of the instrumented side's executions goes into ``problems``."""
@@ -114,12 +123,7 @@ def measure_runtime(rounds: int, per_round: int, problems: list[str]) -> dict[st
             if r:
                 out[variant].append((1e6 * cpu / per_round, 1e6 * wall / per_round))
     counted = plugin.app.telemetry.prometheus_exposition()[0].decode()
-    executions = sum(float(line.rsplit(" ", 1)[1]) for line in counted.splitlines()
-                     if line.startswith("nexus_workflow_executions_total{"))
-    print(f"  runtime: the instrumented side counted {executions:.0f} executions "
-          f"(expected {(rounds + 1) * per_round})")
-    if executions != (rounds + 1) * per_round:
-        problems.append(f"runtime: {executions:.0f} executions counted, {(rounds + 1) * per_round} run")
+    check_counted("runtime: the instrumented side", counted, (rounds + 1) * per_round, problems)
     plugin.on_shutdown()
     return out
 
@@ -173,12 +177,8 @@ def measure_http(rounds: int, per_round: int, workdir: Path,
                     if r:
                         out[variant].append((1e6 * cpu / per_round, 1e6 * wall / per_round))
             metrics = client.get(f"{servers['instrumented'][1]}/metrics").text
-        executions = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                         if line.startswith("nexus_workflow_executions_total{"))
-        print(f"  http: the instrumented server counted {executions:.0f} executions on Nexus's /metrics "
-              f"(expected {(rounds + 1) * per_round})")
-        if executions != (rounds + 1) * per_round:
-            problems.append(f"http: {executions:.0f} executions counted, {(rounds + 1) * per_round} requested")
+        check_counted("http: the instrumented server (Nexus's /metrics)", metrics, (rounds + 1) * per_round,
+                      problems)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -198,9 +198,7 @@ def report(label: str, data: dict[str, list[tuple[float, float]]], what: tuple[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--smoke", action="store_true",
-                        help="1 round of 4 executions (2 requests) per side, the checks on, figures meaningless; "
-                             "exits 1 when a check fails")
+    add_smoke_option(parser, "1 round of 4 executions (2 requests) per side")
     parser.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--instrumented", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

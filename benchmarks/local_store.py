@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 # benchmarks/otlp_encoding.py's project-shaped spans
-from harness import rotated, smoke_verdict
+from harness import add_smoke_option, rotated, smoke_verdict
 from otlp_encoding import make_batches
 
 from nexus_otel.exporters import spanfile
@@ -78,8 +78,7 @@ def check(spans: list[Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--smoke", action="store_true",
-                        help="one round, the check on, figures meaningless; exits 1 when it fails")
+    add_smoke_option(parser, "one round")
     args = parser.parse_args(argv)
     rounds = 1 if args.smoke else 3 if args.quick else 9
     spans = _batches()

@@ -48,7 +48,7 @@ from pathlib import Path
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 
-from harness import paired_ratio, ratio_of_medians, rotated, smoke_verdict  # noqa: E402
+from harness import add_smoke_option, paired_ratio, ratio_of_medians, rotated, smoke_verdict  # noqa: E402
 from http_throughput import Load, Server, metric_total, start_server, stop_server, wait_ready  # noqa: E402
 from loopback_receiver import Receiver  # noqa: E402
 
@@ -58,9 +58,7 @@ TARGET = 0.9
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="1 round of 0.5 s, no warm-up, every check on, figures meaningless; exits 1 "
-                             "when a check fails")
+    add_smoke_option(parser, "1 round of 0.5 s, no warm-up")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 6, quick 3, smoke 1)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per round and server (default 3)")
     parser.add_argument("--connections", type=int, default=16)

@@ -62,7 +62,7 @@ from typing import Any
 
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
-from harness import paired_ratio, ratio_of_medians, rotated, smoke_verdict
+from harness import add_smoke_option, paired_ratio, ratio_of_medians, rotated, smoke_verdict
 from opentelemetry import trace as trace_api
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -262,9 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 15, quick 5)")
     parser.add_argument("--reps", type=int, default=None, help="passes over the batches per round (default 3)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of our encoder")
-    parser.add_argument("--smoke", action="store_true",
-                        help="one round of one pass, every equality check on, figures meaningless; exits 1 when a "
-                             "check fails")
+    add_smoke_option(parser, "one round of one pass")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.smoke else 5 if args.quick else 15)
     reps = args.reps or (1 if args.quick or args.smoke else 3)

@@ -96,7 +96,17 @@ from collections.abc import Sequence
 
 from cases import auth, disabled, floor, lean, pipeline, rate_limit, tail, telemetry
 from fixtures import AUXILIARY_BUDGET
-from harness import CLOCK_NAMES, CLOCKS, MIN_ROUNDS, Case, Result, format_ratio, measure, smoke_verdict
+from harness import (
+    CLOCK_NAMES,
+    CLOCKS,
+    MIN_ROUNDS,
+    Case,
+    Result,
+    add_smoke_option,
+    format_ratio,
+    measure,
+    smoke_verdict,
+)
 from opentelemetry.sdk import version as otel_sdk_version
 
 from nexus_otel.errors import NexusOtelError
@@ -180,9 +190,7 @@ def report(results: list[Result]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a run that only shows every case works: 2 rounds of 5 executions per side, every "
-                             "check on, figures meaningless; exits 1 when a check fails")
+    add_smoke_option(parser, "every case, 2 rounds of 5 executions per side")
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds per case (default 60, (c) 40; quick 30; smoke 2)")
     parser.add_argument("--budget", type=float, default=None,

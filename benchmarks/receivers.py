@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import smoke_verdict
+from harness import add_smoke_option, smoke_verdict
 
 from nexus_otel.plugins import WebhookPlugin
 from nexus_otel.testing import CapturedTelemetry
@@ -100,9 +100,7 @@ def pool(n: int = 1000) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tenth of the executions, every delivery check on, times meaningless; exits 1 when a "
-                             "check fails")
+    add_smoke_option(parser, "a tenth of the executions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     n_stock, n_slow, n_pool = (50, 50, 100) if args.smoke else (500, 500, 1000)

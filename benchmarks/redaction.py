@@ -32,7 +32,7 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from harness import rotated, smoke_verdict
+from harness import add_smoke_option, rotated, smoke_verdict
 from opentelemetry.sdk.trace import TracerProvider
 
 from nexus_otel.processors.span_redaction import RedactingSpanProcessor
@@ -80,8 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--number", type=int, default=2000, help="calls per round and side")
-    parser.add_argument("--smoke", action="store_true",
-                        help="2 rounds of 20 calls, the check on, figures meaningless; exits 1 when it fails")
+    add_smoke_option(parser, "2 rounds of 20 calls")
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.number = 2, 20

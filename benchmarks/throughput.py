@@ -68,7 +68,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness import cpu_of_thread, process_cpu, smoke_verdict
+from harness import add_smoke_option, cpu_of_thread, process_cpu, smoke_verdict
 from loopback_receiver import Receiver
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
@@ -432,9 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", action="store_true", help="only the open-loop pipeline load")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--smoke", action="store_true",
-                        help="two delivery rounds of 100 and a second of open-loop load at 200/s, every check on, "
-                             "figures meaningless; exits 1 when a check fails")
+    add_smoke_option(parser, "two delivery rounds of 100 and a second of open-loop load at 200/s")
     args = parser.parse_args(argv)
     if args.smoke:
         return smoke(args.delay_ms)

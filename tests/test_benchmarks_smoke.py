@@ -22,7 +22,7 @@ SMOKE_PASSED = "smoke: every check passed"  # what benchmarks/harness.py's smoke
 TIMEOUT = 180.0  # seconds for the whole smoke run, on a loaded machine
 AT_ONCE = 3  # runs at a time
 
-# Longest first (wall seconds on an idle two-core machine: about 17, 12, 8, 7, 6, 6, 5, 4, 3, 2).
+# Longest first: those that start servers of their own (Kailash Nexus apps, six uvicorn servers) lead.
 RUNS: dict[str, list[str]] = {
     "kailash_overhead": ["kailash_overhead.py", "--smoke"],
     "logs_cost": ["logs_cost.py", "--smoke"],
