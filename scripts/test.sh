@@ -31,6 +31,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)  # the forward proxy of tests/test_webhook_proxies.py
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # tests/test_webhook_tls.py hashes a certificate folder
 if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
@@ -56,4 +57,6 @@ say "type-check (mypy)"
 .venv/bin/mypy
 
 say "tests (pytest)"
-exec .venv/bin/python -m pytest -o cache_dir="$CACHE/pytest" "$@"
+# Two workers (pytest-xdist): the tests mostly wait on real servers, timeouts and subprocesses. Which tests
+# share a worker: tests/xdist_groups.py. `scripts/test.sh -n 0` runs them in one process, one after another.
+exec .venv/bin/python -m pytest -o cache_dir="$CACHE/pytest" -n 2 --dist loadgroup "$@"
