@@ -10,9 +10,9 @@ server on 127.0.0.1 that answers every POST ``200`` with keep-alive, after
 ``--delay-ms`` (default 0). Each client posts the same signed-size JSON body with
 the same headers; the figure is this process's CPU time (``time.process_time``,
 all threads) per POST, median over rounds, and the deliveries per second of wall
-time. Clients:
+time. The receiver must have received every POST sent. Clients:
 
-- ``httpx-sync``: ``httpx.Client.post``, one at a time (the worker before issue 13);
+- ``httpx-sync``: ``httpx.Client.post``, one at a time (the worker's client before its own);
 - ``httpx-async``: ``httpx.AsyncClient``, ``--concurrency`` requests in flight;
 - ``aiohttp``: ``aiohttp.ClientSession``, ``--concurrency`` requests in flight;
 - ``raw-httptools`` (when httptools is installed): the floor, prepared request bytes on
@@ -28,12 +28,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from harness import add_smoke_option, smoke_verdict
 from loopback_receiver import Receiver
 
 BODY = (b'{"type":"workflow.completed","workflow":"checkout","status":"completed","duration":0.0123,'
         b'"timestamp":"2026-12-01T12:00:00+00:00","completed_at":"2026-12-01T12:00:00+00:00",'
         b'"workflow_id":"0b6e7a4c-7f1d-4a51-9b6e-3c2f1e0d9a8b","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",'
         b'"error_type":null,"session_id":"s1","channel":"api"}')
+WARMUP = 50  # POSTs per client before the rounds: imports, first connections
 HEADERS = {"content-type": "application/json", "user-agent": "nexus-otel-webhooks",
            "webhook-id": "msg_0b6e7a4c", "webhook-timestamp": "1764590400",
            "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="}
@@ -152,20 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    add_smoke_option(parser, "1 round of 50 POSTs per client")
     args = parser.parse_args(argv)
-    rounds, n = (1, 500) if args.quick else (3, 2000)
+    rounds, n = (1, 50) if args.smoke else (1, 500) if args.quick else (3, 2000)
     receiver = Receiver(args.delay_ms)
     try:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
         for run in CLIENTS.values():  # warm-up: imports, first connections
-            run(receiver.url, 50, args.concurrency)
+            run(receiver.url, WARMUP, args.concurrency)
         for _ in range(rounds):
             for name, run in CLIENTS.items():
                 cpu, wall = time.process_time(), time.perf_counter()
                 run(receiver.url, n, args.concurrency)
                 results[name].append(((time.process_time() - cpu) / n * 1e6, n / (time.perf_counter() - wall)))
+        received, sent = receiver.count()["received"], len(CLIENTS) * (WARMUP + rounds * n)
     finally:
         receiver.stop()
+    problems = [] if received == sent else [f"the receiver got {received} POSTs of the {sent} sent"]
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}")
     print(f"POST to a receiver in another process, {args.delay_ms:g} ms answers, "
           f"concurrency {args.concurrency} for the async clients; {rounds} x {n} POSTs each")
     print(f"{'client':<12} {'CPU us/POST (median)':>21} {'POSTs/s (median)':>17}")
@@ -173,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = statistics.median(f[0] for f in figures)
         rate = statistics.median(f[1] for f in figures)
         print(f"{name:<12} {cpu:>21.1f} {rate:>17.0f}")
-    return 0
+    return smoke_verdict(problems) if args.smoke else 0
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ requests, plus a few for start, stop and health check) in as many traces as
 requests; nexus-disabled and fastapi-bare sent nothing.
 
 The script exits 0 whatever the ratio: it reports, it does not gate. It exits
-1 only when it could not measure (a server that does not start, say).
+1 only when it could not measure (a server that does not start, say), or, with
+``--smoke`` (one short round, figures meaningless), when a check failed.
 """
 
 from __future__ import annotations
@@ -96,10 +97,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import add_smoke_option, format_ratio, paired_ratio, ratio_of_medians, rotated, smoke_verdict, tree_cpu
 from http_app import HOOKS, WORKFLOW, build_app, hook_events
 from http_peers import PEERS, announce_protocol, spans_per_request
 from otlp_sink import Sink
-from proc_cpu import tree_cpu
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -127,6 +128,7 @@ START_TIMEOUT = 30.0  # seconds for a server to answer /healthz
 STOP_TIMEOUT = 15.0
 APP_TARGET = "benchmarks.http_app:create"  # what --workers servers import (the repository is on PYTHONPATH)
 WORKERS_TARGET = 1.6  # --workers 2 over --workers 1 on a 2-core machine
+SMOKE_SECONDS = 0.5  # --smoke's one round per server
 
 
 # --------------------------------------------------------------------------------------
@@ -568,8 +570,10 @@ def print_profile(path: str, top: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per server (default 8, quick 4)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (default 3, quick 2)")
+    add_smoke_option(parser, "the first line alone (or the mode given), 1 round of 0.5 s, no warm-up")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per server (default 8, quick 4, smoke 1)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="seconds per round (default 3, quick 2, smoke 0.5)")
     parser.add_argument("--connections", type=int, default=None,
                         help="keep-alive connections (default 16; 64 with --workers, so the kernel spreads them "
                              "over the workers: a burst of a few lands on whichever worker wakes first)")
@@ -636,9 +640,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client_main(args.port, args.connections, args.seconds or 3.0)
 
     t0 = time.monotonic()
-    rounds = max(1, min(args.rounds or (4 if args.quick else 8), 50))
+    rounds = max(1, min(args.rounds or (1 if args.smoke else 4 if args.quick else 8), 50))
     seconds = max(1.0, min(args.seconds or (2.0 if args.quick else 3.0), 30.0))
     warmup = 2.0 if args.quick else 3.0
+    if args.smoke:  # one short round, no warm-up: only that every part works and every check holds
+        seconds, warmup = args.seconds or SMOKE_SECONDS, 0.0
+    if args.smoke:
+        args.extra_work_ms = 0.0  # the first line only
     kind = args.client_kind
     full_env = dict(item.split("=", 1) for item in args.full_env if "=" in item)
     if kind == "auto":
@@ -651,10 +659,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="nexus-otel-http-bench-"))
     try:
         if args.peers:
-            return measure_peers(args, kind, rounds, seconds, warmup, workdir)
-        if args.workers or args.threads_sweep:
-            return measure_servers(args, kind, rounds, seconds, warmup, workdir)
-        return measure(args, kind, full_env, rounds, seconds, warmup, workdir)
+            problems = measure_peers(args, kind, rounds, seconds, warmup, workdir)
+        elif args.workers or args.threads_sweep:
+            problems = measure_servers(args, kind, rounds, seconds, warmup, workdir)
+        else:
+            problems = measure(args, kind, full_env, rounds, seconds, warmup, workdir)
+        return smoke_verdict(problems) if args.smoke else 0
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"benchmark could not run: {exc}")
         for log in sorted(workdir.glob("*.log")):
@@ -664,15 +674,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"total elapsed: {time.monotonic() - t0:.1f} s")
-
-
-def _ratio(value: float, target: float = TARGET) -> str:
-    """Three decimals, or more when three would round across the target (0.69996 is not 0.700)."""
-    for places in range(3, 7):
-        text = f"{value:.{places}f}"
-        if (float(text) >= target) == (value >= target):
-            break
-    return text
 
 
 @dataclass
@@ -707,7 +708,9 @@ class Line:
 
 
 def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], rounds: int, seconds: float,
-            warmup: float, workdir: Path) -> int:
+            warmup: float, workdir: Path) -> list[str]:
+    """The full / disabled lines (and the sdk-floor server) in turning rounds; prints the table, the ratios and
+    the checks, and returns the checks' problems."""
     load = Load(kind, args.connections, workdir)
     workloads = [args.work_ms]
     if args.extra_work_ms > 0 and args.extra_work_ms != args.work_ms:
@@ -738,7 +741,7 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
         for server in servers:
             wait_ready(server)
             problems += check_server(server)
-        for server in servers:
+        for server in servers if warmup else ():
             load.run(server, warmup)  # warm-up: discarded
         # Each round measures every server once; within each workload the servers take
         # turns going first (A B C, B C A, ...), so drift and other jobs' load hit all alike.
@@ -795,26 +798,27 @@ def measure(args: argparse.Namespace, kind: str, full_env: dict[str, str], round
     for i, line in enumerate(lines):
         passed = line.ratio >= TARGET and not line.problems and not problems
         role = ("acceptance figure" if not line.work_ms else "workload under test") if i == 0 else "for comparison"
-        print(f"ratio full/disabled, {line.label + ':':<20} {_ratio(line.ratio)}  (paired, median of per-round "
-              f"ratios: {_ratio(line.paired)})  target >= {TARGET}  {'PASS' if passed else 'FAIL'}  [{role}]")
+        ratio, paired = (format_ratio(value, TARGET, at_least=True) for value in (line.ratio, line.paired))
+        print(f"ratio full/disabled, {line.label + ':':<20} {ratio}  (paired, median of per-round "
+              f"ratios: {paired})  target >= {TARGET}  {'PASS' if passed else 'FAIL'}  [{role}]")
     for line in lines:
         if line.floor is not None:
-            floor = statistics.median(line.floor.rates) / statistics.median(line.disabled.rates)
-            paired = statistics.median(f / d for f, d in zip(line.floor.rates, line.disabled.rates))
-            print(f"ratio sdk-floor/disabled, {line.label + ':':<15} {_ratio(floor)}  (paired: {_ratio(paired)})  "
+            floor, paired = (format_ratio(v, TARGET, at_least=True) for v in ratio_of(line.floor, line.disabled))
+            print(f"ratio sdk-floor/disabled, {line.label + ':':<15} {floor}  (paired: {paired})  "
                   f"[ceiling: the raw SDK making the same {args.hooks + 2} spans, nothing else "
                   f"({line.floor_spans} spans exported); full telemetry cannot beat it]")
     for line in lines:
         print(f"full telemetry, {line.label}: {line.executions or 0:.0f} workflow executions counted on /metrics, "
               f"{line.store / 1e6:.1f} MB of spans in the local store (bounded by rotation), "
               f"{line.dropped} spans dropped")
-    for p in problems + [p for line in lines for p in line.problems]:
+    problems += [p for line in lines for p in line.problems]
+    for p in problems:
         print(f"CHECK FAILED: {p}")
     full = lines[0].full
     if args.profile and full.profile_out and os.path.exists(full.profile_out):
         print("(the full server ran under cProfile: its req/s are depressed; do not quote this ratio)")
         print_profile(full.profile_out, 30)
-    return 0
+    return problems
 
 
 def children_cpu() -> float:
@@ -823,12 +827,6 @@ def children_cpu() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def rotated(servers: Sequence[Server], r: int) -> list[Server]:
-    """Round ``r``'s order: the servers take turns going first (A B C, B C A, ...), so drift hits all alike."""
-    k = r % len(servers)
-    return [*servers[k:], *servers[:k]]
 
 
 def measure_once(load: Load, server: Server, seconds: float) -> None:
@@ -848,12 +846,11 @@ def measure_once(load: Load, server: Server, seconds: float) -> None:
 
 def ratio_of(a: Server, b: Server) -> tuple[float, float]:
     """``a``'s median req/s over ``b``'s, and the median of the per-round ratios (each round's pair)."""
-    return (statistics.median(a.rates) / statistics.median(b.rates),
-            statistics.median(x / y for x, y in zip(a.rates, b.rates)))
+    return ratio_of_medians(a.rates, b.rates), paired_ratio(a.rates, b.rates)
 
 
 def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
-                    workdir: Path) -> int:
+                    workdir: Path) -> list[str]:
     """``--workers N``: 1 worker against N; ``--threads-sweep``: one server per thread count. Full telemetry."""
     load = Load(kind, args.connections, workdir)
     if args.workers:
@@ -885,7 +882,7 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
         for server in servers:
             wait_ready(server)
             problems += check_server(server)
-        for server in servers:
+        for server in servers if warmup else ():
             load.run(server, warmup)
         for r in range(rounds):
             for _label, line in lines:
@@ -900,12 +897,11 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
             stop_server(server)
     print()
     for label, line in lines:
-        base = statistics.median(line[0].rates)
         for server in line:
             median = statistics.median(server.rates)
-            paired = statistics.median(s / b for s, b in zip(server.rates, line[0].rates))
+            ratio, paired = ratio_of(server, line[0])
             print(f"{label:<24} {server.variant:<12} median {median:7.0f} req/s  (min {min(server.rates):6.0f}, "
-                  f"max {max(server.rates):6.0f})  ratio to {line[0].variant}: {median / base:.3f} "
+                  f"max {max(server.rates):6.0f})  ratio to {line[0].variant}: {ratio:.3f} "
                   f"(paired {paired:.3f})  errors {server.errors}  CPU: server {statistics.median(server.cores):.2f} "
                   f"cores, load generator {statistics.median(server.client_cores):.2f} cores")
             if server.errors:
@@ -914,7 +910,7 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
                 problems.append(f"{server.name}: no nexus_workflow_executions_total on /metrics")
     if args.workers:
         label, line = lines[0]
-        ratio = statistics.median(line[1].rates) / statistics.median(line[0].rates)
+        ratio = ratio_of(line[1], line[0])[0]
         verdict = "PASS" if ratio >= WORKERS_TARGET and not problems else "FAIL"
         print(f"throughput ratio --workers {args.workers} / --workers 1, {label}: {ratio:.3f}  "
               f"target >= {WORKERS_TARGET}  {verdict}  [acceptance figure]")
@@ -929,7 +925,7 @@ def measure_servers(args: argparse.Namespace, kind: str, rounds: int, seconds: f
               f"(one worker: {1e6 * per_request:.0f} µs)")
     for p in problems:
         print(f"CHECK FAILED: {p}")
-    return 0
+    return problems
 
 
 # --------------------------------------------------------------------------------------
@@ -1027,13 +1023,13 @@ def print_peers(servers: list[Server], protocols: dict[str, str], counts: dict[s
         ratio, paired = ratio_of(by_name[a], by_name[b])
         verdict = (f"target >= {target}  {'PASS' if ratio >= target else 'FAIL'}" if target is not None
                    else "[for information]")
-        shown = _ratio(ratio, target) if target is not None else f"{ratio:.3f}"
+        shown = format_ratio(ratio, target, at_least=True)
         print(f"ratio {a + ' / ' + b + ':':<34} {shown}  (paired, median of per-round ratios: {paired:.3f})  "
               f"{verdict}")
 
 
 def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: float, warmup: float,
-                  workdir: Path) -> int:
+                  workdir: Path) -> list[str]:
     """``--peers``: every server started at once, measured in rotating rounds; the table, ratios and checks."""
     load = Load(kind, args.connections, workdir)
     work = "trivial" if not args.work_ms else f"{args.work_ms:g} ms of CPU work"
@@ -1050,7 +1046,7 @@ def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: flo
                 wait_ready(server)
                 problems += check_peer(server, traced(server, args.hooks))
             protocols = {server.variant: protocol_of(server) for server in servers}
-            for server in servers:
+            for server in servers if warmup else ():
                 load.run(server, warmup)  # warm-up: discarded (its requests are counted for the sink's check)
             for r in range(rounds):
                 for server in rotated(servers, r):
@@ -1072,7 +1068,7 @@ def measure_peers(args: argparse.Namespace, kind: str, rounds: int, seconds: flo
     if not problems:
         print("checks passed: the same answer from every server, every response a 200, each telemetry server's "
               "spans at the sink (one trace a request), none from nexus-disabled or fastapi-bare")
-    return 0
+    return problems
 
 
 if __name__ == "__main__":

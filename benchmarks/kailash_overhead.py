@@ -21,8 +21,8 @@ Two measurements, each alternating plain and instrumented rounds so drift hits b
   Per request: the server's CPU (its process, from ``/proc``) and the
   client-side latency.
 
-It prints µs per execution and the ratio instrumented / plain. It reports;
-it does not gate.
+It prints µs per execution and the ratio instrumented / plain. The instrumented side must have counted every
+execution on its metrics. It reports; it does not gate.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from proc_cpu import process_cpu
+from harness import add_smoke_option, paired_ratio, process_cpu, rotated, smoke_verdict
 
 HOST = "127.0.0.1"
 WORKFLOW = "double_then_add"
+VARIANTS = ("instrumented", "plain")  # the first goes first in the warm-up round; the order turns every round
 
 
 def build():
@@ -82,8 +83,18 @@ def make_app(instrumented: bool):
     return app, plugin
 
 
-def measure_runtime(rounds: int, per_round: int) -> dict[str, list[tuple[float, float]]]:
-    """Per round and variant: (CPU µs, wall µs) per execution of the workflow by the async runtime."""
+def check_counted(who: str, exposition: str, expected: int, problems: list[str]) -> None:
+    """Prints how many executions ``who`` counted in ``exposition`` (Prometheus text); a miscount is a problem."""
+    executions = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+                     if line.startswith("nexus_workflow_executions_total{"))
+    print(f"  {who} counted {executions:.0f} executions (expected {expected})")
+    if executions != expected:
+        problems.append(f"{who} counted {executions:.0f} executions, expected {expected}")
+
+
+def measure_runtime(rounds: int, per_round: int, problems: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """Per round and variant: (CPU µs, wall µs) per execution of the workflow by the async runtime; a miscount
+    of the instrumented side's executions goes into ``problems``."""
     from kailash.runtime.async_local import AsyncLocalRuntime
 
     from nexus_otel.kailash.runtime import INSTRUMENTATION
@@ -101,8 +112,7 @@ def measure_runtime(rounds: int, per_round: int) -> dict[str, list[tuple[float, 
             assert results["add_one"]["result"]["value"] == 2 * i + 1
 
     for r in range(rounds + 1):  # round 0 warms both up
-        order = ("plain", "instrumented") if r % 2 else ("instrumented", "plain")
-        for variant in order:
+        for variant in rotated(VARIANTS, r):
             if variant == "instrumented":
                 INSTRUMENTATION.add(plugin)
             cpu, wall = time.process_time(), time.perf_counter()
@@ -113,10 +123,7 @@ def measure_runtime(rounds: int, per_round: int) -> dict[str, list[tuple[float, 
             if r:
                 out[variant].append((1e6 * cpu / per_round, 1e6 * wall / per_round))
     counted = plugin.app.telemetry.prometheus_exposition()[0].decode()
-    executions = sum(float(line.rsplit(" ", 1)[1]) for line in counted.splitlines()
-                     if line.startswith("nexus_workflow_executions_total{"))
-    print(f"  runtime: the instrumented side counted {executions:.0f} executions "
-          f"(expected {(rounds + 1) * per_round})")
+    check_counted("runtime: the instrumented side", counted, (rounds + 1) * per_round, problems)
     plugin.on_shutdown()
     return out
 
@@ -129,8 +136,10 @@ def serve_main(port: int, instrumented: bool) -> int:
     return 0
 
 
-def measure_http(rounds: int, per_round: int, workdir: Path) -> dict[str, list[tuple[float, float]]]:
-    """Per round and variant: (server CPU µs, client latency µs) per request, closed loop, one connection."""
+def measure_http(rounds: int, per_round: int, workdir: Path,
+                 problems: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """Per round and variant: (server CPU µs, client latency µs) per request, closed loop, one connection; a
+    miscount of the instrumented server's executions goes into ``problems``."""
     import httpx
 
     from nexus_otel.serving import free_port
@@ -158,8 +167,7 @@ def measure_http(rounds: int, per_round: int, workdir: Path) -> dict[str, list[t
                             raise RuntimeError(f"the server on {url} did not start") from None
                         time.sleep(0.2)
             for r in range(rounds + 1):
-                order = ("plain", "instrumented") if r % 2 else ("instrumented", "plain")
-                for variant in order:
+                for variant in rotated(VARIANTS, r):
                     proc, url = servers[variant]
                     cpu, wall = process_cpu(proc.pid), time.perf_counter()
                     for i in range(per_round):
@@ -169,10 +177,8 @@ def measure_http(rounds: int, per_round: int, workdir: Path) -> dict[str, list[t
                     if r:
                         out[variant].append((1e6 * cpu / per_round, 1e6 * wall / per_round))
             metrics = client.get(f"{servers['instrumented'][1]}/metrics").text
-        executions = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                         if line.startswith("nexus_workflow_executions_total{"))
-        print(f"  http: the instrumented server counted {executions:.0f} executions on Nexus's /metrics "
-              f"(expected {(rounds + 1) * per_round})")
+        check_counted("http: the instrumented server (Nexus's /metrics)", metrics, (rounds + 1) * per_round,
+                      problems)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -184,7 +190,7 @@ def report(label: str, data: dict[str, list[tuple[float, float]]], what: tuple[s
     for k, name in enumerate(what):
         plain = statistics.median(v[k] for v in data["plain"])
         inst = statistics.median(v[k] for v in data["instrumented"])
-        paired = statistics.median(i[k] / p[k] for i, p in zip(data["instrumented"], data["plain"]))
+        paired = paired_ratio((i[k] for i in data["instrumented"]), (p[k] for p in data["plain"]))
         print(f"{label:<8} {name:<22} plain {plain:9.0f} µs   instrumented {inst:9.0f} µs   "
               f"cost {inst - plain:+8.0f} µs   ratio {inst / plain:.3f} (paired {paired:.3f})")
 
@@ -192,24 +198,28 @@ def report(label: str, data: dict[str, list[tuple[float, float]]], what: tuple[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    add_smoke_option(parser, "1 round of 4 executions (2 requests) per side")
     parser.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--instrumented", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve_main(args.serve, args.instrumented)
-    rounds, per_round = (4, 200) if args.quick else (8, 300)
+    rounds, per_round = (1, 4) if args.smoke else (4, 200) if args.quick else (8, 300)
     from importlib.metadata import version
 
     print(f"Kailash Nexus with nexus-otel: python {sys.version.split()[0]}, kailash-nexus {version('kailash-nexus')}, "
           f"kailash {version('kailash')}, nexus-otel {version('nexus-otel')}; {rounds} rounds x {per_round} "
           "executions per side, alternating")
-    runtime = measure_runtime(rounds, per_round)
+    problems: list[str] = []
+    runtime = measure_runtime(rounds, per_round, problems)
     with tempfile.TemporaryDirectory(prefix="nexus-otel-kailash-bench-") as workdir:
-        http = measure_http(rounds, per_round // 2, Path(workdir))
+        http = measure_http(rounds, per_round // 2, Path(workdir), problems)
     print()
     report("runtime", runtime, ("CPU per execution", "wall per execution"))
     report("http", http, ("server CPU per request", "latency per request"))
-    return 0
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}")
+    return smoke_verdict(problems) if args.smoke else 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ generator of ``http_throughput.py`` (``wrk`` if on PATH, else its asyncio client
 figure per server is the median requests/s over the rounds, with the median of the
 per-round ratios beside it. Checks: the sink received log exports, the local store holds
 about two records per request, every response was a 200. The script exits 0 whatever the
-ratios; 1 only when it could not measure.
+ratios; 1 only when it could not measure, or, with ``--smoke`` (one short round, figures meaningless), when a
+check failed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from pathlib import Path
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 
+from harness import add_smoke_option, paired_ratio, ratio_of_medians, rotated, smoke_verdict  # noqa: E402
 from http_throughput import Load, Server, metric_total, start_server, stop_server, wait_ready  # noqa: E402
 from loopback_receiver import Receiver  # noqa: E402
 
@@ -56,13 +58,14 @@ TARGET = 0.9
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (noisier)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 6, quick 3)")
+    add_smoke_option(parser, "1 round of 0.5 s, no warm-up")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 6, quick 3, smoke 1)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per round and server (default 3)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--client-kind", choices=("auto", "wrk", "asyncio"), default="auto")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 6)
-    seconds = args.seconds or (2.0 if args.quick else 3.0)
+    rounds = args.rounds or (1 if args.smoke else 3 if args.quick else 6)
+    seconds = args.seconds or (0.5 if args.smoke else 2.0 if args.quick else 3.0)
     kind = args.client_kind if args.client_kind != "auto" else ("wrk" if shutil.which("wrk") else "asyncio")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="nexus-otel-logs-bench-"))
@@ -87,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
               f"python {sys.version.split()[0]}; {os.cpu_count()} cores")
         for server in servers:
             wait_ready(server)
-            load.run(server, 2.0)  # warm-up, discarded
+            if not args.smoke:
+                load.run(server, 2.0)  # warm-up, discarded
         for r in range(rounds):
-            order = servers[r % len(servers):] + servers[:r % len(servers)]
-            for server in order:
+            for server in rotated(servers, r):
                 rate, errors = load.run(server, seconds)
                 server.rates.append(rate)
                 server.errors += errors
@@ -128,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def ratio(candidate: str, baseline: str, judged: bool, note: str) -> None:
         c, b = by_name[candidate], by_name[baseline]
-        value = statistics.median(c.rates) / statistics.median(b.rates)
-        paired = statistics.median(x / y for x, y in zip(c.rates, b.rates))
+        value, paired = ratio_of_medians(c.rates, b.rates), paired_ratio(c.rates, b.rates)
         verdict = ("PASS" if value >= TARGET and not problems else "FAIL") if judged else "reported"
         target = f"target >= {TARGET}  " if judged else ""
         print(f"ratio {candidate}/{baseline}: {value:.3f}  (paired {paired:.3f})  {target}{verdict}  [{note}]")
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"CHECK FAILED: {problem}")
     print(f"total elapsed: {time.monotonic() - started:.1f} s")
-    return 0
+    return smoke_verdict(problems) if args.smoke else 0
 
 
 if __name__ == "__main__":

@@ -18,18 +18,21 @@ Two per-execution steps are timed, each with ``Redactor(scrub_credentials=False)
 
 The two sides run in alternating rounds (the order flips each round), timed with
 ``time.thread_time``; per side the median over rounds of µs per call, and the
-difference. It reports; it does not gate.
+difference. Before the rounds a check shows both sides redact (a sensitive key's value masked by each, a
+credential in a URL by keys + values only). It reports; it does not gate.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import timeit
 from collections.abc import Callable
 from typing import Any
 
+from harness import add_smoke_option, rotated, smoke_verdict
 from opentelemetry.sdk.trace import TracerProvider
 
 from nexus_otel.processors.span_redaction import RedactingSpanProcessor
@@ -59,16 +62,36 @@ def _cases(redactor: Redactor) -> dict[str, Callable[[], Any]]:
     }
 
 
-def main() -> None:
+def check(redactors: dict[str, Redactor]) -> list[str]:
+    """Both sides really redact: the sensitive key's value is masked by each; the value that only its shape
+    gives away (a credential in a URL) is masked by keys + values and kept by keys only."""
+    problems = []
+    shaped = {"callback": "https://bench:s3cr3t-Passw0rd@shop.example.com/orders"}
+    for side, redactor in redactors.items():
+        if INPUTS["password"] in redactor.to_attribute(INPUTS):
+            problems.append(f"{side}: the password key's value was not masked")
+        scrubbed = "s3cr3t-Passw0rd" not in redactor.to_attribute(shaped)
+        if scrubbed != (side == "keys + values"):
+            problems.append(f"{side}: a credential in a URL was {'masked' if scrubbed else 'kept'}")
+    return problems
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--number", type=int, default=2000, help="calls per round and side")
+    add_smoke_option(parser, "2 rounds of 20 calls")
     args = parser.parse_args()
-    sides = {"keys only": _cases(Redactor(scrub_credentials=False)), "keys + values": _cases(Redactor())}
+    if args.smoke:
+        args.rounds, args.number = 2, 20
+    redactors = {"keys only": Redactor(scrub_credentials=False), "keys + values": Redactor()}
+    problems = check(redactors)
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}")
+    sides = {side: _cases(redactor) for side, redactor in redactors.items()}
     times: dict[tuple[str, str], list[float]] = {}
     for round_ in range(args.rounds):
-        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
-        for side in order:
+        for side in rotated(list(sides), round_):
             for case, call in sides[side].items():
                 spent = timeit.Timer(call, timer=time.thread_time).timeit(args.number)
                 times.setdefault((case, side), []).append(spent / args.number * 1e6)
@@ -77,7 +100,8 @@ def main() -> None:
         after = statistics.median(times[(case, "keys + values")])
         print(f"{case:7s} keys only {before:7.2f} µs   keys + values {after:7.2f} µs   "
               f"difference {after - before:+7.2f} µs")
+    return smoke_verdict(problems) if args.smoke else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

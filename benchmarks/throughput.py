@@ -5,7 +5,7 @@ Run::
     python benchmarks/throughput.py              # 3 rounds of 3,000 payloads
     python benchmarks/throughput.py --quick      # 1 round of 1,000
 
-Webhook delivery (issue 13's figures): a ``WebhookExporter`` (signed payloads,
+Webhook delivery: a ``WebhookExporter`` (signed payloads,
 its SQLite outbox, the concurrent poster with its default ``max_in_flight``)
 delivers ``n`` queued payloads to a receiver in another process (its CPU is not
 counted) that answers each request after 50 ms (``--delay-ms``). Queued first,
@@ -68,9 +68,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from harness import add_smoke_option, cpu_of_thread, process_cpu, smoke_verdict
 from loopback_receiver import Receiver
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
-from proc_cpu import process_cpu  # before loopback_receiver, which takes this folder off sys.path
 
 from nexus_otel import Nexus
 from nexus_otel.exporters.delivery_spans import SCRUBBED
@@ -94,18 +94,10 @@ def _record() -> ExecutionRecord:
                            trace_id=uuid.uuid4().hex, span_id=uuid.uuid4().hex[:16])
 
 
-def _cpu_of(thread: threading.Thread) -> float | None:
-    """CPU seconds ``thread`` has used so far; None once it ended."""
-    try:
-        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))  # type: ignore[arg-type]
-    except (OSError, TypeError):
-        return None
-
-
 def _thread_cpu(name: str) -> float:
     for thread in threading.enumerate():
         if thread.name == name and thread.ident is not None:
-            cpu = _cpu_of(thread)
+            cpu = cpu_of_thread(thread)
             if cpu is not None:
                 return cpu
     raise RuntimeError(f"no thread {name}")
@@ -144,7 +136,7 @@ class DeliveryTracing:
 
     def cpu(self) -> float:
         """CPU seconds the span export thread has used so far."""
-        return sum(_cpu_of(t) or 0.0 for t in self.threads)
+        return sum(cpu_of_thread(t) or 0.0 for t in self.threads)
 
     def flush(self) -> float:
         """Export what is queued; the CPU seconds that took on this thread (the SDK exports on the caller's)."""
@@ -270,12 +262,12 @@ class ThreadCpu:
     """CPU seconds by thread over a run, read each second; a thread that ends keeps what was last read."""
 
     def __init__(self) -> None:
-        self.start = {t: cpu for t in threading.enumerate() if (cpu := _cpu_of(t)) is not None}
+        self.start = {t: cpu for t in threading.enumerate() if (cpu := cpu_of_thread(t)) is not None}
         self.last: dict[threading.Thread, float] = {}
 
     def read(self) -> None:
         for t in threading.enumerate():
-            cpu = _cpu_of(t)
+            cpu = cpu_of_thread(t)
             if cpu is not None:
                 self.last[t] = cpu
 
@@ -303,7 +295,8 @@ def commit_cost(directory: str, n: int = 2000) -> tuple[float, float]:
             cpu = 0.0
             for i in range(n):
                 t0 = time.thread_time()
-                outbox.put([(f"msg_{gap}_{i}", "http://127.0.0.1:9/hook", payload), (f"{gap}_{i}", "audit", payload)])
+                outbox.enqueue([(f"msg_{gap}_{i}", "http://127.0.0.1:9/hook", payload),
+                                (f"{gap}_{i}", "audit", payload)])
                 cpu += time.thread_time() - t0
                 if gap:
                     time.sleep(gap)
@@ -313,7 +306,7 @@ def commit_cost(directory: str, n: int = 2000) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[str, Any]:
+def pipeline(rate: float, seconds: float, webhook_receiver: Receiver, commit_n: int = 2000) -> dict[str, Any]:
     otlp = Receiver(0)
     out: dict[str, Any] = {}
     try:
@@ -361,16 +354,52 @@ def pipeline(rate: float, seconds: float, webhook_receiver: Receiver) -> dict[st
                     result["webhook_ids"] = webhook_receiver.count()["unique_ids"] - before["unique_ids"]
                 app.stop()
                 out[side] = result
-            out["commit_us"] = commit_cost(tmp)
+            out["commit_us"] = commit_cost(tmp, commit_n)
     finally:
         otlp.stop()
     return out
 
 
+def records_lost(full: dict[str, Any]) -> int:
+    """Executions of the full side whose webhook payload did not arrive or whose audit row was not written."""
+    return (full["executions"] - full["webhook_ids"]) + (full["executions"] - full["audit_rows"])
+
+
+def broken_rounds(rounds: list[dict[str, Any]], n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The delivery rounds that lost or doubled a payload (or left one), and those that lost an attempt span."""
+    broken = [r for r in rounds if r["pending"] or r["unique"] != n or r["received"] != n]
+    return broken, [r for r in rounds if "spans" in r and r["spans"] != r["received"]]
+
+
+def smoke(delay_ms: float) -> int:
+    """``--smoke``: a delivery round with spans off and one with them on, then a second of open-loop load, each
+    with its checks (every payload once, every attempt span, no record lost); figures meaningless."""
+    n = 100
+    receiver, otlp = Receiver(delay_ms), Receiver(0)
+    tracing = DeliveryTracing(otlp.base)
+    try:
+        rounds = [webhook_round(receiver, n), webhook_round(receiver, n, tracing=tracing)]
+        res = pipeline(200.0, 1.0, receiver, commit_n=50)
+    finally:
+        receiver.stop()
+        tracing.shutdown()
+        otlp.stop()
+    for r in rounds:
+        print(f"webhook delivery: {r['received']} received, {r['unique']} distinct ids, {r['pending']} left"
+              + (f", {r['spans']} spans exported" if "spans" in r else ""))
+    report_pipeline(res, 200.0, rounds[0]["rate"])
+    broken, lost_spans = broken_rounds(rounds, n)
+    problems = [f"a delivery round lost or doubled payloads: {r}" for r in broken]
+    problems += [f"a delivery round lost attempt spans: {r}" for r in lost_spans]
+    if records_lost(res["full"]):
+        problems.append(f"the open-loop load lost {records_lost(res['full'])} records")
+    return smoke_verdict(problems)
+
+
 def report_pipeline(res: dict[str, Any], rate: float, delivery_rate: float) -> bool:
     core, full = res["core"], res["full"]
     ratio = full["cpu_us"] / core["cpu_us"]
-    lost = (full["executions"] - full["webhook_ids"]) + (full["executions"] - full["audit_rows"])
+    lost = records_lost(full)
     backlog_s = full["end_backlog"] / delivery_rate if delivery_rate else float("inf")
     print(f"open-loop load: {rate:g} executions/s asked for {full['executions'] / rate:g} s")
     for name, side in (("core telemetry", core), ("full pipeline", full)):
@@ -404,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", action="store_true", help="only the open-loop pipeline load")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    add_smoke_option(parser, "two delivery rounds of 100 and a second of open-loop load at 200/s")
     args = parser.parse_args(argv)
+    if args.smoke:
+        return smoke(args.delay_ms)
     rounds, n = (1, 1000) if args.quick else (3, 3000)
     receiver = Receiver(args.delay_ms)
     if args.pipeline:
@@ -440,8 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         tracing.shutdown()
         sdk_tracing.shutdown()
         otlp.stop()
-    broken = [r for r in results + traced + sdk_traced if r["pending"] or r["unique"] != n or r["received"] != n]
-    lost_spans = [r for r in traced + sdk_traced if r["spans"] != r["received"]]
+    broken, lost_spans = broken_rounds(results + traced + sdk_traced, n)
     rate = statistics.median(r["rate"] for r in results)
     cpu = statistics.median(r["cpu_us"] for r in results)
     print(f"webhook delivery: {rounds} rounds of {n} queued payloads to a receiver answering in "

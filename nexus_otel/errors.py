@@ -5,18 +5,27 @@ the workflow, so a log line alone tells a user what to fix::
 
     NexusOtelError
     ├── ConfigurationError          a setting has a bad value (also ValueError)
+    │   └── UnknownSettingError     a plugin's ``config`` names a setting it lacks (also TypeError)
+    ├── UsageError                  an API was handed the wrong kind of object (also TypeError)
     ├── PluginError                 a plugin is at fault; ``.plugin`` names it
     │   ├── PluginValidationError   not a usable plugin object (also TypeError)
     │   ├── DuplicatePluginError    name already registered (also ValueError)
     │   ├── PluginSetupError        ``setup(app)`` raised; nothing was kept
-    │   └── PluginLoadError         a plugin file or entry point failed to load
+    │   ├── PluginLoadError         a plugin file or entry point failed to load
+    │   ├── PluginNotSetUpError     used before it was added to an app (also RuntimeError)
+    │   └── UnknownHookEventError   a hook for an event that does not exist (also ValueError)
     ├── WorkflowError               a workflow is at fault; ``.workflow`` names it
     │   ├── UnknownWorkflowError    no workflow by that name (also LookupError)
     │   ├── WorkflowRegistrationError  bad name or not callable (also TypeError)
     │   ├── DuplicateWorkflowError  name already registered (also ValueError)
     │   └── InvalidInputsError      inputs are not a mapping (also TypeError)
     ├── AppStateError               the app cannot do that now (also RuntimeError)
+    ├── SpanAlreadyOpenError        a ``start_as_current_span`` object entered twice (also RuntimeError)
+    ├── ServerError                 the HTTP server did not start, or answered wrongly (also RuntimeError)
     ├── IntegrationError            a framework we instrument moved what we hook into
+    ├── InvalidDataError            a file, message or URL is not well formed (also ValueError)
+    │   └── UnencodableValueError   a value OTLP cannot carry (also TypeError)
+    ├── AmbiguousTraceIdError       a trace id prefix matches several traces (also ValueError)
     ├── AccessError                 a caller was turned away; ``.reason`` says why
     │   ├── AuthenticationError     no or bad credentials (HTTP 401)
     │   ├── AuthorizationError      valid credentials, not allowed (HTTP 403)
@@ -47,6 +56,28 @@ class ConfigurationError(NexusOtelError, ValueError):
         super().__init__(f"invalid {setting}={value!r}: expected {expected}")
 
 
+class UnknownSettingError(ConfigurationError, TypeError):
+    """A plugin's ``config`` dict names settings the plugin does not have.
+
+    Kailash Nexus's plugin API passes some plugins a ``config`` dict instead of keywords: a key
+    that is not a setting is a TypeError too, as an unknown keyword argument would be.
+    """
+
+    def __init__(self, plugin: str, unknown: list[str], known: list[str]) -> None:
+        self.plugin = plugin
+        self.setting = f"{plugin} config"
+        self.value = unknown
+        settings = ", ".join(known) or "none"
+        self.expected = f"settings among {settings}"
+        NexusOtelError.__init__(self, f"{plugin}: unknown settings {unknown}; its settings are {settings}")
+
+
+class UsageError(NexusOtelError, TypeError):
+    """An API was handed an object of the wrong kind: a class where an instance is needed, something
+    that is not callable, an object that is not an app. A programming error, raised at the call; the
+    message names what was expected and what was given."""
+
+
 class PluginError(NexusOtelError):
     """A plugin is at fault; ``plugin`` is its name (or its class name)."""
 
@@ -74,6 +105,16 @@ class PluginLoadError(PluginError):
         self.source = source
         NexusOtelError.__init__(self, f"cannot load plugins from {source}: {message}")
         self.plugin = source
+
+
+class PluginNotSetUpError(PluginError, RuntimeError):
+    """A plugin method that needs the plugin's app (its cache, its outbox) was called before the plugin was
+    added to an app."""
+
+
+class UnknownHookEventError(PluginError, ValueError):
+    """A hook was registered for an event that does not exist; ``plugin`` is the plugin registering it
+    (``app`` outside any plugin)."""
 
 
 class WorkflowError(NexusOtelError):
@@ -107,12 +148,43 @@ class AppStateError(NexusOtelError, RuntimeError):
     """The app is in a state where this call cannot work (e.g. already stopped)."""
 
 
+class SpanAlreadyOpenError(NexusOtelError, RuntimeError):
+    """One ``start_as_current_span(...)`` object was entered again while open, as the OpenTelemetry API
+    refuses too: its first span would end early. Call ``start_as_current_span`` again instead."""
+
+
+class ServerError(NexusOtelError, RuntimeError):
+    """nexus-otel's HTTP server is not serving as it must: it did not start on its address (the port is
+    taken, say), or the demo's driver got an answer the server never gives."""
+
+
 class IntegrationError(NexusOtelError, RuntimeError):
     """A framework nexus-otel instruments (Kailash) lacks a point it wraps: ``.point`` names it."""
 
     def __init__(self, point: str, message: str) -> None:
         self.point = point
         super().__init__(f"{point}: {message}")
+
+
+class InvalidDataError(NexusOtelError, ValueError):
+    """Data from outside is not well formed: a line of a span or log file, a counts file, a destinations
+    snapshot or a worker's metrics that are not in the format nexus-otel writes, or a URL that cannot be
+    requested. The message says what is wrong (never showing a URL's credentials); readers that skip
+    damaged data catch it as ValueError."""
+
+
+class UnencodableValueError(InvalidDataError, TypeError):
+    """A telemetry value that OTLP cannot carry (an integer beyond 64 bits, a type with no OTLP field);
+    a TypeError or ValueError as protobuf's own encoder raises, with protobuf's message."""
+
+
+class AmbiguousTraceIdError(NexusOtelError, ValueError):
+    """A trace id prefix matches more than one trace in the local stores: give more digits."""
+
+    def __init__(self, prefix: str, matches: int) -> None:
+        self.prefix = prefix
+        self.matches = matches
+        super().__init__(f"trace id prefix {prefix!r} matches {matches} traces; give more digits")
 
 
 class AccessError(NexusOtelError, PermissionError):

@@ -22,6 +22,7 @@ from opentelemetry.trace import Span
 
 from ._aio import block_on
 from .caller import Caller
+from .errors import UsageError
 from .events import WorkflowEvent
 
 if TYPE_CHECKING:
@@ -82,10 +83,10 @@ def as_middleware(obj: Any) -> Middleware:
     if isinstance(obj, Middleware):
         return obj
     if isinstance(obj, type):
-        raise TypeError(f"use() takes a middleware instance, got the class {obj.__name__}; call it first")
+        raise UsageError(f"use() takes a middleware instance, got the class {obj.__name__}; call it first")
     if callable(obj):
         return FunctionMiddleware(obj)
-    raise TypeError(f"use() takes a Middleware or a callable(call, call_next), got {obj!r}")
+    raise UsageError(f"use() takes a Middleware or a callable(call, call_next), got {obj!r}")
 
 
 def _overrides(mw: Middleware, name: str) -> bool:

@@ -2,10 +2,9 @@
 
 The records path encodes and decodes JSON on every execution (the stored
 record, the webhook body, the outbox rows the workers read back). orjson does
-each in a fifth to a sixteenth of the standard library's time
-(``benchmarks/RESULTS.md``). The two differ in spelling, not in meaning: orjson
-writes non-ASCII text as UTF-8 where the standard library escapes it, and a NaN
-or infinite float as ``null``. What orjson refuses falls back to the standard
+each faster than the standard library. The two differ in spelling, not in
+meaning: orjson writes non-ASCII text as UTF-8 where the standard library
+escapes it, and a NaN or infinite float as ``null``. What orjson refuses falls back to the standard
 library: an int beyond 64 bits or text that is not valid UTF-8 when writing,
 ``NaN`` and ``Infinity`` (which the standard library writes) when reading.
 Either way a value JSON cannot hold is written as ``str(value)``.

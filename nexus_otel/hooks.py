@@ -28,7 +28,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import Span, Status, StatusCode
 
 from ._aio import block_on
-from .errors import ConfigurationError, PluginValidationError
+from .errors import ConfigurationError, PluginValidationError, UnknownHookEventError
 from .plugin_base import PLUGIN_EVENTS
 from .running import RunningRegistry
 from .telemetry import contract as c
@@ -129,9 +129,10 @@ class HookRegistry:
 
     def add(self, event: str, fn: Callable[..., Any]) -> Hook:
         if event not in self._hooks:
-            raise ValueError(f"unknown hook event {event!r}; expected one of {', '.join(HOOK_EVENTS)}")
+            raise UnknownHookEventError(
+                self._owner[0], f"unknown hook event {event!r}; expected one of {', '.join(HOOK_EVENTS)}")
         if not callable(fn):
-            raise TypeError(f"a {event} hook must be callable, got {fn!r}")
+            raise PluginValidationError(self._owner[0], f"a {event} hook must be callable, got {fn!r}")
         with self._lock:
             plugin, version, traced_events = self._owner
             _check_signature(event, fn, plugin)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .discovery import Discovered, load_entry_points, load_folder
-from .errors import DuplicatePluginError, PluginError, PluginSetupError
+from .errors import DuplicatePluginError, PluginError, PluginSetupError, UsageError
 from .hooks import HookRegistry
 from .plugin_base import Plugin, plugin_identity, traced_events
 from .telemetry import contract as c
@@ -69,7 +69,7 @@ class PluginManager:
         if host is None:
             host = getattr(nexus_app, "plugin_host", None)
             if host is None:
-                raise TypeError(f"PluginManager needs a nexus_otel.Nexus app (or a PluginHost), got "
+                raise UsageError(f"PluginManager needs a nexus_otel.Nexus app (or a PluginHost), got "
                                 f"{type(nexus_app).__name__}")
         self.app = nexus_app
         self.host: PluginHost = host

@@ -51,7 +51,7 @@ from . import settings
 from .app import Nexus
 from .channels import DEFAULT_THREADS
 from .channels.http import create_http_app
-from .errors import ConfigurationError, NexusOtelError
+from .errors import ConfigurationError, NexusOtelError, ServerError
 from .http_protocols import FRESH_GRACE as FRESH_GRACE  # both still importable from here, as before
 from .http_protocols import DrainingH11Protocol as DrainingH11Protocol
 from .http_protocols import protocol_class
@@ -278,7 +278,7 @@ class BackgroundServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"HTTP server did not start on {self.url}")
+                raise ServerError(f"HTTP server did not start on {self.url}")
             time.sleep(0.01)
         return self.url
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UnknownSettingError
 
 
 def with_config(plugin: str, config: Mapping[str, Any] | None, **given: Any) -> dict[str, Any]:
     """The settings ``given`` as keyword arguments, each replaced by its entry in ``config`` if there is one.
 
     Kailash Nexus's plugin API passes some plugins a ``config`` dict instead of keywords. A key
-    that is not one of the settings is a ``TypeError`` naming it, as an unknown keyword would be.
+    that is not one of the settings is an :class:`UnknownSettingError` naming it (a ``TypeError``, as an
+    unknown keyword would be).
     """
     options = dict(config or {})
     unknown = sorted(set(options) - set(given))
     if unknown:
-        raise TypeError(f"{plugin}: unknown settings {unknown}")
+        raise UnknownSettingError(plugin, unknown, sorted(given))
     return {**given, **options}
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .errors import AmbiguousTraceIdError, ConfigurationError
 from .exporters.local import read_spans
 from .exporters.local_logs import read_logs
 from .exporters.logfile import LogLine
@@ -88,7 +89,7 @@ def find_trace(directory: str | os.PathLike[str], trace_id: str) -> tuple[str, l
     if not traces:
         return None
     if len(traces) > 1:
-        raise ValueError(f"trace id prefix {trace_id!r} matches {len(traces)} traces; give more digits")
+        raise AmbiguousTraceIdError(trace_id, len(traces))
     return next(iter(traces.items()))
 
 
@@ -118,7 +119,7 @@ def find_trace_records(directory: str | os.PathLike[str], trace_id: str) -> Trac
     if not found:
         return None
     if len(found) > 1:
-        raise ValueError(f"trace id prefix {trace_id!r} matches {len(found)} traces; give more digits")
+        raise AmbiguousTraceIdError(trace_id, len(found))
     tid = found.pop()
     return TraceRecords(tid, spans.get(tid, []), sorted(logs.get(tid, []), key=lambda line: line.time_ns))
 
@@ -236,7 +237,7 @@ class LogFilter:
     def __post_init__(self) -> None:
         if self.level is not None:
             if self.level.upper() not in LEVEL_NUMBERS:
-                raise ValueError(f"unknown level {self.level!r}; expected one of {', '.join(LEVEL_NUMBERS)}")
+                raise ConfigurationError("level", self.level, f"one of {', '.join(LEVEL_NUMBERS)}")
             self._min_severity = LEVEL_NUMBERS[self.level.upper()]
         if self.trace_prefix is not None:
             self.trace_prefix = self.trace_prefix.lower().strip()

@@ -2,19 +2,20 @@
 # Builds the deploy kit's servers from source, once, into a cache outside the
 # repository: our OpenTelemetry Collector distribution (the Collector builder
 # run on deploy/collector/builder-config.yaml), Jaeger v2 and VictoriaLogs (the
-# logs backend). Versions come
-# from deploy/versions.env; a build is keyed by them (and by the manifest's
+# logs backend), and kustomize (what `kubectl kustomize` runs: the tests render
+# deploy/kubernetes with it where kubectl is not installed). Versions come
+# from deploy/versions.env (kustomize's below); a build is keyed by them (and by the manifest's
 # hash), so a second run finds it and returns at once.
 #
-#   bash scripts/build-binaries.sh           build what is missing, print the three paths
-#   bash scripts/build-binaries.sh --where   print the three paths, build nothing
+#   bash scripts/build-binaries.sh           build what is missing, print the four paths
+#   bash scripts/build-binaries.sh --where   print the four paths, build nothing
 #
 # The cache is $NEXUS_OTEL_CACHE_DIR, else $XDG_CACHE_HOME/nexus-otel, else
 # ~/.cache/nexus-otel. Without Go this prints one line saying what to install
 # and exits 0 (the tests that need the binaries skip), except under CI=true,
 # where it exits 1: CI must run those tests.
 #
-# Stdout is the three path lines only (otelcol=, jaeger=, victorialogs=). A build reports on stderr as it goes: a
+# Stdout is the four path lines only (otelcol=, jaeger=, victorialogs=, kustomize=). A build reports on stderr as it goes: a
 # line per step with the time since the build began, and a line every 30 s
 # while a long step runs, so the first run's ten minutes never look hung.
 set -euo pipefail
@@ -30,14 +31,22 @@ VICTORIALOGS_DIR="$CACHE/victorialogs-$VICTORIALOGS_VERSION"
 OTELCOL="$OTELCOL_DIR/otelcol-nexus"
 JAEGER="$JAEGER_DIR/jaeger"
 VICTORIALOGS="$VICTORIALOGS_DIR/victoria-logs"
+# kustomize is a tool of the tests, not a server of the deploy kit: its version lives here. 5.8.2 is the newest
+# that builds with Go 1.26 (5.8.3's kustomize/api needs a newer Go); its output is kubectl kustomize's.
+KUSTOMIZE_MODULE=sigs.k8s.io/kustomize/kustomize/v5
+KUSTOMIZE_VERSION=5.8.2
+KUSTOMIZE_DIR="$CACHE/kustomize-$KUSTOMIZE_VERSION"
+KUSTOMIZE="$KUSTOMIZE_DIR/kustomize"
 
-where() { echo "otelcol=$OTELCOL"; echo "jaeger=$JAEGER"; echo "victorialogs=$VICTORIALOGS"; }
+where() {
+  echo "otelcol=$OTELCOL"; echo "jaeger=$JAEGER"; echo "victorialogs=$VICTORIALOGS"; echo "kustomize=$KUSTOMIZE"
+}
 if [ "${1:-}" = "--where" ]; then where; exit 0; fi
 
-if [ -x "$OTELCOL" ] && [ -x "$JAEGER" ] && [ -x "$VICTORIALOGS" ]; then where; exit 0; fi
+if [ -x "$OTELCOL" ] && [ -x "$JAEGER" ] && [ -x "$VICTORIALOGS" ] && [ -x "$KUSTOMIZE" ]; then where; exit 0; fi
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "build-binaries.sh: the Collector, Jaeger and VictoriaLogs tests need Go 1.26 or newer (https://go.dev/dl/) to build them; skipping" >&2
+  echo "build-binaries.sh: the Collector, Jaeger, VictoriaLogs and kustomize tests need Go 1.26 or newer (https://go.dev/dl/) to build them; skipping" >&2
   if [ "${CI:-}" = "true" ]; then exit 1; fi
   exit 0
 fi
@@ -91,6 +100,9 @@ victorialogs_build() {
     -ldflags "-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-logs-v$VICTORIALOGS_VERSION" \
     "$VICTORIALOGS_MODULE/app/victoria-logs" >> build.log 2>&1)
 }
+kustomize_build() {
+  GOBIN="$work/bin" GOTOOLCHAIN=local go install "$KUSTOMIZE_MODULE@v$KUSTOMIZE_VERSION" > "$work/build.log" 2>&1
+}
 
 if [ ! -x "$OTELCOL" ]; then
   say "building the Collector $COLLECTOR_VERSION into $OTELCOL_DIR (one time, several minutes)"
@@ -128,6 +140,17 @@ if [ ! -x "$VICTORIALOGS" ]; then
   mkdir -p "$VICTORIALOGS_DIR"
   mv "$work/victoria-logs.bin" "$VICTORIALOGS"
   say "VictoriaLogs is built: $VICTORIALOGS"
+fi
+
+if [ ! -x "$KUSTOMIZE" ]; then
+  say "building kustomize $KUSTOMIZE_VERSION into $KUSTOMIZE_DIR (one time, under a minute)"
+  work="$CACHE/src/kustomize-$KUSTOMIZE_VERSION"
+  rm -rf "$work" && mkdir -p "$work/bin"
+  step "installing kustomize (go install, downloads included; log: $work/build.log)" kustomize_build \
+    || failed "$work/build.log" "kustomize"
+  mkdir -p "$KUSTOMIZE_DIR"
+  mv "$work/bin/kustomize" "$KUSTOMIZE"
+  say "kustomize is built: $KUSTOMIZE"
 fi
 
 say "built in $(( $(date +%s) - started )) s"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: set up (idempotent), install the real servers the
 # end-to-end tests run (Debian's prometheus, which brings promtool,
-# postgresql, redis-server and tinyproxy), build the OpenTelemetry Collector, Jaeger and
-# VictoriaLogs from source once (scripts/build-binaries.sh; cached outside the repository),
+# postgresql, redis-server and tinyproxy), build the OpenTelemetry Collector, Jaeger,
+# VictoriaLogs and kustomize from source once (scripts/build-binaries.sh; cached outside the repository),
 # then lint (ruff), type-check (mypy) and run the whole suite. Extra arguments
 # go to pytest, e.g. scripts/test.sh -k otlp
 #
@@ -31,6 +31,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)  # the forward proxy of tests/test_webhook_proxies.py
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # tests/test_webhook_tls.py hashes a certificate folder
 if [ "${#need_apt[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
@@ -43,9 +44,10 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# Without Go this prints one line and the tests on the real Collector, Jaeger and VictoriaLogs skip;
-# under CI=true it fails instead. Its progress goes to stderr; its stdout (the three paths) is not needed here.
-say "the Collector, Jaeger and VictoriaLogs (scripts/build-binaries.sh: built once, then cached in $CACHE)"
+# Without Go this prints one line and the tests on the real Collector, Jaeger and VictoriaLogs (and kustomize,
+# where kubectl is not installed) skip; under CI=true it fails instead. Its progress goes to stderr; its stdout
+# (the four paths) is not needed here.
+say "the Collector, Jaeger, VictoriaLogs and kustomize (scripts/build-binaries.sh: built once, then cached in $CACHE)"
 bash scripts/build-binaries.sh > /dev/null
 
 # Lint and type-check first (rules and settings in pyproject.toml): any finding fails the run.
@@ -55,4 +57,6 @@ say "type-check (mypy)"
 .venv/bin/mypy
 
 say "tests (pytest)"
-exec .venv/bin/python -m pytest -o cache_dir="$CACHE/pytest" "$@"
+# Two workers (pytest-xdist): the tests mostly wait on real servers, timeouts and subprocesses. Which tests
+# share a worker: tests/xdist_groups.py. `scripts/test.sh -n 0` runs them in one process, one after another.
+exec .venv/bin/python -m pytest -o cache_dir="$CACHE/pytest" -n 2 --dist loadgroup "$@"

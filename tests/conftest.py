@@ -1,5 +1,6 @@
-"""Shared test set-up: fresh providers per test, and no test writes into the repository."""
+"""Shared test set-up: fresh providers per test, no test writes into the repository, and no skip under CI."""
 
+import os
 import shutil
 import tempfile
 
@@ -39,6 +40,58 @@ def pytest_unconfigure(config):
     home = config.stash.get(_HYPOTHESIS_HOME, None)
     if home is not None:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _skips_fail() -> bool:
+    """Under ``CI=true`` every test must run: a skip means the test command did not install what a test needs."""
+    return os.environ.get("CI") == "true"
+
+
+def _as_failure(report: pytest.TestReport | pytest.CollectReport, what: str) -> None:
+    """Turn a skipped ``report`` into a failure whose message names ``what`` was skipped and why."""
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"{what} was skipped, and under CI=true every test must run "
+                       f"(the test command installs what they need): {reason}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skipped test (in its set-up, call or tear-down) fails, naming itself and the reason; an
+    expected failure (xfail) stays what it is."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and _skips_fail():
+        _as_failure(report, report.nodeid)
+    return report
+
+
+_SKIPPED_MODULES = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """Under CI=true a module skipped as a whole (``pytest.skip(..., allow_module_level=True)``, ``importorskip``
+    at import) is noted, to fail the run at its end (the rest still runs, so every such module is named)."""
+    report = yield
+    if report.skipped and _skips_fail():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        collector.config.stash.setdefault(_SKIPPED_MODULES, []).append(f"{report.nodeid}: {reason}")
+    return report
+
+
+def pytest_sessionfinish(session):
+    """A module skipped as a whole under CI=true fails the run."""
+    if session.config.stash.get(_SKIPPED_MODULES, []) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Name each module skipped as a whole under CI=true, and why."""
+    skipped = config.stash.get(_SKIPPED_MODULES, [])
+    if skipped:
+        terminalreporter.section("skipped under CI=true, where every test must run", red=True)
+        for line in skipped:
+            terminalreporter.line(f"{line} (the test command installs what the tests need)", red=True)
 
 
 @pytest.fixture(autouse=True)

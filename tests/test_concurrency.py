@@ -28,18 +28,20 @@ class Tagger(NexusPlugin):
             self.seen[event.workflow_id].append(event.trace_id)
 
 
-def _check_traces(capture, n):
+def _check_traces(capture, n, workflows=("work",)):
+    """``n`` traces, each one workflow span (of one of ``workflows``) with its two hook spans as children."""
     traces = capture.traces()
     assert len(traces) == n
     for spans in traces.values():
+        (wf,) = [s for s in spans if s.name.startswith("workflow ")]
+        assert wf.name in {f"workflow {w}" for w in workflows}
         names = sorted(s.name for s in spans)
-        assert names == ["hook workflow_completed tagger", "hook workflow_started tagger", "workflow work"]
-        (wf,) = [s for s in spans if s.name == "workflow work"]
+        assert names == sorted(["hook workflow_completed tagger", "hook workflow_started tagger", wf.name])
         assert wf.parent is None
         for hook in spans:
             if hook is not wf:
                 assert hook.parent.span_id == wf.context.span_id
-    ids = {s.attributes["nexus.workflow.id"] for s in capture.spans_named("workflow work")}
+    ids = {s.attributes["nexus.workflow.id"] for w in workflows for s in capture.spans_named(f"workflow {w}")}
     assert len(ids) == n
 
 
@@ -69,21 +71,28 @@ def test_hundred_threads_give_hundred_separate_traces(capture):
 
 
 def test_hundred_asyncio_tasks_give_hundred_separate_traces(capture):
-    """100 concurrent aexecute_workflow tasks: 100 traces, no span parented across tasks."""
+    """100 concurrent aexecute_workflow tasks, half a sync workflow and half an async one: 100 traces, no span
+    parented across tasks."""
     app, plugin = _app(capture)
+    ran = []
 
-    @app.workflow("awork", replace=False)
+    @app.workflow("awork")
     async def awork(inputs):
         await asyncio.sleep(random.random() / 500)
+        ran.append(inputs["i"])
         return inputs["i"]
 
     capture.clear()
 
     async def main():
-        return await asyncio.gather(*(app.aexecute_workflow("work", {"i": i}) for i in range(100)))
+        return await asyncio.gather(*(app.aexecute_workflow("awork" if i % 2 else "work", {"i": i})
+                                      for i in range(100)))
 
     assert asyncio.run(main()) == list(range(100))
-    _check_traces(capture, 100)
+    assert sorted(ran) == list(range(1, 100, 2)), "the async workflow ran for every odd i"
+    _check_traces(capture, 100, ("work", "awork"))
+    assert len(capture.spans_named("workflow awork")) == len(capture.spans_named("workflow work")) == 50
+    assert len(plugin.seen) == 100
     assert all(len(set(tids)) == 1 and len(tids) == 2 for tids in plugin.seen.values())
 
 

@@ -179,7 +179,8 @@ def test_calls_turned_away_by_auth_or_rate_limits_count_as_rejected(tmp_path):
     assert statuses == ["completed", "rejected", "rejected"]
 
 
-@pytest.mark.parametrize("args", [("run", "tests.apps.marking:app", "mark"), ("serve", "tests.apps.marking:app"),
+@pytest.mark.parametrize("args", [("run", "tests.apps.marking:app", "mark"),
+                                  ("serve", "tests.apps.marking:app", "--port", "0"),  # never the default 8000
                                   ("plugins", "tests.apps.marking:app"), ("demo", "-n", "1")],
                          ids=["run", "serve", "plugins", "demo"])
 def test_a_bad_environment_variable_is_one_line_and_exit_2_for_every_command(tmp_path, args):

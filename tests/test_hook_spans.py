@@ -9,7 +9,7 @@ import pytest
 
 from nexus_otel import Nexus, NexusPlugin, PluginManager
 from nexus_otel.errors import ConfigurationError, PluginValidationError
-from nexus_otel.telemetry import TelemetryConfig
+from nexus_otel.telemetry.config import TelemetryConfig
 from nexus_otel.testing import CapturedTelemetry
 
 from .seed_plugins import MetricsPlugin, PluginLifecycle, RequestLoggerPlugin

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
 import math
 import random
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent import futures
 from typing import Any
 
+import grpc
 import pytest
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as stock_encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as StockGrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as StockHttpSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -591,8 +599,68 @@ def test_http_exporter_keeps_the_request_size_limit():
         assert receiver.trace_requests == []
 
 
-def test_http_exporter_retries_a_receiver_that_is_not_there_yet():
-    """Connection failures are retried by the SDK's client: nothing listening gives FAILURE within the timeout."""
+class _AnsweringReceiver:
+    """An OTLP/HTTP endpoint on 127.0.0.1 that answers the first ``failures`` requests with ``status`` (and
+    ``Retry-After: 0``, so the SDK's client retries at once), then 200; it keeps every request body it got."""
+
+    def __init__(self, status: int, failures: int) -> None:
+        """Answer ``failures`` requests with ``status``; bind on ``__enter__``."""
+        self.status, self.failures = status, failures
+        self.bodies: list[bytes] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> _AnsweringReceiver:
+        """Bind a free port and serve in a thread."""
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                failing = len(receiver.bodies) <= receiver.failures
+                body = b"" if failing else ExportTraceServiceResponse().SerializeToString()
+                self.send_response(receiver.status if failing else 200)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop serving."""
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.parametrize(("status", "failures", "result", "attempts"), [
+    (503, 2, SpanExportResult.SUCCESS, 3),  # retryable: sent again until it is taken
+    (429, 99, SpanExportResult.FAILURE, 6),  # retryable, never taken: the SDK's six attempts
+    (400, 99, SpanExportResult.FAILURE, 1),  # not retryable: one attempt
+])
+def test_http_exporter_retries_a_retryable_status_with_the_same_batch(status, failures, result, attempts):
+    """The SDK's client sends the same bytes again after 503/429 (as often as it retries) and once after 400."""
+    spans = _sample_spans()[:3]
+    with _AnsweringReceiver(status, failures) as receiver:
+        exporter = OTLPHttpSpanExporter(endpoint=receiver.endpoint, timeout=5)
+        try:
+            assert exporter.export(spans) is result
+        finally:
+            exporter.shutdown()
+    assert len(receiver.bodies) == attempts
+    assert len(set(receiver.bodies)) == 1, "every attempt sends the same bytes"
+    assert ExportTraceServiceRequest.FromString(receiver.bodies[0]) == stock_encode_spans(spans)
+
+
+def test_http_exporter_gives_up_on_a_receiver_that_is_not_there_within_its_timeout():
+    """Nothing listening: the export gives FAILURE (no hang, no exception) once its timeout has passed."""
     from nexus_otel.serving import free_port
 
     exporter = OTLPHttpSpanExporter(endpoint=f"http://127.0.0.1:{free_port()}/v1/traces", timeout=1.5)
@@ -618,25 +686,53 @@ def test_grpc_exporter_delivers_what_stock_delivers(compression):
     assert ours_request == stock_request == stock_encode_spans(spans)
 
 
+class _TraceServiceOn:
+    """An OTLP/gRPC trace service on 127.0.0.1:``port``, to stop and start again on the same port."""
+
+    def __init__(self, port: int, received: list[ExportTraceServiceRequest]) -> None:
+        """Serve on ``port``, appending each request to ``received``; bind on ``__enter__``."""
+        self.port, self.received = port, received
+        self._server: grpc.Server | None = None
+
+    def __enter__(self) -> _TraceServiceOn:
+        """Bind the port and start."""
+        received = self.received
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                received.append(request)
+                return ExportTraceServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
+        assert self._server.add_insecure_port(f"127.0.0.1:{self.port}") == self.port, f"port {self.port} is taken"
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop at once (open connections are closed) and wait, bounded, for the end."""
+        assert self._server is not None
+        self._server.stop(grace=None).wait(timeout=5)
+
+
 def test_grpc_exporter_reconnects_with_its_byte_stub():
-    """After the SDK's reconnect on UNAVAILABLE, the exporter still sends our bytes and a later export arrives."""
+    """One exporter: its receiver stops (UNAVAILABLE: the SDK rebuilds the channel) and comes back on the same port;
+    what is exported after that arrives, as our bytes."""
     from nexus_otel.serving import free_port
 
     spans = _sample_spans()
-    exporter = OTLPGrpcSpanExporter(endpoint=f"http://127.0.0.1:{free_port()}", insecure=True, timeout=1)
+    port, received = free_port(), []
+    exporter = OTLPGrpcSpanExporter(endpoint=f"http://127.0.0.1:{port}", insecure=True, timeout=3)
     try:
+        with _TraceServiceOn(port, received):
+            assert exporter.export(spans[:2]) is SpanExportResult.SUCCESS
         assert exporter.export(spans) is SpanExportResult.FAILURE  # nothing there: UNAVAILABLE, channel rebuilt
-    finally:
-        exporter.shutdown()
-    with GRPCReceiver() as receiver:
-        exporter = OTLPGrpcSpanExporter(endpoint=receiver.endpoint, insecure=True, timeout=5)
-        try:
+        with _TraceServiceOn(port, received):
             assert exporter.export(spans) is SpanExportResult.SUCCESS
             assert exporter.export(spans[:3]) is SpanExportResult.SUCCESS
-            first, second = _received(receiver, 2)
-        finally:
-            exporter.shutdown()
-    assert first == stock_encode_spans(spans) and second == stock_encode_spans(spans[:3])
+    finally:
+        exporter.shutdown()
+    assert received == [stock_encode_spans(s) for s in (spans[:2], spans, spans[:3])]
 
 
 # --------------------------------------------------------------------------------------

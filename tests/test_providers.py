@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from nexus_otel import Nexus
-from nexus_otel.telemetry import TelemetryConfig
+from nexus_otel.telemetry.config import TelemetryConfig
 
 
 def test_service_name_defaults_to_the_app_name():

@@ -79,8 +79,19 @@ def test_unsampled_traceparent_over_http_still_gives_every_record(tmp_path, rece
     assert sorted(line["event"] for line in lines) == ["workflow.completed"] * 10 + ["workflow.started"] * 10
 
 
+class _SampledFlags(RecordProcessor):
+    """Keeps whether each execution's trace was sampled at its start (what the head sampler decided)."""
+
+    def __init__(self) -> None:
+        self.sampled: list[bool] = []
+
+    def on_end(self, record: ExecutionRecord) -> None:
+        self.sampled.append(record.trace_sampled)
+
+
 def test_head_sampling_at_ten_percent_still_audits_every_execution(tmp_path, receiver):
-    """OTEL_TRACES_SAMPLER=traceidratio 0.1: 200 executions, 20 failing, give 200 audit rows and 200 webhooks."""
+    """OTEL_TRACES_SAMPLER=traceidratio 0.1: of 1,000 executions (100 failing) the sampler keeps 3-25 % of the
+    traces, and every execution still gives its audit row, webhook and count."""
     app = Nexus("sampled", environ={
         "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1",
         "OTEL_TRACES_EXPORTER": "none", "NEXUS_OTEL_DATA_DIR": str(tmp_path),
@@ -88,6 +99,8 @@ def test_head_sampling_at_ten_percent_still_audits_every_execution(tmp_path, rec
     webhook, database, metrics = _plugins(tmp_path, receiver.url)
     for plugin in (webhook, database, metrics):
         app.add_plugin(plugin)
+    flags = _SampledFlags()
+    app.records.add(flags)
 
     @app.workflow("pay")
     def pay(inputs):
@@ -95,22 +108,24 @@ def test_head_sampling_at_ten_percent_still_audits_every_execution(tmp_path, rec
             raise RuntimeError("declined")
         return {"paid": True}
 
-    sampled = 0
+    runs = 1000
     with app:
-        for n in range(200):
+        for n in range(runs):
             try:
                 app.execute_workflow("pay", {"n": n})
             except RuntimeError:
                 pass
-        receiver.wait_for(lambda reqs: len({r.headers["webhook-id"] for r in reqs}) == 200, timeout=60)
+        receiver.wait_for(lambda reqs: len({r.headers["webhook-id"] for r in reqs}) == runs, timeout=60)
+    # Random trace ids, no seed: 1,000 draws at 10 % keep 100 +- 9.5; 30..250 is more than 7 standard deviations.
+    assert len(flags.sampled) == runs
+    assert 30 <= sum(flags.sampled) <= 250, f"{sum(flags.sampled)} of {runs} traces sampled at a ratio of 0.1"
     rows = _audit_rows(tmp_path / "audit.sqlite")
-    assert len(rows) == 200 and sum(1 for r in rows if r[1] == "failed") == 20
-    assert len(_distinct_ids(receiver)) == 200
+    assert len(rows) == runs and sum(1 for r in rows if r[1] == "failed") == runs // 10
+    assert len({r[0] for r in rows}) == runs
+    assert len(_distinct_ids(receiver)) == runs
     statuses = [p["status"] for p in receiver.bodies_json()]
-    assert statuses.count("failed") >= 20
-    assert metrics.get_metrics()["requests_total"] == 200 and metrics.get_metrics()["requests_failed"] == 20
-    sampled = sum(1 for p in receiver.bodies_json() if p["status"])  # every payload has a status
-    assert sampled >= 200
+    assert statuses.count("failed") >= runs // 10 and statuses.count("completed") >= runs - runs // 10
+    assert metrics.get_metrics()["requests_total"] == runs and metrics.get_metrics()["requests_failed"] == runs // 10
 
 
 def test_a_burst_from_eight_threads_loses_no_record(tmp_path, receiver):

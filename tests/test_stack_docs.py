@@ -8,7 +8,8 @@ on ``deploy/otel-collector.yaml`` exactly as shipped, its timing too); each test
 reads its part of the output. The only additions are where state goes
 (``NEXUS_OTEL_STACK_DIR``, ``NEXUS_OTEL_DATA_DIR`` in a temporary directory), the
 markers between the blocks' outputs, and the clean-up afterwards. The ports are the
-documented ones, so a port in use fails the test with stack.sh's message.
+documented ones: each is checked free before anything starts, and one held by something else
+fails the tests at once, naming it.
 """
 
 from __future__ import annotations
@@ -60,6 +61,37 @@ def _run_literally(script: str, tmp_path: Path, timeout: float = 300) -> subproc
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def _stack_ports() -> list[int]:
+    """The loopback ports scripts/stack.sh binds (its ``PORTS=(...)`` line, which its own check reads too)."""
+    match = re.search(r"^PORTS=\(([\d ]+)\)", (REPO / "scripts" / "stack.sh").read_text(), re.M)
+    assert match, "scripts/stack.sh has no PORTS=(...) line"
+    return [int(port) for port in match.group(1).split()]
+
+
+def _held(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port`` or holds it so that it cannot be bound."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def require_free_ports(ports: list[int], what: str) -> None:
+    """Fail at once, naming each port of ``ports`` that something else holds (``what`` needs them all)."""
+    held = [port for port in sorted(set(ports)) if _held(port)]
+    if held:
+        pytest.fail(f"{', '.join(f'127.0.0.1:{port}' for port in held)} held by something else, and "
+                    f"{what} must have {'it' if len(held) == 1 else 'them'} free (stop what listens there, "
+                    "e.g. a stack left running: bash scripts/stack.sh down)", pytrace=False)
+
+
 README_DEMO = "=== README tour step 5"
 SECTION_1_JAEGER = "=== docs/deploy.md section 1: the traces in Jaeger"
 FAILED_CHECKOUT = "=== docs/deploy.md section 3: a failed checkout"
@@ -105,6 +137,9 @@ def stack_docs_run(tmp_path_factory):
     script = "\n".join([first[0], f"echo '{README_DEMO}'", f"(\n{readme}\n)", f"echo '{SECTION_1_JAEGER}'",
                         first[1], f"echo '{FAILED_CHECKOUT}'", query, f"echo '{BY_HAND}'", by_hand,
                         f"echo '{README_JAEGER}'", readme_in_jaeger])
+    app_ports = [int(port) for port in re.findall(r"--port (\d+)", script)]
+    assert app_ports, "the docs' blocks serve the app on no --port"
+    require_free_ports(_stack_ports() + app_ports, "the documented stack (scripts/stack.sh) and the docs' app")
     result = _run_literally(script, tmp_path_factory.mktemp("stack-docs"))
     assert result.returncode == 0, result.stderr[-3000:]
     up, rest = result.stdout.split(README_DEMO, 1)
@@ -163,6 +198,19 @@ def test_readme_tour_step_5_sends_the_demo_to_jaeger(stack_docs_run):
     assert traces, (f"no traces for service orders in Jaeger:\n{out[-3000:]}\n"
                     f"{stack_docs_run['readme demo'][-2000:]}\n{stack_docs_run['stderr'][-2000:]}")
     assert '"operationName":"workflow checkout"' in out
+
+
+def test_a_held_port_fails_the_docs_tests_at_once_naming_it():
+    """A port the documented stack needs, held by something else, fails before anything starts, naming it."""
+    assert 4317 in _stack_ports() and 9090 in _stack_ports()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        held = rf"^127\.0\.0\.1:{port} held by something else, and the docs must have it free"
+        with pytest.raises(pytest.fail.Exception, match=held):
+            require_free_ports([port], "the docs")
+    require_free_ports([port], "the docs")  # free again
 
 
 def test_the_stack_script_names_a_busy_port_and_its_usage(tmp_path):

@@ -1,7 +1,13 @@
 """The package's structure: no import cycle, no module reaching into another's private names, the public API whole."""
 
 import ast
+import importlib
 import inspect
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -40,8 +46,37 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
+def _packages_above(name: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b"]``: the packages Python imports (runs the ``__init__`` of) before ``a.b.c``."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _with_packages(module: str, targets: Iterable[str]) -> set[str]:
+    """What importing ``targets`` from ``module`` runs: each target and the packages above it, but never
+    ``module`` itself nor its own packages.
+
+    Importing ``a.b.c`` first imports the packages ``a`` and ``a.b`` (runs their ``__init__``), so a module
+    importing ``a.b.c`` depends on them too: ``x.y`` importing ``a.b.c`` while ``a/b/__init__.py`` imports
+    ``x.y`` is a cycle that fails at run time when ``x.y`` is imported first. ``module``'s own packages are
+    the exception: Python has always started them before ``module`` runs, so importing a sibling
+    (``from .d import D`` in ``a.b.c``) finds ``a.b`` in ``sys.modules`` and runs nothing of it again, and a
+    package's ``__init__`` importing its own submodules is no cycle. Importing a *name* from one of its own
+    packages (``from a.b import Z``, ``Z`` not a submodule) does need that ``__init__`` to have run past
+    ``Z``: that import is counted (``_imported`` gives ``a.b`` as its target).
+    """
+    own = set(_packages_above(module))
+    out: set[str] = set()
+    for target in targets:
+        if target in MODULES and target != module:
+            out.add(target)
+        out.update(p for p in _packages_above(target) if p in MODULES and p != module and p not in own)
+    return out
+
+
 def _imports(module: str, tree: ast.AST) -> tuple[set[str], set[str]]:
-    """The package's modules ``module`` imports: (when it runs, for type checkers only)."""
+    """The package's modules ``module`` imports, with the packages above them (:func:`_with_packages`):
+    (when it runs, for type checkers only)."""
     runtime: set[str] = set()
     typing_only: set[str] = set()
 
@@ -51,9 +86,9 @@ def _imports(module: str, tree: ast.AST) -> tuple[set[str], set[str]]:
                 walk(child, typing_only)
                 continue
             if isinstance(child, ast.ImportFrom):
-                into.update(t for t, _ in _imported(module, child) if t in MODULES and t != module)
+                into.update(_with_packages(module, (t for t, _ in _imported(module, child))))
             elif isinstance(child, ast.Import):
-                into.update(a.name for a in child.names if a.name in MODULES and a.name != module)
+                into.update(_with_packages(module, (a.name for a in child.names)))
             walk(child, into)
 
     walk(tree, runtime)
@@ -118,6 +153,14 @@ def test_imports_for_type_checkers_only_are_these_annotations():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_an_import_counts_the_packages_above_it_but_not_the_importers_own():
+    """An import of ``telemetry.contract`` from ``processors`` runs ``telemetry/__init__``; from ``telemetry``, not."""
+    contract = "nexus_otel.telemetry.contract"
+    assert _with_packages("nexus_otel.processors.tail_sampling", [contract]) == {contract, "nexus_otel.telemetry"}
+    assert _with_packages("nexus_otel.telemetry.config", [contract]) == {contract}
+    assert _with_packages("nexus_otel.telemetry", [contract]) == {contract}
 
 
 def _defined_names(tree: ast.AST) -> set[str]:
@@ -197,3 +240,79 @@ def test_no_constructor_starts_a_thread():
 def test_the_constructor_check_can_fail():
     bad = ast.parse("class A:\n    def __init__(self):\n        self.t = Thread()\n        self.t.start()\n")
     assert _starts_in_constructors(bad) == [4]
+
+
+DOCS = [PACKAGE.parent / "README.md", *sorted((PACKAGE.parent / "docs").glob("*.md"))]
+_CODE = re.compile(r"```[^\n]*\n(.*?)```|`([^`\n]+)`", re.S)
+_FROM_IMPORT = re.compile(r"^[ \t]*(from[ \t]+nexus_otel[\w.]*[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*))", re.M)
+
+
+def _documented_imports(markdown: str) -> set[tuple[str, str]]:
+    """(module, name) of each ``from nexus_otel... import name`` in the page's code blocks and inline code."""
+    found: set[tuple[str, str]] = set()
+    for block, inline in _CODE.findall(markdown):
+        for statement in _FROM_IMPORT.findall(block or inline):
+            node = ast.parse(statement.split("#")[0].strip()).body[0]
+            assert isinstance(node, ast.ImportFrom) and node.module
+            found.update((node.module, a.name) for a in node.names)
+    return found
+
+
+def test_the_docs_import_finder_reads_blocks_and_inline_code():
+    page = ("Use `from nexus_otel import Nexus, TailSampling` here.\n\n```python\nimport os\n"
+            "from nexus_otel.plugins import (AuthPlugin,\n    WebhookPlugin)  # two\nfrom nexus import Nexus\n```\n"
+            "Not code: from nexus_otel.x import Y\n")
+    assert _documented_imports(page) == {("nexus_otel", "Nexus"), ("nexus_otel", "TailSampling"),
+                                         ("nexus_otel.plugins", "AuthPlugin"), ("nexus_otel.plugins", "WebhookPlugin")}
+
+
+def test_every_name_the_docs_import_exists_and_is_in_its_modules_all():
+    """What README.md and docs/*.md tell users to import works, and is public: in ``__all__`` where there is one."""
+    documented = {(doc.name, m, n) for doc in DOCS for m, n in _documented_imports(doc.read_text())}
+    assert len(documented) > 15  # the walk found the docs' imports
+    problems = []
+    for doc, module_name, name in sorted(documented):
+        module = importlib.import_module(module_name)
+        if not hasattr(module, name) and f"{module_name}.{name}" not in MODULES:
+            problems.append(f"{doc}: {module_name} has no {name}")
+        elif hasattr(module, "__all__") and name not in module.__all__:
+            problems.append(f"{doc}: {name} is not in {module_name}.__all__")
+    assert problems == []
+
+
+_FRESH_IMPORTS = r'''
+import importlib, importlib.machinery, json, sys, types
+package_dir, names = sys.argv[1], sorted(sys.argv[2:])
+failures, loaded_by = {}, {}
+for name in names:
+    if name in loaded_by.get(name.rpartition(".")[0], ()):
+        continue  # its package's own fresh import loaded it: importing it fresh is that same import again
+    for loaded in [m for m in sys.modules if m == "nexus_otel" or m.startswith("nexus_otel.")]:
+        del sys.modules[loaded]
+    if name != "nexus_otel":  # the package, as if its __init__ were empty: its import order hides nothing
+        top = types.ModuleType("nexus_otel")
+        top.__path__ = [package_dir]
+        top.__spec__ = importlib.machinery.ModuleSpec("nexus_otel", None, is_package=True)
+        top.__spec__.submodule_search_locations = [package_dir]
+        sys.modules["nexus_otel"] = top
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failures[name] = f"{type(exc).__name__}: {exc}"
+    loaded_by[name] = {m for m in sys.modules if m.startswith("nexus_otel.")}
+print(json.dumps(failures))
+'''
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Each module imports when it is the first of the package imported, whatever nexus_otel/__init__.py imports.
+
+    One interpreter (one per module would cost a second each): before each module, every ``nexus_otel``
+    module is dropped from ``sys.modules`` and ``nexus_otel`` itself is an empty package, so the
+    top-level ``__init__``'s import order, which can hide a cycle, does not run first. A module its
+    package's ``__init__`` imports is not tried again: its fresh import is the package's.
+    """
+    result = subprocess.run([sys.executable, "-c", _FRESH_IMPORTS, str(PACKAGE), *MODULES],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {}

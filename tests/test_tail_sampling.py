@@ -31,7 +31,8 @@ from nexus_otel.processors.tail_sampling import (
     TailSampling,
     TailSamplingProcessor,
 )
-from nexus_otel.telemetry import Telemetry, TelemetryConfig
+from nexus_otel.telemetry.config import TelemetryConfig
+from nexus_otel.telemetry.telemetry import Telemetry
 from nexus_otel.traceview import recent_traces
 
 try:  # tests/ may or may not become a package

@@ -1,4 +1,4 @@
-"""Merging the metrics of several workers, and sharing one outbox between processes: the pieces, in one process.
+"""Merging the metrics of several workers, and sharing one outbox between processes: the pieces, one at a time.
 
 ``test_workers.py`` runs them for real across processes; here each rule is
 pinned where a failure says exactly which one broke.
@@ -6,13 +6,12 @@ pinned where a failure says exactly which one broke.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -233,27 +232,45 @@ def test_a_workers_directory_too_long_for_socket_names_is_a_clear_error(tmp_path
         WorkerMetrics(long_dir, CollectorRegistry()).start()
 
 
+_CLAIMER = textwrap.dedent("""
+    import json, sys, time
+    from nexus_otel.outbox import Outbox
+
+    box = Outbox(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()  # both are ready: go
+    claimed = []
+    while batch := box.claim(37):
+        claimed.extend(m.message_id for m in batch)
+        time.sleep(0.002)  # delivering: the other process takes its turn meanwhile
+        box.delivered([m.id for m in batch])
+    box.close()
+    print(json.dumps(claimed), flush=True)
+    """)
+
+
 def test_two_processes_sharing_an_outbox_never_claim_the_same_message(tmp_path):
+    """Two processes claim from one outbox file at once: 1,000 messages, each claimed by exactly one of them."""
     file = tmp_path / "outbox.sqlite"
     putter = Outbox(file)
     putter.put([(f"m{i}", "http://127.0.0.1:9/hook", {"n": i}) for i in range(1000)])
     putter.close()  # into the table, where every claimer sees them
-    claimed: list[list[str]] = [[], []]
-    start = threading.Barrier(2)
-
-    def claimer(k: int) -> None:
-        box = Outbox(file)  # its own connection, as another process has
-        start.wait()
-        while batch := box.claim(37):
-            claimed[k].extend(m.message_id for m in batch)
-            time.sleep(0.002)  # delivering: the other claimer takes its turn meanwhile
-            box.delivered([m.id for m in batch])
-
-    threads = [threading.Thread(target=claimer, args=(k,)) for k in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    claimers = [subprocess.Popen([sys.executable, "-c", _CLAIMER, str(file)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for claimer in claimers:
+            assert claimer.stdout is not None and claimer.stdout.readline().strip() == "ready"
+        for claimer in claimers:
+            assert claimer.stdin is not None
+            claimer.stdin.write("go\n")
+            claimer.stdin.flush()
+        outputs = [claimer.communicate(timeout=60)[0] for claimer in claimers]
+    finally:
+        for claimer in claimers:
+            claimer.kill()
+            claimer.wait()
+    assert [claimer.returncode for claimer in claimers] == [0, 0]
+    claimed = [json.loads(out) for out in outputs]
     everything = claimed[0] + claimed[1]
     assert len(everything) == 1000 and len(set(everything)) == 1000
     assert claimed[0] and claimed[1], "both took part"

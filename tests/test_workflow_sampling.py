@@ -20,7 +20,7 @@ from nexus_otel import Nexus, TailSampling
 from nexus_otel.errors import ConfigurationError
 from nexus_otel.records import RecordProcessor
 from nexus_otel.serving import BackgroundServer
-from nexus_otel.telemetry import TelemetryConfig
+from nexus_otel.telemetry.config import TelemetryConfig
 from nexus_otel.telemetry.workflow_sampler import workflow_in_path
 
 pytestmark = pytest.mark.timeout(30)

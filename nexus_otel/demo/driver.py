@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..errors import ServerError
 from ..exporters.local import read_spans
 from ..serving import BackgroundServer
 from ..telemetry import contract as c
@@ -75,7 +76,7 @@ def _send(client: httpx.Client, i: int, step: tuple[str, dict[str, Any], bool], 
     sent.statuses[response.status_code] += 1
     failed = response.status_code >= 500
     if failed != should_fail:
-        raise RuntimeError(f"request {i} to {workflow} returned {response.status_code} unexpectedly")
+        raise ServerError(f"request {i} to {workflow} returned {response.status_code} unexpectedly")
     trace_id = response.headers.get("x-trace-id", "")
     flags = response.headers.get("traceresponse", "").rsplit("-", 1)[-1]
     continued = caller_trace is not None and trace_id == caller_trace

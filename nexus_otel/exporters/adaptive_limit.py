@@ -28,6 +28,8 @@ explains the choice. ``ceiling`` (``max_in_flight``) is never passed.
 
 from __future__ import annotations
 
+from ..errors import ConfigurationError
+
 INITIAL = 4
 """Requests in flight to a destination before anything is known of it."""
 CUT = 0.7
@@ -47,7 +49,7 @@ class AdaptiveLimit:
 
     def __init__(self, ceiling: int, initial: int = INITIAL) -> None:
         if ceiling < 1:
-            raise ValueError(f"ceiling must be at least 1, got {ceiling!r}")
+            raise ConfigurationError("ceiling", ceiling, "at least 1")
         self.ceiling = ceiling
         self.limit = float(min(max(1, initial), ceiling))
         self.slow_start = True

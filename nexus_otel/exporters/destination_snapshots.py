@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fastjson
+from ..errors import InvalidDataError
 from ..outbox.owners import has_ended, identity
 from ..urls import mask_url
 from .destinations import DestinationState
@@ -133,11 +134,11 @@ def read_snapshot(path: Path) -> Snapshot:
     """The snapshot in ``path``; ``ValueError`` if it is not one (``OSError`` if it cannot be read)."""
     data = fastjson.loads(path.read_bytes())
     if not isinstance(data, dict) or not isinstance(data.get("destinations"), list):
-        raise ValueError("not a destinations snapshot")
+        raise InvalidDataError("not a destinations snapshot")
     process, host, pid, written_at = data.get("process"), data.get("host"), data.get("pid"), data.get("written_at")
     if not (isinstance(process, str) and isinstance(host, str) and isinstance(pid, int)
             and isinstance(written_at, (int, float))):
-        raise ValueError("a snapshot names its process, host, pid and time")
+        raise InvalidDataError("a snapshot names its process, host, pid and time")
     states = tuple(DestinationState.from_dict(d) for d in data["destinations"])
     return Snapshot(host, pid, float(written_at), states, has_ended(process))
 

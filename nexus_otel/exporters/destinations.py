@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidDataError
 from ..urls import mask_url
 
 
@@ -50,14 +51,14 @@ class DestinationState:
         ``TypeError`` later in whatever formats it.
         """
         if not isinstance(data, dict):
-            raise ValueError(f"a destination's state is a JSON object, not {type(data).__name__}")
+            raise InvalidDataError(f"a destination's state is a JSON object, not {type(data).__name__}")
         known = {name: data[name] for name in cls.__slots__ if name in data}
         missing = [name for name in _REQUIRED if name not in known]
         if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
+            raise InvalidDataError(f"missing {', '.join(missing)}")
         for name, value in known.items():
             if not isinstance(value, _TYPES[name]) or isinstance(value, bool):
-                raise ValueError(f"{name}: {value!r} is not {_TYPE_NAMES[name]}")
+                raise InvalidDataError(f"{name}: {value!r} is not {_TYPE_NAMES[name]}")
         return cls(**known)
 
     def held(self, now: float) -> bool:

@@ -15,10 +15,10 @@ proxy URL holds credentials) on connections pooled per proxy; an ``https://``
 destination's goes through a ``CONNECT`` tunnel (:mod:`.tunnel`) on connections
 pooled per destination. A direct URL's route is one dict lookup, as before.
 
-Why not aiohttp, which this replaced: ``benchmarks/http_clients.py`` measures
-CPU per POST in one run; aiohttp's request machinery (its client request and
-response objects, cookie jar, tracing hooks, timers) costs about 150 – 250 µs
-per POST here, prepared bytes on a pooled connection about 20 µs. The
+Why not aiohttp, which this replaced: its request machinery (its client request
+and response objects, cookie jar, tracing hooks, timers) costs several times the
+CPU per POST of prepared bytes on a pooled connection (``benchmarks/http_clients.py``;
+the figures are in ``benchmarks/RESULTS.md``). The
 requests a receiver sees are the same but for aiohttp's ``Accept-Encoding``
 (``tests/test_http1.py`` compares them, and the outcomes of the same answers).
 """

@@ -9,12 +9,11 @@ requests in flight, at most ``per_destination``; ``Retry-After`` holds;
 ``max_rate``; new connections at a bounded pace).
 
 The requests go through :mod:`nexus_otel.exporters.http1` (prepared bytes on
-pooled connections, responses parsed by httptools): ``benchmarks/http_clients.py``
-measures its floor at about a ninth of aiohttp's CPU per POST, which this poster
-used before, and aiohttp's at a quarter of a synchronous ``httpx.Client``'s; see
-``benchmarks/RESULTS.md``. The loop is uvloop's where it is installed (a
-dependency except on Windows): the same deliveries took about 10 % less CPU
-than on asyncio's own loop in one A/B run.
+pooled connections, responses parsed by httptools): it costs far less CPU per
+POST than aiohttp, which this poster used before, or a synchronous
+``httpx.Client`` (``benchmarks/http_clients.py``). The loop is uvloop's where it
+is installed (a dependency except on Windows): the same deliveries take less CPU
+than on asyncio's own loop. The figures are in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import ConfigurationError
 from .gate import OVERLOAD_STATUSES, Gate, Held
 from .http1 import AnswerTimeout, ConnectTimeout, HttpError, Pool
 from .retry_after import retry_after_seconds
@@ -118,7 +118,7 @@ class ConcurrentPoster:
                  user_agent: str = "nexus-otel", pool: Pool | None = None, max_rate: float | None = None,
                  hold_cap: float = 300.0) -> None:
         if per_destination < 1:
-            raise ValueError(f"per_destination must be at least 1, got {per_destination!r}")
+            raise ConfigurationError("per_destination", per_destination, "at least 1")
         self.per_destination = per_destination
         self.connect_timeout = connect_timeout
         """Seconds a new connection may take to be accepted (apart from the answer's ``timeout``)."""

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
+from ..errors import InvalidDataError
+
 VERSION = 1
 SEVERITY_NAMES = ((21, "FATAL"), (17, "ERROR"), (13, "WARN"), (9, "INFO"), (5, "DEBUG"), (1, "TRACE"))
 """The lowest severity number of each OpenTelemetry severity range, highest first."""
@@ -138,7 +140,7 @@ def decode(line: str) -> list[LogLine]:
     """The log records of one line (``ValueError``/``KeyError``/``TypeError`` if it is not one)."""
     batch = orjson.loads(line)
     if batch.get("v") != VERSION:
-        raise ValueError(f"unknown log file version {batch.get('v')!r}")
+        raise InvalidDataError(f"unknown log file version {batch.get('v')!r}")
     resource = batch.get("resource", {})
     return [_log_line(item, item.get("r", resource)) for item in batch["logs"]]
 
@@ -146,7 +148,7 @@ def decode(line: str) -> list[LogLine]:
 def _log_line(item: dict[str, Any], resource: dict[str, Any]) -> LogLine:
     attributes = item.get("a", {})
     if not isinstance(attributes, dict):
-        raise TypeError(f"attributes are a {type(attributes).__name__}, not an object")
+        raise InvalidDataError(f"attributes are a {type(attributes).__name__}, not an object")
     return LogLine(
         time_ns=int(item["ts"]), severity_number=int(item.get("sn", 0)),
         severity_text=str(item.get("st", "")), body=str(item.get("b", "")),

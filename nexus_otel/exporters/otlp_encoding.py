@@ -43,6 +43,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from ..errors import UnencodableValueError
+
 __all__ = ["LogEncoder", "SpanEncoder", "encode_logs", "encode_spans"]
 
 _logger = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def _utf8(text: Any) -> bytes:
     if isinstance(text, bytes):
         text.decode("utf-8")  # protobuf refuses bytes that are not UTF-8
         return bytes(text)
-    raise TypeError(f"{text!r} has type {type(text).__name__}, but expected one of: bytes, str")
+    raise UnencodableValueError(f"{text!r} has type {type(text).__name__}, but expected one of: bytes, str")
 
 
 # Tags (field number << 3 | wire type), from the opentelemetry-proto descriptors.
@@ -144,7 +146,7 @@ def _any_value(value: Any) -> bytes:
         return _field(b"\x0a", value.encode("utf-8"))
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
-            raise ValueError(f"Value out of range: {value}")
+            raise UnencodableValueError(f"Value out of range: {value}")
         return b"\x18" + _varint(value & _UINT64_MASK)
     if isinstance(value, float):
         return _DOUBLE.pack(0x21, value)
@@ -154,7 +156,7 @@ def _any_value(value: Any) -> bytes:
         return _field(b"\x2a", b"".join([_field(b"\x0a", _any_value(v)) for v in value]))
     if isinstance(value, Mapping):
         return _field(b"\x32", b"".join([_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items()]))
-    raise TypeError(f"Invalid type {type(value)} of value {value}")
+    raise UnencodableValueError(f"Invalid type {type(value)} of value {value}")
 
 
 def _status(status: Any) -> bytes:

@@ -24,8 +24,8 @@ two places:
 - **Per request**, in :func:`request_bytes`, only the caller's headers: every
   name is a token (the names sent with every request by a set lookup, others
   by a pattern), every value is printable and unpadded (a value with a tab in
-  it by the full pattern), the head is ASCII: a few tenths of a microsecond
-  for a webhook's head (``request_bytes`` as a whole: about 4 µs). Values that vary per
+  it by the full pattern), the head is ASCII: a small part of what
+  ``request_bytes`` costs (``benchmarks/RESULTS.md``). Values that vary per
   request (``webhook-id``, from the workflow id; timestamps, signatures) can
   neither smuggle a header in nor break the head: a request whose head fails is
   an :class:`HttpError` for that request alone (nothing is sent).
@@ -49,7 +49,7 @@ from urllib.parse import quote, unquote, urlsplit
 import h11
 import idna
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidDataError
 from ..urls import mask_url
 
 
@@ -106,9 +106,9 @@ class Target:
         try:
             h11.Request(method="POST", target=self.path, headers=fields)
         except (h11.LocalProtocolError, UnicodeError) as exc:
-            raise ValueError(f"h11 refuses its request head: {exc}") from None
+            raise InvalidDataError(f"h11 refuses its request head: {exc}") from None
         if not all(_FIELD_VALUE.fullmatch(value) for _, value in fields):  # RFC 9110: no control characters
-            raise ValueError("its Host or Authorization holds a control character")
+            raise InvalidDataError("its Host or Authorization holds a control character")
 
     @classmethod
     def of(cls, url: str) -> Target:
@@ -122,19 +122,19 @@ class Target:
 def _target(url: str) -> Target:
     """:meth:`Target.of`'s work; ValueError says what is wrong (never showing the URL)."""
     if not isinstance(url, str):
-        raise ValueError("not a string")
+        raise InvalidDataError("not a string")
     control = next((c for c in url if c in _CONTROL), None)
     if control is not None:
-        raise ValueError(f"it holds the control character {control!r}")
+        raise InvalidDataError(f"it holds the control character {control!r}")
     try:
         parts = urlsplit(url)
         given_port = parts.port
     except ValueError:  # its message may show the credentials
-        raise ValueError("a bad port, an unclosed [ or a host name that is not one") from None
+        raise InvalidDataError("a bad port, an unclosed [ or a host name that is not one") from None
     if parts.scheme not in ("http", "https"):
-        raise ValueError("the scheme is not http or https")
+        raise InvalidDataError("the scheme is not http or https")
     if not parts.hostname:
-        raise ValueError("no host")
+        raise InvalidDataError("no host")
     host, bracketed = _host(parts.hostname)
     default_port = 443 if parts.scheme == "https" else 80
     port = given_port or default_port
@@ -156,20 +156,20 @@ def _host(hostname: str) -> tuple[str, bool]:
         try:
             ipaddress.IPv6Address(unquote(hostname))
         except ValueError:
-            raise ValueError("not an IPv6 address in brackets") from None
+            raise InvalidDataError("not an IPv6 address in brackets") from None
         return hostname, True
     if not hostname.isascii():
         try:  # UTS #46 maps first (case, width, compatibility forms), as browsers do
             return idna.encode(hostname, uts46=True).decode("ascii"), False
         except idna.IDNAError as exc:
-            raise ValueError(f"not a valid internationalised host name: {exc}") from None
+            raise InvalidDataError(f"not a valid internationalised host name: {exc}") from None
     if _IPV4_LIKE.fullmatch(hostname) and hostname.strip(".").count(".") == 3:
         try:
             ipaddress.IPv4Address(hostname.rstrip("."))
         except ValueError:
-            raise ValueError("not a valid IPv4 address") from None
+            raise InvalidDataError("not a valid IPv4 address") from None
     elif not _REG_NAME.fullmatch(hostname):
-        raise ValueError("the host name holds characters a host name cannot")
+        raise InvalidDataError("the host name holds characters a host name cannot")
     return hostname, False
 
 

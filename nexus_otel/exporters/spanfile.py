@@ -23,6 +23,8 @@ import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from ..errors import InvalidDataError
+
 VERSION = 1
 KIND_NAMES = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _KIND_VALUES = {id(kind): kind.value for kind in SpanKind}  # by identity: hashing an enum member is slow
@@ -126,7 +128,7 @@ def decode(line: str) -> list[SpanRecord]:
     """The spans of one line (``ValueError``/``KeyError`` if it is not one)."""
     batch = json.loads(line)
     if batch.get("v") != VERSION:
-        raise ValueError(f"unknown span file version {batch.get('v')!r}")
+        raise InvalidDataError(f"unknown span file version {batch.get('v')!r}")
     service = str(batch.get("resource", {}).get("service.name", ""))
     records = []
     for sp in batch["spans"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import settings
+from ..errors import PluginNotSetUpError
 from ..middlewares.cache import CacheMiddleware
 from ..plugin_base import NexusPlugin
 
@@ -48,7 +49,7 @@ class CachingPlugin(NexusPlugin):
     @property
     def cache(self) -> CacheMiddleware:
         if self.middleware is None:
-            raise RuntimeError("CachingPlugin is not set up yet: add it to an app first")
+            raise PluginNotSetUpError(self.name, "CachingPlugin is not set up yet: add it to an app first")
         return self.middleware
 
     def clear_cache(self) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, PluginNotSetUpError
 from ..exporters.delivery_spans import SCRUBBED
 from ..exporters.gate import MIN_RATE
 from ..exporters.outbox_exporter import ON_UNAVAILABLE
@@ -191,7 +191,7 @@ class WebhookPlugin(NexusPlugin):
         if self.exporter is not None and self._app is not None:
             return self.exporter.outbox
         if self._outbox_file is None:
-            raise RuntimeError("WebhookPlugin is not set up: add it to an app first")
+            raise PluginNotSetUpError(self.name, "WebhookPlugin is not set up: add it to an app first")
         return Outbox(self._outbox_file).view(WEBHOOK_SCOPE)
 
     def dead_letters(self) -> list[Message]:

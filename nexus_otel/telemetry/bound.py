@@ -2,11 +2,11 @@
 
 The SDK's synchronous instruments do a lot per measurement: they build a
 ``Measurement``, clean and hash its attributes, look up the series, take a
-lock, offer an exemplar (8 - 9 µs each on a small machine). nexus-otel makes
-about eight measurements per HTTP request, with attribute sets known in
-advance. So, like prometheus client_python's ``labels()``, callers bind an
-attribute set once and keep the series; a measurement is then a lock and a
-few additions (about 1 µs).
+lock, offer an exemplar. nexus-otel makes about eight measurements per HTTP
+request, with attribute sets known in advance. So, like prometheus
+client_python's ``labels()``, callers bind an attribute set once and keep the
+series; a measurement is then a lock and a few additions, several times cheaper
+(the figures are in ``benchmarks/RESULTS.md``).
 
 The series are handed to the SDK's export path as its own data model
 (``Sum`` and ``Histogram`` points in a ``MetricsData``) by the app's
@@ -41,6 +41,8 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 from opentelemetry.trace import SpanContext
+
+from ..errors import ConfigurationError
 
 # Like the SDK's default cardinality limit: past it, measurements go to one overflow series.
 CARDINALITY_LIMIT = 2000
@@ -238,7 +240,7 @@ class HistogramFamily(_Family["HistogramSeries"]):
         super().__init__(name, unit, description, exemplar_filter, cardinality_limit)
         ordered = tuple(float(b) for b in bounds)
         if list(ordered) != sorted(set(ordered)):
-            raise ValueError(f"histogram {name}: bucket bounds must increase strictly, got {list(bounds)}")
+            raise ConfigurationError(f"histogram {name} buckets", list(bounds), "bounds that increase strictly")
         self.bounds = ordered
 
     def _make(self, attributes: dict[str, Any]) -> HistogramSeries:
@@ -258,9 +260,9 @@ class BoundMetrics:
 
     def __init__(self, exemplar_filter: str = "trace_based", *, cardinality_limit: int = CARDINALITY_LIMIT) -> None:
         if exemplar_filter not in EXEMPLAR_FILTERS:
-            raise ValueError(f"exemplar filter must be one of {', '.join(EXEMPLAR_FILTERS)}, got {exemplar_filter!r}")
+            raise ConfigurationError("exemplar filter", exemplar_filter, f"one of {', '.join(EXEMPLAR_FILTERS)}")
         if cardinality_limit < 2:
-            raise ValueError(f"cardinality limit must be at least 2, got {cardinality_limit}")
+            raise ConfigurationError("cardinality limit", cardinality_limit, "at least 2")
         self.exemplar_filter = exemplar_filter
         self.cardinality_limit = cardinality_limit
         self.exemplar_check: ExemplarCheck | None = None
@@ -277,7 +279,8 @@ class BoundMetrics:
                 return family
         if (type(existing), existing.unit, getattr(existing, "monotonic", None), getattr(existing, "bounds", None)) != (
                 type(family), family.unit, getattr(family, "monotonic", None), getattr(family, "bounds", None)):
-            raise ValueError(f"instrument {family.name!r} is already defined with another kind, unit or buckets")
+            raise ConfigurationError(f"instrument {family.name!r}", f"a {type(family).__name__} in {family.unit!r}",
+                                     "the kind, unit and buckets it was first defined with")
         return existing
 
     def counter(self, name: str, unit: str = "1", description: str = "") -> SumFamily:

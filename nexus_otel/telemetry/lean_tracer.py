@@ -53,6 +53,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
+from ..errors import SpanAlreadyOpenError
 from ..processors.span_redaction import RedactingSpanProcessor
 from ..redaction import KEY_ALLOWED, KEY_PLAIN
 
@@ -326,8 +327,8 @@ class CurrentSpan:
 
     def __enter__(self) -> trace_api.Span:
         if self._opened is not None:  # the API's object refuses a second ``with`` too
-            raise RuntimeError("a start_as_current_span(...) object is already open: call start_as_current_span "
-                               "again for a span nested in it or in another thread")
+            raise SpanAlreadyOpenError("a start_as_current_span(...) object is already open: call "
+                                       "start_as_current_span again for a span nested in it or in another thread")
         self._opened = self._open()
         return self._opened.__enter__()
 

@@ -42,6 +42,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
+from ..errors import InvalidDataError
 from .bound import CARDINALITY_LIMIT, BoundMetrics, HistogramFamily, HistogramSeries, SumFamily, SumSeries
 
 log = logging.getLogger("nexus_otel.metrics")
@@ -215,7 +216,7 @@ def read_counts(path: str | os.PathLike[str], *, cumulative_only: bool = True) -
         return []  # created, never written: no series yet
     magic, used = _HEADER.unpack_from(data, 0)
     if magic != MAGIC:
-        raise ValueError(f"{path}: not a counts file (starts with {magic!r})")
+        raise InvalidDataError(f"{path}: not a counts file (starts with {magic!r})")
     used = min(used, len(data))
     metrics: dict[tuple[Any, ...], list[Any]] = {}
     entry = _HEADER.size
@@ -226,7 +227,7 @@ def read_counts(path: str | os.PathLike[str], *, cumulative_only: bool = True) -
         first += -first % 8
         end = first + 8 * count
         if end > used:
-            raise ValueError(f"{path}: an entry at byte {entry} runs past the {used} bytes in use")
+            raise InvalidDataError(f"{path}: an entry at byte {entry} runs past the {used} bytes in use")
         kind, name, unit, description, attributes, bounds = orjson.loads(data[entry + _ENTRY.size:
                                                                                entry + _ENTRY.size + length])
         values = struct.unpack_from(f"<{count}d", data, first)

@@ -55,7 +55,7 @@ import orjson
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar, Sample
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidDataError
 from .metrics_hub import MetricsHub
 from .prometheus import ReadingFamily
 from .shared_counts import CountsFile, read_counts
@@ -113,7 +113,7 @@ def as_dicts(families: Iterable[Metric]) -> list[dict[str, Any]]:
 def decode(data: bytes) -> list[dict[str, Any]]:
     value = orjson.loads(data)
     if not isinstance(value, list):
-        raise ValueError("worker metrics: expected a list of families")
+        raise InvalidDataError("worker metrics: expected a list of families")
     return value
 
 
@@ -273,7 +273,7 @@ class WorkerMetrics:
     def answer(self, topic: str, fn: Answer) -> None:
         """Answer peers that :meth:`ask` about ``topic`` with ``fn(question)`` (replacing any earlier one)."""
         if topic == METRICS:
-            raise ValueError(f"the topic {METRICS!r} is the samples: pick another name")
+            raise ConfigurationError("topic", topic, f"another name than {METRICS!r} (the samples)")
         self._answers[topic] = fn
 
     def _reply(self, question: dict[str, Any] | None) -> bytes:
@@ -301,7 +301,8 @@ class WorkerMetrics:
         of the workers that did not answer within ``timeout`` seconds (or could not: an older version, a
         worker without an answer for ``topic``). Blocks up to ``timeout``: call it off an event loop."""
         if topic == METRICS:
-            raise ValueError(f"ask for {METRICS!r} with collect()")
+            raise ConfigurationError("topic", topic,
+                                     f"another name than {METRICS!r} (ask for the samples with collect())")
         question = orjson.dumps({**arguments, "ask": topic}) + b"\n"
         deadline = time.monotonic() + timeout
         answers: dict[int, Any] = {}
