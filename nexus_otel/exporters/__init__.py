@@ -8,6 +8,9 @@ over the skeleton they share (``outbox_exporter``): ``webhook`` (over
 and ``delivery`` here are the outbox's earlier import paths (deprecated).
 """
 
+from .audit import AuditExporter
 from .local import LocalSpanExporter
+from .outbox_exporter import OutboxExporter
+from .webhook import WebhookExporter
 
-__all__ = ["LocalSpanExporter"]
+__all__ = ["AuditExporter", "LocalSpanExporter", "OutboxExporter", "WebhookExporter"]
