@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS outbox_journal (name TEXT PRIMARY KEY, taken INTEGER 
 
 
 # Rows enter the table from an ended process's journal (not twice: its process may have moved some in
-# already, after its last note of how far it had settled), or from this object's own messages (a retry, a
+# already, after its last checkpoint), or from this object's local messages (a retry, a
 # dead letter, a circuit held open, a spill, a close). Outboxes made by earlier versions keep their
 # uniqueness index on message_id; OR IGNORE keeps its meaning there.
 INSERT_NEW = ("INSERT INTO outbox (message_id, destination, payload, next_attempt_at, created_at)"
@@ -75,7 +75,7 @@ def _insert_own_rows(n: int) -> str:
 class Transaction:
     """One write transaction, and what it changes outside SQLite: ``after`` it committed, ``undo`` if it did not.
 
-    Files (a journal removed, a new one started) and memory (own messages settled) change only once
+    Files (a journal removed, a new one started) and memory (local messages done) change only once
     the rows that make that safe are committed: a COMMIT that fails (a full disk) loses no message,
     and the messages it would have moved are put back as they were.
     """

@@ -105,7 +105,7 @@ class OutboxWorker:
         which keeps a slow receiver's requests in flight."""
         self.on_exit = on_exit
         self.on_tick = on_tick
-        """Called on the worker's thread after each batch is settled, and at least once an ``idle_poll`` when
+        """Called on the worker's thread after each batch's leases are ended, and at least once an ``idle_poll`` when
         idle: to publish what the worker knows (each destination's state)."""
         """Called on the worker's thread as it ends (after the drain): to release what only it used."""
         self.breaker = breaker or CircuitBreaker(base=min(policy.base, 1.0), cap=min(policy.cap, 30.0), name=name)
