@@ -50,12 +50,9 @@ def _skips_fail() -> bool:
     return os.environ.get("CI") == "true"
 
 
-def _as_failure(report: pytest.TestReport | pytest.CollectReport, what: str) -> None:
-    """Turn a skipped ``report`` into a failure whose message names ``what`` was skipped and why."""
-    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    report.outcome = "failed"
-    report.longrepr = (f"{what} was skipped, and under CI=true every test must run "
-                       f"(the test command installs what they need): {reason}")
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """Why ``report`` was skipped (``Skipped: <the reason given>``)."""
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -64,7 +61,10 @@ def pytest_runtest_makereport(item, call):
     expected failure (xfail) stays what it is."""
     report = yield
     if report.skipped and not hasattr(report, "wasxfail") and _skips_fail():
-        _as_failure(report, report.nodeid)
+        reason = _skip_reason(report)
+        report.outcome = "failed"
+        report.longrepr = (f"{report.nodeid} was skipped, and under CI=true every test must run "
+                           f"(the test command installs what they need): {reason}")
     return report
 
 
@@ -80,8 +80,7 @@ class _ModulesSkippedUnderCI:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """Note a skipped module and why."""
         if report.skipped:
-            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            self.skipped[report.nodeid] = reason
+            self.skipped[report.nodeid] = _skip_reason(report)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """A skipped module fails a run that would otherwise pass."""
