@@ -8,14 +8,23 @@ Loaded by ``addopts`` in pyproject.toml. Two rules, applied as ``xdist_group`` m
   count over a second, a median latency ratio): they form one group, so they run one after another on one
   worker and never compete with each other for the CPU. Their bounds are unchanged.
 
+And a worker's environment is the run's: a worker process finds ``COLUMNS=80`` and ``LINES=24`` set (GNU
+readline, which pytest imports at start, exports them there; a serial run has neither), and a subprocess that sizes
+itself by them (``nexus-otel top`` in its pseudo-terminal) would draw 80 columns wide. Each worker is given the
+values the run started with.
+
 Without xdist (``-n 0``, or a plain ``pytest tests/test_x.py``) the marks change nothing.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 
 TIMING_GROUP = "timing"
+TERMINAL_SIZE = ("COLUMNS", "LINES")
 
 # A file (every test in it) or file::test (every parametrization of it), as pytest names them from the rootdir.
 TIMING = (
@@ -54,6 +63,17 @@ def group_of(nodeid: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker as the rest of the group")
+    run: dict[str, str | None] | None = getattr(config, "workerinput", {}).get("terminal_size")
+    for name, value in (run or {}).items():  # in a worker: the terminal size variables as the run had them
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: called in the run's process for each worker it starts
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["terminal_size"] = {name: os.environ.get(name) for name in TERMINAL_SIZE}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
