@@ -25,8 +25,11 @@ _HYPOTHESIS_HOME = pytest.StashKey[str]()
 
 
 def pytest_configure(config):
-    """Hypothesis keeps its example database and caches in a temp dir, not in ``.hypothesis`` in the working
-    directory (it writes there while pytest collects, before any fixture runs)."""
+    """Under CI=true, modules skipped whole fail the run (:class:`_ModulesSkippedUnderCI`). Hypothesis keeps its
+    example database and caches in a temp dir, not in ``.hypothesis`` in the working directory (it writes there
+    while pytest collects, before any fixture runs)."""
+    if _skips_fail() and not hasattr(config, "workerinput"):  # not in a pytest-xdist worker: the controller
+        config.pluginmanager.register(_ModulesSkippedUnderCI(), "nexus-otel-modules-skipped-under-ci")
     try:
         from hypothesis.configuration import set_hypothesis_home_dir
     except ImportError:
@@ -47,12 +50,9 @@ def _skips_fail() -> bool:
     return os.environ.get("CI") == "true"
 
 
-def _as_failure(report: pytest.TestReport | pytest.CollectReport, what: str) -> None:
-    """Turn a skipped ``report`` into a failure whose message names ``what`` was skipped and why."""
-    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    report.outcome = "failed"
-    report.longrepr = (f"{what} was skipped, and under CI=true every test must run "
-                       f"(the test command installs what they need): {reason}")
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """Why ``report`` was skipped (``Skipped: <the reason given>``)."""
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -61,37 +61,38 @@ def pytest_runtest_makereport(item, call):
     expected failure (xfail) stays what it is."""
     report = yield
     if report.skipped and not hasattr(report, "wasxfail") and _skips_fail():
-        _as_failure(report, report.nodeid)
+        reason = _skip_reason(report)
+        report.outcome = "failed"
+        report.longrepr = (f"{report.nodeid} was skipped, and under CI=true every test must run "
+                           f"(the test command installs what they need): {reason}")
     return report
 
 
-_SKIPPED_MODULES = pytest.StashKey[list[str]]()
+class _ModulesSkippedUnderCI:
+    """Under CI=true, a module skipped as a whole (``pytest.skip(..., allow_module_level=True)``, ``importorskip`` at
+    import) fails the run at its end, named in the summary; the rest still runs, so every such module is named.
+    Registered in the process that reports (under pytest-xdist the controller, which gets the workers' collection
+    reports through ``pytest_collectreport``)."""
 
+    def __init__(self) -> None:
+        self.skipped: dict[str, str] = {}
 
-@pytest.hookimpl(wrapper=True)
-def pytest_make_collect_report(collector):
-    """Under CI=true a module skipped as a whole (``pytest.skip(..., allow_module_level=True)``, ``importorskip``
-    at import) is noted, to fail the run at its end (the rest still runs, so every such module is named)."""
-    report = yield
-    if report.skipped and _skips_fail():
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        collector.config.stash.setdefault(_SKIPPED_MODULES, []).append(f"{report.nodeid}: {reason}")
-    return report
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """Note a skipped module and why."""
+        if report.skipped:
+            self.skipped[report.nodeid] = _skip_reason(report)
 
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """A skipped module fails a run that would otherwise pass."""
+        if self.skipped and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-def pytest_sessionfinish(session):
-    """A module skipped as a whole under CI=true fails the run."""
-    if session.config.stash.get(_SKIPPED_MODULES, []) and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_terminal_summary(terminalreporter, config):
-    """Name each module skipped as a whole under CI=true, and why."""
-    skipped = config.stash.get(_SKIPPED_MODULES, [])
-    if skipped:
-        terminalreporter.section("skipped under CI=true, where every test must run", red=True)
-        for line in skipped:
-            terminalreporter.line(f"{line} (the test command installs what the tests need)", red=True)
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        """Name each skipped module and why."""
+        if self.skipped:
+            terminalreporter.section("skipped under CI=true, where every test must run", red=True)
+            for nodeid, reason in self.skipped.items():
+                terminalreporter.line(f"{nodeid}: {reason} (the test command installs what the tests need)", red=True)
 
 
 @pytest.fixture(autouse=True)

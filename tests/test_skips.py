@@ -76,3 +76,16 @@ def test_under_ci_a_module_skipped_whole_fails_the_run_naming_it(suite, monkeypa
                                  "test_module_skipped.py: *this module's tool is missing*"])
     monkeypatch.delenv("CI")
     assert suite.runpytest("-p", "no:cacheprovider").ret == pytest.ExitCode.OK
+
+
+def test_under_ci_skips_fail_the_run_on_pytest_xdist_workers_too(suite, monkeypatch):
+    """CI=true with two pytest-xdist workers (as the test command runs): a skipped test and a module skipped whole
+    each fail the run, named."""
+    suite.makepyfile(test_on_purpose=ON_PURPOSE, test_module_skipped=MODULE_SKIPPED)
+    monkeypatch.setenv("CI", "true")
+    result = suite.runpytest("-p", "no:cacheprovider", "-n", "2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, failed=1, xfailed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*test_on_purpose.py::test_skipped_on_purpose was skipped, and under CI=true*"])
+    result.stdout.fnmatch_lines(["test_module_skipped.py: *this module's tool is missing*"])
+
