@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UsageError
+
 
 @dataclass(frozen=True, slots=True)
 class RowHandle:
@@ -36,6 +38,16 @@ class LocalHandle:
 Handle = RowHandle | LocalHandle
 
 
+def as_handle(value: Handle | int) -> Handle:
+    """A handle, also from the number an earlier version gave as ``Message.id`` (a row id above 0, a local
+    message below it): code written against those keeps working."""
+    if isinstance(value, (RowHandle, LocalHandle)):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value != 0:
+        return RowHandle(value) if value > 0 else LocalHandle(-value)
+    raise UsageError(f"not a message handle: {value!r} (give back the Message.handle the outbox gave)")
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One queued delivery, as leased (or read) from the outbox."""
@@ -53,6 +65,7 @@ class Message:
     """``pending`` or ``dead`` (a leased message is pending, with a lease)."""
 
     @property
-    def id(self) -> Handle:
-        """The earlier name of :attr:`handle`."""
-        return self.handle
+    def id(self) -> int:
+        """The number an earlier version gave: the row id for a row, below 0 for a local message (the outbox's
+        operations take it back as they take :attr:`handle`)."""
+        return self.handle.row if isinstance(self.handle, RowHandle) else -self.handle.key

@@ -46,7 +46,7 @@ from .. import fastjson
 from ..errors import RecordsUnavailableError
 from . import journal, owners
 from .local import LocalMessage, LocalMessages
-from .message import Handle, LocalHandle, Message, RowHandle
+from .message import Handle, LocalHandle, Message, RowHandle, as_handle
 from .scope import ALL, Scope, matcher
 from .table import (
     INSERT_NEW,
@@ -90,11 +90,12 @@ def _encoded(payload: Any) -> str:
     return payload if isinstance(payload, str) else fastjson.dumps(payload)
 
 
-def _split(handles: Iterable[Handle]) -> tuple[list[LocalHandle], list[int]]:
+def _split(handles: Iterable[Handle | int]) -> tuple[list[LocalHandle], list[int]]:
     """Handles as this object's local messages, and the table's row ids."""
     local: list[LocalHandle] = []
     rows: list[int] = []
-    for handle in handles:
+    for value in handles:
+        handle = as_handle(value)
         if isinstance(handle, LocalHandle):
             local.append(handle)
         else:
@@ -393,7 +394,7 @@ class Outbox:
         """Rows of local messages handed to the table while in delivery (call with ``_lock``)."""
         return [row for h in handles if (row := self._handed_over.pop(h, None)) is not None]
 
-    def release(self, handles: Sequence[Handle]) -> None:
+    def release(self, handles: Sequence[Handle | int]) -> None:
         """End leases without an attempt: the messages are due now (they were not attempted)."""
         now = time.time()
         local, rows = _split(handles)
@@ -440,7 +441,7 @@ class Outbox:
             return None
         return max(0.0, row[0] - time.time())
 
-    def ack(self, handles: Sequence[Handle]) -> None:
+    def ack(self, handles: Sequence[Handle | int]) -> None:
         """Delivered: the messages are gone (one statement per chunk of rows, not one per message)."""
         local, rows = _split(handles)
         own = self._local.held(local)
@@ -455,8 +456,9 @@ class Outbox:
 
     delivered = ack
 
-    def retry(self, handle: Handle, delay: float, error: str) -> None:
+    def retry(self, handle: Handle | int, delay: float, error: str) -> None:
         """A failed attempt (a nack): one more attempt counted, due again in ``delay`` seconds, in the table."""
+        handle = as_handle(handle)
         with self._lock:
             if isinstance(handle, LocalHandle) and handle not in self._handed_over:
                 self._move_to_table(self._local.held([handle]), attempts=1, next_attempt_at=time.time() + delay,
@@ -480,8 +482,9 @@ class Outbox:
             self._move_to_table(own, next_attempt_at=until)
             return cur.rowcount + len(own)
 
-    def dead_letter(self, handle: Handle, error: str) -> None:
+    def dead_letter(self, handle: Handle | int, error: str) -> None:
         """Given up on (the last attempt failed, or the answer was final): kept in the table as a dead letter."""
+        handle = as_handle(handle)
         with self._lock:
             if isinstance(handle, LocalHandle) and handle not in self._handed_over:
                 self._move_to_table(self._local.held([handle]), state="dead", attempts=1, error=error[:1000])
@@ -514,8 +517,9 @@ class Outbox:
             )
             return [row_message(row) for row in cur.fetchall()]
 
-    def replay(self, ids: Sequence[int] | None = None, scope: Scope = ALL) -> int:
-        """Move dead letters (all, or those of row ids ``ids``) back to pending, due now, with fresh attempts."""
+    def replay(self, ids: Sequence[int | RowHandle] | None = None, scope: Scope = ALL) -> int:
+        """Move dead letters (all, or those ``ids``: row ids or their handles) back to pending, due now, with
+        fresh attempts."""
         with self._lock:
             if ids is None:
                 cur = self._db.execute(
@@ -524,7 +528,7 @@ class Outbox:
                 )
                 return cur.rowcount
             total = 0
-            for id_ in ids:
+            for id_ in (i.row if isinstance(i, RowHandle) else i for i in ids):
                 cur = self._db.execute(
                     "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
                     f" WHERE state = 'dead' AND id = ? AND {scope[0]}", (time.time(), id_, *scope[1]),
@@ -596,8 +600,6 @@ class Outbox:
                 self._conn = None
 
 
-
-
 class OutboxView:
     """One sink's part of a shared :class:`Outbox`: enqueues go to the file, reads and leases see only its scope."""
 
@@ -615,7 +617,7 @@ class OutboxView:
     def lease(self, limit: int = 100, lease: float = DEFAULT_LEASE) -> list[Message]:
         return self.outbox.lease(limit, lease, self.scope)
 
-    def release(self, handles: Sequence[Handle]) -> None:
+    def release(self, handles: Sequence[Handle | int]) -> None:
         self.outbox.release(handles)
 
     def release_orphans(self) -> int:
@@ -624,22 +626,22 @@ class OutboxView:
     def next_due_in(self) -> float | None:
         return self.outbox.next_due_in(self.scope)
 
-    def ack(self, handles: Sequence[Handle]) -> None:
+    def ack(self, handles: Sequence[Handle | int]) -> None:
         self.outbox.ack(handles)
 
-    def retry(self, handle: Handle, delay: float, error: str) -> None:
+    def retry(self, handle: Handle | int, delay: float, error: str) -> None:
         self.outbox.retry(handle, delay, error)
 
     def hold(self, destination: str, until: float) -> int:
         return self.outbox.hold(destination, until)
 
-    def dead_letter(self, handle: Handle, error: str) -> None:
+    def dead_letter(self, handle: Handle | int, error: str) -> None:
         self.outbox.dead_letter(handle, error)
 
     def dead_letters(self, limit: int = 1000) -> list[Message]:
         return self.outbox.dead_letters(limit, self.scope)
 
-    def replay(self, ids: Sequence[int] | None = None) -> int:
+    def replay(self, ids: Sequence[int | RowHandle] | None = None) -> int:
         return self.outbox.replay(ids, self.scope)
 
     def counts(self) -> dict[str, int]:

@@ -35,7 +35,8 @@ HandedOver = dict[LocalHandle, tuple[str, str]]
 log = logging.getLogger("nexus_otel.outbox")
 
 READ_WAIT = 0.2
-"""Seconds a read that must not hold anything up (counts, a close) waits for another process's lock."""
+"""Seconds a read that must not hold anything up (counts, a close) waits for another process's lock before it
+reads the table as it is (or leaves the hand-over to the next reader)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
