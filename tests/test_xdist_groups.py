@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,26 @@ def test_every_timed_entry_names_a_test_that_exists(entry):
             f"{entry}: no such test in {path}")
 
 
-def test_collected_tests_carry_their_group(request):
-    """The plugin runs in this session: this test is marked with its file's group."""
-    marks = [m.args[0] for m in request.node.iter_markers("xdist_group")]
-    assert marks == ["tests/test_xdist_groups.py"]
+def test_two_workers_run_each_group_on_one_of_them(tmp_path):
+    """Under ``-n 2 --dist loadgroup`` each file's tests, and the timed tests of several files, share a worker."""
+    timed = "test_a_stopped_app_that_never_ran_stops_within_its_deadline"
+    files = {"test_lifecycle": [timed] + [f"test_l{i}" for i in range(12)],
+             "test_workers": [f"test_w{i}" for i in range(12)], "test_other": [f"test_o{i}" for i in range(12)]}
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "ran").mkdir()
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    for name, tests in files.items():  # each test writes its worker's name to ran/<file>::<test>
+        (tmp_path / "tests" / f"{name}.py").write_text("import os\n" + "".join(
+            f"def {test}():\n    open('{tmp_path}/ran/{name}.py::{test}', 'w')"
+            f".write(os.environ['PYTEST_XDIST_WORKER'])\n" for test in tests))
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:nexus_otel",
+               "-p", "tests.xdist_groups", "-n", "2", "--dist", "loadgroup", "tests"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    workers: dict[str, set[str]] = {}
+    for ran in (tmp_path / "ran").iterdir():
+        workers.setdefault(group_of(f"tests/{ran.name}"), set()).add(ran.read_text())
+    assert sum(len(tests) for tests in files.values()) == len(list((tmp_path / "ran").iterdir())) == 37
+    assert set(workers) == {TIMING_GROUP, "tests/test_lifecycle.py", "tests/test_other.py"}
+    assert all(len(on) == 1 for on in workers.values()), workers

@@ -1,6 +1,9 @@
 """Which tests share a worker when the suite runs in parallel (``scripts/test.sh``: ``-n 2 --dist loadgroup``).
 
-Loaded by ``addopts`` in pyproject.toml. Two rules, applied as ``xdist_group`` marks at collection:
+Loaded by ``addopts`` in pyproject.toml. Under ``--dist loadgroup`` it gives xdist the scheduler that sends a
+group's tests to one worker as one unit, a test's group being :func:`group_of` it. (xdist's own loadgroup reads
+``xdist_group`` marks by renaming each test's node id, which pytest 9.2 no longer lets it do: with it, the tests of
+a file were spread over both workers.) Two rules:
 
 * A file's tests run on one worker, in the file's order, as in a serial run: a module fixture (a real
   Collector and Jaeger, Prometheus, the stack on its fixed loopback ports) starts once, never twice at once.
@@ -13,7 +16,7 @@ readline, which pytest imports at start, exports them there; a serial run has ne
 itself by them (``nexus-otel top`` in its pseudo-terminal) would draw 80 columns wide. Each worker is given the
 values the run started with.
 
-Without xdist (``-n 0``, or a plain ``pytest tests/test_x.py``) the marks change nothing.
+Without xdist (``-n 0``, or a plain ``pytest tests/test_x.py``) none of this applies.
 """
 
 from __future__ import annotations
@@ -57,12 +60,28 @@ def is_timing(nodeid: str) -> bool:
 
 
 def group_of(nodeid: str) -> str:
-    """The group of a test: :data:`TIMING_GROUP`, or its file."""
+    """The group of a test: the ``xdist_group`` name xdist appended to its node id if it did (``...@name``, where
+    its renaming works), else :data:`TIMING_GROUP` for a timed test, else its file."""
+    if nodeid.rfind("@") > nodeid.rfind("]"):
+        return nodeid.rsplit("@", 1)[1]
     return TIMING_GROUP if is_timing(nodeid) else nodeid.split("::", 1)[0]
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook (firstresult): ours answers before xdist's own
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadgroup``: xdist's scheduler by scope, a test's scope being its :func:`group_of`."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:  # how LoadScopeScheduling's subclasses choose their scope
+            return group_of(nodeid)
+
+    return ByGroup(config, log)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker as the rest of the group")
     run: dict[str, str | None] | None = getattr(config, "workerinput", {}).get("terminal_size")
     for name, value in (run or {}).items():  # in a worker: the terminal size variables as the run had them
         if value is None:
@@ -75,10 +94,3 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     node.workerinput["terminal_size"] = {name: os.environ.get(name) for name in TERMINAL_SIZE}
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that has no ``xdist_group`` of its own with the group :func:`group_of` gives it."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group_of(item.nodeid)))
