@@ -118,40 +118,36 @@ if [ ! -x "$OTELCOL" ]; then
   say "the Collector is built: $OTELCOL"
 fi
 
-if [ ! -x "$JAEGER" ]; then
-  say "building Jaeger $JAEGER_VERSION into $JAEGER_DIR (one time, several minutes)"
-  work="$CACHE/src/jaeger-$JAEGER_VERSION"
-  rm -rf "$work" && mkdir -p "$work"
-  step "downloading Jaeger's modules (go get; log: $work/build.log)" jaeger_modules \
-    || failed "$work/build.log" "Jaeger"
-  step "compiling Jaeger (log: $work/build.log)" jaeger_build || failed "$work/build.log" "Jaeger"
-  mkdir -p "$JAEGER_DIR"
-  mv "$work/jaeger.bin" "$JAEGER"
-  say "Jaeger is built: $JAEGER"
-fi
-
-if [ ! -x "$VICTORIALOGS" ]; then
-  say "building VictoriaLogs $VICTORIALOGS_VERSION into $VICTORIALOGS_DIR (one time, about a minute)"
-  work="$CACHE/src/victorialogs-$VICTORIALOGS_VERSION"
-  rm -rf "$work" && mkdir -p "$work"
-  step "downloading VictoriaLogs' modules (go get; log: $work/build.log)" victorialogs_modules \
-    || failed "$work/build.log" "VictoriaLogs"
-  step "compiling VictoriaLogs (log: $work/build.log)" victorialogs_build || failed "$work/build.log" "VictoriaLogs"
-  mkdir -p "$VICTORIALOGS_DIR"
-  mv "$work/victoria-logs.bin" "$VICTORIALOGS"
-  say "VictoriaLogs is built: $VICTORIALOGS"
-fi
-
-if [ ! -x "$KUSTOMIZE" ]; then
-  say "building kustomize $KUSTOMIZE_VERSION into $KUSTOMIZE_DIR (one time, under a minute)"
-  work="$CACHE/src/kustomize-$KUSTOMIZE_VERSION"
+# build_missing NAME BINARY PRODUCT NOTE [STEP_TEXT STEP_FUNCTION]...: unless BINARY exists, run the steps in
+# $work (set by the caller; the steps write there), then move PRODUCT to BINARY.
+build_missing() {
+  local name=$1 binary=$2 product=$3 note=$4
+  shift 4
+  [ -x "$binary" ] && return 0
+  say "building $name into $(dirname "$binary") ($note)"
   rm -rf "$work" && mkdir -p "$work/bin"
-  step "installing kustomize (go install, downloads included; log: $work/build.log)" kustomize_build \
-    || failed "$work/build.log" "kustomize"
-  mkdir -p "$KUSTOMIZE_DIR"
-  mv "$work/bin/kustomize" "$KUSTOMIZE"
-  say "kustomize is built: $KUSTOMIZE"
-fi
+  while [ $# -gt 0 ]; do
+    step "$1" "$2" || failed "$work/build.log" "$name"
+    shift 2
+  done
+  mkdir -p "$(dirname "$binary")"
+  mv "$product" "$binary"
+  say "$name is built: $binary"
+}
+
+work="$CACHE/src/jaeger-$JAEGER_VERSION"
+build_missing "Jaeger $JAEGER_VERSION" "$JAEGER" "$work/jaeger.bin" "one time, several minutes" \
+  "downloading Jaeger's modules (go get; log: $work/build.log)" jaeger_modules \
+  "compiling Jaeger (log: $work/build.log)" jaeger_build
+
+work="$CACHE/src/victorialogs-$VICTORIALOGS_VERSION"
+build_missing "VictoriaLogs $VICTORIALOGS_VERSION" "$VICTORIALOGS" "$work/victoria-logs.bin" "one time, about a minute" \
+  "downloading VictoriaLogs' modules (go get; log: $work/build.log)" victorialogs_modules \
+  "compiling VictoriaLogs (log: $work/build.log)" victorialogs_build
+
+work="$CACHE/src/kustomize-$KUSTOMIZE_VERSION"
+build_missing "kustomize $KUSTOMIZE_VERSION" "$KUSTOMIZE" "$work/bin/kustomize" "one time, under a minute" \
+  "installing kustomize (go install, downloads included; log: $work/build.log)" kustomize_build
 
 say "built in $(( $(date +%s) - started )) s"
 where
