@@ -29,7 +29,7 @@ import httpx
 import pytest
 import yaml
 
-from nexus_otel.serving import free_port
+from .ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from nexus_otel.serving import free_port
+from .ports import free_port
 
 LOOPBACK = "127.0.0.1"
 

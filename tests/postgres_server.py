@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nexus_otel.serving import free_port
+from .ports import free_port
 
 LOOPBACK = "127.0.0.1"
 SUPERUSER = "nexus"

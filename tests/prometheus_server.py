@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from nexus_otel.serving import free_port
+from .ports import free_port
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = (

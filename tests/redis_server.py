@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nexus_otel.serving import free_port
+from .ports import free_port
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = ("redis-server was not found in /usr/bin nor on PATH: install Debian's redis-server "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from nexus_otel.serving import free_port
+from .ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
