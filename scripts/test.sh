@@ -18,6 +18,9 @@ say() { local s=$(( $(date +%s) - started )); printf 'test.sh [%dm%02ds] %s\n' $
 
 CACHE="${NEXUS_OTEL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nexus-otel}"
 export RUFF_CACHE_DIR="$CACHE/ruff" MYPY_CACHE_DIR="$CACHE/mypy" PYTHONPYCACHEPREFIX="$CACHE/pycache"
+# Bytecode goes to that prefix, outside the checkout, so it may be written: with PYTHONDONTWRITEBYTECODE set (some
+# shells and images set it) every Python subprocess of the suite would compile its imports again, about a second each.
+unset PYTHONDONTWRITEBYTECODE
 
 say "setting up .venv (scripts/setup.sh)"
 bash scripts/setup.sh
