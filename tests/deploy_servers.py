@@ -66,7 +66,7 @@ def versions() -> dict[str, str]:
 
 
 def binary_paths() -> dict[str, Path]:
-    """Where ``scripts/build-binaries.sh`` puts (or has put) the binaries: ``{"otelcol", "jaeger", "victorialogs", "kustomize"}``."""
+    """Where ``scripts/build-binaries.sh`` puts (or has put) the binaries: otelcol, jaeger, victorialogs, kustomize."""
     out = subprocess.run(["bash", str(BUILD_SCRIPT), "--where"], capture_output=True, text=True,
                          check=True, timeout=30).stdout
     return {k: Path(v) for k, v in (line.split("=", 1) for line in out.splitlines() if "=" in line)}
