@@ -9,8 +9,9 @@ from nexus_otel.exporters.audit import AuditExporter, open_store
 from nexus_otel.outbox import Outbox
 from nexus_otel.plugins import DatabasePlugin
 from nexus_otel.records import RecordProcessor
-from nexus_otel.serving import free_port
 from nexus_otel.telemetry.config import TelemetryConfig
+
+from .ports import free_port
 
 AUDIT_SCOPE = "nexus_otel.audit"
 

@@ -211,7 +211,7 @@ def test_valid_token_passes_and_names_the_principal(capture, idp, mode):
 
 def test_an_unreachable_identity_provider_is_a_503_not_a_crash(capture):
     """An issuer nobody answers for: the app starts; a token gets 503 provider_unavailable, counted; no traceback."""
-    from nexus_otel.serving import free_port
+    from .ports import free_port
 
     app = capture.app("shop")
     app.add_plugin(AuthPlugin(strategy="oidc", issuer=f"http://127.0.0.1:{free_port()}", audience=AUDIENCE))

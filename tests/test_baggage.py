@@ -21,9 +21,10 @@ from nexus_otel.errors import ConfigurationError
 from nexus_otel.plugins import DatabasePlugin, RequestLoggerPlugin, WebhookPlugin
 from nexus_otel.records.processor import RecordProcessor
 from nexus_otel.redaction import MASK, Redactor
-from nexus_otel.serving import BackgroundServer, free_port
+from nexus_otel.serving import BackgroundServer
 from nexus_otel.telemetry.config import TelemetryConfig
 
+from .ports import free_port
 from .webhook_receiver import WebhookReceiver
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

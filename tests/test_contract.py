@@ -11,8 +11,9 @@ from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from nexus_otel import NexusPlugin
-from nexus_otel.serving import free_port
 from nexus_otel.telemetry import contract as c
+
+from .ports import free_port
 
 
 class ThreeHooks(NexusPlugin):

@@ -10,9 +10,9 @@ import pytest
 from nexus_otel.demo.checks import Request, Sent, traces_check
 from nexus_otel.demo.driver import invoked_as
 from nexus_otel.exporters.local import read_spans
-from nexus_otel.serving import free_port
 from nexus_otel.telemetry.config import TelemetryConfig
 
+from .ports import free_port
 from .served import REPO, cli_env, nexus_otel
 
 

@@ -25,10 +25,11 @@ from prometheus_client import CollectorRegistry
 
 from nexus_otel import NexusPlugin
 from nexus_otel.plugins import AuthPlugin
-from nexus_otel.serving import BackgroundServer, free_port
+from nexus_otel.serving import BackgroundServer
 from nexus_otel.telemetry.worker_metrics import WorkerMetrics, encode
 
 from .kailash_apps import blocking_workflow, import_kailash
+from .ports import free_port
 from .served import REPO, Served, cli_env
 
 TIMEOUT = 10

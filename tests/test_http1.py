@@ -19,8 +19,8 @@ import pytest
 
 from nexus_otel.exporters.http1 import HttpError, Target, request_bytes
 from nexus_otel.exporters.http_poster import ConcurrentPoster, Post, PostFailed, PostTimeout, Reply
-from nexus_otel.serving import free_port
 
+from .ports import free_port
 from .webhook_receiver import WebhookReceiver
 
 HEADERS = {"content-type": "application/json", "webhook-id": "msg_1", "webhook-timestamp": "1764590400",

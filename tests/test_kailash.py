@@ -34,9 +34,10 @@ from nexus_otel.errors import IntegrationError  # noqa: E402
 from nexus_otel.kailash import NexusOtel, check_points  # noqa: E402
 from nexus_otel.kailash.runtime import ASYNC_WORKFLOW, INSTRUMENTATION  # noqa: E402
 from nexus_otel.plugins import DatabasePlugin, WebhookPlugin  # noqa: E402
-from nexus_otel.serving import BackgroundServer, free_port  # noqa: E402
+from nexus_otel.serving import BackgroundServer  # noqa: E402
 
 from .otlp_receivers import HTTPReceiver  # noqa: E402
+from .ports import free_port  # noqa: E402
 from .webhook_receiver import WebhookReceiver  # noqa: E402
 
 CALLER_TRACE, CALLER_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"

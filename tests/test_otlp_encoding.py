@@ -661,7 +661,7 @@ def test_http_exporter_retries_a_retryable_status_with_the_same_batch(status, fa
 
 def test_http_exporter_gives_up_on_a_receiver_that_is_not_there_within_its_timeout():
     """Nothing listening: the export gives FAILURE (no hang, no exception) once its timeout has passed."""
-    from nexus_otel.serving import free_port
+    from .ports import free_port
 
     exporter = OTLPHttpSpanExporter(endpoint=f"http://127.0.0.1:{free_port()}/v1/traces", timeout=1.5)
     try:
@@ -718,7 +718,7 @@ class _TraceServiceOn:
 def test_grpc_exporter_reconnects_with_its_byte_stub():
     """One exporter: its receiver stops (UNAVAILABLE: the SDK rebuilds the channel) and comes back on the same port;
     what is exported after that arrives, as our bytes."""
-    from nexus_otel.serving import free_port
+    from .ports import free_port
 
     spans = _sample_spans()
     port, received = free_port(), []

@@ -595,7 +595,7 @@ def test_grpc_exporter_delivers_what_stock_delivers(compression):
 
 def test_grpc_exporter_reconnects_with_its_byte_stub():
     """After the SDK's reconnect on UNAVAILABLE, the exporter still sends our bytes and a later export arrives."""
-    from nexus_otel.serving import free_port
+    from .ports import free_port
 
     records = _sample_records()
     exporter = OTLPGrpcLogExporter(endpoint=f"http://127.0.0.1:{free_port()}", insecure=True, timeout=1)

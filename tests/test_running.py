@@ -282,7 +282,8 @@ def test_an_execution_blocked_inside_a_kailash_node_is_in_that_node():
     pytest.importorskip("kailash")
     kailash = import_kailash()
     from nexus_otel.kailash import NexusOtel
-    from nexus_otel.serving import free_port
+
+    from .ports import free_port
 
     release = threading.Event()
 

@@ -25,8 +25,9 @@ from click.testing import CliRunner
 from nexus_otel import Nexus, NexusPlugin
 from nexus_otel.cli import main as cli
 from nexus_otel.events import WorkflowEvent
-from nexus_otel.serving import BackgroundServer, free_port
+from nexus_otel.serving import BackgroundServer
 
+from .ports import free_port
 from .served import cli_env, nexus_otel
 
 EVIL = "A\x1b[2J\x1b]0;owned\x07B\x9b31m\u202e[bold]C[/bold]"

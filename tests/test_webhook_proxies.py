@@ -24,9 +24,9 @@ from nexus_otel.exporters.http1 import HttpError, Pool
 from nexus_otel.exporters.proxies import ProxyRoutes
 from nexus_otel.exporters.tls import client_context
 from nexus_otel.plugins import WebhookPlugin
-from nexus_otel.serving import free_port
 from nexus_otel.testing import CapturedTelemetry
 
+from .ports import free_port
 from .webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="tinyproxy is not installed "

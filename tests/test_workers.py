@@ -22,9 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nexus_otel.serving import free_port, serve
+from nexus_otel.serving import serve
 
 from .otlp_receivers import HTTPReceiver
+from .ports import free_port
 from .prometheus_server import PrometheusServer, wait_until
 from .redis_server import RedisServer
 from .served import REPO, Served, cli_env, nexus_otel
