@@ -97,6 +97,7 @@ def builtin_raises(source: str) -> list[tuple[int, str]]:
                     or (name == "NotImplementedError" and _is_abstract_body(function, child))
                     or _caught_here(trys, name)
                     or _is_os_error_with_errno(child)
+                    or (name == "AttributeError" and getattr(function, "name", None) == "__getattr__")
                 ):
                     found.append((child.lineno, name))
             visit(child, function, trys)

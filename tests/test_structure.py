@@ -85,6 +85,8 @@ def _imports(module: str, tree: ast.AST) -> tuple[set[str], set[str]]:
             if _is_type_checking(child):
                 walk(child, typing_only)
                 continue
+            if node is tree and isinstance(child, ast.FunctionDef) and child.name == "__getattr__":
+                continue  # a module's __getattr__ (PEP 562) runs on a name's first use, once the module is loaded
             if isinstance(child, ast.ImportFrom):
                 into.update(_with_packages(module, (t for t, _ in _imported(module, child))))
             elif isinstance(child, ast.Import):
@@ -316,3 +318,12 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {}
+
+
+def test_the_telemetry_package_still_gives_its_set_up_classes():
+    """``from nexus_otel.telemetry import Telemetry, TelemetryConfig`` works, loaded on first use (no cycle)."""
+    from nexus_otel.telemetry import Telemetry, TelemetryConfig, config, telemetry
+
+    assert Telemetry is telemetry.Telemetry and TelemetryConfig is config.TelemetryConfig
+    with pytest.raises(ImportError, match="cannot import name .Nothing."):
+        from nexus_otel.telemetry import Nothing  # type: ignore[attr-defined]  # noqa: F401

@@ -4,9 +4,26 @@ The set-up is :class:`~nexus_otel.telemetry.telemetry.Telemetry` (the providers,
 :class:`~nexus_otel.telemetry.config.TelemetryConfig` (the ``OTEL_*`` settings, read once); the contract
 (``nexus_otel.telemetry.contract``) is the span names, attributes and metrics every part of nexus-otel speaks.
 
-This ``__init__`` imports nothing: importing ``nexus_otel.telemetry.contract`` runs it first, and modules
-the set-up itself imports (the tail sampler) need the contract, so a set-up imported here would make
-every import of the contract a cycle. Import each name from its module.
+Importing ``nexus_otel.telemetry.contract`` runs this ``__init__`` first, and modules the set-up imports (the tail
+sampler) need the contract: so this ``__init__`` imports nothing when it runs. ``Telemetry`` and
+``TelemetryConfig`` can still be imported from here: they are loaded on first use (a module ``__getattr__``,
+which runs only once this package is initialised).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Telemetry", "TelemetryConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Telemetry":
+        from .telemetry import Telemetry
+
+        return Telemetry
+    if name == "TelemetryConfig":
+        from .config import TelemetryConfig
+
+        return TelemetryConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
