@@ -45,6 +45,18 @@ from typing import Any
 class NexusOtelError(Exception):
     """Base of every exception raised by nexus-otel itself."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its class, message and attributes, rebuilt without calling the class's own __init__ (whose
+        # parameters are not its args): an error crosses a process boundary whole (a process pool, multiprocessing).
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+def _rebuilt(cls: type[NexusOtelError], args: tuple[Any, ...], state: dict[str, Any]) -> NexusOtelError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigurationError(NexusOtelError, ValueError):
     """A setting has a value that cannot work; raised at start, never later."""

@@ -3,6 +3,7 @@
 import ast
 import builtins
 import inspect
+import pickle
 from pathlib import Path
 
 import nexus_otel
@@ -179,3 +180,31 @@ def test_errors_that_replaced_builtins_are_still_caught_as_those_builtins():
     }
     assert [c.__name__ for c, builtin in expected.items() if not issubclass(c, builtin)] == []
     assert issubclass(errors.UnencodableValueError, TypeError) and issubclass(errors.UnencodableValueError, ValueError)
+
+
+def _example(cls: type) -> BaseException:
+    """An instance of ``cls`` built from placeholder arguments that fit its constructor's annotations."""
+    placeholders = {"str": "x", "int": 3, "float": 1.5, "bool": True, "list[str]": ["a"], "Any": "v"}
+    args: list[object] = []
+    kwargs: dict[str, object] = {}
+    try:
+        parameters = inspect.signature(cls).parameters
+    except ValueError:  # no __init__ of its own: the built-in exception's (a message)
+        return cls("a message")
+    for name, param in parameters.items():
+        if param.default is not inspect.Parameter.empty or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = placeholders.get(str(param.annotation).split(" | ")[0], f"<{name}>")
+        if param.kind is param.KEYWORD_ONLY:
+            kwargs[name] = value
+        else:
+            args.append(value)
+    return cls(*args, **kwargs)
+
+
+def test_every_error_survives_pickling_whole():
+    """Each error of the tree pickles and comes back as its class, with its message and attributes."""
+    for cls in _tree_classes().values():
+        error = _example(cls)
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is cls and str(copy) == str(error) and vars(copy) == vars(error), cls.__name__

@@ -8,8 +8,9 @@ a file were spread over both workers.) Two rules:
 * A file's tests run on one worker, in the file's order, as in a serial run: a module fixture (a real
   Collector and Jaeger, Prometheus, the stack on its fixed loopback ports) starts once, never twice at once.
 * The tests in :data:`TIMING` assert a bound in wall-clock time (a stop within its timeout, a rate limit's
-  count over a second, a median latency ratio): they form one group, so they run one after another on one
-  worker and never compete with each other for the CPU. Their bounds are unchanged.
+  count over a second, a median latency ratio), or load the CPU heavily (the benchmarks' smoke run): they form
+  one group, so they run one after another on one worker and never compete with each other for the CPU (the
+  other worker's tests still share the machine). Their bounds are unchanged.
 
 And a worker's environment is the run's: a worker process finds ``COLUMNS=80`` and ``LINES=24`` set (GNU
 readline, which pytest imports at start, exports them there; a serial run has neither), and a subprocess that sizes
@@ -31,6 +32,7 @@ TERMINAL_SIZE = ("COLUMNS", "LINES")
 
 # A file (every test in it) or file::test (every parametrization of it), as pytest names them from the rootdir.
 TIMING = (
+    "tests/test_benchmarks_smoke.py",  # not timed itself: it runs benchmarks three at a time, loading the CPU
     "tests/test_bounded_shutdown.py",  # stop / serve / run within their timeouts
     "tests/test_workers.py",  # rate limits across workers over a second; SIGTERM drains within its bound
     "tests/test_rate_limit.py",  # admitted and refused counts at the limit's rate
@@ -69,8 +71,9 @@ def group_of(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook (firstresult): ours answers before xdist's own
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under ``--dist loadgroup``: xdist's scheduler by scope, a test's scope being its :func:`group_of`."""
-    if config.getvalue("dist") != "loadgroup":
+    """Under ``--dist loadgroup`` (and a plain ``-n N``, xdist's ``load``, which would spread a file's tests over the
+    workers and start its module fixtures twice): xdist's scheduler by scope, a test's scope its :func:`group_of`."""
+    if config.getvalue("dist") not in ("loadgroup", "load"):
         return None
     from xdist.scheduler import LoadScopeScheduling
 

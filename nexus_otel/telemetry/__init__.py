@@ -12,7 +12,11 @@ which runs only once this package is initialised).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads them
+    from .config import TelemetryConfig
+    from .telemetry import Telemetry
 
 __all__ = ["Telemetry", "TelemetryConfig"]
 
