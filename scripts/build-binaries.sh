@@ -43,7 +43,9 @@ where() {
 }
 if [ "${1:-}" = "--where" ]; then where; exit 0; fi
 
-if [ -x "$OTELCOL" ] && [ -x "$JAEGER" ] && [ -x "$VICTORIALOGS" ] && [ -x "$KUSTOMIZE" ]; then where; exit 0; fi
+# kustomize renders the Kubernetes kit where kubectl (which has it built in) is not installed.
+kustomize_ready() { [ -x "$KUSTOMIZE" ] || command -v kubectl >/dev/null 2>&1; }
+if [ -x "$OTELCOL" ] && [ -x "$JAEGER" ] && [ -x "$VICTORIALOGS" ] && kustomize_ready; then where; exit 0; fi
 
 if ! command -v go >/dev/null 2>&1; then
   echo "build-binaries.sh: the Collector, Jaeger, VictoriaLogs and kustomize tests need Go 1.26 or newer (https://go.dev/dl/) to build them; skipping" >&2
@@ -145,9 +147,11 @@ build_missing "VictoriaLogs $VICTORIALOGS_VERSION" "$VICTORIALOGS" "$work/victor
   "downloading VictoriaLogs' modules (go get; log: $work/build.log)" victorialogs_modules \
   "compiling VictoriaLogs (log: $work/build.log)" victorialogs_build
 
-work="$CACHE/src/kustomize-$KUSTOMIZE_VERSION"
-build_missing "kustomize $KUSTOMIZE_VERSION" "$KUSTOMIZE" "$work/bin/kustomize" "one time, under a minute" \
-  "installing kustomize (go install, downloads included; log: $work/build.log)" kustomize_build
+if ! kustomize_ready; then
+  work="$CACHE/src/kustomize-$KUSTOMIZE_VERSION"
+  build_missing "kustomize $KUSTOMIZE_VERSION" "$KUSTOMIZE" "$work/bin/kustomize" "one time, under a minute" \
+    "installing kustomize (go install, downloads included; log: $work/build.log)" kustomize_build
+fi
 
 say "built in $(( $(date +%s) - started )) s"
 where
