@@ -146,11 +146,14 @@ def test_no_import_cycle_between_the_packages_modules():
 def test_imports_for_type_checkers_only_are_these_annotations():
     """They never run (``from __future__ import annotations``); each is here on purpose, so a new one is seen.
 
-    ``NexusPlugin.setup`` is annotated with the app its plugins get; middleware with the workflow it wraps.
+    ``NexusPlugin.setup`` is annotated with the app its plugins get; middleware with the workflow it wraps;
+    ``nexus_otel.telemetry`` names the set-up classes it loads on first use, for type checkers.
     """
     edges = {(m, t) for m, targets in _import_graph(typing_only=True).items() for t in targets}
     assert edges == {("nexus_otel.plugin_base", "nexus_otel.app"),
-                     ("nexus_otel.execution_middleware", "nexus_otel.workflows")}
+                     ("nexus_otel.execution_middleware", "nexus_otel.workflows"),
+                     ("nexus_otel.telemetry", "nexus_otel.telemetry.config"),
+                     ("nexus_otel.telemetry", "nexus_otel.telemetry.telemetry")}
 
 
 def test_the_cycle_finder_finds_a_cycle():
