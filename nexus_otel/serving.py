@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
@@ -63,17 +64,20 @@ DRAIN_TIMEOUT = 10
 """Seconds a stopping server gives requests in flight to finish before they are cancelled."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1", candidates: Sequence[int] | None = None) -> int:
     """A TCP port that was free a moment ago on ``host``, below the kernel's ephemeral range if it can.
 
     Ports the kernel hands out for port 0 come from the range outgoing connections take theirs
     from, so one may be taken by a connection before the caller binds it; ports below that
-    range are only ever taken by a listener. Falls back to the kernel's choice.
+    range are only ever taken by a listener. ``candidates``: draw from these instead (a test
+    runner gives each of its parallel workers ports of its own). Falls back to the kernel's choice.
     """
-    low = _ephemeral_low()
+    if candidates is None:
+        low = _ephemeral_low()
+        candidates = range(max(1024, low - 12_000), low)
     rng = random.SystemRandom()
     for _ in range(64):
-        port = rng.randrange(max(1024, low - 12_000), low)
+        port = rng.choice(candidates)
         with socket.socket() as s:
             try:
                 s.bind((host, port))

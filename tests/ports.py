@@ -11,8 +11,8 @@ xdist a test draws from the whole range.
 from __future__ import annotations
 
 import os
-import random
-import socket
+
+from nexus_otel import serving
 
 RANGE = range(10_000, 20_000)
 STACK_PORTS = frozenset({4317, 4318, 8000, 8888, 8889, 9090, 9428, 13133, 14133, 14269, 14317, 14318, 16685, 16686})
@@ -30,17 +30,6 @@ def worker_slice(worker: str | None, count: str | None) -> range:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free a moment ago on ``host``, from this worker's slice (``PYTEST_XDIST_WORKER`` of
-    ``PYTEST_XDIST_WORKER_COUNT``, which xdist sets in each worker)."""
+    ``PYTEST_XDIST_WORKER_COUNT``, which xdist sets in each worker), never one of :data:`STACK_PORTS`."""
     ports = worker_slice(os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT"))
-    rng = random.SystemRandom()
-    for _ in range(64):
-        port = rng.choice(ports)
-        if port in STACK_PORTS:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port on {host} in {ports.start}-{ports.stop - 1} after 64 tries")
+    return serving.free_port(host, [port for port in ports if port not in STACK_PORTS])
