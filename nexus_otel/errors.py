@@ -59,7 +59,8 @@ def _rebuilt(cls: type[NexusOtelError], args: tuple[Any, ...], state: dict[str, 
 
 
 class ConfigurationError(NexusOtelError, ValueError):
-    """A setting has a value that cannot work; raised at start, never later."""
+    """A setting or argument has a value that cannot work: raised where it is given (the settings at start), naming
+    the setting, the value and what was expected."""
 
     def __init__(self, setting: str, value: Any, expected: str) -> None:
         self.setting = setting

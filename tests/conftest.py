@@ -58,10 +58,13 @@ def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under CI=true a skipped test (in its set-up, call or tear-down) fails, naming itself and the reason; an
-    expected failure (xfail) stays what it is."""
+    expected failure (xfail) stays what it is, unless it was never run (``xfail(run=False)``: reported at set-up)."""
     report = yield
-    if report.skipped and not hasattr(report, "wasxfail") and _skips_fail():
+    never_ran = hasattr(report, "wasxfail") and report.when == "setup"
+    if report.skipped and (never_ran or not hasattr(report, "wasxfail")) and _skips_fail():
         reason = _skip_reason(report)
+        if never_ran:
+            del report.wasxfail  # else pytest counts the failure as an expected one
         report.outcome = "failed"
         report.longrepr = (f"{report.nodeid} was skipped, and under CI=true every test must run "
                            f"(the test command installs what they need): {reason}")

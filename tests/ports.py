@@ -23,7 +23,8 @@ def worker_slice(worker: str | None, count: str | None) -> range:
     """This worker's part of :data:`RANGE`: worker ``gwN`` of ``count`` gets the N-th of ``count`` equal slices."""
     if not worker or not count or not worker.startswith("gw"):
         return RANGE
-    index, parts = int(worker[2:]), int(count)
+    parts = int(count)
+    index = int(worker[2:]) % parts  # a worker that replaces a crashed one (gw2, gw3, ...) takes a slice again
     size = len(RANGE) // parts
     return range(RANGE.start + index * size, RANGE.start + (index + 1) * size)
 

@@ -14,6 +14,7 @@ def test_each_worker_has_a_slice_of_its_own_and_alone_the_whole_range():
     first, second = worker_slice("gw0", "2"), worker_slice("gw1", "2")
     assert not set(first) & set(second) and set(first) | set(second) == set(RANGE)
     assert worker_slice(None, None) == worker_slice("master", "2") == RANGE
+    assert worker_slice("gw2", "2") == first and worker_slice("gw3", "2") == second, "a replacement stays in RANGE"
 
 
 def test_a_port_comes_from_the_workers_slice_is_free_and_is_no_stack_port(monkeypatch):

@@ -89,3 +89,24 @@ def test_under_ci_skips_fail_the_run_on_pytest_xdist_workers_too(suite, monkeypa
     result.stdout.fnmatch_lines(["*test_on_purpose.py::test_skipped_on_purpose was skipped, and under CI=true*"])
     result.stdout.fnmatch_lines(["test_module_skipped.py: *this module's tool is missing*"])
 
+
+
+NOT_RUN = """
+import pytest
+
+@pytest.mark.xfail(reason="would hang", run=False)
+def test_never_run():
+    pass
+"""
+
+
+def test_under_ci_an_xfail_that_never_runs_fails_the_run(suite, monkeypatch):
+    """CI=true: ``xfail(run=False)`` never ran, so it fails the run (an error at set-up); elsewhere it is an xfail."""
+    suite.makepyfile(test_not_run=NOT_RUN)
+    monkeypatch.setenv("CI", "true")
+    result = suite.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_not_run.py::test_never_run was skipped, and under CI=true*"])
+    monkeypatch.delenv("CI")
+    suite.runpytest("-p", "no:cacheprovider").assert_outcomes(xfailed=1)
