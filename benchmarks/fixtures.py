@@ -14,14 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from harness import Side
+from loopback_process import LoopbackProcess
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
@@ -325,44 +322,16 @@ def receiver_main(secret: str) -> int:
     return 0
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackProcess):
     """The webhook destination: ``receiver_main`` in a subprocess (its CPU is not the host's)."""
 
     def __init__(self, secret: str, timeout: float = 30.0) -> None:
-        cmd = [sys.executable, os.path.abspath(__file__), "--webhook-receiver", "--secret", secret]
-        self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: nobody reads it while it runs
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
-        deadline = perf_counter() + timeout
-        line = ""
-        assert self.proc.stdout is not None
-        while perf_counter() < deadline and not line.startswith("PORT "):
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line:  # it exited
-                    break
-        if not line.startswith("PORT "):
-            self._stderr.seek(0)
-            err = self._stderr.read().decode(errors="replace")
-            self.stop()
-            raise RuntimeError(f"webhook receiver did not start: {err.strip()[-500:]}")
-        self.url = f"http://{HOST}:{int(line.split()[1])}/hook"
+        super().__init__(os.path.abspath(__file__), "--webhook-receiver", "--secret", secret, what="webhook receiver",
+                         timeout=timeout)
+        self.url = f"{self.base}/hook"
 
     def count(self) -> dict[str, int]:
-        with urllib.request.urlopen(self.url.rsplit("/", 1)[0] + "/count", timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
+        return self.get_json("/count", timeout=10)
 
 
 AUDIENCE = "bench"

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,15 +36,30 @@ def serve(handle: Handler) -> int:
 
 
 class LoopbackProcess:
-    """``python script *args`` as a child serving on loopback: ``base`` is its ``http://127.0.0.1:port``."""
+    """``python script *args`` as a child serving on loopback: ``base`` is its ``http://127.0.0.1:port``.
 
-    def __init__(self, script: str, *args: str, what: str = "server") -> None:
-        self.proc = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE, text=True)
+    A child that does not print ``PORT n`` within ``timeout`` seconds (or exits first) is stopped, and the
+    error carries the end of what it wrote to stderr (kept in a file: nobody reads it while the child runs).
+    """
+
+    def __init__(self, script: str, *args: str, what: str = "server", timeout: float = 30.0) -> None:
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE, stderr=self._stderr,
+                                     text=True)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline and not line.startswith("PORT "):
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:  # it exited
+                    break
         if not line.startswith("PORT "):
-            self.proc.kill()
-            raise RuntimeError(f"{what} did not start: {line!r}")
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace")
+            self.stop()
+            raise RuntimeError(f"{what} did not start: {err.strip()[-500:] or repr(line)}")
         self.base = f"http://{HOST}:{int(line.split()[1])}"
 
     def get_json(self, path: str, timeout: float = 30) -> Any:
@@ -49,5 +67,13 @@ class LoopbackProcess:
             return json.loads(response.read())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
