@@ -58,10 +58,11 @@ class Nexus:
     sampling; traces are sampled, in-process with ``tail_sampling=TailSampling(...)``.
 
     ``baggage_keys``, ``baggage_metric_keys``, ``untraced_hooks``, ``workflow_sampling``,
-    ``delivery_spans`` and ``stuck_after`` are the app's own values of ``NEXUS_OTEL_BAGGAGE_KEYS``,
+    ``delivery_spans``, ``stuck_after`` and ``outbox`` are the app's own values of ``NEXUS_OTEL_BAGGAGE_KEYS``,
     ``NEXUS_OTEL_BAGGAGE_METRIC_KEYS``, ``NEXUS_OTEL_UNTRACED_HOOKS``, ``NEXUS_OTEL_WORKFLOW_SAMPLING``,
-    ``NEXUS_OTEL_DELIVERY_SPANS`` and ``NEXUS_OTEL_STUCK_AFTER``; given, they win over the variable (see the
-    README's configuration).
+    ``NEXUS_OTEL_DELIVERY_SPANS``, ``NEXUS_OTEL_STUCK_AFTER`` and ``NEXUS_OTEL_OUTBOX_URL``; given, they win over
+    the variable (see the README's configuration). ``outbox="postgresql://..."`` queues every durable sink's
+    records in that database, shared by every replica (``docs/records.md``, "The shared outbox").
     """
 
     def __init__(
@@ -82,11 +83,12 @@ class Nexus:
         workflow_sampling: Mapping[str, float] | None = None,
         delivery_spans: bool | None = None,
         stuck_after: float | None = None,
+        outbox: str | None = None,
     ) -> None:
         self.name = name
         settings = {"baggage_keys": baggage_keys, "baggage_metric_keys": baggage_metric_keys,
                     "untraced_hooks": untraced_hooks, "workflow_sampling": workflow_sampling,
-                    "delivery_spans": delivery_spans, "stuck_after": stuck_after}
+                    "delivery_spans": delivery_spans, "stuck_after": stuck_after, "outbox": outbox}
         if telemetry is not None:
             for setting, value in (("tail_sampling", tail_sampling), *settings.items()):
                 if value is not None:
@@ -103,7 +105,8 @@ class Nexus:
         self.plugin_host = _NexusPluginHost(self)
         """What the app's :class:`~nexus_otel.plugin_manager.PluginManager` (and ``PluginManager(app)``) uses of it."""
         self.plugins = PluginManager(self, self.plugin_host)
-        self.records = RecordPipeline(self.telemetry.meter if self.telemetry.enabled else None)
+        self.records = RecordPipeline(self.telemetry.meter if self.telemetry.enabled else None,
+                                      shared_outbox=self.telemetry.config.outbox_url)
         """The record processors: each gets every execution's record, never sampled."""
         self.running_executions = RunningRegistry(
             stuck_after=self.telemetry.config.stuck_after, redact=self.redactor.to_attribute if record_inputs else None)

@@ -22,7 +22,7 @@ from nexus_otel.outbox import Outbox, RowHandle
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "records.md"
 DEST = "audit"
-READS = {"left", "dead_letters", "view", "defer", "commit_deferred"}
+READS = {"left", "dead_letters", "oldest_age", "view", "defer", "commit_deferred"}
 """Public operations that read, or group enqueues, without moving a message from one state to another
 (``due``, ``next_due_in`` and ``counts`` read too, but may spill or recover: they are drawn)."""
 STATES = {"journaled", "leased_locally", "pending", "leased", "dead", "[*]"}

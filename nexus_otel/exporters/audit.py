@@ -28,7 +28,8 @@ from opentelemetry.trace import Tracer
 
 from .. import fastjson
 from ..errors import ConfigurationError
-from ..outbox import OK, Message, Outbox, OutboxView, Outcome, RetryPolicy, destination_scope
+from ..outbox import DEFAULT_LEASE, OK, Message, Outbox, OutboxView, Outcome, RetryPolicy, destination_scope
+from ..outbox.postgres import PostgresOutbox
 from ..outbox.writable import read_only
 from ..records import ExecutionRecord
 from ..telemetry import contract as c
@@ -172,6 +173,18 @@ class PostgresAuditStore:
                         self._conn.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
         return self._conn
 
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    def prepare_on(self, cursor: Any) -> None:
+        """Create the table (if missing) with ``cursor``, in its transaction."""
+        cursor.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
+
+    def write_on(self, cursor: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert ``rows`` with ``cursor``, in its transaction (the shared outbox's: the rows commit with it)."""
+        cursor.executemany(self._sql, [tuple(r.get(c) for c in COLUMNS) for r in rows])
+
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         try:
             conn = self._connection()
@@ -272,9 +285,10 @@ class AuditExporter(OutboxExporter):
 
     log = log
 
-    def __init__(self, store: AuditStore, spool: Outbox | OutboxView, *, policy: RetryPolicy | None = None,
+    def __init__(self, store: AuditStore, spool: Outbox | PostgresOutbox | OutboxView, *,
+                 policy: RetryPolicy | None = None,
                  batch_size: int = 200, meter: Meter | None = None, destination: str = "audit",
-                 on_unavailable: str = "fail", tracer: Tracer | None = None) -> None:
+                 on_unavailable: str = "fail", tracer: Tracer | None = None, lease: float = DEFAULT_LEASE) -> None:
         self.store = store
         # A store of the user's own may say nothing of its database: its spans then carry only their operation.
         self._spans = (AuditBatchSpans(tracer, getattr(store, "db_attributes", {})) if tracer is not None
@@ -282,15 +296,41 @@ class AuditExporter(OutboxExporter):
         self.destination = destination
         super().__init__(
             # The spool file may be shared with other sinks: this exporter sees its own rows only.
-            spool.view(destination_scope(destination)) if isinstance(spool, Outbox) else spool, self._write,
+            spool.view(destination_scope(destination)) if isinstance(spool, (Outbox, PostgresOutbox)) else spool,
+            self._write,
             name="audit", outcomes=("queued", "written", "retried", "failed"), meter=meter,
             outcomes_metric=("nexus.audit.rows", "Audit rows by outcome: queued, written, retried, failed."),
             queue_metric=("nexus.audit.queue", "Audit rows waiting to be written."),
             # A database outage is waited out, not given up on: retries are capped at one a minute.
             policy=policy or RetryPolicy(max_attempts=10**9, cap=60.0), batch_size=batch_size,
             # Under a steady load, batches wait to fill (one database transaction and one outbox claim each).
-            refill=0.2, on_unavailable=on_unavailable)
+            refill=0.2, on_unavailable=on_unavailable, lease=lease)
         self.spool = self.outbox
+        self.joined = False
+        """True when the rows are written in the shared outbox's own transaction (the same database)."""
+        shared = getattr(self.outbox, "outbox", self.outbox)
+        if isinstance(shared, PostgresOutbox) and isinstance(store, PostgresAuditStore) \
+                and shared.same_database(store.dsn):
+            self._joined_store = store
+            try:
+                store.write([])  # the table, made (or brought up to date) on the store's own connection
+            except Exception as exc:  # the database is down as the app starts: made by the first write instead
+                log.warning("audit table not prepared yet: %s", exc)
+                self._prepared = False
+            else:
+                self._prepared = True
+            shared.join(destination, self._write_joined, self._joined_committed)
+            self.joined = True
+
+    def _write_joined(self, cursor: Any, payloads: list[str]) -> None:
+        """The rows of ``payloads`` (records as JSON), upserted in the enqueue's transaction."""
+        if not self._prepared:
+            self._joined_store.prepare_on(cursor)
+        self._joined_store.write_on(cursor, [_row(fastjson.loads(p)) for p in payloads])
+
+    def _joined_committed(self, n: int) -> None:
+        self._prepared = True
+        self._count("written", n)
 
     def on_end(self, record: ExecutionRecord) -> None:
         # The row is made by the writer, off the workflow's thread.

@@ -39,6 +39,7 @@ from standardwebhooks.webhooks import Webhook
 from .. import fastjson
 from ..baggage import header_value
 from ..outbox import DEFAULT_LEASE, NOT_ATTEMPTED, OK, WEBHOOK_SCOPE, Message, Outbox, OutboxView, Outcome, RetryPolicy
+from ..outbox.postgres import PostgresOutbox
 from ..records import ExecutionRecord
 from ..redaction import Redactor
 from .delivery_spans import TRACE_HEADERS, Attempt, DeliverySpans
@@ -129,14 +130,15 @@ class WebhookExporter(OutboxExporter):
 
     log = log
 
-    def __init__(self, urls: Sequence[str], outbox: Outbox | OutboxView, *, secret: str | None = None,
+    def __init__(self, urls: Sequence[str], outbox: Outbox | PostgresOutbox | OutboxView, *, secret: str | None = None,
                  workflows: frozenset[str] | None = None, statuses: frozenset[str] = frozenset({"completed"}),
                  policy: RetryPolicy = RetryPolicy(), timeout: float = 5.0, meter: Meter | None = None,
                  max_in_flight: int = 128, on_unavailable: str = "fail", connect_timeout: float = 5.0,
                  max_rate: float | None = None, proxy: str | bool | ProxyRoutes | None = None,
                  ca_file: str | None = None, client_cert: str | None = None, client_key: str | None = None,
                  tls: ssl.SSLContext | None = None, headers: Mapping[str, str] | None = None,
-                 tracer: Tracer | None = None, propagate: bool = True, redactor: Redactor | None = None) -> None:
+                 tracer: Tracer | None = None, propagate: bool = True, redactor: Redactor | None = None,
+                 lease: float = DEFAULT_LEASE) -> None:
         self.urls = tuple(urls)
         # Checked as h11 and RFC 9110 say (a bad one is a ConfigurationError now, not a failed delivery later).
         self._headers = _fixed_headers(check_headers("WebhookExporter.headers", headers,
@@ -159,7 +161,8 @@ class WebhookExporter(OutboxExporter):
         """Attempts by how they ended: a connection not accepted in time apart from an answer that did not come."""
         super().__init__(
             # The outbox file may be shared with other sinks: this exporter sees webhook messages only.
-            outbox.view(WEBHOOK_SCOPE) if isinstance(outbox, Outbox) else outbox, self._deliver, name="webhooks",
+            outbox.view(WEBHOOK_SCOPE) if isinstance(outbox, (Outbox, PostgresOutbox)) else outbox, self._deliver,
+            name="webhooks",
             outcomes=("queued", "delivered", "retried", "failed"), meter=meter,
             outcomes_metric=("nexus.webhook.deliveries",
                              "Webhook deliveries by outcome: queued, delivered, retried, failed."),
@@ -173,7 +176,7 @@ class WebhookExporter(OutboxExporter):
             # After each settled batch and once a second when idle: each destination's state for `webhooks status`.
             on_tick=self.publish_destinations,
             # Requests start in the lease's first half and last at most `timeout`.
-            lease=max(DEFAULT_LEASE, 4 * timeout))
+            lease=max(lease, 4 * timeout))
         self.spans = None if tracer is None else DeliverySpans(tracer, max_attempts=policy.max_attempts,
                                                                propagate=propagate, redactor=redactor)
         """The attempts' spans (None: off)."""

@@ -6,9 +6,14 @@ its messages on the workflow's thread before the execution returns, and a
 worker thread delivers them: lease, deliver, then ack, retry, dead-letter or
 release. The parts, one idea each:
 
-- :mod:`.queue`: :class:`Outbox` (the queue: enqueue, lease, ack, retry,
+- :mod:`.view`: :class:`Queue` (the operations: enqueue, lease, ack, retry,
   dead_letter, release, hold, replay, counts, close) and :class:`OutboxView`
-  (one sink's part of a shared file);
+  (one sink's part of an outbox several sinks share);
+- :mod:`.queue`: :class:`Outbox`, the local outbox (a journal per process and
+  a SQLite table under the data directory: the default);
+- :mod:`.postgres`: :class:`PostgresOutbox`, the shared outbox every replica
+  reads (``NEXUS_OTEL_OUTBOX_URL``), with :mod:`.group_commit`;
+  :func:`open_outbox` opens either from a path or a URL;
 - :mod:`.message`: :class:`Message` and its typed :data:`Handle`
   (:class:`RowHandle` for the table's messages, :class:`LocalHandle` for those
   this process holds in memory);
@@ -27,9 +32,12 @@ a crash at each point, is in ``docs/records.md`` ("The outbox's states").
 """
 
 from .breaker import BreakerState, CircuitBreaker
+from .factory import open_outbox
 from .message import Handle, LocalHandle, Message, RowHandle
-from .queue import DEFAULT_LEASE, OUTBOX_FILE, Outbox, OutboxView, default_outbox_path
+from .postgres import PostgresOutbox
+from .queue import OUTBOX_FILE, Outbox, default_outbox_path
 from .scope import ALL, WEBHOOK_SCOPE, Scope, destination_scope
+from .view import DEFAULT_LEASE, OutboxView, Queue
 from .worker import NOT_ATTEMPTED, OK, Deliver, OutboxWorker, Outcome, RetryPolicy
 
 __all__ = [
@@ -49,9 +57,12 @@ __all__ = [
     "OutboxView",
     "OutboxWorker",
     "Outcome",
+    "PostgresOutbox",
+    "Queue",
     "RetryPolicy",
     "RowHandle",
     "Scope",
     "default_outbox_path",
     "destination_scope",
+    "open_outbox",
 ]

@@ -225,6 +225,13 @@ class LocalMessages:
             self._forked()
             return sum(1 for item in self._held.values() if matches is None or matches(item.destination))
 
+    def oldest(self, matches: Callable[[str], bool] | None = None) -> float | None:
+        """When the oldest message not yet done (whose destination ``matches``) was enqueued; None if none."""
+        with self._lock:
+            self._forked()
+            return min((item.created_at for item in self._held.values()
+                        if matches is None or matches(item.destination)), default=None)
+
     def has_waiting(self, matches: Callable[[str], bool]) -> bool:
         with self._lock:
             self._forked()

@@ -65,6 +65,7 @@ from .table import (
     row_message,
     to_table,
 )
+from .view import DEFAULT_LEASE, OutboxView
 from .writable import Writability, read_only
 
 log = logging.getLogger("nexus_otel.outbox")
@@ -72,8 +73,6 @@ log = logging.getLogger("nexus_otel.outbox")
 OUTBOX_FILE = "outbox.sqlite"
 """The data directory's outbox, shared by the built-in durable sinks (one write per execution)."""
 
-DEFAULT_LEASE = 60.0
-"""Seconds a leased message is kept from other workers (longer than any one delivery takes)."""
 _IDS_PER_STATEMENT = 500  # well under SQLite's limit on bound variables
 _MAX_LOCAL = 20_000
 """Local messages kept in memory for this object's workers; beyond that (no worker keeps up) they go into the table."""
@@ -554,6 +553,16 @@ class Outbox:
         out["pending"] += self._local.count(matches) if matches is not None else self._local.count()
         return out
 
+    def oldest_age(self, scope: Scope = ALL) -> float | None:
+        """Seconds since the oldest pending message (of ``scope``: the table's and this object's) was enqueued,
+        None if none is pending. Another running process's local messages are its to report."""
+        matches = matcher(scope)
+        with self._lock:
+            row = self._db.execute(f"SELECT MIN(created_at) FROM outbox WHERE state = 'pending' AND {scope[0]}",
+                                   scope[1]).fetchone()
+        times = [t for t in (row[0] if row else None, self._local.oldest(matches)) if t is not None]
+        return max(0.0, time.time() - min(times)) if times else None
+
     def left(self, scope: Scope = ALL) -> int:
         """Messages (of ``scope``) this process leaves for the next start if it stops now.
 
@@ -598,62 +607,6 @@ class Outbox:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-
-class OutboxView:
-    """One sink's part of a shared :class:`Outbox`: enqueues go to the file, reads and leases see only its scope."""
-
-    def __init__(self, outbox: Outbox, scope: Scope) -> None:
-        self.outbox = outbox
-        self.scope = scope
-        self.path = outbox.path
-
-    def enqueue(self, items: Iterable[tuple[str, str, Any]], *, required: bool = True) -> int:
-        return self.outbox.enqueue(items, required=required)
-
-    def due(self, limit: int = 100, now: float | None = None) -> list[Message]:
-        return self.outbox.due(limit, now, self.scope)
-
-    def lease(self, limit: int = 100, lease: float = DEFAULT_LEASE) -> list[Message]:
-        return self.outbox.lease(limit, lease, self.scope)
-
-    def release(self, handles: Sequence[Handle | int]) -> None:
-        self.outbox.release(handles)
-
-    def release_orphans(self) -> int:
-        return self.outbox.release_orphans(self.scope)
-
-    def next_due_in(self) -> float | None:
-        return self.outbox.next_due_in(self.scope)
-
-    def ack(self, handles: Sequence[Handle | int]) -> None:
-        self.outbox.ack(handles)
-
-    def retry(self, handle: Handle | int, delay: float, error: str) -> None:
-        self.outbox.retry(handle, delay, error)
-
-    def hold(self, destination: str, until: float) -> int:
-        return self.outbox.hold(destination, until)
-
-    def dead_letter(self, handle: Handle | int, error: str) -> None:
-        self.outbox.dead_letter(handle, error)
-
-    def dead_letters(self, limit: int = 1000) -> list[Message]:
-        return self.outbox.dead_letters(limit, self.scope)
-
-    def replay(self, ids: Sequence[int | RowHandle] | None = None) -> int:
-        return self.outbox.replay(ids, self.scope)
-
-    def counts(self) -> dict[str, int]:
-        return self.outbox.counts(self.scope)
-
-    def left(self) -> int:
-        return self.outbox.left(self.scope)
-
-    def close(self) -> None:
-        self.outbox.close()
-
-    put, claim, delivered, dead = enqueue, lease, ack, dead_letter  # the earlier names
 
 
 def _unavailable(path: Path, exc: BaseException) -> RecordsUnavailableError:

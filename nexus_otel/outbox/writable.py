@@ -53,9 +53,12 @@ class Writability:
     executions turned away before they ran.
     """
 
-    def __init__(self, path: Path, *, probe_interval: float = PROBE_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Path | str, *, probe_interval: float = PROBE_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic, probe: Callable[[], str | None] | None = None) -> None:
         self.path = path
+        """The outbox's file (its probe is written beside it), or a name for the log lines with ``probe``."""
+        self._probe_with = probe
+        """How to probe an outbox that is not a file (a database: a cheap statement); None for the file probe."""
         self.probe_interval = probe_interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -119,7 +122,10 @@ class Writability:
 
     def _probe(self) -> str | None:
         """Write ``PROBE_BYTES`` to a file beside the outbox and remove it: None if that worked, else why not."""
-        probe = self.path.with_name(f"{self.path.name}.probe.{os.getpid()}")
+        if self._probe_with is not None:
+            return self._probe_with()
+        path = Path(self.path)
+        probe = path.with_name(f"{path.name}.probe.{os.getpid()}")
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         except OSError as exc:

@@ -57,7 +57,8 @@ class DatabasePlugin(NexusPlugin):
         telemetry = nexus_app.telemetry
         tracer = telemetry.delivery_tracer(c.AUDIT_TRACER)  # None when delivery spans are off
         self.exporter = AuditExporter(store, spool, meter=telemetry.meter if telemetry.enabled else None,
-                                      on_unavailable=on_unavailable, tracer=tracer)
+                                      on_unavailable=on_unavailable, tracer=tracer,
+                                      lease=telemetry.config.outbox_lease)
         self._app = nexus_app
         nexus_app.records.add(self.exporter)
 

@@ -181,6 +181,7 @@ class WebhookPlugin(NexusPlugin):
             on_unavailable=on_unavailable, connect_timeout=connect_timeout, max_rate=max_rate,
             proxy=routes, tls=tls, headers=headers,  # built and checked above: not built again
             tracer=tracer, propagate="tracecontext" in telemetry.config.propagators, redactor=telemetry.redactor,
+            lease=telemetry.config.outbox_lease,
         )
         self._app = nexus_app
         nexus_app.records.add(self.exporter)

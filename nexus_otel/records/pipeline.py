@@ -13,6 +13,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..errors import ConfigurationError, RecordsUnavailableError
 from ..outbox import Outbox
+from ..outbox.factory import open_outbox
+from ..outbox.postgres import PostgresOutbox
 from .processor import RecordProcessor
 from .record import ExecutionRecord
 
@@ -45,13 +47,17 @@ class RecordPipeline:
     refused the counter ``nexus.records.unavailable``.
     """
 
-    def __init__(self, meter: Meter | None = None) -> None:
+    def __init__(self, meter: Meter | None = None, *, shared_outbox: str | None = None) -> None:
         self._lock = threading.Lock()
         self._processors: tuple[RecordProcessor, ...] = ()
         self._starters: tuple[RecordProcessor, ...] = ()
         self.errors: dict[str, int] = {}
-        self._outboxes: dict[Path, Outbox] = {}
-        self._boxes: tuple[Outbox, ...] = ()  # the same, for the hot path's look: replaced, never changed in place
+        self.shared_outbox = shared_outbox
+        """The shared outbox's ``postgresql://`` URL (``NEXUS_OTEL_OUTBOX_URL``): every sink queues there; None:
+        each names its local file."""
+        self._outboxes: dict[Path | str, Outbox | PostgresOutbox] = {}
+        # The same, for the hot path's look: replaced, never changed in place.
+        self._boxes: tuple[Outbox | PostgresOutbox, ...] = ()
         self.deadline: float | None = None
         """A ``time.monotonic()`` time no removal waits past (the app sets it while stopping)."""
         self._started = False
@@ -62,6 +68,16 @@ class RecordPipeline:
                 "nexus.records.outbox.unwritable", callbacks=[self._observe_writable], unit="1",
                 description="1 while a put to the record outbox cannot be written (disk full, read-only): executions"
                             " that need it fail with RecordsUnavailableError; 0 while it takes writes.")
+            # Read from the queue itself: with the shared outbox every replica reports the same table (aggregate
+            # with max by outbox, not sum).
+            meter.create_observable_gauge(
+                "nexus.records.outbox.messages", callbacks=[self._observe_depth], unit="1",
+                description="Messages in the record outbox by state (pending: waiting or in delivery; dead: given"
+                            " up), of every sink sharing it; a shared outbox's are every replica's.")
+            meter.create_observable_gauge(
+                "nexus.records.outbox.oldest_age", callbacks=[self._observe_oldest], unit="s",
+                description="Seconds since the oldest pending message of the record outbox was enqueued"
+                            " (absent while none is pending).")
             meter.create_observable_counter(
                 "nexus.records.unavailable", callbacks=[self._observe_unavailable], unit="1",
                 description="Executions whose records could not be made durable: refused (before the workflow ran),"
@@ -129,13 +145,16 @@ class RecordPipeline:
             except Exception as exc:
                 self._failed(processor, "on_start", exc)
 
-    def outbox(self, path: str | os.PathLike[str]) -> Outbox:
-        """The app's outbox at ``path``, one object per file, shared by every sink that names it."""
-        key = Path(path).resolve()
+    def outbox(self, path: str | os.PathLike[str]) -> Outbox | PostgresOutbox:
+        """The app's outbox at ``path``, one object per file (or ``postgresql://`` URL), shared by every sink that
+        names it; the shared outbox, whatever the path, when the app has one (:attr:`shared_outbox`)."""
+        target = self.shared_outbox or path
+        key: Path | str = str(target) if self.shared_outbox or isinstance(target, str) and "://" in target \
+            else Path(target).resolve()
         with self._lock:
             outbox = self._outboxes.get(key)
             if outbox is None:
-                outbox = self._outboxes[key] = Outbox(path)
+                outbox = self._outboxes[key] = open_outbox(target)
                 self._boxes = (*self._boxes, outbox)
         return outbox
 
@@ -188,7 +207,7 @@ class RecordPipeline:
                 outbox.writable.refused_one()
                 raise RecordsUnavailableError(str(outbox.path), reason, workflow=workflow, ran=False)
 
-    def _needed(self, outbox: Outbox, workflow: str) -> bool:
+    def _needed(self, outbox: Outbox | PostgresOutbox, workflow: str) -> bool:
         """Whether a fail-closed sink puts records of ``workflow`` into ``outbox``."""
         for processor in self._processors:
             view = getattr(processor, "outbox", None)
@@ -212,6 +231,28 @@ class RecordPipeline:
     def _observe_writable(self, options: CallbackOptions) -> list[Observation]:
         return [Observation(1 if outbox.writable.check() is not None else 0, {"outbox": str(path)})
                 for path, outbox in list(self._outboxes.items())]
+
+    def _observe_depth(self, options: CallbackOptions) -> list[Observation]:
+        out = []
+        for outbox in self._boxes:
+            try:
+                counts = outbox.counts()
+            except Exception:  # a database that is down: no reading rather than a wrong one
+                continue
+            out += [Observation(counts.get(state, 0), {"outbox": str(outbox.path), "state": state})
+                    for state in ("pending", "dead")]
+        return out
+
+    def _observe_oldest(self, options: CallbackOptions) -> list[Observation]:
+        out = []
+        for outbox in self._boxes:
+            try:
+                age = outbox.oldest_age()
+            except Exception:
+                continue
+            if age is not None:
+                out.append(Observation(age, {"outbox": str(outbox.path)}))
+        return out
 
     def _observe_unavailable(self, options: CallbackOptions) -> list[Observation]:
         refused = failed = dropped = 0

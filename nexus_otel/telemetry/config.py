@@ -89,6 +89,8 @@ DELIVERY_SPANS = "NEXUS_OTEL_DELIVERY_SPANS"
 UNTRACED_HOOKS = "NEXUS_OTEL_UNTRACED_HOOKS"
 WORKFLOW_SAMPLING = "NEXUS_OTEL_WORKFLOW_SAMPLING"
 STUCK_AFTER = "NEXUS_OTEL_STUCK_AFTER"
+OUTBOX_URL = "NEXUS_OTEL_OUTBOX_URL"
+OUTBOX_LEASE = "NEXUS_OTEL_OUTBOX_LEASE"
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 GEN_AI_OPT_IN = "gen_ai_latest_experimental"
 """The ``OTEL_SEMCONV_STABILITY_OPT_IN`` value that adds the GenAI conventions to workflow spans."""
@@ -221,6 +223,12 @@ class TelemetryConfig:
     stuck_after: float | None = None
     """``NEXUS_OTEL_STUCK_AFTER``: seconds after which an execution is reported stuck, for workflows without a
     ``stuck_after`` of their own (None: never)."""
+    outbox_url: str | None = None
+    """``NEXUS_OTEL_OUTBOX_URL``: a ``postgresql://`` URL, the shared outbox every replica's durable sinks queue in
+    (None: each process's local outbox under the data dir)."""
+    outbox_lease: float = 60.0
+    """``NEXUS_OTEL_OUTBOX_LEASE``: seconds a leased message is one worker's; a worker that dies mid-delivery
+    leaves its messages to the others when this ends (a webhook's lease is at least 4 times its timeout)."""
     gen_ai_semconv: bool = False
     """``OTEL_SEMCONV_STABILITY_OPT_IN`` holds ``gen_ai_latest_experimental``: workflow spans carry the GenAI
     conventions' ``invoke_workflow`` attributes."""
@@ -311,12 +319,14 @@ class TelemetryConfig:
             untraced_hooks=untraced_hooks(UNTRACED_HOOKS, env.get(UNTRACED_HOOKS)),
             workflow_sampling=workflow_sampling(WORKFLOW_SAMPLING, env.get(WORKFLOW_SAMPLING)),
             stuck_after=stuck_after(STUCK_AFTER, env.get(STUCK_AFTER)),
+            outbox_url=outbox_url(OUTBOX_URL, env.get(OUTBOX_URL)),
+            outbox_lease=_outbox_lease(env.get(OUTBOX_LEASE)),
             gen_ai_semconv=GEN_AI_OPT_IN in _names(env.get(SEMCONV_OPT_IN)),
         )
 
 
 APP_SETTINGS = ("baggage_keys", "baggage_metric_keys", "untraced_hooks", "workflow_sampling", "delivery_spans",
-                "stuck_after")
+                "stuck_after", "outbox")
 """The settings an app may give itself (``Nexus(baggage_keys=...)``), winning over their variables."""
 
 
@@ -348,6 +358,8 @@ def _with_settings(config: TelemetryConfig, settings: Mapping[str, Any]) -> Tele
         if isinstance(given["stuck_after"], str):
             raise ConfigurationError("stuck_after", given["stuck_after"], STUCK_AFTER_EXPECTED)
         changes["stuck_after"] = stuck_after("stuck_after", given["stuck_after"])
+    if "outbox" in given:
+        changes["outbox_url"] = outbox_url("outbox", given["outbox"])
     config = dataclasses.replace(config, **changes)
     check_metric_keys(f"{BAGGAGE_METRIC_KEYS} (baggage_metric_keys)", config.baggage_metric_keys,
                       config.baggage_keys)
@@ -487,6 +499,33 @@ def workflow_sampling(setting: str, raw: str | Mapping[str, float] | None) -> tu
             raise ConfigurationError(setting, raw, f"ratios from 0 to 1 ({name}={ratio!r} is not)")
         out[str(name)] = value
     return tuple(out.items())
+
+
+OUTBOX_URL_EXPECTED = "a postgresql:// URL (the shared outbox's database), or unset for the local outbox"
+
+
+def outbox_url(setting: str, raw: Any) -> str | None:
+    """A shared outbox's ``postgresql://`` URL; None (the local outbox) when unset or empty."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if not isinstance(raw, str):
+        raise ConfigurationError(setting, raw, OUTBOX_URL_EXPECTED)
+    value = raw.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        shown = value if not parts.password else value.replace(f":{parts.password}@", ":***@")
+        raise ConfigurationError(setting, shown, OUTBOX_URL_EXPECTED)
+    return value
+
+
+def _outbox_lease(raw: str | None) -> float:
+    """``NEXUS_OTEL_OUTBOX_LEASE``: seconds, from 1 to a day (unset or empty: 60)."""
+    if raw is None or not raw.strip():
+        return 60.0
+    value = _decimal(OUTBOX_LEASE, raw, "a number of seconds from 1 to 86400")
+    if not 1.0 <= value <= 86400.0:
+        raise ConfigurationError(OUTBOX_LEASE, raw, "a number of seconds from 1 to 86400")
+    return value
 
 
 STUCK_AFTER_EXPECTED = "a number of seconds, zero or more (0: never)"

@@ -1,0 +1,447 @@
+"""The shared outbox: the same queue as :class:`~.queue.Outbox`, in a PostgreSQL table every replica reads.
+
+With ``NEXUS_OTEL_OUTBOX_URL=postgresql://...`` (or ``Nexus(outbox=...)``)
+the durable sinks of every process and every pod queue their messages in one
+table, and any replica's worker delivers any message: a pod needs no volume
+for its records, a pod killed mid-delivery or scaled away leaves nothing on
+its disk, and the backlog is seen in one place.
+
+- **Enqueue**: committed in PostgreSQL before the execution returns. Concurrent
+  executions share one transaction (:mod:`.group_commit`): a lone execution
+  pays one round trip and one commit. A write the database cannot take (it is
+  down, unreachable, out of space) raises
+  :class:`~nexus_otel.errors.RecordsUnavailableError`, and marks the outbox
+  unwritable until a probe (``SELECT 1``, once a second at most) passes: the
+  same fail-closed rule as the local outbox on a full disk.
+- **Lease**: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``
+  moves the messages' next attempt to the lease's end and names this process:
+  two workers never lease one message, and neither waits for the other's
+  rows. A worker that dies mid-delivery leaves its messages due again when the
+  lease ends (sooner on the same host: :meth:`release_orphans` sees the
+  process gone).
+- **Times** are the database's clock (``clock_timestamp()``), so replicas whose
+  clocks differ agree on what is due.
+- **One transaction with the audit row**: a sink whose rows go to the same
+  database (``DatabasePlugin`` on it) registers a writer with :meth:`join`;
+  its messages are then written by that writer inside the enqueue's
+  transaction instead of being queued (the row and the other sinks' messages
+  of the execution commit together, or not at all).
+
+The table (``nexus_otel_outbox``) is created if missing. Its rows are the
+local table's (``docs/records.md``, "The outbox's states"): ``pending``
+(leased when ``claimed_by`` is set and its next attempt lies ahead) or
+``dead``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import fastjson
+from ..errors import ConfigurationError, RecordsUnavailableError, UsageError
+from . import owners
+from .group_commit import GroupCommit
+from .message import Handle, LocalHandle, Message, RowHandle, as_handle
+from .scope import ALL, Scope
+from .view import DEFAULT_LEASE, OutboxView
+from .writable import Writability
+
+log = logging.getLogger("nexus_otel.outbox")
+
+URL_ENV = "NEXUS_OTEL_OUTBOX_URL"
+"""The environment variable naming a shared outbox's database."""
+TABLE = "nexus_otel_outbox"
+SCHEMES = ("postgresql", "postgres")
+_NOW = "extract(epoch from clock_timestamp())::float8"
+_COLUMNS = "id, message_id, destination, payload, attempts, created_at, last_error, state"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id              BIGSERIAL PRIMARY KEY,
+    message_id      TEXT NOT NULL,
+    destination     TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      DOUBLE PRECISION NOT NULL,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    last_error      TEXT,
+    claimed_by      TEXT
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS {TABLE}_dead ON {TABLE} (id) WHERE state = 'dead'
+"""
+_INSERT = (f"INSERT INTO {TABLE} (message_id, destination, payload, created_at, next_attempt_at)"
+           f" SELECT m, d, p, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(m, d, p)")
+_STATEMENT_TIMEOUT_MS = 10_000
+"""A statement the database does not finish in this long fails (a lock held by a stuck session, say)."""
+
+JoinedWrite = Callable[[Any, list[str]], None]
+"""Writes the payloads of one destination with a psycopg cursor, inside the enqueue's transaction."""
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs, errors and metric attributes."""
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    return url
+
+
+def is_url(value: object) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL: a shared outbox, not a file."""
+    return isinstance(value, str) and urlsplit(value).scheme in SCHEMES
+
+
+def _render(scope: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """A scope's condition for psycopg: its ``?`` placeholders as ``%s`` (and a literal ``%`` doubled)."""
+    return scope[0].replace("%", "%%").replace("?", "%s"), tuple(scope[1])
+
+
+def _encoded(payload: Any) -> str:
+    return payload if isinstance(payload, str) else fastjson.dumps(payload)
+
+
+def _row_message(row: tuple[Any, ...]) -> Message:
+    id_, message_id, destination, payload, attempts, created_at, last_error, state = row
+    return Message(RowHandle(id_), message_id, destination, fastjson.loads(payload), attempts, created_at,
+                   last_error, state)
+
+
+def _rows(handles: Iterable[Handle | int]) -> list[int]:
+    """Row ids of ``handles`` (a shared outbox holds nothing in memory: every message is a row)."""
+    rows = []
+    for value in handles:
+        handle = as_handle(value)
+        if isinstance(handle, LocalHandle):
+            raise UsageError(f"not a message of a shared outbox: {handle} (give back the handle it leased)")
+        rows.append(handle.row)
+    return rows
+
+
+class PostgresOutbox:
+    """A durable queue in a PostgreSQL table shared by every process that names the same database.
+
+    It answers to the operations of :class:`~.queue.Outbox` (enqueue, lease, ack, retry, dead_letter,
+    release, hold, replay, counts, ...), so sinks, workers and ``nexus-otel webhooks`` use either.
+    ``connect_timeout`` bounds a connection attempt; a statement is cut at 10 s.
+    """
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        if not is_url(url):
+            raise ConfigurationError(URL_ENV, safe_url(str(url)), "a postgresql:// URL")
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise ConfigurationError(URL_ENV, safe_url(url), 'psycopg 3 installed for a shared outbox'
+                                     ' (pip install "nexus-otel[postgres]")') from exc
+        self.url = url
+        self.path = safe_url(url)
+        """What logs, errors and metrics call this outbox (the URL without its password)."""
+        self.connect_timeout = connect_timeout
+        self.writable = Writability(self.path, probe=self._probe)
+        """Whether enqueues can be committed now (one that could not be marks it; a probe clears it)."""
+        self._committer: GroupCommit[tuple[str, str, str]] = GroupCommit(self._insert)
+        self._enqueue_conn: Any = None  # the writing caller's (one at a time: the group commit's)
+        self._lock = threading.Lock()
+        self._conn: Any = None  # the workers' and readers' (under _lock)
+        self._deferred = threading.local()
+        self._joined: dict[str, JoinedWrite] = {}
+        self._on_commit: dict[str, Callable[[int], None]] = {}
+        self._schema_ready = False
+        try:
+            with self._lock:
+                self._db()
+        except Exception as exc:  # the database is down as the app starts: it starts, and enqueues fail closed
+            self.writable.write_failed(exc, required=True)
+
+    # -- connections -----------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
+                               # a peer that vanished (its host gone, a partition) is noticed in seconds
+                               keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
+                               tcp_user_timeout=int(self.connect_timeout * 1000),
+                               options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}")
+        if not self._schema_ready:
+            with conn.transaction():
+                conn.execute(f"SELECT pg_advisory_xact_lock(hashtext('{TABLE}'))")  # replicas start together
+                conn.execute(_SCHEMA)
+            self._schema_ready = True
+        return conn
+
+    def _db(self) -> Any:
+        """The readers' connection, opened on first use and again after a failure (call with ``_lock``)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _run(self, sql: str, params: Sequence[Any] = (), *, fetch: bool = False) -> Any:
+        """One statement on the readers' connection: its rows (``fetch``) or its row count."""
+        with self._lock:
+            try:
+                cur = self._db().execute(sql, params)
+                return cur.fetchall() if fetch else cur.rowcount
+            except Exception:
+                self._drop("_conn")
+                raise
+
+    def _drop(self, which: str) -> None:
+        conn = getattr(self, which)
+        setattr(self, which, None)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def _probe(self) -> str | None:
+        """``SELECT 1`` on a fresh connection: None if the database answers, else why not."""
+        try:
+            conn = self._connect()
+        except Exception as exc:
+            return _reason(exc)
+        try:
+            conn.execute("SELECT 1")
+            return None
+        except Exception as exc:
+            return _reason(exc)
+        finally:
+            conn.close()
+
+    # -- enqueue ---------------------------------------------------------------------------------
+    def join(self, destination: str, write: JoinedWrite, committed: Callable[[int], None] | None = None) -> None:
+        """Write ``destination``'s messages with ``write(cursor, payloads)`` in the enqueue's transaction,
+        instead of queuing them (a sink whose target is this database); ``committed(n)`` once n of them are."""
+        self._joined[destination] = write
+        if committed is not None:
+            self._on_commit[destination] = committed
+
+    def same_database(self, url: str) -> bool:
+        """True if ``url`` names this outbox's database (host, port, database and user alike)."""
+        return _target(url) == _target(self.url)
+
+    def enqueue(self, items: Iterable[tuple[str, str, Any]], *, required: bool = True) -> int:
+        """Queue ``(message_id, destination, payload)`` items, committed on return; how many were queued.
+
+        A commit the database cannot take marks the outbox unwritable (:attr:`writable`) and raises
+        :class:`~nexus_otel.errors.RecordsUnavailableError` (its ``__cause__`` is the driver's error);
+        with ``required=False`` it returns 0 instead. Nothing of a failed commit is kept.
+        """
+        batch = items if isinstance(items, list) else list(items)
+        if not batch:
+            return 0
+        deferred = getattr(self._deferred, "items", None)
+        if deferred is not None:  # inside defer(): committed, with the rest, when it ends
+            deferred.extend(batch)
+            if required:
+                self._deferred.required = True
+            return len(batch)
+        rows = [(mid, dest, _encoded(payload)) for mid, dest, payload in batch]
+        try:
+            self._committer.submit(rows)
+        except Exception as exc:
+            reason = self.writable.write_failed(exc, required=required)
+            if required:
+                raise RecordsUnavailableError(self.path, reason) from exc
+            return 0
+        self.writable.write_succeeded()
+        return len(batch)
+
+    put = enqueue
+
+    def defer(self) -> bool:
+        """Hold this thread's enqueues until :meth:`commit_deferred` (one commit for all); false if already held."""
+        if getattr(self._deferred, "items", None) is not None:
+            return False
+        self._deferred.items = []
+        self._deferred.required = False
+        return True
+
+    def commit_deferred(self) -> int:
+        """Commit what this thread enqueued since :meth:`defer`, as :meth:`enqueue` does (required if any was)."""
+        items = self._deferred.items
+        self._deferred.items = None
+        return self.enqueue(items, required=self._deferred.required) if items else 0
+
+    def _insert(self, rows: list[tuple[str, str, str]]) -> None:
+        """One transaction for a group of enqueues (the group commit's writer: one thread at a time)."""
+        try:
+            if self._enqueue_conn is None or self._enqueue_conn.closed:
+                self._enqueue_conn = self._connect()
+            conn = self._enqueue_conn
+            joined: dict[str, list[str]] = {}
+            queued = []
+            for row in rows:
+                if row[1] in self._joined:
+                    joined.setdefault(row[1], []).append(row[2])
+                else:
+                    queued.append(row)
+            columns = ([r[0] for r in queued], [r[1] for r in queued], [r[2] for r in queued])
+            if not joined:  # one statement, its own transaction (the connection commits each): one round trip
+                conn.execute(_INSERT, columns)
+                return
+            with conn.transaction(), conn.cursor() as cur:
+                if queued:
+                    cur.execute(_INSERT, columns)
+                for destination, payloads in joined.items():
+                    self._joined[destination](cur, payloads)
+        except Exception:
+            self._drop("_enqueue_conn")
+            raise
+        for destination, payloads in joined.items():
+            committed = self._on_commit.get(destination)
+            if committed is not None:
+                committed(len(payloads))
+
+    def view(self, scope: Scope) -> OutboxView:
+        """This outbox seen through ``scope``: what one sink sharing it reads and counts."""
+        return OutboxView(self, scope)
+
+    # -- reading, leasing, and what a worker does with a lease ----------------------------------
+    def due(self, limit: int = 100, now: float | None = None, scope: Scope = ALL) -> list[Message]:
+        """Pending messages (of ``scope``) due now, oldest first, read without a lease."""
+        where, params = _render(scope)
+        at = _NOW if now is None else "%s::float8"
+        rows = self._run(f"SELECT {_COLUMNS} FROM {TABLE} WHERE state = 'pending' AND next_attempt_at <= {at}"
+                         f" AND {where} ORDER BY next_attempt_at, id LIMIT %s",
+                         ((*((now,) if now is not None else ()), *params, limit)), fetch=True)
+        return [_row_message(row) for row in rows]
+
+    def lease(self, limit: int = 100, lease: float = DEFAULT_LEASE, scope: Scope = ALL) -> list[Message]:
+        """Lease up to ``limit`` due messages (of ``scope``) for ``lease`` seconds: no other worker of any
+        replica leases them meanwhile (rows another worker is leasing right now are skipped, not waited for)."""
+        where, params = _render(scope)
+        rows = self._run(
+            f"UPDATE {TABLE} SET next_attempt_at = {_NOW} + %s, claimed_by = %s WHERE id IN ("
+            f"SELECT id FROM {TABLE} WHERE state = 'pending' AND next_attempt_at <= {_NOW} AND {where}"
+            f" ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+            (lease, owners.identity(), *params, limit), fetch=True)
+        return sorted((_row_message(row) for row in rows), key=lambda m: m.id)
+
+    claim = lease
+
+    def release(self, handles: Sequence[Handle | int]) -> None:
+        """End this process's leases without an attempt: the messages are due now."""
+        rows = _rows(handles)
+        if rows:
+            self._run(f"UPDATE {TABLE} SET next_attempt_at = {_NOW}, claimed_by = NULL WHERE state = 'pending'"
+                      " AND id = ANY(%s) AND claimed_by = %s", (rows, owners.identity()))
+
+    def release_orphans(self, scope: Scope = ALL) -> int:
+        """Release, due now, the leases of processes on this host that have ended; how many.
+
+        Another host's process cannot be checked from here: its leases end when they run out.
+        """
+        where, params = _render(scope)
+        claimers = [row[0] for row in self._run(
+            f"SELECT DISTINCT claimed_by FROM {TABLE} WHERE state = 'pending' AND claimed_by IS NOT NULL"
+            f" AND next_attempt_at > {_NOW} AND {where}", params, fetch=True)]
+        released = 0
+        for gone in [c for c in claimers if owners.has_ended(c)]:
+            released += self._run(
+                f"UPDATE {TABLE} SET next_attempt_at = {_NOW}, claimed_by = NULL WHERE state = 'pending'"
+                f" AND claimed_by = %s AND {where}", (gone, *params))
+        return released
+
+    def next_due_in(self, scope: Scope = ALL) -> float | None:
+        """Seconds until the next pending message is due (0 if one is due now), None if none is pending."""
+        where, params = _render(scope)
+        rows = self._run(f"SELECT MIN(next_attempt_at) - {_NOW} FROM {TABLE} WHERE state = 'pending' AND {where}",
+                         params, fetch=True)
+        value = rows[0][0] if rows else None
+        return None if value is None else max(0.0, float(value))
+
+    def ack(self, handles: Sequence[Handle | int]) -> None:
+        """Delivered: the messages are gone."""
+        rows = _rows(handles)
+        if rows:
+            self._run(f"DELETE FROM {TABLE} WHERE id = ANY(%s)", (rows,))
+
+    delivered = ack
+
+    def retry(self, handle: Handle | int, delay: float, error: str) -> None:
+        """A failed attempt: one more attempt counted, due again in ``delay`` seconds (unless another worker
+        leased it meanwhile, its lease having run out: then it is that worker's)."""
+        (row,) = _rows([handle])
+        self._run(f"UPDATE {TABLE} SET attempts = attempts + 1, next_attempt_at = {_NOW} + %s, last_error = %s,"
+                  " claimed_by = NULL WHERE id = %s AND state = 'pending' AND (claimed_by = %s OR claimed_by IS NULL)",
+                  (delay, error[:1000], row, owners.identity()))
+
+    def hold(self, destination: str, until: float) -> int:
+        """Postpone every pending message to ``destination`` due before ``until`` (``time.time()``: its circuit
+        is open), counted on the database's clock from now."""
+        return int(self._run(
+            f"UPDATE {TABLE} SET next_attempt_at = {_NOW} + %s, claimed_by = NULL WHERE state = 'pending'"
+            f" AND destination = %s AND next_attempt_at < {_NOW} + %s",
+            (until - time.time(), destination, until - time.time())))
+
+    def dead_letter(self, handle: Handle | int, error: str) -> None:
+        """Given up on: kept as a dead letter (unless another worker leased it meanwhile)."""
+        (row,) = _rows([handle])
+        self._run(f"UPDATE {TABLE} SET attempts = attempts + 1, state = 'dead', last_error = %s, claimed_by = NULL"
+                  " WHERE id = %s AND state = 'pending' AND (claimed_by = %s OR claimed_by IS NULL)",
+                  (error[:1000], row, owners.identity()))
+
+    dead = dead_letter
+
+    def dead_letters(self, limit: int = 1000, scope: Scope = ALL) -> list[Message]:
+        """The dead letters (of ``scope``), oldest first."""
+        where, params = _render(scope)
+        rows = self._run(f"SELECT {_COLUMNS} FROM {TABLE} WHERE state = 'dead' AND {where} ORDER BY id LIMIT %s",
+                         (*params, limit), fetch=True)
+        return [_row_message(row) for row in rows]
+
+    def replay(self, ids: Sequence[int | RowHandle] | None = None, scope: Scope = ALL) -> int:
+        """Move dead letters (all, or those ``ids``) back to pending, due now, with fresh attempts."""
+        where, params = _render(scope)
+        sql = (f"UPDATE {TABLE} SET state = 'pending', attempts = 0, next_attempt_at = {_NOW}, claimed_by = NULL"
+               f" WHERE state = 'dead' AND {where}")
+        if ids is None:
+            return int(self._run(sql, params))
+        rows = [i.row if isinstance(i, RowHandle) else i for i in ids]
+        return int(self._run(sql + " AND id = ANY(%s)", (*params, rows)))
+
+    def counts(self, scope: Scope = ALL) -> dict[str, int]:
+        """Messages (of ``scope``) by state: ``pending`` and ``dead``, of every replica."""
+        where, params = _render(scope)
+        rows = self._run(f"SELECT state, COUNT(*) FROM {TABLE} WHERE {where} GROUP BY state", params, fetch=True)
+        out = {"pending": 0, "dead": 0}
+        out.update({state: int(n) for state, n in rows})
+        return out
+
+    def oldest_age(self, scope: Scope = ALL) -> float | None:
+        """Seconds since the oldest pending message (of ``scope``) was enqueued, None if none is pending."""
+        where, params = _render(scope)
+        rows = self._run(f"SELECT {_NOW} - MIN(created_at) FROM {TABLE} WHERE state = 'pending' AND {where}",
+                         params, fetch=True)
+        value = rows[0][0] if rows else None
+        return None if value is None else max(0.0, float(value))
+
+    def left(self, scope: Scope = ALL) -> int:
+        """Messages this process leaves for its next start: none (what waits is every replica's to deliver)."""
+        return 0
+
+    def close(self) -> None:
+        """Close the connections (they open again on next use: the table is the queue)."""
+        with self._lock:
+            self._drop("_conn")
+        self._drop("_enqueue_conn")
+
+
+def _target(url: str) -> tuple[Any, ...]:
+    """What names a database in a URL: host, port, database, user (not the password or options)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(url)
+    return (info.get("host") or "localhost", str(info.get("port") or 5432), info.get("dbname"), info.get("user"))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
