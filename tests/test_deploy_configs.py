@@ -39,7 +39,8 @@ VICTORIALOGS_PORT = 9428
 VICTORIALOGS_OTLP_PATH = "/insert/opentelemetry"  # the otlp_http exporter appends /v1/logs
 K8S_VERSION = "1.34.0"  # a recent release whose schemas kubernetes-validate ships
 # Which Deployment runs which collector config (the ConfigMap must hold it verbatim).
-# The app's StatefulSet (app.yaml) has checks of its own in tests/test_deploy_app_manifest.py.
+# The app's StatefulSet (app.yaml), and the Deployment that deploy/kubernetes-shared-outbox puts in its
+# place, have checks of their own in tests/test_deploy_app_manifest.py.
 K8S_COLLECTORS = {"otel-gateway": "otel-collector-gateway.yaml", "otel-sampler": "otel-collector-sampler.yaml"}
 
 # The sections of a collector config that hold components. Whether a component type exists is the
