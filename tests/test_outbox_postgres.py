@@ -1,0 +1,326 @@
+"""The shared outbox on a real PostgreSQL: its operations, concurrent leases, group commit, outages and the joined audit row.
+
+The end-to-end promises with real ``serve`` processes (a replica killed, scaled in,
+PostgreSQL stopped mid-run) are in tests/test_shared_outbox.py; the model-based test
+runs the same rules against both backends. Here: each operation alone, what two
+replicas leasing at once get, what the app wires up, and what an outage does to a put.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from nexus_otel import Nexus
+from nexus_otel.errors import ConfigurationError, RecordsUnavailableError, UsageError
+from nexus_otel.outbox import (
+    WEBHOOK_SCOPE,
+    LocalHandle,
+    Outbox,
+    PostgresOutbox,
+    destination_scope,
+    open_outbox,
+)
+from nexus_otel.outbox.group_commit import GroupCommit
+from nexus_otel.plugins import DatabasePlugin, WebhookPlugin
+from nexus_otel.telemetry.config import TelemetryConfig
+
+from .plain_receivers import StockReceiver
+from .postgres_server import PostgresServer
+
+URL = "http://127.0.0.1:9/hook"
+
+
+@pytest.fixture
+def dsn(postgres):
+    """A database of its own on the session's PostgreSQL: each test starts from an empty outbox."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres.dsn_for(name)
+
+
+def _rows(dsn: str, sql: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql).fetchall()
+
+
+# -- group commit ------------------------------------------------------------------------------
+def test_group_commit_writes_concurrent_callers_together_and_each_returns_after_its_own_commit():
+    """Items of concurrent submits share transactions (fewer commits than submits); none returns before its commit."""
+    committed: set[int] = set()
+    lock = threading.Lock()
+
+    def write(items: list[int]) -> None:
+        time.sleep(0.002)  # a commit's round trip: callers arrive meanwhile
+        with lock:
+            committed.update(items)
+
+    group: GroupCommit[int] = GroupCommit(write)
+    early: list[int] = []
+
+    def caller(base: int) -> None:
+        for i in range(50):
+            item = base * 1000 + i
+            group.submit([item])
+            with lock:
+                if item not in committed:
+                    early.append(item)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not early, f"submit returned before its items were committed: {early[:5]}"
+    assert len(committed) == 400
+    assert group.commits < 400 / 2, f"{group.commits} commits for 400 submits: no grouping"
+
+
+def test_group_commit_fails_only_the_group_whose_write_failed():
+    """A write that raises fails the callers of its group; the next submit is written normally."""
+    calls: list[list[str]] = []
+
+    def write(items: list[str]) -> None:
+        calls.append(items)
+        if "bad" in items:
+            raise OSError("database gone")
+
+    group: GroupCommit[str] = GroupCommit(write)
+    with pytest.raises(OSError, match="database gone"):
+        group.submit(["bad"])
+    group.submit(["good"])
+    assert calls == [["bad"], ["good"]]
+
+
+# -- the operations ----------------------------------------------------------------------------
+def test_operations_on_the_shared_table(dsn):
+    """enqueue, lease, retry, dead_letter, replay, hold and ack move rows as the local outbox moves messages."""
+    box = PostgresOutbox(dsn)
+    view = box.view(WEBHOOK_SCOPE)
+    assert box.enqueue([("m1", URL, {"n": 1}), ("a1", "audit", "{}")]) == 2
+    assert view.counts() == {"pending": 1, "dead": 0} and box.counts() == {"pending": 2, "dead": 0}
+    assert box.view(destination_scope("audit")).counts()["pending"] == 1
+    (m,) = view.lease(10, 30)
+    assert (m.message_id, m.payload, m.attempts) == ("m1", {"n": 1}, 0)
+    assert view.lease(10, 30) == [], "a leased message was leased again"
+    assert 25 < view.next_due_in() <= 30
+    view.retry(m.handle, 0.0, "HTTP 500")
+    (m,) = view.lease(10, 30)
+    assert (m.attempts, m.last_error) == (1, "HTTP 500")
+    view.dead_letter(m.handle, "HTTP 410")
+    assert [d.message_id for d in view.dead_letters()] == ["m1"] and view.counts()["dead"] == 1
+    assert view.replay([m.id]) == 1
+    assert view.hold(URL, time.time() + 30) == 1
+    assert view.lease(10, 30) == [], "a held destination's message was leased"
+    assert view.next_due_in() > 25
+    box.close()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE nexus_otel_outbox SET next_attempt_at = 0")
+    (m,) = view.lease(10, 30)
+    view.ack([m.handle])
+    assert view.counts() == {"pending": 0, "dead": 0}
+    assert box.left() == 0
+
+
+def test_a_handle_the_shared_outbox_never_gave_is_a_usage_error(dsn):
+    """A local message's handle (or a non-handle) given to the shared outbox is a clear error, not a silent no-op."""
+    box = PostgresOutbox(dsn)
+    with pytest.raises(UsageError, match="shared outbox"):
+        box.ack([LocalHandle(3)])
+    with pytest.raises(UsageError):
+        box.retry("7", 1.0, "x")  # type: ignore[arg-type]
+
+
+def test_two_replicas_leasing_at_once_never_get_the_same_message(dsn):
+    """Workers of two replicas (two objects, two connections) leasing concurrently split the messages, none twice."""
+    PostgresOutbox(dsn).enqueue([(f"m{i}", URL, "{}") for i in range(600)])
+    boxes = [PostgresOutbox(dsn), PostgresOutbox(dsn)]
+    got: list[list[str]] = [[], []]
+
+    def drain(i: int) -> None:
+        while True:
+            leased = boxes[i].lease(7, 60)
+            if not leased:
+                return
+            got[i] += [m.message_id for m in leased]
+            boxes[i].ack([m.handle for m in leased])
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = got[0] + got[1]
+    assert len(both) == len(set(both)) == 600, "a message was leased by both replicas, or lost"
+    assert got[0] and got[1], "one replica waited for the other's locks instead of skipping them"
+
+
+def test_a_lease_that_ends_lets_another_replica_deliver_and_the_first_cannot_undo_it(dsn):
+    """A replica whose lease ran out no longer owns the message: another leases it, the first's retry/release is void."""
+    first, second = PostgresOutbox(dsn), PostgresOutbox(dsn)
+    first.enqueue([("m1", URL, "{}")])
+    (m,) = first.lease(1, 0.2)
+    time.sleep(0.3)
+    with psycopg.connect(dsn) as conn:  # the second replica is another process: another owner
+        conn.execute("UPDATE nexus_otel_outbox SET claimed_by = 'elsewhere/1/1'")
+    (again,) = second.lease(1, 60)
+    assert again.message_id == "m1"
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE nexus_otel_outbox SET claimed_by = 'elsewhere/1/1'")
+    first.release([m.handle])
+    first.retry(m.handle, 0.0, "late")
+    ((attempts, claimed, due_in),) = _rows(dsn, "SELECT attempts, claimed_by,"
+                                               " next_attempt_at - extract(epoch from clock_timestamp())"
+                                               " FROM nexus_otel_outbox")
+    assert (attempts, claimed) == (0, "elsewhere/1/1") and due_in > 50, "the lapsed owner changed the new lease"
+
+
+def test_oldest_age_and_counts_are_of_every_replica(dsn):
+    """Depth and oldest age are read from the table: what one replica enqueued, another reports."""
+    a, b = PostgresOutbox(dsn), PostgresOutbox(dsn)
+    assert b.oldest_age() is None
+    a.enqueue([("m1", URL, "{}")])
+    time.sleep(0.2)
+    a.enqueue([("m2", URL, "{}")])
+    assert b.counts()["pending"] == 2
+    assert 0.15 <= b.oldest_age() < 30
+
+
+def test_open_outbox_picks_the_backend_by_its_name(dsn, tmp_path):
+    """A postgresql:// URL opens the shared outbox, a path the local one; the URL's password never shows."""
+    assert isinstance(open_outbox(dsn), PostgresOutbox)
+    assert isinstance(open_outbox(tmp_path / "outbox.sqlite"), Outbox)
+    shown = PostgresOutbox(dsn.replace("nexus@", "nexus:s3cret@")).path
+    assert "s3cret" not in shown and "***" in shown
+
+
+# -- configuration -----------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["mysql://db/x", "http://db", "/data/outbox.sqlite"])
+def test_an_outbox_url_that_is_not_postgresql_is_refused_naming_the_variable(value):
+    """NEXUS_OTEL_OUTBOX_URL must be a postgresql:// URL: anything else is an error naming it."""
+    with pytest.raises(ConfigurationError, match="NEXUS_OTEL_OUTBOX_URL"):
+        TelemetryConfig.from_env({"NEXUS_OTEL_OUTBOX_URL": value})
+
+
+def test_outbox_settings_parse_and_a_bad_one_names_itself_without_the_password():
+    """The URL and the lease are read from the environment; a bad value's error hides a password."""
+    config = TelemetryConfig.from_env({"NEXUS_OTEL_OUTBOX_URL": " postgresql://u:pw@db/x ",
+                                       "NEXUS_OTEL_OUTBOX_LEASE": "15"})
+    assert (config.outbox_url, config.outbox_lease) == ("postgresql://u:pw@db/x", 15.0)
+    assert TelemetryConfig.from_env({"NEXUS_OTEL_OUTBOX_URL": ""}).outbox_url is None
+    with pytest.raises(ConfigurationError) as caught:
+        TelemetryConfig.from_env({"NEXUS_OTEL_OUTBOX_URL": "redis://u:hunter2@db"})
+    assert "hunter2" not in str(caught.value)
+    for bad in ("0", "-5", "soon", "1e9"):
+        with pytest.raises(ConfigurationError, match="NEXUS_OTEL_OUTBOX_LEASE"):
+            TelemetryConfig.from_env({"NEXUS_OTEL_OUTBOX_LEASE": bad})
+    with pytest.raises(ConfigurationError, match="outbox"):
+        Nexus("t", outbox=42, environ={})  # type: ignore[arg-type]
+
+
+# -- the app -----------------------------------------------------------------------------------
+def test_an_app_with_a_shared_outbox_puts_nothing_on_its_disk(dsn, tmp_path):
+    """Nexus(outbox=url): webhooks and audit rows go to PostgreSQL, the audit row in the enqueue's transaction."""
+    with StockReceiver() as receiver:
+        app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+        app.register("greet", lambda params: {"hi": 1})
+        app.add_plugin(WebhookPlugin(webhook_url=receiver.url, secret="whsec_" + "A" * 32))
+        database = app.add_plugin(DatabasePlugin(dsn))
+        app.start()
+        try:
+            assert database.exporter is not None and database.exporter.joined
+            assert app.records.outbox(tmp_path / "anything.sqlite") is app.records.outbox(tmp_path / "other")
+            for _ in range(20):
+                app.execute_workflow("greet", {})
+            assert receiver.wait_for(20, 10)
+        finally:
+            app.stop()
+    assert _rows(dsn, "SELECT count(*) FROM workflow_executions") == [(20,)]
+    assert _rows(dsn, "SELECT count(*) FROM nexus_otel_outbox") == [(0,)]
+    assert not list(Path(tmp_path).glob("outbox*")), "the shared outbox left a local one"
+
+
+def test_the_audit_row_and_the_webhook_commit_together_or_not_at_all(dsn, tmp_path):
+    """An audit row the database refuses fails the execution, and its webhook is not queued either."""
+    with psycopg.connect(dsn) as conn:  # the table, made so that workflow "refused" cannot be written
+        conn.execute("CREATE TABLE workflow_executions (workflow_id TEXT PRIMARY KEY, workflow_name TEXT NOT NULL"
+                     " CHECK (workflow_name <> 'refused'), session_id TEXT, channel TEXT,"
+                     " started_at TIMESTAMPTZ NOT NULL, completed_at TIMESTAMPTZ, duration DOUBLE PRECISION,"
+                     " status TEXT NOT NULL, error TEXT, trace_id TEXT, baggage TEXT)")
+    app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+    app.register("refused", lambda params: {})
+    app.register("fine", lambda params: {})
+    app.add_plugin(WebhookPlugin(webhook_url=URL, secret="whsec_" + "A" * 32))
+    app.add_plugin(DatabasePlugin(dsn))
+    try:
+        app.execute_workflow("fine", {})
+        with pytest.raises(RecordsUnavailableError):
+            app.execute_workflow("refused", {})
+        assert _rows(dsn, "SELECT workflow_name FROM workflow_executions") == [("fine",)]
+        payloads = [p for (p,) in _rows(dsn, "SELECT payload FROM nexus_otel_outbox")]
+        assert len(payloads) == 1 and '"fine"' in payloads[0], payloads
+    finally:
+        app.stop()
+
+
+@pytest.fixture(scope="module")
+def own_server():
+    """A PostgreSQL of this module's own, to stop and start."""
+    with PostgresServer() as pg:
+        yield pg
+
+
+def test_a_database_outage_fails_puts_closed_and_they_resume_on_their_own(own_server):
+    """PostgreSQL down: a put raises RecordsUnavailableError naming the URL, leaves nothing; back up: puts work."""
+    box = PostgresOutbox(own_server.dsn, connect_timeout=2)
+    box.enqueue([("before", URL, "{}")])
+    own_server.stop()
+    try:
+        with pytest.raises(RecordsUnavailableError, match="127.0.0.1"):
+            box.enqueue([("during", URL, "{}")])
+        assert box.enqueue([("dropped", URL, "{}")], required=False) == 0
+        assert box.writable.error is not None and box.writable.check() is not None
+    finally:
+        own_server.start()
+    deadline = time.monotonic() + 10
+    while box.writable.check() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert box.writable.check() is None, "the probe did not see the database back"
+    box.enqueue([("after", URL, "{}")])
+    ids = sorted(m for (m,) in _rows(own_server.dsn, "SELECT message_id FROM nexus_otel_outbox"))
+    assert ids == ["after", "before"]
+
+
+def test_an_app_starts_while_its_shared_outbox_is_down_and_refuses_executions_until_it_is_back(own_server, tmp_path):
+    """A replica starting during an outage starts; its executions are refused (503) before they run, then served."""
+    own_server.stop()
+    ran: list[int] = []
+    try:
+        app = Nexus("t", outbox=own_server.dsn,
+                    environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+        app.register("w", lambda params: ran.append(1))
+        app.add_plugin(WebhookPlugin(webhook_url=URL, secret="whsec_" + "A" * 32))
+        with pytest.raises(RecordsUnavailableError):
+            app.execute_workflow("w", {})
+        assert not ran, "the workflow ran although its records could not be made durable"
+    finally:
+        own_server.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                app.execute_workflow("w", {})
+                break
+            except RecordsUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        assert ran
+    finally:
+        app.stop()
