@@ -55,6 +55,10 @@ and candidate ``Side``s, a target ratio or None (reported only), optional checks
     its own. After the rounds the receiver must have received, and the audit table
     must hold, exactly one payload / row per execution, and the request log must
     have written two records per execution.
+(c-pg) the shared outbox: (c)'s candidate with ``Nexus(outbox=<PostgreSQL URL>)`` and DatabasePlugin on the
+    same database (the audit row joins the enqueue's transaction), against a PostgreSQL the case starts with its
+    defaults (fsync and synchronous_commit on); (c-pg-fast) the same with both off. Reported beside (c), no
+    target; the note gives the wall time and the database's CPU per execution (``cases/shared_outbox.py``).
 (d) auth: the host with core telemetry plus ``AuthPlugin(strategy="oidc", issuer=<a key
     server on 127.0.0.1, a thread of this process>, audience="bench", jwks_url=<its
     /jwks.json>)``, every execution called with ``Caller(bearer_token=<a valid RS256 token
@@ -94,7 +98,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cases import auth, disabled, floor, lean, pipeline, rate_limit, tail, telemetry
+from cases import auth, disabled, floor, lean, pipeline, rate_limit, shared_outbox, tail, telemetry
 from fixtures import AUXILIARY_BUDGET
 from harness import (
     CLOCK_NAMES,
@@ -117,7 +121,8 @@ SMOKE_EXECUTIONS = 5  # per side, per round and for the warm-up
 
 # In the order they run and print.
 CASES: list[Case] = [
-    *telemetry.CASES, *lean.CASES, *disabled.CASES, *pipeline.CASES, *floor.CASES, *tail.CASES,
+    *telemetry.CASES, *lean.CASES, *disabled.CASES, *pipeline.CASES, *shared_outbox.CASES, *floor.CASES,
+    *tail.CASES,
     *auth.CASES, *rate_limit.CASES,
 ]
 
