@@ -30,6 +30,7 @@ from .records import RecordPipeline
 from .redaction import Redactor
 from .running import RunningExecution, RunningRegistry, StuckWatcher
 from .telemetry import contract as c
+from .telemetry.config import outbox_url
 from .telemetry.telemetry import Telemetry
 from .telemetry.workflow_sampler import warn_unregistered
 from .workflows import Workflow, WorkflowRegistry, check_inputs
@@ -88,7 +89,7 @@ class Nexus:
         self.name = name
         settings = {"baggage_keys": baggage_keys, "baggage_metric_keys": baggage_metric_keys,
                     "untraced_hooks": untraced_hooks, "workflow_sampling": workflow_sampling,
-                    "delivery_spans": delivery_spans, "stuck_after": stuck_after, "outbox": outbox}
+                    "delivery_spans": delivery_spans, "stuck_after": stuck_after}
         if telemetry is not None:
             for setting, value in (("tail_sampling", tail_sampling), *settings.items()):
                 if value is not None:
@@ -106,7 +107,7 @@ class Nexus:
         """What the app's :class:`~nexus_otel.plugin_manager.PluginManager` (and ``PluginManager(app)``) uses of it."""
         self.plugins = PluginManager(self, self.plugin_host)
         self.records = RecordPipeline(self.telemetry.meter if self.telemetry.enabled else None,
-                                      shared_outbox=self.telemetry.config.outbox_url)
+                                      shared_outbox=outbox_url("outbox", outbox) or self.telemetry.config.outbox_url)
         """The record processors: each gets every execution's record, never sampled."""
         self.running_executions = RunningRegistry(
             stuck_after=self.telemetry.config.stuck_after, redact=self.redactor.to_attribute if record_inputs else None)

@@ -1,4 +1,4 @@
-"""The shared outbox on a real PostgreSQL: its operations, concurrent leases, group commit, outages and the joined audit row.
+"""The shared outbox on a real PostgreSQL: its operations, concurrent leases, group commit, outages, the joined audit row.
 
 The end-to-end promises with real ``serve`` processes (a replica killed, scaled in,
 PostgreSQL stopped mid-run) are in tests/test_shared_outbox.py; the model-based test
@@ -162,7 +162,7 @@ def test_two_replicas_leasing_at_once_never_get_the_same_message(dsn):
 
 
 def test_a_lease_that_ends_lets_another_replica_deliver_and_the_first_cannot_undo_it(dsn):
-    """A replica whose lease ran out no longer owns the message: another leases it, the first's retry/release is void."""
+    """A replica whose lease ran out no longer owns the message: another leases it; the first's retry, release are void."""
     first, second = PostgresOutbox(dsn), PostgresOutbox(dsn)
     first.enqueue([("m1", URL, "{}")])
     (m,) = first.lease(1, 0.2)
@@ -324,3 +324,31 @@ def test_an_app_starts_while_its_shared_outbox_is_down_and_refuses_executions_un
         assert ran
     finally:
         app.stop()
+
+
+def test_every_replica_reports_the_shared_queue_depth_and_oldest_age(dsn, tmp_path):
+    """Depth and oldest age are gauges read from the table: two apps on one shared outbox report the same rows."""
+    from nexus_otel.testing import CapturedTelemetry
+
+    captures = [CapturedTelemetry(), CapturedTelemetry()]
+    apps = [cap.app("t", outbox=dsn) for cap in captures]
+    try:
+        for app in apps:
+            app.add_plugin(WebhookPlugin(webhook_url=URL, secret="whsec_" + "A" * 32))  # port 9: never delivered
+            app.register("w", lambda params: {})
+        apps[0].execute_workflow("w", {})
+        apps[0].execute_workflow("w", {})
+        time.sleep(0.1)
+        for cap in captures:
+            text = cap.prometheus_text()
+            pending = [line for line in text.splitlines()
+                       if line.startswith("nexus_records_outbox_messages{") and 'state="pending"' in line]
+            assert len(pending) == 1 and pending[0].endswith(" 2.0"), pending
+            assert "***" not in pending[0] and "127.0.0.1" in pending[0]
+            (age,) = [line for line in text.splitlines() if line.startswith("nexus_records_outbox_oldest_age_seconds{")]
+            assert float(age.rsplit(" ", 1)[1]) >= 0.1
+    finally:
+        for app in apps:
+            app.stop(timeout=1)
+        for cap in captures:
+            cap.shutdown()

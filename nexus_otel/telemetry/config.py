@@ -326,7 +326,7 @@ class TelemetryConfig:
 
 
 APP_SETTINGS = ("baggage_keys", "baggage_metric_keys", "untraced_hooks", "workflow_sampling", "delivery_spans",
-                "stuck_after", "outbox")
+                "stuck_after")
 """The settings an app may give itself (``Nexus(baggage_keys=...)``), winning over their variables."""
 
 
@@ -358,8 +358,6 @@ def _with_settings(config: TelemetryConfig, settings: Mapping[str, Any]) -> Tele
         if isinstance(given["stuck_after"], str):
             raise ConfigurationError("stuck_after", given["stuck_after"], STUCK_AFTER_EXPECTED)
         changes["stuck_after"] = stuck_after("stuck_after", given["stuck_after"])
-    if "outbox" in given:
-        changes["outbox_url"] = outbox_url("outbox", given["outbox"])
     config = dataclasses.replace(config, **changes)
     check_metric_keys(f"{BAGGAGE_METRIC_KEYS} (baggage_metric_keys)", config.baggage_metric_keys,
                       config.baggage_keys)
