@@ -1,4 +1,4 @@
-"""The shared outbox on a real PostgreSQL: its operations, concurrent leases, group commit, outages, the joined audit row.
+"""The shared outbox on a real PostgreSQL: its operations, concurrent leases, group commit, outages, the audit row.
 
 The end-to-end promises with real ``serve`` processes (a replica killed, scaled in,
 PostgreSQL stopped mid-run) are in tests/test_shared_outbox.py; the model-based test
@@ -162,7 +162,7 @@ def test_two_replicas_leasing_at_once_never_get_the_same_message(dsn):
 
 
 def test_a_lease_that_ends_lets_another_replica_deliver_and_the_first_cannot_undo_it(dsn):
-    """A replica whose lease ran out no longer owns the message: another leases it; the first's retry, release are void."""
+    """A replica whose lease ran out no longer owns the message: another leases it; the first cannot change it."""
     first, second = PostgresOutbox(dsn), PostgresOutbox(dsn)
     first.enqueue([("m1", URL, "{}")])
     (m,) = first.lease(1, 0.2)
