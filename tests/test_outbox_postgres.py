@@ -352,3 +352,27 @@ def test_every_replica_reports_the_shared_queue_depth_and_oldest_age(dsn, tmp_pa
             app.stop(timeout=1)
         for cap in captures:
             cap.shutdown()
+
+
+def test_a_database_that_never_answers_does_not_hold_up_the_executions_it_refuses(tmp_path):
+    """Against a silent database (a partition), refusals come at once: the probe waits on a thread of its own."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # connections complete in the kernel; nothing ever answers them
+    try:
+        url = f"postgresql://nexus@127.0.0.1:{silent.getsockname()[1]}/nexus"
+        started = time.monotonic()
+        box = PostgresOutbox(url, connect_timeout=2)
+        opened = time.monotonic() - started  # the app's start pays the connection attempt, once
+        assert box.writable.error is not None
+        slowest = 0.0
+        for _ in range(20):
+            started = time.monotonic()
+            assert box.writable.check() is not None
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        assert slowest < opened / 4, f"a check waited {slowest:.2f} s for a probe (connecting: {opened:.2f} s)"
+    finally:
+        silent.close()

@@ -153,6 +153,8 @@ class PostgresOutbox:
         self._joined: dict[str, JoinedWrite] = {}
         self._on_commit: dict[str, Callable[[int], None]] = {}
         self._schema_ready = False
+        self._probe_lock = threading.Lock()
+        self._probing = False
         try:
             with self._lock:
                 self._db()
@@ -201,6 +203,29 @@ class PostgresOutbox:
                 pass
 
     def _probe(self) -> str | None:
+        """Start a probe of the database in the background; why it is unwritable until that probe passes.
+
+        Whoever asks first each second pays for the probe (an execution being refused, a scrape): against
+        a database that does not answer at all (a partition) a probe waits for ``connect_timeout``, so it
+        runs on a thread of its own, and clears the mark (:meth:`Writability.write_succeeded`) when it passes.
+        """
+        with self._probe_lock:
+            if not self._probing:
+                self._probing = True
+                threading.Thread(target=self._probe_in_background, name="nexus-otel-outbox-probe",
+                                 daemon=True).start()
+        return self.writable.error or "probing the database"
+
+    def _probe_in_background(self) -> None:
+        try:
+            problem = self._probe_now()
+        finally:
+            with self._probe_lock:
+                self._probing = False
+        if problem is None:
+            self.writable.write_succeeded()
+
+    def _probe_now(self) -> str | None:
         """``SELECT 1`` on a fresh connection: None if the database answers, else why not."""
         try:
             conn = self._connect()
