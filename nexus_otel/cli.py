@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -304,13 +306,37 @@ def webhooks() -> None:
     """Inspect the webhook outbox: dead letters, and replaying them."""
 
 
+OUTBOX_HELP = ("Outbox file, or the shared outbox's postgresql:// URL (default $NEXUS_OTEL_OUTBOX_URL if set,"
+               " else DATA_DIR/outbox.sqlite).")
+
+
 def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
-    """The webhook view of the outbox (None if no file exists yet) and its path."""
+    """The webhook view of the outbox (None if no file exists yet) and where it is: ``--outbox`` (a file or a
+    ``postgresql://`` URL), else ``NEXUS_OTEL_OUTBOX_URL``, else the data directory's file.
+
+    The shared outbox's database is reached first, so one that cannot be is one line naming it (never its
+    password), not a traceback.
+    """
+    from importlib.util import find_spec
     from pathlib import Path
 
-    from .outbox import WEBHOOK_SCOPE, Outbox, default_outbox_path
+    from .outbox import WEBHOOK_SCOPE, Outbox, PostgresOutbox, default_outbox_path
+    from .outbox.postgres import is_url
     from .plugins.webhook import LEGACY_OUTBOX
 
+    url = path if is_url(path) else None
+    if path is None:
+        try:
+            url = TelemetryConfig.from_env().outbox_url
+        except ConfigurationError as exc:
+            raise SettingError(exc) from exc
+    if url is not None:
+        with _shared_outbox_errors(url):
+            if find_spec("psycopg") is not None:  # (without it, the outbox says what to install)
+                import psycopg
+
+                psycopg.connect(url, connect_timeout=5).close()  # before the outbox, which would log its own error
+            return PostgresOutbox(url).view(WEBHOOK_SCOPE), url
     file = Path(path) if path else default_outbox_path(_data_dir(data_dir), LEGACY_OUTBOX)
     if not file.exists():  # nothing was ever queued there: an empty outbox, not an error
         return None, file
@@ -320,29 +346,64 @@ def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
         raise click.ClickException(str(exc)) from exc
 
 
+@contextlib.contextmanager
+def _shared_outbox_errors(url: str) -> Iterator[None]:
+    """A failure to reach or read the shared outbox at ``url`` as one line naming it without its password."""
+    from urllib.parse import urlsplit
+
+    from .outbox.postgres import is_url, safe_url
+
+    if not is_url(url):  # a local outbox: its errors are its own
+        yield
+        return
+    try:
+        yield
+    except ConfigurationError as exc:  # psycopg is not installed
+        raise SettingError(exc) from exc
+    except Exception as exc:
+        import psycopg  # installed: the outbox needs it
+
+        if not isinstance(exc, psycopg.Error):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            reason = reason.replace(password, "***")
+        raise click.ClickException(f"cannot reach the shared outbox at {safe_url(url)}: {reason}") from exc
+
+
 @webhooks.command("status")
-@click.option("--outbox", default=None, help="Outbox file (default DATA_DIR/outbox.sqlite).")
+@click.option("--outbox", default=None, help=OUTBOX_HELP)
 @click.option("--data-dir", default=None)
 def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
-    """How many payloads wait, and how many were given up on; then each destination's state.
+    """How many payloads wait (and the oldest one's age), and how many were given up on; then each
+    destination's state.
 
     A running app's payloads in hand (put and not yet settled) are its own to count: its webhook
     stats and queue gauge include them; they are counted here once it stops or ends.
     A line per destination of each process sending from this outbox: concurrency limit/ceiling,
-    in flight, hold and breaker, as that process last published them (about once a second).
+    in flight, hold and breaker, as that process last published them (about once a second). On the
+    shared outbox, a sender (of any pod) not heard from for 10 s is shown as possibly ended.
     """
-    from .exporters.destination_snapshots import snapshots_dir, status_lines
+    from .exporters.destination_snapshots_shared import status_lines_for
 
-    box, file = _outbox(outbox, data_dir)
-    counts = box.counts() if box is not None else {"pending": 0, "dead": 0}
-    note = "" if box is not None else f"  (no outbox at {file} yet)"
-    click.echo(inert_line(f"pending {counts['pending']}  dead {counts['dead']}{note}"))  # the path is the user's
-    for line in status_lines(snapshots_dir(file)):
+    box, where = _outbox(outbox, data_dir)
+    with _shared_outbox_errors(str(where)):
+        counts = box.counts() if box is not None else {"pending": 0, "dead": 0}
+        age = box.oldest_age() if box is not None and counts["pending"] else None
+        lines = status_lines_for(where)
+    oldest = f"  oldest {age:.1f} s" if age is not None else ""
+    note = "" if box is not None else f"  (no outbox at {where} yet)"
+    click.echo(inert_line(f"pending {counts['pending']}  dead {counts['dead']}{oldest}{note}"))  # the user's path
+    for line in lines:
         click.echo(inert_line(line))
 
 
 @webhooks.command("dead-letters")
-@click.option("--outbox", default=None)
+@click.option("--outbox", default=None, help=OUTBOX_HELP)
 @click.option("--data-dir", default=None)
 def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
     """List payloads given up on, with their last error (URLs with credentials and secret values masked)."""
@@ -350,8 +411,9 @@ def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
     from .redaction import Redactor
     from .urls import mask_url
 
-    box, _ = _outbox(outbox, data_dir)
-    letters = box.dead_letters() if box is not None else []
+    box, where = _outbox(outbox, data_dir)
+    with _shared_outbox_errors(str(where)):
+        letters = box.dead_letters() if box is not None else []
     if not letters:
         click.echo("no dead letters")
     redactor = Redactor()
@@ -366,14 +428,15 @@ def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
 @webhooks.command("replay")
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
-@click.option("--outbox", default=None)
+@click.option("--outbox", default=None, help=OUTBOX_HELP)
 @click.option("--data-dir", default=None)
 def webhooks_replay(ids: tuple[int, ...], replay_all: bool, outbox: str | None, data_dir: str | None) -> None:
     """Queue dead letters again (by id, or --all); a running app delivers them."""
     if not ids and not replay_all:
         raise click.UsageError("give dead-letter ids, or --all")
-    box, _ = _outbox(outbox, data_dir)
-    count = box.replay(None if replay_all else list(ids)) if box is not None else 0
+    box, where = _outbox(outbox, data_dir)
+    with _shared_outbox_errors(str(where)):
+        count = box.replay(None if replay_all else list(ids)) if box is not None else 0
     click.echo(f"queued {count} for delivery")
 
 

@@ -16,6 +16,10 @@ process that died keeps its file, shown as ended (its pid is gone from this
 host, or belongs to a newer process: :func:`~.claimer.has_ended`) until the
 next writer on this outbox removes it. Writing is best effort: a file that
 cannot be written is one warning, never a failed delivery.
+
+This is the local outbox's publisher; with the shared outbox each sender keeps a
+row in its database instead (:mod:`.destination_snapshots_shared`, which picks
+between the two and reuses :func:`describe` for the status lines).
 """
 
 from __future__ import annotations
@@ -108,13 +112,17 @@ class DestinationSnapshots:
             self.directory.mkdir(parents=True, exist_ok=True)
             _remove_ended(self.directory, keep=file)
         self._file = file
-        body = fastjson.dumpb({
-            "version": VERSION, "process": identity(), "host": socket.gethostname(), "pid": os.getpid(),
-            "written_at": time.time(), "destinations": [state.as_dict() for state in states],
-        })
         tmp = file.with_name(f".{file.name}.tmp")
-        tmp.write_bytes(body)
+        tmp.write_bytes(snapshot_body(states))
         os.replace(tmp, file)
+
+
+def snapshot_body(states: Iterable[DestinationState]) -> bytes:
+    """This process's snapshot of ``states`` as stored (JSON; URLs masked): what :func:`parse_snapshot` reads."""
+    return fastjson.dumpb({
+        "version": VERSION, "process": identity(), "host": socket.gethostname(), "pid": os.getpid(),
+        "written_at": time.time(), "destinations": [state.as_dict() for state in states],
+    })
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +136,19 @@ class Snapshot:
     destinations: tuple[DestinationState, ...]
     ended: bool
     """True if the process is known to have ended (its file outlived it: it did not stop cleanly)."""
+    unseen_for: float | None = None
+    """Seconds since it was last written, when that is longer than a running sender leaves between two writes
+    (a sender on another host cannot be checked: it may have ended); None when it is fresh."""
 
 
 def read_snapshot(path: Path) -> Snapshot:
     """The snapshot in ``path``; ``ValueError`` if it is not one (``OSError`` if it cannot be read)."""
-    data = fastjson.loads(path.read_bytes())
+    return parse_snapshot(path.read_bytes())
+
+
+def parse_snapshot(body: bytes | str) -> Snapshot:
+    """The snapshot stored as ``body`` (:func:`snapshot_body`); ``ValueError`` if it is not one."""
+    data = fastjson.loads(body)
     if not isinstance(data, dict) or not isinstance(data.get("destinations"), list):
         raise InvalidDataError("not a destinations snapshot")
     process, host, pid, written_at = data.get("process"), data.get("host"), data.get("pid"), data.get("written_at")
@@ -177,6 +193,8 @@ def describe(snapshot: Snapshot, now: float) -> list[str]:
     process = f"pid {snapshot.pid} on {snapshot.host}, as of {_clock(snapshot.written_at)}"
     if snapshot.ended:
         process += " (process ended)"
+    elif snapshot.unseen_for is not None:
+        process += f", not seen for {snapshot.unseen_for:.0f} s (ended?)"
     lines = []
     for state in snapshot.destinations:
         rate = f"  max {state.max_rate:g}/s" if state.max_rate is not None else ""

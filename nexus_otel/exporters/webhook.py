@@ -44,7 +44,7 @@ from ..records import ExecutionRecord
 from ..redaction import Redactor
 from .delivery_spans import TRACE_HEADERS, Attempt, DeliverySpans
 from .destination_metrics import observe_destinations
-from .destination_snapshots import DestinationSnapshots, snapshots_dir
+from .destination_snapshots_shared import snapshots_for
 from .destinations import DestinationState
 from .gate import OVERLOAD_STATUSES, Held
 from .http1 import Pool
@@ -180,7 +180,7 @@ class WebhookExporter(OutboxExporter):
         self.spans = None if tracer is None else DeliverySpans(tracer, max_attempts=policy.max_attempts,
                                                                propagate=propagate, redactor=redactor)
         """The attempts' spans (None: off)."""
-        self.snapshots = DestinationSnapshots(snapshots_dir(self.outbox.path))
+        self.snapshots = snapshots_for(self.outbox)
         """This process's destinations, published for ``nexus-otel webhooks status`` (:meth:`publish_destinations`)."""
         if meter is not None:
             observe_destinations(meter, self.destinations)
