@@ -31,6 +31,7 @@ RUNS: dict[str, list[str]] = {
     "receivers": ["receivers.py", "--smoke"],
     "http_throughput": ["http_throughput.py", "--smoke"],
     "local_store": ["local_store.py", "--smoke"],
+    "shared_outbox_throughput": ["shared_outbox_throughput.py", "--smoke"],
     "overhead": ["overhead.py", "--smoke"],
     "http_clients": ["http_clients.py", "--smoke"],
     "redaction": ["redaction.py", "--smoke"],

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from fixtures import (
     AUXILIARY_BUDGET,
     INPUTS,
@@ -183,8 +184,9 @@ def _problems(candidate: Side) -> list[str]:
     candidate.drain()  # type: ignore[misc]
     problems = []
     got = st["receiver"].count()
-    with st["pg"].connect() as conn:
+    with psycopg.connect(st["database"].connection_string, autocommit=True) as conn:  # where the rows went
         rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT workflow_id) FROM workflow_executions").fetchone()
+    with st["pg"].connect() as conn:
         left = conn.execute("SELECT state, COUNT(*) FROM nexus_otel_outbox GROUP BY state").fetchall()
     hook_stats, audit = st["webhook"].stats(), st["database"].exporter
     if got["received"] != executions or got["unique_ids"] != executions or got["invalid"]:
