@@ -376,3 +376,25 @@ def test_a_database_that_never_answers_does_not_hold_up_the_executions_it_refuse
         assert slowest < opened / 4, f"a check waited {slowest:.2f} s for a probe (connecting: {opened:.2f} s)"
     finally:
         silent.close()
+
+
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(dsn):
+    """An outbox made before a fork: the child enqueues on its own session; the parent's session still works."""
+    import os
+
+    box = PostgresOutbox(dsn)
+    box.enqueue([("parent-1", URL, "{}")])
+    box.counts()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status says whether its enqueue and read worked
+        try:
+            box.enqueue([("child", URL, "{}")])
+            ok = box.counts()["pending"] == 2
+            box.close()  # a child that stops cleanly closes its connections: not the parent's
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child could not use the outbox"
+    box.enqueue([("parent-2", URL, "{}")])  # the parent's sessions were not ended by the child
+    assert box.counts()["pending"] == 3

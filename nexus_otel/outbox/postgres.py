@@ -36,6 +36,7 @@ local table's (``docs/records.md``, "The outbox's states"): ``pending``
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -153,6 +154,7 @@ class PostgresOutbox:
         self._joined: dict[str, JoinedWrite] = {}
         self._on_commit: dict[str, Callable[[int], None]] = {}
         self._schema_ready = False
+        self._pid = os.getpid()
         self._probe_lock = threading.Lock()
         self._probing = False
         try:
@@ -177,6 +179,14 @@ class PostgresOutbox:
             self._schema_ready = True
         return conn
 
+    def _forked(self) -> None:
+        """In a forked child: the parent's connections are the parent's (closing them would end its sessions)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._conn = self._enqueue_conn = None  # let go of, not closed
+            self._lock = threading.Lock()
+            self._committer = GroupCommit(self._insert)
+
     def _db(self) -> Any:
         """The readers' connection, opened on first use and again after a failure (call with ``_lock``)."""
         if self._conn is None or self._conn.closed:
@@ -185,6 +195,7 @@ class PostgresOutbox:
 
     def _run(self, sql: str, params: Sequence[Any] = (), *, fetch: bool = False) -> Any:
         """One statement on the readers' connection: its rows (``fetch``) or its row count."""
+        self._forked()
         with self._lock:
             try:
                 cur = self._db().execute(sql, params)
@@ -268,6 +279,7 @@ class PostgresOutbox:
                 self._deferred.required = True
             return len(batch)
         rows = [(mid, dest, _encoded(payload)) for mid, dest, payload in batch]
+        self._forked()
         try:
             self._committer.submit(rows)
         except Exception as exc:
