@@ -34,6 +34,7 @@ RUNS: dict[str, list[str]] = {
     "shared_outbox_throughput": ["shared_outbox_throughput.py", "--smoke"],
     "overhead": ["overhead.py", "--smoke"],
     "http_clients": ["http_clients.py", "--smoke"],
+    "pg_outbox_choice": ["pg_outbox_choice.py", "--smoke"],
     "redaction": ["redaction.py", "--smoke"],
 }
 # Scripts the benchmarks start as processes of their own (servers, sinks, fixtures), not benchmarks themselves.
