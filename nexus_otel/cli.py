@@ -347,8 +347,10 @@ def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
 
 
 @contextlib.contextmanager
-def _shared_outbox_errors(url: str) -> Iterator[None]:
-    """A failure to reach or read the shared outbox at ``url`` as one line naming it without its password."""
+def _shared_outbox_errors(url: str, doing: str = "reach") -> Iterator[None]:
+    """A failure to reach or use the shared outbox at ``url`` as one line naming it without its password (what
+    could not be done: ``doing``), not a traceback."""
+    import re
     from urllib.parse import urlsplit
 
     from .outbox.postgres import is_url, safe_url
@@ -367,12 +369,14 @@ def _shared_outbox_errors(url: str) -> Iterator[None]:
             raise
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         try:
-            password = urlsplit(url).password
+            password = urlsplit(url).password or ""
         except ValueError:
-            password = None
-        if password:
-            reason = reason.replace(password, "***")
-        raise click.ClickException(f"cannot reach the shared outbox at {safe_url(url)}: {reason}") from exc
+            password = ""
+        # The driver may quote a part of it (an unescaped "@" in a password makes the rest look like the host).
+        for secret in sorted({password, *re.split(r"[@:/]", password)}, key=len, reverse=True):
+            if len(secret) >= 3:
+                reason = reason.replace(secret, "***")
+        raise click.ClickException(f"cannot {doing} the shared outbox at {safe_url(url)}: {reason}") from exc
 
 
 @webhooks.command("status")
@@ -391,7 +395,7 @@ def webhooks_status(outbox: str | None, data_dir: str | None) -> None:
     from .exporters.destination_snapshots_shared import status_lines_for
 
     box, where = _outbox(outbox, data_dir)
-    with _shared_outbox_errors(str(where)):
+    with _shared_outbox_errors(str(where), "read"):
         counts = box.counts() if box is not None else {"pending": 0, "dead": 0}
         age = box.oldest_age() if box is not None and counts["pending"] else None
         lines = status_lines_for(where)
@@ -412,7 +416,7 @@ def webhooks_dead(outbox: str | None, data_dir: str | None) -> None:
     from .urls import mask_url
 
     box, where = _outbox(outbox, data_dir)
-    with _shared_outbox_errors(str(where)):
+    with _shared_outbox_errors(str(where), "read"):
         letters = box.dead_letters() if box is not None else []
     if not letters:
         click.echo("no dead letters")
@@ -435,7 +439,7 @@ def webhooks_replay(ids: tuple[int, ...], replay_all: bool, outbox: str | None, 
     if not ids and not replay_all:
         raise click.UsageError("give dead-letter ids, or --all")
     box, where = _outbox(outbox, data_dir)
-    with _shared_outbox_errors(str(where)):
+    with _shared_outbox_errors(str(where), "replay dead letters in"):
         count = box.replay(None if replay_all else list(ids)) if box is not None else 0
     click.echo(f"queued {count} for delivery")
 

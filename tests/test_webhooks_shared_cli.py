@@ -131,15 +131,30 @@ def test_an_unreachable_database_is_one_line_naming_it_without_its_password(tmp_
         assert line.startswith(expected) and PASSWORD not in result.output
 
 
-def test_a_malformed_url_from_the_environment_is_one_line_without_its_password(tmp_path: Path) -> None:
-    """A URL the driver cannot parse (a bad port) is one line too, its password masked."""
-    bad = f"postgresql://nexus:{PASSWORD}@127.0.0.1:notaport/nexus"
+def test_a_database_that_refuses_the_read_is_one_line_too(url: str) -> None:
+    """Reachable but refusing (a table of the outbox's name that is not the outbox): one line per command, no
+    traceback, the password masked."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE nexus_otel_outbox (id INTEGER)")
+    for command, doing in ((["status"], "read"), (["dead-letters"], "read"),
+                           (["replay", "--all"], "replay dead letters in")):
+        result = CliRunner().invoke(cli.main, ["webhooks", *command, "--outbox", url])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"Error: cannot {doing} the shared outbox at postgresql://nexus:***@"), line
+        assert "does not exist" in line and PASSWORD not in result.output
+
+
+def test_a_malformed_url_from_the_environment_is_one_line_without_any_of_its_password(tmp_path: Path) -> None:
+    """An unescaped "@" in the password: the driver quotes its tail as a host; the line masks that too."""
+    bad = f"postgresql://nexus:s3cr@t-{PASSWORD}@127.0.0.1:{free_port()}/nexus"
     env = cli_env(tmp_path / "data", NEXUS_OTEL_OUTBOX_URL=bad)
     done = nexus_otel("webhooks", "status", env=env, cwd=tmp_path)
     assert done.returncode == 1, done
     (line,) = done.stderr.splitlines()
-    assert line.startswith("Error: cannot reach the shared outbox at postgresql://nexus:***@127.0.0.1:notaport/")
-    assert PASSWORD not in done.stderr + done.stdout
+    assert line.startswith("Error: cannot reach the shared outbox at postgresql://nexus:***@127.0.0.1:"), line
+    assert "***@127.0.0.1" in line.split(": ", 2)[2], line  # the driver's words, the password's tail masked
+    assert PASSWORD not in done.stderr + done.stdout and "s3cr" not in done.stderr
 
 
 # --- each sender's row -----------------------------------------------------------------------------------
