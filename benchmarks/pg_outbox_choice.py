@@ -85,8 +85,8 @@ SQL 1.13 as shipped on PyPI), beside its figures:
   functions called on our connection).
 - what it pulls in. own: nothing (psycopg is already a dependency).
   procrastinate: asgiref, attrs, croniter, python-dateutil, psycopg-pool, its
-  schema (7 tables and types, 7 triggers, an event row per state change), and
-  an asyncio worker. pgmq: orjson, psycopg-pool, and a 1,800-line SQL schema
+  schema (4 tables, 3 types, 7 triggers, an event row per state change), and
+  an asyncio worker. pgmq: orjson, psycopg-pool, and a 2,200-line SQL schema
   (the SQL-only install has no upgrade path) or a server extension.
 """
 
