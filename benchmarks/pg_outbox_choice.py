@@ -266,9 +266,9 @@ class Procrastinate(_Conn):
     name = "procrastinate"
 
     def __init__(self, dsn: str, pool_size: int) -> None:
-        import procrastinate
-        from procrastinate import sql
-        from procrastinate.schema import SchemaManager
+        import procrastinate  # type: ignore[import-not-found, unused-ignore]
+        from procrastinate import sql  # type: ignore[import-not-found, unused-ignore]
+        from procrastinate.schema import SchemaManager  # type: ignore[import-not-found, unused-ignore]
 
         # It warns that an App made in a __main__ module cannot be found by its CLI: none is used here.
         logging.getLogger("procrastinate").setLevel(logging.ERROR)
@@ -349,7 +349,7 @@ class Pgmq(_Conn):
     name = "pgmq"
 
     def __init__(self, dsn: str) -> None:
-        from pgmq.install import get_embedded_install_sql, install_pgmq_sql
+        from pgmq.install import get_embedded_install_sql, install_pgmq_sql  # type: ignore[import-not-found, unused-ignore]
 
         super().__init__(dsn)
         import psycopg
