@@ -221,6 +221,15 @@ def listen_overflows() -> int:
         return 0
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine so far, every process (``/proc/stat``; (0, 0) elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return sum(fields) - fields[3] - fields[4], sum(fields)  # all but idle and iowait
+
+
 def backlog(n: int, url: str) -> list[tuple[str, str, str]]:
     """``n`` webhook messages as ``WebhookPlugin`` queues them: the stored record of a completed execution."""
     from nexus_otel.exporters.webhook import message_id_of
@@ -267,6 +276,7 @@ def run_round(k: int, n: int, pg: PostgresServer, outbox: Any, receiver: Receive
         overflows = listen_overflows()
         outbox.enqueue(items)
         start = time.monotonic()
+        ticks = machine_ticks()
         cpu0 = {"deliver": sum(process_cpu(d.pid) for d in deliverers), "receiver": process_cpu(receiver.proc.pid),
                 "database": tree_cpu(postmaster)}  # after the enqueue: its insert is not the delivery's
         stall = start + ROUND_TIMEOUT
@@ -278,6 +288,8 @@ def run_round(k: int, n: int, pg: PostgresServer, outbox: Any, receiver: Receive
         result.cpu = {"deliver": sum(process_cpu(d.pid) for d in deliverers) - cpu0["deliver"],
                       "receiver": process_cpu(receiver.proc.pid) - cpu0["receiver"],
                       "database": tree_cpu(postmaster) - cpu0["database"]}
+        busy, total = (b - a for a, b in zip(ticks, machine_ticks()))
+        result.cpu["machine"] = busy / total * (os.cpu_count() or 1) * result.elapsed if total else 0.0
         result.overflows = listen_overflows() - overflows
         arrivals = receiver.arrivals(since)
     finally:
@@ -317,10 +329,12 @@ def _cores(rounds: list[Round], key: str) -> float:
     return statistics.median(r.cpu[key] / r.elapsed for r in rounds if r.elapsed > 0)
 
 
-def report(one: list[Round], many: list[Round], k: int, n: int, delay: float) -> None:
+def report(rounds: list[Round], k: int, n: int, delay: float) -> None:
+    one = [r for r in rounds if r.processes == 1]
+    many = [r for r in rounds if r.processes != 1]
     print()
     print("deliveries/s (steady window: 10th to 90th percentile of arrivals), each round in the order it ran:")
-    for r in sorted(one + many, key=lambda r: (one + many).index(r)):
+    for r in rounds:
         print(f"  {r.processes} process(es): {r.rate:8.0f}/s steady, {r.overall:8.0f}/s overall "
               f"({r.elapsed:.1f} s), per process {r.shares}, in flight at the receiver {r.rate * delay:.1f} on "
               f"average, adaptive limits at the end {r.limits}, accept-queue overflows {r.overflows}, "
@@ -340,17 +354,24 @@ def report(one: list[Round], many: list[Round], k: int, n: int, delay: float) ->
         busy = {key: _cores(rounds, key) for key in parts}
         print(f"  {label:<11}: delivering processes {parts['deliver']:.0f} us, receiver {parts['receiver']:.0f} us, "
               f"PostgreSQL {parts['database']:.0f} us; cores busy: delivering {busy['deliver']:.2f}, receiver "
-              f"{busy['receiver']:.2f}, PostgreSQL {busy['database']:.2f}, all {sum(busy.values()):.2f} of {cores}")
+              f"{busy['receiver']:.2f}, PostgreSQL {busy['database']:.2f}, these {sum(busy.values()):.2f}, the "
+              f"whole machine {_cores(rounds, 'machine'):.2f} (other work included) of {cores}")
     parts = {key: _per_message_us(many, key, n) for key in ("deliver", "receiver", "database")}
     ceiling = cores / sum(parts.values()) * 1e6
     print()
     print(f"the ceiling here: {cores} cores / {sum(parts.values()):.0f} us of CPU per message (delivering "
           f"{parts['deliver']:.0f} + receiver {parts['receiver']:.0f} + PostgreSQL {parts['database']:.0f}) = "
           f"{ceiling:.0f} deliveries/s if every core did nothing else: {ceiling / rate1:.2f}x the 1-process rate")
-    receiver_busy = _cores(many, "receiver")
-    if receiver_busy > 0.85:
-        print(f"the receiver (one Python process, its GIL) is busy {receiver_busy:.2f} of a core with {k} "
-              "processes: its capacity is the limit")
+    receiver_busy, machine_busy = _cores(many, "receiver"), _cores(many, "machine")
+    if machine_busy >= 0.9 * cores:
+        print(f"what stops it: the machine's CPU ({machine_busy:.2f} of {cores} cores busy with {k} processes)")
+    elif receiver_busy > 0.85:
+        print(f"what stops it: the receiver (one Python process, its GIL), busy {receiver_busy:.2f} of a core")
+    elif statistics.median(r.overflows for r in many):
+        print(f"what stops it: not CPU ({machine_busy:.2f} of {cores} cores busy); the receiver's accept queue "
+              f"overflowed {statistics.median(r.overflows for r in many):.0f} times a round (a connection it had "
+              "no room for waits for the SYN's retransmission, a second), and the senders' adaptive limits "
+              "stayed low")
     print(f"per-message CPU of delivery from the shared outbox (1 process; lease, sign, post, ack, spans): "
           f"{_per_message_us(one, 'deliver', n):.0f} us in the delivering process + "
           f"{_per_message_us(one, 'database', n):.0f} us in PostgreSQL")
@@ -391,8 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"accept queue {args.accept_queue}, PostgreSQL {args.pg}",
           flush=True)
     problems: list[str] = []
-    one: list[Round] = []
-    many: list[Round] = []
+    rounds: list[Round] = []
     secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     with tempfile.TemporaryDirectory(prefix="nexus-otel-throughput-") as tmp, \
             PostgresServer(settings=SETTINGS[args.pg]) as pg:
@@ -405,15 +425,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r = run_round(processes, n, pg, outbox, receiver, postmaster, secret, tmp)
                     print(f"  round {i + 1}, {processes} process(es): {r.rate:.0f} deliveries/s "
                           f"({r.elapsed:.1f} s)", flush=True)
-                    (one if processes == 1 else many).append(r)
+                    rounds.append(r)
                     problems += r.problems
                     for p in r.problems:
                         print(f"  CHECK FAILED: {p}", flush=True)
         finally:
             outbox.close()
             receiver.stop()
-    if one and many and all(r.rate for r in one + many):
-        report(one, many, k, n, args.delay)
+    if rounds and all(r.rate for r in rounds):
+        report(rounds, k, n, args.delay)
     print(f"checks: {'every message delivered once, the table empty after every round' if not problems else 'FAILED'}")
     print(f"total elapsed: {time.perf_counter() - t0:.1f} s")
     if args.smoke:
