@@ -66,6 +66,8 @@ LOG_LOSS_STEPS = ((0.001, "orange"), (0.01, "red"))            # log records fai
 OUTBOX_STEPS = ((100.0, "orange"), (1000.0, "red"))             # payloads waiting
 STUCK_AFTER = 300.0  # seconds in flight: the WorkflowExecutionStuck alert's threshold (deploy/alerts.yml)
 STUCK_STEPS = ((STUCK_AFTER, "red"),)
+BACKLOG_OLD_AFTER = 900.0  # seconds pending: the RecordsOutboxBacklogOld alert's threshold (deploy/alerts.yml)
+SHARED_OUTBOX = "postgres(ql)?://.*"  # the shared outbox's `outbox` label: its URL (docs/records.md)
 
 
 # --- PromQL ---------------------------------------------------------------------------------------
@@ -159,6 +161,18 @@ def targets(queries: Sequence[Query], *, instant: bool = False) -> list[promethe
 def color_override(panel: Any, regexp: str, color: str) -> Any:
     return panel.override_by_regexp(regexp, [dashboard_model.DynamicConfigValue(
         id_val="color", value={"mode": "fixed", "fixedColor": color})])
+
+
+def right_axis(panel: Any, ref_id: str, unit: str, label: str, steps: Sequence[tuple[float, str]]) -> Any:
+    """Draw query ``ref_id``'s series on an axis of their own, on the right, in ``unit``, with ``steps`` dashed."""
+    return panel.override_by_query(ref_id, [
+        dashboard_model.DynamicConfigValue(id_val="unit", value=unit),
+        dashboard_model.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+        dashboard_model.DynamicConfigValue(id_val="custom.axisLabel", value=label),
+        dashboard_model.DynamicConfigValue(id_val="thresholds", value={
+            "mode": "absolute", "steps": [{"value": None, "color": "green"}]
+            + [{"value": value, "color": color} for value, color in steps]}),
+        dashboard_model.DynamicConfigValue(id_val="custom.thresholdsStyle", value={"mode": "dashed"})])
 
 
 def timeseries(title: str, description: str, unit: str, queries: Sequence[Query], *,
@@ -370,6 +384,10 @@ def pipeline() -> dashboard_model.Dashboard:
     log_records_lost = selector("nexus_telemetry_log_records_total", extra=['outcome=~"failed|dropped"'])
     deliveries = selector("nexus_webhook_deliveries_total")
     outbox = selector("nexus_webhook_outbox")
+    records_local = selector("nexus_records_outbox_messages", extra=[f'outbox!~"{SHARED_OUTBOX}"'])
+    records_shared = selector("nexus_records_outbox_messages", extra=[f'outbox=~"{SHARED_OUTBOX}"'])
+    records_pending = selector("nexus_records_outbox_messages", state="pending")
+    records_oldest = selector("nexus_records_outbox_oldest_age_seconds")
     limit = selector("nexus_webhook_concurrency_limit")
     in_flight = selector("nexus_webhook_in_flight")
     held = selector("nexus_webhook_held")
@@ -413,6 +431,24 @@ def pipeline() -> dashboard_model.Dashboard:
                        "`nexus-otel webhooks replay`).", "short",
                        [Query(sum_by(["state"], outbox), "{{state}}")], steps=OUTBOX_STEPS),
             "dead", "red"),
+        right_axis(color_override(
+            timeseries("Record outbox: pending, dead, oldest age",
+                       "Messages in each record outbox (webhook payloads and audit rows of every sink sharing it): "
+                       "pending (waiting or in delivery) and dead (given up on; `nexus-otel webhooks replay`), "
+                       "and on the right axis the age of its oldest pending message (0 with none pending). A "
+                       "local outbox is a file of each instance's own (the same path on every instance): its "
+                       "messages are summed over instances, its age is that of the oldest pending message on "
+                       "any of them. The shared outbox (a postgresql:// URL) is one table that every replica "
+                       "reads and reports alike: shown once (the max over replicas), not once per replica. The "
+                       f"dashed line is the RecordsOutboxBacklogOld alert's threshold ({BACKLOG_OLD_AFTER:g} s; "
+                       "it fires after 10 more minutes above it). `nexus-otel webhooks status` (with `--outbox "
+                       "URL` for the shared one) shows each destination's state.", "short",
+                       [Query(f"{sum_by(['outbox', 'state'], records_local)} or "
+                              f"max by (outbox, state) ({records_shared})", "{{state}} {{outbox}}"),
+                        Query(f"max by (outbox) ({records_oldest}) or 0 * max by (outbox) ({records_pending})",
+                              "oldest age {{outbox}}")],
+                       steps=OUTBOX_STEPS, width=24),
+            "dead.*", "red"), "B", "s", "oldest pending age", ((BACKLOG_OLD_AFTER, "red"),)),
         timeseries("Webhook concurrency limit by destination", "Requests each destination may have in flight "
                    "now (the limit the sender adapts to each receiver, at most `max_in_flight`), and those in "
                    "flight; summed over the app's processes. A limit that stays low: the receiver answers slowly, "
