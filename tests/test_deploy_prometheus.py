@@ -322,6 +322,9 @@ def test_alert_metrics_are_exposed_by_the_app(tmp_path: Path) -> None:
                 hanging = threading.Thread(target=app.execute_workflow, args=("hang", {}), daemon=True)
                 hanging.start()
                 receiver.wait_for_count(1, timeout=10)
+                # A webhook left pending while scraping: nexus_records_outbox_oldest_age_seconds exists only then.
+                receiver.set_status(503)
+                app.execute_workflow("greet", {"name": "pending"}, channel="api")
                 # Exports and observable gauges settle asynchronously: scrape until all are there.
                 deadline = time.monotonic() + 10
                 try:
