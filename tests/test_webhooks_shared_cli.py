@@ -28,7 +28,7 @@ from nexus_otel.exporters.destination_snapshots_shared import (
     snapshots_for,
 )
 from nexus_otel.exporters.destinations import DestinationState
-from nexus_otel.outbox import WEBHOOK_SCOPE, Outbox, PostgresOutbox
+from nexus_otel.outbox import WEBHOOK_SCOPE, Outbox, PostgresOutbox, destination_scope
 from nexus_otel.plugins import WebhookPlugin
 
 from .plain_receivers import StockReceiver
@@ -57,9 +57,13 @@ def _invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[st
 
 
 def _fill(url: str) -> tuple[PostgresOutbox, list[int]]:
-    """Three webhook payloads and an audit message queued; the first two webhook ones made dead letters."""
+    """Three webhook payloads and two audit messages queued; the first two webhook ones and an audit one made dead
+    letters (the webhook commands must not see the audit ones)."""
     box = PostgresOutbox(url)
-    box.enqueue([(f"m{i}", HOOK, {"workflow": f"order{i}"}) for i in range(3)] + [("a1", "audit", {"row": 1})])
+    box.enqueue([("a0", "audit", {"row": 0})] + [(f"m{i}", HOOK, {"workflow": f"order{i}"}) for i in range(3)]
+                + [("a1", "audit", {"row": 1})])
+    (audit,) = box.lease(1, scope=destination_scope("audit"))
+    box.dead_letter(audit.handle, "refused")
     leased = box.lease(2, scope=WEBHOOK_SCOPE)
     for message in leased:
         box.dead_letter(message.handle, f"HTTP 404 from http://hooks:{PASSWORD}@example/in")
@@ -96,7 +100,7 @@ def test_dead_letters_lists_and_replay_by_id_then_all_requeues_them(url: str) ->
     assert box.counts(WEBHOOK_SCOPE) == {"pending": 2, "dead": 1}
     assert _invoke("webhooks", "replay", "--all", "--outbox", url) == (0, ["queued 1 for delivery"])
     assert box.counts(WEBHOOK_SCOPE) == {"pending": 3, "dead": 0}
-    assert box.counts() == {"pending": 4, "dead": 0}  # the audit message untouched throughout
+    assert box.counts() == {"pending": 4, "dead": 1}  # the audit messages untouched throughout
     assert _invoke("webhooks", "dead-letters", "--outbox", url) == (0, ["no dead letters"])
     box.close()
 
