@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from nexus_otel import fastjson
@@ -238,8 +239,6 @@ def start_replicas(n: int, tmp_path: Path, postgres: PostgresServer, receiver: F
 
 def audit_rows(postgres: PostgresServer) -> dict[str, list[str]]:
     """The ``workflow_executions`` rows' workflow ids by trace id (none if no replica made the table there)."""
-    import psycopg
-
     rows: dict[str, list[str]] = collections.defaultdict(list)
     with postgres.connect() as conn:
         try:
@@ -252,6 +251,7 @@ def audit_rows(postgres: PostgresServer) -> dict[str, list[str]]:
 
 
 def outbox_rows(postgres: PostgresServer) -> int:
+    """Messages in the shared outbox's table, of every replica and state."""
     with postgres.connect() as conn:
         return int(conn.execute("SELECT COUNT(*) FROM nexus_otel_outbox").fetchone()[0])
 
