@@ -8,6 +8,7 @@ replicas leasing at once get, what the app wires up, and what an outage does to 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -380,8 +381,6 @@ def test_a_database_that_never_answers_does_not_hold_up_the_executions_it_refuse
 
 def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(dsn):
     """An outbox made before a fork: the child enqueues on its own session; the parent's session still works."""
-    import os
-
     box = PostgresOutbox(dsn)
     box.enqueue([("parent-1", URL, "{}")])
     box.counts()
@@ -398,3 +397,172 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(d
     assert os.waitstatus_to_exitcode(status) == 0, "the child could not use the outbox"
     box.enqueue([("parent-2", URL, "{}")])  # the parent's sessions were not ended by the child
     assert box.counts()["pending"] == 3
+
+
+# -- what the review of the shared outbox found ---------------------------------------------------
+def test_one_refused_value_fails_only_its_own_execution(dsn, tmp_path):
+    """Concurrent executions share commits: one whose audit row the database refuses fails alone, nothing is marked."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE workflow_executions (workflow_id TEXT PRIMARY KEY, workflow_name TEXT NOT NULL"
+                     " CHECK (workflow_name <> 'refused'), session_id TEXT, channel TEXT,"
+                     " started_at TIMESTAMPTZ NOT NULL, completed_at TIMESTAMPTZ, duration DOUBLE PRECISION,"
+                     " status TEXT NOT NULL, error TEXT, trace_id TEXT, baggage TEXT)")
+    app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+    app.register("refused", lambda params: {})
+    app.register("fine", lambda params: time.sleep(0.001))
+    app.add_plugin(WebhookPlugin(webhook_url=URL, secret="whsec_" + "A" * 32))
+    app.add_plugin(DatabasePlugin(dsn))
+    failed: list[str] = []
+
+    def run(name: str, n: int) -> None:
+        for _ in range(n):
+            try:
+                app.execute_workflow(name, {})
+            except RecordsUnavailableError:
+                failed.append(name)
+
+    try:
+        threads = [threading.Thread(target=run, args=("fine", 40)) for _ in range(6)]
+        threads.append(threading.Thread(target=run, args=("refused", 10)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failed.count("refused") == 10
+        assert "fine" not in failed, f"{failed.count('fine')} executions failed for another one's row"
+        assert app.records.outbox(tmp_path).writable.error is None
+        assert _rows(dsn, "SELECT count(*) FROM workflow_executions") == [(240,)]
+    finally:
+        app.stop()
+
+
+def test_a_nul_in_an_audit_row_is_stored_not_refused(dsn, tmp_path):
+    """PostgreSQL text holds no NUL: an error message with one is stored with a replacement, not refused."""
+    def broken(params):
+        raise ValueError("bad byte \x00 here")
+
+    app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+    app.register("broken", broken)
+    app.add_plugin(DatabasePlugin(dsn))
+    try:
+        with pytest.raises(ValueError):
+            app.execute_workflow("broken", {})
+    finally:
+        app.stop()
+    ((error,),) = _rows(dsn, "SELECT error FROM workflow_executions")
+    assert error.endswith("bad byte \ufffd here"), error
+
+
+def test_a_database_that_answers_but_refuses_writes_stays_unwritable(dsn, postgres):
+    """A read-only database (a standby after failover) passes no probe: puts stay refused until it takes writes."""
+    box = PostgresOutbox(dsn)
+    box.enqueue([("m1", URL, "{}")])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {dsn.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
+    box.close()  # new sessions take the setting
+    with pytest.raises(RecordsUnavailableError, match="read-only"):
+        box.enqueue([("m2", URL, "{}")])
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert box.writable.check() is not None, "a probe found a read-only database writable"
+        time.sleep(0.25)
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:  # not a session of the read-only database
+        conn.execute(f"ALTER DATABASE {dsn.rsplit('/', 1)[1]} SET default_transaction_read_only = off")
+    deadline = time.monotonic() + 10
+    while box.writable.check() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert box.writable.check() is None
+
+
+def test_a_role_that_may_only_use_the_table_uses_it(dsn):
+    """A least-privilege role (no CREATE in the schema) works on a table an administrator made."""
+    PostgresOutbox(dsn).close()  # the table, made by the owner
+    name = dsn.rsplit("/", 1)[1]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE outbox_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON nexus_otel_outbox TO outbox_app")
+        conn.execute("GRANT USAGE ON SEQUENCE nexus_otel_outbox_id_seq TO outbox_app")
+    box = PostgresOutbox(dsn.replace("//nexus@", "//outbox_app@"))
+    assert box.writable.error is None, box.writable.error
+    box.enqueue([("m1", URL, "{}")])
+    (m,) = box.lease(1, 30)
+    box.ack([m.handle])
+    assert name and box.counts()["pending"] == 0
+
+
+def test_a_connection_cut_while_idle_costs_no_execution(dsn):
+    """A dead idle connection (a server restart, a proxy's idle cut) is replaced: the next put is written."""
+    box = PostgresOutbox(dsn)
+    box.enqueue([("m1", URL, "{}")])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    box.enqueue([("m2", URL, "{}")])
+    assert box.writable.error is None and box.counts()["pending"] == 2
+
+
+def test_a_frozen_database_fails_the_write_within_its_limit(dsn):
+    """A backend that stops answering (SIGSTOP: hung storage) has its write cut: callers get 503, not a hang."""
+    import signal
+
+    box = PostgresOutbox(dsn)
+    box.write_limit = 1.5
+    box.enqueue([("m1", URL, "{}")])
+    (pid,) = _rows(dsn, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND query LIKE 'INSERT%'")[0]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RecordsUnavailableError):
+            box.enqueue([("m2", URL, "{}")])
+        waited = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert waited < 6, f"the write hung {waited:.1f} s past its limit of 1.5 s"
+
+
+def test_a_lease_of_another_pid_namespace_is_never_taken_as_ended(dsn):
+    """Host networking shares a host name across containers: a lease from another PID namespace waits for its end."""
+    import socket as socket_module
+
+    box = PostgresOutbox(dsn)
+    box.enqueue([("theirs", URL, "{}"), ("ours", URL, "{}")])
+    host = socket_module.gethostname()
+    dead_pid = 4_000_000  # above any pid_max: no such process
+    own_ns = os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE nexus_otel_outbox SET next_attempt_at = next_attempt_at + 60,"
+                     " claimed_by = %s || CASE message_id WHEN 'theirs' THEN '999' ELSE %s END",
+                     (f"{host}/{dead_pid}/1/", own_ns))
+    assert box.release_orphans() == 1
+    assert [m.message_id for m in box.lease(10, 30)] == ["ours"]
+
+
+def test_safe_url_hides_a_password_given_in_the_query():
+    """A password in the URL's query is masked as one in its user part is."""
+    from nexus_otel.outbox.postgres import safe_url
+
+    shown = safe_url("postgresql://nexus@db/x?password=hunter2&sslmode=require")
+    assert "hunter2" not in shown and "sslmode=require" in shown
+
+
+def test_the_urls_own_options_are_kept(dsn):
+    """options= in the URL (a search_path) still applies: the table is made in that schema."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA outq")
+    box = PostgresOutbox(dsn + "?options=-csearch_path%3Doutq")
+    box.enqueue([("m1", URL, "{}")])
+    assert _rows(dsn, "SELECT schemaname FROM pg_tables WHERE tablename = 'nexus_otel_outbox'") == [("outq",)]
+    assert not box.same_database(dsn), "a URL with another search_path was taken for the same database"
+
+
+def test_after_teardown_the_webhook_plugin_reads_the_shared_outbox(dsn, tmp_path):
+    """WebhookPlugin.outbox / dead_letters after the app stopped open the shared outbox again, not a local file."""
+    app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+    plugin = app.add_plugin(WebhookPlugin(webhook_url=URL, secret="whsec_" + "A" * 32))
+    app.start()
+    app.stop()
+    assert isinstance(plugin.outbox.outbox, PostgresOutbox)
+    assert plugin.dead_letters() == []
+    assert not list(Path(tmp_path).glob("outbox*"))

@@ -162,15 +162,7 @@ class PostgresAuditStore:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self._dsn, connect_timeout=int(max(1, self._timeout)))
             with self._conn.transaction():
-                self._conn.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
-                # A table made by an earlier version gets the columns it lacks. Looked up first: ALTER TABLE takes
-                # the table's exclusive lock even when the column exists, and would queue behind a long report.
-                present = {row[0] for row in self._conn.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
-                    " AND NOT attisdropped", (self._table,))}
-                for column in ADDED_COLUMNS:
-                    if column not in present:
-                        self._conn.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
+                self.prepare_on(self._conn)
         return self._conn
 
     @property
@@ -178,18 +170,27 @@ class PostgresAuditStore:
         return self._dsn
 
     def prepare_on(self, cursor: Any) -> None:
-        """Create the table (if missing) with ``cursor``, in its transaction."""
+        """Create the table if missing, and add the columns a table of an earlier version lacks, with ``cursor``
+        (a connection or a cursor), in its transaction."""
         cursor.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
+        # Looked up first: ALTER TABLE takes the table's exclusive lock even when the column exists, and would
+        # queue behind a long report.
+        present = {row[0] for row in cursor.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
+            " AND NOT attisdropped", (self._table,)).fetchall()}
+        for column in ADDED_COLUMNS:
+            if column not in present:
+                cursor.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
 
     def write_on(self, cursor: Any, rows: Sequence[dict[str, Any]]) -> None:
         """Upsert ``rows`` with ``cursor``, in its transaction (the shared outbox's: the rows commit with it)."""
-        cursor.executemany(self._sql, [tuple(r.get(c) for c in COLUMNS) for r in rows])
+        cursor.executemany(self._sql, [_pg_values(r) for r in rows])
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(self._sql, [tuple(r.get(c) for c in COLUMNS) for r in rows])
+                cur.executemany(self._sql, [_pg_values(r) for r in rows])
         except Exception:
             if self._conn is not None:
                 try:
@@ -203,6 +204,12 @@ class PostgresAuditStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _pg_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row's values for PostgreSQL, whose text cannot hold NUL: a NUL in an error message would otherwise fail
+    the row (and its batch) for good."""
+    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in (row.get(c) for c in COLUMNS))
 
 
 def _postgres_attributes(dsn: str, table: str) -> dict[str, Any]:

@@ -40,11 +40,15 @@ class _Slot(Generic[T]):
 class GroupCommit(Generic[T]):
     """Commits the items of concurrent :meth:`submit` calls together with ``write(items)`` (one transaction).
 
-    ``write`` runs on one caller's thread at a time; it raises to fail every caller of its group.
+    ``write`` runs on one caller's thread at a time; it raises to fail every caller of its group. When
+    ``alone(exc)`` says the failure may be one caller's doing (a value the database refuses), the group's
+    callers are written one by one instead, so one bad item fails only its own caller.
     """
 
-    def __init__(self, write: Callable[[list[T]], None], *, wait_limit: float = WAIT_LIMIT) -> None:
+    def __init__(self, write: Callable[[list[T]], None], *, wait_limit: float = WAIT_LIMIT,
+                 alone: Callable[[BaseException], bool] = lambda exc: False) -> None:
         self._write = write
+        self._alone = alone
         self._wait_limit = wait_limit
         self._lock = threading.Lock()
         self._queue: list[_Slot[T]] = []
@@ -92,9 +96,18 @@ class GroupCommit(Generic[T]):
         except BaseException as exc:  # every caller of the group gets it
             error = exc
         self.commits += 1
-        for slot in group:
-            slot.error = error
-            slot.done.set()
+        if error is not None and len(group) > 1 and self._alone(error):
+            for slot in group:  # one caller's bad item: the others are written without it
+                try:
+                    self._write(slot.items)
+                except BaseException as exc:
+                    slot.error = exc
+                self.commits += 1
+                slot.done.set()
+        else:
+            for slot in group:
+                slot.error = error
+                slot.done.set()
         with self._lock:
             if not self._queue:
                 self._writing = False

@@ -35,13 +35,16 @@ local table's (``docs/records.md``, "The outbox's states"): ``pending``
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .. import fastjson
 from ..errors import ConfigurationError, RecordsUnavailableError, UsageError
@@ -86,11 +89,15 @@ JoinedWrite = Callable[[Any, list[str]], None]
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for logs, errors and metric attributes."""
+    """The URL without its password (in its user part or its query), for logs, errors and metric attributes."""
     parts = urlsplit(url)
     if parts.password:
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-    return url
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return parts.geturl()
 
 
 def is_url(value: object) -> bool:
@@ -146,7 +153,11 @@ class PostgresOutbox:
         self.connect_timeout = connect_timeout
         self.writable = Writability(self.path, probe=self._probe)
         """Whether enqueues can be committed now (one that could not be marks it; a probe clears it)."""
-        self._committer: GroupCommit[tuple[str, str, str]] = GroupCommit(self._insert)
+        self._committer: GroupCommit[tuple[str, str, str]] = GroupCommit(self._insert, alone=_refused_value)
+        self._writing_since: float | None = None  # while a group's write runs (the watchdog's look)
+        self.write_limit = _WRITE_LIMIT
+        """Seconds a group's write may run before its connection is cut (:func:`_watch`)."""
+        self._watchdog: threading.Thread | None = None
         self._enqueue_conn: Any = None  # the writing caller's (one at a time: the group commit's)
         self._lock = threading.Lock()
         self._conn: Any = None  # the workers' and readers' (under _lock)
@@ -161,21 +172,31 @@ class PostgresOutbox:
             with self._lock:
                 self._db()
         except Exception as exc:  # the database is down as the app starts: it starts, and enqueues fail closed
-            self.writable.write_failed(exc, required=True)
+            self.writable.mark_unwritable(exc)
 
     # -- connections -----------------------------------------------------------------------------
     def _connect(self) -> Any:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
 
+        # The URL's own options (a search_path, say) are kept; the statement timeout is added to them.
+        given = conninfo_to_dict(self.url).get("options")
+        options = " ".join(filter(None, [str(given or ""), f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}"]))
         conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
                                # a peer that vanished (its host gone, a partition) is noticed in seconds
                                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
-                               tcp_user_timeout=int(self.connect_timeout * 1000),
-                               options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}")
+                               tcp_user_timeout=int(self.connect_timeout * 1000), options=options)
         if not self._schema_ready:
-            with conn.transaction():
-                conn.execute(f"SELECT pg_advisory_xact_lock(hashtext('{TABLE}'))")  # replicas start together
-                conn.execute(_SCHEMA)
+            try:
+                # Made only if missing: a role that may write the table but not create in its schema uses it as is.
+                row = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
+                if row is None or row[0] is None:
+                    with conn.transaction():
+                        conn.execute(f"SELECT pg_advisory_xact_lock(hashtext('{TABLE}'))")  # replicas start together
+                        conn.execute(_SCHEMA)
+            except Exception:
+                conn.close()
+                raise
             self._schema_ready = True
         return conn
 
@@ -185,7 +206,8 @@ class PostgresOutbox:
             self._pid = os.getpid()
             self._conn = self._enqueue_conn = None  # let go of, not closed
             self._lock = threading.Lock()
-            self._committer = GroupCommit(self._insert)
+            self._committer = GroupCommit(self._insert, alone=_refused_value)
+            self._watchdog = None
 
     def _db(self) -> Any:
         """The readers' connection, opened on first use and again after a failure (call with ``_lock``)."""
@@ -194,15 +216,28 @@ class PostgresOutbox:
         return self._conn
 
     def _run(self, sql: str, params: Sequence[Any] = (), *, fetch: bool = False) -> Any:
-        """One statement on the readers' connection: its rows (``fetch``) or its row count."""
+        """One statement on the readers' connection: its rows (``fetch``) or its row count.
+
+        A connection that was open already and fails at once (its session ended while idle: a server
+        restart, a proxy's idle cut) is replaced and the statement run once more.
+        """
+        import psycopg
+
         self._forked()
         with self._lock:
-            try:
-                cur = self._db().execute(sql, params)
-                return cur.fetchall() if fetch else cur.rowcount
-            except Exception:
-                self._drop("_conn")
-                raise
+            reused = self._conn is not None and not self._conn.closed
+            started = time.monotonic()
+            for attempt in (1, 2):
+                try:
+                    cur = self._db().execute(sql, params)
+                    return cur.fetchall() if fetch else cur.rowcount
+                except psycopg.OperationalError:
+                    self._drop("_conn")
+                    if attempt == 2 or not reused or time.monotonic() - started > 1.0:
+                        raise
+                except Exception:
+                    self._drop("_conn")
+                    raise
 
     def _drop(self, which: str) -> None:
         conn = getattr(self, which)
@@ -237,13 +272,14 @@ class PostgresOutbox:
             self.writable.write_succeeded()
 
     def _probe_now(self) -> str | None:
-        """``SELECT 1`` on a fresh connection: None if the database answers, else why not."""
+        """An enqueue rolled back, on a fresh connection: None if the database takes it, else why not."""
         try:
             conn = self._connect()
         except Exception as exc:
             return _reason(exc)
-        try:
-            conn.execute("SELECT 1")
+        try:  # a write, rolled back: a database that answers but refuses writes (read-only, a standby) fails it
+            with conn.transaction(force_rollback=True):
+                conn.execute(_INSERT, (["probe"], ["probe"], ["{}"]))
             return None
         except Exception as exc:
             return _reason(exc)
@@ -283,6 +319,12 @@ class PostgresOutbox:
         try:
             self._committer.submit(rows)
         except Exception as exc:
+            if _refused_value(exc):  # this execution's records, not the database: the others go on
+                reason = f"the database refused a value: {_reason(exc)}"
+                log.error("%s: records of an execution not queued: %s", self.path, reason)
+                if required:
+                    raise RecordsUnavailableError(self.path, reason) from exc
+                return 0
             reason = self.writable.write_failed(exc, required=required)
             if required:
                 raise RecordsUnavailableError(self.path, reason) from exc
@@ -307,7 +349,26 @@ class PostgresOutbox:
         return self.enqueue(items, required=self._deferred.required) if items else 0
 
     def _insert(self, rows: list[tuple[str, str, str]]) -> None:
-        """One transaction for a group of enqueues (the group commit's writer: one thread at a time)."""
+        """One transaction for a group of enqueues (the group commit's writer: one thread at a time).
+
+        A connection that was open already and turns out dead (the server restarted, an idle connection
+        cut by a proxy) is replaced and the write tried once more: the database is up, and a commit whose
+        answer was lost is at worst queued twice (delivered at least once, with one ``webhook-id``).
+        """
+        import psycopg
+
+        reused = self._enqueue_conn is not None and not self._enqueue_conn.closed
+        started = time.monotonic()
+        try:
+            self._write_group(rows)
+        except psycopg.OperationalError:
+            if not reused or time.monotonic() - started > 1.0:  # a dead connection fails at once; a hang does not
+                raise
+            self._write_group(rows)
+
+    def _write_group(self, rows: list[tuple[str, str, str]]) -> None:
+        self._start_watchdog()
+        self._writing_since = time.monotonic()
         try:
             if self._enqueue_conn is None or self._enqueue_conn.closed:
                 self._enqueue_conn = self._connect()
@@ -331,10 +392,18 @@ class PostgresOutbox:
         except Exception:
             self._drop("_enqueue_conn")
             raise
+        finally:
+            self._writing_since = None
         for destination, payloads in joined.items():
             committed = self._on_commit.get(destination)
             if committed is not None:
                 committed(len(payloads))
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=_watch, args=(weakref.ref(self),),
+                                              name="nexus-otel-outbox-watchdog", daemon=True)
+            self._watchdog.start()
 
     def view(self, scope: Scope) -> OutboxView:
         """This outbox seen through ``scope``: what one sink sharing it reads and counts."""
@@ -358,7 +427,7 @@ class PostgresOutbox:
             f"UPDATE {TABLE} SET next_attempt_at = {_NOW} + %s, claimed_by = %s WHERE id IN ("
             f"SELECT id FROM {TABLE} WHERE state = 'pending' AND next_attempt_at <= {_NOW} AND {where}"
             f" ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
-            (lease, owners.identity(), *params, limit), fetch=True)
+            (lease, _owner(), *params, limit), fetch=True)
         return sorted((_row_message(row) for row in rows), key=lambda m: m.id)
 
     claim = lease
@@ -368,7 +437,7 @@ class PostgresOutbox:
         rows = _rows(handles)
         if rows:
             self._run(f"UPDATE {TABLE} SET next_attempt_at = {_NOW}, claimed_by = NULL WHERE state = 'pending'"
-                      " AND id = ANY(%s) AND claimed_by = %s", (rows, owners.identity()))
+                      " AND id = ANY(%s) AND claimed_by = %s", (rows, _owner()))
 
     def release_orphans(self, scope: Scope = ALL) -> int:
         """Release, due now, the leases of processes on this host that have ended; how many.
@@ -380,7 +449,7 @@ class PostgresOutbox:
             f"SELECT DISTINCT claimed_by FROM {TABLE} WHERE state = 'pending' AND claimed_by IS NOT NULL"
             f" AND next_attempt_at > {_NOW} AND {where}", params, fetch=True)]
         released = 0
-        for gone in [c for c in claimers if owners.has_ended(c)]:
+        for gone in [c for c in claimers if _has_ended(c)]:
             released += self._run(
                 f"UPDATE {TABLE} SET next_attempt_at = {_NOW}, claimed_by = NULL WHERE state = 'pending'"
                 f" AND claimed_by = %s AND {where}", (gone, *params))
@@ -408,7 +477,7 @@ class PostgresOutbox:
         (row,) = _rows([handle])
         self._run(f"UPDATE {TABLE} SET attempts = attempts + 1, next_attempt_at = {_NOW} + %s, last_error = %s,"
                   " claimed_by = NULL WHERE id = %s AND state = 'pending' AND (claimed_by = %s OR claimed_by IS NULL)",
-                  (delay, error[:1000], row, owners.identity()))
+                  (delay, error[:1000], row, _owner()))
 
     def hold(self, destination: str, until: float) -> int:
         """Postpone every pending message to ``destination`` due before ``until`` (``time.time()``: its circuit
@@ -423,7 +492,7 @@ class PostgresOutbox:
         (row,) = _rows([handle])
         self._run(f"UPDATE {TABLE} SET attempts = attempts + 1, state = 'dead', last_error = %s, claimed_by = NULL"
                   " WHERE id = %s AND state = 'pending' AND (claimed_by = %s OR claimed_by IS NULL)",
-                  (error[:1000], row, owners.identity()))
+                  (error[:1000], row, _owner()))
 
     dead = dead_letter
 
@@ -444,8 +513,15 @@ class PostgresOutbox:
         rows = [i.row if isinstance(i, RowHandle) else i for i in ids]
         return int(self._run(sql + " AND id = ANY(%s)", (*params, rows)))
 
+    def _known_down(self) -> None:
+        """Raise at once while the database is known unwritable: a scrape must not wait for one that does not
+        answer (the gauges then have no reading rather than a late one)."""
+        if self.writable.error is not None:
+            raise RecordsUnavailableError(self.path, self.writable.error)
+
     def counts(self, scope: Scope = ALL) -> dict[str, int]:
         """Messages (of ``scope``) by state: ``pending`` and ``dead``, of every replica."""
+        self._known_down()
         where, params = _render(scope)
         rows = self._run(f"SELECT state, COUNT(*) FROM {TABLE} WHERE {where} GROUP BY state", params, fetch=True)
         out = {"pending": 0, "dead": 0}
@@ -454,6 +530,7 @@ class PostgresOutbox:
 
     def oldest_age(self, scope: Scope = ALL) -> float | None:
         """Seconds since the oldest pending message (of ``scope``) was enqueued, None if none is pending."""
+        self._known_down()
         where, params = _render(scope)
         rows = self._run(f"SELECT {_NOW} - MIN(created_at) FROM {TABLE} WHERE state = 'pending' AND {where}",
                          params, fetch=True)
@@ -466,17 +543,87 @@ class PostgresOutbox:
 
     def close(self) -> None:
         """Close the connections (they open again on next use: the table is the queue)."""
+        self._forked()
         with self._lock:
             self._drop("_conn")
         self._drop("_enqueue_conn")
 
 
+_NOT_THE_TARGET = frozenset({"password", "connect_timeout", "application_name", "keepalives", "keepalives_idle",
+                             "keepalives_interval", "keepalives_count", "tcp_user_timeout"})
+
+
 def _target(url: str) -> tuple[Any, ...]:
-    """What names a database in a URL: host, port, database, user (not the password or options)."""
+    """What a URL's connection writes to: host, port, database, user and every other parameter (options, a
+    search_path among them), but not the password or timeouts."""
     from psycopg.conninfo import conninfo_to_dict
 
-    info = conninfo_to_dict(url)
-    return (info.get("host") or "localhost", str(info.get("port") or 5432), info.get("dbname"), info.get("user"))
+    info = {k: str(v) for k, v in conninfo_to_dict(url).items() if k not in _NOT_THE_TARGET}
+    info.setdefault("host", "localhost")
+    info.setdefault("port", "5432")
+    return tuple(sorted(info.items()))
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace (Linux), "?" where it cannot be read."""
+    return _namespace_of(os.getpid())
+
+
+@functools.lru_cache(maxsize=2)
+def _namespace_of(pid: int) -> str:  # keyed by pid: a forked child reads its own
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    except OSError:
+        return "?"
+
+
+def _owner() -> str:
+    """Who holds a lease: the process's identity and its PID namespace. Containers sharing a host name
+    (host networking) each have PIDs of their own: a lease is checked only from its own namespace."""
+    return f"{owners.identity()}/{_pid_namespace()}"
+
+
+def _has_ended(owner: str) -> bool:
+    """True only if ``owner``'s process is known to have ended: on this host, in this PID namespace."""
+    base, _, namespace = owner.rpartition("/")
+    if namespace == "?" or namespace != _pid_namespace():
+        return False
+    return owners.has_ended(base)
+
+
+_WRITE_LIMIT = _STATEMENT_TIMEOUT_MS / 1000 + 5.0
+"""Seconds a group's write may run before the watchdog cuts its connection: the server's statement timeout
+cannot end a write to a backend that stopped answering (its host frozen, storage hung)."""
+
+
+def _watch(outbox_ref: Callable[[], PostgresOutbox | None]) -> None:
+    """Cut the enqueue connection of a write that runs past :data:`_WRITE_LIMIT`: its callers then fail (503)
+    instead of waiting, and the next write opens a new connection."""
+    while True:
+        time.sleep(1.0)
+        outbox = outbox_ref()
+        if outbox is None:
+            return
+        since, conn, limit = outbox._writing_since, outbox._enqueue_conn, outbox.write_limit
+        del outbox
+        if since is not None and conn is not None and time.monotonic() - since > limit:
+            log.error("the shared outbox's database has not answered a write for %.0f s: its connection is cut",
+                      time.monotonic() - since)
+            try:
+                cut = socket.socket(fileno=os.dup(conn.fileno()))
+                try:
+                    cut.shutdown(socket.SHUT_RDWR)
+                finally:
+                    cut.close()
+            except (OSError, ValueError, AttributeError) as exc:
+                log.debug("cannot cut the connection: %s", exc)
+
+
+def _refused_value(exc: BaseException) -> bool:
+    """True when the database refused a value (a character it cannot store, a constraint), not the write."""
+    import psycopg
+
+    return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
 
 
 def _reason(exc: BaseException) -> str:

@@ -37,7 +37,8 @@ def reason_of(exc: BaseException) -> str:
     """A short reason for a failed write: the OS's words (``No space left on device``), else the exception's text."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc) or type(exc).__name__
+    lines = str(exc).strip().splitlines()  # a database's error: its first line (not the statement it quotes)
+    return lines[0] if lines else type(exc).__name__
 
 
 def read_only(folder: Path) -> bool:
@@ -91,6 +92,19 @@ class Writability:
                       " need it fail with RecordsUnavailableError (sinks set to on_unavailable=\"drop\" lose"
                       " theirs) until it is writable again, checked once a second", self.path, reason)
         return reason
+
+    def mark_unwritable(self, exc: BaseException) -> None:
+        """Known unwritable without a failed put (a database down as the app starts): nothing is counted."""
+        now = self._clock()
+        with self._lock:
+            first = self.error is None
+            if first:
+                self.since = now
+            self.error = reason_of(exc)
+            self._next_probe = now + self.probe_interval
+        if first:
+            self._log(now, logging.ERROR, "%s: records cannot be made durable: %s; executions whose records need it"
+                      " are refused until it is writable again, checked once a second", self.path, self.error)
 
     def write_succeeded(self) -> None:
         """A put was written: if the outbox was marked unwritable, it is writable again."""

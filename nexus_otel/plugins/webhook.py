@@ -44,7 +44,7 @@ from ..exporters.proxies import ProxyRoutes
 from ..exporters.request_head import check_headers, check_url
 from ..exporters.tls import client_context
 from ..exporters.webhook import WebhookExporter, reserved_headers
-from ..outbox import WEBHOOK_SCOPE, Message, Outbox, OutboxView, RetryPolicy, default_outbox_path
+from ..outbox import WEBHOOK_SCOPE, Message, OutboxView, RetryPolicy, default_outbox_path, open_outbox
 from ..plugin_base import NexusPlugin
 from ..telemetry import contract
 
@@ -121,7 +121,7 @@ class WebhookPlugin(NexusPlugin):
         self.client_key = client_key
         """The client certificate's private key (PEM, unencrypted), when not in ``client_cert``'s file."""
         self.exporter: WebhookExporter | None = None
-        self._outbox_file: Path | None = None
+        self._outbox_file: Path | str | None = None
         self._app: Any = None
 
     def setup(self, nexus_app: Any) -> None:
@@ -172,7 +172,7 @@ class WebhookPlugin(NexusPlugin):
                              owner="WebhookPlugin")
         path = Path(self.outbox_path) if self.outbox_path else default_outbox_path(
             nexus_app.telemetry.config.data_dir, LEGACY_OUTBOX)
-        self._outbox_file = path
+        self._outbox_file = nexus_app.records.shared_outbox or path  # what to open again after teardown
         self.exporter = WebhookExporter(
             urls, nexus_app.records.outbox(path), secret=self.secret,
             workflows=settings.names("WebhookPlugin.workflows", self.workflows),
@@ -193,7 +193,7 @@ class WebhookPlugin(NexusPlugin):
             return self.exporter.outbox
         if self._outbox_file is None:
             raise PluginNotSetUpError(self.name, "WebhookPlugin is not set up: add it to an app first")
-        return Outbox(self._outbox_file).view(WEBHOOK_SCOPE)
+        return open_outbox(self._outbox_file).view(WEBHOOK_SCOPE)
 
     def dead_letters(self) -> list[Message]:
         """Payloads given up on, with their last error."""

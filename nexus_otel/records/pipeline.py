@@ -229,8 +229,8 @@ class RecordPipeline:
         return out
 
     def _observe_writable(self, options: CallbackOptions) -> list[Observation]:
-        return [Observation(1 if outbox.writable.check() is not None else 0, {"outbox": str(path)})
-                for path, outbox in list(self._outboxes.items())]
+        return [Observation(1 if outbox.writable.check() is not None else 0, {"outbox": str(outbox.path)})
+                for outbox in list(self._outboxes.values())]
 
     def _observe_depth(self, options: CallbackOptions) -> list[Observation]:
         out = []
