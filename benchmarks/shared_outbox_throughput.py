@@ -2,7 +2,7 @@
 
 Run::
 
-    python benchmarks/shared_outbox_throughput.py            # full run (about a minute and a half)
+    python benchmarks/shared_outbox_throughput.py            # full run (about two minutes)
     python benchmarks/shared_outbox_throughput.py --smoke    # a tiny run that only shows it works
 
 What runs, all on this machine:
@@ -31,11 +31,14 @@ Each round checks that every message arrived exactly once (the ``webhook-id`` of
 receiver; the delivering processes' own counts add up to the backlog) and the table is empty: a lease lasts
 60 s, far longer than a round, so a second delivery could only be a lease that failed.
 
-The ceiling, measured in the same rounds: the CPU each process used (the delivering processes, the receiver,
-PostgreSQL's server processes) per message and as cores busy over the round, against this machine's cores;
-the receiver's accept-queue overflows (the kernel's ``ListenOverflows``, all sockets). The per-message CPU of
-delivery from the shared outbox is the delivering processes' CPU (lease, sign, post, ack, its spans) divided
-by the messages, PostgreSQL's share beside it. The script always exits 0 (``--smoke``: 1 when a check fails).
+The ceilings, measured in the same run: the receiver alone, before the rounds (a plain asyncio client in a
+process of its own, 8 and then 32 requests at once, a connection each, no outbox: the most it answers); the CPU
+each process used (the delivering processes, the receiver, PostgreSQL's server processes) per message and as
+cores busy over the round, against this machine's cores (and the whole machine's busy cores, other work
+included); the receiver's accept-queue overflows (the kernel's ``ListenOverflows``, all sockets). The
+per-message CPU of delivery from the shared outbox is the delivering processes' CPU (lease, sign, post, ack,
+their spans) divided by the messages, PostgreSQL's share beside it. The script always exits 0 (``--smoke``: 1
+when a check fails).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ READY = "READY"
 ROUND_TIMEOUT = 120.0  # seconds a round may take before it is reported stalled
 WINDOW = (0.10, 0.90)  # the steady part of a round: between these fractions of the arrivals
 SETTINGS = {"durable": (), "fast": SERVER_SETTINGS}
+CAPACITY_CONCURRENCY = (8, 32)  # requests at once of the plain client that measures the receiver alone
 
 
 # --------------------------------------------------------------------------------------
@@ -209,6 +213,54 @@ class Deliverer:
 
 
 # --------------------------------------------------------------------------------------
+# The receiver's capacity alone: a plain client (a process of its own), no outbox
+# --------------------------------------------------------------------------------------
+def load_main(url: str, concurrency: int, seconds: float) -> int:
+    """``--load`` mode: ``concurrency`` asyncio clients POST to ``url`` for ``seconds``, each request on a connection
+    of its own (the stock server's HTTP/1.0); prints ``{"answered": n, "seconds": s}``."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    body = b"{}"
+
+    async def client(c: int, end: float, answered: list[int]) -> None:
+        i = 0
+        while time.monotonic() < end:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.write(f"POST {parts.path} HTTP/1.0\r\nhost: {parts.netloc}\r\nwebhook-id: load-{c}-{i}\r\n"
+                         f"content-length: {len(body)}\r\n\r\n".encode() + body)
+            head = await reader.read()  # HTTP/1.0: the server closes after its answer
+            writer.close()
+            if head.startswith(b"HTTP/1.0 200"):
+                answered[0] += 1
+            i += 1
+
+    async def main() -> tuple[int, float]:
+        answered = [0]
+        start = time.monotonic()
+        await asyncio.gather(*(client(c, start + seconds, answered) for c in range(concurrency)))
+        return answered[0], time.monotonic() - start
+
+    answered, took = asyncio.run(main())
+    print(json.dumps({"answered": answered, "seconds": took}), flush=True)
+    return 0
+
+
+def receiver_capacity(receiver: Receiver, concurrency: int, seconds: float) -> tuple[float, float]:
+    """(requests/s the receiver answered, cores its process was busy) under ``load_main`` at ``concurrency``."""
+    before = process_cpu(receiver.proc.pid)
+    out = subprocess.run([sys.executable, HERE, "--load", "--url", receiver.url, "--concurrency", str(concurrency),
+                          "--seconds", str(seconds)], capture_output=True, text=True, timeout=seconds + 60)
+    busy = process_cpu(receiver.proc.pid) - before
+    try:
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise RuntimeError(f"the load client failed: {out.stderr.strip()[-500:]}") from exc
+    return result["answered"] / result["seconds"], busy / result["seconds"]
+
+
+# --------------------------------------------------------------------------------------
 # Rounds
 # --------------------------------------------------------------------------------------
 def listen_overflows() -> int:
@@ -329,7 +381,7 @@ def _cores(rounds: list[Round], key: str) -> float:
     return statistics.median(r.cpu[key] / r.elapsed for r in rounds if r.elapsed > 0)
 
 
-def report(rounds: list[Round], k: int, n: int, delay: float) -> None:
+def report(rounds: list[Round], k: int, n: int, delay: float, capacity: dict[int, tuple[float, float]]) -> None:
     one = [r for r in rounds if r.processes == 1]
     many = [r for r in rounds if r.processes != 1]
     print()
@@ -357,21 +409,24 @@ def report(rounds: list[Round], k: int, n: int, delay: float) -> None:
               f"{busy['receiver']:.2f}, PostgreSQL {busy['database']:.2f}, these {sum(busy.values()):.2f}, the "
               f"whole machine {_cores(rounds, 'machine'):.2f} (other work included) of {cores}")
     parts = {key: _per_message_us(many, key, n) for key in ("deliver", "receiver", "database")}
-    ceiling = cores / sum(parts.values()) * 1e6
+    cpu_bound = cores / sum(parts.values()) * 1e6
+    receiver_busy, machine_busy, db_busy = _cores(many, "receiver"), _cores(many, "machine"), _cores(many, "database")
+    overflows = statistics.median(r.overflows for r in many)
     print()
-    print(f"the ceiling here: {cores} cores / {sum(parts.values()):.0f} us of CPU per message (delivering "
-          f"{parts['deliver']:.0f} + receiver {parts['receiver']:.0f} + PostgreSQL {parts['database']:.0f}) = "
-          f"{ceiling:.0f} deliveries/s if every core did nothing else: {ceiling / rate1:.2f}x the 1-process rate")
-    receiver_busy, machine_busy = _cores(many, "receiver"), _cores(many, "machine")
-    if machine_busy >= 0.9 * cores:
-        print(f"what stops it: the machine's CPU ({machine_busy:.2f} of {cores} cores busy with {k} processes)")
-    elif receiver_busy > 0.85:
-        print(f"what stops it: the receiver (one Python process, its GIL), busy {receiver_busy:.2f} of a core")
-    elif statistics.median(r.overflows for r in many):
-        print(f"what stops it: not CPU ({machine_busy:.2f} of {cores} cores busy); the receiver's accept queue "
-              f"overflowed {statistics.median(r.overflows for r in many):.0f} times a round (a connection it had "
-              "no room for waits for the SYN's retransmission, a second), and the senders' adaptive limits "
-              "stayed low")
+    for concurrency, (rate, busy) in sorted(capacity.items()):
+        print(f"the receiver alone (a plain asyncio client, {concurrency} requests at once, a connection each): "
+              f"{rate:.0f} answers/s, its process {busy:.2f} of a core busy")
+    receiver_bound = max((rate for rate, _ in capacity.values()), default=float("inf"))
+    print(f"ceilings of {k} processes' rate, as measured here (the 1-process rate is {rate1:.0f}/s):")
+    print(f"  the receiver, alone: {receiver_bound:.0f}/s = {receiver_bound / rate1:.2f}x (with {k} processes it "
+          f"was {receiver_busy:.2f} of a core busy; its accept queue overflowed {overflows:.0f} times a round)")
+    print(f"  the CPU: {cores} cores / {sum(parts.values()):.0f} us per message (delivering {parts['deliver']:.0f} + "
+          f"receiver {parts['receiver']:.0f} + PostgreSQL {parts['database']:.0f}) = {cpu_bound:.0f}/s = "
+          f"{cpu_bound / rate1:.2f}x, if nothing else ran (the whole machine was {machine_busy:.2f} of {cores} "
+          f"cores busy)")
+    print(f"  the database: {db_busy:.2f} of a core busy ({parts['database']:.0f} us per message)")
+    lowest = "the receiver" if receiver_bound <= cpu_bound else "the CPU"
+    print(f"what stops it: {lowest} ({k} processes reached {ratek / min(receiver_bound, cpu_bound):.0%} of it)")
     print(f"per-message CPU of delivery from the shared outbox (1 process; lease, sign, post, ack, spans): "
           f"{_per_message_us(one, 'deliver', n):.0f} us in the delivering process + "
           f"{_per_message_us(one, 'database', n):.0f} us in PostgreSQL")
@@ -394,11 +449,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outbox", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)
+    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=8, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=4.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
         return receiver_main(args.delay, args.accept_queue)
     if args.deliver:
         return deliver_main(args.outbox, args.url, args.secret)
+    if args.load:
+        return load_main(args.url, args.concurrency, args.seconds)
 
     from nexus_otel.outbox import PostgresOutbox
 
@@ -420,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         outbox = PostgresOutbox(pg.dsn)
         try:
             postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+            capacity = {c: receiver_capacity(receiver, c, 0.5 if args.smoke else 4.0) for c in CAPACITY_CONCURRENCY}
+            print("  the receiver alone: " + ", ".join(f"{rate:.0f} answers/s at {c} at once"
+                                                        for c, (rate, _) in capacity.items()), flush=True)
             for i in range(pairs):
                 for processes in rotated((1, k), i):
                     r = run_round(processes, n, pg, outbox, receiver, postmaster, secret, tmp)
@@ -433,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             outbox.close()
             receiver.stop()
     if rounds and all(r.rate for r in rounds):
-        report(rounds, k, n, args.delay)
+        report(rounds, k, n, args.delay, capacity)
     print(f"checks: {'every message delivered once, the table empty after every round' if not problems else 'FAILED'}")
     print(f"total elapsed: {time.perf_counter() - t0:.1f} s")
     if args.smoke:
