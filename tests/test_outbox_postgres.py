@@ -566,3 +566,41 @@ def test_after_teardown_the_webhook_plugin_reads_the_shared_outbox(dsn, tmp_path
     assert isinstance(plugin.outbox.outbox, PostgresOutbox)
     assert plugin.dead_letters() == []
     assert not list(Path(tmp_path).glob("outbox*"))
+
+
+def test_a_running_worker_takes_over_the_leases_of_a_killed_peer_on_its_host(dsn, monkeypatch):
+    """A replica killed holding a long lease: a worker already running on the host releases it, not its lease's end."""
+    import signal
+    import subprocess
+    import sys
+
+    from nexus_otel.outbox import OK, OutboxWorker
+    from nexus_otel.outbox import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "ORPHAN_CHECK", 0.5)
+    PostgresOutbox(dsn).enqueue([("m1", URL, "{}")])
+    delivered: list[str] = []
+
+    def deliver(batch, deadline):
+        delivered.extend(m.message_id for m in batch)
+        return [OK] * len(batch)
+
+    worker = OutboxWorker(PostgresOutbox(dsn).view(WEBHOOK_SCOPE), deliver, idle_poll=0.2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from nexus_otel.outbox import PostgresOutbox;"
+         f" box = PostgresOutbox({dsn!r}); print(len(box.lease(10, 300)), flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "1"
+        worker.start()
+        time.sleep(1.0)
+        assert delivered == [], "a live process's lease was taken"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while not delivered and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert delivered == ["m1"], "the killed process's lease was left to run out (300 s)"
+    finally:
+        holder.kill()
+        worker.stop(2)

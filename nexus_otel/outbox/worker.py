@@ -26,6 +26,8 @@ from .message import Handle, Message
 from .queue import DEFAULT_LEASE, Outbox, OutboxView
 
 log = logging.getLogger("nexus_otel.outbox")
+ORPHAN_CHECK = 10.0
+"""Seconds between two looks for the leases of processes that ended (besides one as the worker starts)."""
 _ERROR_PAUSE = 1.0
 """Seconds the delivery loop waits after an error it cannot act on (a full disk, a broken outbox file)."""
 
@@ -126,14 +128,22 @@ class OutboxWorker:
         if not self._wake.is_set():
             self._wake.set()
 
-    def _run(self) -> None:
-        try:  # messages a process that ended had leased: due now, not at their lease's end
+    def _release_orphans(self) -> None:
+        """Messages a process that ended had leased: due now, not at their lease's end."""
+        try:
             released = self.outbox.release_orphans()
             if released:
                 log.warning("%s: %d messages claimed by a process that has ended are due again", self.name, released)
         except Exception as exc:
             log.error("%s: cannot release the claims of ended processes: %s", self.name, exc)
+
+    def _run(self) -> None:
+        self._release_orphans()
+        orphans_at = time.monotonic() + ORPHAN_CHECK
         while not self._stop.is_set():
+            if time.monotonic() >= orphans_at:  # a peer killed meanwhile (another worker, a replica on this host)
+                self._release_orphans()
+                orphans_at = time.monotonic() + ORPHAN_CHECK
             if self.on_tick is not None:
                 try:
                     self.on_tick()
