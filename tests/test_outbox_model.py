@@ -59,17 +59,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
-import logging
 import multiprocessing
 import os
 import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,114 +77,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
 from nexus_otel.cli import main as cli
-from nexus_otel.outbox import WEBHOOK_SCOPE, CircuitBreaker, Outbox, OutboxWorker, Outcome, RetryPolicy, journal
+from nexus_otel.outbox import DEFAULT_LEASE, journal
 from nexus_otel.outbox import owners as claimer
 
 from . import small_disk as small_disk_tools
+from .outbox_processes import MAX_ATTEMPTS, OUTCOMES, Proc, forkserver_preloading, serve
 
 SEED = int(os.environ.get("OUTBOX_MODEL_SEED", "2024"))
 EXAMPLES = int(os.environ.get("OUTBOX_MODEL_EXAMPLES", "40"))
 STEPS = 30
-MAX_ATTEMPTS = 3
 DESTINATIONS = ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b")  # never contacted: deliveries are the model's
 DISK_MB = 8
 
 PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in flight", "delivered", "dead"
-OUTCOMES = {"ok": Outcome(True), "fail": Outcome(False, "HTTP 503"), "reject": Outcome(False, "HTTP 400", retry=False),
-            "not attempted": Outcome(False, "not attempted", attempted=False)}
-
-
-# -- the outbox's processes ------------------------------------------------------------------------
-def _serve(conn: Connection, path: str) -> None:
-    """One outbox process: runs the parent's commands on its ``Outbox`` until told to exit (or killed)."""
-    logging.getLogger("nexus_otel").setLevel(logging.CRITICAL + 1)  # the model checks behaviour, not log lines
-    gc.freeze()  # what the server imported: the collection at exit looks only at this process's objects
-    outbox: Outbox | None = Outbox(path)
-    assert outbox is not None
-    with contextlib.suppress(Exception):
-        outbox.release_orphans()  # as a starting worker does
-    conn.send(("ok", "ready"))
-    sent: list[tuple[int, str, str, int]] = []
-    codes: list[str] = []
-
-    def deliver(batch: list[Any], deadline: float | None) -> list[Outcome]:
-        out = []
-        for message in batch:
-            code = codes[len(sent) % len(codes)]
-            sent.append((message.id, message.message_id, code, message.attempts))
-            out.append(OUTCOMES[code])
-        return out
-
-    worker = OutboxWorker(outbox.view(WEBHOOK_SCOPE), deliver, policy=RetryPolicy(MAX_ATTEMPTS, 0.0, 0.0),
-                          breaker=CircuitBreaker(base=0.0, cap=0.0), linger=0)
-    while True:
-        cmd, arg = conn.recv()
-        result: Any = None
-        try:
-            if cmd == "put":
-                result = outbox.put(arg)
-            elif cmd == "claim":
-                result = [(m.id, m.message_id, m.attempts) for m in outbox.claim(arg)]
-            elif cmd == "delivered":
-                outbox.delivered(arg)
-            elif cmd == "retry":
-                outbox.retry(arg, 0.0, "HTTP 503")
-            elif cmd == "dead":
-                outbox.dead(arg, "HTTP 400")
-            elif cmd == "release":
-                outbox.release(arg)
-            elif cmd == "worker":
-                sent.clear()
-                codes[:] = arg
-                try:
-                    worker.run_once()
-                except Exception as exc:
-                    conn.send(("ok", (list(sent), f"{type(exc).__name__}: {exc}")))
-                    continue
-                result = (list(sent), None)
-            elif cmd == "close":
-                outbox.close()
-            elif cmd == "exit":  # the process ends without close(): the object is dropped, as at exit
-                worker = outbox = None
-                gc.collect()
-                conn.send(("ok", None))
-                return
-            else:
-                raise ValueError(f"unknown command {cmd}")
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-            continue
-        conn.send(("ok", result))
-
-
-@dataclass(eq=False)
-class Proc:
-    """A running outbox process, as the model sees it."""
-
-    number: int
-    process: Any
-    conn: Connection
-    identity: str
-    puts: int = 0
-    handed_over: int = 0
-    """Puts up to this one were handed to the table by a close() (no window after a crash)."""
-    hung: dict[int, str] = field(default_factory=dict)
-    """Deliveries in flight that have not returned: claim handle -> message id."""
-
-    def call(self, cmd: str, arg: Any = None) -> tuple[str, Any]:
-        if cmd != "ready?":
-            self.conn.send((cmd, arg))
-        if not self.conn.poll(60):
-            raise AssertionError(f"process P{self.number} did not answer {cmd!r} within 60 s")
-        status, value = self.conn.recv()
-        return status, value
-
-    def stop(self, kill: bool) -> None:
-        if kill:
-            self.process.kill()
-        self.process.join(30)
-        assert self.process.exitcode is not None, f"process P{self.number} did not end"
-        self.conn.close()
 
 
 @dataclass(eq=False)
@@ -262,7 +164,7 @@ class OutboxModel(RuleBasedStateMachine):
     def _start(self) -> Proc:
         number = len(self.procs) + 1
         parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(target=_serve, args=(child, str(self.path)), daemon=True)
+        process = self.ctx.Process(target=serve, args=(child, str(self.path), DEFAULT_LEASE), daemon=True)
         process.start()
         child.close()
         proc = Proc(number, process, parent, claimer.identity(process.pid))
@@ -342,7 +244,7 @@ class OutboxModel(RuleBasedStateMachine):
                     m.unsure = True
             return
         for handle, m in handles:
-            status, error = proc.call("retry" if outcome == "fail" else "dead", handle)
+            status, error = proc.call(*(("retry", (handle, 0.0)) if outcome == "fail" else ("dead", handle)))
             if status == "ok":
                 self._settled(m, proc, PENDING if outcome == "fail" else DEAD)
             else:
@@ -627,33 +529,27 @@ class OutboxModel(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_model(root: Path, *, disk_full: bool, examples: int = EXAMPLES, at_seed: int = SEED) -> None:
-    """Run the machine on a folder under ``root`` (raises Hypothesis's report of the minimal failing steps)."""
-    # The outbox's processes fork from a server that has this module imported (milliseconds, not a second,
-    # each); the server starts in the current folder, which a test may have changed: it finds us by the path.
-    multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), *filter(None, [old])])
+def run_model(root: Path, *, disk_full: bool, examples: int = EXAMPLES, at_seed: int = SEED,
+              preload: Sequence[str] = ()) -> None:
+    """Run the machine on a folder under ``root`` (raises Hypothesis's report of the minimal failing steps).
 
+    ``preload``: modules the outbox's processes import first, after this one (a mutation of the outbox, say).
+    """
     def factory() -> OutboxModel:
         return OutboxModel(root, disk_full)
 
     # Shrinking a failure to its fewest steps takes minutes of processes: asked for, not by default.
     phases = list(Phase) if os.environ.get("OUTBOX_MODEL_SHRINK") == "1" else [Phase.explicit, Phase.generate]
-    try:
-        run_state_machine_as_test(
-            seed(at_seed)(factory),
-            settings=settings(max_examples=examples, stateful_step_count=STEPS, deadline=None, database=None,
-                              print_blob=True, suppress_health_check=list(HealthCheck), phases=phases))
-    except BaseException as exc:
-        exc.add_note(f"outbox model: seed {at_seed}; reproduce with OUTBOX_MODEL_SEED={at_seed} "
-                     ".venv/bin/python -m pytest tests/test_outbox_model.py")
-        raise
-    finally:
-        if old is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = old
+    with forkserver_preloading([__name__, *preload]):
+        try:
+            run_state_machine_as_test(
+                seed(at_seed)(factory),
+                settings=settings(max_examples=examples, stateful_step_count=STEPS, deadline=None, database=None,
+                                  print_blob=True, suppress_health_check=list(HealthCheck), phases=phases))
+        except BaseException as exc:
+            exc.add_note(f"outbox model: seed {at_seed}; reproduce with OUTBOX_MODEL_SEED={at_seed} "
+                         ".venv/bin/python -m pytest tests/test_outbox_model.py")
+            raise
 
 
 def test_outbox_keeps_every_acknowledged_message_and_sends_settled_ones_only_in_the_window(tmp_path):
