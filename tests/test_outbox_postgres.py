@@ -51,6 +51,15 @@ def _rows(dsn: str, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+def _refuse_workflow(dsn: str, workflow: str) -> None:
+    """The audit table, made so that the rows of ``workflow`` cannot be written (a constraint of the user's)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE workflow_executions (workflow_id TEXT PRIMARY KEY, workflow_name TEXT NOT NULL"
+                     " CHECK (workflow_name <> %s), session_id TEXT, channel TEXT,"
+                     " started_at TIMESTAMPTZ NOT NULL, completed_at TIMESTAMPTZ, duration DOUBLE PRECISION,"
+                     " status TEXT NOT NULL, error TEXT, trace_id TEXT, baggage TEXT)".replace("%s", f"'{workflow}'"))
+
+
 # -- group commit ------------------------------------------------------------------------------
 def test_group_commit_writes_concurrent_callers_together_and_each_returns_after_its_own_commit():
     """Items of concurrent submits share transactions (fewer commits than submits); none returns before its commit."""
@@ -249,11 +258,7 @@ def test_an_app_with_a_shared_outbox_puts_nothing_on_its_disk(dsn, tmp_path):
 
 def test_the_audit_row_and_the_webhook_commit_together_or_not_at_all(dsn, tmp_path):
     """An audit row the database refuses fails the execution, and its webhook is not queued either."""
-    with psycopg.connect(dsn) as conn:  # the table, made so that workflow "refused" cannot be written
-        conn.execute("CREATE TABLE workflow_executions (workflow_id TEXT PRIMARY KEY, workflow_name TEXT NOT NULL"
-                     " CHECK (workflow_name <> 'refused'), session_id TEXT, channel TEXT,"
-                     " started_at TIMESTAMPTZ NOT NULL, completed_at TIMESTAMPTZ, duration DOUBLE PRECISION,"
-                     " status TEXT NOT NULL, error TEXT, trace_id TEXT, baggage TEXT)")
+    _refuse_workflow(dsn, "refused")
     app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
     app.register("refused", lambda params: {})
     app.register("fine", lambda params: {})
@@ -402,11 +407,7 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(d
 # -- what the review of the shared outbox found ---------------------------------------------------
 def test_one_refused_value_fails_only_its_own_execution(dsn, tmp_path):
     """Concurrent executions share commits: one whose audit row the database refuses fails alone, nothing is marked."""
-    with psycopg.connect(dsn) as conn:
-        conn.execute("CREATE TABLE workflow_executions (workflow_id TEXT PRIMARY KEY, workflow_name TEXT NOT NULL"
-                     " CHECK (workflow_name <> 'refused'), session_id TEXT, channel TEXT,"
-                     " started_at TIMESTAMPTZ NOT NULL, completed_at TIMESTAMPTZ, duration DOUBLE PRECISION,"
-                     " status TEXT NOT NULL, error TEXT, trace_id TEXT, baggage TEXT)")
+    _refuse_workflow(dsn, "refused")
     app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
     app.register("refused", lambda params: {})
     app.register("fine", lambda params: time.sleep(0.001))

@@ -49,6 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from .. import fastjson
 from ..errors import ConfigurationError, RecordsUnavailableError, UsageError
 from . import owners
+from .deferred import Deferred
 from .group_commit import GroupCommit
 from .message import Handle, LocalHandle, Message, RowHandle, as_handle
 from .scope import ALL, Scope
@@ -161,7 +162,7 @@ class PostgresOutbox:
         self._enqueue_conn: Any = None  # the writing caller's (one at a time: the group commit's)
         self._lock = threading.Lock()
         self._conn: Any = None  # the workers' and readers' (under _lock)
-        self._deferred = threading.local()
+        self._deferred = Deferred()
         self._joined: dict[str, JoinedWrite] = {}
         self._on_commit: dict[str, Callable[[int], None]] = {}
         self._schema_ready = False
@@ -308,11 +309,7 @@ class PostgresOutbox:
         batch = items if isinstance(items, list) else list(items)
         if not batch:
             return 0
-        deferred = getattr(self._deferred, "items", None)
-        if deferred is not None:  # inside defer(): committed, with the rest, when it ends
-            deferred.extend(batch)
-            if required:
-                self._deferred.required = True
+        if self._deferred.hold(batch, required):  # inside defer(): written with the rest when it ends
             return len(batch)
         rows = [(mid, dest, _encoded(payload)) for mid, dest, payload in batch]
         self._forked()
@@ -336,17 +333,12 @@ class PostgresOutbox:
 
     def defer(self) -> bool:
         """Hold this thread's enqueues until :meth:`commit_deferred` (one commit for all); false if already held."""
-        if getattr(self._deferred, "items", None) is not None:
-            return False
-        self._deferred.items = []
-        self._deferred.required = False
-        return True
+        return self._deferred.start()
 
     def commit_deferred(self) -> int:
         """Commit what this thread enqueued since :meth:`defer`, as :meth:`enqueue` does (required if any was)."""
-        items = self._deferred.items
-        self._deferred.items = None
-        return self.enqueue(items, required=self._deferred.required) if items else 0
+        items, required = self._deferred.take()
+        return self.enqueue(items, required=required) if items else 0
 
     def _insert(self, rows: list[tuple[str, str, str]]) -> None:
         """One transaction for a group of enqueues (the group commit's writer: one thread at a time).

@@ -45,6 +45,7 @@ from typing import Any
 from .. import fastjson
 from ..errors import RecordsUnavailableError
 from . import journal, owners
+from .deferred import Deferred
 from .local import LocalMessage, LocalMessages
 from .message import Handle, LocalHandle, Message, RowHandle, as_handle
 from .scope import ALL, Scope, matcher
@@ -135,7 +136,7 @@ class Outbox:
         """Whether enqueues can be written now (one that could not be marks it; a probe clears it)."""
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._deferred = threading.local()
+        self._deferred = Deferred()
         self._local = LocalMessages(journal.JournalWriter(self.path))
         self._handed_over: HandedOver = {}  # local messages handed to the table while in delivery
         # Dropped without close() (or left open as the process exits): its waiting messages still reach the table.
@@ -179,11 +180,7 @@ class Outbox:
         batch = items if isinstance(items, list) else list(items)
         if not batch:
             return 0
-        deferred = getattr(self._deferred, "items", None)
-        if deferred is not None:  # inside defer(): written, with the rest, when it ends
-            deferred.extend(batch)
-            if required:
-                self._deferred.required = True
+        if self._deferred.hold(batch, required):  # inside defer(): written with the rest when it ends
             return len(batch)
         try:
             self._local.enqueue(time.time(), [(mid, dest, _encoded(payload)) for mid, dest, payload in batch])
@@ -199,17 +196,12 @@ class Outbox:
 
     def defer(self) -> bool:
         """Hold this thread's enqueues until :meth:`commit_deferred` (one write for all); false if already held."""
-        if getattr(self._deferred, "items", None) is not None:
-            return False
-        self._deferred.items = []
-        self._deferred.required = False
-        return True
+        return self._deferred.start()
 
     def commit_deferred(self) -> int:
         """Write what this thread enqueued since :meth:`defer`, as :meth:`enqueue` does (required if any was)."""
-        items = self._deferred.items
-        self._deferred.items = None
-        return self.enqueue(items, required=self._deferred.required) if items else 0
+        items, required = self._deferred.take()
+        return self.enqueue(items, required=required) if items else 0
 
     def view(self, scope: Scope) -> OutboxView:
         """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
