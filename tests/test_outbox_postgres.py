@@ -55,9 +55,9 @@ def _refuse_workflow(dsn: str, workflow: str) -> None:
     """The audit table, made so that the rows of ``workflow`` cannot be written (a constraint of the user's)."""
     with psycopg.connect(dsn) as conn:
         conn.execute("CREATE TABLE workflow_executions (workflow_id TEXT PRIMARY KEY, workflow_name TEXT NOT NULL"
-                     " CHECK (workflow_name <> %s), session_id TEXT, channel TEXT,"
+                     f" CHECK (workflow_name <> '{workflow}'), session_id TEXT, channel TEXT,"
                      " started_at TIMESTAMPTZ NOT NULL, completed_at TIMESTAMPTZ, duration DOUBLE PRECISION,"
-                     " status TEXT NOT NULL, error TEXT, trace_id TEXT, baggage TEXT)".replace("%s", f"'{workflow}'"))
+                     " status TEXT NOT NULL, error TEXT, trace_id TEXT, baggage TEXT)")
 
 
 # -- group commit ------------------------------------------------------------------------------
