@@ -37,7 +37,7 @@ with ``OUTBOX_MODEL_SHRINK=1``):
 * **An ack that deletes nothing.** ``ack`` a no-op: "m1 was acked, yet the table has it (pending)".
 * **A retry that ignores the lease's owner.** ``retry`` and ``dead_letter`` without ``claimed_by = me OR NULL``:
   a delivery that hung past its lease retries the message another process has leased since: "m6 is leased by P1
-  for 0.50 s more, yet its row is claimed by None, due in -0.00 s".
+  for 0.50 s more, yet its row is claimed by nobody, due in -0.00 s".
 * **Orphans kept.** ``release_orphans`` releasing nothing: "P3's release_orphans left P1's running lease of m6,
   though P1 ended".
 
@@ -207,8 +207,8 @@ class SharedOutboxModel(RuleBasedStateMachine):
         return owner is not None and (owner == mine or owner.startswith(mine + "/"))
 
     def _name(self, owner: str | None) -> str:
-        """A lease owner as the model names it (P1, P2, ...), or as the row has it if no process is it."""
-        return next((f"P{n}" for n in self.procs if self._holds(owner, n)), str(owner))
+        """A lease owner as the model names it (P1, P2, ...; nobody for NULL), or as the row has it."""
+        return "nobody" if owner is None else next((f"P{n}" for n in self.procs if self._holds(owner, n)), owner)
 
     def _may_fail(self, proc: Proc, connection: str) -> bool:
         """Whether a statement of ``proc`` on ``connection`` may fail now: the database is down, or it closed that
