@@ -24,7 +24,9 @@ what the documentation promises (``docs/records.md``, "The shared outbox"), mess
 
 Times are the database's clock, which on this host is the clock the model reads (``time.time()``): the model
 knows each lease began between the moments before and after the call that took it, and counts a lease as
-surely running, or surely over, only outside that doubt (plus :data:`SLACK`).
+surely running, or surely over, only outside that doubt (plus :data:`SLACK`). An operation may fail only while
+the database is down, or as the first statement on a connection the database closed as it stopped (that one
+fails once, and is opened again); one that failed changed nothing.
 
 What it catches: deliberate mutations of the shared outbox, each applied only inside the outbox's processes (a
 module the fork server imports after this one, monkeypatching ``PostgresOutbox``; the source untouched;
@@ -32,14 +34,21 @@ module the fork server imports after this one, monkeypatching ``PostgresOutbox``
 with ``OUTBOX_MODEL_SHRINK=1``):
 
 * **Two deliverers of one message.** ``lease`` naming the process but leaving ``next_attempt_at`` (the message
-  stays due): "P2 leased m1 while P1's lease of it was running (it began at most 0.02 s before, and lasts 0.5 s):
-  two deliverers of one message".
-* **An ack that deletes nothing.** ``ack`` a no-op: "m1 was acked, yet the table has it (pending)".
+  stays due). Seed 2024; minimal: ``first_process(); start_process(); put(n=1, to='http://127.0.0.1:9/a',
+  which=0); lease_at_once(...)`` -> "P2 leased m1 while P1's lease of it was running (it began at most 0.00 s
+  before, and lasts 0.5 s): two deliverers of one message" (and ``first_process(); put(n=1, ...);
+  deliver(decisions=['hang'], limit=1, which=0)`` -> "m1 is leased by P1 for 0.50 s more, yet its row is claimed
+  by P1, due in -0.00 s").
 * **A retry that ignores the lease's owner.** ``retry`` and ``dead_letter`` without ``claimed_by = me OR NULL``:
-  a delivery that hung past its lease retries the message another process has leased since: "m6 is leased by P1
-  for 0.50 s more, yet its row is claimed by nobody, due in -0.00 s".
-* **Orphans kept.** ``release_orphans`` releasing nothing: "P3's release_orphans left P1's running lease of m6,
-  though P1 ended".
+  a delivery that hung past its lease retries the message another process leased since. Seed 2024; shrunk (the
+  shrinker stopped at five minutes): ``first_process(); database_stops(); start_process(); put(n=1, ...,
+  which=0); database_starts(); end(kill=False, which=0); start_process(); put(n=1, ..., which=0);
+  deliver(decisions=['hang'], limit=1, which=0); finish_hung(late=True, limit=1, outcome='fail', which=0)`` ->
+  "m2 is leased by P3 for 0.50 s more, yet its row is claimed by nobody, due in -0.00 s".
+* **An ack that deletes nothing.** ``ack`` a no-op. Seed 2024, first example: "m1 was acked, yet the table has
+  it (pending)".
+* **Orphans kept.** ``release_orphans`` releasing nothing. Seed 2024, within the first ten examples: "P3's
+  release_orphans left P1's running lease of m6, though P1 ended".
 
 Without ``FOR UPDATE SKIP LOCKED`` alone (the ``next_attempt_at`` still moved) two leases must overlap in the
 database to take one message twice: ``lease_at_once`` tries that, but a race of microseconds is not a mutation
