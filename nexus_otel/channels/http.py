@@ -2,7 +2,7 @@
 
 Routes::
 
-    POST /workflows/{name}   body: JSON object of inputs -> {"result", "trace_id", "workflow_id"}
+    POST /workflows/{name}   body: JSON object of inputs -> {"result", "workflow", "trace_id"}
     GET  /workflows          registered workflows
     GET  /executions         executions in flight now, longest running first (``?inputs=1``: with their
                              redacted inputs); every worker's under ``serve --workers``; ``no-store``
