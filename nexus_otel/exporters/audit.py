@@ -14,6 +14,7 @@ workflow's caller gets its result, so a crash after that loses no row. SQLite is
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -78,6 +79,31 @@ def _upsert_sql(table: str, placeholder: str) -> str:
     values = ", ".join([placeholder] * len(COLUMNS))
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
     return f"INSERT INTO {table} ({cols}) VALUES ({values}) ON CONFLICT (workflow_id) DO UPDATE SET {updates}"
+
+
+_VALUES_ROWS = 16
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_values_sql(table: str, n: int) -> str:
+    """The upsert of ``n`` rows as a VALUES list."""
+    row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+    single = _upsert_sql(table, "%s")
+    head, _, tail = single.partition(f" VALUES {row}")
+    return f"{head} VALUES {', '.join([row] * n)}{tail}"
+
+
+_PG_TYPES = {"started_at": "timestamptz", "completed_at": "timestamptz", "duration": "float8"}
+
+
+def _upsert_set_sql(table: str) -> str:
+    """The upsert of a set of rows given as one array per column (PostgreSQL's ``unnest``)."""
+    cols = ", ".join(COLUMNS)
+    arrays = ", ".join("%s::text[]" for _ in COLUMNS)
+    values = ", ".join(f"{c}::{_PG_TYPES[c]}" if c in _PG_TYPES else c for c in COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+    return (f"INSERT INTO {table} ({cols}) SELECT {values} FROM unnest({arrays}) AS u({cols})"
+            f" ON CONFLICT (workflow_id) DO UPDATE SET {updates}")
 
 
 class SQLiteAuditStore:
@@ -154,6 +180,7 @@ class PostgresAuditStore:
         self._timeout = connect_timeout
         self._conn: Any = None
         self._sql = _upsert_sql(table, "%s")
+        self._set_sql = _upsert_set_sql(table)
         self.db_attributes = _postgres_attributes(dsn, table)
 
     def _connection(self) -> Any:
@@ -182,9 +209,13 @@ class PostgresAuditStore:
             if column not in present:
                 cursor.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
 
-    def write_on(self, cursor: Any, rows: Sequence[dict[str, Any]]) -> None:
-        """Upsert ``rows`` with ``cursor``, in its transaction (the shared outbox's: the rows commit with it)."""
-        cursor.executemany(self._sql, [_pg_values(r) for r in rows])
+    def upsert_statement(self, rows: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """One statement upserting ``rows`` (a column of values per parameter: any number of rows, one round
+        trip), for the shared outbox to run with its enqueue. A workflow id given twice keeps its last row."""
+        latest = {row["workflow_id"]: _pg_values(row) for row in rows}
+        if len(latest) <= _VALUES_ROWS:  # a VALUES list: cheaper to send than arrays for the usual one or few
+            return _upsert_values_sql(self._table, len(latest)), [v for values in latest.values() for v in values]
+        return self._set_sql, [list(column) for column in zip(*latest.values())]
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         try:
@@ -319,24 +350,20 @@ class AuditExporter(OutboxExporter):
         if isinstance(shared, PostgresOutbox) and isinstance(store, PostgresAuditStore) \
                 and shared.same_database(store.dsn):
             self._joined_store = store
+            prepare = None
             try:
                 store.write([])  # the table, made (or brought up to date) on the store's own connection
-            except Exception as exc:  # the database is down as the app starts: made by the first write instead
+            except Exception as exc:  # the database is down as the app starts: made before the first write instead
                 log.warning("audit table not prepared yet: %s", exc)
-                self._prepared = False
-            else:
-                self._prepared = True
-            shared.join(destination, self._write_joined, self._joined_committed)
+                prepare = store.prepare_on
+            shared.join(destination, self._joined_statement, prepare=prepare, committed=self._joined_committed)
             self.joined = True
 
-    def _write_joined(self, cursor: Any, payloads: list[str]) -> None:
-        """The rows of ``payloads`` (records as JSON), upserted in the enqueue's transaction."""
-        if not self._prepared:
-            self._joined_store.prepare_on(cursor)
-        self._joined_store.write_on(cursor, [_row(fastjson.loads(p)) for p in payloads])
+    def _joined_statement(self, payloads: list[str]) -> tuple[str, list[Any]]:
+        """The upsert of the rows of ``payloads`` (records as JSON), run with the enqueue."""
+        return self._joined_store.upsert_statement([_row(fastjson.loads(p)) for p in payloads])
 
     def _joined_committed(self, n: int) -> None:
-        self._prepared = True
         self._count("written", n)
 
     def on_end(self, record: ExecutionRecord) -> None:

@@ -43,6 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -80,13 +81,39 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS {TABLE}_dead ON {TABLE} (id) WHERE state = 'dead'
 """
+_VALUES_ROWS = 16
+"""Groups up to this many messages are inserted with a VALUES list (cheaper to send than arrays: a lone
+execution's put costs about 40 % less CPU); larger ones with one array per column."""
 _INSERT = (f"INSERT INTO {TABLE} (message_id, destination, payload, created_at, next_attempt_at)"
            f" SELECT m, d, p, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(m, d, p)")
+
+
+@functools.lru_cache(maxsize=_VALUES_ROWS)
+def _insert_values(n: int) -> str:
+    row = f"(%s, %s, %s, {_NOW}, {_NOW})"
+    return (f"INSERT INTO {TABLE} (message_id, destination, payload, created_at, next_attempt_at)"
+            f" VALUES {', '.join([row] * n)}")
+
+
+def _insert_statement(rows: list[tuple[str, str, str]]) -> tuple[str, list[Any]]:
+    """The INSERT of ``rows`` and its parameters."""
+    if len(rows) <= _VALUES_ROWS:
+        return _insert_values(len(rows)), [value for row in rows for value in row]
+    return _INSERT, [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]]
+
+
 _STATEMENT_TIMEOUT_MS = 10_000
 """A statement the database does not finish in this long fails (a lock held by a stuck session, say)."""
 
-JoinedWrite = Callable[[Any, list[str]], None]
-"""Writes the payloads of one destination with a psycopg cursor, inside the enqueue's transaction."""
+JoinedStatement = Callable[[list[str]], tuple[str, Sequence[Any]]]
+"""The statement (one INSERT, its parameters) that writes one destination's payloads with the enqueue."""
+
+
+@dataclass(frozen=True)
+class _Joined:
+    statement: JoinedStatement
+    prepare: Callable[[Any], None] | None
+    committed: Callable[[int], None] | None
 
 
 def safe_url(url: str) -> str:
@@ -163,8 +190,8 @@ class PostgresOutbox:
         self._lock = threading.Lock()
         self._conn: Any = None  # the workers' and readers' (under _lock)
         self._deferred = Deferred()
-        self._joined: dict[str, JoinedWrite] = {}
-        self._on_commit: dict[str, Callable[[int], None]] = {}
+        self._joined: dict[str, _Joined] = {}
+        self._unprepared: set[str] = set()  # joined destinations whose prepare has not yet committed
         self._schema_ready = False
         self._pid = os.getpid()
         self._probe_lock = threading.Lock()
@@ -288,12 +315,19 @@ class PostgresOutbox:
             conn.close()
 
     # -- enqueue ---------------------------------------------------------------------------------
-    def join(self, destination: str, write: JoinedWrite, committed: Callable[[int], None] | None = None) -> None:
-        """Write ``destination``'s messages with ``write(cursor, payloads)`` in the enqueue's transaction,
-        instead of queuing them (a sink whose target is this database); ``committed(n)`` once n of them are."""
-        self._joined[destination] = write
-        if committed is not None:
-            self._on_commit[destination] = committed
+    def join(self, destination: str, statement: JoinedStatement, *, prepare: Callable[[Any], None] | None = None,
+             committed: Callable[[int], None] | None = None) -> None:
+        """Write ``destination``'s messages with the enqueue, in the same statement, instead of queuing them
+        (a sink whose target is this database).
+
+        ``statement(payloads)`` gives one ``INSERT`` (no ``RETURNING``) and its parameters: it runs as a
+        ``WITH`` part of the enqueue's own ``INSERT``, so both commit together, in one round trip.
+        ``prepare(cursor)`` runs once, in a transaction of its own, before the first (its table, say);
+        again after a failure until it commits. ``committed(n)`` once n of them are.
+        """
+        self._joined[destination] = _Joined(statement, prepare, committed)
+        if prepare is not None:
+            self._unprepared.add(destination)
 
     def same_database(self, url: str) -> bool:
         """True if ``url`` names this outbox's database (host, port, database and user alike)."""
@@ -372,22 +406,33 @@ class PostgresOutbox:
                     joined.setdefault(row[1], []).append(row[2])
                 else:
                     queued.append(row)
-            columns = ([r[0] for r in queued], [r[1] for r in queued], [r[2] for r in queued])
+            insert, values = _insert_statement(queued) if queued else ("SELECT 1", [])
             if not joined:  # one statement, its own transaction (the connection commits each): one round trip
-                conn.execute(_INSERT, columns)
+                conn.execute(insert, values)
                 return
-            with conn.transaction(), conn.cursor() as cur:
-                if queued:
-                    cur.execute(_INSERT, columns)
-                for destination, payloads in joined.items():
-                    self._joined[destination](cur, payloads)
+            unprepared = [d for d in joined if d in self._unprepared]
+            if unprepared:
+                with conn.transaction(), conn.cursor() as cur:
+                    for destination in unprepared:
+                        prepare = self._joined[destination].prepare
+                        if prepare is not None:
+                            prepare(cur)
+                self._unprepared.difference_update(unprepared)
+            # One statement: the joined sinks' INSERTs as WITH parts of the outbox's, atomic and one round trip.
+            parts: list[str] = []
+            params: list[Any] = []
+            for n, (destination, payloads) in enumerate(joined.items()):
+                sql, its_params = self._joined[destination].statement(payloads)
+                parts.append(f"j{n} AS ({sql})")
+                params.extend(its_params)
+            conn.execute(f"WITH {', '.join(parts)} {insert}", [*params, *values])
         except Exception:
             self._drop("_enqueue_conn")
             raise
         finally:
             self._writing_since = None
         for destination, payloads in joined.items():
-            committed = self._on_commit.get(destination)
+            committed = self._joined[destination].committed
             if committed is not None:
                 committed(len(payloads))
 
