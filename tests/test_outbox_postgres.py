@@ -605,3 +605,26 @@ def test_a_running_worker_takes_over_the_leases_of_a_killed_peer_on_its_host(dsn
     finally:
         holder.kill()
         worker.stop(2)
+
+
+@pytest.mark.parametrize("n", [1, 16, 17, 300])
+def test_a_group_of_any_size_is_written_whole_with_its_joined_rows(dsn, n):
+    """Small groups go as a VALUES list, large ones as arrays: either way every message and audit row is written."""
+    from nexus_otel.exporters.audit import PostgresAuditStore
+
+    store = PostgresAuditStore(dsn, "workflow_executions")
+    store.write([])
+    row = {"workflow_name": "w", "session_id": None, "channel": "api", "started_at": "2026-12-07T10:00:00+00:00",
+           "completed_at": "2026-12-07T10:00:01+00:00", "duration": 1.5, "status": "completed", "error": None,
+           "trace_id": "t", "baggage": None}
+    box = PostgresOutbox(dsn)
+    box.join("audit", lambda payloads: store.upsert_statement([dict(row, workflow_id=p) for p in payloads]))
+    items = [(f"m{i}", URL, {"i": i}) for i in range(n)] + [(f"a{i}", "audit", f"wf{i % max(1, n - 1)}")
+                                                          for i in range(n)]
+    box.enqueue(items)  # a workflow id twice in one group (n > 1) keeps one row
+    assert box.counts()["pending"] == n
+    assert sorted(m.payload["i"] for m in box.due(1000)) == list(range(n))
+    expected = {f"wf{i % max(1, n - 1)}" for i in range(n)}
+    assert {w for (w,) in _rows(dsn, "SELECT workflow_id FROM workflow_executions")} == expected
+    ((duration, started),) = _rows(dsn, "SELECT duration, started_at FROM workflow_executions LIMIT 1")
+    assert duration == 1.5 and started.year == 2026
