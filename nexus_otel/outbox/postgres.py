@@ -11,13 +11,14 @@ its disk, and the backlog is seen in one place.
   pays one round trip and one commit. A write the database cannot take (it is
   down, unreachable, out of space) raises
   :class:`~nexus_otel.errors.RecordsUnavailableError`, and marks the outbox
-  unwritable until a probe (``SELECT 1``, once a second at most) passes: the
+  unwritable until a probe (an enqueue rolled back, once a second at most) passes: the
   same fail-closed rule as the local outbox on a full disk.
 - **Lease**: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``
   moves the messages' next attempt to the lease's end and names this process:
   two workers never lease one message, and neither waits for the other's
   rows. A worker that dies mid-delivery leaves its messages due again when the
-  lease ends (sooner on the same host: :meth:`release_orphans` sees the
+  lease ends (within seconds on the same host, in the same PID namespace:
+  :meth:`release_orphans`, which every worker calls every 10 s, sees the
   process gone).
 - **Times** are the database's clock (``clock_timestamp()``), so replicas whose
   clocks differ agree on what is due.
