@@ -14,7 +14,14 @@ import click
 
 from .caller import Caller
 from .channels import DEFAULT_THREADS
-from .errors import AccessError, ConfigurationError, NexusOtelError, RateLimitExceeded, UnknownWorkflowError
+from .errors import (
+    AccessError,
+    ConfigurationError,
+    NexusOtelError,
+    RateLimitExceeded,
+    RecordsUnavailableError,
+    UnknownWorkflowError,
+)
 from .telemetry.config import DEFAULT_DATA_DIR, TelemetryConfig
 from .terminal import InertFormatter, inert, inert_json, inert_line
 
@@ -350,10 +357,7 @@ def _outbox(path: str | None, data_dir: str | None) -> tuple[Any, Any]:
 def _shared_outbox_errors(url: str, doing: str = "reach") -> Iterator[None]:
     """A failure to reach or use the shared outbox at ``url`` as one line naming it without its password (what
     could not be done: ``doing``), not a traceback."""
-    import re
-    from urllib.parse import urlsplit
-
-    from .outbox.postgres import is_url, safe_url
+    from .outbox.postgres import is_url, masked_reason, safe_url
 
     if not is_url(url):  # a local outbox: its errors are its own
         yield
@@ -365,17 +369,9 @@ def _shared_outbox_errors(url: str, doing: str = "reach") -> Iterator[None]:
     except Exception as exc:
         import psycopg  # installed: the outbox needs it
 
-        if not isinstance(exc, psycopg.Error):
+        if not isinstance(exc, (psycopg.Error, RecordsUnavailableError)):
             raise
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        try:
-            password = urlsplit(url).password or ""
-        except ValueError:
-            password = ""
-        # The driver may quote a part of it (an unescaped "@" in a password makes the rest look like the host).
-        for secret in sorted({password, *re.split(r"[@:/]", password)}, key=len, reverse=True):
-            if len(secret) >= 3:
-                reason = reason.replace(secret, "***")
+        reason = masked_reason(url, exc)
         raise click.ClickException(f"cannot {doing} the shared outbox at {safe_url(url)}: {reason}") from exc
 
 

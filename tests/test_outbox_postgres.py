@@ -628,3 +628,143 @@ def test_a_group_of_any_size_is_written_whole_with_its_joined_rows(dsn, n):
     assert {w for (w,) in _rows(dsn, "SELECT workflow_id FROM workflow_executions")} == expected
     ((duration, started),) = _rows(dsn, "SELECT duration, started_at FROM workflow_executions LIMIT 1")
     assert duration == 1.5 and started.year == 2026
+
+
+def _grouped(write, first: str, rest: list[str]) -> tuple[GroupCommit[str], dict[str, BaseException | None]]:
+    """Submit ``first`` (whose write waits until the others queued behind it), then ``rest`` as one group."""
+    group: GroupCommit[str] = GroupCommit(write, alone=lambda exc: isinstance(exc, ValueError))
+    outcome: dict[str, BaseException | None] = {}
+
+    def submit(item: str) -> None:
+        try:
+            group.submit([item])
+            outcome[item] = None
+        except BaseException as exc:
+            outcome[item] = exc
+
+    threads = [threading.Thread(target=submit, args=(first,))]
+    threads[0].start()
+    time.sleep(0.05)
+    for item in rest:
+        threads.append(threading.Thread(target=submit, args=(item,)))
+        threads[-1].start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join(5)
+    return group, outcome
+
+
+def test_a_group_that_fails_for_one_value_is_written_caller_by_caller():
+    """One caller's refused value in a group: the group is retried one caller at a time, the others succeed."""
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def write(items: list[str]) -> None:
+        calls.append(items)
+        if items == ["lead"]:
+            release.wait(2)
+        if "bad" in items:
+            raise ValueError("refused value")
+
+    timer = threading.Timer(0.2, release.set)
+    timer.start()
+    _, outcome = _grouped(write, "lead", ["a", "bad", "c"])
+    assert calls[0] == ["lead"] and sorted(calls[1]) == ["a", "bad", "c"]
+    assert outcome["a"] is None and outcome["c"] is None and isinstance(outcome["bad"], ValueError)
+
+
+def test_a_split_group_stops_trying_once_the_database_itself_fails():
+    """While a split group is written caller by caller, a failure of the database fails the rest without tries."""
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def write(items: list[str]) -> None:
+        calls.append(items)
+        if items == ["lead"]:
+            release.wait(2)
+            return
+        if len(items) > 1:
+            raise ValueError("refused value")
+        raise OSError("database gone")
+
+    timer = threading.Timer(0.2, release.set)
+    timer.start()
+    _, outcome = _grouped(write, "lead", ["a", "b", "c"])
+    assert len(calls) == 3, f"tried {len(calls) - 2} callers alone after the database failed: {calls}"
+    assert all(isinstance(outcome[x], OSError) for x in "abc")
+
+
+def test_the_last_row_of_a_workflow_id_given_twice_in_one_group_wins(dsn):
+    """Two rows for one workflow id in one group: the later one is written (one upsert cannot touch a row twice)."""
+    from nexus_otel.exporters.audit import PostgresAuditStore
+
+    store = PostgresAuditStore(dsn, "workflow_executions")
+    store.write([])
+    row = {"workflow_name": "w", "session_id": None, "channel": "api", "started_at": "2026-12-07T10:00:00+00:00",
+           "completed_at": None, "duration": 1, "error": None, "trace_id": "t", "baggage": None}
+    box = PostgresOutbox(dsn)
+    box.join("audit", lambda payloads: store.upsert_statement([dict(row, workflow_id="wf", status=p)
+                                                               for p in payloads]))
+    box.enqueue([("a1", "audit", "running"), ("a2", "audit", "completed")])
+    assert _rows(dsn, "SELECT status FROM workflow_executions") == [("completed",)]
+    box.enqueue([(f"b{i}", "audit", s) for i, s in enumerate(["x"] * 20 + ["failed"])])  # the array path
+    assert _rows(dsn, "SELECT status FROM workflow_executions") == [("failed",)]
+
+
+def test_a_password_the_driver_quotes_in_part_never_shows(tmp_path):
+    """An unescaped "@" in a password makes the driver quote its tail as a host: masked in errors and the mark."""
+    url = "postgresql://nexus:ab@TAILSECRET@127.0.0.1:9/x"
+    box = PostgresOutbox(url, connect_timeout=1)
+    with pytest.raises(RecordsUnavailableError) as caught:
+        box.enqueue([("m1", URL, "{}")])
+    assert "TAILSECRET" not in str(caught.value) and "TAILSECRET" not in (box.writable.error or "")
+
+
+def test_webhooks_status_on_an_outbox_that_cannot_be_opened_is_one_line(dsn, postgres):
+    """A database that answers but cannot hold the outbox (read-only, no table): one line, no traceback."""
+    from click.testing import CliRunner
+
+    from nexus_otel.cli import main
+
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {dsn.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
+    result = CliRunner().invoke(main, ["webhooks", "status", "--outbox", dsn])
+    assert result.exit_code == 1 and result.exception is not None
+    assert "Traceback" not in result.output and "cannot read the shared outbox" in result.output, result.output
+
+
+def test_a_role_that_may_not_write_the_audit_table_is_refused_before_running(dsn, tmp_path):
+    """The audit table may not be written: the first execution fails, the next are refused before they run."""
+    owner = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+    owner.add_plugin(DatabasePlugin(dsn))  # the tables, made by their owner
+    owner.stop()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE audit_reader LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON nexus_otel_outbox TO audit_reader")
+        conn.execute("GRANT USAGE ON SEQUENCE nexus_otel_outbox_id_seq TO audit_reader")
+        conn.execute("GRANT SELECT ON workflow_executions TO audit_reader")
+    url = dsn.replace("//nexus@", "//audit_reader@")
+    ran: list[int] = []
+    app = Nexus("t", outbox=url, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+    app.register("w", lambda params: ran.append(1))
+    app.add_plugin(DatabasePlugin(url))
+    try:
+        for _ in range(4):
+            with pytest.raises(RecordsUnavailableError, match="permission denied"):
+                app.execute_workflow("w", {})
+            time.sleep(0.6)
+        assert len(ran) == 1, f"{len(ran)} executions ran although their audit rows could not be written"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("GRANT INSERT, UPDATE ON workflow_executions TO audit_reader")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                app.execute_workflow("w", {})
+                break
+            except RecordsUnavailableError:
+                assert time.monotonic() < deadline, "still refused after the grant"
+                time.sleep(0.3)
+    finally:
+        app.stop()
+    assert _rows(dsn, "SELECT count(*) FROM workflow_executions") == [(1,)]  # the one that returned

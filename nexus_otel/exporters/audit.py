@@ -30,7 +30,7 @@ from opentelemetry.trace import Tracer
 from .. import fastjson
 from ..errors import ConfigurationError
 from ..outbox import DEFAULT_LEASE, OK, Message, Outbox, OutboxView, Outcome, RetryPolicy, destination_scope
-from ..outbox.postgres import PostgresOutbox
+from ..outbox.postgres import PostgresOutbox, masked_reason
 from ..outbox.writable import read_only
 from ..records import ExecutionRecord
 from ..telemetry import contract as c
@@ -199,7 +199,9 @@ class PostgresAuditStore:
     def prepare_on(self, cursor: Any) -> None:
         """Create the table if missing, and add the columns a table of an earlier version lacks, with ``cursor``
         (a connection or a cursor), in its transaction."""
-        cursor.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
+        made = cursor.execute("SELECT to_regclass(%s)", (self._table,)).fetchone()
+        if made is None or made[0] is None:  # a role that may write the table but not create in its schema uses it
+            cursor.execute(_CREATE.format(table=self._table, ts="TIMESTAMPTZ"))
         # Looked up first: ALTER TABLE takes the table's exclusive lock even when the column exists, and would
         # queue behind a long report.
         present = {row[0] for row in cursor.execute(
@@ -208,6 +210,11 @@ class PostgresAuditStore:
         for column in ADDED_COLUMNS:
             if column not in present:
                 cursor.execute(f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} TEXT")
+
+    def probe_statement(self) -> str:
+        """An upsert of no row: fails as a real one would where the table is missing or may not be written."""
+        nulls = ", ".join(["NULL"] * len(COLUMNS))
+        return f"INSERT INTO {self._table} ({', '.join(COLUMNS)}) SELECT {nulls} WHERE false"
 
     def upsert_statement(self, rows: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
         """One statement upserting ``rows`` (a column of values per parameter: any number of rows, one round
@@ -240,7 +247,9 @@ class PostgresAuditStore:
 def _pg_values(row: dict[str, Any]) -> tuple[Any, ...]:
     """A row's values for PostgreSQL, whose text cannot hold NUL: a NUL in an error message would otherwise fail
     the row (and its batch) for good."""
-    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in (row.get(c) for c in COLUMNS))
+    values = (row.get(c) for c in COLUMNS)
+    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else float(v) if isinstance(v, int) else v
+                 for v in values)  # a number as float: a column of ints and floats is one type
 
 
 def _postgres_attributes(dsn: str, table: str) -> dict[str, Any]:
@@ -354,9 +363,10 @@ class AuditExporter(OutboxExporter):
             try:
                 store.write([])  # the table, made (or brought up to date) on the store's own connection
             except Exception as exc:  # the database is down as the app starts: made before the first write instead
-                log.warning("audit table not prepared yet: %s", exc)
+                log.warning("audit table not prepared yet: %s", masked_reason(store.dsn, exc))
                 prepare = store.prepare_on
-            shared.join(destination, self._joined_statement, prepare=prepare, committed=self._joined_committed)
+            shared.join(destination, self._joined_statement, prepare=prepare, committed=self._joined_committed,
+                        probe=store.probe_statement())
             self.joined = True
 
     def _joined_statement(self, payloads: list[str]) -> tuple[str, list[Any]]:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from ..outbox import OutboxView, PostgresOutbox, Queue
 from ..outbox.owners import identity
-from ..outbox.postgres import is_url, safe_url
+from ..outbox.postgres import connect, is_url, safe_url
 from .destination_snapshots import (
     INTERVAL,
     DestinationSnapshots,
@@ -105,10 +105,7 @@ def _url(outbox: PostgresOutbox | str) -> str:
 
 
 def _connect(url: str) -> Any:
-    import psycopg
-
-    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                           options="-c statement_timeout=5000")
+    return connect(url, CONNECT_TIMEOUT, statement_timeout_ms=5000)
 
 
 class SharedDestinationSnapshots:
@@ -182,7 +179,9 @@ class SharedDestinationSnapshots:
             self._pid, self._conn = os.getpid(), None
         if self._conn is None or self._conn.closed:
             self._conn = _connect(self.url)
-            self._conn.execute(_SCHEMA)
+            made = self._conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
+            if made is None or made[0] is None:  # made only if missing: a least-privilege role uses it as it is
+                self._conn.execute(_SCHEMA)
         self._sender = identity()  # a forked worker has its own
         self._conn.execute(_UPSERT, (self._sender, snapshot_body(states).decode()))
         if now >= self._next_prune:  # the rows of senders that ended long ago (once a minute is plenty)

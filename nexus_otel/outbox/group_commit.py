@@ -98,11 +98,15 @@ class GroupCommit(Generic[T]):
         self.commits += 1
         if error is not None and len(group) > 1 and self._alone(error):
             for slot in group:  # one caller's bad item: the others are written without it
-                try:
-                    self._write(slot.items)
-                except BaseException as exc:
-                    slot.error = exc
-                self.commits += 1
+                if error is not None and not self._alone(error):
+                    slot.error = error  # the database itself failed meanwhile: no more tries
+                else:
+                    try:
+                        self._write(slot.items)
+                        error = None
+                    except BaseException as exc:
+                        slot.error = error = exc
+                    self.commits += 1
                 slot.done.set()
         else:
             for slot in group:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -115,6 +116,7 @@ class _Joined:
     statement: JoinedStatement
     prepare: Callable[[Any], None] | None
     committed: Callable[[int], None] | None
+    probe: str | None
 
 
 def safe_url(url: str) -> str:
@@ -127,6 +129,35 @@ def safe_url(url: str) -> str:
         query = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
         parts = parts._replace(query=urlencode(query, safe="*"))
     return parts.geturl()
+
+
+def connect(url: str, timeout: float, statement_timeout_ms: int = _STATEMENT_TIMEOUT_MS) -> Any:
+    """An autocommit psycopg connection to ``url`` that gives up on a peer gone silent within about ``timeout``
+    seconds and on a statement after ``statement_timeout_ms``; the URL's own options (a search_path) kept."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url).get("options")
+    options = " ".join(filter(None, [str(given or ""), f"-c statement_timeout={statement_timeout_ms}"]))
+    return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
+                           # a peer that vanished (its host gone, a partition) is noticed in seconds
+                           keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
+                           tcp_user_timeout=int(timeout * 1000), options=options)
+
+
+def masked_reason(url: str, exc: BaseException) -> str:
+    """The first line of ``exc``'s text with ``url``'s password masked, also the parts of it the driver may
+    quote (an unescaped ``@`` in a password makes the rest of it look like the host name)."""
+    lines = str(exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
+    try:
+        password = urlsplit(url).password or ""
+    except ValueError:
+        password = ""
+    for secret in sorted({password, *re.split(r"[@:/]", password)}, key=len, reverse=True):
+        if len(secret) >= 3:
+            reason = reason.replace(secret, "***")
+    return reason
 
 
 def is_url(value: object) -> bool:
@@ -201,20 +232,11 @@ class PostgresOutbox:
             with self._lock:
                 self._db()
         except Exception as exc:  # the database is down as the app starts: it starts, and enqueues fail closed
-            self.writable.mark_unwritable(exc)
+            self.writable.mark_unwritable(Exception(masked_reason(url, exc)))
 
     # -- connections -----------------------------------------------------------------------------
     def _connect(self) -> Any:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
-
-        # The URL's own options (a search_path, say) are kept; the statement timeout is added to them.
-        given = conninfo_to_dict(self.url).get("options")
-        options = " ".join(filter(None, [str(given or ""), f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}"]))
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                               # a peer that vanished (its host gone, a partition) is noticed in seconds
-                               keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
-                               tcp_user_timeout=int(self.connect_timeout * 1000), options=options)
+        conn = connect(self.url, self.connect_timeout)
         if not self._schema_ready:
             try:
                 # Made only if missing: a role that may write the table but not create in its schema uses it as is.
@@ -235,6 +257,8 @@ class PostgresOutbox:
             self._pid = os.getpid()
             self._conn = self._enqueue_conn = None  # let go of, not closed
             self._lock = threading.Lock()
+            self._probe_lock = threading.Lock()
+            self._probing = False  # the parent's probe thread is not the child's
             self._committer = GroupCommit(self._insert, alone=_refused_value)
             self._watchdog = None
 
@@ -244,11 +268,12 @@ class PostgresOutbox:
             self._conn = self._connect()
         return self._conn
 
-    def _run(self, sql: str, params: Sequence[Any] = (), *, fetch: bool = False) -> Any:
+    def _run(self, sql: str, params: Sequence[Any] = (), *, fetch: bool = False, again: bool = True) -> Any:
         """One statement on the readers' connection: its rows (``fetch``) or its row count.
 
         A connection that was open already and fails at once (its session ended while idle: a server
-        restart, a proxy's idle cut) is replaced and the statement run once more.
+        restart, a proxy's idle cut) is replaced and the statement run once more, unless ``again`` is false
+        (a statement that must not apply twice should its first answer have been lost: a lease, an attempt).
         """
         import psycopg
 
@@ -262,7 +287,7 @@ class PostgresOutbox:
                     return cur.fetchall() if fetch else cur.rowcount
                 except psycopg.OperationalError:
                     self._drop("_conn")
-                    if attempt == 2 or not reused or time.monotonic() - started > 1.0:
+                    if attempt == 2 or not again or not reused or time.monotonic() - started > 1.0:
                         raise
                 except Exception:
                     self._drop("_conn")
@@ -305,28 +330,35 @@ class PostgresOutbox:
         try:
             conn = self._connect()
         except Exception as exc:
-            return _reason(exc)
+            return masked_reason(self.url, exc)
         try:  # a write, rolled back: a database that answers but refuses writes (read-only, a standby) fails it
-            with conn.transaction(force_rollback=True):
-                conn.execute(_INSERT, (["probe"], ["probe"], ["{}"]))
+            with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                cur.execute(_INSERT, (["probe"], ["probe"], ["{}"]))
+                for destination, joined in list(self._joined.items()):
+                    if joined.prepare is not None and destination in self._unprepared:
+                        joined.prepare(cur)  # rolled back too: the first write makes it for good
+                    if joined.probe is not None:
+                        cur.execute(joined.probe)
             return None
         except Exception as exc:
-            return _reason(exc)
+            return masked_reason(self.url, exc)
         finally:
             conn.close()
 
     # -- enqueue ---------------------------------------------------------------------------------
     def join(self, destination: str, statement: JoinedStatement, *, prepare: Callable[[Any], None] | None = None,
-             committed: Callable[[int], None] | None = None) -> None:
+             committed: Callable[[int], None] | None = None, probe: str | None = None) -> None:
         """Write ``destination``'s messages with the enqueue, in the same statement, instead of queuing them
         (a sink whose target is this database).
 
         ``statement(payloads)`` gives one ``INSERT`` (no ``RETURNING``) and its parameters: it runs as a
         ``WITH`` part of the enqueue's own ``INSERT``, so both commit together, in one round trip.
         ``prepare(cursor)`` runs once, in a transaction of its own, before the first (its table, say);
-        again after a failure until it commits. ``committed(n)`` once n of them are.
+        again after a failure until it commits. ``committed(n)`` once n of them are. ``probe``: a statement
+        that writes nothing but fails where a real write would (the table missing, or not to be written):
+        the outbox's probe runs it, so that executions stay refused until the joined sink can be written too.
         """
-        self._joined[destination] = _Joined(statement, prepare, committed)
+        self._joined[destination] = _Joined(statement, prepare, committed, probe)
         if prepare is not None:
             self._unprepared.add(destination)
 
@@ -352,12 +384,12 @@ class PostgresOutbox:
             self._committer.submit(rows)
         except Exception as exc:
             if _refused_value(exc):  # this execution's records, not the database: the others go on
-                reason = f"the database refused a value: {_reason(exc)}"
+                reason = f"the database refused a value: {masked_reason(self.url, exc)}"
                 log.error("%s: records of an execution not queued: %s", self.path, reason)
                 if required:
                     raise RecordsUnavailableError(self.path, reason) from exc
                 return 0
-            reason = self.writable.write_failed(exc, required=required)
+            reason = self.writable.write_failed(Exception(masked_reason(self.url, exc)), required=required)
             if required:
                 raise RecordsUnavailableError(self.path, reason) from exc
             return 0
@@ -438,7 +470,7 @@ class PostgresOutbox:
                 committed(len(payloads))
 
     def _start_watchdog(self) -> None:
-        if self._watchdog is None:
+        if self._watchdog is None or not self._watchdog.is_alive():
             self._watchdog = threading.Thread(target=_watch, args=(weakref.ref(self),),
                                               name="nexus-otel-outbox-watchdog", daemon=True)
             self._watchdog.start()
@@ -465,7 +497,7 @@ class PostgresOutbox:
             f"UPDATE {TABLE} SET next_attempt_at = {_NOW} + %s, claimed_by = %s WHERE id IN ("
             f"SELECT id FROM {TABLE} WHERE state = 'pending' AND next_attempt_at <= {_NOW} AND {where}"
             f" ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
-            (lease, _owner(), *params, limit), fetch=True)
+            (lease, _owner(), *params, limit), fetch=True, again=False)
         return sorted((_row_message(row) for row in rows), key=lambda m: m.id)
 
     claim = lease
@@ -515,7 +547,7 @@ class PostgresOutbox:
         (row,) = _rows([handle])
         self._run(f"UPDATE {TABLE} SET attempts = attempts + 1, next_attempt_at = {_NOW} + %s, last_error = %s,"
                   " claimed_by = NULL WHERE id = %s AND state = 'pending' AND (claimed_by = %s OR claimed_by IS NULL)",
-                  (delay, error[:1000], row, _owner()))
+                  (delay, error[:1000], row, _owner()), again=False)
 
     def hold(self, destination: str, until: float) -> int:
         """Postpone every pending message to ``destination`` due before ``until`` (``time.time()``: its circuit
@@ -530,7 +562,7 @@ class PostgresOutbox:
         (row,) = _rows([handle])
         self._run(f"UPDATE {TABLE} SET attempts = attempts + 1, state = 'dead', last_error = %s, claimed_by = NULL"
                   " WHERE id = %s AND state = 'pending' AND (claimed_by = %s OR claimed_by IS NULL)",
-                  (error[:1000], row, _owner()))
+                  (error[:1000], row, _owner()), again=False)
 
     dead = dead_letter
 
@@ -653,7 +685,7 @@ def _watch(outbox_ref: Callable[[], PostgresOutbox | None]) -> None:
                     cut.shutdown(socket.SHUT_RDWR)
                 finally:
                     cut.close()
-            except (OSError, ValueError, AttributeError) as exc:
+            except Exception as exc:  # closed meanwhile (the write ended): nothing to cut
                 log.debug("cannot cut the connection: %s", exc)
 
 
@@ -662,8 +694,3 @@ def _refused_value(exc: BaseException) -> bool:
     import psycopg
 
     return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
