@@ -46,6 +46,22 @@ def dsn(postgres):
     yield postgres.dsn_for(name)
 
 
+@pytest.fixture(autouse=True)
+def _closed_after(monkeypatch):
+    """Every shared outbox a test opens is closed after it (its connections are not left to the collector)."""
+    opened: list[PostgresOutbox] = []
+    real_init = PostgresOutbox.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(PostgresOutbox, "__init__", init)
+    yield
+    for box in opened:
+        box.close()
+
+
 def _rows(dsn: str, sql: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(sql).fetchall()
@@ -604,6 +620,8 @@ def test_a_running_worker_takes_over_the_leases_of_a_killed_peer_on_its_host(dsn
         assert delivered == ["m1"], "the killed process's lease was left to run out (300 s)"
     finally:
         holder.kill()
+        holder.wait()
+        holder.stdout.close()
         worker.stop(2)
 
 
