@@ -9,7 +9,7 @@ audit row of one execution are one journal line (local outbox) or one commit
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 
 class Deferred:
@@ -40,3 +40,23 @@ class Deferred:
         """What was held, and whether any of it was required; holding ends."""
         items, self._held.items = self._held.items or [], None
         return items, self._held.required
+
+
+class _Enqueues(Protocol):
+    _deferred: Deferred
+
+    def enqueue(self, items: list[tuple[str, str, Any]], *, required: bool = True) -> int: ...
+
+
+class DeferredEnqueues:
+    """``defer`` and ``commit_deferred`` for an outbox whose ``enqueue`` holds a batch while :attr:`_deferred`
+    says so (:meth:`Deferred.hold`)."""
+
+    def defer(self: _Enqueues) -> bool:
+        """Hold this thread's enqueues until :meth:`commit_deferred` (one write for all); false if already held."""
+        return self._deferred.start()
+
+    def commit_deferred(self: _Enqueues) -> int:
+        """Write what this thread enqueued since :meth:`defer`, as ``enqueue`` does (required if any was)."""
+        items, required = self._deferred.take()
+        return self.enqueue(items, required=required) if items else 0

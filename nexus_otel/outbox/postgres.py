@@ -52,7 +52,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from .. import fastjson
 from ..errors import ConfigurationError, RecordsUnavailableError, UsageError
 from . import owners
-from .deferred import Deferred
+from .deferred import Deferred, DeferredEnqueues
 from .group_commit import GroupCommit
 from .message import Handle, LocalHandle, Message, RowHandle, as_handle
 from .scope import ALL, Scope
@@ -191,7 +191,7 @@ def _rows(handles: Iterable[Handle | int]) -> list[int]:
     return rows
 
 
-class PostgresOutbox:
+class PostgresOutbox(DeferredEnqueues):
     """A durable queue in a PostgreSQL table shared by every process that names the same database.
 
     It answers to the operations of :class:`~.queue.Outbox` (enqueue, lease, ack, retry, dead_letter,
@@ -397,15 +397,6 @@ class PostgresOutbox:
         return len(batch)
 
     put = enqueue
-
-    def defer(self) -> bool:
-        """Hold this thread's enqueues until :meth:`commit_deferred` (one commit for all); false if already held."""
-        return self._deferred.start()
-
-    def commit_deferred(self) -> int:
-        """Commit what this thread enqueued since :meth:`defer`, as :meth:`enqueue` does (required if any was)."""
-        items, required = self._deferred.take()
-        return self.enqueue(items, required=required) if items else 0
 
     def _insert(self, rows: list[tuple[str, str, str]]) -> None:
         """One transaction for a group of enqueues (the group commit's writer: one thread at a time).

@@ -45,7 +45,7 @@ from typing import Any
 from .. import fastjson
 from ..errors import RecordsUnavailableError
 from . import journal, owners
-from .deferred import Deferred
+from .deferred import Deferred, DeferredEnqueues
 from .local import LocalMessage, LocalMessages
 from .message import Handle, LocalHandle, Message, RowHandle, as_handle
 from .scope import ALL, Scope, matcher
@@ -110,7 +110,7 @@ def _chunks(ids: list[int]) -> Iterator[tuple[list[int], str]]:
         yield chunk, ",".join("?" * len(chunk))
 
 
-class Outbox:
+class Outbox(DeferredEnqueues):
     """A durable queue on a SQLite file and this process's journal beside it; safe to share between threads.
 
     ``busy_timeout`` bounds how long a reader waits for another process's
@@ -193,15 +193,6 @@ class Outbox:
         return len(batch)
 
     put = enqueue
-
-    def defer(self) -> bool:
-        """Hold this thread's enqueues until :meth:`commit_deferred` (one write for all); false if already held."""
-        return self._deferred.start()
-
-    def commit_deferred(self) -> int:
-        """Write what this thread enqueued since :meth:`defer`, as :meth:`enqueue` does (required if any was)."""
-        items, required = self._deferred.take()
-        return self.enqueue(items, required=required) if items else 0
 
     def view(self, scope: Scope) -> OutboxView:
         """This outbox seen through ``scope``: what one sink sharing the file reads and counts."""
