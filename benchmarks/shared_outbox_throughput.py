@@ -27,9 +27,10 @@ them (an idle worker looks for due messages once a second, so the first ones sta
 last batch's tail is not the rate). The figure is the median over rounds; the ratio is the median over pairs of
 that pair's rates (they ran back to back), the ratio of the medians beside it.
 
-Each round checks that every message arrived exactly once (the ``webhook-id`` of each, counted at the
-receiver; the delivering processes' own counts add up to the backlog) and the table is empty: a lease lasts
-60 s, far longer than a round, so a second delivery could only be a lease that failed.
+Each round checks that every message arrived (the ``webhook-id`` of each, counted at the receiver; the
+delivering processes' own counts add up to the backlog), none more often than at-least-once allows (repeats no
+more than the attempts the processes retried: an answer that timed out may have been received) and the table is
+empty: a lease lasts 60 s, far longer than a round, so any other repeat could only be a lease that failed.
 
 The ceilings, measured in the same run: the receiver alone, before the rounds (a plain asyncio client in a
 process of its own, 8 and then 32 requests at once, a connection each, no outbox: the most it answers); the CPU
@@ -308,6 +309,7 @@ class Round:
     shares: list[int] = field(default_factory=list)  # deliveries per process
     limits: list[int] = field(default_factory=list)  # each process's adaptive limit as it stopped
     slow_accepts: int = 0  # attempts whose connection was not accepted in time, all processes
+    retried: int = 0  # failed attempts the processes retried (an answer that timed out may have arrived)
     problems: list[str] = field(default_factory=list)
 
 
@@ -349,9 +351,12 @@ def run_round(k: int, n: int, pg: PostgresServer, outbox: Any, receiver: Receive
         result.shares = [end.get("delivered", -1) for end in ends]
         result.limits = [end.get("limit", -1) for end in ends]
         result.slow_accepts = sum(end.get("attempts_connect_timeout", 0) for end in ends)
+        result.retried = sum(end.get("retried", 0) for end in ends)
     ids = [i for _, i in arrivals]
-    if len(ids) != n or set(ids) != expected:
-        lost, twice = len(expected - set(ids)), len(ids) - len(set(ids))
+    lost, twice = len(expected - set(ids)), len(ids) - len(set(ids))
+    # At least once: an attempt whose answer timed out may have been received, and is sent again (the same
+    # webhook-id). More repeats than retried attempts would be a message delivered by two processes at once.
+    if lost or twice > result.retried or set(ids) - expected:
         stalled = f" (the round stopped at {ROUND_TIMEOUT:g} s)" if result.elapsed >= ROUND_TIMEOUT else ""
         result.problems.append(f"{k} process(es): {len(ids)} deliveries of {n} messages: {lost} never arrived, "
                                f"{twice} arrived twice, {len(set(ids) - expected)} not of this backlog{stalled}")
@@ -497,7 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             receiver.stop()
     if rounds and all(r.rate for r in rounds):
         report(rounds, k, n, args.delay, capacity)
-    print(f"checks: {'every message delivered once, the table empty after every round' if not problems else 'FAILED'}")
+    passed = "every message delivered, repeats only of retried attempts, the table empty after every round"
+    print(f"checks: {passed if not problems else 'FAILED'}")
     print(f"total elapsed: {time.perf_counter() - t0:.1f} s")
     if args.smoke:
         return smoke_verdict(problems)
