@@ -786,3 +786,17 @@ def test_a_role_that_may_not_write_the_audit_table_is_refused_before_running(dsn
     finally:
         app.stop()
     assert _rows(dsn, "SELECT count(*) FROM workflow_executions") == [(1,)]  # the one that returned
+
+
+def test_an_app_moved_to_the_shared_outbox_warns_of_the_local_one_it_leaves(dsn, tmp_path, caplog):
+    """A local outbox left in the data dir is not delivered from the shared one: the app says so, naming it."""
+    local = Outbox(tmp_path / "outbox.sqlite")
+    local.enqueue([("old", URL, "{}")])
+    local.close()
+    app = Nexus("t", outbox=dsn, environ={"NEXUS_OTEL_DATA_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true"})
+    with caplog.at_level("WARNING", logger="nexus_otel.records"):
+        app.add_plugin(WebhookPlugin(webhook_url=URL, secret="whsec_" + "A" * 32))
+        app.add_plugin(DatabasePlugin(dsn))
+    app.stop()
+    warnings = [r.getMessage() for r in caplog.records if "local outbox" in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path / "outbox.sqlite") in warnings[0]

@@ -56,6 +56,7 @@ class RecordPipeline:
         """The shared outbox's ``postgresql://`` URL (``NEXUS_OTEL_OUTBOX_URL``): every sink queues there; None:
         each names its local file."""
         self._outboxes: dict[Path | str, Outbox | PostgresOutbox] = {}
+        self._left_behind: set[str | os.PathLike[str]] = set()  # local outboxes warned of
         # The same, for the hot path's look: replaced, never changed in place.
         self._boxes: tuple[Outbox | PostgresOutbox, ...] = ()
         self.deadline: float | None = None
@@ -153,6 +154,11 @@ class RecordPipeline:
             else Path(target).resolve()
         with self._lock:
             outbox = self._outboxes.get(key)
+            if self.shared_outbox and Path(path).exists() and path not in self._left_behind:
+                self._left_behind.add(path)
+                log.warning("a local outbox is at %s: what waits in it is not delivered while the shared outbox is"
+                            " used; start once without NEXUS_OTEL_OUTBOX_URL to deliver it (or `nexus-otel"
+                            " webhooks status --outbox %s` to see what it holds)", path, path)
             if outbox is None:
                 outbox = self._outboxes[key] = open_outbox(target)
                 self._boxes = (*self._boxes, outbox)
