@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from ..outbox import OutboxView, PostgresOutbox, Queue
 from ..outbox.owners import identity
-from ..outbox.postgres import connect, is_url, safe_url
+from ..outbox.postgres import connect, is_url, masked_reason, safe_url
 from .destination_snapshots import (
     INTERVAL,
     DestinationSnapshots,
@@ -153,9 +153,11 @@ class SharedDestinationSnapshots:
                 self._drop()
                 if not self._warned:
                     self._warned = True
-                    log.warning("cannot write the webhook destinations' status to %s: %s", self.where, exc)
+                    log.warning("cannot write the webhook destinations' status to %s: %s", self.where,
+                                masked_reason(self.url, exc))
                 else:
-                    log.debug("cannot write the webhook destinations' status to %s: %s", self.where, exc)
+                    log.debug("cannot write the webhook destinations' status to %s: %s", self.where,
+                              masked_reason(self.url, exc))
                 return False
             self._written, self._written_at = states, now
             return True
