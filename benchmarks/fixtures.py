@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -231,11 +232,25 @@ class RawSdkReference:
         return result
 
 
-def core_host(plugins: Sequence[NexusPlugin] = ()) -> tuple[Nexus, Providers, Callable[[], None]]:
-    """The host with core telemetry (fresh SDK providers, as in (a)), the 3-hook plugin, ``plugins``."""
+class CountingStreamHandler(logging.StreamHandler):
+    """A StreamHandler (the plugin's JSON formatter, a write per record) that also counts records."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.records = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records += 1
+        super().emit(record)
+
+
+def core_host(plugins: Sequence[NexusPlugin] = (), *,
+              outbox: str | None = None) -> tuple[Nexus, Providers, Callable[[], None]]:
+    """The host with core telemetry (fresh SDK providers, as in (a)), the 3-hook plugin, ``plugins``; with
+    ``outbox``, on that shared outbox (``Nexus(outbox=...)``)."""
     providers = Providers.fresh()
     app = Nexus("bench", tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
-                logger_provider=providers.logger_provider)
+                logger_provider=providers.logger_provider, outbox=outbox)
     app.add_plugin(BenchPlugin())
     for plugin in plugins:
         app.add_plugin(plugin)

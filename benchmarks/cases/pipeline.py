@@ -12,7 +12,6 @@ note under the case gives the background threads' CPU per execution."""
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import shutil
 import sqlite3
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fixtures import INPUTS, WORKFLOW, WebhookReceiver, core_host
+from fixtures import INPUTS, WORKFLOW, CountingStreamHandler, WebhookReceiver, core_host
 from harness import Case, Side, thread_cpu
 
 from nexus_otel import Nexus
@@ -31,18 +30,6 @@ from nexus_otel.plugins import DatabasePlugin, MetricsPlugin, RequestLoggerPlugi
 perf_counter = time.perf_counter
 
 DRAIN_TIMEOUT = 60.0  # seconds a round's drain may take before the case is reported broken
-
-
-class CountingStreamHandler(logging.StreamHandler):
-    """A StreamHandler (the plugin's JSON formatter, a write per record) that also counts records."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self.records = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records += 1
-        super().emit(record)
 
 
 def _wait_delivered(webhook: WebhookPlugin, database: DatabasePlugin, timeout: float = DRAIN_TIMEOUT) -> None:

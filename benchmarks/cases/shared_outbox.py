@@ -18,7 +18,6 @@ audit table one row per execution, and the outbox table nothing left.
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import sys
 import time
@@ -31,15 +30,12 @@ from fixtures import (
     AUXILIARY_BUDGET,
     INPUTS,
     WORKFLOW,
-    BenchPlugin,
-    Providers,
+    CountingStreamHandler,
     WebhookReceiver,
     core_host,
-    trivial_workflow,
 )
 from harness import Case, Side, thread_cpu, tree_cpu
 
-from nexus_otel import Nexus, NexusPlugin
 from nexus_otel.plugins import DatabasePlugin, MetricsPlugin, RequestLoggerPlugin, WebhookPlugin
 
 # The test suite's PostgreSQL server (tests/postgres_server.py) is imported from the repository's root.
@@ -55,36 +51,6 @@ FAST_SETTINGS = SERVER_SETTINGS
 """The test suite's: fsync, synchronous_commit and full_page_writes off."""
 DRAIN_TIMEOUT = 60.0  # seconds a round's drain may take before the case is reported broken
 WEBHOOK_THREAD = "nexus-otel-webhooks"
-
-
-class _CountingHandler(logging.StreamHandler):
-    """The request log's handler (JSON to /dev/null), counting records."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self.records = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records += 1
-        super().emit(record)
-
-
-def shared_host(outbox: str, plugins: list[NexusPlugin]) -> tuple[Nexus, Providers, Callable[[], None]]:
-    """``fixtures.core_host`` with ``Nexus(outbox=outbox)``: the same providers, hooks, workflow and plugins."""
-    providers = Providers.fresh()
-    app = Nexus("bench", tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
-                logger_provider=providers.logger_provider, outbox=outbox)
-    app.add_plugin(BenchPlugin())
-    for plugin in plugins:
-        app.add_plugin(plugin)
-    app.register(WORKFLOW, trivial_workflow)
-    app.start()
-
-    def close() -> None:
-        app.stop()
-        providers.shutdown()
-
-    return app, providers, close
 
 
 def _postmaster_pid(pg: PostgresServer) -> int:
@@ -126,7 +92,7 @@ def shared_pipeline_builder(settings: tuple[str, ...]) -> Callable[[Callable[[],
         pg = PostgresServer(settings=settings)
         receiver = None
         devnull = open(os.devnull, "w")
-        handler = _CountingHandler(devnull)
+        handler = CountingStreamHandler(devnull)
         try:
             pg.start()
             secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -135,7 +101,7 @@ def shared_pipeline_builder(settings: tuple[str, ...]) -> Callable[[Callable[[],
             database = DatabasePlugin(pg.dsn)
             metrics = MetricsPlugin()
             request_logger = RequestLoggerPlugin("json", output=handler)
-            app, providers, close_app = shared_host(pg.dsn, [request_logger, metrics, webhook, database])
+            app, providers, close_app = core_host([request_logger, metrics, webhook, database], outbox=pg.dsn)
         except BaseException:
             base_close()
             if receiver is not None:
