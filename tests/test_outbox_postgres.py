@@ -648,10 +648,22 @@ def test_a_group_of_any_size_is_written_whole_with_its_joined_rows(dsn, n):
     assert duration == 1.5 and started.year == 2026
 
 
-def _grouped(write, first: str, rest: list[str]) -> tuple[GroupCommit[str], dict[str, BaseException | None]]:
-    """Submit ``first`` (whose write waits until the others queued behind it), then ``rest`` as one group."""
-    group: GroupCommit[str] = GroupCommit(write, alone=lambda exc: isinstance(exc, ValueError))
+def _grouped(write, rest: list[str]) -> tuple[list[list[str]], dict[str, BaseException | None]]:
+    """Submit "lead" (whose write waits until the others queued behind it), then ``rest`` as one group written
+    with ``write``; every write's items, and each caller's outcome."""
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def held(items: list[str]) -> None:
+        calls.append(items)
+        if items == ["lead"]:
+            release.wait(2)
+            return
+        write(items)
+
+    group: GroupCommit[str] = GroupCommit(held, alone=lambda exc: isinstance(exc, ValueError))
     outcome: dict[str, BaseException | None] = {}
+    threading.Timer(0.2, release.set).start()
 
     def submit(item: str) -> None:
         try:
@@ -660,7 +672,7 @@ def _grouped(write, first: str, rest: list[str]) -> tuple[GroupCommit[str], dict
         except BaseException as exc:
             outcome[item] = exc
 
-    threads = [threading.Thread(target=submit, args=(first,))]
+    threads = [threading.Thread(target=submit, args=("lead",))]
     threads[0].start()
     time.sleep(0.05)
     for item in rest:
@@ -669,45 +681,28 @@ def _grouped(write, first: str, rest: list[str]) -> tuple[GroupCommit[str], dict
         time.sleep(0.01)
     for t in threads:
         t.join(5)
-    return group, outcome
+    return calls, outcome
 
 
 def test_a_group_that_fails_for_one_value_is_written_caller_by_caller():
     """One caller's refused value in a group: the group is retried one caller at a time, the others succeed."""
-    calls: list[list[str]] = []
-    release = threading.Event()
-
     def write(items: list[str]) -> None:
-        calls.append(items)
-        if items == ["lead"]:
-            release.wait(2)
         if "bad" in items:
             raise ValueError("refused value")
 
-    timer = threading.Timer(0.2, release.set)
-    timer.start()
-    _, outcome = _grouped(write, "lead", ["a", "bad", "c"])
+    calls, outcome = _grouped(write, ["a", "bad", "c"])
     assert calls[0] == ["lead"] and sorted(calls[1]) == ["a", "bad", "c"]
     assert outcome["a"] is None and outcome["c"] is None and isinstance(outcome["bad"], ValueError)
 
 
 def test_a_split_group_stops_trying_once_the_database_itself_fails():
     """While a split group is written caller by caller, a failure of the database fails the rest without tries."""
-    calls: list[list[str]] = []
-    release = threading.Event()
-
     def write(items: list[str]) -> None:
-        calls.append(items)
-        if items == ["lead"]:
-            release.wait(2)
-            return
         if len(items) > 1:
             raise ValueError("refused value")
         raise OSError("database gone")
 
-    timer = threading.Timer(0.2, release.set)
-    timer.start()
-    _, outcome = _grouped(write, "lead", ["a", "b", "c"])
+    calls, outcome = _grouped(write, ["a", "b", "c"])
     assert len(calls) == 3, f"tried {len(calls) - 2} callers alone after the database failed: {calls}"
     assert all(isinstance(outcome[x], OSError) for x in "abc")
 
