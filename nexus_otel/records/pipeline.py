@@ -14,7 +14,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from ..errors import ConfigurationError, RecordsUnavailableError
 from ..outbox import Outbox
 from ..outbox.factory import open_outbox
-from ..outbox.postgres import PostgresOutbox
+from ..outbox.postgres import PostgresOutbox, is_url
 from .processor import RecordProcessor
 from .record import ExecutionRecord
 
@@ -150,8 +150,7 @@ class RecordPipeline:
         """The app's outbox at ``path``, one object per file (or ``postgresql://`` URL), shared by every sink that
         names it; the shared outbox, whatever the path, when the app has one (:attr:`shared_outbox`)."""
         target = self.shared_outbox or path
-        key: Path | str = str(target) if self.shared_outbox or isinstance(target, str) and "://" in target \
-            else Path(target).resolve()
+        key: Path | str = str(target) if is_url(target) else Path(target).resolve()
         with self._lock:
             outbox = self._outboxes.get(key)
             if self.shared_outbox and Path(path).exists() and path not in self._left_behind:
